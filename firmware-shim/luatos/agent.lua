@@ -1,0 +1,129 @@
+-- LuatOS family part: the `socket` library over the tether protocol.
+-- Semantics: ../shared/firmware-notes/luatos.md; spec: docs/protocol.md.
+local sys = require("sys")
+local U = TETHER_UART
+
+HAL.write = function(s) uart.write(U, s) end
+HAL.crc16 = function(s) return crypto.crc16("MODBUS", s) end
+HAL.b64e = string.toBase64
+HAL.b64d = string.fromBase64
+HAL.maxframe = 1024
+HAL.outmax = 1024
+HAL.window = TETHER_RXBUF - 64
+HAL.maxmsg = 8192
+HAL.heap = function() return math.floor(collectgarbage("count")) end
+HAL.epoch = function()
+  local e = 0
+  if crypto.trng then
+    local s = crypto.trng(4)
+    if s and #s == 4 then e = (s:byte(1) % 128) * 16777216 + s:byte(2) * 65536 + s:byte(3) * 256 + s:byte(4) end
+  end
+  if e == 0 then
+    math.randomseed(os.time() + (mcu and mcu.ticks and mcu.ticks() or 0))
+    e = math.random(1, 2147483646)
+  end
+  return e
+end
+
+-- Firmware built before 2023-01-31 returns the first boolean inverted ("true = error").
+-- Probe once: socket.wait on a fresh (offline) socket fails, so the first value says which.
+local boolinv
+local function probe()
+  if boolinv ~= nil then return boolinv end
+  local ok, c = pcall(socket.create, nil, function() end)
+  if ok and c then
+    local ok2, first = pcall(socket.wait, c)
+    if ok2 and type(first) == "boolean" then boolinv = first end
+    pcall(socket.release, c)
+  end
+  return boolinv
+end
+
+HAL.info = function(t)
+  t.family = "luatos"
+  local ok, v = pcall(rtos.version)
+  t.fw = ok and v or nil
+  ok, v = pcall(rtos.bsp)
+  t.bsp = ok and v or nil
+  t.boolinv = probe()
+  if rtos.meminfo then
+    local ok2, total, used, max = pcall(rtos.meminfo, "lua")
+    if ok2 then t.luamem = { total = total, used = used, max = max } end
+  end
+end
+
+-- a callback for socket `id`: every event becomes an E frame, under pcall
+local function cb(id)
+  return function(ctrl, event, param) A.guard(A.event, id, event, param) end
+end
+
+A.reg("socket.create", function(ad)
+  local id = A.newHandle(nil)
+  local s = socket.create(ad, cb(id))
+  if s == nil then return nil end
+  A.bind(id, s)
+  return s
+end)
+
+A.reg("socket.accept", function(c)
+  local id = A.newHandle(nil)
+  local r = { n = 0 }
+  local function keep(...) r = { n = select("#", ...), ... } end
+  keep(socket.accept(c, cb(id)))
+  if type(r[2]) == "userdata" then A.bind(id, r[2]) end
+  return (table.unpack or unpack)(r, 1, r.n)
+end)
+
+A.reg("socket.release", function(c)
+  local id = A.hid[c]
+  socket.release(c)
+  if id then A.release(id) end
+end)
+
+-- rx(c, wantbuf, flag, limit): with wantbuf the agent reads into its own zbuff
+-- and appends the bytes as one extra return value after the firmware's.
+A.reg("socket.rx", function(c, wantbuf, flag, limit)
+  if not wantbuf then return socket.rx(c) end
+  local b = zbuff.create(limit or 1024)
+  local r = { n = 0 }
+  local function keep(...) r = { n = select("#", ...), ... } end
+  keep(socket.rx(c, b, flag, limit))
+  r.n = r.n + 1
+  r[r.n] = b:toStr(0, b:used())
+  if b.free then b:free() end
+  return (table.unpack or unpack)(r, 1, r.n)
+end)
+
+for _, name in ipairs({ "debug", "config", "linkup", "connect", "discon", "close", "tx", "read", "wait",
+  "listen", "state", "setDNS", "sslLog", "localIP", "adapter", "remoteIP", "sntp", "ntptm", "sntp_port",
+  "dft", "close_all", "rx_cache" }) do
+  if socket[name] then A.reg("socket." .. name, socket[name]) end
+end
+
+-- module status for `tether info`
+if mobile then
+  for _, name in ipairs({ "imei", "csq", "status", "iccid", "rssi" }) do
+    if mobile[name] then A.reg("mobile." .. name, mobile[name]) end
+  end
+end
+if rtos.meminfo then A.reg("rtos.meminfo", rtos.meminfo) end
+
+for _, topic in ipairs({ "NTP_UPDATE", "NTP_ERROR", "IP_READY", "IP_LOSE" }) do
+  sys.subscribe(topic, function(...) A.guard(A.publish, topic, ...) end)
+end
+
+uart.setup(U, TETHER_BAUD, 8, 1, uart.None, uart.LSB, TETHER_RXBUF)
+uart.on(U, "receive", function(id, len)
+  A.guard(function()
+    if len == -1 then A.log(2, "uart rx buffer overflow: bytes were lost") end
+    while true do
+      local s = uart.read(id, 1024)
+      if s == nil or #s == 0 then break end
+      A.feed(s)
+    end
+  end)
+end)
+
+A.start()
+if TETHER_MODNAME == nil then sys.run() end
+return A

@@ -1,0 +1,10 @@
+-- tether agent for LuatOS (Air780E / Air780EP, ESP32C3).
+-- Flash this file as main.lua with Luatools, or save it as tether.lua and
+-- require("tether") from your own main.lua (it then does not call sys.run()).
+-- Settings: set these globals before require() to override them.
+local TETHER_UART = TETHER_UART or 1        -- RPC UART: 1 = main UART, 2 = UART2, uart.VUART_0 (32) = USB virtual port
+local TETHER_BAUD = TETHER_BAUD or 115200   -- baud rate of that UART
+local TETHER_RXBUF = TETHER_RXBUF or 2048   -- uart.setup RX buffer (bytes); the flow-control window comes from it
+PROJECT = PROJECT or "tether"
+VERSION = VERSION or "0.1.0"
+local TETHER_MODNAME = ...

@@ -1,0 +1,433 @@
+/**
+ * Family-independent Lua VM host for the simulated modules.
+ *
+ * Runs real Lua code (the agent files from `firmware-shim/`, verbatim) in fengari,
+ * a Lua 5.3 VM written in JavaScript whose integers are 32-bit like the Air780E's
+ * (`math.maxinteger` = 2147483647). Emulated firmware libraries are written in
+ * TypeScript as {@link LuaLibFn}s and registered as global tables.
+ */
+import fengari from 'fengari';
+
+const { lua, lauxlib, lualib, to_luastring } = fengari as unknown as {
+  lua: any;
+  lauxlib: any;
+  lualib: any;
+  to_luastring: (s: string) => Uint8Array;
+};
+
+/** A Lua float that must stay a float when pushed (plain JS integers become Lua integers). */
+export class LuaFloat {
+  constructor(readonly value: number) {}
+}
+
+/** A light userdata value (e.g. the `ctrl` pointer a LuatOS socket callback receives). */
+export class LightUserdata {
+  constructor(readonly ptr: object) {}
+}
+
+/** A reference to a Lua value kept alive in the registry. Call `release()` when done. */
+export class LuaRef {
+  constructor(readonly vm: LuaVm, readonly ref: number, readonly type: 'function' | 'table' | 'userdata') {}
+  release(): void {
+    if (this.vm.closed) return;
+    lauxlib.luaL_unref(this.vm.L, lua.LUA_REGISTRYINDEX, this.ref);
+  }
+}
+
+/** A full userdata wrapping a JS object, created by {@link LuaVm.newUserdata}. */
+export class UserdataBox<T extends object = object> {
+  constructor(readonly obj: T, readonly metatable: string) {}
+}
+
+/** Values a library function may return or pass into Lua. Plain objects and arrays become new tables. */
+export type LuaIn =
+  | undefined
+  | null
+  | boolean
+  | number
+  | string
+  | Uint8Array
+  | LuaFloat
+  | LightUserdata
+  | LuaRef
+  | UserdataBox
+  | LuaIn[]
+  | { [k: string]: LuaIn };
+
+/** A JS value read back from Lua by {@link LuaVm.toJs}. Tables become Maps; strings are byte arrays. */
+export type LuaOut = undefined | boolean | number | string | Uint8Array | Map<LuaOut, LuaOut> | object;
+
+/** Raised inside a library function to produce a Lua error with this exact message (no position prefix). */
+export class LuaRaise extends Error {
+  constructor(readonly luaMessage: string) {
+    super(luaMessage);
+  }
+}
+
+/** Typed access to the arguments of a library call, with luaL_check* semantics. */
+export class LuaArgs {
+  constructor(readonly vm: LuaVm, readonly L: any, readonly fnName: string) {}
+  get count(): number {
+    return lua.lua_gettop(this.L);
+  }
+  type(i: number): string {
+    return i > this.count ? 'nil' : lua.lua_typename(this.L, lua.lua_type(this.L, i)) && fengari.to_jsstring(lua.lua_typename(this.L, lua.lua_type(this.L, i)));
+  }
+  isNil(i: number): boolean {
+    return lua.lua_isnoneornil(this.L, i);
+  }
+  isInteger(i: number): boolean {
+    return lua.lua_isinteger(this.L, i);
+  }
+  isNumber(i: number): boolean {
+    return lua.lua_type(this.L, i) === lua.LUA_TNUMBER;
+  }
+  isString(i: number): boolean {
+    return lua.lua_type(this.L, i) === lua.LUA_TSTRING;
+  }
+  isBoolean(i: number): boolean {
+    return lua.lua_type(this.L, i) === lua.LUA_TBOOLEAN;
+  }
+  isFunction(i: number): boolean {
+    return lua.lua_type(this.L, i) === lua.LUA_TFUNCTION;
+  }
+  isTable(i: number): boolean {
+    return lua.lua_type(this.L, i) === lua.LUA_TTABLE;
+  }
+  /** luaL_checkinteger: raises `bad argument #i` if not an integer (or integral float / numeric string). */
+  int(i: number): number {
+    return lauxlib.luaL_checkinteger(this.L, i);
+  }
+  optInt(i: number, def: number): number {
+    return lauxlib.luaL_optinteger(this.L, i, def);
+  }
+  num(i: number): number {
+    return lauxlib.luaL_checknumber(this.L, i);
+  }
+  optNum(i: number, def: number): number {
+    return lauxlib.luaL_optnumber(this.L, i, def);
+  }
+  /** luaL_checklstring: raises if not a string or number; numbers are converted. */
+  bytes(i: number): Uint8Array {
+    return lauxlib.luaL_checklstring(this.L, i);
+  }
+  optBytes(i: number): Uint8Array | undefined {
+    return this.isNil(i) ? undefined : this.bytes(i);
+  }
+  str(i: number): string {
+    return Buffer.from(this.bytes(i)).toString('latin1');
+  }
+  optStr(i: number): string | undefined {
+    return this.isNil(i) ? undefined : this.str(i);
+  }
+  /** lua_toboolean: nil/false are false, everything else true. */
+  truthy(i: number): boolean {
+    return lua.lua_toboolean(this.L, i);
+  }
+  /** The JS object inside a full userdata made by {@link LuaVm.newUserdata}, or a light userdata's pointer. */
+  userdata<T extends object>(i: number): T | undefined {
+    const t = lua.lua_type(this.L, i);
+    if (t === lua.LUA_TUSERDATA) return (lua.lua_touserdata(this.L, i) as { obj?: T }).obj;
+    if (t === lua.LUA_TLIGHTUSERDATA) return lua.lua_touserdata(this.L, i) as T;
+    return undefined;
+  }
+  /** Keep the function at `i` alive and return a reference to call it later. */
+  fnRef(i: number): LuaRef {
+    lauxlib.luaL_checktype(this.L, i, lua.LUA_TFUNCTION);
+    lua.lua_pushvalue(this.L, i);
+    return new LuaRef(this.vm, lauxlib.luaL_ref(this.L, lua.LUA_REGISTRYINDEX), 'function');
+  }
+  /** Convert the argument at `i` to a JS value (tables become Maps, strings byte arrays). */
+  value(i: number): LuaOut {
+    return this.vm.toJs(this.L, i);
+  }
+  /** Raise a Lua error `bad argument #i to 'fn' (msg)`. */
+  argError(i: number, msg: string): never {
+    lauxlib.luaL_argerror(this.L, i, to_luastring(msg));
+    throw new Error('unreachable');
+  }
+}
+
+/** A library function: gets its arguments, returns the values to push (an array: its length is the count). */
+export type LuaLibFn = (args: LuaArgs) => LuaIn[] | void;
+
+export interface LuaVmOptions {
+  /** Called with every error raised by a top-level callback the VM could not hand to Lua code (the module would reboot). */
+  onUncaughtError?: (message: string) => void;
+}
+
+/**
+ * A Lua VM. Libraries are registered with {@link registerLib}; Lua callbacks are
+ * invoked from JS events with {@link callRef} (protected; an error is reported to
+ * `onUncaughtError`, the way the firmware logs it and reboots).
+ */
+export class LuaVm {
+  readonly L: any;
+  closed = false;
+  private readonly opts: LuaVmOptions;
+
+  constructor(opts: LuaVmOptions = {}) {
+    this.opts = opts;
+    this.L = lauxlib.luaL_newstate();
+    // Standard libraries the modules have (LuatOS builds include io/os partially; we give base, coroutine, table, string, math, utf8, os).
+    const libs: Array<[string, any]> = [
+      ['_G', lualib.luaopen_base],
+      ['coroutine', lualib.luaopen_coroutine],
+      ['table', lualib.luaopen_table],
+      ['string', lualib.luaopen_string],
+      ['math', lualib.luaopen_math],
+      ['utf8', lualib.luaopen_utf8],
+      ['os', lualib.luaopen_os],
+      ['debug', lualib.luaopen_debug],
+    ];
+    for (const [name, open] of libs) {
+      lauxlib.luaL_requiref(this.L, to_luastring(name), open, 1);
+      lua.lua_pop(this.L, 1);
+    }
+    // package/require: a minimal `require` that looks in package.preload and package.loaded.
+    this.runString(
+      `package = package or { loaded = {}, preload = {} }
+       for _, n in ipairs({"string","table","math","coroutine","os","utf8","debug"}) do package.loaded[n] = _G[n] end
+       function require(name)
+         local v = package.loaded[name]
+         if v ~= nil then return v end
+         local g = rawget(_G, name)
+         if g ~= nil then package.loaded[name] = g return g end
+         local loader = package.preload[name]
+         if not loader then error("module '" .. tostring(name) .. "' not found", 2) end
+         v = loader(name)
+         if v == nil then v = true end
+         package.loaded[name] = v
+         return v
+       end`,
+      '=vm-init',
+    );
+  }
+
+  /** Register `fns` as fields of the global table `name` (created if missing), plus constants. */
+  registerLib(name: string, fns: Record<string, LuaLibFn>, consts: Record<string, LuaIn> = {}): void {
+    const L = this.L;
+    lua.lua_getglobal(L, to_luastring(name));
+    if (!lua.lua_istable(L, -1)) {
+      lua.lua_pop(L, 1);
+      lua.lua_newtable(L);
+      lua.lua_pushvalue(L, -1);
+      lua.lua_setglobal(L, to_luastring(name));
+    }
+    for (const [k, fn] of Object.entries(fns)) {
+      this.pushFunction(fn, `${name}.${k}`);
+      lua.lua_setfield(L, -2, to_luastring(k));
+    }
+    for (const [k, v] of Object.entries(consts)) {
+      this.push(L, v);
+      lua.lua_setfield(L, -2, to_luastring(k));
+    }
+    lua.lua_pop(L, 1);
+  }
+
+  /** Register a global function. */
+  registerGlobal(name: string, fn: LuaLibFn): void {
+    this.pushFunction(fn, name);
+    lua.lua_setglobal(this.L, to_luastring(name));
+  }
+
+  /** Define a metatable `name` in the registry whose `__index` holds `methods` (for userdata objects). */
+  defineClass(name: string, methods: Record<string, LuaLibFn>, extra: Record<string, LuaLibFn> = {}): void {
+    const L = this.L;
+    lauxlib.luaL_newmetatable(L, to_luastring(name));
+    lua.lua_newtable(L);
+    for (const [k, fn] of Object.entries(methods)) {
+      this.pushFunction(fn, `${name}:${k}`);
+      lua.lua_setfield(L, -2, to_luastring(k));
+    }
+    lua.lua_setfield(L, -2, to_luastring('__index'));
+    for (const [k, fn] of Object.entries(extra)) {
+      this.pushFunction(fn, `${name}.${k}`);
+      lua.lua_setfield(L, -2, to_luastring(k));
+    }
+    lua.lua_pushstring(L, to_luastring(name));
+    lua.lua_setfield(L, -2, to_luastring('__name'));
+    lua.lua_pop(L, 1);
+  }
+
+  /** A value that, when returned to Lua, becomes a new full userdata holding `obj` with metatable `metatable`. */
+  newUserdata<T extends object>(obj: T, metatable: string): UserdataBox<T> {
+    return new UserdataBox(obj, metatable);
+  }
+
+  private pushFunction(fn: LuaLibFn, label: string): void {
+    const vm = this;
+    lua.lua_pushcfunction(this.L, (L: any) => {
+      let out: LuaIn[] | void;
+      try {
+        out = fn(new LuaArgs(vm, L, label));
+      } catch (e) {
+        if (e instanceof LuaRaise) {
+          lua.lua_pushstring(L, to_luastring(e.luaMessage));
+          return lua.lua_error(L);
+        }
+        // fengari signals Lua errors raised by luaL_* helpers by throwing its own objects; let those through.
+        if (e instanceof Error && !(e as any).status) {
+          lua.lua_pushstring(L, to_luastring(`${label}: internal simulator error: ${e.message}`));
+          return lua.lua_error(L);
+        }
+        throw e;
+      }
+      if (!out) return 0;
+      lauxlib.luaL_checkstack(L, out.length + 2, null);
+      for (const v of out) vm.push(L, v);
+      return out.length;
+    });
+  }
+
+  /** Push a JS value on the stack of `L`. */
+  push(L: any, v: LuaIn): void {
+    if (v === undefined || v === null) lua.lua_pushnil(L);
+    else if (typeof v === 'boolean') lua.lua_pushboolean(L, v);
+    else if (typeof v === 'number') {
+      if (Number.isInteger(v) && v >= -2147483648 && v <= 2147483647) lua.lua_pushinteger(L, v);
+      else lua.lua_pushnumber(L, v);
+    } else if (typeof v === 'string') lua.lua_pushstring(L, to_luastring(v));
+    else if (v instanceof Uint8Array) lua.lua_pushstring(L, v);
+    else if (v instanceof LuaFloat) lua.lua_pushnumber(L, v.value);
+    else if (v instanceof LightUserdata) lua.lua_pushlightuserdata(L, v.ptr);
+    else if (v instanceof LuaRef) lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, v.ref);
+    else if (v instanceof UserdataBox) {
+      const data = lua.lua_newuserdata(L, 0) as { obj?: object };
+      data.obj = v.obj;
+      lauxlib.luaL_setmetatable(L, to_luastring(v.metatable));
+    } else if (Array.isArray(v)) {
+      lua.lua_createtable(L, v.length, 0);
+      v.forEach((x, i) => {
+        this.push(L, x);
+        lua.lua_rawseti(L, -2, i + 1);
+      });
+    } else {
+      lua.lua_newtable(L);
+      for (const [k, x] of Object.entries(v)) {
+        if (x === undefined) continue;
+        this.push(L, x);
+        lua.lua_setfield(L, -2, to_luastring(k));
+      }
+    }
+  }
+
+  /** Convert the value at stack index `i` of `L` to JS. */
+  toJs(L: any, i: number, depth = 0): LuaOut {
+    switch (lua.lua_type(L, i)) {
+      case lua.LUA_TNIL:
+      case lua.LUA_TNONE:
+        return undefined;
+      case lua.LUA_TBOOLEAN:
+        return lua.lua_toboolean(L, i);
+      case lua.LUA_TNUMBER:
+        return lua.lua_tonumber(L, i);
+      case lua.LUA_TSTRING:
+        return Uint8Array.from(lua.lua_tostring(L, i));
+      case lua.LUA_TTABLE: {
+        if (depth > 8) return new Map();
+        const m = new Map<LuaOut, LuaOut>();
+        const t = lua.lua_absindex(L, i);
+        lua.lua_pushnil(L);
+        while (lua.lua_next(L, t) !== 0) {
+          const key = this.toJs(L, -2, depth + 1);
+          const k = key instanceof Uint8Array ? Buffer.from(key).toString('latin1') : key;
+          m.set(k, this.toJs(L, -1, depth + 1));
+          lua.lua_pop(L, 1);
+        }
+        return m;
+      }
+      case lua.LUA_TUSERDATA:
+        return (lua.lua_touserdata(L, i) as { obj?: object }).obj ?? {};
+      default:
+        return {};
+    }
+  }
+
+  /** Run a chunk of Lua source. Returns an error message, or undefined on success. */
+  runString(source: string | Uint8Array, chunkName: string): string | undefined {
+    const L = this.L;
+    const code = typeof source === 'string' ? to_luastring(source) : source;
+    const st = lauxlib.luaL_loadbuffer(L, code, null, to_luastring(chunkName));
+    if (st !== lua.LUA_OK) {
+      const msg = this.popError();
+      return msg;
+    }
+    return this.pcall(0, 0);
+  }
+
+  /**
+   * Call a referenced Lua function (protected). Returns `{ values }` or `{ error }`.
+   * Errors are not raised to JS: the caller decides (the firmware would reboot on an error in a callback).
+   */
+  callRef(ref: LuaRef, ...args: LuaIn[]): { values?: LuaOut[]; error?: string } {
+    if (this.closed) return { error: 'VM closed' };
+    const L = this.L;
+    const base = lua.lua_gettop(L);
+    lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref.ref);
+    for (const a of args) this.push(L, a);
+    const err = this.pcall(args.length, lua.LUA_MULTRET);
+    if (err !== undefined) return { error: err };
+    const n = lua.lua_gettop(L) - base;
+    const values: LuaOut[] = [];
+    for (let k = 1; k <= n; k++) values.push(this.toJs(L, base + k));
+    lua.lua_settop(L, base);
+    return { values };
+  }
+
+  /** Call a global function by name (protected). */
+  callGlobal(name: string, ...args: LuaIn[]): { values?: LuaOut[]; error?: string } {
+    const L = this.L;
+    lua.lua_getglobal(L, to_luastring(name));
+    const ref = new LuaRef(this, lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX), 'function');
+    try {
+      return this.callRef(ref, ...args);
+    } finally {
+      ref.release();
+    }
+  }
+
+  /** Report an error that escaped to the top of a callback (the firmware reboots on these). */
+  uncaught(message: string): void {
+    this.opts.onUncaughtError?.(message);
+  }
+
+  private pcall(nargs: number, nres: number): string | undefined {
+    const L = this.L;
+    // message handler adds a traceback
+    const base = lua.lua_gettop(L) - nargs;
+    lua.lua_pushcfunction(L, (L2: any) => {
+      const msg = lua.lua_tostring(L2, 1);
+      lauxlib.luaL_traceback(L2, L2, msg === null ? to_luastring('(error object is not a string)') : msg, 1);
+      return 1;
+    });
+    lua.lua_insert(L, base);
+    let st: number;
+    try {
+      st = lua.lua_pcall(L, nargs, nres, base);
+    } catch (e) {
+      // a JS exception escaping fengari (should not happen): clean the stack and report
+      lua.lua_settop(L, base - 1);
+      return `simulator exception: ${(e as Error).message}`;
+    }
+    lua.lua_remove(L, base);
+    if (st !== lua.LUA_OK) return this.popError();
+    return undefined;
+  }
+
+  private popError(): string {
+    const L = this.L;
+    const s = lua.lua_tostring(L, -1);
+    lua.lua_pop(L, 1);
+    return s === null ? '(non-string error)' : Buffer.from(s).toString('utf8');
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
+
+/** Decode Lua bytes as text (latin1 keeps every byte). */
+export function luaText(v: LuaOut): string | undefined {
+  return v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : undefined;
+}

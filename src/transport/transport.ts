@@ -1,0 +1,66 @@
+/**
+ * Transport layer: moves bytes, nothing else. No framing, no RxJS.
+ *
+ * A transport is a full-duplex byte pipe to one module's UART: a serial device
+ * (serialport), a raw TCP socket (ser2net "raw" mode / `tether sim`), or an
+ * in-memory pair (tests, the in-process simulator).
+ */
+export interface Transport {
+  /** Human-readable description of where the bytes go, e.g. `serial:/dev/ttyUSB0@115200`. */
+  readonly description: string;
+  /** Write bytes. Resolves once the bytes were handed to the OS / peer. Rejects with a TetherError `TRANSPORT` or `DISCONNECTED`. */
+  write(data: Uint8Array): Promise<void>;
+  /** Register the single receiver of incoming bytes (chunks arrive in order, of any size). */
+  onData(listener: (chunk: Uint8Array) => void): void;
+  /** Register the single listener told once when the transport closes; `error` is set if it closed because of a failure. */
+  onClose(listener: (error?: Error) => void): void;
+  /** Close the transport. Idempotent. */
+  close(): Promise<void>;
+  /** True until the transport closed. */
+  readonly isOpen: boolean;
+}
+
+/**
+ * Base class that does the listener bookkeeping; subclasses call `emitData` / `emitClose`.
+ * Data arriving before a listener is set is buffered so nothing is lost.
+ */
+export abstract class BaseTransport implements Transport {
+  abstract readonly description: string;
+  private dataListener?: (chunk: Uint8Array) => void;
+  private closeListener?: (error?: Error) => void;
+  private early: Uint8Array[] = [];
+  private closed = false;
+  private closeError?: Error;
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  abstract write(data: Uint8Array): Promise<void>;
+  abstract close(): Promise<void>;
+
+  onData(listener: (chunk: Uint8Array) => void): void {
+    this.dataListener = listener;
+    const early = this.early;
+    this.early = [];
+    for (const c of early) listener(c);
+  }
+
+  onClose(listener: (error?: Error) => void): void {
+    this.closeListener = listener;
+    if (this.closed) listener(this.closeError);
+  }
+
+  protected emitData(chunk: Uint8Array): void {
+    if (this.closed) return;
+    if (this.dataListener) this.dataListener(chunk);
+    else this.early.push(chunk);
+  }
+
+  protected emitClose(error?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = error;
+    this.closeListener?.(error);
+  }
+}
