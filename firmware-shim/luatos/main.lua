@@ -415,7 +415,12 @@ A.reg("socket.accept", function(c)
   local r = { n = 0 }
   local function keep(...) r = { n = select("#", ...), ... } end
   keep(socket.accept(c, cb(id)))
-  if type(r[2]) == "userdata" then A.bind(id, r[2]) end
+  if type(r[2]) == "userdata" then
+    A.bind(id, r[2])
+    -- the accepted socket reports normal events only once a call has put it in
+    -- a waiting state (luat_lib_socket.c accept path): arm it for EVENT now
+    pcall(socket.wait, r[2])
+  end
   return (table.unpack or unpack)(r, 1, r.n)
 end)
 

@@ -199,6 +199,47 @@ export class LuaVm {
          if v == nil then v = true end
          package.loaded[name] = v
          return v
+       end
+       -- fengari has no collectgarbage("count"): estimate the heap by walking what is reachable
+       -- (strings, tables, closures and their upvalues). An estimate; see docs/fidelity.md.
+       do
+         local getupvalue, getregistry, getmetatable, next, type = debug.getupvalue, debug.getregistry, getmetatable, next, type
+         local function estimate()
+           local seen, total = {}, 0
+           local function walk(v, d)
+             local t = type(v)
+             if t == "string" then total = total + 24 + #v return end
+             if (t ~= "table" and t ~= "function") or seen[v] or d > 24 then return end
+             seen[v] = true
+             if t == "function" then
+               total = total + 48
+               local i = 1
+               while true do
+                 local n, uv = getupvalue(v, i)
+                 if not n then break end
+                 walk(uv, d + 1)
+                 i = i + 1
+               end
+               return
+             end
+             total = total + 56
+             for k, x in next, v do
+               total = total + 32
+               walk(k, d + 1)
+               walk(x, d + 1)
+             end
+             local mt = getmetatable(v)
+             if type(mt) == "table" then walk(mt, d + 1) end
+           end
+           walk(_G, 0)
+           walk(getregistry(), 0)
+           return total
+         end
+         collectgarbage = function(opt)
+           if opt == "count" then local b = estimate() return b / 1024, b % 1024 end
+           if opt == "isrunning" then return true end
+           return 0
+         end
        end`,
       '=vm-init',
     );

@@ -1,0 +1,167 @@
+/**
+ * Entry point: open a module by port string, handshake, and get its family's API.
+ *
+ * Port strings:
+ * - a serial device: `/dev/ttyUSB0`, `COM3`, `/dev/ttyUSB0@921600`, `serial:///dev/ttyACM0?baud=921600`
+ * - raw TCP (ser2net raw mode, `tether sim`): `tcp://127.0.0.1:7000`
+ * - an in-process simulated module: `sim` or `sim:luatos` (Air780E)
+ */
+import { firstValueFrom } from 'rxjs';
+import { openTransport } from '../transport/index.js';
+import type { Transport } from '../transport/transport.js';
+import { RpcClient, type HelloInfo, type RpcClientOptions } from '../rpc/client.js';
+import { toNumber, toText } from '../codec/values.js';
+import { InvalidArgumentError, isTetherError } from '../errors.js';
+import { LuatosSocket } from './luatos/socket.js';
+import { SimulatedModule } from '../sim/module.js';
+import { luatosFamily, type LuatosSimOptions } from '../sim/luatos/family.js';
+
+/** Module facts for `tether info` and diag. */
+export interface ModuleInfo {
+  family: string;
+  /** Firmware version (`rtos.version()`). */
+  firmware?: string;
+  /** Board support package (`rtos.bsp()`), e.g. EC618. */
+  bsp?: string;
+  /** Agent version. */
+  agent: string;
+  protocol: number;
+  lua?: string;
+  /** Integer width of the module's Lua (bits). */
+  intBits?: number;
+  /** The agent's Lua heap (KB). */
+  heapKB?: number;
+  /** Cellular IMEI, where the firmware has it. */
+  imei?: string;
+  /** Signal quality 0..31 (`mobile.csq()`), where the firmware has it. */
+  csq?: number;
+  /** Registration: 0 not registered, 1 registered, 2 searching, 3 denied, 4 unknown, 5 roaming. */
+  registration?: number;
+  registrationText?: string;
+  /** LuatOS: firmware returns the first boolean inverted (pre-2023-01-31). */
+  invertedBool?: boolean;
+  /** Frame size, window and message limits (bytes). */
+  limits: { maxFrame: number; window: number; maxMessage: number };
+  capabilities: string[];
+  epoch: number;
+}
+
+const REGISTRATION = ['not registered', 'registered', 'searching', 'denied', 'unknown', 'roaming'];
+
+/** Options of {@link connect}. */
+export interface ConnectOptions extends RpcClientOptions {
+  /** Serial baud rate. @default 115200 */
+  baudRate?: number;
+  /** Simulator options when the port is `sim:...`. */
+  sim?: LuatosSimOptions & { log?: (line: string) => void };
+}
+
+/** An open module: the RPC session, its family API, and (for `sim:` ports) the simulator. */
+export class TetherModule {
+  private socket_?: LuatosSocket;
+  /** @internal */
+  constructor(
+    readonly rpc: RpcClient,
+    readonly port: string,
+    /** The in-process simulated module, when the port was `sim:...`. */
+    readonly simulator?: SimulatedModule,
+  ) {}
+
+  /** The agent's hello answer. */
+  get hello(): HelloInfo {
+    return this.rpc.hello;
+  }
+
+  /** Firmware family: `luatos`, `luat` or `nodemcu`. */
+  get family(): string {
+    return this.rpc.hello.family;
+  }
+
+  /**
+   * The LuatOS `socket` library.
+   * @throws InvalidArgumentError when the module is not a LuatOS module.
+   */
+  get socket(): LuatosSocket {
+    if (this.family !== 'luatos') throw new InvalidArgumentError(`the module runs ${this.family}, not LuatOS: it has no socket library`);
+    this.socket_ ??= new LuatosSocket(this.rpc);
+    return this.socket_;
+  }
+
+  /** Collect module facts (firmware, agent, heap, IMEI/CSQ/registration where the firmware has them). */
+  async info(): Promise<ModuleInfo> {
+    const h = this.rpc.hello;
+    const info: ModuleInfo = {
+      family: h.family,
+      firmware: h.fw,
+      bsp: h.bsp,
+      agent: h.agent,
+      protocol: h.proto,
+      lua: h.lua,
+      intBits: h.intbits,
+      heapKB: h.heap,
+      invertedBool: h.boolinv,
+      limits: { maxFrame: h.maxframe, window: h.window, maxMessage: h.maxmsg },
+      capabilities: h.caps,
+      epoch: h.epoch,
+    };
+    const opt = async (fn: string) => {
+      if (!h.caps.includes(fn)) return undefined;
+      try {
+        return (await this.rpc.call(fn))[0];
+      } catch (e) {
+        if (isTetherError(e, 'REMOTE')) return undefined;
+        throw e;
+      }
+    };
+    info.imei = toText(await opt('mobile.imei') ?? undefined) ?? undefined;
+    info.csq = toNumber(await opt('mobile.csq') ?? undefined);
+    info.registration = toNumber(await opt('mobile.status') ?? undefined);
+    if (info.registration !== undefined) info.registrationText = REGISTRATION[info.registration] ?? 'unknown';
+    const ping = await this.rpc.call('hello', [h.proto, 4096]).catch(() => undefined);
+    if (ping) {
+      const heap = toNumber((ping[0] as Map<unknown, unknown>)?.get?.('heap') as number | undefined);
+      if (heap !== undefined) info.heapKB = heap;
+    }
+    return info;
+  }
+
+  /** Close the session (and stop the simulator, for `sim:` ports). */
+  async close(): Promise<void> {
+    await this.rpc.close();
+    await this.simulator?.stop();
+  }
+}
+
+/** True for port strings that name the in-process simulator. */
+export function isSimPort(port: string): boolean {
+  return port === 'sim' || port.startsWith('sim:');
+}
+
+/**
+ * Open the module at `port` and handshake.
+ * @throws InvalidArgumentError (bad port string, unknown simulator family), TetherError `TRANSPORT`
+ *   (cannot open the port), `HANDSHAKE` (no agent answered), `VERSION_MISMATCH`.
+ */
+export async function connect(port: string, opts: ConnectOptions = {}): Promise<TetherModule> {
+  if (typeof port !== 'string' || port.length === 0) throw new InvalidArgumentError('port must be a non-empty string such as /dev/ttyUSB0, tcp://127.0.0.1:7000 or sim:luatos');
+  let transport: Transport;
+  let simulator: SimulatedModule | undefined;
+  if (isSimPort(port)) {
+    const fam = port === 'sim' ? 'luatos' : port.slice(4);
+    if (fam !== 'luatos') throw new InvalidArgumentError(`no simulator for family "${fam}" (available: luatos)`);
+    simulator = await SimulatedModule.start(luatosFamily(opts.sim), { log: opts.sim?.log });
+    transport = simulator.connect();
+  } else {
+    transport = await openTransport(port, { baudRate: opts.baudRate });
+  }
+  try {
+    const rpc = await RpcClient.open(transport, opts);
+    return new TetherModule(rpc, port, simulator);
+  } catch (e) {
+    await simulator?.stop();
+    throw e;
+  }
+}
+
+/** Convenience: the first value a cold observable emits. */
+export const first = firstValueFrom;

@@ -1,0 +1,34 @@
+import { SimulatedModule } from '../../sim/module.js';
+import { luatosFamily } from '../../sim/luatos/family.js';
+import { reportError } from '../output.js';
+import type { CliContext } from './index.js';
+import type { SimArgs } from './sim.js';
+
+export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
+  let sim: SimulatedModule | undefined;
+  try {
+    sim = await SimulatedModule.start(luatosFamily(), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
+    const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
+    if (argv.pty) {
+      try {
+        urls.pty = await sim.servePty(argv.link);
+      } catch (e) {
+        process.stderr.write(`tether: no pseudo-terminal: ${(e as Error).message}\n`);
+      }
+    }
+    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, ports: urls }) + '\n');
+    else {
+      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}\n`);
+      for (const [k, v] of Object.entries(urls)) process.stdout.write(`  ${k.padEnd(4)} ${v}\n`);
+      process.stdout.write(`try: tether diag --port ${urls.tcp}\nCtrl-C to stop.\n`);
+    }
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+  } catch (e) {
+    ctx.setExit(reportError(e, !!argv.json));
+  } finally {
+    await sim?.stop();
+  }
+}

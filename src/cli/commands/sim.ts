@@ -1,0 +1,25 @@
+import type { CommandModule } from 'yargs';
+import type { CliContext } from './index.js';
+import type { CommonArgs } from '../output.js';
+
+export interface SimArgs extends CommonArgs {
+  family: string;
+  'tcp-port': number;
+  pty: boolean;
+  link?: string;
+}
+
+/** `tether sim`: start a simulated module, print its port URLs, run until Ctrl-C. */
+export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => ({
+  command: 'sim',
+  describe: 'Start a simulated module (runs the real agent), print its port URLs, run until Ctrl-C',
+  builder: (y) =>
+    y
+      .option('family', { type: 'string', choices: ['luatos'], default: 'luatos', describe: 'Firmware family to simulate (luatos = Air780E)' })
+      .option('tcp-port', { type: 'number', default: 0, describe: 'Serve the UART as raw TCP on 127.0.0.1:PORT (0 = any free port)' })
+      .option('pty', { type: 'boolean', default: true, describe: 'Also serve the UART on a pseudo-terminal (needs python3); --no-pty to skip' })
+      .option('link', { type: 'string', describe: 'Create a symlink to the pty at this path' })
+      .example('$0 sim', 'start a simulated Air780E')
+      .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
+  handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),
+});

@@ -1,0 +1,309 @@
+/**
+ * Emulated LuatOS system libraries for the simulated Air780E (EC618):
+ * uart, crypto, string extensions, rtos, mcu, mobile, log, json.
+ * Semantics: ../shared/firmware-notes/luatos.md, section 2 ("Agent-side APIs").
+ * `socket` and `zbuff` live in socket-lib.ts / zbuff.ts.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaRef, type LuaVm } from '../lua-vm.js';
+import type { Scheduler } from '../scheduler.js';
+import type { UartWire } from '../uart-wire.js';
+import { crc16 as crc16Modbus } from '../../codec/frame.js';
+
+/** Identity and radio state the emulated firmware reports. */
+export interface LuatosIdentity {
+  /** `rtos.version()`. @default "V1112-sim" (the suffix lets tools tell a simulated module) */
+  version?: string;
+  /** `rtos.bsp()`. @default "EC618" */
+  bsp?: string;
+  /** `mobile.imei()`. @default "869020060000011" */
+  imei?: string;
+  /** `mobile.iccid()`. @default "89860000000000000011" */
+  iccid?: string;
+  /** `mobile.csq()` 0..31. @default 24 */
+  csq?: number;
+  /** `mobile.status()`: 0 not registered, 1 registered, 2 searching, 3 denied, 4 unknown, 5 roaming. @default 1 */
+  status?: number;
+}
+
+/** What the environment needs from the simulated module. */
+export interface LuatosEnvHost {
+  vm: LuaVm;
+  scheduler: Scheduler;
+  wire: UartWire;
+  /** UART id wired to the host. @default 1 */
+  uartId: number;
+  identity: LuatosIdentity;
+  /** Module debug log (Luatools' log channel, not the RPC UART). */
+  log(line: string): void;
+  /** A fatal error: the firmware prints "Lua VM exit!! reboot" and restarts. */
+  fatal(message: string): void;
+  /** Milliseconds since this boot. */
+  ticks(): number;
+  /** Reboot requested by Lua (`rtos.reboot()`). */
+  reboot(): void;
+}
+
+const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
+
+/** Install everything into the VM. Returns nothing; all state lives in closures tied to this boot. */
+export function installLuatosEnv(h: LuatosEnvHost): void {
+  const { vm, scheduler, wire } = h;
+
+  // --- simulator primitives used by the Lua `sys` implementation
+  let timerSeq = 0;
+  const timers = new Map<number, () => void>();
+  vm.registerLib('__sim', {
+    timer: (a) => {
+      const ms = a.optInt(1, 0);
+      const fn = a.fnRef(2);
+      const id = ++timerSeq;
+      timers.set(
+        id,
+        scheduler.after(ms, () => {
+          timers.delete(id);
+          runCallback(fn, true);
+        }),
+      );
+      return [id];
+    },
+    cancel: (a) => {
+      const id = a.optInt(1, 0);
+      timers.get(id)?.();
+      timers.delete(id);
+    },
+    post: (a) => {
+      const fn = a.fnRef(1);
+      scheduler.post(() => runCallback(fn, true));
+    },
+    now: () => [h.ticks()],
+    fatal: (a) => {
+      const msg = a.optStr(1) ?? 'error';
+      scheduler.post(() => h.fatal(msg));
+    },
+  });
+
+  /** Run a Lua callback from the event loop; an error escaping it is fatal, as on the module. */
+  function runCallback(fn: LuaRef, release: boolean, ...args: LuaIn[]): void {
+    const r = vm.callRef(fn, ...args);
+    if (release) fn.release();
+    if (r.error !== undefined) h.fatal(r.error);
+  }
+
+  // --- print / log go to the debug channel, never to the RPC UART
+  const fmt = (a: LuaArgs, from: number) => {
+    const parts: string[] = [];
+    for (let i = from; i <= a.count; i++) {
+      const v = a.value(i);
+      parts.push(v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : v === undefined ? 'nil' : String(v));
+    }
+    return parts.join(' ');
+  };
+  vm.registerGlobal('print', (a) => h.log(fmt(a, 1)));
+  const level = (name: string): ((a: LuaArgs) => void) => (a) => h.log(`${name}/${a.optStr(1) ?? ''} ${fmt(a, 2)}`);
+  vm.registerLib(
+    'log',
+    { info: level('I'), warn: level('W'), error: level('E'), debug: level('D'), setLevel: () => {}, style: () => {} },
+    { LOG_SILENT: 0, LOG_DEBUG: 1, LOG_INFO: 2, LOG_WARN: 3, LOG_ERROR: 4 },
+  );
+
+  // --- uart: only `uartId` is wired to the host; others accept calls and go nowhere
+  const receiveCb = new Map<number, LuaRef>();
+  const sentCb = new Map<number, LuaRef>();
+  let rxScheduled = false;
+  let overflowPending = false;
+  const UART_IDS = new Set([0, 1, 2, 3, 32, 33]);
+  wire.onReceive = (overflow) => {
+    if (overflow) overflowPending = true;
+    if (rxScheduled) return;
+    rxScheduled = true;
+    // the driver reports on RX idle timeout: model it as "after the current burst"
+    scheduler.after(1, () => {
+      rxScheduled = false;
+      const cb = receiveCb.get(h.uartId);
+      if (!cb || wire.buffered === 0) return;
+      const len = overflowPending ? -1 : wire.buffered;
+      overflowPending = false;
+      runCallback(cb, false, h.uartId, len);
+    });
+  };
+  vm.registerLib(
+    'uart',
+    {
+      setup: (a) => {
+        const id = a.int(1);
+        if (!UART_IDS.has(id)) return [-1];
+        const bufsz = a.optInt(7, 1024);
+        if (id === h.uartId) {
+          wire.rxBufferSize = Math.max(bufsz, 64);
+          wire.listening = true;
+        }
+        return [0];
+      },
+      on: (a) => {
+        const id = a.int(1);
+        const ev = a.str(2);
+        const map = ev === 'receive' ? receiveCb : ev === 'sent' ? sentCb : undefined;
+        if (!map) return;
+        map.get(id)?.release();
+        if (a.isFunction(3)) map.set(id, a.fnRef(3));
+        else map.delete(id);
+      },
+      read: (a) => {
+        const id = a.int(1);
+        const len = a.optInt(2, 1024);
+        if (id !== h.uartId) return [''];
+        return [Uint8Array.from(wire.read(len))];
+      },
+      write: (a) => {
+        const id = a.int(1);
+        const data = a.bytes(2);
+        if (id === h.uartId) {
+          wire.toHost(data);
+          const cb = sentCb.get(id);
+          if (cb) scheduler.post(() => runCallback(cb, false, id));
+        }
+        return [0];
+      },
+      close: (a) => {
+        if (a.int(1) === h.uartId) {
+          wire.listening = false;
+          wire.clear();
+        }
+      },
+      exist: (a) => [UART_IDS.has(a.int(1))],
+    },
+    { None: 0, Even: 2, Odd: 1, LSB: 0, MSB: 1, VUART_0: 32, VUART_1: 33 },
+  );
+
+  // --- crypto
+  vm.registerLib('crypto', {
+    crc16: (a) => {
+      const method = a.str(1).toUpperCase();
+      const data = a.bytes(2);
+      if (method !== 'MODBUS') throw new LuaRaise(`crypto.crc16: method ${method} is not emulated (only MODBUS)`);
+      return [crc16Modbus(data)];
+    },
+    crc16_modbus: (a) => [crc16Modbus(a.bytes(1))],
+    crc32: (a) => [crc32(a.bytes(1)) | 0], // signed, like the module's 32-bit lua_Integer
+    md5: (a) => [createHash('md5').update(a.bytes(1)).digest('hex').toUpperCase()],
+    sha1: (a) => [createHash('sha1').update(a.bytes(1)).digest('hex').toUpperCase()],
+    sha256: (a) => [createHash('sha256').update(a.bytes(1)).digest('hex').toUpperCase()],
+    trng: (a) => [Uint8Array.from(randomBytes(Math.min(Math.max(a.int(1), 0), 128)))],
+    base64_encode: (a) => [Buffer.from(a.bytes(1)).toString('base64')],
+    base64_decode: (a) => [fromBase64(text(a.bytes(1)))],
+  });
+
+  // --- string extensions (C functions on LuatOS)
+  vm.registerLib('string', {
+    toHex: (a) => {
+      const s = a.bytes(1);
+      const sep = a.optStr(2) ?? '';
+      const parts = Array.from(s, (b) => b.toString(16).toUpperCase().padStart(2, '0'));
+      return [parts.join(sep), s.length * 2];
+    },
+    fromHex: (a) => {
+      const hex = a.str(1).replace(/[^0-9a-fA-F]/g, '');
+      return [Uint8Array.from(Buffer.from(hex.length % 2 ? hex.slice(0, -1) : hex, 'hex'))];
+    },
+    toBase64: (a) => [Buffer.from(a.bytes(1)).toString('base64')],
+    fromBase64: (a) => [fromBase64(text(a.bytes(1)))],
+    split: (a) => {
+      const s = a.str(1);
+      const sep = a.optStr(2) ?? ',';
+      return [s.split(sep).filter((x) => x.length > 0)];
+    },
+  });
+
+  // --- rtos / mcu
+  const id = h.identity;
+  const version = id.version ?? 'V1112-sim';
+  vm.registerLib('rtos', {
+    version: (a) => (a.truthy(1) ? [version, Number(version.replace(/\D/g, '')) || 0, 32] : [version]),
+    bsp: () => [id.bsp ?? 'EC618'],
+    meminfo: (a) => {
+      const kind = a.optStr(1) ?? 'lua';
+      if (kind === 'sys') return [4194304, 1572864, 1638400];
+      const used = Math.round((vm.callGlobal('collectgarbage', 'count').values?.[0] as number) * 1024) || 0;
+      return [1048576, used, used];
+    },
+    reboot: () => {
+      scheduler.post(() => h.reboot());
+    },
+  });
+  vm.registerLib('mcu', {
+    ticks: () => [h.ticks() | 0],
+    tick64: () => [new LuaFloat(h.ticks())],
+    hz: () => [1000],
+  });
+
+  // --- mobile (cellular radio state)
+  vm.registerLib('mobile', {
+    imei: () => [id.imei ?? '869020060000011'],
+    iccid: () => [id.iccid ?? '89860000000000000011'],
+    csq: () => [id.csq ?? 24],
+    rssi: () => [-113 + 2 * (id.csq ?? 24)],
+    status: () => [id.status ?? 1],
+  });
+
+  // --- json: encode -> string or (nil, err); decode -> (obj, 1) or (nil, false, err)
+  vm.registerLib('json', {
+    encode: (a) => {
+      try {
+        return [JSON.stringify(toJson(a.value(1), 0))];
+      } catch (e) {
+        return [null, (e as Error).message];
+      }
+    },
+    decode: (a) => {
+      try {
+        return [fromJson(JSON.parse(a.str(1))), 1];
+      } catch (e) {
+        return [null, false, (e as Error).message];
+      }
+    },
+  }, { null: null });
+}
+
+function fromBase64(s: string): Uint8Array {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) return new Uint8Array(0);
+  return Uint8Array.from(Buffer.from(s, 'base64'));
+}
+
+function crc32(data: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) {
+    c ^= data[i];
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function toJson(v: LuaOut, depth: number): unknown {
+  if (depth > 16) throw new Error('nesting too deep');
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
+  if (v instanceof Map) {
+    const n = v.size;
+    let isArray = n > 0;
+    for (let i = 1; i <= n && isArray; i++) if (!v.has(i)) isArray = false;
+    if (isArray) return Array.from({ length: n }, (_, i) => toJson(v.get(i + 1), depth + 1));
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of v) o[String(k)] = toJson(x, depth + 1);
+    return o;
+  }
+  if (v === undefined) return null;
+  if (typeof v === 'object') throw new Error('cannot encode userdata');
+  return v;
+}
+
+function fromJson(v: unknown): LuaIn {
+  if (v === null) return null;
+  if (Array.isArray(v)) return v.map(fromJson);
+  if (typeof v === 'object') {
+    const o: Record<string, LuaIn> = {};
+    for (const [k, x] of Object.entries(v as object)) o[k] = fromJson(x);
+    return o;
+  }
+  if (typeof v === 'number' && !Number.isInteger(v)) return new LuaFloat(v);
+  return v as LuaIn;
+}

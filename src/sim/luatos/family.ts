@@ -1,0 +1,57 @@
+/**
+ * The simulated Air780E (EC618, LuatOS): which libraries it has and which agent it runs.
+ */
+import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
+import { installLuatosEnv, type LuatosIdentity } from './env.js';
+import { SYS_LUA } from './sys-lua.js';
+import { installSocketLib } from './socket-lib.js';
+import { installZbuff } from './zbuff.js';
+import type { SimNetworkOptions } from './sim-env.js';
+
+export interface LuatosSimOptions {
+  /** Firmware identity and radio state. */
+  identity?: LuatosIdentity;
+  /** Network behaviour of the emulated `socket` library. */
+  network?: SimNetworkOptions;
+}
+
+/** Create the LuatOS family for {@link SimulatedModule.start}. */
+export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
+  return {
+    name: 'luatos',
+    moduleName: 'Air780E',
+    agentFile: 'firmware-shim/luatos/main.lua',
+    defaultUartId: 1,
+    bootNoise: () => [
+      '',
+      `[00000.012] I/boot ${opts.identity?.bsp ?? 'EC618'} LuatOS@${opts.identity?.version ?? 'V1112'} starting`,
+      '[00000.031] I/main loadlibs done, running main.lua',
+    ],
+    install(ctx: FamilyContext): FamilyBoot {
+      installLuatosEnv({
+        vm: ctx.vm,
+        scheduler: ctx.scheduler,
+        wire: ctx.wire,
+        uartId: ctx.uartId,
+        identity: opts.identity ?? {},
+        log: ctx.log,
+        fatal: ctx.fatal,
+        ticks: ctx.ticks,
+        reboot: ctx.reboot,
+      });
+      const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
+      if (err) throw new Error(`sys.lua failed to load: ${err}`);
+      installZbuff(ctx.vm);
+      const socketLib = installSocketLib(ctx.vm, {
+        post: (fn) => ctx.scheduler.post(fn),
+        network: opts.network ?? {},
+        log: ctx.log,
+        publish: (topic, ...args) => {
+          const r = ctx.vm.callGlobal('sys_pub', topic, ...args);
+          if (r.error) ctx.fatal(r.error);
+        },
+      });
+      return { shutdown: () => socketLib.shutdown() };
+    },
+  };
+}

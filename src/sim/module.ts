@@ -1,0 +1,271 @@
+/**
+ * A simulated module: runs a family's real agent file (from firmware-shim/,
+ * verbatim) in a Lua VM, with that family's firmware libraries emulated.
+ * Family-independent: the VM host, the UART wire, the scheduler, boot and
+ * reset, and the endpoints (in-process, TCP, pseudo-terminal). The family part
+ * (which libraries, which agent file) is a {@link SimFamily}.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { LuaVm } from './lua-vm.js';
+import { Scheduler } from './scheduler.js';
+import { UartWire } from './uart-wire.js';
+import { createMemoryPair } from '../transport/memory.js';
+import { BaseTransport, type Transport } from '../transport/transport.js';
+import { createPty } from '../transport/pty.js';
+import { repoRoot } from '../util/repo-root.js';
+import { TetherError } from '../errors.js';
+
+/** What a family installs for one boot of the module. */
+export interface FamilyBoot {
+  /** Tear down everything of this boot (sockets, servers, timers outside the scheduler). */
+  shutdown(): void;
+}
+
+/** Context a family gets at every boot. */
+export interface FamilyContext {
+  vm: LuaVm;
+  scheduler: Scheduler;
+  wire: UartWire;
+  /** UART id wired to the host. */
+  uartId: number;
+  /** Module debug log (not the RPC UART). */
+  log(line: string): void;
+  /** A fatal Lua error: the firmware prints it and reboots. */
+  fatal(message: string): void;
+  /** Milliseconds since this boot. */
+  ticks(): number;
+  /** Reboot requested from Lua. */
+  reboot(): void;
+}
+
+/** A firmware family the simulator can run. */
+export interface SimFamily {
+  /** `luatos`, `luat`, `nodemcu`. */
+  readonly name: string;
+  /** Human name of the simulated module, e.g. "Air780E". */
+  readonly moduleName: string;
+  /** Agent file relative to the repo root, e.g. `firmware-shim/luatos/main.lua`. */
+  readonly agentFile: string;
+  /** UART id the host is wired to by default. */
+  readonly defaultUartId: number;
+  /** Lines the firmware prints on the RPC UART at power-on (non-protocol noise). */
+  bootNoise(): string[];
+  /** Install the emulated libraries into a fresh VM. */
+  install(ctx: FamilyContext): FamilyBoot;
+}
+
+export interface SimulatedModuleOptions {
+  /** UART id the host side is wired to. @default the family's default (LuatOS: 1) */
+  uartId?: number;
+  /** Milliseconds between power-on and the agent starting. @default 20 */
+  bootDelayMs?: number;
+  /** Print the firmware's boot noise on the UART at power-on. @default true */
+  bootNoise?: boolean;
+  /** Agent source to run instead of the family's file (tests). */
+  agentSource?: string;
+  /** Sink for the module's debug log. @default discard */
+  log?: (line: string) => void;
+  /** Milliseconds from a fatal Lua error to the reboot. @default 50 */
+  rebootDelayMs?: number;
+}
+
+/** A running simulated module. Create with {@link SimulatedModule.start}; stop with {@link stop}. */
+export class SimulatedModule {
+  readonly wire = new UartWire();
+  /** Number of times the module booted (1 after start). */
+  boots = 0;
+  /** Fatal errors seen (messages), newest last. */
+  readonly fatalErrors: string[] = [];
+  private vm?: LuaVm;
+  private scheduler = new Scheduler();
+  private familyBoot?: FamilyBoot;
+  private bootedAt = 0;
+  private stopped = false;
+  private servers: Array<{ close(): Promise<void> }> = [];
+  private readonly uartId: number;
+  private readonly logSink: (line: string) => void;
+  private readonly agentText: string;
+  private bootWaiters: Array<() => void> = [];
+
+  private constructor(
+    readonly family: SimFamily,
+    private readonly opts: SimulatedModuleOptions,
+  ) {
+    this.uartId = opts.uartId ?? family.defaultUartId;
+    this.logSink = opts.log ?? (() => {});
+    this.agentText = opts.agentSource ?? readFileSync(join(repoRoot(), family.agentFile), 'utf8');
+  }
+
+  /** Power the module on. Resolves when the agent file has been started. */
+  static async start(family: SimFamily, opts: SimulatedModuleOptions = {}): Promise<SimulatedModule> {
+    const m = new SimulatedModule(family, opts);
+    const booted = m.nextBoot();
+    m.powerOn();
+    await booted;
+    return m;
+  }
+
+  /** Resolves at the next completed boot. */
+  nextBoot(): Promise<void> {
+    return new Promise((resolve) => this.bootWaiters.push(resolve));
+  }
+
+  private powerOn(): void {
+    this.scheduler = new Scheduler();
+    this.wire.listening = false;
+    this.wire.rxBufferSize = 0;
+    this.wire.clear();
+    const sched = this.scheduler;
+    if (this.opts.bootNoise ?? true) {
+      for (const l of this.family.bootNoise()) this.wire.toHost(Buffer.from(l + '\r\n', 'latin1'));
+    }
+    sched.after(this.opts.bootDelayMs ?? 20, () => this.runAgent(sched));
+  }
+
+  private runAgent(sched: Scheduler): void {
+    this.boots++;
+    this.bootedAt = Date.now();
+    const vm = new LuaVm({ onUncaughtError: (m) => this.fatal(m) });
+    this.vm = vm;
+    const ctx: FamilyContext = {
+      vm,
+      scheduler: sched,
+      wire: this.wire,
+      uartId: this.uartId,
+      log: (l) => this.logSink(l),
+      fatal: (m) => this.fatal(m),
+      ticks: () => Date.now() - this.bootedAt,
+      reboot: () => this.restart('rtos.reboot'),
+    };
+    this.familyBoot = this.family.install(ctx);
+    const err = vm.runString(this.agentText, '@main.lua');
+    const waiters = this.bootWaiters;
+    this.bootWaiters = [];
+    for (const w of waiters) w();
+    if (err !== undefined) this.fatal(err);
+  }
+
+  private fatal(message: string): void {
+    if (this.stopped || this.scheduler.isStopped) return;
+    this.fatalErrors.push(message);
+    this.logSink(`E/main ${message}`);
+    this.logSink('Lua VM exit!! reboot');
+    this.halt();
+    const t = setTimeout(() => {
+      if (!this.stopped) this.powerOn();
+    }, this.opts.rebootDelayMs ?? 50);
+    t.unref?.();
+  }
+
+  private halt(): void {
+    this.scheduler.stop();
+    try {
+      this.familyBoot?.shutdown();
+    } catch (e) {
+      this.logSink(`shutdown error: ${(e as Error).message}`);
+    }
+    this.familyBoot = undefined;
+    this.vm?.close();
+    this.vm = undefined;
+    this.wire.listening = false;
+    this.wire.clear();
+  }
+
+  /**
+   * Reset the module now (like pulling RESET): everything in flight is lost, the
+   * firmware boots again and the agent starts with a new boot epoch.
+   * Resolves when the agent has started again.
+   */
+  async restart(reason = 'reset'): Promise<void> {
+    if (this.stopped) throw new TetherError('CLOSED', 'the simulated module was stopped');
+    this.logSink(`module reset (${reason})`);
+    const booted = this.nextBoot();
+    this.halt();
+    this.powerOn();
+    await booted;
+  }
+
+  /** An in-process connection to the module's UART (host end of a memory pair). */
+  connect(): Transport {
+    const [host, device] = createMemoryPair(`sim-${this.family.name}`);
+    this.wire.attach(device);
+    return host;
+  }
+
+  /**
+   * Serve the UART as raw TCP (like ser2net's raw mode) on 127.0.0.1.
+   * @param port TCP port, 0 = pick a free one. @default 0
+   * @returns the `tcp://127.0.0.1:PORT` URL.
+   */
+  async serveTcp(port = 0, host = '127.0.0.1'): Promise<string> {
+    const sockets = new Set<Socket>();
+    const server: Server = createServer((sock) => {
+      sockets.add(sock);
+      sock.setNoDelay(true);
+      const t = new SocketDevice(sock);
+      this.wire.attach(t);
+      sock.on('close', () => sockets.delete(sock));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    this.servers.push({
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    });
+    const addr = server.address();
+    const p = typeof addr === 'object' && addr ? addr.port : port;
+    return `tcp://${host}:${p}`;
+  }
+
+  /**
+   * Serve the UART on a pseudo-terminal that the `serialport` package can open.
+   * @param link optional symlink path to create for the pty.
+   * @returns the pty's path (e.g. /dev/pts/5, or `link`).
+   */
+  async servePty(link?: string): Promise<string> {
+    const pty = await createPty(link ? { link } : {});
+    this.wire.attach(pty);
+    this.servers.push({ close: () => pty.close() });
+    return link ?? pty.path;
+  }
+
+  /** The module's VM for this boot (tests). */
+  get currentVm(): LuaVm | undefined {
+    return this.vm;
+  }
+
+  /** Power off: stop the agent and close every endpoint. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.halt();
+    this.wire.detachAll();
+    await Promise.all(this.servers.map((s) => s.close()));
+    this.servers = [];
+  }
+}
+
+/** The device side of a TCP connection to the simulated UART. */
+class SocketDevice extends BaseTransport {
+  readonly description: string;
+  constructor(private readonly sock: Socket) {
+    super();
+    this.description = `tcp-client:${sock.remoteAddress}:${sock.remotePort}`;
+    sock.on('data', (d) => this.emitData(d));
+    sock.on('close', () => this.emitClose());
+    sock.on('error', () => {});
+  }
+  async write(data: Uint8Array): Promise<void> {
+    if (!this.sock.destroyed) this.sock.write(data);
+  }
+  async close(): Promise<void> {
+    this.sock.destroy();
+  }
+}

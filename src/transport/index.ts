@@ -1,0 +1,145 @@
+/**
+ * Transport entry point: parse a port URL and open the matching transport.
+ *
+ * Accepted port URLs (see {@link parsePortUrl}):
+ * - `/dev/ttyUSB0`, `/dev/ttyUSB0@921600` (absolute device path, optional `@baud`)
+ * - `COM3`, `COM3@921600`, `\\.\COM12` (Windows)
+ * - `serial:///dev/ttyUSB0`, `serial:///dev/ttyUSB0?baud=921600`, `serial://COM3?baud=921600`
+ * - `tcp://127.0.0.1:7000`, `tcp://modem-bench.local:7000`, `tcp://[::1]:7000` (raw TCP: ser2net, `tether sim`)
+ */
+import { InvalidArgumentError } from '../errors.js';
+import { MAX_BAUD_RATE, SerialTransport } from './serial.js';
+import { TcpTransport } from './tcp.js';
+import type { Transport } from './transport.js';
+
+export { BaseTransport } from './transport.js';
+export type { Transport } from './transport.js';
+export { MemoryTransport, createMemoryPair } from './memory.js';
+export { SerialTransport, DEFAULT_BAUD_RATE, MAX_BAUD_RATE } from './serial.js';
+export type { SerialOpenOptions } from './serial.js';
+export { TcpTransport, DEFAULT_CONNECT_TIMEOUT_MS } from './tcp.js';
+export type { TcpOpenOptions } from './tcp.js';
+export { PtyEndpoint, createPty, ptyRelayScript, PTY_START_TIMEOUT_MS } from './pty.js';
+export type { CreatePtyOptions } from './pty.js';
+export { listPorts, listPortsFromSysfs, describePort, USB_SERIAL_CHIPS } from './ports.js';
+export type { PortInfo, ChipInfo, ModuleFamily } from './ports.js';
+
+/**
+ * A parsed port URL.
+ * - `serial`: `path` is the device path (`/dev/ttyUSB0`, `COM3`); `baudRate` (baud) only if the URL named one.
+ * - `tcp`: `host` without IPv6 brackets (`::1`), `port` 1..65535.
+ */
+export type PortUrl = { kind: 'serial'; path: string; baudRate?: number } | { kind: 'tcp'; host: string; port: number };
+
+const ACCEPTED_FORMS =
+  'accepted forms: /dev/ttyUSB0, /dev/ttyUSB0@921600, COM3, COM3@921600, serial:///dev/ttyUSB0?baud=921600, tcp://127.0.0.1:7000, tcp://[::1]:7000';
+
+function reject(url: string, why: string): never {
+  throw new InvalidArgumentError(`unsupported port ${JSON.stringify(url)}: ${why}; ${ACCEPTED_FORMS}`, { url });
+}
+
+function parseBaud(url: string, text: string): number {
+  if (!/^\d{1,8}$/.test(text)) reject(url, `baud rate ${JSON.stringify(text)} is not a positive integer`);
+  const baud = Number(text);
+  if (baud < 1 || baud > MAX_BAUD_RATE) reject(url, `baud rate ${baud} is outside 1..${MAX_BAUD_RATE}`);
+  return baud;
+}
+
+/** `COM3`, `com12`, `\\.\COM12`. */
+const WINDOWS_COM = /^(?:\\\\\.\\)?COM[1-9]\d{0,2}$/i;
+
+/** A device path: absolute POSIX path or a Windows COM name; `@digits` at the end is a baud rate. */
+function parseDevice(url: string, text: string): { kind: 'serial'; path: string; baudRate?: number } {
+  let path = text;
+  let baudRate: number | undefined;
+  const at = /^(.*)@([^@/\\]*)$/.exec(text);
+  if (at && at[1] !== '' && (WINDOWS_COM.test(at[1]) || at[1].startsWith('/')) && /^\d*$/.test(at[2])) {
+    path = at[1];
+    if (at[2] === '') reject(url, 'missing baud rate after "@"');
+    baudRate = parseBaud(url, at[2]);
+  }
+  if (WINDOWS_COM.test(path)) return baudRate === undefined ? { kind: 'serial', path } : { kind: 'serial', path, baudRate };
+  if (!path.startsWith('/')) reject(url, 'a serial device must be an absolute path or a COM port name');
+  if (path === '/' || path.endsWith('/')) reject(url, 'the device path names a directory');
+  return baudRate === undefined ? { kind: 'serial', path } : { kind: 'serial', path, baudRate };
+}
+
+/**
+ * Parse a port URL into its kind and parts. Pure; touches no device.
+ *
+ * Forms (scheme names are case-insensitive):
+ * - `/dev/ttyUSB0`, `/dev/ttyUSB0@921600`: absolute device path, optional `@<baud>` suffix.
+ * - `COM3`, `COM3@921600`, `\\.\COM12`: Windows COM port.
+ * - `serial:///dev/ttyUSB0`, `serial:///dev/ttyUSB0?baud=921600`, `serial://COM3?baud=921600`:
+ *   the only query parameter is `baud`.
+ * - `tcp://host:port`: host name, IPv4 address or bracketed IPv6 address (`tcp://[::1]:7000`);
+ *   the port (1..65535) is required, a trailing `/` is allowed, nothing else may follow.
+ *
+ * A baud rate must be an integer 1..20 000 000. `baudRate` is present in the result only when
+ * the URL names one (the caller applies its default, normally 115200).
+ *
+ * @throws InvalidArgumentError for anything else, including `sim:` URLs (the API layer opens
+ *   simulators itself), relative paths, a tcp URL without a valid port, unknown query
+ *   parameters or a bad baud rate. The message lists the accepted forms.
+ */
+export function parsePortUrl(url: string): PortUrl {
+  if (typeof url !== 'string') {
+    throw new InvalidArgumentError(`port must be a string, got ${url === null ? 'null' : typeof url}; ${ACCEPTED_FORMS}`);
+  }
+  if (url === '' || url.trim() !== url || /[\0\r\n]/.test(url)) reject(url, 'empty, or has surrounding whitespace or control characters');
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
+  if (scheme === 'tcp') {
+    const m = /^tcp:\/\/(\[[0-9A-Fa-f:.]+\]|[^\s:/?#@[\]]+)(?::(\d*))?\/?$/i.exec(url);
+    if (!m) reject(url, 'a tcp URL is tcp://host:port with nothing after the port');
+    const rawHost = m[1];
+    const host = rawHost.startsWith('[') ? rawHost.slice(1, -1) : rawHost;
+    if (rawHost.startsWith('[') && !host.includes(':')) reject(url, `${rawHost} is not an IPv6 address`);
+    if (m[2] === undefined || m[2] === '') reject(url, 'the TCP port is missing');
+    if (m[2].length > 5 || Number(m[2]) < 1 || Number(m[2]) > 65535) reject(url, `TCP port ${m[2]} is outside 1..65535`);
+    return { kind: 'tcp', host, port: Number(m[2]) };
+  }
+  if (scheme === 'serial') {
+    const m = /^serial:\/\/([^?#]*)(?:\?([^#]*))?$/i.exec(url);
+    if (!m) reject(url, 'a serial URL is serial:///dev/ttyUSB0?baud=921600');
+    const device = m[1];
+    if (device.includes('@')) reject(url, 'in a serial:// URL give the baud rate as ?baud=N');
+    const parsed = parseDevice(url, device);
+    if (m[2] !== undefined && m[2] !== '') {
+      for (const pair of m[2].split('&')) {
+        const [key, value, ...rest] = pair.split('=');
+        if (key !== 'baud' || value === undefined || rest.length > 0) reject(url, `unknown query parameter ${JSON.stringify(pair)} (only baud=N)`);
+        if (parsed.baudRate !== undefined) reject(url, 'baud given twice');
+        parsed.baudRate = parseBaud(url, value);
+      }
+    }
+    return parsed;
+  }
+  if (scheme === 'sim') reject(url, 'sim: ports are opened by the API layer (connect), not by openTransport');
+  if (scheme !== undefined && scheme.length > 1) reject(url, `unknown scheme "${scheme}:"`);
+  // A one-letter "scheme" is a Windows drive (C:\...), not a device.
+  return parseDevice(url, url);
+}
+
+/** Options of {@link openTransport}. */
+export interface OpenTransportOptions {
+  /** Serial line speed in baud when the URL names none. Default 115200. A baud in the URL wins. */
+  baudRate?: number;
+  /** TCP connect timeout in ms. Default 5000. */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Parse `url` (see {@link parsePortUrl}) and open the transport it names:
+ * a {@link SerialTransport} for device paths and `serial://`, a {@link TcpTransport} for `tcp://`.
+ *
+ * @param url Port URL, e.g. `/dev/ttyUSB0@921600` or `tcp://127.0.0.1:7000`.
+ * @param opts `baudRate` (baud, default 115200, overridden by a baud in the URL),
+ *   `connectTimeoutMs` (ms, default 5000).
+ * @throws InvalidArgumentError for a malformed URL or option (before anything is opened).
+ * @throws TetherError `TRANSPORT` when the device cannot be opened or the connection fails.
+ */
+export async function openTransport(url: string, opts?: OpenTransportOptions): Promise<Transport> {
+  const parsed = parsePortUrl(url);
+  if (parsed.kind === 'tcp') return TcpTransport.open(parsed.host, parsed.port, { connectTimeoutMs: opts?.connectTimeoutMs });
+  return SerialTransport.open(parsed.path, { baudRate: parsed.baudRate ?? opts?.baudRate });
+}

@@ -1,0 +1,62 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TetherError } from '../errors.js';
+
+/** Name in the package.json that marks the tether package root. */
+const PACKAGE_NAME = 'tether';
+
+let cached: string | undefined;
+
+/**
+ * Absolute path of the tether package root: the nearest ancestor directory of
+ * `from` that holds a `package.json` whose `name` is `"tether"`. Works from the
+ * sources (`src/util/repo-root.ts`), the compiled output
+ * (`dist/src/util/repo-root.js`) and an installed copy (`node_modules/tether/...`),
+ * so callers can find shipped assets such as `scripts/pty-relay.py` and `fixtures/`.
+ *
+ * If no ancestor's package.json is named `tether`, the nearest directory holding
+ * any package.json is returned (a renamed fork still works).
+ *
+ * @param from Directory to start from; defaults to this module's own directory.
+ *   Only the default is cached.
+ * @returns Absolute directory path, without a trailing separator.
+ * @throws TetherError `UNSUPPORTED` when no ancestor holds a package.json
+ *   (the installation is incomplete).
+ */
+export function repoRoot(from?: string): string {
+  if (from === undefined && cached !== undefined) return cached;
+  const start = resolve(from ?? dirname(fileURLToPath(import.meta.url)));
+  let nearest: string | undefined;
+  let dir = start;
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      nearest ??= dir;
+      if (readPackageName(pkg) === PACKAGE_NAME) {
+        nearest = dir;
+        break;
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  if (nearest === undefined) {
+    throw new TetherError('UNSUPPORTED', `cannot find the tether package root: no package.json above ${start}; the installation looks incomplete`, {
+      context: { from: start },
+    });
+  }
+  if (from === undefined) cached = nearest;
+  return nearest;
+}
+
+function readPackageName(file: string): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (parsed !== null && typeof parsed === 'object' && 'name' in parsed && typeof parsed.name === 'string') return parsed.name;
+  } catch {
+    // unreadable or not JSON: treat as unnamed
+  }
+  return undefined;
+}

@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { isTetherError } from '../src/errors.js';
+import { createPty, type PtyEndpoint } from '../src/transport/pty.js';
+import { SerialTransport } from '../src/transport/serial.js';
+import type { Transport } from '../src/transport/transport.js';
+
+const skip = process.platform === 'win32' ? 'pseudo-terminals are POSIX only' : false;
+const tmp = mkdtempSync(join(tmpdir(), 'tether-pty-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Resolve with exactly the next `n` bytes that arrive on `t` (times out after `ms`). */
+function receiver(t: Transport): (n: number, ms?: number) => Promise<Buffer> {
+  let buf = Buffer.alloc(0);
+  let want: { n: number; resolve: (b: Buffer) => void } | undefined;
+  const check = (): void => {
+    if (want && buf.length >= want.n) {
+      const out = buf.subarray(0, want.n);
+      buf = buf.subarray(want.n);
+      const w = want;
+      want = undefined;
+      w.resolve(Buffer.from(out));
+    }
+  };
+  t.onData((chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    check();
+  });
+  return (n, ms = 4000) =>
+    new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${n} bytes (have ${buf.length})`)), ms);
+      want = {
+        n,
+        resolve: (b) => {
+          clearTimeout(timer);
+          resolve(b);
+        },
+      };
+      check();
+    });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('pty: 64 KiB each way through SerialTransport, reopen, and close ends the relay', { skip }, async () => {
+  const link = join(tmp, 'sim-uart');
+  const dev: PtyEndpoint = await createPty({ link });
+  let host: SerialTransport | undefined;
+  try {
+    assert.match(dev.path, /^\/dev\//);
+    assert.equal(dev.link, link);
+    assert.equal(readlinkSync(link), dev.path);
+    const devRecv = receiver(dev);
+
+    host = await SerialTransport.open(dev.path, { baudRate: 115200 });
+    assert.equal(host.description, `serial:${dev.path}@115200`);
+    const hostRecv = receiver(host);
+
+    const down = randomBytes(64 * 1024); // device -> host
+    const up = randomBytes(64 * 1024); // host -> device
+    // Make sure the bytes a tty would translate or swallow are present.
+    down.set([0x0a, 0x0d, 0x00, 0x03, 0x04, 0x11, 0x13, 0x1a, 0x7f, 0xff], 0);
+    up.set([0x0d, 0x0a, 0x00, 0x03, 0x04, 0x11, 0x13, 0x1a, 0x7f, 0xff], 0);
+    const gotDown = hostRecv(down.length);
+    const gotUp = devRecv(up.length);
+    // Both directions at once, in uneven chunks.
+    await Promise.all([
+      (async () => {
+        for (let i = 0; i < down.length; i += 3000) await dev.write(down.subarray(i, i + 3000));
+      })(),
+      (async () => {
+        for (let i = 0; i < up.length; i += 1000) await host!.write(up.subarray(i, i + 1000));
+      })(),
+    ]);
+    assert.ok((await gotDown).equals(down), 'device -> host bytes differ');
+    assert.ok((await gotUp).equals(up), 'host -> device bytes differ');
+
+    // The client closes the slave and opens it again (through the link): still works.
+    await host.close();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(dev.isOpen, true, 'a client closing the slave must not close the endpoint');
+    host = await SerialTransport.open(link, { baudRate: 115200 });
+    const hostRecv2 = receiver(host);
+    const ping = Buffer.from('ping\r\n\x00\xff');
+    const pong = Buffer.from('pong\n\r\x00\xfe');
+    const gotPing = devRecv(ping.length);
+    await host.write(ping);
+    assert.ok((await gotPing).equals(ping));
+    const gotPong = hostRecv2(pong.length);
+    await dev.write(pong);
+    assert.ok((await gotPong).equals(pong));
+    assert.equal(dev.droppedBytes, 0);
+  } finally {
+    await host?.close();
+    const pid = dev.relayPid!;
+    let closeErr: Error | undefined = new Error('onClose not called');
+    dev.onClose((e) => (closeErr = e));
+    await dev.close();
+    assert.equal(closeErr, undefined, 'a local close reports no error');
+    assert.equal(processAlive(pid), false, 'the relay process is gone after close()');
+    assert.equal(existsSync(link), false, 'the link is removed');
+    assert.equal(existsSync(dev.path), false, 'the slave device is gone');
+    await dev.close(); // idempotent
+    await assert.rejects(dev.write(Uint8Array.of(1)), (e: unknown) => isTetherError(e, 'DISCONNECTED'));
+  }
+});
+
+test('pty: the relay dying reports DISCONNECTED on the endpoint and on the serial client', { skip }, async () => {
+  const dev = await createPty();
+  const host = await SerialTransport.open(dev.path);
+  try {
+    const devClosed = new Promise<Error | undefined>((r) => dev.onClose(r));
+    const hostClosed = new Promise<Error | undefined>((r) => host.onClose(r));
+    process.kill(dev.relayPid!, 'SIGKILL');
+    const e1 = await devClosed;
+    assert.ok(isTetherError(e1, 'DISCONNECTED'), `endpoint: ${String(e1)}`);
+    assert.match(e1.message, /relay exited \(signal SIGKILL\)/);
+    const e2 = await hostClosed;
+    assert.ok(isTetherError(e2, 'DISCONNECTED'), `serial: ${String(e2)}`);
+    assert.equal(host.isOpen, false);
+  } finally {
+    await host.close();
+    await dev.close();
+  }
+});
+
+test('pty: a missing python3 is a TRANSPORT error that says python3 is required', { skip }, async () => {
+  await assert.rejects(createPty({ python: join(tmp, 'no-such-python3') }), (e: unknown) => {
+    assert.ok(isTetherError(e, 'TRANSPORT'), String(e));
+    assert.match(e.message, /python3 is required for pseudo-terminals/);
+    return true;
+  });
+});
+
+test('pty: a link path taken by a regular file is refused and the file is kept', { skip }, async () => {
+  const taken = join(tmp, 'taken');
+  writeFileSync(taken, 'keep me');
+  await assert.rejects(createPty({ link: taken }), (e: unknown) => {
+    assert.ok(isTetherError(e, 'TRANSPORT'), String(e));
+    assert.match(e.message, /not a symlink/);
+    return true;
+  });
+  assert.equal(lstatSync(taken).isFile(), true, 'the file was not replaced');
+});
+
+test('pty: opening a slave path that does not exist is TRANSPORT naming the path', { skip }, async () => {
+  await assert.rejects(SerialTransport.open('/dev/pts/tether-no-such-pty'), (e: unknown) => {
+    assert.ok(isTetherError(e, 'TRANSPORT'), String(e));
+    assert.match(e.message, /\/dev\/pts\/tether-no-such-pty/);
+    assert.equal(e.context?.reason, 'ENOENT');
+    return true;
+  });
+});
+
+test('pty: a second opener of the same slave gets a clear busy error', { skip }, async () => {
+  const dev = await createPty();
+  const first = await SerialTransport.open(dev.path);
+  try {
+    await assert.rejects(SerialTransport.open(dev.path), (e: unknown) => {
+      assert.ok(isTetherError(e, 'TRANSPORT'), String(e));
+      assert.equal(e.context?.reason, 'BUSY');
+      assert.match(e.message, /in use by another program/);
+      return true;
+    });
+  } finally {
+    await first.close();
+    await dev.close();
+  }
+});
