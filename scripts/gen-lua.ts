@@ -9,7 +9,7 @@
  * firmware-shim/<family>/{config,agent}.lua. Outputs: firmware-shim/common/protocol.lua,
  * firmware-shim/<family>/main.lua.
  */
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LUA_CONSTANTS } from '../src/codec/constants.js';
@@ -17,8 +17,14 @@ import { LUA_CONSTANTS } from '../src/codec/constants.js';
 /** Repository root (this file runs from dist/scripts/). */
 export const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
-/** Families whose agents are bundled. */
-export const FAMILIES = ['luatos'] as const;
+/** Families whose agents are bundled: every firmware-shim/<family>/ with a config.lua and an agent.lua. */
+export function families(root = ROOT): string[] {
+  const dir = join(root, 'firmware-shim');
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, 'config.lua')) && existsSync(join(dir, d.name, 'agent.lua')))
+    .map((d) => d.name)
+    .sort();
+}
 
 const luaString = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 
@@ -50,7 +56,7 @@ export function renderAgent(family: string, root = ROOT): string {
 export function generatedFiles(root = ROOT): Map<string, string> {
   const m = new Map<string, string>();
   m.set('firmware-shim/common/protocol.lua', renderProtocolLua());
-  for (const f of FAMILIES) m.set(`firmware-shim/${f}/main.lua`, renderAgent(f, root));
+  for (const f of families(root)) m.set(`firmware-shim/${f}/main.lua`, renderAgent(f, root));
   return m;
 }
 

@@ -4,7 +4,7 @@
  * Port strings:
  * - a serial device: `/dev/ttyUSB0`, `COM3`, `/dev/ttyUSB0@921600`, `serial:///dev/ttyACM0?baud=921600`
  * - raw TCP (ser2net raw mode, `tether sim`): `tcp://127.0.0.1:7000`
- * - an in-process simulated module: `sim` or `sim:luatos` (Air780E)
+ * - an in-process simulated module: `sim` (= `sim:luatos`, an Air780E) or `sim:<family>` (see src/sim/families.ts)
  */
 import { firstValueFrom } from 'rxjs';
 import { openTransport } from '../transport/index.js';
@@ -14,7 +14,8 @@ import { toNumber, toText } from '../codec/values.js';
 import { InvalidArgumentError, isTetherError } from '../errors.js';
 import { LuatosSocket } from './luatos/socket.js';
 import { SimulatedModule } from '../sim/module.js';
-import { luatosFamily, type LuatosSimOptions } from '../sim/luatos/family.js';
+import type { LuatosSimOptions } from '../sim/luatos/family.js';
+import { SIM_FAMILIES, simFamilyNames } from '../sim/families.js';
 
 /** Module facts for `tether info` and diag. */
 export interface ModuleInfo {
@@ -148,8 +149,9 @@ export async function connect(port: string, opts: ConnectOptions = {}): Promise<
   let simulator: SimulatedModule | undefined;
   if (isSimPort(port)) {
     const fam = port === 'sim' ? 'luatos' : port.slice(4);
-    if (fam !== 'luatos') throw new InvalidArgumentError(`no simulator for family "${fam}" (available: luatos)`);
-    simulator = await SimulatedModule.start(luatosFamily(opts.sim), { log: opts.sim?.log });
+    const f = SIM_FAMILIES[fam];
+    if (!f) throw new InvalidArgumentError(`no simulator for family "${fam}" (available: ${simFamilyNames().join(', ')})`);
+    simulator = await SimulatedModule.start(f.create(opts.sim as never), { log: opts.sim?.log });
     transport = simulator.connect();
   } else {
     transport = await openTransport(port, { baudRate: opts.baudRate });

@@ -1,5 +1,5 @@
 import { SimulatedModule } from '../../sim/module.js';
-import { luatosFamily } from '../../sim/luatos/family.js';
+import { SIM_FAMILIES } from '../../sim/families.js';
 import { reportError } from '../output.js';
 import type { CliContext } from './index.js';
 import type { SimArgs } from './sim.js';
@@ -7,7 +7,7 @@ import type { SimArgs } from './sim.js';
 export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;
   try {
-    sim = await SimulatedModule.start(luatosFamily(), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
+    sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
     if (argv.pty) {
       try {
