@@ -59,7 +59,8 @@ export interface DiagReport {
 export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<DiagReport> {
   const checks: DiagCheck[] = [];
   const timeoutMs = o.timeoutMs ?? 15000;
-  const run = async (name: string, fn: () => Promise<string>): Promise<boolean> => {
+  /** Run one check; `measuredMs` reports a duration measured elsewhere (the handshake happened at open). */
+  const run = async (name: string, fn: () => Promise<string>, measuredMs?: number): Promise<boolean> => {
     const c: DiagCheck = { name, ok: false, ms: 0, detail: '' };
     o.onProgress?.(c, 'start');
     const t0 = performance.now();
@@ -70,7 +71,7 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
       c.detail = (e as Error).message;
       c.code = isTetherError(e) ? e.code : 'ERROR';
     }
-    c.ms = Math.round(performance.now() - t0);
+    c.ms = measuredMs ?? Math.round(performance.now() - t0);
     checks.push(c);
     o.onProgress?.(c, 'end');
     return c.ok;
@@ -85,7 +86,7 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
   await run('handshake', async () => {
     const h = mod.hello;
     return `${h.family} agent ${h.agent}, firmware ${h.fw ?? '?'} (${h.bsp ?? '?'}), ${h.lua ?? 'Lua ?'}, heap ${h.heap ?? '?'} KB, frame ${h.maxframe} B, window ${h.window} B`;
-  });
+  }, mod.rpc.stats.handshakeMs);
   if (mod.family !== 'luatos') {
     skip('network', `no diag checks for family ${mod.family} yet`);
     return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };

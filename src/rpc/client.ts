@@ -94,6 +94,8 @@ export interface LinkStats {
   /** Times the host sent `~Y` because it waited on the window. */
   syncs: number;
   resets: number;
+  /** Duration of the last successful handshake (ms). */
+  handshakeMs: number;
 }
 
 /** Options of {@link RpcClient}. */
@@ -157,6 +159,7 @@ export class RpcClient {
     credits: 0,
     syncs: 0,
     resets: 0,
+    handshakeMs: 0,
   };
 
   private readonly logs$ = new Subject<LogLine>();
@@ -245,6 +248,7 @@ export class RpcClient {
 
   private async handshake(): Promise<void> {
     this.handshaking = true;
+    const t0 = performance.now();
     const deadline = Date.now() + this.opts.handshakeTimeoutMs;
     let last: unknown;
     try {
@@ -261,8 +265,10 @@ export class RpcClient {
           }
           this.hello_ = h;
           this.epoch = h.epoch;
-          this.maxFrame = Math.max(BASE_MAX_FRAME, Math.min(h.maxframe, HOST_MAX_FRAME));
+          this.stats.handshakeMs = Math.round(performance.now() - t0);
           this.window = Math.max(BASE_WINDOW, h.window);
+          // a frame must fit the window, or it could never be sent
+          this.maxFrame = Math.max(BASE_MAX_FRAME, Math.min(h.maxframe, HOST_MAX_FRAME, this.window - WINDOW_RESERVE));
           return;
         } catch (e) {
           last = e;
@@ -409,7 +415,7 @@ export class RpcClient {
     // send as many lines of this message as fit
     const lines: string[] = [];
     let bytes = 0;
-    while (item.lines.length > 0 && this.unacked + bytes + item.lines[0].length <= limit) {
+    while (item.lines.length > 0 && (this.unacked + bytes + item.lines[0].length <= limit || (this.unacked === 0 && bytes === 0))) {
       bytes += item.lines[0].length;
       lines.push(item.lines.shift()!);
     }
