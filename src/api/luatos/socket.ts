@@ -12,7 +12,7 @@
  */
 import { Observable, filter, map, share } from 'rxjs';
 import type { RpcClient, CallOptions } from '../../rpc/client.js';
-import { Handle, toText, tableToArray, field, toNumber, Float, type WireValue } from '../../codec/values.js';
+import { Handle, toText, field, toNumber, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { eventName, MAX_ADAPTER, SocketEvent, type SocketEventName } from './constants.js';
 
@@ -394,7 +394,6 @@ export class LuatosSocket {
   }
 }
 
-export { Float, tableToArray };
 /** @internal used by helpers */
 export function notOk(what: string, values: unknown[]): TetherError {
   return new TetherError('SOCKET', `${what} failed: firmware returned (${values.map((v) => (v instanceof Uint8Array ? `<${v.length} bytes>` : String(v))).join(', ')})`, { context: { values: values.map(String) } });

@@ -1,0 +1,20 @@
+/**
+ * tether: drive a module's own network stack over a framed UART RPC.
+ * Public API. Layers: transport (bytes) → codec (frames) → rpc → api facades → cli.
+ */
+export { connect, isSimPort, TetherModule, type ConnectOptions, type ModuleInfo } from './api/connect.js';
+export { LuatosSocket, SocketCtrl, ZBuff, type Result, type SocketEventInfo, type ConfigOptions, type NtpTime } from './api/luatos/socket.js';
+export { openSocket, waitEvent, decodeRemoteIp, LuatosConnection, type OpenOptions, type Datagram } from './api/luatos/connection.js';
+export { SocketEvent, Adapter, SocketState, eventName } from './api/luatos/constants.js';
+export { RpcClient, parseHello, type HelloInfo, type RpcClientOptions, type CallOptions, type LinkStats, type LogLine, type AgentEvent, type AgentPublish, type ResetEvent } from './rpc/client.js';
+export { TetherError, InvalidArgumentError, TimeoutError, ResetError, RemoteError, isTetherError, type TetherErrorCode } from './errors.js';
+export { openTransport, parsePortUrl } from './transport/index.js';
+export type { Transport } from './transport/transport.js';
+export { createMemoryPair, MemoryTransport } from './transport/memory.js';
+export { listPorts, type PortInfo } from './transport/ports.js';
+export { SimulatedModule, type SimulatedModuleOptions, type SimFamily } from './sim/module.js';
+export { SIM_FAMILIES, simFamilyNames } from './sim/families.js';
+export { runDiag, type DiagOptions, type DiagReport, type DiagCheck } from './diag/diag.js';
+export { startEchoServers, type EchoServers } from './diag/echo-servers.js';
+export { PROTOCOL_VERSION, AGENT_VERSION } from './codec/constants.js';
+export { Handle, Float, type WireValue } from './codec/values.js';
