@@ -22,9 +22,9 @@ real serial software (node `serialport`, minicom, pyserial) can open by path.
 * Runs until stdin reaches EOF (pending bytes get up to 0.5 s to drain) or it
   receives SIGTERM/SIGHUP (and SIGINT unless --ignore-sigint: a parent that
   handles Ctrl-C itself passes it, and ends us by closing stdin or SIGTERM).
-  Exits 0 on a clean shutdown, 1 on a fatal
-  error, 2 on bad arguments. --link PATH creates a symlink to the slave path,
-  removed at exit.
+  Exits 0 on a clean shutdown, 1 on a fatal error, 2 on bad arguments.
+* --link PATH creates a symlink to the slave path (replacing a stale symlink,
+  never a regular file), removed at exit.
 
 Python 3 standard library only.
 """
@@ -123,7 +123,7 @@ def set_nonblocking(fd):
     os.set_blocking(fd, False)
 
 
-def relay(master, stdin_fd, stdout_fd, max_pending):
+def relay(master, stdin_fd, stdout_fd, max_pending, wake_fd):
     to_master = bytearray()
     to_stdout = bytearray()
     stdin_open = True
@@ -136,7 +136,9 @@ def relay(master, stdin_fd, stdout_fd, max_pending):
                 drain_deadline = time.monotonic() + DRAIN_AT_EOF_S
             elif time.monotonic() >= drain_deadline:
                 return
-        rlist = []
+        # wake_fd becomes readable when a signal arrives, so select() returns at once
+        # (PEP 475 would otherwise resume the wait after our handler ran).
+        rlist = [wake_fd]
         wlist = []
         if stdin_open:
             rlist.append(stdin_fd)
@@ -155,6 +157,13 @@ def relay(master, stdin_fd, stdout_fd, max_pending):
             if e.errno == errno.EINTR:
                 continue
             raise
+
+        if wake_fd in readable:
+            try:
+                os.read(wake_fd, 512)
+            except (BlockingIOError, InterruptedError):
+                pass
+            continue  # re-check `stopping`
 
         if stdin_fd in readable:
             try:
@@ -199,22 +208,28 @@ def relay(master, stdin_fd, stdout_fd, max_pending):
                 del to_stdout[:n]
             except (BlockingIOError, InterruptedError):
                 pass
-            except BrokenPipeError:
+            except (BrokenPipeError, ConnectionResetError):
                 return  # the host went away
 
 
 def main():
     link, max_pending, ignore_sigint = parse_args(sys.argv[1:])
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else on_signal)
     # A vanished host must not kill us with SIGPIPE; we see EPIPE instead.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
-    master, slave = pty.openpty()
-    slave_path = os.ttyname(slave)
+    master = slave = None
+    slave_path = None
     linked = False
     try:
+        master, slave = pty.openpty()
+        slave_path = os.ttyname(slave)
         set_raw(slave)
         # Only the master is non-blocking: stdin/stdout may be shared with a terminal.
         set_nonblocking(master)
@@ -224,7 +239,7 @@ def main():
         log("PTY " + slave_path)
         if linked:
             log("LINK " + link)
-        relay(master, 0, 1, max_pending)
+        relay(master, 0, 1, max_pending, wake_r)
     except Exception as e:  # noqa: BLE001  report, clean up, exit 1
         log("ERROR %s" % e)
         return 1
@@ -232,6 +247,8 @@ def main():
         if linked:
             remove_link(link, slave_path)
         for fd in (master, slave):
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:

@@ -42,10 +42,12 @@ type RelayProcess = ChildProcessByStdio<Writable, Readable, Readable>;
  * opened {@link PtyEndpoint.path}; bytes that client writes arrive via `onData`.
  *
  * The slave is raw (8 bits, no echo, no CR/LF translation) and stays usable when
- * clients close and reopen it. Like a UART without flow control, bytes written
- * while nobody reads the slave are buffered up to 1 MiB by the relay, then the
- * oldest are dropped (counted in {@link PtyEndpoint.droppedBytes}); a client opening
- * the slave with `serialport` flushes what the kernel buffered before it opened.
+ * clients close and reopen it. Writes never block on a missing reader: bytes written
+ * while nobody reads the slave queue up in the relay (at most 1 MiB; beyond that the
+ * oldest are dropped, like a UART without flow control, and counted in
+ * {@link PtyEndpoint.droppedBytes}). Unlike a real UART, a client that opens the slave
+ * later still receives that queue (up to 1 MiB of old bytes), minus the few KiB the
+ * kernel held, which `serialport` flushes on open.
  *
  * Create with {@link createPty}; the constructor is internal.
  */
@@ -91,10 +93,14 @@ export class PtyEndpoint extends BaseTransport {
       pendingErr += text;
       flushLines();
     });
-    child.stdin.on('error', () => undefined); // EPIPE when the relay is gone; reported via 'exit'
-    child.on('error', () => undefined); // a failed kill(); the relay is handled via 'exit'
+    child.stdin.on('error', () => undefined); // EPIPE when the relay is gone; reported via 'close'
+    child.on('error', () => undefined); // a failed kill(); the relay's end is handled via 'close'
     this.gone = new Promise<void>((resolve) => child.once('close', () => resolve()));
-    child.on('exit', (code, signal) => {
+    child.once('exit', () => {
+      this.exited = true;
+    });
+    // 'close' comes after 'exit' once stdout is drained, so every byte relayed is delivered first.
+    child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
       this.exited = true;
       if (this.closing !== undefined) return;
       const how = signal ? `signal ${signal}` : `code ${String(code)}`;
@@ -126,7 +132,7 @@ export class PtyEndpoint extends BaseTransport {
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('write() expects a Uint8Array');
     if (data.byteLength === 0) return;
     await new Promise<void>((resolve, reject) => {
-      this.child.stdin.write(data, (err?: Error | null) => {
+      this.child.stdin.write(Buffer.from(data), (err?: Error | null) => {
         if (err) reject(new TetherError('DISCONNECTED', `${this.description}: write failed, the pty relay is gone (${err.message})`, { cause: err }));
         else resolve();
       });
@@ -161,7 +167,7 @@ export function ptyRelayScript(): string {
 /**
  * Create a pseudo-terminal and return its device side.
  *
- * Spawns `python3 scripts/pty-relay.py` and waits for it to report the slave path.
+ * Spawns `python3 -I -S scripts/pty-relay.py` and waits for it to report the slave path.
  * The relay ignores SIGINT (Ctrl-C in a terminal) and ends when {@link PtyEndpoint.close}
  * is called or when this process exits (its stdin closes). POSIX only (Linux, macOS).
  *
@@ -193,7 +199,8 @@ export async function createPty(opts?: CreatePtyOptions): Promise<PtyEndpoint> {
   const script = ptyRelayScript();
   if (!existsSync(script)) throw new TetherError('TRANSPORT', `the pty relay script is missing at ${script}; the tether installation is incomplete`);
 
-  const args = [script, '--ignore-sigint', ...(link ? ['--link', link] : [])];
+  // -I: ignore PYTHON* env and user site; -S: skip site import (stdlib only, starts faster).
+  const args = ['-I', '-S', script, '--ignore-sigint', ...(link ? ['--link', link] : [])];
   const child: RelayProcess = spawn(python, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const pythonHelp = `python3 is required for pseudo-terminals (install Python 3 and make sure "${python}" is on PATH)`;
 

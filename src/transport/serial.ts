@@ -1,4 +1,5 @@
-import { SerialPort } from 'serialport';
+import { read as fsRead } from 'node:fs';
+import { SerialPort, type SerialPortOpenOptions } from 'serialport';
 import { InvalidArgumentError, TetherError } from '../errors.js';
 import { BaseTransport } from './transport.js';
 
@@ -79,7 +80,9 @@ export class SerialTransport extends BaseTransport {
     }
     let port: SerialPort;
     try {
-      port = new SerialPort({ path, baudRate, autoOpen: false, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false });
+      const options = { path, baudRate, autoOpen: false, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, binding: hangupSafeBinding() };
+      // `binding` is not in the public option type of `SerialPort`, but its constructor honours it.
+      port = new SerialPort(options as SerialPortOpenOptions<typeof SerialPort.binding>);
     } catch (e) {
       throw openError(path, baudRate, e);
     }
@@ -100,7 +103,7 @@ export class SerialTransport extends BaseTransport {
     if (!this.isOpen) throw new TetherError('DISCONNECTED', `${this.description} is closed`);
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('write() expects a Uint8Array');
     if (data.byteLength === 0) return;
-    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const buf = Buffer.from(data); // a copy: the caller may reuse its array once write() returns
     await new Promise<void>((resolve, reject) => {
       const settle = (err?: Error): void => {
         if (!this.pending.delete(settle)) return;
@@ -172,4 +175,69 @@ function openError(path: string, baudRate: number, e: unknown): TetherError {
     cause: e,
     context: { path, baudRate, reason },
   });
+}
+
+/** The structural bits of the POSIX port bindings (bindings-cpp LinuxPortBinding / DarwinPortBinding) we rely on. */
+interface PosixPortBinding {
+  fd: number | null;
+  readonly isOpen: boolean;
+  poller: { once(event: 'readable', cb: (err: Error | null) => void): unknown };
+  read(buffer: Buffer, offset: number, length: number): Promise<{ buffer: Buffer; bytesRead: number }>;
+}
+
+function isPosixPortBinding(p: unknown): p is PosixPortBinding {
+  if (p === null || typeof p !== 'object') return false;
+  const o = p as Record<string, unknown>;
+  const poller = o.poller as Record<string, unknown> | undefined;
+  return typeof o.fd === 'number' && typeof o.read === 'function' && poller !== undefined && typeof poller.once === 'function';
+}
+
+let safeBinding: typeof SerialPort.binding | undefined;
+
+/**
+ * The platform binding of `serialport`, with one fix on POSIX: a read that returns 0 bytes
+ * (end of file: the tty was hung up, e.g. the pty master or the USB device went away) is
+ * reported as a disconnect. The stock `unixRead` retries 0-byte reads immediately, forever,
+ * which spins a CPU core and grows memory instead of emitting `close`.
+ * On other platforms, or if the binding's shape is not the expected one, it is the stock binding.
+ */
+function hangupSafeBinding(): typeof SerialPort.binding {
+  if (safeBinding) return safeBinding;
+  const base = SerialPort.binding;
+  if (process.platform === 'win32') return (safeBinding = base);
+  const wrapped = {
+    list: () => base.list(),
+    open: async (options: Parameters<typeof base.open>[0]) => {
+      const port: unknown = await base.open(options as never);
+      if (isPosixPortBinding(port)) port.read = (buffer, offset, length) => hangupSafeRead(port, buffer, offset, length);
+      return port;
+    },
+  };
+  return (safeBinding = wrapped as unknown as typeof SerialPort.binding);
+}
+
+function readOnce(fd: number, buffer: Buffer, offset: number, length: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buffer, offset, length, null, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** bindings-cpp `unixRead`, except that end of file is a disconnect instead of an endless retry. */
+async function hangupSafeRead(port: PosixPortBinding, buffer: Buffer, offset: number, length: number): Promise<{ buffer: Buffer; bytesRead: number }> {
+  const notOpen = (): Error => Object.assign(new Error('Port is not open'), { canceled: true });
+  for (;;) {
+    if (!port.isOpen || port.fd === null) throw notOpen();
+    let bytesRead: number;
+    try {
+      bytesRead = await readOnce(port.fd, buffer, offset, length);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') {
+        if (!port.isOpen) throw notOpen();
+        await new Promise<void>((resolve, reject) => port.poller.once('readable', (err) => (err ? reject(err) : resolve())));
+        continue;
+      }
+      throw e; // any other error: the stream treats it as a disconnect
+    }
+    if (bytesRead === 0) throw Object.assign(new Error('end of file: the device hung up'), { code: 'EOF', disconnect: true });
+    return { buffer, bytesRead };
+  }
 }

@@ -127,7 +127,7 @@ export class TcpTransport extends BaseTransport {
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('write() expects a Uint8Array');
     if (data.byteLength === 0) return;
     await new Promise<void>((resolve, reject) => {
-      this.socket.write(data, (err?: Error | null) => {
+      this.socket.write(Buffer.from(data), (err?: Error | null) => {
         if (!err) return resolve();
         const code = (err as NodeJS.ErrnoException).code;
         const gone = !this.isOpen || this.socket.destroyed || code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_DESTROYED';
