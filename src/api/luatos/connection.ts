@@ -81,13 +81,46 @@ export class LuatosConnection {
   /**
    * Bytes as they arrive (TCP). Cold: on subscribe it reads what is pending, then
    * reads again on every EVENT 0 until nothing is left; completes after the peer
-   * closed (EVENT -1) and everything received before the close was read.
+   * closed (EVENT -1) or CLOSED, once everything received before the close was read
+   * (`rx` then answers `(false, 0)`).
    */
   data(): Observable<Uint8Array> {
-    return new Observable<Uint8Array>((sub) => {
+    return this.reader<Uint8Array>(
+      async () => {
+        const buf = new ZBuff(0);
+        const r = await firstValueFrom(this.socket.rx(this.ctrl, buf));
+        if (!r.ok) return 'end';
+        return buf.used === 0 ? 'empty' : buf.toBuffer();
+      },
+      (e) => (e.event === SocketEvent.EVENT && e.param === -1) || e.event === SocketEvent.CLOSED,
+      this.closedByPeer,
+    );
+  }
+
+  /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself. */
+  datagrams(): Observable<Datagram> {
+    return this.reader<Datagram>(
+      async () => {
+        const buf = new ZBuff(0);
+        const r = (await firstValueFrom(this.socket.rx(this.ctrl, buf))) as unknown as [boolean, number, Uint8Array | null, number | null] & { ok: boolean };
+        if (!r.ok || r[1] === 0) return 'empty';
+        return { data: buf.toBuffer(), ip: decodeRemoteIp(r[2]), port: r[3] ?? 0 };
+      },
+      () => false,
+      false,
+    );
+  }
+
+  /**
+   * An event-driven reader: runs `readOne` until it has nothing more, now and after
+   * every EVENT or CLOSED, never two drains at once. `endsOn(e)` marks the stream as
+   * ending; it completes when ending and a drain found nothing more ('empty' or 'end').
+   */
+  private reader<T>(readOne: () => Promise<T | 'empty' | 'end'>, endsOn: (e: SocketEventInfo) => boolean, endingAlready: boolean): Observable<T> {
+    return new Observable<T>((sub) => {
       let running = false;
       let again = false;
-      let ending = this.closedByPeer;
+      let ending = endingAlready;
       let stopped = false;
       const drain = async () => {
         if (running) {
@@ -99,16 +132,11 @@ export class LuatosConnection {
           do {
             again = false;
             for (;;) {
-              const buf = new ZBuff(0);
-              const r = await firstValueFrom(this.socket.rx(this.ctrl, buf));
+              const r = await readOne();
               if (stopped) return;
-              if (!r.ok) {
-                // (false, 0): not online any more: the close was seen
-                ending = true;
-                break;
-              }
-              if (buf.used === 0) break;
-              sub.next(buf.toBuffer());
+              if (r === 'end') ending = true;
+              if (r === 'empty' || r === 'end') break;
+              sub.next(r);
             }
           } while (again && !stopped);
           if (ending && !stopped) sub.complete();
@@ -119,53 +147,8 @@ export class LuatosConnection {
         }
       };
       const evs = this.socket.events(this.ctrl).subscribe((e) => {
-        if (e.event === SocketEvent.EVENT) {
-          if (e.param === -1) ending = true;
-          void drain();
-        } else if (e.event === SocketEvent.CLOSED) {
-          ending = true;
-          void drain();
-        }
-      });
-      void drain();
-      return () => {
-        stopped = true;
-        evs.unsubscribe();
-      };
-    });
-  }
-
-  /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself. */
-  datagrams(): Observable<Datagram> {
-    return new Observable<Datagram>((sub) => {
-      let running = false;
-      let again = false;
-      let stopped = false;
-      const drain = async () => {
-        if (running) {
-          again = true;
-          return;
-        }
-        running = true;
-        try {
-          do {
-            again = false;
-            for (;;) {
-              const buf = new ZBuff(0);
-              const r = (await firstValueFrom(this.socket.rx(this.ctrl, buf))) as unknown as [boolean, number, Uint8Array | null, number | null] & { ok: boolean };
-              if (stopped) return;
-              if (!r.ok || r[1] === 0) break;
-              sub.next({ data: buf.toBuffer(), ip: decodeRemoteIp(r[2]), port: r[3] ?? 0 });
-            }
-          } while (again && !stopped);
-        } catch (e) {
-          if (!stopped) sub.error(e);
-        } finally {
-          running = false;
-        }
-      };
-      const evs = this.socket.events(this.ctrl).subscribe((e) => {
-        if (e.event === SocketEvent.EVENT) void drain();
+        if (endsOn(e)) ending = true;
+        if (e.event === SocketEvent.EVENT || e.event === SocketEvent.CLOSED) void drain();
       });
       void drain();
       return () => {
