@@ -13,6 +13,7 @@ import { RpcClient, type HelloInfo, type RpcClientOptions } from '../rpc/client.
 import { toNumber, toText } from '../codec/values.js';
 import { InvalidArgumentError, isTetherError } from '../errors.js';
 import { LuatosSocket } from './luatos/socket.js';
+import { LuatSocketcore } from './luat/socketcore.js';
 import { SimulatedModule } from '../sim/module.js';
 import type { LuatosSimOptions } from '../sim/luatos/family.js';
 import { SIM_FAMILIES, simFamilyNames } from '../sim/families.js';
@@ -60,6 +61,7 @@ export interface ConnectOptions extends RpcClientOptions {
 /** An open module: the RPC session, its family API, and (for `sim:` ports) the simulator. */
 export class TetherModule {
   private socket_?: LuatosSocket;
+  private socketcore_?: LuatSocketcore;
   /** @internal */
   constructor(
     readonly rpc: RpcClient,
@@ -86,6 +88,16 @@ export class TetherModule {
     if (this.family !== 'luatos') throw new InvalidArgumentError(`the module runs ${this.family}, not LuatOS: it has no socket library`);
     this.socket_ ??= new LuatosSocket(this.rpc);
     return this.socket_;
+  }
+
+  /**
+   * The Luat core's `socketcore` library (Air724UG / Air720 family).
+   * @throws InvalidArgumentError when the module is not a Luat module.
+   */
+  get socketcore(): LuatSocketcore {
+    if (this.family !== 'luat') throw new InvalidArgumentError(`the module runs ${this.family}, not Luat: it has no socketcore library`);
+    this.socketcore_ ??= new LuatSocketcore(this.rpc);
+    return this.socketcore_;
   }
 
   /** Collect module facts (firmware, agent, heap, IMEI/CSQ/registration where the firmware has them). */

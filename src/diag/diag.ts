@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
 import { openSocket, type LuatosConnection } from '../api/luatos/connection.js';
 import { isTetherError } from '../errors.js';
+import { runLuatChecks } from './luat-diag.js';
 
 /** Where the echo checks connect to. */
 export interface Endpoint {
@@ -87,6 +88,10 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
     const h = mod.hello;
     return `${h.family} agent ${h.agent}, firmware ${h.fw ?? '?'} (${h.bsp ?? '?'}), ${h.lua ?? 'Lua ?'}, heap ${h.heap ?? '?'} KB, frame ${h.maxframe} B, window ${h.window} B`;
   }, mod.rpc.stats.handshakeMs);
+  if (mod.family === 'luat') {
+    await runLuatChecks(mod, { ...o, timeoutMs }, { run, skip });
+    return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };
+  }
   if (mod.family !== 'luatos') {
     skip('network', `no diag checks for family ${mod.family} yet`);
     return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
-import { simFamilyNames } from '../../sim/families.js';
+import { SIM_FAMILIES, simFamilyNames } from '../../sim/families.js';
 
 export interface SimArgs extends CommonArgs {
   family: string;
@@ -16,7 +16,7 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
   describe: 'Start a simulated module (runs the real agent), print its port URLs, run until Ctrl-C',
   builder: (y) =>
     y
-      .option('family', { type: 'string', choices: simFamilyNames(), default: 'luatos', describe: 'Firmware family to simulate (luatos = Air780E)' })
+      .option('family', { type: 'string', choices: simFamilyNames(), default: 'luatos', describe: `Firmware family to simulate (${simFamilyNames().map((n) => `${n} = ${SIM_FAMILIES[n].moduleName}`).join(', ')})` })
       .option('tcp-port', { type: 'number', default: 0, describe: 'Serve the UART as raw TCP on 127.0.0.1:PORT (0 = any free port)' })
       .option('pty', { type: 'boolean', default: true, describe: 'Also serve the UART on a pseudo-terminal (needs python3); --no-pty to skip' })
       .option('link', { type: 'string', describe: 'Create a symlink to the pty at this path' })

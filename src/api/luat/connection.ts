@@ -1,0 +1,431 @@
+/**
+ * Helpers on top of the raw `socketcore` calls, following the core's rules
+ * (../shared/firmware-notes/luat-socketcore.md section 6):
+ * 1. one `sock_send` in flight per socket, each waiting for its SEND_CNF with a timeout
+ *    (an unconnected socket never confirms), success tested as `ok === 1`;
+ * 2. every RECV_IND drained with `sock_recv(index, recv_len)` (the core posts no further
+ *    RECV_IND until that amount was read, so the stream stalls otherwise);
+ * 3. teardown always `sock_close`, then CLOSE_CNF, then `sock_destroy` (after CLOSE_IND too);
+ *    a failed CONN_CNF needs `sock_destroy` only. Otherwise the 10 slots leak;
+ * 4. SSL with the `{hostName, caCert, clientCert, clientKey}` table of PEM text.
+ */
+import { Observable, Subscription, firstValueFrom, type Subscriber } from 'rxjs';
+import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
+import { CONN_EXT_DNS_FAILED, IPPROTO_TCP, LIB_TCP_CHUNK, LIB_UDP_CHUNK, MAX_RECV_IND, MAX_SOCKETS, SO_KEEPALIVE, SOL_SOCKET, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, errName } from './constants.js';
+import type { CertTable, LuatSocketcore, SocketMessage } from './socketcore.js';
+
+/** Options of {@link openConnection}. */
+export interface OpenOptions {
+  /** @default 'tcp' */
+  type?: 'tcp' | 'udp' | 'ssl';
+  /** SSL: certificates as PEM text. `hostName` defaults to the host. Without `caCert` the server is not verified (the core's default). */
+  cert?: CertTable;
+  /** SSL: fail when the server certificate does not verify (`insist` = 0). @default false (the core keeps connecting) */
+  strictCert?: boolean;
+  /** Wait for CONN_CNF (and for the data link first) this long, ms. @default 30000 */
+  timeoutMs?: number;
+  /** Wait for `link.isReady()` / IP_READY_IND before connecting. @default true */
+  waitReady?: boolean;
+  /** TCP keepalive through `sock_setopt` (seconds / count), where the core has it. */
+  keepAlive?: { idle: number; interval?: number; count?: number };
+  /** `recvBufferLen` (TCP/UDP). */
+  recvBufferLen?: number;
+  /** Local port (TCP/UDP). */
+  localPort?: number;
+  /** Use `sock_conn` instead of `sock_conn_ext` (which the lib prefers when present). @default false */
+  plainConn?: boolean;
+}
+
+/** Counters that make the core's rules observable (tests, diag). */
+export interface ConnectionStats {
+  /** `sock_send` calls made. */
+  sends: number;
+  /** SEND_CNF received for them. */
+  sendCnfs: number;
+  /** Most `sock_send` calls ever outstanding at once (the rule: 1). */
+  maxSendsInFlight: number;
+  /** RECV_IND received. */
+  recvInds: number;
+  /** `sock_recv` calls made (the rule: one per RECV_IND, with its recv_len). */
+  recvCalls: number;
+  /** Largest recv_len seen (the core caps it at 2048). */
+  maxRecvLen: number;
+  /** RECV_IND whose `sock_recv` returned fewer bytes than announced. */
+  shortReads: number;
+  bytesOut: number;
+  bytesIn: number;
+}
+
+/**
+ * Wait until `link.isReady()` or IP_READY_IND, at most `timeoutMs`. Returns at once when the
+ * agent has no `link` lib (readiness is then unknown: the CONN_CNF will tell).
+ */
+export async function waitReady(sc: LuatSocketcore, timeoutMs: number): Promise<void> {
+  if (!sc.rpc.hello.caps.includes('link.isReady')) return;
+  let sub: Subscription | undefined;
+  const topic = new Promise<void>((resolve) => {
+    sub = sc.readiness.subscribe((r) => {
+      if (r.topic === 'IP_READY_IND') resolve();
+    });
+  });
+  try {
+    const [ready] = await firstValueFrom(sc.isReady());
+    if (ready) return;
+    await withTimeout(topic, timeoutMs, () => new TimeoutError(`the data link did not come up (no IP_READY_IND) within ${timeoutMs} ms`, { ms: timeoutMs }));
+  } finally {
+    sub?.unsubscribe();
+  }
+}
+
+/** Collects the messages of the socket layer from now on, so none is missed between a call and its reply. */
+class MessageTap {
+  private readonly seen: SocketMessage[] = [];
+  private waiters: Array<{ pred: (m: SocketMessage) => boolean; resolve: (m: SocketMessage) => void }> = [];
+  private readonly sub: Subscription;
+  /** `keep`: which unclaimed messages to remember for a later `next` (the others are dropped). */
+  constructor(messages: Observable<SocketMessage>, keep: ReadonlyArray<SocketMessage['name']>) {
+    this.sub = messages.subscribe((m) => {
+      const w = this.waiters.find((x) => x.pred(m));
+      if (w) {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        w.resolve(m);
+      } else if (keep.includes(m.name)) this.seen.push(m);
+    });
+  }
+  /** The first message (already seen or to come) matching `pred`. */
+  next(pred: (m: SocketMessage) => boolean, timeoutMs: number, what: string): Promise<SocketMessage> {
+    const i = this.seen.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.seen.splice(i, 1)[0]);
+    const p = new Promise<SocketMessage>((resolve) => this.waiters.push({ pred, resolve }));
+    return withTimeout(p, timeoutMs, () => new TimeoutError(`no ${what} within ${timeoutMs} ms`, { ms: timeoutMs }));
+  }
+  close(): void {
+    this.sub.unsubscribe();
+  }
+}
+
+/**
+ * An open socket slot of the module: `send()` writes (one `sock_send` in flight), `data()` /
+ * `datagrams()` read (every RECV_IND is drained), `close()` tears down (close, CLOSE_CNF, destroy).
+ */
+export class LuatConnection {
+  readonly stats: ConnectionStats = { sends: 0, sendCnfs: 0, maxSendsInFlight: 0, recvInds: 0, recvCalls: 0, maxRecvLen: 0, shortReads: 0, bytesOut: 0, bytesIn: 0 };
+  private readonly sub: Subscription;
+  private readonly tap: MessageTap;
+  private inFlight = 0;
+  private sendChain: Promise<void> = Promise.resolve();
+  private recvChain: Promise<void> = Promise.resolve();
+  private readonly buffered: Uint8Array[] = [];
+  private bufferedBytes = 0;
+  private readonly readers = new Set<Subscriber<Uint8Array>>();
+  private held: SocketMessage[] = [];
+  private ended = false;
+  private failure?: Error;
+  private peerClosed = false;
+  private closing?: Promise<void>;
+  private readonly epoch: number;
+  private readonly resetSub: Subscription;
+
+  /** @internal use {@link openConnection}. */
+  constructor(
+    readonly sc: LuatSocketcore,
+    /** The core's socket index (0..9). */
+    readonly index: number,
+    readonly type: 'tcp' | 'udp' | 'ssl',
+    /** Bytes kept for a reader before draining stops (the core then holds back: flow control). @default 1 MiB */
+    private readonly highWater = 1 << 20,
+  ) {
+    this.epoch = sc.rpc.currentEpoch;
+    this.tap = new MessageTap(sc.messagesOf(index), ['SEND_CNF', 'CLOSE_IND']);
+    this.sub = sc.messagesOf(index).subscribe({
+      next: (m) => {
+        if (m.name === 'RECV_IND') this.onRecvInd(m);
+        else if (m.name === 'CLOSE_IND') {
+          this.peerClosed = true;
+          // everything before CLOSE_IND was announced earlier: end once those reads are done
+          this.recvChain = this.recvChain.then(() => this.end());
+        }
+      },
+      complete: () => this.end(new TetherError('DISCONNECTED', 'the link to the module closed')),
+    });
+    this.resetSub = sc.rpc.resets.subscribe(() => this.end(new TetherError('RESET', `the module reset: socket ${index} is gone`)));
+  }
+
+  /** True once the peer closed (CLOSE_IND). */
+  get closedByPeer(): boolean {
+    return this.peerClosed;
+  }
+
+  /** Messages of this socket (hot). */
+  get messages(): Observable<SocketMessage> {
+    return this.sc.messagesOf(this.index);
+  }
+
+  private onRecvInd(m: SocketMessage): void {
+    this.stats.recvInds++;
+    this.stats.maxRecvLen = Math.max(this.stats.maxRecvLen, m.recv_len ?? 0);
+    if (this.readers.size === 0 && this.bufferedBytes >= this.highWater) {
+      this.held.push(m); // nobody reads: stop draining, the core stops indicating, TCP pushes back
+      return;
+    }
+    this.recvChain = this.recvChain.then(() => this.drain(m));
+  }
+
+  private async drain(m: SocketMessage): Promise<void> {
+    if (this.closing || this.ended) return;
+    const len = m.recv_len ?? MAX_RECV_IND;
+    this.stats.recvCalls++;
+    try {
+      const [data] = await firstValueFrom(this.sc.sock_recv(this.index, Math.max(1, len)));
+      if (data.length < len) this.stats.shortReads++;
+      if (data.length > 0) this.deliver(data);
+    } catch (e) {
+      this.end(e as Error);
+    }
+  }
+
+  private deliver(data: Uint8Array): void {
+    this.stats.bytesIn += data.length;
+    if (this.readers.size > 0) for (const r of this.readers) r.next(data);
+    else {
+      this.buffered.push(data);
+      this.bufferedBytes += data.length;
+    }
+  }
+
+  private end(err?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.failure = err;
+    for (const r of [...this.readers]) {
+      if (err && !this.closing) r.error(err);
+      else r.complete();
+    }
+    this.readers.clear();
+  }
+
+  /**
+   * The bytes received (TCP/SSL) or datagrams (UDP), in order. Bytes that arrived before
+   * anyone subscribed are emitted first (to the first subscriber). Completes after the peer
+   * closed (CLOSE_IND, which the core posts only once everything was read) or on `close()`.
+   */
+  data(): Observable<Uint8Array> {
+    return new Observable<Uint8Array>((sub) => {
+      while (this.buffered.length) sub.next(this.buffered.shift()!);
+      this.bufferedBytes = 0;
+      if (this.ended) {
+        if (this.failure && !this.closing) sub.error(this.failure);
+        else sub.complete();
+        return;
+      }
+      this.readers.add(sub);
+      const held = this.held;
+      this.held = [];
+      for (const m of held) this.recvChain = this.recvChain.then(() => this.drain(m));
+      return () => this.readers.delete(sub);
+    });
+  }
+
+  /** UDP: each emission is one datagram (one RECV_IND). */
+  datagrams(): Observable<Uint8Array> {
+    return this.data();
+  }
+
+  /**
+   * Send `data`: chunks of at most `chunkSize` bytes (TCP/SSL default: the lib's 11200, capped by
+   * the agent's message limit; UDP: one datagram of at most 1472 bytes), one `sock_send` at a time,
+   * each confirmed by its SEND_CNF within `timeoutMs`. Emits the bytes confirmed so far.
+   * Concurrent `send` calls on one connection are queued, never interleaved.
+   * @throws TetherError `SOCKET` (`ok` 0, SEND_CNF result 1, peer closed), `TIMEOUT` (no SEND_CNF).
+   */
+  send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number } = {}): Observable<number> {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    const maxmsg = this.sc.rpc.hello.maxmsg;
+    const fits = Math.floor(((maxmsg - 96) * 3) / 4);
+    const chunkSize = o.chunkSize ?? (this.type === 'udp' ? LIB_UDP_CHUNK : Math.min(LIB_TCP_CHUNK, fits));
+    if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > 65535) throw new InvalidArgumentError('send: chunkSize must be an integer 1..65535 (bytes)');
+    if (this.type === 'udp' && bytes.length > chunkSize) throw new InvalidArgumentError(`send: a ${bytes.length}-byte datagram is over ${chunkSize} bytes; send smaller datagrams`);
+    const timeoutMs = o.timeoutMs ?? 30000;
+    return new Observable<number>((sub) => {
+      let stopped = false;
+      const run = async () => {
+        let off = 0;
+        while (off < bytes.length && !stopped) {
+          const chunk = bytes.subarray(off, off + chunkSize);
+          await this.sendOne(chunk, timeoutMs);
+          off += chunk.length;
+          sub.next(off);
+        }
+      };
+      const p = this.sendChain.then(run);
+      this.sendChain = p.catch(() => {});
+      p.then(
+        () => {
+          if (!stopped) sub.complete();
+        },
+        (e) => {
+          if (!stopped) sub.error(e);
+        },
+      );
+      return () => {
+        stopped = true;
+      };
+    });
+  }
+
+  private async sendOne(chunk: Uint8Array, timeoutMs: number): Promise<void> {
+    if (this.closing) throw new TetherError('CLOSED', `socket ${this.index} is closing`);
+    if (this.peerClosed) throw new TetherError('SOCKET', `socket ${this.index}: the peer closed the connection (CLOSE_IND)`);
+    this.inFlight++;
+    this.stats.maxSendsInFlight = Math.max(this.stats.maxSendsInFlight, this.inFlight);
+    try {
+      this.stats.sends++;
+      const cnf = this.tap.next((m) => m.name === 'SEND_CNF' || m.name === 'CLOSE_IND', timeoutMs, `SEND_CNF for socket ${this.index}`);
+      cnf.catch(() => {});
+      const [ok, err] = await firstValueFrom(this.sc.sock_send(this.index, chunk));
+      if (ok !== 1) throw new TetherError('SOCKET', `sock_send(${this.index}) refused: ok=${ok}, ${errName(err)}`, { context: { ok, err, errName: errName(err) } });
+      const m = await cnf;
+      if (m.name === 'CLOSE_IND') throw new TetherError('SOCKET', `socket ${this.index}: the peer closed the connection while a send was in flight`);
+      this.stats.sendCnfs++;
+      if (m.result !== 0) throw new TetherError('SOCKET', `socket ${this.index}: SEND_CNF result ${m.result} (the send failed)`, { context: { result: m.result } });
+      this.stats.bytesOut += chunk.length;
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /**
+   * Tear down: `sock_close`, wait for CLOSE_CNF (`timeoutMs`), `sock_destroy`. Idempotent; after a
+   * module reset it only forgets the socket.
+   * @throws TetherError `SOCKET` when `sock_destroy` does not free the slot.
+   */
+  close(o: { timeoutMs?: number } = {}): Promise<void> {
+    this.closing ??= (async () => {
+      try {
+        if (this.sc.rpc.isClosed || this.sc.rpc.currentEpoch !== this.epoch) return;
+        await teardown(this.sc, this.index, o.timeoutMs ?? 5000);
+      } finally {
+        this.sub.unsubscribe();
+        this.resetSub.unsubscribe();
+        this.tap.close();
+        this.end();
+      }
+    })();
+    return this.closing;
+  }
+}
+
+/** `sock_close`, CLOSE_CNF, `sock_destroy` (checked). */
+async function teardown(sc: LuatSocketcore, index: number, timeoutMs: number): Promise<void> {
+  const tap = new MessageTap(sc.messagesOf(index), ['CLOSE_CNF']);
+  try {
+    const cnf = tap.next((m) => m.name === 'CLOSE_CNF', timeoutMs, `CLOSE_CNF for socket ${index}`);
+    cnf.catch(() => {});
+    const [r] = await firstValueFrom(sc.sock_close(index));
+    if (r === 1) await cnf.catch(() => undefined); // destroy is tried even if the CNF got lost
+    const [d] = await firstValueFrom(sc.sock_destroy(index));
+    if (d !== 1) throw new TetherError('SOCKET', `sock_destroy(${index}) returned ${d}: the slot was not freed`, { context: { index, close: r, destroy: d } });
+  } finally {
+    tap.close();
+  }
+}
+
+/**
+ * Open a TCP, UDP or SSL connection from the module to `host:port`: wait for the data link,
+ * `sock_conn_ext` (or `sock_conn`), wait for CONN_CNF. Emits the connection once connected.
+ * A failed CONN_CNF frees the slot with `sock_destroy`; a timeout tears it down fully.
+ * Unsubscribing before the connection is emitted tears the slot down too.
+ * @throws TetherError `SOCKET` (no free slot: all 10 in use; DNS failure; CONN_CNF failure),
+ *   `TIMEOUT` (no data link or no CONN_CNF within `timeoutMs`).
+ */
+export function openConnection(sc: LuatSocketcore, host: string, port: number, o: OpenOptions = {}): Observable<LuatConnection> {
+  const kind = o.type ?? 'tcp';
+  if (kind !== 'tcp' && kind !== 'udp' && kind !== 'ssl') throw new InvalidArgumentError(`openConnection: type must be tcp, udp or ssl, got ${String(kind)}`);
+  const type = kind === 'tcp' ? SocketType.TCP : kind === 'udp' ? SocketType.UDP : SocketType.SSL;
+  const timeoutMs = o.timeoutMs ?? 30000;
+  return new Observable<LuatConnection>((sub) => {
+    let index: number | undefined;
+    let conn: LuatConnection | undefined;
+    let done = false;
+    let cancelled = false;
+    const tap = new MessageTap(sc.messages, ['CONN_CNF']);
+    (async () => {
+      if (o.waitReady ?? true) await waitReady(sc, timeoutMs);
+      const args = {
+        cert: kind === 'ssl' ? { hostName: host, ...o.cert } : undefined,
+        insist: kind === 'ssl' && o.strictCert ? (0 as const) : undefined,
+        recvBufferLen: o.recvBufferLen,
+        localPort: o.localPort,
+      };
+      const useExt = !o.plainConn && sc.rpc.hello.caps.includes('socketcore.sock_conn_ext');
+      if (useExt) {
+        const [r] = await firstValueFrom(sc.sock_conn_ext(type, host, port, args));
+        if (r === CONN_EXT_DNS_FAILED) throw new TetherError('SOCKET', `sock_conn_ext(${host}): DNS failed (-2)`, { context: { host, port, result: r } });
+        if (r < 0) throw new TetherError('SOCKET', `sock_conn_ext(${host}, ${port}) returned ${r}: no free socket slot (the core has ${MAX_SOCKETS}), or the address is too long`, { context: { host, port, result: r } });
+        index = r;
+      } else {
+        const [r] = await firstValueFrom(sc.sock_conn(type, host, port, args));
+        if (r === null || r < 0) throw new TetherError('SOCKET', `sock_conn(${host}, ${port}) returned nil: no free socket slot (the core has ${MAX_SOCKETS})`, { context: { host, port } });
+        index = r;
+      }
+      const idx = index;
+      let cnf: SocketMessage;
+      try {
+        cnf = await tap.next((m) => m.name === 'CONN_CNF' && m.socket_index === idx, timeoutMs, `CONN_CNF for socket ${idx} (${host}:${port})`);
+      } catch (e) {
+        await teardown(sc, idx, 5000).catch(() => {});
+        index = undefined;
+        throw e;
+      }
+      if (cnf.result !== 0) {
+        // a failed connect leaves the slot in the CLOSE state: destroy frees it
+        const [d] = await firstValueFrom(sc.sock_destroy(idx));
+        index = undefined;
+        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (CONN_CNF result ${cnf.result}: refused, unreachable, DNS or TLS failure); slot ${idx} ${d === 1 ? 'freed' : 'NOT freed'}`, {
+          context: { host, port, index: idx, result: cnf.result, destroyed: d },
+        });
+      }
+      conn = new LuatConnection(sc, idx, kind);
+      if (o.keepAlive && kind !== 'udp' && sc.hasSetopt) {
+        const k = o.keepAlive;
+        await firstValueFrom(sc.sock_setopt(idx, SOL_SOCKET, SO_KEEPALIVE, 1));
+        await firstValueFrom(sc.sock_setopt(idx, IPPROTO_TCP, TCP_KEEPIDLE, k.idle));
+        if (k.interval !== undefined) await firstValueFrom(sc.sock_setopt(idx, IPPROTO_TCP, TCP_KEEPINTVL, k.interval));
+        if (k.count !== undefined) await firstValueFrom(sc.sock_setopt(idx, IPPROTO_TCP, TCP_KEEPCNT, k.count));
+      }
+      tap.close();
+      done = true;
+      if (cancelled) {
+        await conn.close().catch(() => {});
+        return;
+      }
+      sub.next(conn);
+      sub.complete();
+    })().catch(async (e) => {
+      tap.close();
+      if (conn) await conn.close().catch(() => {});
+      else if (index !== undefined) await teardown(sc, index, 5000).catch(() => {});
+      if (!cancelled) sub.error(e);
+    });
+    return () => {
+      cancelled = true;
+      if (!done) tap.close();
+    };
+  });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(err()), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,111 @@
+/**
+ * The simulated Air724UG (RDA8910, legacy Luat / LuaTask, Lua 5.1): which libraries it
+ * has and which agent it runs (firmware-shim/luat/main.lua, verbatim).
+ * Differences from the module: docs/fidelity-luat.md.
+ */
+import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
+import { installLuatEnv, type LuatEnv } from './env.js';
+import { CSDK_MSG_IDS, type LuatMsgIds } from './loop.js';
+import { installRadio, type LuatRadio, type LuatRadioOptions } from './radio.js';
+import { installSocketcore, type LuatNetworkOptions, type Socketcore, type SocketcoreFeatures } from './socketcore.js';
+import { SYS_LUA } from './sys-lua.js';
+
+export type { LuatRadioOptions } from './radio.js';
+export type { LuatNetworkOptions, SocketcoreFeatures } from './socketcore.js';
+
+export interface LuatSimOptions {
+  /**
+   * `rtos.get_version()`. A name containing `_FLOAT` is a double-number build.
+   * @default "Luat_V0026_RDA8910_FLOAT-sim", or "Luat_V0026_RDA8910-sim" with `integerOnly`
+   * (the `-sim` suffix lets tools tell a simulated module)
+   */
+  version?: string;
+  /**
+   * Emulate an integer-only core (LUA_NUMBER = 32-bit long): no `math` library, no float
+   * conversions in `string.format`, integral `tonumber`/`collectgarbage("count")`. The truncating
+   * `/` cannot be emulated (docs/fidelity-luat.md). @default false
+   */
+  integerOnly?: boolean;
+  /** Override `rtos.MSG_*` values (they differ between core builds). @default the CSDK build's */
+  msgIds?: Partial<LuatMsgIds>;
+  /** Core features that differ between builds. */
+  features?: SocketcoreFeatures;
+  /** Identity and radio (net/misc/link) behaviour. */
+  radio?: LuatRadioOptions;
+  /** socketcore network behaviour. */
+  network?: LuatNetworkOptions;
+}
+
+/** The libraries of the current boot, for tests (undefined while the module is off). */
+export interface LuatBoot {
+  env: LuatEnv;
+  radio: LuatRadio;
+  socketcore: Socketcore;
+}
+
+/** A {@link SimFamily} with access to the current boot's emulated libraries. */
+export interface LuatFamily extends SimFamily {
+  readonly current: LuatBoot | undefined;
+  /** The module's flash (persists across reboots). */
+  readonly flash: Map<string, Buffer>;
+}
+
+/** Create the Luat family for {@link SimulatedModule.start}. */
+export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
+  const integerOnly = opts.integerOnly ?? false;
+  const version = opts.version ?? (integerOnly ? 'Luat_V0026_RDA8910-sim' : 'Luat_V0026_RDA8910_FLOAT-sim');
+  const msgIds: LuatMsgIds = { ...CSDK_MSG_IDS, ...opts.msgIds };
+  const flash = new Map<string, Buffer>();
+  let current: LuatBoot | undefined;
+  return {
+    name: 'luat',
+    moduleName: 'Air724UG',
+    agentFile: 'firmware-shim/luat/main.lua',
+    defaultUartId: 1,
+    // the 8910's boot log goes to the USB trace port, not to UART1..3
+    bootNoise: () => [],
+    get current() {
+      return current;
+    },
+    flash,
+    install(ctx: FamilyContext): FamilyBoot {
+      const env = installLuatEnv({
+        vm: ctx.vm,
+        scheduler: ctx.scheduler,
+        wire: ctx.wire,
+        uartId: ctx.uartId,
+        msgIds,
+        version,
+        integerOnly,
+        flash,
+        log: ctx.log,
+        fatal: ctx.fatal,
+        ticks: ctx.ticks,
+        reboot: ctx.reboot,
+      });
+      const radio = installRadio(ctx.vm, ctx.scheduler, opts.radio ?? {}, ctx.log, ctx.fatal);
+      const sc = installSocketcore({
+        vm: ctx.vm,
+        loop: env.loop,
+        msgIds,
+        network: opts.network ?? {},
+        features: opts.features ?? {},
+        linkReady: () => radio.ready(),
+        log: ctx.log,
+      });
+      radio.onLinkDown(() => sc.linkDown());
+      const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
+      if (err) throw new Error(`sys.lua failed to load: ${err}`);
+      const boot: LuatBoot = { env, radio, socketcore: sc };
+      current = boot;
+      return {
+        shutdown: () => {
+          if (current === boot) current = undefined;
+          sc.shutdown();
+          radio.shutdown();
+          env.shutdown();
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,578 @@
+/**
+ * Emulated `socketcore` of the simulated Air724UG (RDA8910 core), backed by real Node
+ * sockets (node:net, node:dgram, node:tls, node:dns), so the module really talks to
+ * servers (in the tests: on 127.0.0.1).
+ *
+ * Model (../shared/firmware-notes/luat-socketcore.md section 1a, from the CSDK's
+ * tcpipsock.c / platform_socket.c): 10 slots; results arrive as rtos messages, tables
+ * `{id, socket_index, result[, send_len | recv_len]}` posted to the core queue.
+ * - `sock_conn` / `sock_conn_ext`: index at once, MSG_SOCK_CONN_CNF later (0 ok, 1 fail);
+ *   UDP gets its success CNF at once (no handshake); `_ext` returns -1 (no slot, address over
+ *   100 characters, bad type) or -2 (synchronous DNS failure).
+ * - `sock_send`: two integers (ok 1/0, ERR_*). Not connected / invalid: 0 and NO CNF. TCP/SSL:
+ *   SEND_CNF when every byte of this send is written; `readySendLen` is overwritten by the next
+ *   send, so two overlapping sends give ONE CNF (with the second length). UDP: CNF after sendto.
+ *   Length is a uint16 (data over 65535 bytes is cut to `len & 0xffff`).
+ * - RECV_IND announces at most 2048 bytes; the next one is posted only after that amount was
+ *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
+ * - Remote close: CLOSE_IND 500 ms after FIN/RST, re-armed while unread data remains.
+ * - `sock_close` closes at once and posts CLOSE_CNF (its result is uninitialised on the module:
+ *   here an arbitrary number); the slot is reusable only after `sock_destroy`, which returns 1
+ *   only in the CLOSE state (after `sock_close` or a failed CONN_CNF).
+ * - `sock_setopt`: 0 / -1, only the lwIP option pairs, a non-number value gives -1.
+ * - `sock_getremainbuf`: free bytes of the send buffer (later cores only: feature flag).
+ * Differences from the module: docs/fidelity-luat.md.
+ */
+import net from 'node:net';
+import dgram from 'node:dgram';
+import tls from 'node:tls';
+import dns from 'node:dns';
+import type { LuaArgs, LuaIn, LuaVm } from '../lua-vm.js';
+import type { RtosLoop, LuatMsgIds } from './loop.js';
+
+/** `socketcore.*` option constants (lwIP values, am_openat_socket.h). */
+export const SOCKETCORE_OPTS = {
+  SOL_SOCKET: 0xfff,
+  IPPROTO_TCP: 6,
+  SO_REUSEADDR: 0x04,
+  SO_KEEPALIVE: 0x08,
+  TCP_KEEPIDLE: 3,
+  TCP_KEEPINTVL: 4,
+  TCP_KEEPCNT: 5,
+} as const;
+
+/** `socketcore.ERR_*` (EINVAL 6 is not exported by the core). */
+export const SOCKETCORE_ERRS = {
+  ERR_UNKOWN: -1,
+  ERR_OK: 0,
+  ERR_ENOMEM: 1,
+  ERR_ENOBUFS: 2,
+  ERR_ETIMEOUT: 3,
+  ERR_ERTE: 4,
+  ERR_EINPROGRESS: 5,
+  ERR_EWOULDBLOCK: 7,
+  ERR_EADDRINUSE: 8,
+  ERR_EALREADY: 9,
+  ERR_EISCONN: 10,
+  ERR_ENOTCONN: 11,
+  ERR_EIF: 12,
+  ERR_EABORT: 13,
+  ERR_ERST: 14,
+  ERR_ECLSD: 15,
+  ERR_EARG: 16,
+  ERR_EIO: 17,
+  ERR_SSL_EHANDESHAK: 18,
+  ERR_SSL_EINIT: 19,
+  ERR_SSL_EINVALID: 20,
+} as const;
+
+/** `LUA_MAX_RECV_IND_LEN`. */
+export const MAX_RECV_IND = 2048;
+/** `LUA_MAX_SOCKET_SUPPORT`. */
+export const MAX_SOCKETS = 10;
+
+/** Network behaviour of the simulated module. Every field is optional. */
+export interface LuatNetworkOptions {
+  /** Static DNS, name (case-insensitive) -> IPv4. Checked before the host's resolver. */
+  hosts?: Record<string, string>;
+  /** Names whose DNS fails synchronously: `sock_conn_ext` returns -2 (`sock_conn`: index, then CONN_CNF 1). */
+  dnsFailSync?: string[];
+  /** TCP connect / TLS handshake timeout, ms (then CONN_CNF 1). @default 30000 */
+  connectTimeoutMs?: number;
+  /** TCP receive buffer, bytes: the peer is throttled while this much is unread (`recvBufferLen` argument overrides). @default 16384 */
+  recvBufferBytes?: number;
+  /** Send buffer per socket, bytes (`sock_getremainbuf`; a send past it fails with ERR_ENOBUFS). @default 65536 */
+  sendBufferBytes?: number;
+  /** Delay of CLOSE_IND after the peer's FIN/RST, ms. @default 500 */
+  closeIndDelayMs?: number;
+  /** Datagrams queued per UDP socket before new ones are dropped. @default 32 */
+  udpQueue?: number;
+}
+
+/** Core features that differ between builds. */
+export interface SocketcoreFeatures {
+  /** `sock_conn_ext` exists. @default true */
+  connExt?: boolean;
+  /** `sock_getremainbuf` exists (absent from the CSDK 2021-05 core). @default true */
+  getremainbuf?: boolean;
+  /** `sock_setopt` exists (8910 core V0022 and later). @default true */
+  setopt?: boolean;
+}
+
+/** What the library needs from the module. */
+export interface SocketcoreHost {
+  vm: LuaVm;
+  loop: RtosLoop;
+  msgIds: LuatMsgIds;
+  network: LuatNetworkOptions;
+  features: SocketcoreFeatures;
+  /** Whether the data link is up (`link.isReady()`). */
+  linkReady(): boolean;
+  log(line: string): void;
+}
+
+/** What tests can observe. */
+export interface Socketcore {
+  /** Slots allocated (not yet destroyed). */
+  slotsInUse(): number;
+  /** State of a slot, or undefined when free. */
+  slotState(idx: number): SlotState | undefined;
+  /** Node sockets still open. */
+  openHandles(): number;
+  /** The data link went down: every connection breaks (CLOSE_IND), connects fail. */
+  linkDown(): void;
+  shutdown(): void;
+}
+
+export type SlotState = 'connecting' | 'connected' | 'closed' | 'peerclosed';
+
+type MsgName = 'CONN_CNF' | 'SEND_CNF' | 'RECV_IND' | 'CLOSE_CNF' | 'CLOSE_IND';
+
+interface CertTable {
+  hostName?: string;
+  caCert?: string;
+  clientCert?: string;
+  clientKey?: string;
+}
+
+class Slot {
+  state: SlotState = 'connecting';
+  ip = '';
+  stream?: net.Socket | tls.TLSSocket;
+  udp?: dgram.Socket;
+  rx: Buffer[] = [];
+  rxLen = 0;
+  /** Bytes announced by the pending RECV_IND and not yet read. */
+  reqLen = 0;
+  indPending = false;
+  dgrams: Buffer[] = [];
+  /** Bytes written and not yet confirmed. */
+  pending = 0;
+  readySendLen = 0;
+  peerGone = false;
+  paused = false;
+  timers = new Set<NodeJS.Timeout>();
+  keepAlive = false;
+  keepIdle = 0;
+  opts = new Map<string, number>();
+  constructor(
+    readonly idx: number,
+    readonly type: number,
+    readonly addr: string,
+    readonly port: number,
+    readonly recvBuf: number,
+    readonly localPort: number | undefined,
+    readonly cert: CertTable | undefined,
+    readonly insist: number,
+  ) {}
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+export function installSocketcore(h: SocketcoreHost): Socketcore {
+  const impl = new SocketcoreImpl(h);
+  impl.install();
+  return impl;
+}
+
+class SocketcoreImpl implements Socketcore {
+  private readonly slots: Array<Slot | undefined> = new Array(MAX_SOCKETS).fill(undefined);
+  private down = false;
+  private junk = 0x2f3a;
+  private readonly net: LuatNetworkOptions;
+
+  constructor(private readonly h: SocketcoreHost) {
+    this.net = h.network;
+  }
+
+  install(): void {
+    const f = this.h.features;
+    const fns: Record<string, (a: LuaArgs) => LuaIn[]> = {
+      sock_conn: (a) => this.conn(a, false),
+      sock_send: (a) => this.send(a),
+      sock_close: (a) => this.close(a),
+      sock_recv: (a) => this.recv(a),
+      sock_destroy: (a) => this.destroy(a),
+    };
+    if (f.connExt ?? true) fns.sock_conn_ext = (a) => this.conn(a, true);
+    if (f.setopt ?? true) fns.sock_setopt = (a) => this.setopt(a);
+    if (f.getremainbuf ?? true) fns.sock_getremainbuf = (a) => this.remainbuf(a);
+    this.h.vm.registerLib('socketcore', fns, { ...SOCKETCORE_OPTS, ...SOCKETCORE_ERRS });
+  }
+
+  // ---------------------------------------------------------------- Socketcore
+
+  slotsInUse(): number {
+    return this.slots.filter(Boolean).length;
+  }
+
+  slotState(idx: number): SlotState | undefined {
+    return this.slots[idx]?.state;
+  }
+
+  openHandles(): number {
+    let n = 0;
+    for (const s of this.slots) if (s && (s.stream || s.udp)) n++;
+    return n;
+  }
+
+  linkDown(): void {
+    for (const s of this.slots) {
+      if (!s) continue;
+      if (s.state === 'connecting') this.connFail(s, 'the data link went down');
+      else if (s.state === 'connected') {
+        this.kill(s);
+        this.peerGone(s);
+      }
+    }
+  }
+
+  shutdown(): void {
+    if (this.down) return;
+    this.down = true;
+    for (const s of this.slots) if (s) this.kill(s, true);
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private post(s: Slot, name: MsgName, fields: { [k: string]: LuaIn }): void {
+    if (this.down || this.slots[s.idx] !== s) return;
+    const id = (this.h.msgIds as unknown as Record<string, number>)[`MSG_SOCK_${name}`];
+    this.h.loop.post({ table: { id, socket_index: s.idx, ...fields } });
+  }
+
+  private after(s: Slot, ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      s.timers.delete(t);
+      if (!this.down && this.slots[s.idx] === s) fn();
+    }, ms);
+    s.timers.add(t);
+  }
+
+  /** Destroy the Node handles of a slot (and, with `all`, its timers). */
+  private kill(s: Slot, all = true): void {
+    if (all) {
+      for (const t of s.timers) clearTimeout(t);
+      s.timers.clear();
+    }
+    const st = s.stream;
+    s.stream = undefined;
+    if (st) {
+      st.removeAllListeners('data');
+      st.on('error', () => {});
+      st.destroy();
+    }
+    const u = s.udp;
+    s.udp = undefined;
+    if (u) {
+      u.removeAllListeners('message');
+      try {
+        u.close();
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  private slotArg(a: LuaArgs): Slot | undefined {
+    const idx = a.int(1);
+    return idx >= 0 && idx < MAX_SOCKETS ? this.slots[idx] : undefined;
+  }
+
+  private resolve(name: string, cb: (ip: string | undefined) => void): void {
+    if (net.isIPv4(name)) return cb(name);
+    const hosts = this.net.hosts ?? {};
+    const key = Object.keys(hosts).find((k) => k.toLowerCase() === name.toLowerCase());
+    if (key) return cb(hosts[key]);
+    if (!HOSTNAME.test(name) || (this.net.dnsFailSync ?? []).some((n) => n.toLowerCase() === name.toLowerCase())) return cb(undefined);
+    dns.lookup(name, { family: 4 }, (err, ip) => cb(err ? undefined : ip));
+  }
+
+  // ---------------------------------------------------------------- calls
+
+  /** `sock_conn(type, addr, port[, cert][, recvBufferLen][, insist][, local_port][, hostNameFlag])`. */
+  private conn(a: LuaArgs, ext: boolean): LuaIn[] {
+    const type = a.int(1);
+    const addr = a.str(2);
+    const port = a.int(3) & 0xffff;
+    let cert: CertTable | undefined;
+    if (type === 2 && a.isTable(4)) {
+      const m = a.value(4) as Map<unknown, unknown>;
+      const get = (k: string) => {
+        const v = m.get(k);
+        return v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : undefined;
+      };
+      cert = { hostName: get('hostName'), caCert: get('caCert'), clientCert: get('clientCert'), clientKey: get('clientKey') };
+    }
+    const recvLen = a.isNumber(5) ? a.int(5) : undefined;
+    const insist = a.isNumber(6) ? a.int(6) : 1;
+    const localPort = type !== 2 && a.isNumber(7) ? a.int(7) & 0xffff : undefined;
+    const fail = (code: number): LuaIn[] => (ext ? [code] : [null]);
+    if (type !== 0 && type !== 1 && type !== 2) return fail(-1);
+    if (addr.length > 100) return fail(-1);
+    const idx = this.slots.findIndex((x) => x === undefined);
+    if (idx < 0) return fail(-1);
+    const syncFail = !net.isIPv4(addr) && (!HOSTNAME.test(addr) || (this.net.dnsFailSync ?? []).some((n) => n.toLowerCase() === addr.toLowerCase()));
+    if (ext && syncFail) return [-2];
+    const s = new Slot(idx, type, addr, port, recvLen && recvLen > 0 ? recvLen : (this.net.recvBufferBytes ?? 16384), localPort || undefined, cert, insist);
+    this.slots[idx] = s;
+    this.h.log(`socketcore: slot ${idx} ${['TCP', 'UDP', 'SSL'][type]} ${addr}:${port}`);
+    if (!this.h.linkReady()) {
+      this.connFail(s, 'no data link (PDP not active)');
+      return [idx];
+    }
+    this.after(s, this.net.connectTimeoutMs ?? 30000, () => {
+      if (s.state === 'connecting') this.connFail(s, 'connect timeout');
+    });
+    this.resolve(addr, (ip) => {
+      if (this.down || this.slots[idx] !== s || s.state !== 'connecting') return;
+      if (!ip) return this.connFail(s, `DNS failed for ${addr}`);
+      s.ip = ip;
+      if (type === 1) this.startUdp(s);
+      else this.startTcp(s);
+    });
+    return [idx];
+  }
+
+  private connFail(s: Slot, why: string): void {
+    this.h.log(`socketcore: slot ${s.idx} connect failed: ${why}`);
+    this.kill(s);
+    s.state = 'closed';
+    this.post(s, 'CONN_CNF', { result: 1 });
+  }
+
+  private connected(s: Slot): void {
+    for (const t of s.timers) clearTimeout(t);
+    s.timers.clear();
+    s.state = 'connected';
+    this.applyOpts(s);
+    this.post(s, 'CONN_CNF', { result: 0 });
+  }
+
+  private startUdp(s: Slot): void {
+    const u = dgram.createSocket('udp4');
+    s.udp = u;
+    u.on('error', (e) => this.h.log(`socketcore: slot ${s.idx} udp error ${e.message}`));
+    u.on('message', (msg, rinfo) => {
+      if (this.slots[s.idx] !== s || s.state !== 'connected') return;
+      if (rinfo.address !== s.ip || rinfo.port !== s.port) return; // a connected pcb filters by peer
+      if (s.dgrams.length >= (this.net.udpQueue ?? 32)) return;
+      s.dgrams.push(msg);
+      this.maybeInd(s);
+    });
+    u.bind(s.localPort ?? 0);
+    // no handshake: success at once
+    this.connected(s);
+  }
+
+  private startTcp(s: Slot): void {
+    let st: net.Socket | tls.TLSSocket;
+    if (s.type === 2) {
+      const c = s.cert ?? {};
+      const sni = c.hostName && !net.isIP(c.hostName) ? c.hostName : undefined;
+      const t = tls.connect({
+        host: s.ip,
+        port: s.port,
+        servername: sni,
+        ca: c.caCert,
+        cert: c.clientCert,
+        key: c.clientKey,
+        rejectUnauthorized: false,
+      });
+      t.once('secureConnect', () => {
+        if (this.slots[s.idx] !== s || s.state !== 'connecting') return;
+        if (c.caCert) {
+          const problem = !t.authorized ? String(t.authorizationError) : tls.checkServerIdentity(c.hostName ?? s.addr, t.getPeerCertificate())?.message;
+          if (problem) {
+            if (s.insist === 0) return this.connFail(s, `server certificate: ${problem}`);
+            this.h.log(`socketcore: slot ${s.idx} server certificate not verified (${problem}); insist=1 keeps connecting`);
+          }
+        }
+        this.connected(s);
+      });
+      st = t;
+    } else {
+      const sock = new net.Socket();
+      sock.connect({ host: s.ip, port: s.port, localPort: s.localPort, family: 4 });
+      sock.once('connect', () => {
+        if (this.slots[s.idx] !== s || s.state !== 'connecting') return;
+        sock.setNoDelay(true);
+        this.connected(s);
+      });
+      st = sock;
+    }
+    s.stream = st;
+    st.on('data', (d: Buffer) => {
+      if (this.slots[s.idx] !== s || s.state !== 'connected') return;
+      s.rx.push(d);
+      s.rxLen += d.length;
+      if (s.rxLen >= s.recvBuf && !s.paused) {
+        s.paused = true;
+        st.pause();
+      }
+      this.maybeInd(s);
+    });
+    st.on('end', () => this.peerGone(s));
+    st.on('close', () => this.peerGone(s));
+    st.on('error', (e) => {
+      if (this.slots[s.idx] !== s) return;
+      if (s.state === 'connecting') this.connFail(s, e.message);
+      else this.peerGone(s);
+    });
+  }
+
+  /** FIN/RST from the peer (or an error on a live connection): CLOSE_IND after the delay, once unread data is gone. */
+  private peerGone(s: Slot): void {
+    if (this.slots[s.idx] !== s || s.state !== 'connected' || s.peerGone) return;
+    s.peerGone = true;
+    const arm = () =>
+      this.after(s, this.net.closeIndDelayMs ?? 500, () => {
+        if (s.state !== 'connected') return;
+        if (s.rxLen > 0 || s.dgrams.length > 0) return arm();
+        this.kill(s);
+        s.state = 'peerclosed';
+        this.post(s, 'CLOSE_IND', { result: 0 });
+      });
+    arm();
+  }
+
+  private maybeInd(s: Slot): void {
+    if (s.indPending || s.state !== 'connected') return;
+    if (s.type === 1) {
+      if (s.dgrams.length === 0) return;
+      s.reqLen = Math.min(s.dgrams[0].length, MAX_RECV_IND);
+    } else {
+      if (s.rxLen === 0) return;
+      s.reqLen = Math.min(s.rxLen, MAX_RECV_IND);
+    }
+    s.indPending = true;
+    this.post(s, 'RECV_IND', { result: 0, recv_len: s.reqLen });
+  }
+
+  private applyOpts(s: Slot): void {
+    const st = s.stream;
+    if (st && 'setKeepAlive' in st && s.keepAlive) st.setKeepAlive(true, Math.max(1, s.keepIdle) * 1000);
+  }
+
+  /** `sock_send(idx, data)` -> ok (1/0), err (ERR_*). */
+  private send(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    const raw = a.bytes(2);
+    const E = SOCKETCORE_ERRS;
+    if (!s) return [0, E.ERR_EARG];
+    if (s.state !== 'connected') return [0, E.ERR_ENOTCONN];
+    const failWithCnf = (err: number): LuaIn[] => {
+      this.post(s, 'SEND_CNF', { result: 1, send_len: 0 });
+      return [0, err];
+    };
+    if (s.peerGone) return failWithCnf(E.ERR_ECLSD);
+    const len = raw.length & 0xffff; // the core takes the length as a uint16
+    if (len === 0) return failWithCnf(E.ERR_EARG);
+    if (s.pending + len > (this.net.sendBufferBytes ?? 65536)) return failWithCnf(E.ERR_ENOBUFS);
+    const data = Buffer.from(raw.subarray(0, len));
+    s.readySendLen = len; // overwritten by the next send: keep one in flight
+    s.pending += len;
+    if (s.type === 1) {
+      s.udp!.send(data, s.port, s.ip, (err) => {
+        if (this.slots[s.idx] !== s) return;
+        s.pending -= len;
+        this.post(s, 'SEND_CNF', { result: err ? 1 : 0, send_len: len });
+      });
+      return [1, E.ERR_OK];
+    }
+    s.stream!.write(data, (err) => {
+      if (this.slots[s.idx] !== s || s.state !== 'connected') return;
+      s.pending -= len;
+      if (err) this.post(s, 'SEND_CNF', { result: 1, send_len: len });
+      else if (s.pending === 0) this.post(s, 'SEND_CNF', { result: 0, send_len: s.readySendLen });
+    });
+    return [1, E.ERR_OK];
+  }
+
+  /** `sock_recv(idx, len)` -> string: at most min(len, announced) bytes; "" when nothing was announced. */
+  private recv(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    const want = a.int(2);
+    if (!s || !s.indPending || want <= 0) return [''];
+    const n = Math.min(want, s.reqLen);
+    let out: Buffer;
+    if (s.type === 1) {
+      out = Buffer.from(s.dgrams.shift()!.subarray(0, n));
+      s.reqLen = 0;
+    } else {
+      out = this.take(s, n);
+      s.reqLen -= out.length;
+    }
+    if (s.reqLen === 0) {
+      s.indPending = false;
+      if (s.paused && s.rxLen < s.recvBuf && s.stream) {
+        s.paused = false;
+        s.stream.resume();
+      }
+      this.maybeInd(s);
+    }
+    return [Uint8Array.from(out)];
+  }
+
+  private take(s: Slot, n: number): Buffer {
+    const all = s.rx.length === 1 ? s.rx[0] : Buffer.concat(s.rx);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(out.length);
+    s.rx = rest.length ? [rest] : [];
+    s.rxLen = rest.length;
+    return Buffer.from(out);
+  }
+
+  /** `sock_close(idx)` -> 1; closes now, CLOSE_CNF follows. 0 (no CNF) for a free slot. */
+  private close(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    if (!s) return [0];
+    this.kill(s);
+    s.state = 'closed';
+    s.rx = [];
+    s.rxLen = 0;
+    s.dgrams = [];
+    s.indPending = false;
+    s.reqLen = 0;
+    s.pending = 0;
+    // the C code never sets `result` for this message: whatever was on the stack
+    this.junk = (this.junk * 1103515245 + 12345) & 0x7fffffff;
+    this.post(s, 'CLOSE_CNF', { result: this.junk & 0xffff });
+    return [1];
+  }
+
+  /** `sock_destroy(idx)` -> 1 when the slot was in the CLOSE state (now free), else 0. */
+  private destroy(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    if (!s || s.state !== 'closed') return [0];
+    this.kill(s);
+    this.slots[s.idx] = undefined;
+    return [1];
+  }
+
+  /** `sock_setopt(idx, level, opt, value)` -> 0 / -1. */
+  private setopt(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    const level = a.isNumber(2) ? a.int(2) : NaN;
+    const opt = a.isNumber(3) ? a.int(3) : NaN;
+    if (!s || !a.isNumber(4)) return [-1];
+    const v = a.int(4);
+    const O = SOCKETCORE_OPTS;
+    const ok =
+      (level === O.SOL_SOCKET && (opt === O.SO_KEEPALIVE || opt === O.SO_REUSEADDR)) ||
+      (level === O.IPPROTO_TCP && (opt === O.TCP_KEEPIDLE || opt === O.TCP_KEEPINTVL || opt === O.TCP_KEEPCNT));
+    if (!ok) return [-1];
+    s.opts.set(`${level}:${opt}`, v);
+    if (level === O.SOL_SOCKET && opt === O.SO_KEEPALIVE) s.keepAlive = v !== 0;
+    if (level === O.IPPROTO_TCP && opt === O.TCP_KEEPIDLE) s.keepIdle = v;
+    if (s.state === 'connected') this.applyOpts(s);
+    return [0];
+  }
+
+  /** `sock_getremainbuf(idx)` -> free bytes of the send buffer (0 for a free slot). */
+  private remainbuf(a: LuaArgs): LuaIn[] {
+    const s = this.slotArg(a);
+    if (!s) return [0];
+    return [Math.max(0, (this.net.sendBufferBytes ?? 65536) - s.pending)];
+  }
+}

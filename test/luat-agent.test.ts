@@ -1,0 +1,490 @@
+/**
+ * The Luat agent under real Lua 5.1 rules (issue #4, "the agent passes under Lua 5.1
+ * rules, integer-only mode included"):
+ * - `luac5.1 -p` of the bundled firmware-shim/luat/main.lua (5.1 syntax: no goto, //, bit ops);
+ * - the whole agent run by the real `lua5.1` interpreter against a pure-Lua stub firmware
+ *   (rtos queue, uart ring, crypto, a fake socketcore) plus the simulator's own sys.lua,
+ *   fed frames in odd-sized chunks (partial lines), in a FLOAT core and in an integer-only
+ *   core (no math library, no float conversions in string.format);
+ * - a source scan for what only an integer-only core would reject at run time (`/` truncates
+ *   there, `math` is absent, `%f`/`%g` are not in its string.format).
+ * Needs lua5.1 and luac5.1 (Debian/Ubuntu: apt-get install -y lua5.1). The test FAILS without them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../src/util/repo-root.js';
+import { callContent, checkLine, decodeFrame, encodeFrame, Reassembler, type Frame } from '../src/codec/frame.js';
+import { Float, type WireValue } from '../src/codec/values.js';
+import { parseHello } from '../src/rpc/client.js';
+import { renderAgent } from '../scripts/gen-lua.js';
+import { SYS_LUA } from '../src/sim/luat/sys-lua.js';
+
+const ROOT = repoRoot();
+const MAIN = join(ROOT, 'firmware-shim/luat/main.lua');
+const INSTALL_HINT = 'install Lua 5.1 (Debian/Ubuntu: apt-get install -y lua5.1; macOS: brew install lua@5.1) so that lua5.1 and luac5.1 are on PATH';
+
+function need(bin: string): string {
+  const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
+  if (r.error) assert.fail(`${bin} not found: ${INSTALL_HINT}`);
+  return `${r.stdout}${r.stderr}`.trim();
+}
+
+/** A stub Luat firmware in pure Lua 5.1 (no bit library: CRC and base64 by arithmetic). */
+const HARNESS = String.raw`
+local MAIN, SYSLUA, INPUT, MODE = arg[1], arg[2], arg[3], arg[4]
+local floor, sfmt, schar, sbyte, ssub = math.floor, string.format, string.char, string.byte, string.sub
+local stderr, stdout, lines = io.stderr, io.stdout, io.lines
+local function err(s) stderr:write(s .. "\n") end
+print = function(...)
+  local t = {}
+  for i = 1, select("#", ...) do t[#t + 1] = tostring((select(i, ...))) end
+  err("TRACE " .. table.concat(t, " "))
+end
+
+if MODE == "int" then
+  -- an integer-only core: no math library, no float conversions
+  math = nil
+  package.loaded.math = nil
+  local rawfmt, sfind = string.format, string.find
+  string.format = function(f, ...)
+    if type(f) == "string" and sfind(f, "%%[-+ #0]*%d*%.?%d*[eEfgGaA]") then error("invalid option to 'format' (integer-only core)", 2) end
+    return rawfmt(f, ...)
+  end
+end
+
+local function bxor(a, b)
+  local r, bit = 0, 1
+  while a > 0 or b > 0 do
+    local x, y = a % 2, b % 2
+    if x ~= y then r = r + bit end
+    a, b, bit = (a - x) / 2, (b - y) / 2, bit * 2
+  end
+  return r
+end
+local function crc16(s)
+  local crc = 65535
+  for i = 1, #s do
+    crc = bxor(crc, sbyte(s, i))
+    for _ = 1, 8 do
+      local lsb = crc % 2
+      crc = (crc - lsb) / 2
+      if lsb == 1 then crc = bxor(crc, 40961) end
+    end
+  end
+  return crc
+end
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function b64e(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = sbyte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local c1, c2, c3, c4 = floor(n / 262144), floor(n / 4096) % 64, floor(n / 64) % 64, n % 64
+    out[#out + 1] = ssub(B64, c1 + 1, c1 + 1) .. ssub(B64, c2 + 1, c2 + 1) .. (b and ssub(B64, c3 + 1, c3 + 1) or "=") .. (c and ssub(B64, c4 + 1, c4 + 1) or "=")
+  end
+  return table.concat(out)
+end
+local function b64d(s)
+  local out, bits, nbits = {}, 0, 0
+  for i = 1, #s do
+    local ch = ssub(s, i, i)
+    if ch == "=" then break end
+    local v = string.find(B64, ch, 1, true)
+    if not v then return "" end
+    bits, nbits = bits * 64 + (v - 1), nbits + 6
+    if nbits >= 8 then
+      nbits = nbits - 8
+      local p = 2 ^ nbits
+      out[#out + 1] = schar(floor(bits / p))
+      bits = bits % p
+    end
+  end
+  return table.concat(out)
+end
+
+local MSG = { MSG_TIMER = 5, MSG_UART_RXDATA = 6, MSG_UART_TX_DONE = 7, MSG_SOCK_RECV_IND = 31, MSG_SOCK_SEND_CNF = 32,
+  MSG_SOCK_CLOSE_CNF = 33, MSG_SOCK_CONN_CNF = 34, MSG_SOCK_SEND_IND = 35, MSG_SOCK_CLOSE_IND = 36 }
+local queue, kicked, now, timers = {}, false, 0, {}
+local function post(m) queue[#queue + 1] = m end
+local out, ring, uartid = {}, "", nil
+rtos = {
+  receive = function() return 4 end,
+  timer_start = function(id, ms) timers[id] = now + ms return 1 end,
+  timer_stop = function(id) timers[id] = nil return 1 end,
+  get_version = function() return MODE == "int" and "Luat_V0026_RDA8910" or "Luat_V0026_RDA8910_TTS_FLOAT" end,
+  tick = function() return now * 16 end,
+  poweron_reason = function() return 0 end,
+  openSoftDog = function() end,
+  eatSoftDog = function() end,
+  restart = function() error("restart requested") end,
+  set_trace = function() end,
+  WAIT_MSG_TIMEOUT = 4, INF_TIMEOUT = -1,
+}
+for k, v in pairs(MSG) do rtos[k] = v end
+uart = {
+  ATC = 127, USB = 129, PAR_NONE = 2, STOP_1 = 0,
+  setup = function(id, baud) if id ~= 127 then uartid = id end return baud end,
+  write = function(id, ...)
+    local n = 0
+    for i = 1, select("#", ...) do
+      local s = select(i, ...)
+      if id == uartid then out[#out + 1] = s end
+      n = n + #s
+    end
+    return n
+  end,
+  read = function(id, n)
+    assert(type(n) == "number", "the stub reads by count only")
+    local s = ssub(ring, 1, n)
+    ring = ssub(ring, n + 1)
+    return s
+  end,
+  close = function() end,
+}
+crypto = {
+  crc16 = function(m, s) assert(m == "MODBUS") return crc16(s) end,
+  base64_encode = function(s, len) assert(type(len) == "number", "base64_encode: len is required") return b64e(ssub(s, 1, len)) end,
+  base64_decode = function(s, len) assert(type(len) == "number", "base64_decode: len is required") return b64d(ssub(s, 1, len)) end,
+}
+__fs_store = {}
+__fs = { read = function(p) return __fs_store[p] end, write = function(p, d) __fs_store[p] = d return true end, remove = function(p) __fs_store[p] = nil return true end }
+__sim_kick = function() kicked = true end
+
+-- a fake socketcore: echoes what is sent
+local slots = {}
+local function sockmsg(name, idx, result, lenname, len)
+  local m = { id = MSG["MSG_SOCK_" .. name], socket_index = idx, result = result }
+  if lenname then m[lenname] = len end
+  post(m)
+end
+socketcore = { SOL_SOCKET = 4095, IPPROTO_TCP = 6, SO_REUSEADDR = 4, SO_KEEPALIVE = 8, TCP_KEEPIDLE = 3, TCP_KEEPINTVL = 4,
+  TCP_KEEPCNT = 5, ERR_OK = 0, ERR_ENOTCONN = 11, ERR_EARG = 16 }
+local function conn(ext, typ, addr, port, cert)
+  for i = 0, 9 do
+    if not slots[i] then
+      slots[i] = { state = "connected", rx = "" }
+      local ok = 0
+      if typ == 2 and (type(cert) ~= "table" or type(cert.hostName) ~= "string" or type(cert.caCert) ~= "string") then ok = 1 end
+      if port == 1 then ok = 1 end
+      if ok == 1 then slots[i].state = "closed" end
+      sockmsg("CONN_CNF", i, ok)
+      return i
+    end
+  end
+  if ext then return -1 end
+  return nil
+end
+socketcore.sock_conn = function(...) return conn(false, ...) end
+socketcore.sock_conn_ext = function(...) return conn(true, ...) end
+socketcore.sock_send = function(idx, data)
+  local s = slots[idx]
+  if not s or s.state ~= "connected" then return 0, 11 end
+  s.rx = s.rx .. data
+  sockmsg("SEND_CNF", idx, 0, "send_len", #data)
+  sockmsg("RECV_IND", idx, 0, "recv_len", #data)
+  return 1, 0
+end
+socketcore.sock_recv = function(idx, len)
+  local s = slots[idx]
+  if not s then return "" end
+  local d = ssub(s.rx, 1, len)
+  s.rx = ssub(s.rx, len + 1)
+  return d
+end
+socketcore.sock_close = function(idx)
+  if not slots[idx] then return 0 end
+  slots[idx].state = "closed"
+  sockmsg("CLOSE_CNF", idx, 99)
+  return 1
+end
+socketcore.sock_destroy = function(idx)
+  if slots[idx] and slots[idx].state == "closed" then slots[idx] = nil return 1 end
+  return 0
+end
+socketcore.sock_setopt = function(idx, level, opt, val)
+  if not slots[idx] or type(val) ~= "number" then return -1 end
+  return 0
+end
+net = { getState = function() return "REGISTERED" end, getRssi = function() return 21 end, startQueryAll = function() end }
+misc = { getImei = function() return "866714040000017" end, getModelType = function() return "Air724UG" end }
+link = { isReady = function() return true end }
+local woke
+pm = { wake = function(t) woke = t end, isSleep = function(t) return woke ~= t end }
+
+dofile(SYSLUA)
+local agent = assert(loadfile(MAIN))
+agent()
+
+local function step(...)
+  local ok, e = pcall(__luat_step, ...)
+  if not ok then err("FATAL " .. tostring(e)) os.exit(3) end
+end
+local function run()
+  local n = 0
+  while #queue > 0 or kicked do
+    n = n + 1
+    if n > 100000 then err("FATAL runaway loop") os.exit(3) end
+    kicked = false
+    if #queue > 0 then
+      local m = table.remove(queue, 1)
+      if m.id then step(m) else step(m[1], m[2]) end
+    else
+      step()
+    end
+  end
+end
+local function advance(ms)
+  local target = now + ms
+  while true do
+    local id, due
+    for k, d in pairs(timers) do if d <= target and (not due or d < due) then id, due = k, d end end
+    if not id then break end
+    timers[id] = nil
+    now = due
+    post({ MSG.MSG_TIMER, id })
+    run()
+  end
+  now = target
+end
+local function unhex(h) return (string.gsub(h, "(%x%x)", function(x) return schar(tonumber(x, 16)) end)) end
+local function hex(s) return (string.gsub(s, "(.)", function(c) return sfmt("%02X", sbyte(c)) end)) end
+
+run()
+for line in lines(INPUT) do
+  local kind, rest = ssub(line, 1, 1), ssub(line, 3)
+  if kind == "H" then
+    local wasEmpty = ring == ""
+    ring = ring .. unhex(rest)
+    if wasEmpty then post({ MSG.MSG_UART_RXDATA, uartid }) end
+    run()
+  elseif kind == "T" then
+    advance(tonumber(rest))
+  elseif kind == "L" then
+    assert(loadstring(rest))()
+    run()
+  end
+end
+advance(2500)
+stdout:write(hex(table.concat(out)), "\n")
+err("WOKE " .. tostring(woke))
+`;
+
+/** Run the agent under lua5.1 with `input` (lines `H <hex>`, `T <ms>`, `L <lua>`); returns the frames it wrote and stderr. */
+function runAgent(mode: 'float' | 'int', input: string[]): { frames: Frame[]; stderr: string } {
+  need('lua5.1');
+  const dir = mkdtempSync(join(tmpdir(), 'tether-luat-'));
+  try {
+    writeFileSync(join(dir, 'harness.lua'), HARNESS);
+    writeFileSync(join(dir, 'sys.lua'), SYS_LUA);
+    writeFileSync(join(dir, 'input.txt'), input.join('\n') + '\n');
+    const r = spawnSync('lua5.1', [join(dir, 'harness.lua'), MAIN, join(dir, 'sys.lua'), join(dir, 'input.txt'), mode], { encoding: 'utf8', timeout: 60000 });
+    assert.equal(r.error, undefined, `lua5.1 failed to run: ${String(r.error)}; ${INSTALL_HINT}`);
+    assert.equal(r.status, 0, `the agent failed under lua5.1 (${mode}):\n${r.stderr}`);
+    const bytes = Buffer.from(r.stdout.trim(), 'hex');
+    const reasm = new Reassembler();
+    const frames: Frame[] = [];
+    for (const line of bytes.toString('latin1').split('\n').filter(Boolean)) {
+      const c = checkLine(Buffer.from(line, 'latin1'));
+      assert.equal(c.kind, 'frame', `the agent wrote a bad frame: ${line}`);
+      const whole = reasm.push((c as { content: string }).content);
+      if (whole) frames.push(decodeFrame(whole));
+    }
+    return { frames, stderr: r.stderr };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Feed frames as hex lines cut into odd-sized chunks, so lines arrive in pieces (and several per chunk). */
+function chunked(wire: string, sizes = [7, 1, 300, 33, 64, 2, 129]): string[] {
+  const out: string[] = [];
+  let i = 0;
+  let k = 0;
+  while (i < wire.length) {
+    const n = sizes[k++ % sizes.length];
+    out.push('H ' + Buffer.from(wire.slice(i, i + n), 'latin1').toString('hex'));
+    i += n;
+  }
+  return out;
+}
+
+const call = (id: number, fn: string, args: WireValue[] = []) => encodeFrame(callContent(id, fn, args), 255).join('');
+const reply = (frames: Frame[], id: number) => {
+  const f = frames.find((x) => (x.type === 'R' || x.type === 'X') && x.id === id);
+  assert.ok(f, `no reply to call ${id}`);
+  assert.equal(f.type, 'R', `call ${id} failed: ${JSON.stringify(f)}`);
+  return (f as Extract<Frame, { type: 'R' }>).values;
+};
+const txt = (v: WireValue | undefined) => Buffer.from(v as Uint8Array).toString('latin1');
+
+function allValues(frames: Frame[]): WireValue[] {
+  const out: WireValue[] = [];
+  const walk = (v: WireValue) => {
+    out.push(v);
+    if (v instanceof Map) for (const [k, x] of v) walk(k as WireValue), walk(x);
+  };
+  for (const f of frames) if ('values' in f) for (const v of f.values) walk(v);
+  return out;
+}
+
+test('the bundled Luat agent is up to date and is valid Lua 5.1 syntax (luac5.1 -p)', () => {
+  need('lua5.1');
+  assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('luat'), 'firmware-shim/luat/main.lua is stale: run node dist/scripts/gen-lua.js');
+  const r = spawnSync('luac5.1', ['-p', MAIN], { encoding: 'utf8' });
+  assert.equal(r.error, undefined, `luac5.1 not found: ${INSTALL_HINT}`);
+  assert.equal(r.status, 0, `luac5.1 -p rejected main.lua:\n${r.stderr}`);
+});
+
+for (const mode of ['float', 'int'] as const) {
+  test(`the agent runs under the real lua5.1 (${mode === 'int' ? 'integer-only core: no math, no %f/%g' : 'FLOAT core'}): hello, every socketcore call, messages, status`, () => {
+    const cert = '-----BEGIN CERTIFICATE-----\n' + 'A'.repeat(700) + '\n-----END CERTIFICATE-----\n';
+    const wire = [
+      '\n',
+      call(1, 'hello', [1, 4096]),
+      call(2, 'socketcore.consts'),
+      call(3, 'socketcore.sock_conn_ext', [0, '127.0.0.1', 7]),
+      call(4, 'socketcore.sock_send', [0, Buffer.from('hello over 5.1')]),
+      call(5, 'socketcore.sock_recv', [0, 14]),
+      call(6, 'socketcore.sock_setopt', [0, 0xfff, 8, 1]),
+      call(7, 'socketcore.sock_setopt', [0, 0xfff, 8, 'x']),
+      call(8, 'socketcore.sock_close', [0]),
+      call(9, 'socketcore.sock_destroy', [0]),
+      call(10, 'socketcore.sock_conn', [2, 'localhost', 443, new Map<WireValue, WireValue>([['hostName', 'localhost'], ['caCert', cert]])]),
+      call(11, 'socketcore.sock_conn', [0, '127.0.0.1', 1]),
+      call(12, 'net.getState'),
+      call(13, 'net.getRssi'),
+      call(14, 'misc.getImei'),
+      call(15, 'rtos.get_version'),
+      call(16, 'link.isReady'),
+      call(17, 'mobile.status'),
+      call(18, 'socketcore.sock_send', [5, Buffer.from('x')]),
+    ].join('');
+    // after the agent is up, another lib registers its own CONN_CNF handler (as socket.lua would)
+    const other = 'L rtos.on(rtos.MSG_SOCK_CONN_CNF, function(msg) _G.OTHER = (_G.OTHER or "") .. msg.socket_index .. "," end)';
+    const inject = 'L socketcore.sock_conn(0, "1.2.3.4", 80)';
+    const probe = 'L print("OTHER=" .. tostring(_G.OTHER))';
+    const { frames, stderr } = runAgent(mode, [...chunked(wire), 'T 10', other, inject, probe]);
+
+    assert.deepEqual(frames[0], { type: 'B', epoch: (frames[0] as { epoch: number }).epoch, proto: 1 });
+    const h = parseHello(reply(frames, 1)[0]);
+    assert.equal(h.family, 'luat');
+    assert.equal(h.lua, 'Lua 5.1');
+    assert.equal(h.intbits, 32);
+    assert.equal(h.window, 1792, 'window sized for the 2 KB overwrite-on-overflow ring');
+    assert.equal(h.raw.get('float'), mode === 'float');
+    assert.equal(txt(h.raw.get('fw') as WireValue), mode === 'int' ? 'Luat_V0026_RDA8910' : 'Luat_V0026_RDA8910_TTS_FLOAT');
+    assert.equal(txt(h.raw.get('bsp') as WireValue), 'RDA8910');
+    const msg = h.raw.get('msg') as Map<WireValue, WireValue>;
+    assert.deepEqual(Object.fromEntries(msg), { MSG_SOCK_CONN_CNF: 34, MSG_SOCK_SEND_CNF: 32, MSG_SOCK_RECV_IND: 31, MSG_SOCK_CLOSE_CNF: 33, MSG_SOCK_CLOSE_IND: 36, MSG_UART_RXDATA: 6, MSG_TIMER: 5 });
+    assert.equal(h.raw.get('remainbuf'), false, 'the stub core has no sock_getremainbuf: feature-detected');
+    assert.ok(!h.caps.includes('socketcore.sock_getremainbuf'));
+    for (const fn of ['sock_conn', 'sock_conn_ext', 'sock_send', 'sock_close', 'sock_recv', 'sock_destroy', 'sock_setopt']) assert.ok(h.caps.includes(`socketcore.${fn}`), fn);
+
+    const consts = reply(frames, 2)[0] as Map<WireValue, WireValue>;
+    assert.equal(consts.get('SOL_SOCKET'), 4095);
+    assert.equal(consts.get('ERR_ENOTCONN'), 11);
+    assert.deepEqual(reply(frames, 3), [0]);
+    assert.deepEqual(reply(frames, 4), [1, 0], 'sock_send returns two numbers');
+    assert.equal(txt(reply(frames, 5)[0]), 'hello over 5.1');
+    assert.deepEqual(reply(frames, 6), [0]);
+    assert.deepEqual(reply(frames, 7), [-1]);
+    assert.deepEqual(reply(frames, 8), [1]);
+    assert.deepEqual(reply(frames, 9), [1]);
+    assert.deepEqual(reply(frames, 10), [0], 'the SSL cert table arrives as a Lua table of strings');
+    assert.deepEqual(reply(frames, 11), [1]);
+    assert.equal(txt(reply(frames, 12)[0]), 'REGISTERED');
+    assert.deepEqual(reply(frames, 13), [21]);
+    assert.equal(txt(reply(frames, 14)[0]), '866714040000017');
+    assert.match(txt(reply(frames, 15)[0]), /^Luat_V0026_RDA8910/);
+    assert.deepEqual(reply(frames, 16), [true]);
+    assert.deepEqual(reply(frames, 17), [1]);
+    assert.deepEqual(reply(frames, 18), [0, 11], 'not connected: ok 0, ERR_ENOTCONN');
+
+    const ev = frames.filter((f): f is Extract<Frame, { type: 'E' }> => f.type === 'E').map((e) => [e.handle, txt(e.values[0]), ...e.values.slice(1)]);
+    assert.deepEqual(ev.slice(0, 6), [
+      [0, 'CONN_CNF', 34, 0],
+      [0, 'SEND_CNF', 32, 0, 14],
+      [0, 'RECV_IND', 31, 0, 14],
+      [0, 'CLOSE_CNF', 33, 99],
+      [0, 'CONN_CNF', 34, 0],
+      [1, 'CONN_CNF', 34, 1],
+    ]);
+    // slot 0 (the SSL one) is still owned by the agent: the injected conn lands in slot 2, which the agent does not own
+    assert.match(stderr, /OTHER=2,/, 'a handler registered later through rtos.on gets the messages of sockets the agent did not open');
+    assert.ok(!ev.some((e) => e[0] === 2), 'the agent does not forward messages of sockets it does not own when another handler exists');
+    assert.match(stderr, /WOKE tether/, 'pm.wake("tether")');
+    assert.ok(!allValues(frames).some((v) => v instanceof Float), 'no float ever reaches the wire');
+    assert.ok(!/FATAL|failed/.test(stderr), stderr);
+  });
+}
+
+/** Lua source with comments and string literals blanked out (for operator scans). */
+function code(src: string): string {
+  let out = '';
+  let i = 0;
+  const longOpen = (at: number) => /^\[(=*)\[/.exec(src.slice(at));
+  while (i < src.length) {
+    if (src.startsWith('--', i)) {
+      const m = longOpen(i + 2);
+      if (m) {
+        const end = src.indexOf(`]${m[1]}]`, i);
+        i = end < 0 ? src.length : end + m[1].length + 2;
+      } else {
+        const nl = src.indexOf('\n', i);
+        i = nl < 0 ? src.length : nl;
+      }
+      continue;
+    }
+    const m = src[i] === '[' ? longOpen(i) : null;
+    if (m) {
+      const end = src.indexOf(`]${m[1]}]`, i);
+      i = end < 0 ? src.length : end + m[1].length + 2;
+      out += '""';
+      continue;
+    }
+    if (src[i] === '"' || src[i] === "'") {
+      const q = src[i++];
+      while (i < src.length && src[i] !== q) i += src[i] === '\\' ? 2 : 1;
+      i++;
+      out += '""';
+      continue;
+    }
+    out += src[i++];
+  }
+  return out;
+}
+
+test('integer-only cores: the Luat agent never divides, never touches math, never formats floats', () => {
+  for (const f of ['firmware-shim/luat/agent.lua', 'firmware-shim/luat/config.lua']) {
+    const src = readFileSync(join(ROOT, f), 'utf8');
+    const c = code(src);
+    assert.ok(!/\//.test(c), `${f}: '/' truncates on an integer-only core (and // is not Lua 5.1)`);
+    assert.ok(!/\bmath\s*\./.test(c), `${f}: the math library does not exist on an integer-only core`);
+    assert.ok(!/\bgoto\b/.test(c), `${f}: no goto in Lua 5.1`);
+    assert.ok(!/[&|]|<<|>>|~(?!=)/.test(c), `${f}: no bit operators in Lua 5.1`);
+    assert.ok(!/%[-+ #0]*\d*\.?\d*[eEfgGaA]/.test(src.replace(/--.*$/gm, '')), `${f}: no %f/%g/%e in string.format on an integer-only core`);
+    assert.ok(!/table\.unpack|table\.pack|math\.type|string\.pack|utf8\./.test(c), `${f}: 5.2+ functions`);
+  }
+  // the shared core: '/' is never used, math only behind a guard
+  const core = readFileSync(join(ROOT, 'firmware-shim/common/core.lua'), 'utf8');
+  assert.ok(!/\//.test(code(core)), "core.lua: no '/'");
+  for (const line of code(core).split('\n').filter((l) => /\bmath\b/.test(l))) {
+    assert.match(line, /math and|math_type and/, `core.lua: unguarded use of math: ${line.trim()}`);
+  }
+});
+
+test('the real lua5.1 also loads the simulator sys.lua and reports its version', () => {
+  const v = need('lua5.1');
+  assert.match(v, /Lua 5\.1/);
+  const dir = mkdtempSync(join(tmpdir(), 'tether-luat-'));
+  try {
+    writeFileSync(join(dir, 'sys.lua'), SYS_LUA);
+    execFileSync('luac5.1', ['-p', join(dir, 'sys.lua')]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
