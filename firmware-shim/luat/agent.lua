@@ -210,18 +210,6 @@ regif("misc.getImei", misc, "getImei")
 regif("misc.getModelType", misc, "getModelType")
 regif("rtos.get_version", rtos, "get_version")
 regif("link.isReady", link, "isReady")
--- aliases with the LuatOS names, so `tether info` shows IMEI, signal and registration
-if misc and misc.getImei then A.reg("mobile.imei", function() return misc.getImei() end) end
-if net and net.getRssi then A.reg("mobile.csq", function() return net.getRssi() end) end
-if net and net.getState then
-  A.reg("mobile.status", function()
-    local s = net.getState()
-    if s == "REGISTERED" then return 1 end
-    if s == "UNREGISTER" then return 0 end
-    return 2
-  end)
-end
-
 -- readiness and registration, forwarded as P frames
 local TOPICS = { "IP_READY_IND", "IP_ERROR_IND", "NET_STATE_REGISTERED", "NET_STATE_UNREGISTER" }
 for i = 1, #TOPICS do

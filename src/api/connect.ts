@@ -126,10 +126,22 @@ export class TetherModule {
         throw e;
       }
     };
-    info.imei = toText(await opt('mobile.imei') ?? undefined) ?? undefined;
-    info.csq = toNumber(await opt('mobile.csq') ?? undefined);
-    info.registration = toNumber(await opt('mobile.status') ?? undefined);
-    if (info.registration !== undefined) info.registrationText = REGISTRATION[info.registration] ?? 'unknown';
+    if (h.family === 'luat') {
+      // Luat legacy: misc.getImei ("" until the IMEI is read), net.getRssi (0..31), net.getState (INIT/REGISTERED/UNREGISTER)
+      info.imei = toText(await opt('misc.getImei') ?? undefined) || undefined;
+      info.csq = toNumber(await opt('net.getRssi') ?? undefined);
+      const state = toText(await opt('net.getState') ?? undefined);
+      if (state !== undefined) {
+        info.registration = state === 'REGISTERED' ? 1 : state === 'UNREGISTER' ? 0 : 2;
+        info.registrationText = state === 'REGISTERED' ? 'registered' : state === 'UNREGISTER' ? 'not registered' : `searching (${state})`;
+      }
+    } else {
+      // LuatOS: mobile.imei / mobile.csq / mobile.status
+      info.imei = toText(await opt('mobile.imei') ?? undefined) ?? undefined;
+      info.csq = toNumber(await opt('mobile.csq') ?? undefined);
+      info.registration = toNumber(await opt('mobile.status') ?? undefined);
+      if (info.registration !== undefined) info.registrationText = REGISTRATION[info.registration] ?? 'unknown';
+    }
     const ping = await this.rpc.call('hello', [h.proto, 4096]).catch(() => undefined);
     if (ping) {
       const heap = toNumber((ping[0] as Map<unknown, unknown>)?.get?.('heap') as number | undefined);
