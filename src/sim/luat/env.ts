@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaVm } from '../lua-vm.js';
+import { jsonToLua, luaToJson } from '../lua-json.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
 import { RtosLoop, WAIT_MSG_TIMEOUT, type LuatMsgIds } from './loop.js';
@@ -337,14 +338,14 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
     {
       encode: (a) => {
         try {
-          return [JSON.stringify(toJson(a.value(1), 0))];
+          return [JSON.stringify(luaToJson(a.value(1)))];
         } catch (e) {
           throw new LuaRaise(`Cannot serialise: ${(e as Error).message}`);
         }
       },
       decode: (a) => {
         try {
-          return [fromJson(JSON.parse(a.str(1)), h.integerOnly), true, null];
+          return [jsonToLua(JSON.parse(a.str(1)), { integerOnly: h.integerOnly }), true, null];
         } catch (e) {
           return [null, false, (e as Error).message];
         }
@@ -496,31 +497,3 @@ function crc8(data: Uint8Array): number {
   return c;
 }
 
-function toJson(v: LuaOut, depth: number): unknown {
-  if (depth > 16) throw new Error('nesting too deep');
-  if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
-  if (v instanceof Map) {
-    const n = v.size;
-    let isArray = n > 0;
-    for (let i = 1; i <= n && isArray; i++) if (!v.has(i)) isArray = false;
-    if (isArray) return Array.from({ length: n }, (_, i) => toJson(v.get(i + 1), depth + 1));
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of v) o[String(k)] = toJson(x, depth + 1);
-    return o;
-  }
-  if (v === undefined) return null;
-  if (typeof v === 'object') throw new Error('type not supported');
-  return v;
-}
-
-function fromJson(v: unknown, integerOnly: boolean): LuaIn {
-  if (v === null) return null;
-  if (Array.isArray(v)) return v.map((x) => fromJson(x, integerOnly));
-  if (typeof v === 'object') {
-    const o: Record<string, LuaIn> = {};
-    for (const [k, x] of Object.entries(v as object)) o[k] = fromJson(x, integerOnly);
-    return o;
-  }
-  if (typeof v === 'number' && integerOnly) return Math.trunc(v) | 0;
-  return v as LuaIn;
-}

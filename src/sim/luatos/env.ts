@@ -6,6 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaRef, type LuaVm } from '../lua-vm.js';
+import { jsonToLua, luaToJson } from '../lua-json.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
 import { crc16 as crc16Modbus } from '../../codec/frame.js';
@@ -250,14 +251,14 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   vm.registerLib('json', {
     encode: (a) => {
       try {
-        return [JSON.stringify(toJson(a.value(1), 0))];
+        return [JSON.stringify(luaToJson(a.value(1)))];
       } catch (e) {
         return [null, (e as Error).message];
       }
     },
     decode: (a) => {
       try {
-        return [fromJson(JSON.parse(a.str(1))), 1];
+        return [jsonToLua(JSON.parse(a.str(1))), 1];
       } catch (e) {
         return [null, false, (e as Error).message];
       }
@@ -279,31 +280,3 @@ function crc32(data: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function toJson(v: LuaOut, depth: number): unknown {
-  if (depth > 16) throw new Error('nesting too deep');
-  if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
-  if (v instanceof Map) {
-    const n = v.size;
-    let isArray = n > 0;
-    for (let i = 1; i <= n && isArray; i++) if (!v.has(i)) isArray = false;
-    if (isArray) return Array.from({ length: n }, (_, i) => toJson(v.get(i + 1), depth + 1));
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of v) o[String(k)] = toJson(x, depth + 1);
-    return o;
-  }
-  if (v === undefined) return null;
-  if (typeof v === 'object') throw new Error('cannot encode userdata');
-  return v;
-}
-
-function fromJson(v: unknown): LuaIn {
-  if (v === null) return null;
-  if (Array.isArray(v)) return v.map(fromJson);
-  if (typeof v === 'object') {
-    const o: Record<string, LuaIn> = {};
-    for (const [k, x] of Object.entries(v as object)) o[k] = fromJson(x);
-    return o;
-  }
-  if (typeof v === 'number' && !Number.isInteger(v)) return new LuaFloat(v);
-  return v as LuaIn;
-}
