@@ -55,3 +55,14 @@ test('usage errors exit 2 with help on stderr; an unreachable port is a TRANSPOR
   assert.equal(h.code, 0);
   for (const c of ['sim', 'ports', 'info', 'call', 'diag']) assert.match(h.stdout, new RegExp(`tether ${c}`));
 });
+
+test('diag exits 1 when a check fails, and the report says which', async () => {
+  const r = await run(['diag', '--port', 'sim', '--tcp', '127.0.0.1:1', '--check-timeout', '5000', '--json']);
+  assert.equal(r.code, 1);
+  const report = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(report.ok, false);
+  const tcp = report.checks.find((c: { name: string }) => c.name.startsWith('TCP connect'));
+  assert.equal(tcp.ok, false);
+  assert.equal(tcp.code, 'SOCKET');
+  assert.ok(report.checks.find((c: { name: string }) => c.name === 'handshake').ok);
+});

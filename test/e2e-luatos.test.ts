@@ -346,3 +346,18 @@ test('npm start: `tether diag` on the built-in simulated module passes every che
     assert.equal(typeof c.ms, 'number');
   }
 });
+
+test('facade calls are cold: nothing is sent before subscribe, one remote call per subscription', async () => {
+  const mod = await connect('sim:luatos');
+  try {
+    const before = mod.rpc.stats.framesOut;
+    const obs = mod.socket.sntp_port();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(mod.rpc.stats.framesOut, before, 'creating the observable sends nothing');
+    const [a, b] = await Promise.all([firstValueFrom(obs), firstValueFrom(obs)]);
+    assert.deepEqual([a[0], b[0]], [123, 123]);
+    assert.equal(mod.rpc.stats.framesOut, before + 2, 'two subscriptions, two calls');
+  } finally {
+    await mod.close();
+  }
+});
