@@ -18,3 +18,9 @@ export { runDiag, type DiagOptions, type DiagReport, type DiagCheck } from './di
 export { startEchoServers, type EchoServers } from './diag/echo-servers.js';
 export { PROTOCOL_VERSION, AGENT_VERSION } from './codec/constants.js';
 export { Handle, Float, type WireValue } from './codec/values.js';
+/** The Luat legacy `socketcore` family (Air724UG / Air720): `luat.LuatSocketcore`, `luat.openConnection`, constants. */
+export * as luat from './api/luat/index.js';
+export { LuatSocketcore } from './api/luat/socketcore.js';
+/** The NodeMCU `net` family (ESP8266): `nodemcu.NodeMcuNet`, `nodemcu.sendAll`, `nodemcu.connectTcp`, `nodemcu.NetError`. */
+export * as nodemcu from './api/nodemcu/index.js';
+export { NodeMcuNet } from './api/nodemcu/net.js';

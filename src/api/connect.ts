@@ -13,6 +13,7 @@ import { RpcClient, type HelloInfo, type RpcClientOptions } from '../rpc/client.
 import { toNumber, toText } from '../codec/values.js';
 import { InvalidArgumentError, isTetherError } from '../errors.js';
 import { LuatosSocket } from './luatos/socket.js';
+import { NodeMcuNet } from './nodemcu/net.js';
 import { LuatSocketcore } from './luat/socketcore.js';
 import { SimulatedModule } from '../sim/module.js';
 import type { LuatosSimOptions } from '../sim/luatos/family.js';
@@ -54,13 +55,18 @@ const REGISTRATION = ['not registered', 'registered', 'searching', 'denied', 'un
 export interface ConnectOptions extends RpcClientOptions {
   /** Serial baud rate. @default 115200 */
   baudRate?: number;
-  /** Simulator options when the port is `sim:...`. */
-  sim?: LuatosSimOptions & { log?: (line: string) => void };
+  /**
+   * Simulator options when the port is `sim:...`: the family's own options
+   * (LuatOS: {@link LuatosSimOptions}; see src/sim/<family>/family.ts for the others)
+   * plus `log`, a sink for the module's debug log.
+   */
+  sim?: (LuatosSimOptions | Record<string, unknown>) & { log?: (line: string) => void };
 }
 
 /** An open module: the RPC session, its family API, and (for `sim:` ports) the simulator. */
 export class TetherModule {
   private socket_?: LuatosSocket;
+  private net_?: NodeMcuNet;
   private socketcore_?: LuatSocketcore;
   /** @internal */
   constructor(
@@ -88,6 +94,16 @@ export class TetherModule {
     if (this.family !== 'luatos') throw new InvalidArgumentError(`the module runs ${this.family}, not LuatOS: it has no socket library`);
     this.socket_ ??= new LuatosSocket(this.rpc);
     return this.socket_;
+  }
+
+  /**
+   * The NodeMCU `net` module (ESP8266), with `net.wifi` / `net.node` status helpers.
+   * @throws InvalidArgumentError when the module is not a NodeMCU module.
+   */
+  get net(): NodeMcuNet {
+    if (this.family !== 'nodemcu') throw new InvalidArgumentError(`the module runs ${this.family}, not NodeMCU: it has no net module`);
+    this.net_ ??= new NodeMcuNet(this.rpc);
+    return this.net_;
   }
 
   /**

@@ -8,6 +8,7 @@ import type { TetherModule } from '../api/connect.js';
 import { openSocket, type LuatosConnection } from '../api/luatos/connection.js';
 import { isTetherError } from '../errors.js';
 import { runLuatChecks } from './luat-diag.js';
+import { runNodemcuChecks } from './nodemcu-diag.js';
 
 /** Where the echo checks connect to. */
 export interface Endpoint {
@@ -90,6 +91,10 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
   }, mod.rpc.stats.handshakeMs);
   if (mod.family === 'luat') {
     await runLuatChecks(mod, { ...o, timeoutMs }, { run, skip });
+    return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };
+  }
+  if (mod.family === 'nodemcu') {
+    await runNodemcuChecks(mod, { ...o, timeoutMs }, { run, skip });
     return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };
   }
   if (mod.family !== 'luatos') {

@@ -132,6 +132,8 @@ interface Pending {
 }
 
 const MAX_ID = 65535;
+/** Smallest window (bytes) the host accepts from an agent; below it frames would be too small to carry a call. */
+const MIN_WINDOW = 96;
 
 /**
  * An RPC session over one transport. Create with {@link RpcClient.open}, which
@@ -266,9 +268,10 @@ export class RpcClient {
           this.hello_ = h;
           this.epoch = h.epoch;
           this.stats.handshakeMs = Math.round(performance.now() - t0);
-          this.window = Math.max(BASE_WINDOW, h.window);
+          // honour the agent's window (a 256-byte ESP8266 ring advertises less than 255)
+          this.window = Math.max(MIN_WINDOW, h.window);
           // a frame must fit the window, or it could never be sent
-          this.maxFrame = Math.max(BASE_MAX_FRAME, Math.min(h.maxframe, HOST_MAX_FRAME, this.window - WINDOW_RESERVE));
+          this.maxFrame = Math.max(MIN_WINDOW - WINDOW_RESERVE, Math.min(h.maxframe, HOST_MAX_FRAME, this.window - WINDOW_RESERVE));
           return;
         } catch (e) {
           last = e;

@@ -5,6 +5,7 @@
 import type { SimFamily } from './module.js';
 import { luatosFamily } from './luatos/family.js';
 import { luatFamily } from './luat/family.js';
+import { nodemcuFamily } from './nodemcu/family.js';
 
 /** Options every family factory accepts (family-specific fields are ignored by the others). */
 export type SimFamilyOptions = Record<string, unknown>;
@@ -13,6 +14,7 @@ export type SimFamilyOptions = Record<string, unknown>;
 export const SIM_FAMILIES: Record<string, { moduleName: string; create: (opts?: SimFamilyOptions) => SimFamily }> = {
   luatos: { moduleName: 'Air780E', create: (o) => luatosFamily(o as never) },
   luat: { moduleName: 'Air724UG', create: (o) => luatFamily(o as never) },
+  nodemcu: { moduleName: 'ESP8266', create: (o) => nodemcuFamily(o as never) },
 };
 
 /** Names of the families that can be simulated. */

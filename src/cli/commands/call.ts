@@ -49,6 +49,8 @@ export const callCommand = (ctx: CliContext): CommandModule<object, CallArgs> =>
       const args = (argv.args ?? []).map(parseArg);
       const m = /^socket\.(\w+)$/.exec(argv.fn);
       if (m && CTRL_FIRST.has(m[1]) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
+      // NodeMCU: every method of a net object, and agent.release, take the object's handle first
+      if (/^(tcpsocket|tcpserver|udpsocket)\.\w+$|^agent\.release$/.test(argv.fn) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
       mod = await openModule(argv.port, argv);
       if (!mod.hello.caps.includes(argv.fn)) {
         throw new InvalidArgumentError(`${argv.fn} is not a function of this agent; it has: ${mod.hello.caps.join(' ')}`);

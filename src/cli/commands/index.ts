@@ -8,6 +8,7 @@ import { portsCommand } from './ports.js';
 import { infoCommand } from './info.js';
 import { callCommand } from './call.js';
 import { diagCommand } from './diag.js';
+import { flashCommand } from './flash.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -16,5 +17,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx)] as CommandModule[];
 }

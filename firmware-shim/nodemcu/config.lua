@@ -1,0 +1,8 @@
+-- tether agent for NodeMCU (ESP8266, default firmware build: net node tmr uart file wifi bit;
+-- no encoder, sjson or crypto needed). Lua 5.1 (the default build) and Lua 5.3 builds.
+-- Put it on the module with `tether flash` (saved as tether.lua; `--init` adds an init.lua
+-- that starts it at boot) and start it with dofile("tether.lua"). The agent owns UART 0
+-- from then on; the host's `agent.repl` call gives the Lua prompt back.
+-- Settings: set these globals before dofile() to override them.
+local TETHER_BAUD = TETHER_BAUD   -- nil: keep the UART's current baud rate (115200 after boot)
+local TETHER_LOG = TETHER_LOG     -- false: drop print() output instead of forwarding it as L frames

@@ -1,0 +1,226 @@
+/**
+ * Helpers on top of the raw `net` calls, following the firmware's rules
+ * (../shared/firmware-notes/nodemcu.md 1.4): one send in flight until "sent",
+ * chunks within the 2920-byte send buffer, a host-side connect timeout (a failed
+ * DNS lookup or a missing route leaves the socket with no callback at all), and
+ * no waiting for "disconnection" after a local close (the firmware sends none).
+ */
+import { Observable, Subscription, firstValueFrom, lastValueFrom, merge, take, timer } from 'rxjs';
+import { map } from 'rxjs';
+import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
+import { isNetError } from './errors.js';
+import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName } from './net.js';
+
+/** Options of {@link sendAll}. */
+export interface SendAllOptions {
+  /** Bytes per `send` (1..2920). @default 1460 (one segment) */
+  chunkSize?: number;
+  /** Give up when one chunk gets no "sent" (ACK) for this long (ms). @default 15000 */
+  sentTimeoutMs?: number;
+  /** How often a chunk refused with "out of memory" is retried before failing. @default 50 */
+  memoryRetries?: number;
+}
+
+/**
+ * Send `data` safely over a connected TCP socket: chunks of at most `chunkSize` bytes
+ * (never over the 2920-byte send buffer), ONE send in flight until its "sent" callback
+ * (the ACK), a chunk refused with "out of memory" retried after the next "sent" (or 100 ms).
+ * Emits the number of bytes handed over so far after each chunk; completes when every chunk
+ * was ACKed. Errors: NetError (the firmware refused), TetherError `SOCKET` (the connection
+ * ended meanwhile), `TIMEOUT` (no ACK in time).
+ */
+export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOptions = {}): Observable<number> {
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  const chunkSize = o.chunkSize ?? TCP_MSS;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > TCP_SEND_BUFFER) {
+    throw new InvalidArgumentError(`sendAll: chunkSize must be an integer 1..${TCP_SEND_BUFFER} (the module's send buffer), got ${String(chunkSize)}`);
+  }
+  const sentTimeoutMs = o.sentTimeoutMs ?? 15000;
+  const retries = o.memoryRetries ?? 50;
+  return new Observable<number>((sub) => {
+    let stopped = false;
+    let sentSeq = 0;
+    let ended: number | undefined;
+    const waiters = new Set<() => void>();
+    const wake = () => {
+      for (const w of [...waiters]) w();
+    };
+    const evs = merge(
+      sock.sent$.pipe(map(() => 'sent' as const)),
+      sock.disconnection$.pipe(map((e) => ['end', e] as const)),
+      sock.reconnection$.pipe(map((e) => ['end', e] as const)),
+    ).subscribe((e) => {
+      if (e === 'sent') sentSeq++;
+      else ended = e[1];
+      wake();
+    });
+    const waitSent = (seq: number, ms: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        if (sentSeq !== seq || ended !== undefined) return resolve(true);
+        const done = () => {
+          clearTimeout(t);
+          waiters.delete(done);
+          resolve(sentSeq !== seq || ended !== undefined);
+        };
+        const t = setTimeout(done, ms);
+        waiters.add(done);
+      });
+    (async () => {
+      let off = 0;
+      while (off < bytes.length && !stopped) {
+        const chunk = bytes.subarray(off, off + chunkSize);
+        let tries = 0;
+        for (;;) {
+          if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
+          const seq = sentSeq;
+          try {
+            await lastValueFrom(sock.send(chunk), { defaultValue: undefined });
+          } catch (e) {
+            if (isNetError(e, 'OUT_OF_MEMORY') && tries++ < retries) {
+              await waitSent(seq, 100); // the buffer frees on the next ACK
+              continue;
+            }
+            throw e;
+          }
+          if (stopped) return;
+          if (!(await waitSent(seq, sentTimeoutMs))) {
+            throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off + chunk.length} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
+          }
+          if (ended !== undefined && sentSeq === seq) continue; // ended while waiting: report above
+          break;
+        }
+        off += chunk.length;
+        sub.next(off);
+      }
+      if (!stopped) sub.complete();
+    })()
+      .catch((e) => {
+        if (!stopped) sub.error(e);
+      })
+      .finally(() => evs.unsubscribe());
+    return () => {
+      stopped = true;
+      evs.unsubscribe();
+      wake();
+    };
+  });
+}
+
+/** Options of {@link connectTcp}. */
+export interface ConnectTcpOptions {
+  /** Host-side connect timeout (ms): the firmware may never call back (DNS failure, no route). @default 15000 */
+  timeoutMs?: number;
+}
+
+/**
+ * A TCP connection made by {@link connectTcp} or accepted by a server: received bytes are
+ * buffered from the start, so nothing is lost before {@link data} is subscribed.
+ */
+export class NodeMcuConnection {
+  private readonly buffered: Uint8Array[] = [];
+  private consumer?: { next(b: Uint8Array): void; complete(): void; error(e: unknown): void };
+  private endErr?: number;
+  private readonly sub: Subscription;
+  private closed = false;
+
+  constructor(readonly socket: TcpSocket) {
+    this.sub = merge(
+      socket.receive$.pipe(map((b) => ({ data: b }))),
+      socket.disconnection$.pipe(map((e) => ({ end: e }))),
+      socket.reconnection$.pipe(map((e) => ({ end: e }))),
+    ).subscribe({
+      next: (x) => {
+        if ('data' in x) {
+          if (this.consumer) this.consumer.next(x.data);
+          else this.buffered.push(x.data);
+        } else {
+          this.endErr = x.end;
+          this.consumer?.complete();
+        }
+      },
+      complete: () => this.consumer?.error(new TetherError('DISCONNECTED', 'the link to the module closed')),
+    });
+  }
+
+  /** The error code the connection ended with (0 = remote close), undefined while open. */
+  get endedWith(): number | undefined {
+    return this.endErr;
+  }
+
+  /**
+   * Received bytes (one chunk per "receive" event), including what arrived before subscribing;
+   * completes when the peer closed or an error ended the connection. One subscriber at a time.
+   */
+  data(): Observable<Uint8Array> {
+    return new Observable<Uint8Array>((sub) => {
+      this.consumer = sub;
+      for (const b of this.buffered.splice(0)) sub.next(b);
+      if (this.endErr !== undefined) sub.complete();
+      return () => {
+        if (this.consumer === sub) this.consumer = undefined;
+      };
+    });
+  }
+
+  /** {@link sendAll} on this connection. */
+  send(data: Uint8Array | string, o?: SendAllOptions): Observable<number> {
+    return sendAll(this.socket, data, o);
+  }
+
+  /** Close (FIN; the firmware fires no "disconnection" for a local close) and release the handle. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.sub.unsubscribe();
+    const rpc = this.socket.net.rpc;
+    if (rpc.isClosed || this.socket.epoch !== rpc.currentEpoch) return;
+    if (this.endErr === undefined) await lastValueFrom(this.socket.close(), { defaultValue: undefined }).catch(() => undefined);
+    await lastValueFrom(this.socket.release(), { defaultValue: undefined }).catch(() => undefined);
+  }
+}
+
+const CLIENT_EVENTS: TcpEventName[] = ['connection', 'reconnection', 'disconnection', 'receive', 'sent'];
+
+/**
+ * Connect from the module to `host:port`: createConnection, register the callbacks, connect,
+ * wait for "connection". Emits the connection and completes.
+ * @throws TetherError `SOCKET` (refused / reset / aborted: the err code is in context),
+ *   `TIMEOUT` (no callback within `timeoutMs`; the socket is closed and released), NetError.
+ */
+export function connectTcp(net: NodeMcuNet, host: string, port: number, o: ConnectTcpOptions = {}): Observable<NodeMcuConnection> {
+  const timeoutMs = o.timeoutMs ?? 15000;
+  return new Observable<NodeMcuConnection>((sub) => {
+    let sock: TcpSocket | undefined;
+    let done = false;
+    (async () => {
+      sock = await firstValueFrom(net.createConnection());
+      const s = sock;
+      for (const ev of CLIENT_EVENTS) await lastValueFrom(s.on(ev), { defaultValue: undefined });
+      const conn = new NodeMcuConnection(s);
+      const outcome = firstValueFrom(
+        merge(
+          s.connection$.pipe(map(() => ({ ok: true as const }))),
+          s.reconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
+          s.disconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
+          timer(timeoutMs).pipe(map(() => ({ ok: false as const, err: undefined }))),
+        ).pipe(take(1)),
+      );
+      await lastValueFrom(s.connect(port, host), { defaultValue: undefined });
+      const r = await outcome;
+      if (!r.ok) {
+        await conn.close();
+        if (r.err === undefined) throw new TimeoutError(`connect to ${host}:${port}: no callback within ${timeoutMs} ms (DNS failure or no route leaves the firmware silent)`, { ms: timeoutMs, host, port });
+        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (err ${r.err}: ${r.err === -9 ? 'refused or reset' : r.err === -8 ? 'aborted / timed out' : 'error'})`, { context: { host, port, err: r.err } });
+      }
+      done = true;
+      sub.next(conn);
+      sub.complete();
+    })().catch(async (e) => {
+      if (sock && !done) await lastValueFrom(sock.release(), { defaultValue: undefined }).catch(() => undefined);
+      sub.error(e);
+    });
+    return () => {
+      if (!done && sock) void lastValueFrom(sock.release(), { defaultValue: undefined }).catch(() => undefined);
+    };
+  });
+}

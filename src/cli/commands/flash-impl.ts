@@ -1,0 +1,113 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openTransport } from '../../transport/index.js';
+import type { Transport } from '../../transport/transport.js';
+import { RpcClient } from '../../rpc/client.js';
+import { InvalidArgumentError, TetherError } from '../../errors.js';
+import { repoRoot } from '../../util/repo-root.js';
+import { reportError } from '../output.js';
+import { isSimPort } from '../../api/connect.js';
+import { flashNodemcu, type FlashProgress } from './flash-repl.js';
+import type { CliContext } from './index.js';
+import type { FlashArgs } from './flash.js';
+
+/** A progress bar on stderr: redrawn in place on a terminal, a few plain lines otherwise. */
+export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): (p: FlashProgress) => void {
+  const tty = !!stream.isTTY;
+  let lastPct = -1;
+  let lastPhase = '';
+  let open = false;
+  const endLine = () => {
+    if (open) stream.write('\n');
+    open = false;
+  };
+  return (p) => {
+    if (p.total !== undefined && p.done !== undefined && (p.phase === 'upload' || p.phase === 'verify')) {
+      const pct = p.total === 0 ? 100 : Math.floor((p.done / p.total) * 100);
+      const label = `${p.phase === 'upload' ? 'writing  ' : 'verifying'} ${p.file ?? ''}`;
+      if (tty) {
+        const w = 30;
+        const fill = Math.round((pct / 100) * w);
+        stream.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${String(pct).padStart(3)}% ${(p.done / 1024).toFixed(1)}/${(p.total / 1024).toFixed(1)} KB`);
+        open = true;
+        if (p.done >= p.total) endLine();
+      } else {
+        const step = Math.floor(pct / 25) * 25; // 0, 25, 50, 75, 100
+        const key = `${p.phase}:${p.file}`;
+        if (key !== lastPhase || step > lastPct) stream.write(`${label} ${step}%${step === 100 ? ` (${p.total} bytes)` : ''}\n`);
+        lastPct = key !== lastPhase ? step : Math.max(lastPct, step);
+        lastPhase = key;
+      }
+      return;
+    }
+    endLine();
+    lastPhase = p.phase;
+    lastPct = -1;
+    if (p.message) stream.write(`${p.message}\n`);
+    else if (p.phase === 'probe') stream.write('Lua prompt found; probing the firmware\n');
+  };
+}
+
+export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> {
+  let transport: Transport | undefined;
+  try {
+    if (isSimPort(argv.port)) {
+      throw new InvalidArgumentError('flash talks to a module on a serial port or tcp://: start one with "tether sim --family nodemcu" or use a board');
+    }
+    const path = argv.file ?? join(repoRoot(), 'firmware-shim/nodemcu/main.lua');
+    let agentSource: string;
+    try {
+      agentSource = readFileSync(path, 'latin1');
+    } catch (e) {
+      throw new InvalidArgumentError(`cannot read ${path}: ${(e as Error).message}`);
+    }
+    if (agentSource.length === 0) throw new InvalidArgumentError(`${path} is empty: refusing to upload a 0-byte agent`);
+    transport = await openTransport(argv.port, { baudRate: argv.baud });
+    process.stderr.write(`tether flash: ${transport.description}\n`);
+    const r = await flashNodemcu(transport, {
+      agentSource,
+      name: argv.name,
+      init: argv.init,
+      initDelayMs: argv['init-delay'],
+      start: argv.start,
+      force: argv.force,
+      minify: argv.minify,
+      encoding: argv.encoding,
+      syncTimeoutMs: argv['sync-timeout'],
+      lineTimeoutMs: argv['line-timeout'],
+      onProgress: progressPrinter(),
+      trace: argv.verbose ? (l) => process.stderr.write(`[repl] ${l}\n`) : undefined,
+    });
+    let hello: Record<string, unknown> | undefined;
+    if (r.started) {
+      const rpc = await RpcClient.open(transport, { timeoutMs: argv.timeout, handshakeTimeoutMs: 10000 });
+      const h = rpc.hello;
+      hello = { agent: h.agent, family: h.family, fw: h.fw, lua: h.lua, heapKB: h.heap, epoch: h.epoch };
+      if (h.family !== 'nodemcu') throw new TetherError('PROTOCOL', `the started agent reports family ${h.family}, not nodemcu`);
+      await rpc.close();
+      transport = undefined;
+    }
+    const summary = {
+      port: argv.port,
+      file: r.name,
+      bytes: r.bytes,
+      uploaded: r.uploaded,
+      init: r.initWritten,
+      encoding: r.encoding,
+      started: r.started,
+      agentWasRunning: r.agentWasRunning,
+      heapBefore: r.heapBefore,
+      ms: r.ms,
+      hello,
+    };
+    if (argv.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    else {
+      process.stdout.write(`${r.uploaded ? `wrote ${r.name} (${r.bytes} bytes, ${r.encoding}, verified)` : `${r.name} is up to date (${r.bytes} bytes)`}${r.initWritten ? ', init.lua written' : ''} in ${(r.ms / 1000).toFixed(1)} s\n`);
+      if (hello) process.stdout.write(`agent ${String(hello.agent)} running: ${String(hello.family)} ${String(hello.fw ?? '')}, ${String(hello.lua ?? '')}, Lua heap ${String(hello.heapKB ?? '?')} KB\n`);
+    }
+  } catch (e) {
+    ctx.setExit(reportError(e, !!argv.json));
+  } finally {
+    await transport?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The simulated ESP8266 running NodeMCU 3.0 (default build): which modules it has,
+ * how it boots (ROM noise at the wrong baud, the firmware banner, init.lua or the
+ * agent, then the `> ` prompt), and its SPIFFS, which survives resets of the module.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
+import { repoRoot } from '../../util/repo-root.js';
+import { Esp } from './firmware.js';
+import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
+import { installNet, type NetLib } from './net-lib.js';
+import type { NodemcuSimOptions } from './options.js';
+
+export type { NodemcuSimOptions, NodemcuNetworkOptions } from './options.js';
+
+/** The NodeMCU family object: a {@link SimFamily} plus the emulated flash file system. */
+export interface NodemcuFamily extends SimFamily {
+  /** SPIFFS content, name -> bytes (shared by every boot of the module). */
+  readonly files: Map<string, Buffer>;
+  /** The running boot's firmware state (tests), undefined while powered off. */
+  readonly esp: Esp | undefined;
+  /** The running boot's net library (tests). */
+  readonly netLib: NetLib | undefined;
+}
+
+/** What the ESP8266 ROM prints at 74880 baud, as a 115200-baud terminal sees it. */
+const ROM_NOISE = '\x00\xe0\x1c\x8c\x9e\x12\x8c\x8c\xe2|\x00\x8c\x1c\x9c\x1c\x9c\x0c\x0c\x92\x00l\x8c\xe0\x8c\x0c\x8cl\x9c\xe2\x8c\x0c';
+
+/** Create the NodeMCU family for {@link SimulatedModule.start}. */
+export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
+  const files = new Map<string, Buffer>();
+  for (const [k, v] of Object.entries(opts.files ?? {})) files.set(k, Buffer.from(typeof v === 'string' ? Buffer.from(v, 'utf8') : v));
+  const modules = [...DEFAULT_MODULES, ...(opts.extraModules ?? [])].sort();
+  const release = opts.release ?? 'sim';
+  let esp: Esp | undefined;
+  let netLib: NetLib | undefined;
+  return {
+    name: 'nodemcu',
+    moduleName: 'ESP8266',
+    agentFile: 'firmware-shim/nodemcu/main.lua',
+    defaultUartId: 0,
+    files,
+    get esp() {
+      return esp;
+    },
+    get netLib() {
+      return netLib;
+    },
+    bootNoise: () => [
+      ROM_NOISE,
+      '',
+      `NodeMCU ${SIM_FW.major}.${SIM_FW.minor}.${SIM_FW.revision}.0 built with Docker provided by frightanic.com`,
+      `\tbranch: ${SIM_FW.branch}`,
+      `\tcommit: ${SIM_FW.commit}`,
+      `\trelease: ${release}`,
+      '\trelease DTS: 202402250804',
+      '\tSSL: false',
+      '\tbuild type: integer',
+      '\tLFS: 0x0 bytes total capacity',
+      `\tmodules: ${modules.filter((m) => m !== 'pipe').join(',')}`,
+      ' build 2024-02-25 08:04 powered by Lua 5.3.5 on SDK 3.0.1-dev(fce080e)',
+    ],
+    install(ctx: FamilyContext): FamilyBoot {
+      const e = new Esp(ctx, opts, files);
+      esp = e;
+      const { vm } = ctx;
+      vm.registerGlobal('__nm_console', (a) => e.console(a.bytes(1)));
+      vm.registerGlobal('__nm_repl', (a) => e.setReplExec(a.fnRef(1)));
+      installUart(e);
+      installNode(e, opts.chipId ?? 1193046, release, modules);
+      installTmr(e);
+      installBit(e);
+      installFile(e);
+      installWifi(e);
+      if (modules.includes('encoder')) installEncoder(e);
+      netLib = installNet(e);
+      const err = vm.runString(BASE_LUA, '=nodemcu');
+      if (err) throw new Error(`NodeMCU base library failed to load: ${err}`);
+      // The firmware's libraries live in flash (ROTables): only what Lua code builds counts as heap.
+      vm.runString(
+        `do local cg = collectgarbage local base = cg("count")
+         collectgarbage = function(opt, ...) if opt == "count" then local k = cg("count") - base if k < 1 then k = 1 end return k, 0 end return cg(opt, ...) end end`,
+        '=heap',
+      );
+      const lib = netLib;
+      // The module runs the agent file as '@main.lua' right after install(). With boot
+      // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots
+      // instead: init.lua from SPIFFS if there is one, then the prompt.
+      const run = vm.runString.bind(vm);
+      vm.runString = (source, chunkName) => {
+        if (chunkName !== '@main.lua') return run(source, chunkName);
+        vm.runString = run;
+        let r: string | undefined;
+        if ((opts.boot ?? 'agent') === 'agent') r = run(source, '@tether.lua');
+        else if (files.has('init.lua')) r = run('dofile("init.lua")', '=init');
+        if (r !== undefined) e.console(`${r}\n`); // lua.c reports an init.lua error and goes on to the prompt
+        e.prompt();
+        return undefined;
+      };
+      return {
+        shutdown: () => {
+          e.dead = true;
+          lib.shutdown();
+          if (esp === e) {
+            esp = undefined;
+            netLib = undefined;
+          }
+        },
+      };
+    },
+  };
+}
+
+/** The bundled agent text (what `tether flash` uploads and `sim:nodemcu` runs). */
+export function nodemcuAgentSource(): string {
+  return readFileSync(join(repoRoot(), 'firmware-shim/nodemcu/main.lua'), 'utf8');
+}

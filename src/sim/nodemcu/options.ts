@@ -1,0 +1,61 @@
+/**
+ * Options of the simulated ESP8266 (NodeMCU firmware). Every field is optional;
+ * the defaults model a stock NodeMCU 3.0 default build on a board that joined WiFi.
+ */
+
+/** Network behaviour of the emulated `net` and `wifi` modules. */
+export interface NodemcuNetworkOptions {
+  /** Station IP (`wifi.sta.getip()`, `net.ifinfo(0)`). @default "127.0.0.1" (the simulated module lives on loopback) */
+  ip?: string;
+  /** @default "255.0.0.0" */
+  netmask?: string;
+  /** @default "127.0.0.1" */
+  gateway?: string;
+  /** Host address every server / UDP socket of the module really binds to. @default "127.0.0.1" */
+  bindHost?: string;
+  /** `wifi.sta.status()`: 0 idle, 1 connecting, 2 wrong password, 3 AP not found, 4 fail, 5 got IP. @default 5 */
+  wifiStatus?: number;
+  /** Station MAC (`wifi.sta.getmac()`, `net.ifinfo(0).hwaddr`). @default "5c:cf:7f:00:00:01" */
+  mac?: string;
+  /** Static DNS answers, name (case-insensitive) -> IPv4, checked before the host's resolver. @default { localhost: "127.0.0.1" } */
+  hosts?: Record<string, string>;
+  /** How long a resolved name stays in lwIP's DNS table (answers from it are synchronous). @default 60000 */
+  dnsCacheMs?: number;
+  /** Initial DNS servers (`net.dns.getdnsserver`). Reported only: names resolve through `hosts` and the host's resolver. @default ["208.67.222.222"] */
+  dnsServers?: string[];
+  /** Time until an unanswered connect gives up with ERR_ABRT (-8) (lwIP TCP_SYNMAXRTX). @default 20000 */
+  connectTimeoutMs?: number;
+  /** Delay from the kernel accepting sent bytes to the "sent" callback (the ACK). @default 0 */
+  ackDelayMs?: number;
+  /** Round-trip time (ms) `net.ping` reports for `ip`, or null when it does not answer. @default 127.0.0.0/8 and the station IP/gateway answer in 1 ms */
+  pingReply?: (ip: string) => number | null;
+  /** Interval between pings (ms); also the per-ping timeout. @default 1000 */
+  pingIntervalMs?: number;
+}
+
+export interface NodemcuSimOptions {
+  /**
+   * What runs at power-on.
+   * - `agent` (default): the agent file runs as if init.lua started it (`sim:nodemcu`, `tether sim --family nodemcu`).
+   * - `repl`: the stock firmware only: init.lua from the emulated SPIFFS if there is one, then the `> ` prompt (for `tether flash`).
+   */
+  boot?: 'agent' | 'repl';
+  /** Files on the emulated SPIFFS at the first power-on (they persist across resets of this module). */
+  files?: Record<string, string | Uint8Array>;
+  /** Extra modules of a custom build, e.g. `["encoder"]`. */
+  extraModules?: string[];
+  /** Network behaviour. */
+  network?: NodemcuNetworkOptions;
+  /** Free system heap (bytes) at boot before any Lua code (`node.heap()` subtracts the Lua heap estimate). @default 44000 */
+  heapBytes?: number;
+  /** `node.chipid()`. @default 1193046 */
+  chipId?: number;
+  /** Delay of the default `node.setonerror` handler's restart (ms). @default 2000 (the firmware's) */
+  onErrorRestartMs?: number;
+  /** Longest piece a `uart.on("data", "\n", fn, 0)` callback receives when no terminator came (bytes). @default 255 */
+  linePiece?: number;
+  /** UART RX ring size (bytes). @default 256 */
+  rxRing?: number;
+  /** Firmware release string in `node.info("sw_version").git_release`. @default "sim" (tools recognise a simulator by fw ending in -sim) */
+  release?: string;
+}

@@ -1,0 +1,176 @@
+/**
+ * `tether flash` against the simulated ESP8266's stock REPL: boot noise, a pseudo-terminal,
+ * the real CLI in a child process; then the engine in-process for the hard cases (reset on
+ * open, a REPL left in `>>`, a reset in the middle of the upload, base64 vs hex, no prompt).
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SimulatedModule } from '../src/sim/module.js';
+import { nodemcuFamily, nodemcuAgentSource } from '../src/sim/nodemcu/family.js';
+import { RpcClient } from '../src/rpc/client.js';
+import { SerialTransport } from '../src/transport/serial.js';
+import { repoRoot } from '../src/util/repo-root.js';
+import { flashNodemcu, minifyLua, adler, type FlashProgress } from '../src/cli/commands/flash-repl.js';
+import { isTetherError } from '../src/errors.js';
+
+const bin = join(repoRoot(), 'dist/src/cli/bin.js');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const tmp = mkdtempSync(join(tmpdir(), 'tether-flash-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+function cli(args: string[], timeoutMs = 90000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { timeout: timeoutMs }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () => {
+  it('the module boots into its REPL with noise; flash uploads, verifies, writes init.lua, starts the agent; hello works; a second run skips; init.lua starts the agent at boot', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam, { bootDelayMs: 50 });
+    const pty = await sim.servePty();
+    try {
+      // power-cycle while the tool is already talking: ROM noise, banner, prompt arrive mid-sync
+      const run = cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--json']);
+      await sleep(300);
+      await sim.restart('reset on open');
+      const r = await run;
+      assert.equal(r.code, 0, `flash failed: ${r.stderr}`);
+      const out = JSON.parse(r.stdout);
+      assert.equal(out.uploaded, true);
+      assert.equal(out.init, true);
+      assert.equal(out.encoding, 'hex', 'the default build has no encoder: hex');
+      assert.equal(out.started, true);
+      assert.equal(out.hello.family, 'nodemcu');
+      assert.match(r.stderr, /verifying tether\.lua 100%/, 'progress on stderr');
+      const onModule = fam.files.get('tether.lua')!;
+      assert.ok(onModule.equals(Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')), 'the file on the module is exactly the (minified) agent');
+      assert.equal(fam.files.has('tether.tmp'), false, 'no temporary file left');
+      assert.equal(fam.esp!.uartTaken, true, 'the agent runs');
+
+      // hello through the same pty, as `tether info` would
+      const t = await SerialTransport.open(pty, { baudRate: 115200 });
+      const rpc = await RpcClient.open(t, { handshakeTimeoutMs: 5000 });
+      assert.equal(rpc.hello.family, 'nodemcu');
+      assert.equal(rpc.hello.agent, '0.1.0');
+      await rpc.close();
+
+      // idempotent: the running agent gives the prompt back, the identical file is not written again
+      const again = await cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      const o2 = JSON.parse(again.stdout);
+      assert.equal(o2.uploaded, false);
+      assert.equal(o2.init, false);
+      assert.equal(o2.agentWasRunning, true);
+      assert.match(again.stderr, /identical/);
+
+      // at boot, init.lua starts the agent after its delay
+      await sim.restart('power cycle');
+      assert.equal(fam.esp!.uartTaken, false, 'right after boot the REPL has the UART');
+      for (let i = 0; i < 100 && !fam.esp!.uartTaken; i++) await sleep(10);
+      assert.equal(fam.esp!.uartTaken, true, 'init.lua started the agent');
+      const t2 = await SerialTransport.open(pty, { baudRate: 115200 });
+      const rpc2 = await RpcClient.open(t2, { handshakeTimeoutMs: 5000 });
+      assert.equal(rpc2.hello.family, 'nodemcu');
+      await rpc2.close();
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('every failure is a clear error with a non-zero exit: no prompt (4), an empty agent file (2), a sim: port (2)', async () => {
+    const sockets = new Set<Socket>();
+    const silent: Server = createServer((s) => {
+      sockets.add(s);
+      s.write('\x00\xff garbage without a prompt\r\n');
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const r = await cli(['flash', '--port', `tcp://127.0.0.1:${port}`, '--sync-timeout', '1500', '--json']);
+      assert.equal(r.code, 4);
+      const e = JSON.parse(r.stdout).error;
+      assert.equal(e.code, 'HANDSHAKE');
+      assert.match(e.message, /no Lua prompt .* garbage without a prompt/);
+      const empty = join(tmp, 'empty.lua');
+      writeFileSync(empty, '');
+      const r2 = await cli(['flash', '--port', `tcp://127.0.0.1:${port}`, '--file', empty]);
+      assert.equal(r2.code, 2);
+      assert.match(r2.stderr, /empty: refusing to upload a 0-byte agent/);
+      const r3 = await cli(['flash', '--port', 'sim:nodemcu']);
+      assert.equal(r3.code, 2);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
+});
+
+describe('flash engine (in-process)', () => {
+  it('finds the prompt past a half-typed chunk (">>"), uses base64 when the firmware has encoder, and reads every byte back', async () => {
+    const fam = nodemcuFamily({ boot: 'repl', extraModules: ['encoder'] });
+    const sim = await SimulatedModule.start(fam);
+    const t = sim.connect();
+    try {
+      await t.write(Buffer.from('for i = 1, 3 do\n'));
+      await sleep(30);
+      const phases: FlashProgress[] = [];
+      const r = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), minify: false, start: false, onProgress: (p) => phases.push(p) });
+      assert.equal(r.encoding, 'base64');
+      assert.equal(r.uploaded, true);
+      assert.equal(r.started, false);
+      assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(nodemcuAgentSource(), 'latin1')));
+      const verify = phases.filter((p) => p.phase === 'verify');
+      assert.equal(verify.at(-1)!.done, verify.at(-1)!.total, 'the verify phase read the whole file back');
+      assert.equal(fam.esp!.rxDropped, 0, 'one line at a time: the RX ring never overflowed');
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('a reset in the middle of the upload fails loudly and never leaves a 0-byte or partial agent; the next run completes', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam);
+    const t = sim.connect();
+    try {
+      // an older agent is on the module
+      fam.files.set('tether.lua', Buffer.from('-- old agent\n'));
+      let reset = false;
+      const err = await flashNodemcu(t, {
+        agentSource: nodemcuAgentSource(),
+        start: false,
+        lineTimeoutMs: 600,
+        onProgress: (p) => {
+          if (!reset && p.phase === 'upload' && (p.done ?? 0) > 3000) {
+            reset = true;
+            void sim.restart('brown-out');
+          }
+        },
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(reset);
+      assert.ok(isTetherError(err), `a TetherError, got ${String(err)}`);
+      assert.match((err as Error).message, /no Lua prompt|failed|closed/);
+      assert.equal(fam.files.get('tether.lua')!.toString(), '-- old agent\n', 'the agent file under its real name is untouched');
+      assert.equal(fam.files.has('tether.tmp'), false, 'the temporary file was removed once the module was back');
+      const ok = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: true });
+      assert.equal(ok.uploaded, true);
+      assert.equal(ok.started, true);
+      assert.equal(fam.files.has('tether.tmp'), false);
+      const want = Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1');
+      const have = fam.files.get('tether.lua')!;
+      assert.deepEqual(adler(have), adler(want));
+    } finally {
+      await sim.stop();
+    }
+  });
+});
