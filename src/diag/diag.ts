@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
 import { openSocket, type LuatosConnection } from '../api/luatos/connection.js';
 import { isTetherError } from '../errors.js';
+import { echoBytes } from './echo.js';
 import { runLuatChecks } from './luat-diag.js';
 import { runNodemcuChecks } from './nodemcu-diag.js';
 
@@ -111,30 +112,7 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
     return `adapter ${index} ready, IP ${ip[0]} mask ${ip[1]} gw ${ip[2]}${reg}`;
   });
 
-  const echo = async (conn: LuatosConnection, size: number): Promise<string> => {
-    const payload = randomBytes(size);
-    const reading: Buffer[] = [];
-    let total = 0;
-    const done = new Promise<void>((resolve, reject) => {
-      const s = conn.data().subscribe({
-        next: (b) => {
-          reading.push(Buffer.from(b));
-          total += b.length;
-          if (total >= size) {
-            s.unsubscribe();
-            resolve();
-          }
-        },
-        error: reject,
-        complete: () => reject(new Error(`the connection closed after ${total} of ${size} echoed bytes`)),
-      });
-    });
-    await lastValueFrom(conn.send(payload));
-    await done;
-    const back = Buffer.concat(reading).subarray(0, size);
-    if (!back.equals(payload)) throw new Error('echoed bytes differ from what was sent');
-    return `${size} bytes echoed byte-exact`;
-  };
+  const echo = (conn: LuatosConnection, size: number) => echoBytes(conn, size);
 
   if (!netOk) {
     for (const n of ['DNS', 'TCP connect + echo + close', 'UDP echo', 'TLS connect + echo']) skip(n, 'network not ready');

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
 import { openConnection, waitReady, type LuatConnection } from '../api/luat/connection.js';
 import type { DiagOptions } from './diag.js';
+import { echoBytes } from './echo.js';
 
 /** How the checks report (provided by runDiag). */
 export interface CheckRunner {
@@ -21,28 +22,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Bytes echoed byte-exact through `conn`; returns a detail line. */
 async function echo(conn: LuatConnection, size: number): Promise<string> {
-  const payload = randomBytes(size);
-  const got: Buffer[] = [];
-  let n = 0;
-  const done = new Promise<void>((resolve, reject) => {
-    const s = conn.data().subscribe({
-      next: (b) => {
-        got.push(Buffer.from(b));
-        n += b.length;
-        if (n >= size) {
-          s.unsubscribe();
-          resolve();
-        }
-      },
-      error: reject,
-      complete: () => reject(new Error(`the connection closed after ${n} of ${size} echoed bytes`)),
-    });
-  });
-  await lastValueFrom(conn.send(payload));
-  await done;
-  if (!Buffer.concat(got).subarray(0, size).equals(payload)) throw new Error('echoed bytes differ from what was sent');
+  const detail = await echoBytes(conn, size);
   const st = conn.stats;
-  return `${size} bytes echoed byte-exact (${st.sends} sock_send, at most ${st.maxSendsInFlight} in flight; ${st.recvInds} RECV_IND drained, largest ${st.maxRecvLen} B)`;
+  return `${detail} (${st.sends} sock_send, at most ${st.maxSendsInFlight} in flight; ${st.recvInds} RECV_IND drained, largest ${st.maxRecvLen} B)`;
 }
 
 /** Run the Luat checks on an open module (family `luat`). */

@@ -12,6 +12,7 @@ import type { TetherModule } from '../api/connect.js';
 import { connectTcp, type NodeMcuConnection } from '../api/nodemcu/connection.js';
 import { NodeMcuWifi } from '../api/nodemcu/net.js';
 import type { DiagOptions } from './diag.js';
+import { echoBytes } from './echo.js';
 
 /** How the checks report (provided by runDiag). */
 export interface NodemcuCheckRunner {
@@ -20,29 +21,7 @@ export interface NodemcuCheckRunner {
 }
 
 /** `size` random bytes echoed byte-exact through `conn`; returns a detail line. */
-export async function echoThrough(conn: NodeMcuConnection, size: number): Promise<string> {
-  const payload = randomBytes(size);
-  const got: Buffer[] = [];
-  let n = 0;
-  const done = new Promise<void>((resolve, reject) => {
-    const s = conn.data().subscribe({
-      next: (b) => {
-        got.push(Buffer.from(b));
-        n += b.length;
-        if (n >= size) {
-          s.unsubscribe();
-          resolve();
-        }
-      },
-      error: reject,
-      complete: () => reject(new Error(`the connection closed after ${n} of ${size} echoed bytes`)),
-    });
-  });
-  await lastValueFrom(conn.send(payload));
-  await done;
-  if (!Buffer.concat(got).subarray(0, size).equals(payload)) throw new Error('echoed bytes differ from what was sent');
-  return `${size} bytes echoed byte-exact`;
-}
+export const echoThrough = (conn: NodeMcuConnection, size: number): Promise<string> => echoBytes(conn, size);
 
 export async function runNodemcuChecks(mod: TetherModule, o: DiagOptions & { timeoutMs: number }, r: NodemcuCheckRunner): Promise<void> {
   const net = mod.net;
