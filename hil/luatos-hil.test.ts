@@ -13,12 +13,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { firstValueFrom, lastValueFrom, take, timeout } from 'rxjs';
 import { connect, isSimPort, type TetherModule } from '../src/api/connect.js';
-import { openSocket, type LuatosConnection } from '../src/api/luatos/connection.js';
+import { openSocket } from '../src/api/luatos/connection.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
+import { echoBytes } from '../src/diag/echo.js';
 import { fixturePath } from '../src/diag/fixtures.js';
 
 const port = process.env.TETHER_TEST_PORT;
@@ -61,29 +61,6 @@ after(async () => {
   await mod?.close();
   await echo?.close();
 });
-
-async function echoBytes(conn: LuatosConnection, size: number): Promise<void> {
-  const payload = randomBytes(size);
-  const parts: Buffer[] = [];
-  let n = 0;
-  const back = new Promise<void>((resolve, reject) => {
-    const s = conn.data().subscribe({
-      next: (b) => {
-        parts.push(Buffer.from(b));
-        n += b.length;
-        if (n >= size) {
-          s.unsubscribe();
-          resolve();
-        }
-      },
-      error: reject,
-      complete: () => reject(new Error(`closed after ${n} of ${size} bytes`)),
-    });
-  });
-  await lastValueFrom(conn.send(payload));
-  await back;
-  assert.ok(Buffer.concat(parts).subarray(0, size).equals(payload), 'byte-exact');
-}
 
 test('hello: LuatOS agent, protocol 1, the 23 socket functions', () => {
   assert.equal(mod.family, 'luatos');

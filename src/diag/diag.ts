@@ -6,7 +6,8 @@ import { firstValueFrom, lastValueFrom, take, timeout } from 'rxjs';
 import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
 import { openSocket, type LuatosConnection } from '../api/luatos/connection.js';
-import { isTetherError } from '../errors.js';
+import { isTetherError, TimeoutError } from '../errors.js';
+import { withTimeout } from '../util/with-timeout.js';
 import { echoBytes } from './echo.js';
 import { runLuatChecks } from './luat-diag.js';
 import { runNodemcuChecks } from './nodemcu-diag.js';
@@ -68,7 +69,7 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
     o.onProgress?.(c, 'start');
     const t0 = performance.now();
     try {
-      c.detail = await withTimeout(fn(), timeoutMs, name);
+      c.detail = await withTimeout(fn(), timeoutMs, () => new TimeoutError(`${name}: no result within ${timeoutMs} ms`, { ms: timeoutMs }));
       c.ok = true;
     } catch (e) {
       c.detail = (e as Error).message;
@@ -175,18 +176,3 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
   return { port: mod.port, ok: checks.every((c) => c.ok), checks, module: info as unknown as Record<string, unknown> };
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(Object.assign(new Error(`${what}: no result within ${ms} ms`), { code: 'TIMEOUT' })), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}

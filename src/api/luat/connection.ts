@@ -13,6 +13,7 @@ import { Observable, Subscription, firstValueFrom, type Subscriber } from 'rxjs'
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
 import { CONN_EXT_DNS_FAILED, IPPROTO_TCP, LIB_TCP_CHUNK, LIB_UDP_CHUNK, MAX_RECV_IND, MAX_SOCKETS, SO_KEEPALIVE, SOL_SOCKET, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, errName } from './constants.js';
 import type { CertTable, LuatSocketcore, SocketMessage } from './socketcore.js';
+import { withTimeout } from '../../util/with-timeout.js';
 
 /** Options of {@link openConnection}. */
 export interface OpenOptions {
@@ -414,18 +415,3 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
   });
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(err()), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}

@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaVm } from '../lua-vm.js';
 import { jsonToLua, luaToJson } from '../lua-json.js';
+import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
 import { RtosLoop, WAIT_MSG_TIMEOUT, type LuatMsgIds } from './loop.js';
@@ -477,15 +478,6 @@ export function crc16(data: Uint8Array, poly: number, init: number, xorout: numb
   }
   if (refout) crc = reflect(crc, 16);
   return (crc ^ xorout) & 0xffff;
-}
-
-function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) {
-    c ^= data[i];
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
 }
 
 function crc8(data: Uint8Array): number {

@@ -7,6 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaRef, type LuaVm } from '../lua-vm.js';
 import { jsonToLua, luaToJson } from '../lua-json.js';
+import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
 import { crc16 as crc16Modbus } from '../../codec/frame.js';
@@ -269,14 +270,5 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
 function fromBase64(s: string): Uint8Array {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) return new Uint8Array(0);
   return Uint8Array.from(Buffer.from(s, 'base64'));
-}
-
-function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) {
-    c ^= data[i];
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
 }
 
