@@ -1,136 +1,115 @@
+/**
+ * Protocol v2 codec (docs/protocol.md sections 1, 2, 7): CRC-32, escaping, line
+ * classification, fragments, values. Pure functions: no I/O.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkLine, crc16, decodeFrame, encodeFrame, Reassembler, contentOf, callContent } from '../src/codec/frame.js';
+import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame } from '../src/codec/frame.js';
 import { decodeValues, encodeValues, Float, Handle, ValueSyntaxError, type WireValue } from '../src/codec/values.js';
-import { BASE_MAX_FRAME } from '../src/codec/constants.js';
 
-const split = (s: string) => (s === '' ? [] : s.split(' '));
-const roundTrip = (vals: WireValue[]) => decodeValues(split(encodeValues(vals)));
+const noNl = (b: Buffer) => b.subarray(0, b.length - 1);
 
-test('crc16 is CRC-16/MODBUS (check value of "123456789" is 0x4B37)', () => {
+test('CRC-32/ISO-HDLC check value, and the v1 CRC-16/MODBUS one', () => {
+  assert.equal(crc32('123456789'), 0xcbf43926);
   assert.equal(crc16('123456789'), 0x4b37);
-  assert.equal(crc16(''), 0xffff);
 });
 
-test('values keep type, order and count, trailing nils included', () => {
-  const bin = Uint8Array.from([0, 1, 2, 255, 10, 13, 32, 126]);
-  const vals: WireValue[] = [true, false, 0, -2147483648, 2147483647, new Float(1.5), new Float(-0.25), bin, new Uint8Array(0), new Handle(7), null, null];
-  const back = roundTrip(vals);
+test('escaping: every byte value survives, no raw \\n or DLE inside a frame', () => {
+  const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  const esc = escapeBytes(all);
+  assert.equal(esc.length, 258);
+  assert.ok(!esc.includes(0x0a));
+  assert.deepEqual(unescapeBytes(esc), all);
+  assert.equal(unescapeBytes(Buffer.from([0x10, 0x41])), undefined, 'a bad escape');
+  const line = encodeFrame('C0.0', all);
+  assert.equal(line.indexOf(0x0a), line.length - 1, 'the only newline ends the frame');
+});
+
+test('lines: logs, frames, and every kind of damage is "bad", never a throw', () => {
+  assert.deepEqual(parseLine(Buffer.from('boot: hello\r')), { kind: 'log', text: 'boot: hello' });
+  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, miss: [] } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7 5 9'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, miss: [5, 9] } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('S5 255'))), { kind: 'frame', frame: { type: 'S', nonce: 5, size: 255 } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('Y'))), { kind: 'frame', frame: { type: 'Y' } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('B12 2'))), { kind: 'frame', frame: { type: 'B', epoch: 12, proto: 2 } });
+  const seq = parseLine(noNl(encodeFrame('R4095.17', Buffer.from('9 T'))));
+  assert.equal(seq.kind, 'frame');
+  assert.deepEqual(seq.kind === 'frame' && seq.frame, { type: 'seq', kind: 'R', seq: 4095, ack: 17, body: Buffer.from('9 T') });
+  const good = noNl(encodeFrame('C1.0', Buffer.from('1 hello 2')));
+  for (let i = 1; i < good.length; i++) {
+    const flipped = Buffer.from(good);
+    flipped[i] ^= 4;
+    assert.equal(parseLine(flipped).kind, 'bad', `a flipped bit at ${i} is caught`);
+    const dropped = Buffer.concat([good.subarray(0, i), good.subarray(i + 1)]);
+    assert.equal(parseLine(dropped).kind, 'bad', `a dropped byte at ${i} is caught`);
+  }
+  for (const h of ['Q1', 'A1 2 3', 'A1 2 3 4 5000', 'C1', 'S1', 'Y3', 'C12345.1']) assert.equal(parseLine(noNl(encodeFrame(h))).kind, 'bad', h);
+});
+
+test('a protocol-1 frame is recognised as such', () => {
+  const v1 = '~K12';
+  assert.ok(isV1Frame(Buffer.from(`${v1} ${crc16(v1).toString(16).toUpperCase().padStart(4, '0')}`)));
+  assert.ok(!isV1Frame(noNl(encodeFrame('Y'))));
+});
+
+test('fragments: lines never exceed the frame size, pieces rebuild the message', () => {
+  for (const size of [48, 64, 255, 1024]) {
+    const msg = callMessage(7, 'socket.tx', [new Handle(1), Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 37) & 255))]);
+    const lines = fragment(msg, size, 4090, 3);
+    let parts: Buffer[] = [];
+    let whole: Buffer | undefined;
+    lines.forEach((l, k) => {
+      assert.ok(l.length <= size, `line of ${l.length} > ${size}`);
+      const r = parseLine(noNl(l));
+      assert.ok(r.kind === 'frame' && r.frame.type === 'seq');
+      const f = r.frame as Extract<typeof r.frame, { type: 'seq' }>;
+      assert.equal(f.seq, (4090 + k) % 4096);
+      assert.equal(f.ack, 3);
+      parts.push(f.body);
+      if (f.kind === '$') whole = Buffer.concat(parts);
+    });
+    assert.deepEqual(whole, msg);
+    parts = [];
+  }
+  assert.equal(fragment(Buffer.from('R1 5'), 255, 0, 0).length, 1);
+  assert.ok(fitPiece(Buffer.alloc(100, 0x0a), 0, 48, '&1.1') * 2 <= 48 - 16);
+});
+
+test('values: every type round-trips; b strings keep spaces, newlines and NULs', () => {
+  const vals: WireValue[] = [null, true, false, 0, -2147483648, 2147483647, new Float(1.5), new Float(NaN), new Float(-Infinity), 'socket.tx', Buffer.from(' a b \n\0 '), new Handle(9), new Map<WireValue, WireValue>([['k', new Map<WireValue, WireValue>([[1, 'x']])]]), ''];
+  const back = decodeValues(encodeValues(vals));
   assert.equal(back.length, vals.length);
-  assert.equal(back[0], true);
-  assert.equal(back[1], false);
-  assert.equal(back[3], -2147483648);
-  assert.equal(back[4], 2147483647);
-  assert.ok(back[5] instanceof Float && back[5].value === 1.5);
-  assert.deepEqual(back[7], bin);
-  assert.deepEqual(back[8], new Uint8Array(0));
-  assert.ok(back[9] instanceof Handle && back[9].id === 7);
-  assert.equal(back[10], null);
-  assert.equal(back[11], null);
-});
-
-test('integers outside int32 travel as floats; inf and nan survive', () => {
-  const back = roundTrip([3000000000, new Float(Infinity), new Float(-Infinity), new Float(NaN)]);
-  assert.ok(back[0] instanceof Float && back[0].value === 3000000000);
-  assert.equal((back[1] as Float).value, Infinity);
-  assert.equal((back[2] as Float).value, -Infinity);
-  assert.ok(Number.isNaN((back[3] as Float).value));
-});
-
-test('compact strings are used only for safe text, and both forms decode', () => {
-  assert.equal(encodeValues(['127.0.0.1']), "'127.0.0.1");
-  assert.match(encodeValues(['a b']), /^s/);
-  assert.deepEqual(decodeValues(["'abc", 'sYWJj']).map((v) => Buffer.from(v as Uint8Array).toString()), ['abc', 'abc']);
-});
-
-test('tables (maps, arrays, nested) round-trip', () => {
-  const m = new Map<WireValue, WireValue>([
-    ['tsec', 123],
-    ['vaild', true],
-    ['caps', [Buffer.from('socket.tx'), Buffer.from('socket.rx')]],
-  ]);
-  const [t] = roundTrip([m]);
-  assert.ok(t instanceof Map);
-  assert.equal(t.get('tsec'), 123);
-  assert.equal(t.get('vaild'), true);
-  const caps = t.get('caps') as Map<WireValue, WireValue>;
-  assert.equal(Buffer.from(caps.get(2) as Uint8Array).toString(), 'socket.rx');
-});
-
-test('malformed tokens are rejected', () => {
-  for (const bad of [['{'], ['}'], ['s$$$'], ['x1'], ['h'], ['dzz'], ['{', '1']]) {
-    assert.throws(() => decodeValues(bad), ValueSyntaxError, bad.join(' '));
+  assert.deepEqual(back.slice(0, 6), [null, true, false, 0, -2147483648, 2147483647]);
+  assert.ok(back[7] instanceof Float && Number.isNaN(back[7].value));
+  assert.deepEqual(Buffer.from(back[10] as Uint8Array), Buffer.from(' a b \n\0 '));
+  assert.deepEqual(back[11], new Handle(9));
+  assert.equal(Buffer.from(((back[12] as Map<WireValue, WireValue>).get('k') as Map<WireValue, WireValue>).get(1) as Uint8Array).toString(), 'x');
+  assert.deepEqual(decodeValues(encodeValues([3000000000])), [new Float(3000000000)], 'beyond int32 travels as a float');
+  for (const bad of ['b5:ab', 'b:x', '{ 1', '}', 'zz', "'a b", 'h-1', 'd', '1  2', '1 ']) {
+    assert.throws(() => decodeValues(Buffer.from(bad)), ValueSyntaxError, bad);
   }
 });
 
-test('a frame checks out; one flipped byte makes it bad; non-frames are logs', () => {
-  const [line] = encodeFrame('R12 5 T', BASE_MAX_FRAME);
-  assert.ok(line.endsWith('\n'));
-  const ok = checkLine(Buffer.from(line.slice(0, -1)));
-  assert.deepEqual(ok, { kind: 'frame', content: 'R12 5 T' });
-  const crlf = checkLine(Buffer.from(line.slice(0, -1) + '\r'));
-  assert.equal(crlf.kind, 'frame');
-  const corrupt = Buffer.from(line.slice(0, -1));
-  corrupt[3] ^= 0x01;
-  assert.equal(checkLine(corrupt).kind, 'bad');
-  assert.equal(checkLine(Buffer.from('[00000.012] I/boot EC618')).kind, 'log');
-  assert.equal(checkLine(Buffer.from('~\x01garbage ABCD')).kind, 'bad');
-});
-
-test('long frames are fragmented within maxFrame and reassembled, single chunk and byte by byte', () => {
-  const payload = Buffer.alloc(3000, 0x5a);
-  const content = callContent(9, 'socket.tx', [new Handle(1), payload]);
-  const lines = encodeFrame(content, BASE_MAX_FRAME);
-  assert.ok(lines.length > 1);
-  for (const l of lines) assert.ok(l.length <= BASE_MAX_FRAME, `line of ${l.length} bytes`);
-  const r = new Reassembler();
-  let whole: string | undefined;
-  for (const l of lines) {
-    const c = checkLine(Buffer.from(l.slice(0, -1)));
-    assert.equal(c.kind, 'frame');
-    whole = r.push((c as { content: string }).content) ?? whole;
-  }
-  assert.equal(whole, content);
-  const f = decodeFrame(whole!);
-  assert.equal(f.type, 'C');
-  assert.deepEqual(Buffer.from((f as { args: WireValue[] }).args[1] as Uint8Array), payload);
-});
-
-test('a lost fragment drops the whole logical frame, and the next frame still decodes', () => {
-  const lines = encodeFrame(callContent(1, 'f', [Buffer.alloc(600, 1)]), BASE_MAX_FRAME);
-  const r = new Reassembler();
-  r.push(checkLine(Buffer.from(lines[0].slice(0, -1))).kind === 'frame' ? (checkLine(Buffer.from(lines[0].slice(0, -1))) as { content: string }).content : '');
-  r.poison(); // lines[1] arrived corrupt
-  let out: string | undefined;
-  for (const l of lines.slice(2)) out = r.push((checkLine(Buffer.from(l.slice(0, -1))) as { content: string }).content);
-  assert.equal(out, undefined);
-  assert.equal(r.dropped, 1);
-  assert.equal(r.push('R2 T'), 'R2 T');
-});
-
-test('every frame type encodes and decodes', () => {
-  const frames = [
-    { type: 'R', id: 3, values: [true, null] },
-    { type: 'X', id: 4, code: 'ERR', message: 'boom: x' },
-    { type: 'E', handle: 2, values: [33554449, -1] },
-    { type: 'P', topic: 'NTP_UPDATE', values: [] },
-    { type: 'L', level: 1, message: 'callback error' },
-    { type: 'B', epoch: 123456, proto: 1 },
-    { type: 'K', count: 16777215 },
-    { type: 'Y' },
-  ] as const;
-  for (const f of frames) {
-    const d = decodeFrame(contentOf(f as never)) as Record<string, unknown>;
-    assert.equal(d.type, f.type);
-    if ('id' in f) assert.equal(d.id, f.id);
-    if ('message' in f) assert.equal(d.message, f.message);
-    if ('epoch' in f) assert.equal(d.epoch, f.epoch);
-    if ('count' in f) assert.equal(d.count, f.count);
+test('messages: every type encodes and decodes', () => {
+  for (const m of [
+    { type: 'C', id: 1, fn: 'hello', args: [2, 4096] },
+    { type: 'R', id: 65535, values: [] },
+    { type: 'X', id: 3, code: 'ERR', message: 'boom' },
+    { type: 'E', handle: 4, values: [1, 0] },
+    { type: 'P', topic: 'IP_READY', values: ['10.0.0.2'] },
+    { type: 'L', level: 2, message: 'uart overflow' },
+  ] as const) {
+    const back = decodeMessage(encodeMessage(m as never));
+    assert.equal(back.type, m.type);
+    assert.equal(JSON.stringify(back, (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString() : v)), JSON.stringify(m));
   }
 });
 
-test('a minimal call and its reply take about 40 bytes on the wire', () => {
-  const call = encodeFrame(callContent(7, 23, []), BASE_MAX_FRAME)[0];
-  const reply = encodeFrame('R7 123', BASE_MAX_FRAME)[0];
-  assert.ok(call.length + reply.length <= 40, `${call.length} + ${reply.length}`);
+test('the line splitter holds at most its limit of a partial line', () => {
+  const s = new LineSplitter(64);
+  const got: string[] = [];
+  s.push(Buffer.from('abc\n' + 'x'.repeat(100)), (l) => got.push(l.toString()));
+  s.push(Buffer.from('y'.repeat(1000) + '\nok\n'), (l) => got.push(l.toString()));
+  assert.deepEqual(got, ['abc', 'ok']);
+  assert.equal(s.overlong, 1);
 });

@@ -1,46 +1,81 @@
 /**
- * Wire constants of protocol v1: the single source of truth.
- * `scripts/gen-lua.ts` writes them into `firmware-shim/common/protocol.lua`;
+ * Wire constants of protocol v2: the single source of truth.
+ * `scripts/gen-lua.ts` writes the Lua ones into `firmware-shim/common/protocol.lua`;
  * `test/gen-lua.test.ts` fails when the generated file is stale.
- * Spec: docs/protocol.md.
+ * Spec: docs/protocol.md (section numbers below refer to it).
  */
 
 /** Protocol version spoken by this host and generated into the agents. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Version of the agent files in firmware-shim/ (reported in hello as `agent`). */
-export const AGENT_VERSION = '0.1.0';
+export const AGENT_VERSION = '0.2.0';
 /** First character of every frame. */
 export const FRAME_MARK = '~';
-/** Longest frame (bytes, including `\n`) that must always work (NodeMCU delivers 255 bytes per line). */
+/** Escape byte (DLE) inside frames (section 1): 0x0A and 0x10 travel as 0x10, byte + 0x40. */
+export const ESCAPE_BYTE = 0x10;
+/** Longest frame (bytes, including `\n`) that must always work, and the initial frame size (section 6). */
 export const BASE_MAX_FRAME = 255;
-/** Window (bytes) the host assumes before the handshake. */
-export const BASE_WINDOW = 255;
-/** Bytes of the window the host keeps free for `~Y` sync frames. */
-export const WINDOW_RESERVE = 16;
-/** `K` credit counts are cumulative modulo this (fits a 32-bit Lua integer and a double). */
-export const CREDIT_MODULO = 16777216;
-/** Longest line (bytes) the host accepts from the agent; advertised in hello. */
+/** Smallest frame size (bytes incl. `\n`) the size adaptation goes down to (section 6). */
+export const MIN_FRAME = 32;
+/** Most sequence numbers one `A` lists as missing (section 5). */
+export const MAX_MISS = 16;
+/** Sequence numbers are counted modulo this (section 2). */
+export const SEQ_MOD = 4096;
+/** Most sequenced frames a sender may have unacknowledged (section 2). */
+export const MAX_UNACKED_FRAMES = 1024;
+/** Bytes of the agent's window the host keeps free for unsequenced frames (section 4). */
+export const WINDOW_RESERVE = 32;
+/** The agent's timer period (ms) (section 5). */
+export const TICK_MS = 50;
+/** The agent's base retransmission timeout (ticks) (section 5). */
+export const RTO_TICKS = 4;
+/** Largest agent retransmission timeout after backoff (ticks). */
+export const RTO_MAX_TICKS = 40;
+/** Bounds of the host's retransmission timeout (ms) (section 5). */
+export const RTO_MIN_MS = 20;
+export const RTO_MAX_MS = 2000;
+/** The host sends `Y` after this long without hearing from the agent (ms) (section 8). */
+export const KEEPALIVE_MS = 400;
+/** Longest line (bytes incl. `\n`) the host accepts (section 1). */
 export const HOST_MAX_FRAME = 4096;
-/** Largest table nesting accepted in values. */
+/** Longest message (bytes) the host reassembles (section 2). */
+export const HOST_MAX_MSG = 1 << 20;
+/** Largest table nesting accepted in values (section 7). */
 export const MAX_TABLE_DEPTH = 4;
+/** Longest compact (`'`) string (section 7). */
+export const COMPACT_MAX = 64;
 
-/** Frame types (docs/protocol.md section 1). */
+/** Clamp ranges the host applies to hello numbers (section 9): [min, max]. */
+export const HELLO_CLAMP = {
+  maxframe: [255, 4096],
+  outmax: [255, 4096],
+  window: [96, 65536],
+  maxmsg: [256, 1 << 20],
+  txwin: [256, 1 << 20],
+  ncaps: [0, 1024],
+} as const;
+
+/** Frame types (section 1). */
 export const FrameType = {
+  Start: 'S',
+  Ack: 'A',
+  Poll: 'Y',
+  Boot: 'B',
   Call: 'C',
   Result: 'R',
   Error: 'X',
   Event: 'E',
   Publish: 'P',
   Log: 'L',
-  Boot: 'B',
-  Credit: 'K',
-  Sync: 'Y',
   Fragment: '&',
   LastFragment: '$',
 } as const;
 export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
 
-/** Error codes an agent puts in `X` frames. */
+/** Message types that travel in sequenced frames (section 2). */
+export const MESSAGE_TYPES = 'CRXEPL';
+
+/** Error codes an agent puts in `X` messages (section 8). */
 export const RemoteCode = {
   Error: 'ERR',
   NoFunction: 'NOFN',
@@ -58,10 +93,16 @@ export const SAFE_STRING_LUA_PATTERN = '^[%w%._:/%-]*$';
 export const LUA_CONSTANTS: ReadonlyArray<[string, string | number]> = [
   ['PROTO', PROTOCOL_VERSION],
   ['AGENT', AGENT_VERSION],
-  ['MARK', FRAME_MARK],
   ['BASE_FRAME', BASE_MAX_FRAME],
-  ['CREDIT_MOD', CREDIT_MODULO],
+  ['MIN_FRAME', MIN_FRAME],
+  ['MAX_MISS', MAX_MISS],
+  ['SEQ_MOD', SEQ_MOD],
+  ['MAX_UNACKED', MAX_UNACKED_FRAMES],
+  ['TICK_MS', TICK_MS],
+  ['RTO_TICKS', RTO_TICKS],
+  ['RTO_MAX', RTO_MAX_TICKS],
   ['MAX_DEPTH', MAX_TABLE_DEPTH],
+  ['COMPACT_MAX', COMPACT_MAX],
   ['SAFE', SAFE_STRING_LUA_PATTERN],
   ['E_ERR', RemoteCode.Error],
   ['E_NOFN', RemoteCode.NoFunction],

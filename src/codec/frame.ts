@@ -1,11 +1,20 @@
 /**
- * Frames of protocol v1 (docs/protocol.md sections 1, 5). Pure functions and
- * small state machines; no I/O.
+ * Frames and messages of protocol v2 (docs/protocol.md sections 1, 2, 7, 8).
+ * Pure functions and small state machines; no I/O.
  */
-import { FRAME_MARK, FrameType, type FrameTypeChar } from './constants.js';
+import { crc32 as zcrc32 } from 'node:zlib';
+import { ESCAPE_BYTE, FRAME_MARK, MESSAGE_TYPES } from './constants.js';
 import { decodeValues, encodeValues, Handle, ValueSyntaxError, type WireValue } from './values.js';
 
-/** CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) of `data`. Same as LuatOS `crypto.crc16("MODBUS", s)`. */
+/** CRC-32/ISO-HDLC (zlib) of `data`, unsigned. `crc32("123456789")` = 0xCBF43926. */
+export function crc32(data: Uint8Array | string): number {
+  return zcrc32(typeof data === 'string' ? Buffer.from(data, 'latin1') : data) >>> 0;
+}
+
+/**
+ * CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) of `data`. Protocol v1's frame check:
+ * v2 keeps it only to recognise a v1 agent (and the simulated `crypto.crc16`).
+ */
 export function crc16(data: Uint8Array | string): number {
   const b = typeof data === 'string' ? Buffer.from(data, 'latin1') : data;
   let crc = 0xffff;
@@ -16,134 +25,279 @@ export function crc16(data: Uint8Array | string): number {
   return crc;
 }
 
-function hex4(n: number): string {
-  return n.toString(16).toUpperCase().padStart(4, '0');
+const HEX = '0123456789ABCDEF';
+function hex8(n: number): string {
+  let s = '';
+  for (let k = 28; k >= 0; k -= 4) s += HEX[(n >>> k) & 15];
+  return s;
 }
 
-/** Bytes a frame adds around its logical content: marker, space, 4 CRC digits, newline. */
-export const FRAME_OVERHEAD = 7;
+const NL = 0x0a;
+const ESC = ESCAPE_BYTE;
+
+/** Bytes `b` with 0x0A and 0x10 escaped (section 1). Returns `b` itself when nothing needs escaping. */
+export function escapeBytes(b: Uint8Array): Buffer {
+  let n = 0;
+  for (let i = 0; i < b.length; i++) if (b[i] === NL || b[i] === ESC) n++;
+  const src = Buffer.from(b.buffer, b.byteOffset, b.length);
+  if (n === 0) return src;
+  const out = Buffer.allocUnsafe(b.length + n);
+  let j = 0;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c === NL || c === ESC) {
+      out[j++] = ESC;
+      out[j++] = c + 0x40;
+    } else out[j++] = c;
+  }
+  return out;
+}
+
+/** Undo {@link escapeBytes}; undefined on a bad escape. */
+export function unescapeBytes(b: Uint8Array): Buffer | undefined {
+  const src = Buffer.from(b.buffer, b.byteOffset, b.length);
+  if (src.indexOf(ESC) < 0) return src;
+  const out = Buffer.allocUnsafe(b.length);
+  let j = 0;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c === ESC) {
+      const x = b[++i];
+      if (x !== 0x4a && x !== 0x50) return undefined;
+      out[j++] = x - 0x40;
+    } else out[j++] = c;
+  }
+  return out.subarray(0, j);
+}
+
+/** Escaped length of `b[from..to)`. */
+function escapedLength(b: Uint8Array, from: number, to: number): number {
+  let n = to - from;
+  for (let i = from; i < to; i++) if (b[i] === NL || b[i] === ESC) n++;
+  return n;
+}
+
+/** Bytes a frame adds after its head and body: space, 8 CRC digits, newline. */
+export const FRAME_TRAILER = 10;
 
 /**
- * Encode one logical frame (TYPE + BODY) as one or more physical lines, each
- * at most `maxFrame` bytes including `\n`. Longer content is split into `&`/`$`
- * fragments (section 5). Returns the lines, each ending in `\n`.
- * Throws RangeError if `maxFrame` is too small to carry anything.
+ * One frame line (section 1): `~` HEAD [` ` BODY] ` ` CRC `\n`, escaped, with its CRC-32.
+ * `head` is printable ASCII without spaces at its end (e.g. `C5.3`, `A0 88123 240 7`).
  */
-export function encodeFrame(logical: string, maxFrame: number): string[] {
-  const room = maxFrame - FRAME_OVERHEAD;
-  if (room < 8) throw new RangeError(`maxFrame ${maxFrame} is too small`);
-  if (logical.length <= room) return [physical(logical)];
-  const piece = room - 1; // one byte for the & / $ type
-  const lines: string[] = [];
-  for (let off = 0; off < logical.length; off += piece) {
-    const last = off + piece >= logical.length;
-    lines.push(physical((last ? FrameType.LastFragment : FrameType.Fragment) + logical.slice(off, off + piece)));
-  }
-  return lines;
+export function encodeFrame(head: string, body?: Uint8Array | string): Buffer {
+  const h = Buffer.from(FRAME_MARK + head, 'latin1');
+  let parts: Buffer[];
+  if (body === undefined || body.length === 0) parts = [escapeBytes(h)];
+  else parts = [escapeBytes(h), SP, escapeBytes(typeof body === 'string' ? Buffer.from(body, 'latin1') : body)];
+  const content = Buffer.concat(parts);
+  return Buffer.concat([content, Buffer.from(` ${hex8(crc32(content))}\n`, 'latin1')]);
 }
+const SP = Buffer.from(' ');
 
-function physical(content: string): string {
-  const s = FRAME_MARK + content;
-  return `${s} ${hex4(crc16(s))}\n`;
-}
+/** A frame after its CRC was checked and its bytes unescaped (section 1). */
+export type LinkFrame =
+  | { type: 'S'; nonce: number; size: number }
+  /** `miss`: sequence numbers the sender of the `A` lacks (selective acknowledgement, section 5). */
+  | { type: 'A'; ack: number; epoch: number; size: number; nonce: number; miss: number[] }
+  | { type: 'Y' }
+  | { type: 'B'; epoch: number; proto: number }
+  /** A sequenced frame: `kind` is a message type (C R X E P L) or a fragment (`&`, `$`). */
+  | { type: 'seq'; kind: string; seq: number; ack: number; body: Buffer };
 
 /** Classification of one received line. */
 export type LineResult =
-  | { kind: 'frame'; content: string } // verified TYPE+BODY (may be a fragment)
-  | { kind: 'log'; text: string } // not a frame: boot log, print output...
-  | { kind: 'bad'; reason: string; line: string }; // starts with the marker but is corrupt
+  | { kind: 'frame'; frame: LinkFrame }
+  | { kind: 'log'; text: string }
+  | { kind: 'bad'; reason: string };
+
+const MIN_LINE = 11; // "~Y" + " " + 8 hex
+const UNSEQ_RE = /^([SAYB])([0-9 ]*)$/;
+const SEQ_RE = /^([CRXEPL&$])([0-9]{1,4})\.([0-9]{1,4})$/;
+const HEX_RE = /^[0-9A-F]{8}$/;
 
 /**
- * Classify one line (without its `\n`; a trailing `\r` is ignored).
- * A line that starts with `~` must be printable ASCII and carry a valid CRC.
+ * Classify one line (without its `\n`; a trailing `\r` is ignored) (section 1).
+ * Never throws.
  */
-export function checkLine(line: Uint8Array): LineResult {
+export function parseLine(line: Uint8Array): LineResult {
   let end = line.length;
   if (end > 0 && line[end - 1] === 0x0d) end--;
-  const text = Buffer.from(line.subarray(0, end)).toString('latin1');
-  if (text[0] !== FRAME_MARK) return { kind: 'log', text: Buffer.from(line.subarray(0, end)).toString('utf8') };
-  for (let i = 0; i < end; i++) {
-    const c = line[i];
-    if (c < 0x20 || c > 0x7e) return { kind: 'bad', reason: 'non-printable byte', line: text };
+  const b = Buffer.from(line.buffer, line.byteOffset, end);
+  if (end === 0 || b[0] !== 0x7e /* ~ */) return { kind: 'log', text: b.toString('utf8') };
+  if (end < MIN_LINE || b[end - 9] !== 0x20) return { kind: 'bad', reason: 'no checksum' };
+  const want = b.toString('latin1', end - 8, end);
+  if (!HEX_RE.test(want)) return { kind: 'bad', reason: 'no checksum' };
+  const got = hex8(crc32(b.subarray(0, end - 9)));
+  if (want !== got) return { kind: 'bad', reason: `checksum ${want} != ${got}` };
+  const content = unescapeBytes(b.subarray(1, end - 9));
+  if (!content) return { kind: 'bad', reason: 'bad escape' };
+  const sp = content.indexOf(0x20);
+  const t = content[0];
+  if (t === 0x53 || t === 0x41 || t === 0x59 || t === 0x42) {
+    // unsequenced: the whole content is the head
+    const m = UNSEQ_RE.exec(content.toString('latin1'));
+    if (!m) return { kind: 'bad', reason: 'bad head' };
+    const f = m[2] === '' ? [] : m[2].split(' ').map(Number);
+    if (f.some((x) => !Number.isSafeInteger(x))) return { kind: 'bad', reason: 'bad number' };
+    switch (m[1]) {
+      case 'S':
+        if (f.length !== 2) return { kind: 'bad', reason: 'bad S' };
+        return { kind: 'frame', frame: { type: 'S', nonce: f[0], size: f[1] } };
+      case 'A':
+        if (f.length < 4 || f.length > 4 + 16 || f.slice(4).some((x) => x >= 4096)) return { kind: 'bad', reason: 'bad A' };
+        return { kind: 'frame', frame: { type: 'A', ack: f[0], epoch: f[1], size: f[2], nonce: f[3], miss: f.slice(4) } };
+      case 'Y':
+        if (f.length !== 0) return { kind: 'bad', reason: 'bad Y' };
+        return { kind: 'frame', frame: { type: 'Y' } };
+      default:
+        if (f.length !== 2) return { kind: 'bad', reason: 'bad B' };
+        return { kind: 'frame', frame: { type: 'B', epoch: f[0], proto: f[1] } };
+    }
   }
-  if (end < 7 || text[end - 5] !== ' ') return { kind: 'bad', reason: 'no checksum', line: text };
-  const want = text.slice(end - 4);
-  const got = hex4(crc16(text.slice(0, end - 5)));
-  if (want !== got) return { kind: 'bad', reason: `checksum ${want} != ${got}`, line: text };
-  return { kind: 'frame', content: text.slice(1, end - 5) };
+  const head = content.toString('latin1', 0, sp < 0 ? content.length : sp);
+  const m = SEQ_RE.exec(head);
+  if (!m) return { kind: 'bad', reason: 'bad head' };
+  const body = sp < 0 ? Buffer.alloc(0) : content.subarray(sp + 1);
+  return { kind: 'frame', frame: { type: 'seq', kind: m[1], seq: Number(m[2]), ack: Number(m[3]), body } };
 }
 
 /**
- * Reassembles `&`/`$` fragments (section 5). Feed it every verified frame
- * content; it returns the complete logical content when there is one.
+ * True when `line` (without `\n`) is a valid protocol-v1 frame (CRC-16/MODBUS, 4 hex digits):
+ * the host uses it to tell a v1 agent apart (section 9).
  */
-export class Reassembler {
-  private pieces: string[] = [];
+export function isV1Frame(line: Uint8Array): boolean {
+  let end = line.length;
+  if (end > 0 && line[end - 1] === 0x0d) end--;
+  if (end < 7 || line[0] !== 0x7e || line[end - 5] !== 0x20) return false;
+  const b = Buffer.from(line.buffer, line.byteOffset, end);
+  const want = b.toString('latin1', end - 4, end);
+  return /^[0-9A-F]{4}$/.test(want) && crc16(b.subarray(0, end - 5)).toString(16).toUpperCase().padStart(4, '0') === want;
+}
+
+/**
+ * Cuts a byte stream into lines at `\n`, holding at most `maxLine` bytes of a partial
+ * line (section 1): a longer line is dropped whole (counted in {@link overlong}) and
+ * bytes are discarded until the next `\n`.
+ */
+export class LineSplitter {
+  private parts: Buffer[] = [];
   private size = 0;
-  private poisoned = false;
-  /** Logical frames dropped because a fragment went missing, or too large. */
-  dropped = 0;
+  private skipping = false;
+  /** Lines dropped for being longer than `maxLine`. */
+  overlong = 0;
 
-  constructor(private readonly maxMessage = 1 << 20) {}
+  constructor(private readonly maxLine: number) {}
 
-  /** A corrupt frame arrived: if a fragmented frame is being collected, it is now incomplete. */
-  poison(): void {
-    if (this.pieces.length > 0) this.poisoned = true;
-  }
-
-  /** Returns the logical content, or undefined while more fragments are needed / after a drop. */
-  push(content: string): string | undefined {
-    const t = content[0];
-    if (t === FrameType.Fragment || t === FrameType.LastFragment) {
-      this.pieces.push(content.slice(1));
-      this.size += content.length - 1;
-      if (this.size > this.maxMessage) this.poisoned = true;
-      if (t === FrameType.Fragment) return undefined;
-      const whole = this.pieces.join('');
-      const bad = this.poisoned;
-      this.reset();
-      if (bad) {
-        this.dropped++;
-        return undefined;
+  /** Feed bytes; `onLine` gets every complete line without its `\n`. */
+  push(chunk: Uint8Array, onLine: (line: Buffer) => void): void {
+    const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    let start = 0;
+    for (;;) {
+      const nl = b.indexOf(NL, start);
+      if (nl < 0) break;
+      if (this.skipping) {
+        this.skipping = false;
+        this.parts = [];
+        this.size = 0;
+      } else if (this.size + (nl - start) >= this.maxLine) {
+        this.overlong++;
+        this.parts = [];
+        this.size = 0;
+      } else {
+        let line: Buffer;
+        if (this.size === 0) line = b.subarray(start, nl);
+        else {
+          this.parts.push(b.subarray(start, nl));
+          line = Buffer.concat(this.parts);
+          this.parts = [];
+          this.size = 0;
+        }
+        onLine(line);
       }
-      return whole;
+      start = nl + 1;
     }
-    if (this.pieces.length > 0) {
-      // a plain frame in the middle of a fragmented one: the fragmented one is lost
-      this.dropped++;
-      this.reset();
+    if (start < b.length && !this.skipping) {
+      const rest = b.subarray(start);
+      if (this.size + rest.length >= this.maxLine) {
+        this.overlong++;
+        this.skipping = true;
+        this.parts = [];
+        this.size = 0;
+      } else {
+        this.parts.push(Buffer.from(rest)); // copy: the chunk's memory may be reused
+        this.size += rest.length;
+      }
     }
-    return content;
   }
 
-  private reset(): void {
-    this.pieces = [];
+  /** Forget a partial line. */
+  reset(): void {
+    this.parts = [];
     this.size = 0;
-    this.poisoned = false;
+    this.skipping = false;
   }
 }
 
-/** A decoded logical frame. */
-export type Frame =
+/** Head of a sequenced frame: `<kind><seq>.<ack>`. */
+export function seqHead(kind: string, seq: number, ack: number): string {
+  return `${kind}${seq}.${ack}`;
+}
+
+/**
+ * How many bytes of `msg` from `offset` fit in a sequenced frame of at most `frameSize`
+ * bytes (incl. `\n`) whose head is `head` (escaping counted). At least 1.
+ */
+export function fitPiece(msg: Uint8Array, offset: number, frameSize: number, head: string): number {
+  const budget = frameSize - (1 + head.length + 1 + FRAME_TRAILER);
+  let n = 0;
+  let used = 0;
+  while (offset + n < msg.length) {
+    const c = msg[offset + n];
+    const w = c === NL || c === ESC ? 2 : 1;
+    if (used + w > budget) break;
+    used += w;
+    n++;
+  }
+  return Math.max(1, n);
+}
+
+/**
+ * Cut `message` into sequenced frame lines of at most `frameSize` bytes (section 2): one
+ * whole frame when it fits, else `&`/`$` pieces. Sequence numbers start at `seq`
+ * (mod 4096); every frame carries `ack`. For tests and simple peers: the link cuts
+ * lazily, frame by frame.
+ */
+export function fragment(message: Uint8Array, frameSize: number, seq: number, ack: number): Buffer[] {
+  const kind = String.fromCharCode(message[0]);
+  const whole = seqHead(kind, seq, ack);
+  if (1 + whole.length + 1 + escapedLength(message, 1, message.length) + FRAME_TRAILER <= frameSize) {
+    return [encodeFrame(whole, message.subarray(1))];
+  }
+  const out: Buffer[] = [];
+  let off = 0;
+  let s = seq;
+  while (off < message.length) {
+    const h = seqHead('&', s, ack);
+    const n = fitPiece(message, off, frameSize, h);
+    const last = off + n >= message.length;
+    out.push(encodeFrame(last ? seqHead('$', s, ack) : h, message.subarray(off, off + n)));
+    off += n;
+    s = (s + 1) % 4096;
+  }
+  return out;
+}
+
+/** A decoded message (section 7). */
+export type Message =
   | { type: 'C'; id: number; fn: string; args: WireValue[] }
   | { type: 'R'; id: number; values: WireValue[] }
   | { type: 'X'; id: number; code: string; message: string }
   | { type: 'E'; handle: number; values: WireValue[] }
   | { type: 'P'; topic: string; values: WireValue[] }
-  | { type: 'L'; level: number; message: string }
-  | { type: 'B'; epoch: number; proto: number }
-  | { type: 'K'; count: number }
-  | { type: 'Y' };
+  | { type: 'L'; level: number; message: string };
 
-/** Raised by {@link decodeFrame} for a well-checksummed frame whose body is malformed. */
+/** Raised by {@link decodeMessage} for a message whose body is malformed. */
 export class FrameSyntaxError extends Error {}
-
-const NUM_RE = /^-?[0-9]+$/;
-
-function num(s: string | undefined, what: string): number {
-  if (s === undefined || !NUM_RE.test(s)) throw new FrameSyntaxError(`bad ${what}: ${String(s).slice(0, 16)}`);
-  return Number(s);
-}
 
 function text(v: WireValue | undefined): string {
   if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
@@ -151,40 +305,60 @@ function text(v: WireValue | undefined): string {
   return String(v);
 }
 
-/** Decode a logical frame content (TYPE + BODY). Throws {@link FrameSyntaxError}. */
-export function decodeFrame(content: string): Frame {
-  const type = content[0] as FrameTypeChar;
-  const tokens = content.length > 1 ? content.slice(1).split(' ') : [];
+/** Leading decimal number and the offset after it and its space. */
+function leadNum(b: Buffer, what: string): [number, number] {
+  let i = 1;
+  let neg = false;
+  if (b[i] === 0x2d) {
+    neg = true;
+    i++;
+  }
+  const s = i;
+  let n = 0;
+  while (i < b.length && b[i] >= 0x30 && b[i] <= 0x39 && i - s < 10) n = n * 10 + (b[i++] - 0x30);
+  if (i === s || (i < b.length && b[i] !== 0x20)) throw new FrameSyntaxError(`bad ${what}`);
+  return [neg ? -n : n, i < b.length ? i + 1 : i];
+}
+
+/**
+ * Decode a message (type character + body) (section 7).
+ * @throws FrameSyntaxError on a malformed body.
+ */
+export function decodeMessage(content: Uint8Array): Message {
+  const b = Buffer.from(content.buffer, content.byteOffset, content.length);
+  const type = String.fromCharCode(b[0]);
+  if (b.length === 0 || !MESSAGE_TYPES.includes(type)) throw new FrameSyntaxError(`unknown message type ${JSON.stringify(type)}`);
   try {
     switch (type) {
-      case FrameType.Call: {
-        if (tokens.length < 2) throw new FrameSyntaxError('call without function');
-        return { type: 'C', id: num(tokens[0], 'id'), fn: tokens[1], args: decodeValues(tokens.slice(2)) };
+      case 'C': {
+        const [id, at] = leadNum(b, 'id');
+        let sp = b.indexOf(0x20, at);
+        if (sp < 0) sp = b.length;
+        if (sp === at) throw new FrameSyntaxError('call without function');
+        return { type: 'C', id, fn: b.toString('latin1', at, sp), args: decodeValues(b, Math.min(sp + 1, b.length)) };
       }
-      case FrameType.Result:
-        return { type: 'R', id: num(tokens[0], 'id'), values: decodeValues(tokens.slice(1)) };
-      case FrameType.Error: {
-        const vals = decodeValues(tokens.slice(1));
-        return { type: 'X', id: num(tokens[0], 'id'), code: text(vals[0]), message: text(vals[1]) };
+      case 'R': {
+        const [id, at] = leadNum(b, 'id');
+        return { type: 'R', id, values: decodeValues(b, at) };
       }
-      case FrameType.Event:
-        return { type: 'E', handle: num(tokens[0], 'handle'), values: decodeValues(tokens.slice(1)) };
-      case FrameType.Publish: {
-        const vals = decodeValues(tokens);
-        return { type: 'P', topic: text(vals[0]), values: vals.slice(1) };
+      case 'X': {
+        const [id, at] = leadNum(b, 'id');
+        const v = decodeValues(b, at);
+        return { type: 'X', id, code: text(v[0]), message: text(v[1]) };
       }
-      case FrameType.Log: {
-        const vals = decodeValues(tokens.slice(1));
-        return { type: 'L', level: num(tokens[0], 'level'), message: text(vals[0]) };
+      case 'E': {
+        const [handle, at] = leadNum(b, 'handle');
+        return { type: 'E', handle, values: decodeValues(b, at) };
       }
-      case FrameType.Boot:
-        return { type: 'B', epoch: num(tokens[0], 'epoch'), proto: num(tokens[1], 'proto') };
-      case FrameType.Credit:
-        return { type: 'K', count: num(tokens[0], 'count') };
-      case FrameType.Sync:
-        return { type: 'Y' };
-      default:
-        throw new FrameSyntaxError(`unknown frame type ${JSON.stringify(type)}`);
+      case 'P': {
+        const v = decodeValues(b, 1);
+        return { type: 'P', topic: text(v[0]), values: v.slice(1) };
+      }
+      default: {
+        const [level, at] = leadNum(b, 'level');
+        const v = decodeValues(b, at);
+        return { type: 'L', level, message: text(v[0]) };
+      }
     }
   } catch (e) {
     if (e instanceof ValueSyntaxError) throw new FrameSyntaxError(e.message);
@@ -192,37 +366,34 @@ export function decodeFrame(content: string): Frame {
   }
 }
 
-/** Logical content of a call frame: `C<id> <fn> <args>`. */
-export function callContent(id: number, fn: string | number, args: ReadonlyArray<WireValue | undefined>): string {
-  const a = encodeValues(args);
-  return `${FrameType.Call}${id} ${fn}${a ? ' ' + a : ''}`;
+function join(head: string, values: ReadonlyArray<WireValue | undefined>): Buffer {
+  const v = encodeValues(values);
+  return v.length ? Buffer.concat([Buffer.from(head + ' ', 'latin1'), v]) : Buffer.from(head, 'latin1');
 }
 
-/** Logical content of any agent→host frame, for simulators and tests. */
-export function contentOf(f: Frame): string {
-  const join = (head: string, vals: ReadonlyArray<WireValue | undefined>) => {
-    const a = encodeValues(vals);
-    return a ? `${head} ${a}` : head;
-  };
-  switch (f.type) {
+/**
+ * Message content of a call: `C<id> <fn> <args>`.
+ * @throws RangeError / TypeError when an argument cannot be encoded.
+ */
+export function callMessage(id: number, fn: string | number, args: ReadonlyArray<WireValue | undefined>): Buffer {
+  return join(`C${id} ${fn}`, args);
+}
+
+/** Message content of any message, for simulators, stub agents and tests. */
+export function encodeMessage(m: Message): Buffer {
+  switch (m.type) {
     case 'C':
-      return callContent(f.id, f.fn, f.args);
+      return callMessage(m.id, m.fn, m.args);
     case 'R':
-      return join(`R${f.id}`, f.values);
+      return join(`R${m.id}`, m.values);
     case 'X':
-      return join(`X${f.id}`, [f.code, f.message]);
+      return join(`X${m.id}`, [m.code, m.message]);
     case 'E':
-      return join(`E${f.handle}`, f.values);
+      return join(`E${m.handle}`, m.values);
     case 'P':
-      return `P${join(encodeValues([f.topic]), f.values)}`;
+      return Buffer.concat([Buffer.from('P'), encodeValues([m.topic, ...m.values])]);
     case 'L':
-      return join(`L${f.level}`, [f.message]);
-    case 'B':
-      return `B${f.epoch} ${f.proto}`;
-    case 'K':
-      return `K${f.count}`;
-    case 'Y':
-      return 'Y';
+      return join(`L${m.level}`, [m.message]);
   }
 }
 

@@ -1,7 +1,9 @@
 /**
- * Value tokens of protocol v1 (docs/protocol.md section 2). Pure functions, no I/O.
+ * Value tokens of protocol v2 (docs/protocol.md section 7). Pure functions, no I/O.
+ * Values are encoded into and decoded from bytes (`Buffer`), because `b<n>:` strings
+ * carry raw bytes, spaces included.
  */
-import { MAX_TABLE_DEPTH, SAFE_STRING_PATTERN } from './constants.js';
+import { COMPACT_MAX, MAX_TABLE_DEPTH, SAFE_STRING_PATTERN } from './constants.js';
 
 /** A socket handle: the integer the agent uses for a module-side socket object. */
 export class Handle {
@@ -36,36 +38,15 @@ export class ValueSyntaxError extends Error {}
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 
-/** Encode one value as a token (tables expand to several tokens). Throws RangeError/TypeError on unencodable input. */
-export function encodeValue(v: WireValue | undefined, depth = 0): string {
-  if (v === null || v === undefined) return '_';
-  if (v === true) return 'T';
-  if (v === false) return 'F';
-  if (typeof v === 'number') {
-    if (Number.isInteger(v) && v >= INT32_MIN && v <= INT32_MAX) return String(v);
-    return encodeFloat(v);
-  }
-  if (v instanceof Float) return encodeFloat(v.value);
-  if (v instanceof Handle) return `h${v.id}`;
-  if (typeof v === 'string') return encodeString(Buffer.from(v, 'utf8'));
-  if (v instanceof Uint8Array) return encodeString(v);
-  if (depth >= MAX_TABLE_DEPTH) throw new RangeError(`table nesting deeper than ${MAX_TABLE_DEPTH}`);
-  if (Array.isArray(v)) {
-    const parts = ['{'];
-    v.forEach((x, i) => parts.push(String(i + 1), encodeValue(x, depth + 1)));
-    parts.push('}');
-    return parts.join(' ');
-  }
-  if (v instanceof Map) {
-    const parts = ['{'];
-    for (const [k, x] of v) {
-      if (k === null) throw new TypeError('a table key cannot be nil');
-      parts.push(encodeValue(k, depth + 1), encodeValue(x, depth + 1));
+function pushString(out: Buffer[], b: Uint8Array): void {
+  if (b.length <= COMPACT_MAX) {
+    const latin = Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
+    if (SAFE_STRING_PATTERN.test(latin)) {
+      out.push(Buffer.from(`'${latin}`, 'latin1'));
+      return;
     }
-    parts.push('}');
-    return parts.join(' ');
   }
-  throw new TypeError(`cannot encode a value of type ${typeof v}`);
+  out.push(Buffer.from(`b${b.length}:`, 'latin1'), Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
 function encodeFloat(x: number): string {
@@ -75,32 +56,98 @@ function encodeFloat(x: number): string {
   return `d${x}`;
 }
 
-function encodeString(b: Uint8Array): string {
-  if (b.length <= 64) {
-    const latin = Buffer.from(b).toString('latin1');
-    if (SAFE_STRING_PATTERN.test(latin)) return `'${latin}`;
+function pushValue(out: Buffer[], v: WireValue | undefined, depth: number): void {
+  if (out.length > 0) out.push(SPACE);
+  if (v === null || v === undefined) out.push(NIL);
+  else if (v === true) out.push(TRUE);
+  else if (v === false) out.push(FALSE);
+  else if (typeof v === 'number') {
+    out.push(Buffer.from(Number.isInteger(v) && v >= INT32_MIN && v <= INT32_MAX ? String(v) : encodeFloat(v), 'latin1'));
+  } else if (v instanceof Float) out.push(Buffer.from(encodeFloat(v.value), 'latin1'));
+  else if (v instanceof Handle) out.push(Buffer.from(`h${v.id}`, 'latin1'));
+  else if (typeof v === 'string') pushString(out, Buffer.from(v, 'utf8'));
+  else if (v instanceof Uint8Array) pushString(out, v);
+  else {
+    if (depth >= MAX_TABLE_DEPTH) throw new RangeError(`table nesting deeper than ${MAX_TABLE_DEPTH}`);
+    out.push(OPEN);
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => {
+        pushValue(out, i + 1, depth + 1);
+        pushValue(out, x, depth + 1);
+      });
+    } else if (v instanceof Map) {
+      for (const [k, x] of v) {
+        if (k === null || k === undefined) throw new TypeError('a table key cannot be nil');
+        pushValue(out, k, depth + 1);
+        pushValue(out, x, depth + 1);
+      }
+    } else {
+      throw new TypeError(`cannot encode a value of type ${typeof v}`);
+    }
+    out.push(SPACE, CLOSE);
   }
-  return `s${Buffer.from(b).toString('base64')}`;
 }
 
-/** Encode a list of values as space-separated tokens ('' for none). */
-export function encodeValues(values: ReadonlyArray<WireValue | undefined>): string {
-  return values.map((v) => encodeValue(v)).join(' ');
-}
-
-const INT_RE = /^-?[0-9]+$/;
-const B64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+const SPACE = Buffer.from(' ');
+const NIL = Buffer.from('_');
+const TRUE = Buffer.from('T');
+const FALSE = Buffer.from('F');
+const OPEN = Buffer.from('{');
+const CLOSE = Buffer.from('}');
 
 /**
- * Decode tokens (already split on single spaces) into values.
- * Throws {@link ValueSyntaxError} on any malformed token.
+ * Encode values as space-separated tokens (empty buffer for none).
+ * @throws RangeError (table deeper than 4), TypeError (nil table key, unencodable type).
  */
-export function decodeValues(tokens: readonly string[]): WireValue[] {
-  const out: WireValue[] = [];
-  let i = 0;
+export function encodeValues(values: ReadonlyArray<WireValue | undefined>): Buffer {
+  const out: Buffer[] = [];
+  for (const v of values) pushValue(out, v, 0);
+  return Buffer.concat(out);
+}
+
+/** Encode one value (tables expand to several tokens). */
+export function encodeValue(v: WireValue | undefined): Buffer {
+  return encodeValues([v]);
+}
+
+const C_SPACE = 0x20;
+
+/**
+ * Decode tokens from `buf` starting at `offset` up to its end.
+ * @throws ValueSyntaxError on any malformed token.
+ */
+export function decodeValues(buf: Uint8Array, offset = 0): WireValue[] {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  const end = b.length;
+  let i = offset;
+  const token = (): string => {
+    let j = i;
+    while (j < end && b[j] !== C_SPACE) j++;
+    const t = b.toString('latin1', i, j);
+    i = j;
+    return t;
+  };
+  const sep = () => {
+    if (i < end) {
+      if (b[i] !== C_SPACE) throw new ValueSyntaxError(`expected a space at byte ${i}`);
+      i++;
+      if (i >= end) throw new ValueSyntaxError('trailing space');
+    }
+  };
   const next = (depth: number): WireValue => {
-    if (i >= tokens.length) throw new ValueSyntaxError('unexpected end of values');
-    const t = tokens[i++];
+    if (i >= end) throw new ValueSyntaxError('unexpected end of values');
+    const c = b[i];
+    if (c === 0x62 /* b */) {
+      let j = i + 1;
+      let n = 0;
+      while (j < end && b[j] >= 0x30 && b[j] <= 0x39 && j - i <= 8) n = n * 10 + (b[j++] - 0x30);
+      if (j === i + 1 || j >= end || b[j] !== 0x3a /* : */) throw new ValueSyntaxError('bad b<n>: string token');
+      if (j + 1 + n > end) throw new ValueSyntaxError(`b string of ${n} bytes runs past the end`);
+      const v = Uint8Array.from(b.subarray(j + 1, j + 1 + n));
+      i = j + 1 + n;
+      return v;
+    }
+    const t = token();
     if (t === '_') return null;
     if (t === 'T') return true;
     if (t === 'F') return false;
@@ -108,49 +155,51 @@ export function decodeValues(tokens: readonly string[]): WireValue[] {
       if (depth >= MAX_TABLE_DEPTH) throw new ValueSyntaxError('table nested too deep');
       const m: LuaTable = new Map();
       for (;;) {
-        if (i >= tokens.length) throw new ValueSyntaxError('unterminated table');
-        if (tokens[i] === '}') {
+        sep();
+        if (i >= end) throw new ValueSyntaxError('unterminated table');
+        if (b[i] === 0x7d && (i + 1 === end || b[i + 1] === C_SPACE)) {
           i++;
           return m;
         }
         const k = next(depth + 1);
-        if (i < tokens.length && tokens[i] === '}') throw new ValueSyntaxError('table key without value');
+        sep();
+        if (i >= end || (b[i] === 0x7d && (i + 1 === end || b[i + 1] === C_SPACE))) throw new ValueSyntaxError('table key without value');
         const v = next(depth + 1);
+        if (k === null) throw new ValueSyntaxError('nil table key');
         m.set(k instanceof Uint8Array ? Buffer.from(k).toString('latin1') : k, v);
       }
     }
     if (t === '}') throw new ValueSyntaxError('unexpected }');
-    if (INT_RE.test(t)) {
+    if (/^-?[0-9]+$/.test(t)) {
       const n = Number(t);
-      if (!Number.isSafeInteger(n)) throw new ValueSyntaxError(`integer out of range: ${t}`);
+      if (!Number.isSafeInteger(n)) throw new ValueSyntaxError(`integer out of range: ${t.slice(0, 16)}`);
       return n;
     }
-    const tag = t[0];
     const rest = t.slice(1);
-    switch (tag) {
+    switch (t[0]) {
       case 'd': {
         if (rest === 'inf') return new Float(Infinity);
         if (rest === '-inf') return new Float(-Infinity);
         if (rest === 'nan' || rest === '-nan') return new Float(NaN);
         const x = Number(rest);
-        if (rest === '' || Number.isNaN(x)) throw new ValueSyntaxError(`bad float token: ${t}`);
+        if (rest === '' || Number.isNaN(x) || !/^[-+0-9.eE]+$/.test(rest)) throw new ValueSyntaxError(`bad float token: ${t.slice(0, 16)}`);
         return new Float(x);
       }
-      case 's':
-        if (!B64_RE.test(rest) || rest.length % 4 !== 0) throw new ValueSyntaxError('bad base64 string token');
-        return Uint8Array.from(Buffer.from(rest, 'base64'));
       case "'":
-        if (!SAFE_STRING_PATTERN.test(rest)) throw new ValueSyntaxError('bad compact string token');
+        if (rest.length > COMPACT_MAX || !SAFE_STRING_PATTERN.test(rest)) throw new ValueSyntaxError('bad compact string token');
         return Uint8Array.from(Buffer.from(rest, 'latin1'));
-      case 'h': {
-        if (!/^[0-9]+$/.test(rest)) throw new ValueSyntaxError(`bad handle token: ${t}`);
+      case 'h':
+        if (!/^[0-9]{1,10}$/.test(rest)) throw new ValueSyntaxError(`bad handle token: ${t.slice(0, 16)}`);
         return new Handle(Number(rest));
-      }
       default:
         throw new ValueSyntaxError(`unknown token: ${t.slice(0, 16)}`);
     }
   };
-  while (i < tokens.length) out.push(next(0));
+  const out: WireValue[] = [];
+  while (i < end) {
+    out.push(next(0));
+    sep();
+  }
   return out;
 }
 

@@ -1,24 +1,18 @@
 /**
- * RPC client of protocol v1 (docs/protocol.md): turns a byte {@link Transport}
- * into calls with ids, timeouts and AbortSignal, flow control within the
- * agent's window, the hello handshake, and reset detection via the boot epoch.
+ * RPC client of protocol v2 (docs/protocol.md sections 7-9): calls with ids,
+ * timeouts and AbortSignal over the reliable {@link Link}; the hello handshake
+ * (session, hello, capabilities by pages); reset handling (every call in flight
+ * fails with `RESET`, then a new handshake by itself).
  */
-import { ReadlineParser } from '@serialport/parser-readline';
 import { Subject, Observable } from 'rxjs';
 import type { Transport } from '../transport/transport.js';
-import {
-  BASE_MAX_FRAME,
-  BASE_WINDOW,
-  CREDIT_MODULO,
-  HOST_MAX_FRAME,
-  PROTOCOL_VERSION,
-  WINDOW_RESERVE,
-} from '../codec/constants.js';
-import { callContent, checkLine, decodeFrame, encodeFrame, FrameSyntaxError, Reassembler, type Frame } from '../codec/frame.js';
-import { field, tableToArray, toNumber, toText, type WireValue } from '../codec/values.js';
-import { RemoteError, ResetError, TetherError, TimeoutError } from '../errors.js';
+import { BASE_MAX_FRAME, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
+import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../codec/frame.js';
+import { field, toNumber, toText, type WireValue } from '../codec/values.js';
+import { Link, type LinkCounters, type LinkReset } from '../link/link.js';
+import { InvalidArgumentError, RemoteError, ResetError, TetherError, TimeoutError } from '../errors.js';
 
-/** What the agent said about itself in hello (docs/protocol.md section 4). */
+/** What the agent said about itself in hello (docs/protocol.md section 9), clamped. */
 export interface HelloInfo {
   proto: number;
   agent: string;
@@ -26,22 +20,26 @@ export interface HelloInfo {
   fw?: string;
   bsp?: string;
   lua?: string;
-  /** Integer width of the module's Lua (bits). */
+  /** Integer width of the module's Lua (bits): 32, 64, or 53 for a double-number Lua 5.1. */
   intbits?: number;
-  /** Longest frame the agent accepts (bytes incl. `\n`). */
+  /** Longest line the agent accepts (bytes incl. `\n`), clamped to [255, 4096]. */
   maxframe: number;
-  /** Flow-control window (bytes). */
+  /** Longest frame the agent sends (bytes incl. `\n`), clamped to [255, 4096]. */
+  outmax: number;
+  /** The agent's receive window (bytes), clamped to [96, 65536]. */
   window: number;
-  /** Longest logical message the agent accepts (bytes). */
+  /** The agent's retransmit queue limit (bytes). */
+  txwin: number;
+  /** Longest message the agent accepts (bytes), clamped to [256, 1 MiB]. */
   maxmsg: number;
   /** The agent's Lua heap (KB). */
   heap?: number;
   epoch: number;
   /** LuatOS: firmware returns the first boolean inverted (pre-2023-01-31). Undefined when unknown. */
   boolinv?: boolean;
-  /** Functions the agent exposes, in index order. */
+  /** Functions the agent exposes, in index order (read with `agent.caps`). */
   caps: string[];
-  /** The whole decoded table, for family-specific fields. */
+  /** The whole decoded hello table, for family-specific fields. */
   raw: Map<WireValue, WireValue>;
 }
 
@@ -53,7 +51,7 @@ export interface LogLine {
   text: string;
 }
 
-/** A socket event from the agent (`E` frame). */
+/** A socket event from the agent (`E` message). */
 export interface AgentEvent {
   handle: number;
   values: WireValue[];
@@ -61,60 +59,54 @@ export interface AgentEvent {
   epoch: number;
 }
 
-/** A forwarded `sys.publish` topic (`P` frame). */
+/** A forwarded `sys.publish` topic (`P` message). */
 export interface AgentPublish {
   topic: string;
   values: WireValue[];
 }
 
-/** Emitted when the module reset (its boot epoch changed). */
+/** Emitted when the module reset (its boot epoch changed) or the link session was lost. */
 export interface ResetEvent {
   previousEpoch: number;
+  /** The new epoch; equal to `previousEpoch` when only the session was lost. */
   epoch: number;
-  /** Calls that failed with a reset error. */
+  /** Calls that failed with `RESET`. */
   failedCalls: number;
+  /** What showed it: a `B` frame, an `A` with another epoch, or an `A` with another session. */
+  reason: LinkReset['reason'];
 }
 
-/** Link counters. */
-export interface LinkStats {
-  framesIn: number;
-  framesOut: number;
-  bytesIn: number;
-  bytesOut: number;
-  /** Lines starting with `~` dropped for a bad checksum, bad bytes, or a malformed body. */
-  badFrames: number;
-  /** Lines over the host's limit, dropped. */
-  overlongLines: number;
-  /** Non-frame lines seen (boot log, prints). */
-  logLines: number;
-  /** Fragmented messages lost. */
-  droppedMessages: number;
-  /** `K` credit frames received. */
-  credits: number;
-  /** Times the host sent `~Y` because it waited on the window. */
-  syncs: number;
+/** Link and RPC counters: the link's (see {@link LinkCounters}) plus these. */
+export interface LinkStats extends LinkCounters {
+  /** Resets seen. */
   resets: number;
   /** Duration of the last successful handshake (ms). */
   handshakeMs: number;
+  /** Calls sent (hello and capability pages included). */
+  calls: number;
+  /** Replies and errors that matched no pending call (late after a timeout or abort). */
+  lateReplies: number;
+  /** Messages from the agent that could not be decoded. */
+  badMessages: number;
 }
 
 /** Options of {@link RpcClient}. */
 export interface RpcClientOptions {
   /** Default per-call timeout (ms). @default 5000 */
   timeoutMs?: number;
-  /** Total time to get a hello answer when opening or after a reset (ms). @default 10000 */
+  /** Total time to open a session and read hello, when opening or after a reset (ms). @default 10000 */
   handshakeTimeoutMs?: number;
-  /** Time to wait for one hello attempt before retrying (ms). @default 1000 */
-  helloAttemptMs?: number;
-  /** Wait on the window this long before sending `~Y` (ms). @default 500 */
-  syncAfterMs?: number;
   /** Re-handshake automatically after a reset. @default true */
   autoRehandshake?: boolean;
+  /** Line rate (baud) when known: retransmission timeouts include the line time of unacknowledged bytes. @default unknown */
+  baud?: number;
+  /** Send a keepalive `Y` after this long without hearing the agent (ms). @default 400 */
+  keepaliveMs?: number;
 }
 
 /** Per-call options. */
 export interface CallOptions {
-  /** Timeout for this call (ms); overrides the client's default. */
+  /** Timeout for this call (ms, > 0); overrides the client's default. */
   timeoutMs?: number;
   /** Abort the call (it fails with code `ABORTED`); a call already sent still runs on the module. */
   signal?: AbortSignal;
@@ -123,22 +115,27 @@ export interface CallOptions {
 interface Pending {
   id: number;
   fn: string;
-  resolve(v: WireValue[]): void;
-  reject(e: Error): void;
-  timer?: NodeJS.Timeout;
   sent: boolean;
-  epoch: number;
-  cleanup(): void;
+  settle(err: Error | undefined, v?: WireValue[]): void;
 }
 
 const MAX_ID = 65535;
-/** Smallest window (bytes) the host accepts from an agent; below it frames would be too small to carry a call. */
-const MIN_WINDOW = 96;
+/** Functions every v2 agent answers by name. */
+const BUILTIN = new Set(['hello', 'agent.caps', 'agent.stats']);
+/** Capability names read per `agent.caps` call. */
+const CAPS_PAGE = 24;
+
+function checkTimeout(ms: number | undefined, what: string): void {
+  if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms > 0)) {
+    throw new InvalidArgumentError(`${what}: timeoutMs must be a positive number of milliseconds, got ${String(ms)}`);
+  }
+}
 
 /**
  * An RPC session over one transport. Create with {@link RpcClient.open}, which
- * handshakes before resolving. All calls settle: a value, a typed error
- * (`REMOTE`, `RESET`, `DISCONNECTED`, `UNSUPPORTED`, `TOO_LARGE`, `ABORTED`) or `TIMEOUT`.
+ * handshakes before resolving. Every call settles exactly once: with the values,
+ * a typed error (`REMOTE`, `RESET`, `DISCONNECTED`, `CLOSED`, `UNSUPPORTED`,
+ * `TOO_LARGE`, `ABORTED`, `INVALID_ARGUMENT`) or `TIMEOUT`.
  */
 export class RpcClient {
   /** Non-frame UART lines and agent notices (hot: nothing is replayed). */
@@ -149,78 +146,59 @@ export class RpcClient {
   readonly publishes: Observable<AgentPublish>;
   /** Module resets (hot). */
   readonly resets: Observable<ResetEvent>;
-  readonly stats: LinkStats = {
-    framesIn: 0,
-    framesOut: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    badFrames: 0,
-    overlongLines: 0,
-    logLines: 0,
-    droppedMessages: 0,
-    credits: 0,
-    syncs: 0,
-    resets: 0,
-    handshakeMs: 0,
-  };
+  /** The reliable link under the calls. */
+  readonly link: Link;
 
   private readonly logs$ = new Subject<LogLine>();
   private readonly events$ = new Subject<AgentEvent>();
   private readonly publishes$ = new Subject<AgentPublish>();
   private readonly resets$ = new Subject<ResetEvent>();
-  private readonly parser = new ReadlineParser({ delimiter: '\n', encoding: 'latin1' });
-  private readonly reasm = new Reassembler(1 << 20);
   private readonly pending = new Map<number, Pending>();
-  private readonly queue: Array<{ lines: string[]; bytes: number; p?: Pending }> = [];
-  private readonly opts: Required<RpcClientOptions>;
+  private readonly opts: Required<Omit<RpcClientOptions, 'baud' | 'keepaliveMs'>>;
+  private readonly capIndex = new Map<string, number>();
+  private readonly extra = { resets: 0, handshakeMs: 0, calls: 0, lateReplies: 0, badMessages: 0 };
   private nextId = 1;
   private hello_?: HelloInfo;
   private epoch = -1;
-  private maxFrame = BASE_MAX_FRAME;
-  private window = BASE_WINDOW;
-  private sent = 0; // bytes sent, mod CREDIT_MODULO
-  private acked = 0; // last K count
-  private writing = false;
-  private blockedSince = 0;
-  private syncTimer?: NodeJS.Timeout;
   private closed = false;
   private closeError?: Error;
   private ready: Promise<void> = Promise.resolve();
   private handshaking = false;
+  private v1Seen = false;
+  private handshakeFail?: (e: Error) => void;
 
   private constructor(
     readonly transport: Transport,
     opts: RpcClientOptions,
   ) {
+    checkTimeout(opts.timeoutMs, 'RpcClient');
+    checkTimeout(opts.handshakeTimeoutMs, 'RpcClient handshake');
     this.opts = {
       timeoutMs: opts.timeoutMs ?? 5000,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10000,
-      helloAttemptMs: opts.helloAttemptMs ?? 1000,
-      syncAfterMs: opts.syncAfterMs ?? 500,
       autoRehandshake: opts.autoRehandshake ?? true,
     };
     this.logs = this.logs$.asObservable();
     this.events = this.events$.asObservable();
     this.publishes = this.publishes$.asObservable();
     this.resets = this.resets$.asObservable();
-    this.parser.on('data', (line: string) => this.onLine(Buffer.from(line, 'latin1')));
-    transport.onData((chunk) => {
-      this.stats.bytesIn += chunk.length;
-      this.parser.write(chunk);
-      const buffered = (this.parser as unknown as { buffer: Buffer }).buffer;
-      if (buffered.length > HOST_MAX_FRAME) {
-        (this.parser as unknown as { buffer: Buffer }).buffer = Buffer.alloc(0);
-        this.stats.overlongLines++;
-        this.reasm.poison();
-      }
-    });
-    transport.onClose((err) => this.shutdown(new TetherError('DISCONNECTED', `transport closed: ${transport.description}`, { cause: err })));
+    this.link = new Link(transport, { baud: opts.baud, keepaliveMs: opts.keepaliveMs });
+    this.link.handlers = {
+      message: (m) => this.onMessage(m),
+      log: (text) => this.logs$.next({ source: 'uart', level: 3, text }),
+      reset: (r) => this.onReset(r),
+      v1: () => {
+        this.v1Seen = true;
+        this.handshakeFail?.(this.v1Error());
+      },
+      closed: (err) => this.shutdown(new TetherError('DISCONNECTED', `transport closed: ${transport.description}`, { cause: err })),
+    };
   }
 
   /**
    * Open a session on `transport` and handshake.
    * @throws TetherError `HANDSHAKE` when no hello answer arrives within `handshakeTimeoutMs`,
-   *   `VERSION_MISMATCH` when the agent speaks another protocol version.
+   *   `VERSION_MISMATCH` when the agent speaks another protocol version, `INVALID_ARGUMENT` for bad options.
    */
   static async open(transport: Transport, opts: RpcClientOptions = {}): Promise<RpcClient> {
     const c = new RpcClient(transport, opts);
@@ -248,64 +226,106 @@ export class RpcClient {
     return this.closed;
   }
 
+  /** Link and RPC counters (a fresh snapshot at every read). */
+  get stats(): LinkStats {
+    return { ...this.link.counters, ...this.extra };
+  }
+
+  private v1Error(): TetherError {
+    return new TetherError('VERSION_MISMATCH', `agent speaks protocol 1: update it (tether flash / tether agent); this host speaks protocol ${PROTOCOL_VERSION}`, {
+      context: { agent: 1, host: PROTOCOL_VERSION },
+    });
+  }
+
   private async handshake(): Promise<void> {
     this.handshaking = true;
     const t0 = performance.now();
     const deadline = Date.now() + this.opts.handshakeTimeoutMs;
-    let last: unknown;
+    const left = () => deadline - Date.now();
+    const timeout = () =>
+      new TetherError('HANDSHAKE', `no answer from the tether agent on ${this.transport.description} within ${this.opts.handshakeTimeoutMs} ms: is the agent running on the module, on this UART, at this baud rate?`, {
+        context: { ms: this.opts.handshakeTimeoutMs, badFrames: this.link.counters.badFrames, logLines: this.link.counters.logLines },
+      });
+    // every wait below also ends when a v1 agent is recognised or the client closes
+    const guard = <T>(p: Promise<T>) =>
+      new Promise<T>((resolve, reject) => {
+        const ms = left();
+        if (ms <= 0) return reject(timeout());
+        const t = setTimeout(() => reject(timeout()), ms);
+        this.handshakeFail = (e) => {
+          clearTimeout(t);
+          reject(e);
+        };
+        if (this.v1Seen) this.handshakeFail(this.v1Error());
+        p.then(
+          (v) => {
+            clearTimeout(t);
+            resolve(v);
+          },
+          (e) => {
+            clearTimeout(t);
+            reject(e);
+          },
+        );
+      });
     try {
-      while (Date.now() < deadline && !this.closed) {
-        // a bare newline ends any partial line the agent may hold
-        this.enqueueRaw('\n');
+      for (;;) {
+        if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
         try {
-          const vals = await this.rawCall('hello', [PROTOCOL_VERSION, HOST_MAX_FRAME], Math.min(this.opts.helloAttemptMs, deadline - Date.now()));
-          const h = parseHello(vals[0]);
-          if (h.proto !== PROTOCOL_VERSION) {
-            throw new TetherError('VERSION_MISMATCH', `agent speaks protocol ${h.proto}, this host speaks ${PROTOCOL_VERSION}: flash the agent from this tether version`, {
-              context: { agent: h.proto, host: PROTOCOL_VERSION },
+          await guard(this.link.start());
+          const [h] = await guard(this.rawCall('hello', [PROTOCOL_VERSION, HOST_MAX_FRAME], Math.max(1, left())));
+          const info = parseHello(h);
+          if (info.proto !== PROTOCOL_VERSION) {
+            throw new TetherError('VERSION_MISMATCH', `agent speaks protocol ${info.proto}, this host speaks ${PROTOCOL_VERSION}: update the agent (tether flash / tether agent)`, {
+              context: { agent: info.proto, host: PROTOCOL_VERSION },
             });
           }
-          this.hello_ = h;
-          this.epoch = h.epoch;
-          this.stats.handshakeMs = Math.round(performance.now() - t0);
-          // honour the agent's window (a 256-byte ESP8266 ring advertises less than 255)
-          this.window = Math.max(MIN_WINDOW, h.window);
-          // a frame must fit the window, or it could never be sent
-          this.maxFrame = Math.max(MIN_WINDOW - WINDOW_RESERVE, Math.min(h.maxframe, HOST_MAX_FRAME, this.window - WINDOW_RESERVE));
+          const ncaps = Math.round(clampNum(toNumber(field(h, 'ncaps')) ?? 0, HELLO_CLAMP.ncaps));
+          const caps: string[] = [];
+          while (caps.length < ncaps) {
+            const page = await guard(this.rawCall('agent.caps', [caps.length + 1, CAPS_PAGE], Math.max(1, left())));
+            if (page.length === 0) break;
+            for (const c of page) caps.push(toText(c) ?? '');
+          }
+          info.caps = caps;
+          this.capIndex.clear();
+          caps.forEach((c, i) => this.capIndex.set(c, i + 1));
+          this.link.configure(info);
+          this.hello_ = info;
+          this.epoch = info.epoch;
+          this.extra.handshakeMs = Math.round(performance.now() - t0);
           return;
         } catch (e) {
-          last = e;
-          if (e instanceof TetherError && (e.code === 'VERSION_MISMATCH' || e.code === 'DISCONNECTED')) throw e;
-          if (e instanceof TetherError && e.code === 'RESET') continue;
+          if (e instanceof TetherError && e.code === 'RESET' && left() > 0) continue;
+          throw e;
         }
       }
-      if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
-      throw new TetherError('HANDSHAKE', `no answer to hello from ${this.transport.description} within ${this.opts.handshakeTimeoutMs} ms: is the tether agent running on the module, on this UART, at this baud rate?`, {
-        cause: last,
-        context: { ms: this.opts.handshakeTimeoutMs, badFrames: this.stats.badFrames, logLines: this.stats.logLines },
-      });
     } finally {
       this.handshaking = false;
+      this.handshakeFail = undefined;
     }
   }
 
   /**
    * Call `fn` on the module with `args`; resolves with every return value in order.
-   * @throws TetherError `UNSUPPORTED` (fn not in the agent's capabilities), `TOO_LARGE`,
-   *   `REMOTE` ({@link RemoteError}), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`.
+   * @throws TetherError `INVALID_ARGUMENT` (bad options or unencodable arguments, nothing sent),
+   *   `UNSUPPORTED` (fn not in the agent's capabilities), `TOO_LARGE`,
+   *   `REMOTE` ({@link RemoteError}), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`, `CLOSED`.
    */
   async call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
+    checkTimeout(opts.timeoutMs, fn);
     if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
     if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
     const startEpoch = this.epoch;
     await this.ready;
+    if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
     if (this.epoch !== startEpoch) throw new ResetError(`${fn}: the module reset before the call was sent`, { fn });
     const h = this.hello;
-    const idx = h.caps.indexOf(fn);
-    if (idx < 0 && fn !== 'hello') {
+    const idx = this.capIndex.get(fn);
+    if (idx === undefined && !BUILTIN.has(fn)) {
       throw new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } });
     }
-    return this.rawCall(idx >= 0 ? String(idx + 1) : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn);
+    return this.rawCall(idx !== undefined ? idx : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn);
   }
 
   /** Cold observable form of {@link call}: one remote call per subscription; unsubscribe aborts. */
@@ -328,53 +348,49 @@ export class RpcClient {
     });
   }
 
-  private rawCall(wireFn: string, args: ReadonlyArray<WireValue | undefined>, timeoutMs: number, signal?: AbortSignal, label = wireFn): Promise<WireValue[]> {
+  private rawCall(wireFn: string | number, args: ReadonlyArray<WireValue | undefined>, timeoutMs: number, signal?: AbortSignal, label = String(wireFn)): Promise<WireValue[]> {
     return new Promise<WireValue[]>((resolve, reject) => {
       const id = this.allocId();
-      let content: string;
+      let content: Buffer;
       try {
-        content = callContent(id, wireFn, args);
+        content = callMessage(id, wireFn, args);
       } catch (e) {
-        reject(new TetherError('INVALID_ARGUMENT', `${label}: cannot encode arguments: ${(e as Error).message}`));
+        reject(new InvalidArgumentError(`${label}: cannot encode arguments: ${(e as Error).message}`, { fn: label }));
         return;
       }
       if (this.hello_ && content.length > this.hello_.maxmsg) {
         reject(new TetherError('TOO_LARGE', `${label}: request is ${content.length} bytes, the agent accepts at most ${this.hello_.maxmsg}`, { context: { bytes: content.length, maxmsg: this.hello_.maxmsg } }));
         return;
       }
+      let timer: NodeJS.Timeout | undefined;
+      let cancel: (() => boolean) | undefined;
       const onAbort = () => {
-        p.cleanup();
-        reject(new TetherError('ABORTED', `${label}: aborted`, { context: { fn: label, id, sent: p.sent } }));
+        const withdrawn = cancel?.() ?? false;
+        p.settle(new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.sent } }));
       };
       const p: Pending = {
         id,
         fn: label,
         sent: false,
-        epoch: this.epoch,
-        resolve: (v) => {
-          p.cleanup();
-          resolve(v);
-        },
-        reject: (e) => {
-          p.cleanup();
-          reject(e);
-        },
-        cleanup: () => {
-          if (p.timer) clearTimeout(p.timer);
-          signal?.removeEventListener('abort', onAbort);
+        settle: (err, v) => {
+          if (this.pending.get(id) !== p) return;
           this.pending.delete(id);
-          const qi = this.queue.findIndex((q) => q.p === p);
-          if (qi >= 0) this.queue.splice(qi, 1);
+          if (timer) clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          if (err) reject(err);
+          else resolve(v!);
         },
       };
       this.pending.set(id, p);
-      p.timer = setTimeout(() => {
-        p.reject(new TimeoutError(`${label}: no reply within ${timeoutMs} ms`, { fn: label, id, ms: timeoutMs, sent: p.sent }));
+      timer = setTimeout(() => {
+        const withdrawn = cancel?.() ?? false;
+        p.settle(new TimeoutError(`${label}: no reply within ${timeoutMs} ms`, { fn: label, id, ms: timeoutMs, sent: p.sent && !withdrawn }));
       }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
-      const lines = encodeFrame(content, this.maxFrame);
-      this.queue.push({ lines, bytes: lines.reduce((n, l) => n + l.length, 0), p });
-      this.pump();
+      this.extra.calls++;
+      cancel = this.link.send(content, () => {
+        p.sent = true;
+      });
     });
   }
 
@@ -387,171 +403,59 @@ export class RpcClient {
     throw new TetherError('PROTOCOL', 'no free call id: 65535 calls in flight');
   }
 
-  private enqueueRaw(text: string): void {
-    this.queue.push({ lines: [text], bytes: text.length });
-    this.pump();
-  }
-
-  private get unacked(): number {
-    const d = (((this.sent - this.acked) % CREDIT_MODULO) + CREDIT_MODULO) % CREDIT_MODULO;
-    if (d > CREDIT_MODULO / 2) {
-      // the agent counted more than we think we sent (bytes from before a reset): resync
-      this.sent = this.acked;
-      return 0;
-    }
-    return d;
-  }
-
-  /** Write queued messages while the window allows. One message at a time; its fragments go back to back. */
-  private pump(): void {
-    if (this.writing || this.closed) return;
-    const item = this.queue[0];
-    if (!item) return;
-    const limit = this.window - WINDOW_RESERVE;
-    const need = Math.min(item.bytes, limit);
-    if (this.unacked + need > limit && this.unacked > 0) {
-      if (!this.blockedSince) this.blockedSince = Date.now();
-      this.armSync();
-      return;
-    }
-    this.blockedSince = 0;
-    // send as many lines of this message as fit
-    const lines: string[] = [];
-    let bytes = 0;
-    while (item.lines.length > 0 && (this.unacked + bytes + item.lines[0].length <= limit || (this.unacked === 0 && bytes === 0))) {
-      bytes += item.lines[0].length;
-      lines.push(item.lines.shift()!);
-    }
-    if (lines.length === 0) {
-      // a single line larger than the free window: wait for credit
-      if (!this.blockedSince) this.blockedSince = Date.now();
-      this.armSync();
-      return;
-    }
-    item.bytes -= bytes;
-    if (item.lines.length === 0) {
-      this.queue.shift();
-      if (item.p) item.p.sent = true;
-    }
-    this.writing = true;
-    this.sent = (this.sent + bytes) % CREDIT_MODULO;
-    this.stats.bytesOut += bytes;
-    this.stats.framesOut += lines.length;
-    this.transport.write(Buffer.from(lines.join(''), 'latin1')).then(
-      () => {
-        this.writing = false;
-        this.pump();
-      },
-      (e) => {
-        this.writing = false;
-        this.shutdown(e instanceof TetherError ? e : new TetherError('TRANSPORT', `write failed: ${(e as Error).message}`, { cause: e }));
-      },
-    );
-  }
-
-  private armSync(): void {
-    if (this.syncTimer || this.closed) return;
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = undefined;
-      if (this.closed || !this.blockedSince) return;
-      this.stats.syncs++;
-      const y = encodeFrame('Y', BASE_MAX_FRAME)[0];
-      this.stats.bytesOut += y.length;
-      this.sent = (this.sent + y.length) % CREDIT_MODULO;
-      this.transport.write(Buffer.from(y, 'latin1')).catch(() => {});
-      this.armSync();
-    }, this.opts.syncAfterMs);
-  }
-
-  private onLine(line: Buffer): void {
-    const r = checkLine(line);
-    if (r.kind === 'log') {
-      if (r.text.length === 0) return;
-      this.stats.logLines++;
-      this.logs$.next({ source: 'uart', level: 3, text: r.text });
-      return;
-    }
-    if (r.kind === 'bad') {
-      this.stats.badFrames++;
-      this.reasm.poison();
-      return;
-    }
-    const before = this.reasm.dropped;
-    const content = this.reasm.push(r.content);
-    this.stats.droppedMessages += this.reasm.dropped - before;
-    if (content === undefined) return;
-    let f: Frame;
+  private onMessage(content: Buffer): void {
+    let m: Message;
     try {
-      f = decodeFrame(content);
+      m = decodeMessage(content);
     } catch (e) {
       if (e instanceof FrameSyntaxError) {
-        this.stats.badFrames++;
+        this.extra.badMessages++;
         return;
       }
       throw e;
     }
-    this.stats.framesIn++;
-    this.onFrame(f);
-  }
-
-  private onFrame(f: Frame): void {
-    switch (f.type) {
+    switch (m.type) {
       case 'R': {
-        const p = this.pending.get(f.id);
-        if (p) p.resolve(f.values);
+        const p = this.pending.get(m.id);
+        if (p) p.settle(undefined, m.values);
+        else this.extra.lateReplies++;
         return;
       }
       case 'X': {
-        const p = this.pending.get(f.id);
-        if (p) p.reject(new RemoteError(f.code, f.message, { fn: p.fn, id: f.id }));
+        const p = this.pending.get(m.id);
+        if (p) p.settle(new RemoteError(m.code, m.message, { fn: p.fn, id: m.id }));
+        else this.extra.lateReplies++;
         return;
       }
       case 'E':
-        this.events$.next({ handle: f.handle, values: f.values, epoch: this.epoch });
+        this.events$.next({ handle: m.handle, values: m.values, epoch: this.epoch });
         return;
       case 'P':
-        this.publishes$.next({ topic: f.topic, values: f.values });
+        this.publishes$.next({ topic: m.topic, values: m.values });
         return;
       case 'L':
-        this.logs$.next({ source: 'agent', level: f.level, text: f.message });
-        return;
-      case 'K':
-        this.stats.credits++;
-        this.acked = f.count % CREDIT_MODULO;
-        if (this.syncTimer && this.unacked === 0) {
-          clearTimeout(this.syncTimer);
-          this.syncTimer = undefined;
-        }
-        this.pump();
-        return;
-      case 'B':
-        this.onBoot(f.epoch);
+        this.logs$.next({ source: 'agent', level: m.level, text: m.message });
         return;
       default:
-        this.stats.badFrames++;
+        this.extra.badMessages++;
     }
   }
 
-  private onBoot(epoch: number): void {
-    // the agent starts counting from zero; whatever we sent before is gone
-    this.sent = 0;
-    this.acked = 0;
-    this.maxFrame = BASE_MAX_FRAME;
-    this.window = BASE_WINDOW;
-    if (!this.hello_ || epoch === this.epoch) return;
+  private onReset(r: LinkReset): void {
+    if (this.closed) return;
     const previous = this.epoch;
-    this.epoch = epoch;
-    this.stats.resets++;
-    let failed = 0;
-    for (const p of [...this.pending.values()]) {
-      if (this.handshaking && p.fn === 'hello') continue;
-      failed++;
-      p.reject(new ResetError(`${p.fn}: the module reset (boot epoch ${previous} -> ${epoch}) while the call was in flight`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch }));
+    this.extra.resets++;
+    const failed = [...this.pending.values()];
+    for (const p of failed) {
+      p.settle(new ResetError(`${p.fn}: the module reset (${r.reason}: boot epoch ${previous} -> ${r.epoch}) while the call was in flight`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch: r.epoch }));
     }
-    // drop queued bytes of anything not yet sent (partial fragments would confuse the new agent)
-    this.queue.length = 0;
-    this.resets$.next({ previousEpoch: previous, epoch, failedCalls: failed });
-    if (this.opts.autoRehandshake && !this.handshaking) {
+    // calls made from now on belong to the new epoch (a lost session keeps the epoch: the
+    // module's objects are still there); they wait on `ready` for the new handshake
+    if (this.hello_) {
+      this.epoch = r.epoch;
+      this.resets$.next({ previousEpoch: previous, epoch: r.epoch, failedCalls: failed.length, reason: r.reason });
+    }
+    if (this.opts.autoRehandshake && !this.handshaking && this.hello_) {
       this.ready = this.handshake().catch((e) => {
         this.shutdown(e instanceof Error ? e : new Error(String(e)));
       });
@@ -562,9 +466,10 @@ export class RpcClient {
     if (this.closed) return;
     this.closed = true;
     this.closeError = err;
-    if (this.syncTimer) clearTimeout(this.syncTimer);
-    for (const p of [...this.pending.values()]) p.reject(err instanceof TetherError ? err : new TetherError('DISCONNECTED', err.message, { cause: err }));
-    this.queue.length = 0;
+    this.link.shutdown();
+    const e = err instanceof TetherError ? err : new TetherError('DISCONNECTED', err.message, { cause: err });
+    for (const p of [...this.pending.values()]) p.settle(e);
+    this.handshakeFail?.(e);
     this.logs$.complete();
     this.events$.complete();
     this.publishes$.complete();
@@ -578,7 +483,14 @@ export class RpcClient {
   }
 }
 
-/** Decode the hello table. @throws TetherError `PROTOCOL` if required fields are missing. */
+function clampNum(x: number, [lo, hi]: readonly [number, number]): number {
+  return Math.min(hi, Math.max(lo, x));
+}
+
+/**
+ * Decode and clamp the hello table (section 9). `caps` is left empty (read separately).
+ * @throws TetherError `PROTOCOL` if required fields are missing.
+ */
 export function parseHello(v: WireValue | undefined): HelloInfo {
   if (!(v instanceof Map)) throw new TetherError('PROTOCOL', 'hello answer is not a table');
   const num = (k: string) => toNumber(field(v, k));
@@ -590,6 +502,7 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     throw new TetherError('PROTOCOL', 'hello answer lacks proto, epoch or family');
   }
   const bi = field(v, 'boolinv');
+  const maxframe = clampNum(num('maxframe') ?? BASE_MAX_FRAME, HELLO_CLAMP.maxframe);
   return {
     proto,
     agent: str('agent') ?? '?',
@@ -598,13 +511,15 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     bsp: str('bsp'),
     lua: str('lua'),
     intbits: num('intbits'),
-    maxframe: num('maxframe') ?? BASE_MAX_FRAME,
-    window: num('window') ?? BASE_WINDOW,
-    maxmsg: num('maxmsg') ?? 1024,
+    maxframe,
+    outmax: clampNum(num('outmax') ?? BASE_MAX_FRAME, HELLO_CLAMP.outmax),
+    window: clampNum(num('window') ?? 240, HELLO_CLAMP.window),
+    txwin: clampNum(num('txwin') ?? 1024, HELLO_CLAMP.txwin),
+    maxmsg: clampNum(num('maxmsg') ?? 1024, HELLO_CLAMP.maxmsg),
     heap: num('heap'),
     epoch,
     boolinv: typeof bi === 'boolean' ? bi : undefined,
-    caps: tableToArray(field(v, 'caps')).map((c) => toText(c) ?? ''),
+    caps: [],
     raw: v,
   };
 }

@@ -1,0 +1,804 @@
+/**
+ * The reliable link of protocol v2, host side (docs/protocol.md sections 3-6, 8):
+ * a session (`S`/`A` with a nonce), sequence numbers, cumulative acknowledgements
+ * piggybacked on every sequenced frame, go-back-N towards the agent, selective
+ * repeat from the agent, RFC 6298 retransmission timers, window flow control,
+ * frame-size adaptation in both directions, keepalive (`Y`) and reset detection
+ * (epoch and nonce in every `A`, the `B` frame).
+ *
+ * It moves messages (type character + body, as bytes) and knows nothing of calls.
+ */
+import type { Transport } from '../transport/transport.js';
+import {
+  BASE_MAX_FRAME,
+  HELLO_CLAMP,
+  HOST_MAX_FRAME,
+  HOST_MAX_MSG,
+  KEEPALIVE_MS,
+  MAX_UNACKED_FRAMES,
+  MIN_FRAME,
+  RTO_MAX_MS,
+  RTO_MIN_MS,
+  SEQ_MOD,
+  WINDOW_RESERVE,
+} from '../codec/constants.js';
+import { encodeFrame, fitPiece, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, type LinkFrame } from '../codec/frame.js';
+import { TetherError } from '../errors.js';
+
+/** Link counters (bytes, frames). */
+export interface LinkCounters {
+  bytesIn: number;
+  bytesOut: number;
+  /** Sequenced frames written, first copies only. */
+  framesOut: number;
+  /** Sequenced frames received and handed on (in order, once). */
+  framesIn: number;
+  /** Lines starting with `~` that failed the CRC, the escaping or the syntax. */
+  badFrames: number;
+  /** Lines over the host's limit, dropped. */
+  overlongLines: number;
+  /** Non-frame lines (boot log, prints). */
+  logLines: number;
+  /** Messages dropped because they were larger than the host accepts. */
+  droppedMessages: number;
+  /** Frames the host sent again. */
+  retransmits: number;
+  /** Retransmission rounds started by the timer. */
+  timeouts: number;
+  /** Copies of agent frames dropped as duplicates. */
+  duplicates: number;
+  /** Agent frames that arrived ahead of a gap (kept, selective repeat). */
+  outOfOrder: number;
+  /** `A` frames sent / received. */
+  acksOut: number;
+  acksIn: number;
+  /** `Y` keepalives sent. */
+  polls: number;
+  /** Current frame sizes (bytes incl. `\n`): host→agent and agent→host. */
+  frameSize: number;
+  agentFrameSize: number;
+  /** Smoothed round-trip time (ms). */
+  srttMs: number;
+  /** Congestion window towards the agent (frames). */
+  cwnd: number;
+}
+
+/** Options of {@link Link}. */
+export interface LinkOptions {
+  /** Line rate in baud, when known (8N1: 10 bits a byte); adds line time to timeouts. @default unknown (0) */
+  baud?: number;
+  /** Send `Y` after this long without hearing the agent (ms). @default 400 (KEEPALIVE_MS) */
+  keepaliveMs?: number;
+  /** Initial retransmission timeout (ms) before a round trip was measured. @default 250 */
+  initialRtoMs?: number;
+}
+
+/** Why the link lost its session. */
+export interface LinkReset {
+  /** Epoch of the session that was lost. */
+  previousEpoch: number;
+  /** Epoch the agent reported (the same when only the session was lost). */
+  epoch: number;
+  /** `boot` (a `B` frame), `epoch` (an `A` with another epoch), `session` (an `A` with another nonce). */
+  reason: 'boot' | 'epoch' | 'session';
+}
+
+/** What a link reports upwards. Every handler is optional. */
+export interface LinkHandlers {
+  /** A whole message from the agent, in order, exactly once. */
+  message?(content: Buffer): void;
+  /** A line that is not a frame. */
+  log?(text: string): void;
+  /** The agent was seen to reset or the session was lost; the link is idle until {@link Link.start}. */
+  reset?(r: LinkReset): void;
+  /** A protocol-1 agent answered. */
+  v1?(): void;
+  /** The transport closed. */
+  closed?(err?: Error): void;
+}
+
+interface OutMessage {
+  buf: Buffer;
+  off: number;
+  cancelled: boolean;
+  /** Called once, when its first frame is written. */
+  onSent?: () => void;
+}
+
+interface Unacked {
+  seq: number;
+  line: Buffer;
+  sentAt: number;
+  retx: boolean;
+}
+
+const clamp = (x: number, [lo, hi]: readonly [number, number]) => Math.min(hi, Math.max(lo, x));
+const mod = (x: number) => ((x % SEQ_MOD) + SEQ_MOD) % SEQ_MOD;
+
+/**
+ * A host-side link over one transport. Create, set handlers, then {@link start} a session.
+ * Messages given to {@link send} before the session is open wait in the queue.
+ */
+export class Link {
+  readonly counters: LinkCounters = {
+    bytesIn: 0,
+    bytesOut: 0,
+    framesOut: 0,
+    framesIn: 0,
+    badFrames: 0,
+    overlongLines: 0,
+    logLines: 0,
+    droppedMessages: 0,
+    retransmits: 0,
+    timeouts: 0,
+    duplicates: 0,
+    outOfOrder: 0,
+    acksOut: 0,
+    acksIn: 0,
+    polls: 0,
+    frameSize: BASE_MAX_FRAME,
+    agentFrameSize: BASE_MAX_FRAME,
+    srttMs: 0,
+    cwnd: 4,
+  };
+  handlers: LinkHandlers = {};
+
+  private readonly lines = new LineSplitter(HOST_MAX_FRAME);
+  private readonly opts: Required<LinkOptions>;
+  private state: 'idle' | 'starting' | 'open' | 'closed' = 'idle';
+  private nonce = 0;
+  /** Epoch of the current (or last) session; 0 before the first. */
+  private epoch_ = 0;
+  // transmit side
+  private readonly queue: OutMessage[] = [];
+  private qHead = 0;
+  private nextSeq = 0;
+  private readonly unacked: Unacked[] = [];
+  private uHead = 0;
+  private unackedBytes = 0;
+  private agentWindow = 240;
+  private agentMaxFrame = BASE_MAX_FRAME;
+  private agentOutMax = BASE_MAX_FRAME;
+  private frameSize = BASE_MAX_FRAME;
+  private readonly txLoss = new LossEstimator();
+  private readonly rxLoss = new LossEstimator();
+  /** Congestion window (frames): halved per loss round, +1 per clean ack (go-back-N never risks many frames). */
+  private cwnd = 4;
+  private srtt = 0;
+  private rttvar = 0;
+  private rto: number;
+  private backoff = 1;
+  private rtoTimer?: NodeJS.Timeout;
+  private probeTimer?: NodeJS.Timeout;
+  // receive side
+  private expect = 0;
+  private readonly ahead = new Map<number, { kind: string; body: Buffer }>();
+  private parts: Buffer[] = [];
+  private partsSize = 0;
+  private partsTooBig = false;
+  private agentFrame = BASE_MAX_FRAME;
+  private ackPending = false;
+  private ackScheduled = false;
+  private lastNak = '';
+  private nakAt = 0;
+  /** Time of the last retransmission (Karn's rule: no RTT sample from frames sent before it). */
+  private recoverAt = 0;
+  private lastHeard = Date.now();
+  private keepTimer?: NodeJS.Timeout;
+  private startTimer?: NodeJS.Timeout;
+  private startBad = 0;
+  private startWaiter?: { resolve(epoch: number): void; reject(e: Error): void };
+  private out: Buffer[] = [];
+  private flushScheduled = false;
+
+  constructor(
+    readonly transport: Transport,
+    opts: LinkOptions = {},
+  ) {
+    this.opts = { baud: opts.baud ?? 0, keepaliveMs: opts.keepaliveMs ?? KEEPALIVE_MS, initialRtoMs: opts.initialRtoMs ?? 250 };
+    this.rto = this.opts.initialRtoMs;
+    transport.onData((chunk) => this.onData(chunk));
+    transport.onClose((err) => {
+      this.shutdown();
+      this.handlers.closed?.(err);
+    });
+  }
+
+  /** True while a session is open. */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** Epoch of the agent in the current session (0 before the first). */
+  get epoch(): number {
+    return this.epoch_;
+  }
+
+  /** The agent's receive window (bytes) as it last said. */
+  get window(): number {
+    return this.agentWindow;
+  }
+
+  /**
+   * Start a session: send `S` with a new nonce, with backoff (100 ms doubling to 1 s,
+   * jittered), until the agent answers with an `A` carrying it.
+   * Resolves with the agent's epoch.
+   * @throws TetherError `CLOSED` when the link is closed meanwhile (other failures: the caller's timeout).
+   */
+  start(): Promise<number> {
+    if (this.state === 'closed') return Promise.reject(new TetherError('CLOSED', 'link closed'));
+    this.dropSession();
+    this.state = 'starting';
+    // a short nonce keeps every A short; it only has to differ from the last session's
+    const last = this.nonce;
+    do this.nonce = 1 + Math.floor(Math.random() * 999999);
+    while (this.nonce === last);
+    this.startWaiter?.reject(new TetherError('CLOSED', 'superseded by a new start'));
+    return new Promise<number>((resolve, reject) => {
+      this.startWaiter = { resolve, reject };
+      let delay = 100;
+      let attempts = 0;
+      const bad0 = this.counters.badFrames;
+      const attempt = () => {
+        if (this.state !== 'starting') return;
+        // every repeat may be a sign of noise: ask for half the frame size each time (the size in
+        // the last S the agent got applies), and count it as a loss (section 6)
+        if (attempts > 0) {
+          this.agentFrame = Math.max(MIN_FRAME, Math.floor(this.agentFrame / 2));
+          this.counters.agentFrameSize = this.agentFrame;
+          this.txLoss.sample(true, 24);
+        }
+        attempts++;
+        this.startBad = this.counters.badFrames - bad0;
+        // a bare newline ends any partial line the agent may hold
+        this.write(Buffer.concat([Buffer.from('\n'), encodeFrame(`S${this.nonce} ${this.agentFrame}`)]));
+        const jitter = 0.75 + Math.random() * 0.5;
+        this.startTimer = setTimeout(attempt, delay * jitter);
+        delay = Math.min(1000, delay * 2);
+      };
+      attempt();
+    });
+  }
+
+  /** Tell the link what hello said: the agent's line limit and largest frame it can send. */
+  configure(info: { maxframe: number; outmax: number; window?: number }): void {
+    this.agentMaxFrame = clamp(info.maxframe, HELLO_CLAMP.maxframe);
+    this.agentOutMax = clamp(info.outmax, HELLO_CLAMP.outmax);
+    if (info.window !== undefined) this.agentWindow = clamp(info.window, HELLO_CLAMP.window);
+    this.frameSize = Math.min(this.frameSize, this.maxOwnFrame());
+  }
+
+  private maxOwnFrame(): number {
+    return Math.max(MIN_FRAME, Math.min(this.agentMaxFrame, this.agentWindow - WINDOW_RESERVE));
+  }
+
+  /**
+   * Queue a message (type character + body) for the agent. Returns a cancel function:
+   * it withdraws the message if none of its frames was written yet (true), else false.
+   */
+  send(content: Buffer, onSent?: () => void): () => boolean {
+    const m: OutMessage = { buf: content, off: 0, cancelled: false, onSent };
+    this.queue.push(m);
+    this.pump();
+    return () => {
+      if (m.off > 0) return false;
+      m.cancelled = true;
+      return true;
+    };
+  }
+
+  /** Close the link (not the transport). Pending start fails with `CLOSED`. */
+  shutdown(): void {
+    if (this.state === 'closed') return;
+    this.dropSession();
+    this.state = 'closed';
+    if (this.keepTimer) clearTimeout(this.keepTimer);
+    this.keepTimer = undefined;
+    this.startWaiter?.reject(new TetherError('CLOSED', 'link closed'));
+    this.startWaiter = undefined;
+  }
+
+  /** Forget every frame and message of the session (both directions). */
+  private dropSession(): void {
+    if (this.startTimer) clearTimeout(this.startTimer);
+    this.startTimer = undefined;
+    if (this.rtoTimer) clearTimeout(this.rtoTimer);
+    this.rtoTimer = undefined;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
+    this.queue.length = 0;
+    this.qHead = 0;
+    this.unacked.length = 0;
+    this.uHead = 0;
+    this.unackedBytes = 0;
+    this.nextSeq = 0;
+    this.expect = 0;
+    this.ahead.clear();
+    this.parts = [];
+    this.partsSize = 0;
+    this.partsTooBig = false;
+    this.ackPending = false;
+    this.lastNak = '';
+    this.backoff = 1;
+    this.frameSize = Math.min(BASE_MAX_FRAME, this.maxOwnFrame());
+    this.agentFrame = BASE_MAX_FRAME;
+    this.cwnd = 4;
+    this.txLoss.reset();
+    this.rxLoss.reset();
+    this.counters.frameSize = this.frameSize;
+    this.counters.agentFrameSize = this.agentFrame;
+  }
+
+  // ---------------------------------------------------------------- output
+
+  private write(b: Buffer): void {
+    if (this.state === 'closed' || !this.transport.isOpen) return;
+    this.out.push(b);
+    this.counters.bytesOut += b.length;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.out.length === 0) return;
+    // always a fresh buffer: retransmit lines must never be lent to a transport that may keep or change them
+    const data = Buffer.concat(this.out);
+    this.out = [];
+    this.transport.write(data).catch(() => {
+      /* the transport reports its own close */
+    });
+  }
+
+  private ackFrame(miss?: number[]): Buffer {
+    this.ackPending = false;
+    this.counters.acksOut++;
+    const m = miss && miss.length ? ' ' + miss.join(' ') : '';
+    // the epoch field is informative from the host: 0 keeps the frame short
+    return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce}${m}`);
+  }
+
+  private scheduleAck(now = false): void {
+    if (this.state !== 'open') return;
+    this.ackPending = true;
+    if (now) {
+      this.write(this.ackFrame());
+      return;
+    }
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      if (this.ackPending && this.state === 'open') this.write(this.ackFrame());
+    });
+  }
+
+  /** Holdoff before the same hole is reported or repaired again: about a round trip (ms). */
+  private holdoff(): number {
+    return Math.max(1.5 * this.srtt, 2);
+  }
+
+  /**
+   * Report holes (section 5): an `A` listing the sequence numbers missing below the
+   * highest frame received, and after a corrupt line also the one after it (it may be the
+   * frame that was corrupted: this covers losses at the tail). At most 16; the same list
+   * is not repeated within a round trip.
+   */
+  private nak(badLine: boolean): void {
+    if (this.state !== 'open') return;
+    let top = -1; // highest distance ahead of `expect` received
+    for (const k of this.ahead.keys()) top = Math.max(top, mod(k - this.expect));
+    const miss: number[] = [];
+    for (let d = 0; d < top && miss.length < 16; d++) {
+      const sq = mod(this.expect + d);
+      if (!this.ahead.has(sq)) miss.push(sq);
+    }
+    if (badLine && miss.length < 16) miss.push(mod(this.expect + top + 1));
+    if (miss.length === 0) return;
+    const key = miss.join(' ');
+    const now = performance.now();
+    if (key === this.lastNak && now - this.nakAt < this.holdoff()) return;
+    this.lastNak = key;
+    this.nakAt = now;
+    this.write(this.ackFrame(miss));
+  }
+
+  /** Write frames of queued messages while the window and the frame limit allow. */
+  private pump(): void {
+    if (this.state !== 'open') return;
+    const limit = this.agentWindow - WINDOW_RESERVE;
+    while (this.qHead < this.queue.length) {
+      const m = this.queue[this.qHead];
+      if (m.cancelled) {
+        this.popQueue();
+        continue;
+      }
+      if (this.unacked.length - this.uHead >= Math.min(MAX_UNACKED_FRAMES, Math.floor(this.cwnd))) break;
+      const seq = this.nextSeq;
+      let head: string;
+      let end: number;
+      const remaining = m.buf.length - m.off;
+      if (m.off === 0) {
+        // whole when it fits
+        const whole = seqHead(String.fromCharCode(m.buf[0]), seq, this.expect);
+        const n = fitPiece(m.buf, 1, this.frameSize, whole);
+        if (n >= remaining - 1) {
+          head = whole;
+          end = m.buf.length;
+        } else {
+          head = seqHead('&', seq, this.expect);
+          // a first piece never ends the message: the last one must be a `$`
+          end = Math.min(m.off + fitPiece(m.buf, m.off, this.frameSize, head), m.buf.length - 1);
+        }
+      } else {
+        const h = seqHead('&', seq, this.expect);
+        const n = fitPiece(m.buf, m.off, this.frameSize, h);
+        if (n >= remaining) {
+          head = seqHead('$', seq, this.expect);
+          end = m.buf.length;
+        } else {
+          head = h;
+          end = m.off + n;
+        }
+      }
+      const whole = m.off === 0 && end === m.buf.length;
+      const line = encodeFrame(head, m.buf.subarray(whole ? 1 : m.off, end));
+      if (this.unackedBytes > 0 && this.unackedBytes + line.length > limit) break;
+      if (m.off === 0) m.onSent?.();
+      m.off = end;
+      if (m.off >= m.buf.length) this.popQueue();
+      this.nextSeq = mod(seq + 1);
+      this.unacked.push({ seq, line, sentAt: performance.now(), retx: false });
+      this.unackedBytes += line.length;
+      this.counters.framesOut++;
+      this.ackPending = false;
+      this.write(line);
+      this.armRto();
+    }
+  }
+
+  private popQueue(): void {
+    this.qHead++;
+    if (this.qHead > 64 && this.qHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.qHead);
+      this.qHead = 0;
+    }
+  }
+
+  private lineTimeMs(bytes: number): number {
+    return this.opts.baud > 0 ? (bytes * 10000) / this.opts.baud : 0;
+  }
+
+  private armRto(): void {
+    if (this.rtoTimer || this.uHead >= this.unacked.length) return;
+    const ms = Math.min(RTO_MAX_MS, this.rto * this.backoff + this.lineTimeMs(this.unackedBytes));
+    this.rtoTimer = setTimeout(() => this.onRto(), ms);
+    // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
+    // which a lost `A` would otherwise only bring back after the timeout
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    const probeMs = Math.max(2 * this.srtt, 3) + this.lineTimeMs(this.unackedBytes);
+    if (probeMs < ms) {
+      this.probeTimer = setTimeout(() => {
+        this.probeTimer = undefined;
+        if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
+        this.counters.polls++;
+        this.write(encodeFrame('Y'));
+      }, probeMs);
+    }
+  }
+
+  private onRto(): void {
+    this.rtoTimer = undefined;
+    if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
+    this.counters.timeouts++;
+    // noise, not congestion, loses frames on a UART: back off little (the timer also covers a dead agent)
+    this.backoff = Math.min(this.backoff * 2, 4);
+    this.retransmit(this.unacked[this.uHead]);
+    this.armRto();
+  }
+
+  /** Selective repeat: send one unacknowledged frame again (section 5). */
+  private retransmit(u: Unacked): void {
+    const now = performance.now();
+    this.recoverAt = now;
+    if (!u.retx) this.lossSample(true, u.line.length);
+    u.retx = true;
+    u.sentAt = now;
+    this.counters.retransmits++;
+    this.cwnd = Math.max(4, this.cwnd / 2);
+    this.counters.cwnd = this.cwnd;
+    this.ackPending = false;
+    this.write(u.line);
+  }
+
+  /** The agent listed holes: repeat each listed frame not repeated within a round trip. */
+  private onMiss(miss: number[]): void {
+    const outstanding = this.unacked.length - this.uHead;
+    if (outstanding === 0) return;
+    const base = this.unacked[this.uHead].seq;
+    const now = performance.now();
+    for (const sq of miss) {
+      const i = mod(sq - base);
+      if (i >= outstanding) continue;
+      const u = this.unacked[this.uHead + i];
+      // a frame never repeated is lost for sure (the line is FIFO); a repair is not repeated within a round trip
+      if (!u.retx || now - u.sentAt > this.holdoff() + this.lineTimeMs(u.line.length)) this.retransmit(u);
+    }
+  }
+
+  /** One frame outcome towards the agent: adapt the frame size to the loss seen (section 6). */
+  private lossSample(lost: boolean, size: number): void {
+    this.txLoss.sample(lost, size);
+    this.frameSize = Math.min(this.maxOwnFrame(), this.txLoss.bestSize(this.maxOwnFrame()));
+    this.counters.frameSize = this.frameSize;
+  }
+
+  /** Process a cumulative acknowledgement `ack` (next seq the agent expects). */
+  private onAck(ack: number): void {
+    if (this.uHead >= this.unacked.length) return;
+    const base = this.unacked[this.uHead].seq;
+    const n = mod(ack - base);
+    const outstanding = this.unacked.length - this.uHead;
+    if (n === 0 || n > outstanding) return; // nothing new, or outside (oldest .. next]: stale or bogus
+    const now = performance.now();
+    for (let k = 0; k < n; k++) {
+      const u = this.unacked[this.uHead++];
+      this.unackedBytes -= u.line.length;
+      if (!u.retx) {
+        // Karn: no sample from a frame whose ack may have waited for a repair
+        if (k === 0 && u.sentAt > this.recoverAt) this.sampleRtt(now - u.sentAt);
+        this.cwnd = Math.min(MAX_UNACKED_FRAMES, this.cwnd + (this.cwnd < 16 ? 1 : 1 / this.cwnd));
+        this.counters.cwnd = this.cwnd;
+        this.lossSample(false, u.line.length);
+      }
+    }
+    if (this.uHead > 64 && this.uHead * 2 > this.unacked.length) {
+      this.unacked.splice(0, this.uHead);
+      this.uHead = 0;
+    }
+    this.backoff = 1;
+    if (this.rtoTimer) clearTimeout(this.rtoTimer);
+    this.rtoTimer = undefined;
+    this.armRto();
+    this.pump();
+  }
+
+  private sampleRtt(r: number): void {
+    if (this.srtt === 0) {
+      this.srtt = r;
+      this.rttvar = r / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - r);
+      this.srtt = 0.875 * this.srtt + 0.125 * r;
+    }
+    this.rto = Math.min(RTO_MAX_MS, Math.max(RTO_MIN_MS, this.srtt + 4 * this.rttvar));
+    this.counters.srttMs = Math.round(this.srtt * 10) / 10;
+  }
+
+  // ----------------------------------------------------------------- input
+
+  private onData(chunk: Uint8Array): void {
+    this.counters.bytesIn += chunk.length;
+    this.lastHeard = Date.now();
+    this.lines.push(chunk, (line) => this.onLine(line));
+    this.counters.overlongLines = this.lines.overlong;
+  }
+
+  private onLine(line: Buffer): void {
+    if (line.length === 0 || (line.length === 1 && line[0] === 0x0d)) return;
+    const r = parseLine(line);
+    if (r.kind === 'log') {
+      this.counters.logLines++;
+      this.handlers.log?.(r.text);
+      return;
+    }
+    if (r.kind === 'bad') {
+      if (isV1Frame(line)) {
+        this.handlers.v1?.();
+        return;
+      }
+      this.counters.badFrames++;
+      this.rxSample(true, Math.min(line.length + 1, this.agentFrame));
+      this.nak(true);
+      return;
+    }
+    this.onFrame(r.frame);
+  }
+
+  /** One frame outcome from the agent (a good line, or a bad line / a gap): adapt its frame size. */
+  private rxSample(lost: boolean, size: number): void {
+    if (this.state !== 'open') return;
+    this.rxLoss.sample(lost, size);
+    const next = this.rxLoss.bestSize(this.agentOutMax);
+    // tell the agent when the size moved by more than an eighth
+    if (Math.abs(next - this.agentFrame) * 8 > this.agentFrame) {
+      this.agentFrame = next;
+      this.counters.agentFrameSize = next;
+      this.scheduleAck();
+    }
+  }
+
+  private onFrame(f: LinkFrame): void {
+    switch (f.type) {
+      case 'A':
+        this.counters.acksIn++;
+        if (this.state === 'starting') {
+          if (f.nonce === this.nonce) this.opened(f.epoch, f.size);
+          return;
+        }
+        if (this.state !== 'open') return;
+        if (f.nonce !== this.nonce) return this.lost('session', f.epoch);
+        if (f.epoch !== this.epoch_) return this.lost('epoch', f.epoch);
+        this.agentWindow = clamp(f.size, HELLO_CLAMP.window);
+        this.onAck(f.ack);
+        if (f.miss.length > 0) this.onMiss(f.miss);
+        return;
+      case 'B':
+        if (this.state === 'open' && f.epoch !== this.epoch_) this.lost('boot', f.epoch);
+        return;
+      case 'seq':
+        if (this.state !== 'open') return;
+        this.onSeq(f.kind, f.seq, f.ack, f.body);
+        return;
+      default:
+        // S and Y travel host→agent only
+        this.counters.badFrames++;
+    }
+  }
+
+  private opened(epoch: number, window: number): void {
+    if (this.startTimer) clearTimeout(this.startTimer);
+    this.startTimer = undefined;
+    // corrupt lines seen while starting tell of the noise from the agent
+    for (let i = 0; i < Math.min(this.startBad, 8); i++) this.rxLoss.sample(true, 40);
+    this.state = 'open';
+    this.epoch_ = epoch;
+    this.agentWindow = clamp(window, HELLO_CLAMP.window);
+    this.frameSize = Math.min(this.frameSize, this.maxOwnFrame());
+    this.counters.frameSize = this.frameSize;
+    this.armKeepalive();
+    const w = this.startWaiter;
+    this.startWaiter = undefined;
+    w?.resolve(epoch);
+    this.pump();
+  }
+
+  private lost(reason: LinkReset['reason'], epoch: number): void {
+    const previousEpoch = this.epoch_;
+    this.dropSession();
+    this.state = 'idle';
+    this.handlers.reset?.({ previousEpoch, epoch, reason });
+  }
+
+  private onSeq(kind: string, seq: number, ack: number, body: Buffer): void {
+    this.onAck(ack);
+    if (this.state !== 'open') return;
+    const d = mod(seq - this.expect);
+    if (d === 0) {
+      this.deliver(kind, body);
+      this.expect = mod(this.expect + 1);
+      while (this.ahead.size > 0) {
+        const next = this.ahead.get(this.expect);
+        if (!next) break;
+        this.ahead.delete(this.expect);
+        this.deliver(next.kind, next.body);
+        this.expect = mod(this.expect + 1);
+      }
+      this.rxSample(false, body.length + 24);
+      this.scheduleAck();
+    } else if (d < MAX_UNACKED_FRAMES) {
+      this.counters.outOfOrder++;
+      if (!this.ahead.has(seq)) this.ahead.set(seq, { kind, body });
+      this.nak(false);
+    } else {
+      this.counters.duplicates++;
+      this.scheduleAck();
+    }
+  }
+
+  private deliver(kind: string, body: Buffer): void {
+    this.counters.framesIn++;
+    if (kind === '&' || kind === '$') {
+      if (!this.partsTooBig) {
+        if (this.partsSize + body.length > HOST_MAX_MSG) {
+          this.partsTooBig = true;
+          this.parts = [];
+        } else {
+          this.parts.push(body);
+          this.partsSize += body.length;
+        }
+      }
+      if (kind === '&') return;
+      const tooBig = this.partsTooBig;
+      const whole = tooBig ? undefined : Buffer.concat(this.parts);
+      this.parts = [];
+      this.partsSize = 0;
+      this.partsTooBig = false;
+      if (!whole || whole.length === 0) {
+        this.counters.droppedMessages++;
+        return;
+      }
+      this.handlers.message?.(whole);
+      return;
+    }
+    if (this.parts.length > 0 || this.partsTooBig) {
+      // a whole message inside a fragmented one cannot happen on a reliable link: drop both halves' remains
+      this.counters.droppedMessages++;
+      this.parts = [];
+      this.partsSize = 0;
+      this.partsTooBig = false;
+    }
+    const msg = Buffer.allocUnsafe(body.length + 1);
+    msg[0] = kind.charCodeAt(0);
+    body.copy(msg, 1);
+    this.handlers.message?.(msg);
+  }
+
+  private armKeepalive(): void {
+    if (this.keepTimer) return;
+    const tick = () => {
+      this.keepTimer = undefined;
+      if (this.state === 'closed') return;
+      if (this.state === 'open' && Date.now() - this.lastHeard >= this.opts.keepaliveMs && this.uHead >= this.unacked.length) {
+        this.counters.polls++;
+        this.write(encodeFrame('Y'));
+      }
+      this.keepTimer = setTimeout(tick, this.opts.keepaliveMs / 2);
+      this.keepTimer.unref?.();
+    };
+    this.keepTimer = setTimeout(tick, this.opts.keepaliveMs / 2);
+    this.keepTimer.unref?.();
+  }
+}
+
+/**
+ * Estimates the per-byte loss probability of one direction from frame outcomes
+ * (EWMA over frames) and picks the frame size that maximises goodput (section 6):
+ * argmax over n of (n − overhead)/n · (1 − q)^n.
+ */
+export class LossEstimator {
+  private loss = 0;
+  private size = BASE_MAX_FRAME;
+  private n = 0;
+
+  /** Record one frame of `size` bytes that was lost or not. */
+  sample(lost: boolean, size: number): void {
+    const a = this.n < 16 ? 1 / (this.n + 1) : 1 / 32;
+    this.n++;
+    this.loss += a * ((lost ? 1 : 0) - this.loss);
+    this.size += a * (size - this.size);
+  }
+
+  /** Estimated loss probability per byte. */
+  get perByte(): number {
+    if (this.loss <= 0) return 0;
+    return 1 - Math.pow(1 - Math.min(this.loss, 0.99), 1 / Math.max(this.size, 1));
+  }
+
+  /** Best frame size in [MIN_FRAME, max] for the estimated loss. */
+  bestSize(max: number): number {
+    const q = this.perByte;
+    if (q < 1e-6 || this.n < 4) return Math.max(MIN_FRAME, max);
+    let best = MIN_FRAME;
+    let bestV = -1;
+    for (let n = MIN_FRAME; n <= max; n += 8) {
+      const v = ((n - 24) / n) * Math.pow(1 - q, n);
+      if (v > bestV) {
+        bestV = v;
+        best = n;
+      }
+    }
+    return best;
+  }
+
+  reset(): void {
+    this.loss = 0;
+    this.size = BASE_MAX_FRAME;
+    this.n = 0;
+  }
+}
+
+/** Bytes a sequenced frame adds to its payload at most (head with 4-digit numbers, trailer). */
+export const MAX_FRAME_OVERHEAD = 1 + 1 + 4 + 1 + 4 + 1 + FRAME_TRAILER;
