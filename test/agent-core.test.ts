@@ -1,160 +1,336 @@
 /**
- * The shared Lua agent core (firmware-shim/common/core.lua) against the TypeScript
- * codec: the real Lua code runs in the simulator's Lua VM with a HAL whose
- * write() captures the frames the agent sends.
+ * The shared Lua agent core (firmware-shim/common/core.lua) against the TypeScript v2
+ * codec (docs/protocol.md): the real Lua code runs in the simulator's Lua VM with a HAL
+ * whose write() captures the frames the agent sends; the test plays the host at frame
+ * level (test/helpers/agent-host.ts) and drives the agent's timer by hand.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LuaVm } from '../src/sim/lua-vm.js';
-import { checkLine, callContent, crc16, decodeFrame, encodeFrame, Reassembler, type Frame } from '../src/codec/frame.js';
-import { Handle, type WireValue } from '../src/codec/values.js';
-import { parseHello } from '../src/rpc/client.js';
+import { crc32, encodeFrame, fragment, callMessage } from '../src/codec/frame.js';
+import { Handle } from '../src/codec/values.js';
+import { HOST_MAX_FRAME } from '../src/codec/constants.js';
 import { repoRoot } from '../src/util/repo-root.js';
+import { AgentHost, txt } from './helpers/agent-host.js';
 
-function agent(opts: { maxframe?: number; maxmsg?: number } = {}) {
+interface AgentOpts {
+  maxframe?: number;
+  maxmsg?: number;
+  txwin?: number;
+  outmax?: number;
+}
+
+function agent(opts: AgentOpts = {}) {
   const vm = new LuaVm();
-  const out: string[] = [];
+  const out: Buffer[] = [];
   vm.registerLib('hal_js', {
-    write: (a) => void out.push(a.str(1)),
-    crc16: (a) => [crc16(a.bytes(1))],
-    b64e: (a) => [Buffer.from(a.bytes(1)).toString('base64')],
-    b64d: (a) => [Uint8Array.from(Buffer.from(a.str(1), 'base64'))],
+    write: (a) => void out.push(Buffer.from(a.bytes(1))),
+    crc32: (a) => [crc32(a.bytes(1))], // unsigned (the firmwares give signed: both must work)
   });
   const root = repoRoot();
   const src = [
     readFileSync(join(root, 'firmware-shim/common/protocol.lua'), 'utf8'),
     readFileSync(join(root, 'firmware-shim/common/core.lua'), 'utf8'),
-    `HAL.write = hal_js.write HAL.crc16 = hal_js.crc16 HAL.b64e = hal_js.b64e HAL.b64d = hal_js.b64d
-     HAL.maxframe = ${opts.maxframe ?? 255} HAL.window = 240 HAL.maxmsg = ${opts.maxmsg ?? 2048}
+    `HAL.write = hal_js.write HAL.crc32 = hal_js.crc32
+     HAL.maxframe = ${opts.maxframe ?? 255} HAL.outmax = ${opts.outmax ?? 1024} HAL.window = 240
+     HAL.txwin = ${opts.txwin ?? 1024} HAL.maxmsg = ${opts.maxmsg ?? 2048} HAL.baud = 115200
      HAL.heap = function() return 12 end HAL.epoch = function() return 4242 end
      HAL.info = function(t) t.family = "test" end
-     local objs = {}
-     A.reg("echo", function(...) return ... end)
+     local runs = 0
+     A.reg("echo", function(...) runs = runs + 1 return ... end)
+     A.reg("count", function() return runs end)
      A.reg("boom", function() error("kaboom") end)
-     A.reg("mk", function() local o = {} return o end)
-     A.reg("new", function() local o = setmetatable({}, {}) local id = A.newHandle(o) return o end)
+     A.reg("tboom", function() error({ "BADARG", "my own code" }) end)
+     A.reg("new", function() local o = setmetatable({}, {}) A.newHandle(o) return o end)
      A.reg("free", function(o) A.release(A.hid[o]) end)
      A.reg("big", function(n) return string.rep("x", n) end)
+     A.reg("emit", function(h, n) for i = 1, n do A.event(h, "ev", i) end return n end)
      A.start()
      function feed(s) A.feed(s) end
-     function bad() return A.bad end`,
+     function tick(n) for _ = 1, n or 1 do A.tick() end end
+     function stat(k) return A.stats[k] end`,
   ].join('\n');
   const err = vm.runString(src, '=agent');
   assert.equal(err, undefined, err);
-  const frames = (): Frame[] => {
-    const r = new Reassembler();
-    const got: Frame[] = [];
-    for (const chunk of out.splice(0)) {
-      for (const line of chunk.split('\n').filter(Boolean)) {
-        const c = checkLine(Buffer.from(line, 'latin1'));
-        assert.equal(c.kind, 'frame', `agent sent a bad frame: ${line}`);
-        const whole = r.push((c as { content: string }).content);
-        if (whole) got.push(decodeFrame(whole));
-      }
-    }
-    return got;
-  };
-  const feed = (s: string) => {
-    const r = vm.callGlobal('feed', Buffer.from(s, 'latin1'));
+  const host = new AgentHost();
+  /** Bytes the agent wrote since the last call. */
+  const take = () => Buffer.concat(out.splice(0));
+  const feed = (b: Buffer | string) => {
+    const r = vm.callGlobal('feed', typeof b === 'string' ? Buffer.from(b, 'latin1') : b);
     assert.equal(r.error, undefined, r.error);
+    return take();
   };
-  const call = (id: number, fn: string, args: WireValue[], maxFrame = 255) => feed(encodeFrame(callContent(id, fn, args), maxFrame).join(''));
-  return { vm, frames, feed, call, bad: () => vm.callGlobal('bad').values?.[0] as number };
+  const tick = (n = 1) => {
+    const r = vm.callGlobal('tick', n);
+    assert.equal(r.error, undefined, r.error);
+    return take();
+  };
+  const stat = (k: string) => vm.callGlobal('stat', k).values?.[0] as number;
+  /** Feed bytes and let the host parse the answer. */
+  const exchange = (b: Buffer | string) => {
+    const before = host.frames.length;
+    host.receive(feed(b));
+    host.assertClean();
+    return host.frames.slice(before);
+  };
+  return { vm, host, take, feed, tick, stat, exchange };
 }
 
-test('the agent announces its boot epoch', () => {
+/** An agent with a session open (its boot frame and the session's A consumed). */
+function session(opts: AgentOpts = {}, size = 255) {
+  const a = agent(opts);
+  a.host.receive(a.take());
+  a.exchange(a.host.start(size));
+  return a;
+}
+
+test('the agent announces its boot epoch; without a session every sequenced frame gets an A with nonce 0', () => {
   const a = agent();
-  assert.deepEqual(a.frames(), [{ type: 'B', epoch: 4242, proto: 1 }]);
+  a.host.receive(a.take());
+  assert.deepEqual(a.host.frames, [{ type: 'B', epoch: 4242, proto: 2 }]);
+  const got = a.exchange(Buffer.concat([a.host.call(1, 'echo', [1]), a.host.call(2, 'echo', [2])]));
+  assert.deepEqual(got, [
+    { type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 0 },
+    { type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 0 },
+  ]);
+  assert.equal(a.tick(10).length, 0, 'nothing to retransmit');
+  assert.equal(a.stat('calls'), 0, 'nothing ran without a session');
 });
 
-test('a call returns every value, trailing nils included, and a credit frame follows', () => {
+test('S opens a session (answered by A with the nonce and the window); a duplicate S is answered again', () => {
   const a = agent();
-  a.frames();
-  a.call(5, 'echo', [1, null, true, Buffer.from([0, 255]), null, null]);
-  const fs = a.frames();
-  const r = fs.find((f) => f.type === 'R') as Extract<Frame, { type: 'R' }>;
-  assert.equal(r.id, 5);
-  assert.equal(r.values.length, 6);
-  assert.deepEqual(r.values.slice(0, 3), [1, null, true]);
-  assert.deepEqual(Buffer.from(r.values[3] as Uint8Array), Buffer.from([0, 255]));
-  assert.ok(fs.some((f) => f.type === 'K'));
+  a.host.receive(a.take());
+  assert.deepEqual(a.exchange(a.host.start()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }]);
+  assert.deepEqual(a.exchange(a.host.start()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }]);
+  assert.deepEqual(a.exchange(a.host.poll()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }], 'Y is answered by A');
 });
 
-test('hello lists capabilities and limits; functions are callable by index', () => {
-  const a = agent();
-  a.frames();
-  a.call(1, 'hello', [1, 4096]);
-  const r = a.frames().find((f) => f.type === 'R') as Extract<Frame, { type: 'R' }>;
-  const h = parseHello(r.values[0]);
-  assert.equal(h.family, 'test');
-  assert.equal(h.epoch, 4242);
-  assert.equal(h.maxframe, 255);
-  const idx = h.caps.indexOf('echo') + 1;
-  a.call(2, String(idx), ['via index']);
-  const r2 = a.frames().find((f) => f.type === 'R') as Extract<Frame, { type: 'R' }>;
-  assert.equal(Buffer.from(r2.values[0] as Uint8Array).toString(), 'via index');
+test('a call returns every value, trailing nils included; the reply carries the ack, no extra A', () => {
+  const a = session();
+  const got = a.exchange(a.host.call(5, 'echo', [1, null, true, Buffer.from([0, 10, 16, 13, 255, 32]), 'a b', -7, null, null]));
+  assert.equal(got.length, 1, `one frame: ${JSON.stringify(got)}`);
+  assert.deepEqual({ ...got[0], body: undefined }, { type: 'seq', kind: 'R', seq: 0, ack: 1, body: undefined });
+  const v = a.host.values(5);
+  assert.equal(v.length, 8);
+  assert.deepEqual(v.slice(0, 3), [1, null, true]);
+  assert.deepEqual(Buffer.from(v[3] as Uint8Array), Buffer.from([0, 10, 16, 13, 255, 32]));
+  assert.equal(txt(v[4]), 'a b');
+  assert.deepEqual(v.slice(5), [-7, null, null]);
 });
 
-test('errors: Lua error, unknown function, unknown and released handles', () => {
-  const a = agent();
-  a.frames();
-  a.call(1, 'boom', []);
-  a.call(2, 'nope', []);
-  a.call(3, 'echo', [new Handle(99)]);
-  a.call(4, 'new', []);
-  const fs = a.frames().filter((f) => f.type === 'X' || f.type === 'R');
-  const x1 = fs.find((f) => f.type === 'X' && f.id === 1) as Extract<Frame, { type: 'X' }>;
-  assert.equal(x1.code, 'ERR');
-  assert.match(x1.message, /kaboom/);
-  assert.equal((fs.find((f) => f.type === 'X' && f.id === 2) as Extract<Frame, { type: 'X' }>).code, 'NOFN');
-  assert.equal((fs.find((f) => f.type === 'X' && f.id === 3) as Extract<Frame, { type: 'X' }>).code, 'BADHANDLE');
-  const made = fs.find((f) => f.type === 'R' && f.id === 4) as Extract<Frame, { type: 'R' }>;
-  const h = made.values[0] as Handle;
+test('hello is the small table of section 9; agent.caps pages the capability list; calls by index', () => {
+  const a = session();
+  a.exchange(a.host.call(1, 'hello', [2, 4096]));
+  const h = a.host.values(1)[0] as Map<string, unknown>;
+  const get = (k: string) => h.get(k);
+  assert.equal(get('proto'), 2);
+  assert.equal(txt(get('agent') as Uint8Array), '0.2.0');
+  assert.equal(txt(get('family') as Uint8Array), 'test');
+  for (const [k, v] of Object.entries({ maxframe: 255, outmax: 1024, window: 240, txwin: 1024, maxmsg: 2048, heap: 12, epoch: 4242, intbits: 32 })) assert.equal(get(k), v, k);
+  assert.equal(h.has('caps'), false, 'no caps list in hello');
+  const ncaps = get('ncaps') as number;
+  a.exchange(a.host.call(2, 'agent.caps', [1, 3]));
+  assert.deepEqual(a.host.values(2).map(txt), ['hello', 'agent.caps', 'agent.stats']);
+  a.exchange(a.host.call(3, 'agent.caps', [1, 1000]));
+  const caps = a.host.values(3).map(txt);
+  assert.equal(caps.length, ncaps);
+  a.exchange(a.host.call(4, 'agent.caps', [ncaps + 1, 5]));
+  assert.deepEqual(a.host.values(4), []);
+  a.exchange(a.host.call(5, String(caps.indexOf('echo') + 1), ['via index']));
+  assert.equal(txt(a.host.values(5)[0]), 'via index');
+  a.exchange(a.host.call(6, 'agent.stats'));
+  const st = a.host.values(6)[0] as Map<string, number>;
+  for (const k of ['calls', 'bad', 'dup', 'ahead', 'retx', 'queued', 'heap']) assert.equal(typeof st.get(k), 'number', k);
+  assert.equal(st.get('calls'), 6);
+});
+
+test('errors: Lua error, table error, unknown function, bad token, unknown and released handles', () => {
+  const a = session();
+  a.exchange(
+    a.host.calls([
+      [1, 'boom'],
+      [2, 'nope'],
+      [3, 'echo', [new Handle(99)]],
+      [4, 'new'],
+      [7, 'tboom'],
+    ]),
+  );
+  assert.equal(a.host.code(1), 'ERR');
+  assert.match((a.host.reply(1) as { message: string }).message, /kaboom/);
+  assert.equal(a.host.code(2), 'NOFN');
+  assert.equal(a.host.code(3), 'BADHANDLE');
+  assert.equal(a.host.code(7), 'BADARG');
+  const h = a.host.values(4)[0] as Handle;
   assert.ok(h instanceof Handle);
-  a.call(5, 'free', [h]);
-  a.call(6, 'echo', [h]);
-  const x6 = a.frames().find((f) => f.type === 'X' && f.id === 6) as Extract<Frame, { type: 'X' }>;
-  assert.equal(x6.code, 'BADHANDLE');
-  assert.match(x6.message, /released/);
+  a.exchange(a.host.calls([[5, 'free', [h]], [6, 'echo', [h]]]));
+  assert.equal(a.host.code(6), 'BADHANDLE');
+  assert.match((a.host.reply(6) as { message: string }).message, /released/);
+  // a token the agent cannot decode
+  const msg = Buffer.from('C8 echo 1 ?what', 'latin1');
+  a.exchange(Buffer.concat(fragment(msg, 255, a.host.seq, a.host.rx)));
+  a.host.seq++;
+  assert.equal(a.host.code(8), 'BADARG');
+  const msg2 = Buffer.from('C9 echo b5:abc', 'latin1');
+  a.exchange(Buffer.concat(fragment(msg2, 255, a.host.seq, a.host.rx)));
+  a.host.seq++;
+  assert.equal(a.host.code(9), 'BADARG', 'a b token longer than the message');
 });
 
-test('garbage and corrupt frames are counted and dropped; the next call works', () => {
-  const a = agent();
-  a.frames();
-  const good = encodeFrame(callContent(7, 'echo', [42]), 255)[0];
-  const corrupt = good.replace('42', '43');
-  a.feed('boot noise line\r\n' + corrupt + '~nonsense\n' + '\x00\xff\x01\n');
-  assert.equal(a.bad(), 2);
-  a.feed(good);
-  const r = a.frames().find((f) => f.type === 'R') as Extract<Frame, { type: 'R' }>;
-  assert.deepEqual(r.values, [42]);
+test('garbage, bad CRC, bad escape, unknown type: counted and dropped, and the next call works', () => {
+  const a = session();
+  const good = a.host.call(7, 'echo', [42]);
+  const corrupt = Buffer.from(good.toString('latin1').replace('42', '43'), 'latin1');
+  const raw = '~C0.0 7 echo \x10\x41';
+  const badEsc = Buffer.from(`${raw} ${crc32(raw).toString(16).toUpperCase().padStart(8, '0')}\n`, 'latin1');
+  const unknown = encodeFrame('Q0.0', '7 echo 1');
+  a.exchange(Buffer.concat([Buffer.from('boot noise line\r\n\x00\xff\x01\n~nonsense\n', 'latin1'), corrupt, badEsc, unknown]));
+  assert.equal(a.stat('bad'), 4);
+  assert.equal(a.stat('calls'), 0);
+  a.exchange(Buffer.from(good.toString('latin1').replace(/\n$/, '\r\n'), 'latin1'));
+  assert.deepEqual(a.host.values(7), [42], 'a \\r before the \\n is ignored');
 });
 
-test('fragmented requests are reassembled, byte by byte too; long replies are fragmented', () => {
-  const a = agent();
-  a.frames();
-  const payload = Buffer.alloc(900, 7);
-  const wire = encodeFrame(callContent(8, 'echo', [payload]), 255).join('');
-  for (const ch of wire) a.feed(ch);
-  const fs = a.frames();
-  const r = fs.find((f) => f.type === 'R') as Extract<Frame, { type: 'R' }>;
-  assert.deepEqual(Buffer.from(r.values[0] as Uint8Array), payload);
-  const credits = fs.filter((f) => f.type === 'K') as Array<Extract<Frame, { type: 'K' }>>;
-  assert.equal(credits[credits.length - 1].count, wire.length, 'credit counts every byte consumed');
+test('fragmented calls are reassembled, byte by byte too; replies are cut to the session frame size, escapes never split', () => {
+  const a = session({}, 100);
+  const payload = Buffer.alloc(900, 0x10);
+  const wire = a.host.call(8, 'echo', [payload]);
+  for (const b of wire) a.host.receive(a.feed(Buffer.from([b])));
+  a.host.assertClean();
+  assert.deepEqual(Buffer.from(a.host.values(8)[0] as Uint8Array), payload);
+  const lines = a.host.frames.filter((f) => f.type === 'seq');
+  assert.ok(lines.length > 10, 'the reply was fragmented');
+  assert.ok(lines.every((f) => f.type === 'seq' && f.body.length <= 100));
+  // the host raises the size with an A: the next reply uses it
+  a.exchange(a.host.ack(a.host.rx, 1024));
+  const before = a.host.frames.length;
+  a.exchange(a.host.call(9, 'big', [900]));
+  assert.equal(a.host.frames.length - before, 1, 'one frame of ~930 bytes');
+  assert.equal(txt(a.host.values(9)[0]), 'x'.repeat(900));
+  // never below MIN_FRAME
+  a.exchange(a.host.ack(a.host.rx, 10));
+  a.exchange(a.host.call(10, 'big', [100]));
+  assert.equal(txt(a.host.values(10)[0]), 'x'.repeat(100));
 });
 
-test('an overlong line is dropped and counted, and a message over maxmsg is refused with TOOBIG', () => {
-  const a = agent({ maxmsg: 600 });
-  a.frames();
+test('an overlong line is dropped once and counted; a message over maxmsg is refused with TOOBIG', () => {
+  const a = session({ maxmsg: 600 });
   a.feed('x'.repeat(200));
-  a.feed('~' + 'x'.repeat(200));
+  a.feed('~' + 'x'.repeat(300));
   a.feed('still the same line\n');
-  assert.equal(a.bad(), 1, 'a line growing past maxframe is dropped once');
-  a.call(9, 'echo', [Buffer.alloc(700, 1)]);
-  const x = a.frames().find((f) => f.type === 'X') as Extract<Frame, { type: 'X' }>;
-  assert.equal(x.code, 'TOOBIG');
-  a.call(10, 'echo', [1]);
-  assert.ok(a.frames().some((f) => f.type === 'R' && f.id === 10));
+  assert.equal(a.stat('bad'), 1, 'a line growing past maxframe is dropped once');
+  a.exchange(a.host.call(9, 'echo', [Buffer.alloc(700, 1)]));
+  assert.equal(a.host.code(9), 'TOOBIG');
+  a.exchange(a.host.call(10, 'echo', [1]));
+  assert.deepEqual(a.host.values(10), [1]);
+});
+
+test('selective repeat: frames ahead of a gap are kept and the hole is listed; duplicates dropped; no call runs twice', () => {
+  const a = session();
+  const c1 = a.host.call(1, 'echo', ['one']);
+  const c2 = a.host.call(2, 'echo', ['two']);
+  const c3 = a.host.call(3, 'echo', ['three']);
+  // c2 lost: c3 arrives ahead and is kept; the A lists seq 1 as missing
+  let got = a.exchange(Buffer.concat([c1, c3]));
+  assert.equal(a.stat('ahead'), 1);
+  assert.deepEqual(got.map((f) => f.type), ['seq', 'A'], 'R1, then an A listing the hole');
+  assert.deepEqual(got[1], { type: 'A', ack: 1, epoch: 4242, size: 240, nonce: 1234567, miss: [1] });
+  assert.equal(a.host.repliesTo(3), 0, 'call 3 waits for call 2');
+  // the host repeats only c2 (and a stray copy of c1): both calls run, in order, once
+  got = a.exchange(Buffer.concat([c1, c2]));
+  assert.equal(a.stat('dup'), 1);
+  assert.ok(a.host.repliesTo(2) === 1 && a.host.repliesTo(3) === 1);
+  a.exchange(a.host.call(4, 'count'));
+  assert.deepEqual(a.host.values(4), [3], 'echo ran exactly three times');
+  // an old duplicate alone is answered with an A carrying the current ack
+  got = a.exchange(c2);
+  assert.deepEqual(got, [{ type: 'A', ack: 4, epoch: 4242, size: 240, nonce: 1234567 }]);
+  // a corrupt line lists the frame after the highest received (a loss at the tail)
+  const c5 = Buffer.from(a.host.call(5, 'echo', [5]));
+  c5[8] ^= 1;
+  got = a.exchange(c5);
+  assert.deepEqual(got, [{ type: 'A', ack: 4, epoch: 4242, size: 240, nonce: 1234567, miss: [4] }]);
+});
+
+test('retransmission: the oldest unacknowledged frame on timeout (backing off); listed holes at once, once per tick', () => {
+  const a = session();
+  a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]]]));
+  assert.equal(a.host.messages.length, 2);
+  // no ack: RTO_TICKS (4) + line time (a fraction) ticks, then the oldest frame (seq 0) again
+  assert.equal(a.tick(4).length, 0);
+  const again = a.tick(1);
+  a.host.receive(again);
+  assert.equal(a.host.dups, 1);
+  assert.match(again.toString('latin1'), /^~R0\.1 /);
+  assert.equal(a.tick(8).length, 0, 'backoff: twice as long next');
+  assert.match(a.tick(1).toString('latin1'), /^~R0\.1 /);
+  assert.equal(a.stat('retx'), 2);
+  // the host lists seq 1 as missing (it acknowledges 0): seq 1 goes again at once, not again in the same tick
+  assert.match(a.feed(a.host.ack(1, 255, undefined, [1])).toString('latin1'), /^~R1\.2 /);
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1])).length, 0, 'not twice in one tick');
+  a.tick(1);
+  assert.match(a.feed(a.host.ack(1, 255, undefined, [1])).toString('latin1'), /^~R1\.2 /, 'again in the next tick');
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [7, 900])).length, 0, 'holes it never sent are ignored');
+  // everything acknowledged: the timer stops
+  assert.equal(a.feed(a.host.ack(2)).length, 0);
+  assert.equal(a.tick(100).length, 0);
+  a.exchange(a.host.call(3, 'agent.stats'));
+  const st = a.host.values(3)[0] as Map<string, number>;
+  assert.equal(st.get('retx'), 4);
+  // an A with another nonce, or an ack outside the window, changes nothing
+  assert.equal(a.feed(a.host.ack(3, 255, 99)).length, 0);
+  assert.equal(a.feed(a.host.ack(77)).length, 0);
+  assert.match(a.tick(5).toString('latin1'), /^~R2\.3 /, 'frame 2 is still unacknowledged');
+});
+
+test('a full retransmit queue stops call handling (no reply, no new frame) until acks free room', () => {
+  const a = session({ txwin: 1024 }, 255);
+  // two replies of ~1 KB each: the first fits, the second goes out, the third call waits
+  a.exchange(a.host.calls([[1, 'big', [900]], [2, 'big', [900]], [3, 'echo', ['after']]]));
+  assert.ok(a.host.reply(1) && a.host.reply(2));
+  assert.equal(a.host.reply(3), undefined, 'the third call waits');
+  const st = a.vm.callGlobal('stat', 'calls').values?.[0];
+  assert.equal(st, 2);
+  // events produced meanwhile wait too
+  a.exchange(a.host.ack());
+  assert.deepEqual(a.host.values(3).map(txt), ['after'], 'acks freed room: the kept call ran');
+  a.exchange(a.host.call(4, 'count'));
+  assert.deepEqual(a.host.values(4), [1]);
+});
+
+test('events wait in order behind a full queue; a new S resets the link (seq 0 again)', () => {
+  const a = session({ txwin: 256 }, 255);
+  a.exchange(a.host.call(1, 'emit', [7, 20]));
+  const evs = () => a.host.messages.filter((m) => m.type === 'E').length;
+  const sent = evs();
+  assert.ok(sent < 20, `the queue limits what goes out (${sent} events)`);
+  for (let i = 0; i < 30 && evs() < 20; i++) a.exchange(a.host.ack());
+  assert.equal(evs(), 20);
+  const seqs = a.host.messages.filter((m) => m.type === 'E').map((m) => (m as { values: unknown[] }).values[1]);
+  assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i + 1), 'in order, each once');
+  // a new session
+  const h2 = new AgentHost(777);
+  h2.receive(a.feed(h2.start()));
+  assert.deepEqual(h2.acks.at(-1), { type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 777 });
+  h2.receive(a.feed(h2.call(1, 'echo', ['new session'])));
+  const last = h2.frames.at(-1) as { type: string; kind: string; seq: number };
+  assert.deepEqual([last.type, last.kind, last.seq], ['seq', 'R', 0]);
+  assert.equal(txt(h2.values(1)[0]), 'new session');
+});
+
+test('a host frame can be as long as maxframe; the agent never sends a line over the host limit', () => {
+  const a = session({ maxframe: 1024, outmax: 1024 }, 1024);
+  a.exchange(a.host.call(1, 'echo', [Buffer.alloc(2000, 0x0a)], 1024));
+  assert.equal((a.host.values(1)[0] as Uint8Array).length, 2000);
+  assert.ok(a.host.frames.every((f) => f.type !== 'seq' || f.body.length < HOST_MAX_FRAME));
+  // fragments of a call in several frames and a whole one in the same batch
+  const m = callMessage(2, 'echo', [Buffer.alloc(1500, 0x41)]);
+  const lines = fragment(m, 1024, a.host.seq, a.host.rx);
+  a.host.seq += lines.length;
+  a.exchange(Buffer.concat([...lines, a.host.call(3, 'count')]));
+  assert.equal((a.host.values(2)[0] as Uint8Array).length, 1500);
+  assert.equal(a.host.reply(3), undefined, 'the 1.5 KB reply filled the queue: call 3 waits for the ack');
+  a.exchange(a.host.ack());
+  assert.deepEqual(a.host.values(3), [2]);
 });

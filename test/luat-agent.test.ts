@@ -17,7 +17,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
-import { callContent, checkLine, decodeFrame, encodeFrame, Reassembler, type Frame } from '../src/codec/frame.js';
+import type { Message } from '../src/codec/frame.js';
+import { AgentHost, txt } from './helpers/agent-host.js';
 import { Float, type WireValue } from '../src/codec/values.js';
 import { parseHello } from '../src/rpc/client.js';
 import { renderAgent } from '../scripts/gen-lua.js';
@@ -33,10 +34,10 @@ function need(bin: string): string {
   return `${r.stdout}${r.stderr}`.trim();
 }
 
-/** A stub Luat firmware in pure Lua 5.1 (no bit library: CRC and base64 by arithmetic). */
+/** A stub Luat firmware in pure Lua 5.1 (no bit library: CRC-32 by arithmetic). */
 const HARNESS = String.raw`
 local MAIN, SYSLUA, INPUT, MODE = arg[1], arg[2], arg[3], arg[4]
-local floor, sfmt, schar, sbyte, ssub = math.floor, string.format, string.char, string.byte, string.sub
+local sfmt, schar, sbyte, ssub = string.format, string.char, string.byte, string.sub
 local stderr, stdout, lines = io.stderr, io.stdout, io.lines
 local function err(s) stderr:write(s .. "\n") end
 print = function(...)
@@ -56,54 +57,51 @@ if MODE == "int" then
   end
 end
 
-local function bxor(a, b)
-  local r, bit = 0, 1
-  while a > 0 or b > 0 do
-    local x, y = a % 2, b % 2
-    if x ~= y then r = r + bit end
-    a, b, bit = (a - x) / 2, (b - y) / 2, bit * 2
-  end
-  return r
-end
-local function crc16(s)
-  local crc = 65535
-  for i = 1, #s do
-    crc = bxor(crc, sbyte(s, i))
-    for _ = 1, 8 do
-      local lsb = crc % 2
-      crc = (crc - lsb) / 2
-      if lsb == 1 then crc = bxor(crc, 40961) end
+-- CRC-32/ISO-HDLC by arithmetic (nibble XOR table), signed like the core's crypto.crc32
+local X4 = {}
+for a = 0, 15 do
+  for b = 0, 15 do
+    local r, p, x, y = 0, 1, a, b
+    while x > 0 or y > 0 do
+      local u, v = x % 2, y % 2
+      if u ~= v then r = r + p end
+      x, y, p = (x - u) / 2, (y - v) / 2, p * 2
     end
+    X4[a * 16 + b] = r
   end
-  return crc
 end
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local function b64e(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = sbyte(s, i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local c1, c2, c3, c4 = floor(n / 262144), floor(n / 4096) % 64, floor(n / 64) % 64, n % 64
-    out[#out + 1] = ssub(B64, c1 + 1, c1 + 1) .. ssub(B64, c2 + 1, c2 + 1) .. (b and ssub(B64, c3 + 1, c3 + 1) or "=") .. (c and ssub(B64, c4 + 1, c4 + 1) or "=")
-  end
-  return table.concat(out)
+local function xor8(a, b)
+  local al, bl = a % 16, b % 16
+  return X4[(a - al) / 16 * 16 + (b - bl) / 16] * 16 + X4[al * 16 + bl]
 end
-local function b64d(s)
-  local out, bits, nbits = {}, 0, 0
-  for i = 1, #s do
-    local ch = ssub(s, i, i)
-    if ch == "=" then break end
-    local v = string.find(B64, ch, 1, true)
-    if not v then return "" end
-    bits, nbits = bits * 64 + (v - 1), nbits + 6
-    if nbits >= 8 then
-      nbits = nbits - 8
-      local p = 2 ^ nbits
-      out[#out + 1] = schar(floor(bits / p))
-      bits = bits % p
+local T1, T2, T3, T4 = {}, {}, {}, {}
+for i = 0, 255 do
+  local c = { i, 0, 0, 0 }
+  for _ = 1, 8 do
+    local lsb = c[1] % 2
+    for k = 1, 4 do
+      local hi = c[k + 1] and (c[k + 1] % 2) or 0
+      c[k] = (c[k] - c[k] % 2) / 2 + hi * 128
     end
+    if lsb == 1 then c = { xor8(c[1], 32), xor8(c[2], 131), xor8(c[3], 184), xor8(c[4], 237) } end
   end
-  return table.concat(out)
+  T1[i], T2[i], T3[i], T4[i] = c[1], c[2], c[3], c[4]
+end
+local function crc32(s)
+  local c1, c2, c3, c4 = 255, 255, 255, 255
+  for i = 1, #s do
+    local t = xor8(c1, sbyte(s, i))
+    c1, c2, c3, c4 = xor8(c2, T1[t]), xor8(c3, T2[t]), xor8(c4, T3[t]), T4[t]
+  end
+  c1, c2, c3, c4 = 255 - c1, 255 - c2, 255 - c3, 255 - c4
+  local v = ((c4 * 256 + c3) * 256 + c2) * 256 + c1
+  if c4 >= 128 then v = v - 4294967296 end
+  return v
+end
+local function hex8(c)
+  if c < 0 then c = c + 4294967296 end
+  local lo = c % 65536
+  return sfmt("%04X%04X", (c - lo) / 65536, lo)
 end
 
 local MSG = { MSG_TIMER = 5, MSG_UART_RXDATA = 6, MSG_UART_TX_DONE = 7, MSG_SOCK_RECV_IND = 31, MSG_SOCK_SEND_CNF = 32,
@@ -146,9 +144,7 @@ uart = {
   close = function() end,
 }
 crypto = {
-  crc16 = function(m, s) assert(m == "MODBUS") return crc16(s) end,
-  base64_encode = function(s, len) assert(type(len) == "number", "base64_encode: len is required") return b64e(ssub(s, 1, len)) end,
-  base64_decode = function(s, len) assert(type(len) == "number", "base64_decode: len is required") return b64d(ssub(s, 1, len)) end,
+  crc32 = function(s, len) assert(type(len) == "number", "crc32: len is required") return crc32(ssub(s, 1, len)) end,
 }
 __fs_store = {}
 __fs = { read = function(p) return __fs_store[p] end, write = function(p, d) __fs_store[p] = d return true end, remove = function(p) __fs_store[p] = nil return true end }
@@ -266,6 +262,17 @@ for line in lines(INPUT) do
   elseif kind == "L" then
     assert(loadstring(rest))()
     run()
+  elseif kind == "K" then
+    -- the host acknowledges every frame the agent sent so far: A<last seq + 1> 0 255 <nonce>
+    local top
+    for q in string.gmatch(table.concat(out), "\n~[RXEPL&$](%d+)%.") do top = tonumber(q) end
+    if top then
+      local f = "~A" .. ((top + 1) % 4096) .. " 0 255 " .. rest
+      local wasEmpty = ring == ""
+      ring = ring .. f .. " " .. hex8(crc32(f)) .. "\n"
+      if wasEmpty then post({ MSG.MSG_UART_RXDATA, uartid }) end
+      run()
+    end
   end
 end
 advance(2500)
@@ -273,8 +280,11 @@ stdout:write(hex(table.concat(out)), "\n")
 err("WOKE " .. tostring(woke))
 `;
 
-/** Run the agent under lua5.1 with `input` (lines `H <hex>`, `T <ms>`, `L <lua>`); returns the frames it wrote and stderr. */
-function runAgent(mode: 'float' | 'int', input: string[]): { frames: Frame[]; stderr: string } {
+/**
+ * Run the agent under lua5.1 with `input` (lines `H <hex>` bytes, `T <ms>` time, `L <lua>`,
+ * `K <nonce>` the host acknowledges everything so far); returns the host's view and stderr.
+ */
+function runAgent(mode: 'float' | 'int', input: string[]): { host: AgentHost; stderr: string } {
   need('lua5.1');
   const dir = mkdtempSync(join(tmpdir(), 'tether-luat-'));
   try {
@@ -284,55 +294,38 @@ function runAgent(mode: 'float' | 'int', input: string[]): { frames: Frame[]; st
     const r = spawnSync('lua5.1', [join(dir, 'harness.lua'), MAIN, join(dir, 'sys.lua'), join(dir, 'input.txt'), mode], { encoding: 'utf8', timeout: 60000 });
     assert.equal(r.error, undefined, `lua5.1 failed to run: ${String(r.error)}; ${INSTALL_HINT}`);
     assert.equal(r.status, 0, `the agent failed under lua5.1 (${mode}):\n${r.stderr}`);
-    const bytes = Buffer.from(r.stdout.trim(), 'hex');
-    const reasm = new Reassembler();
-    const frames: Frame[] = [];
-    for (const line of bytes.toString('latin1').split('\n').filter(Boolean)) {
-      const c = checkLine(Buffer.from(line, 'latin1'));
-      assert.equal(c.kind, 'frame', `the agent wrote a bad frame: ${line}`);
-      const whole = reasm.push((c as { content: string }).content);
-      if (whole) frames.push(decodeFrame(whole));
-    }
-    return { frames, stderr: r.stderr };
+    const host = new AgentHost();
+    host.receive(Buffer.from(r.stdout.trim(), 'hex'));
+    host.assertClean('the Luat agent');
+    return { host, stderr: r.stderr };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** Feed frames as hex lines cut into odd-sized chunks, so lines arrive in pieces (and several per chunk). */
-function chunked(wire: string, sizes = [7, 1, 300, 33, 64, 2, 129]): string[] {
+/** Feed bytes as hex lines cut into odd-sized chunks, so lines arrive in pieces (and several per chunk). */
+function chunked(wire: Buffer, sizes = [7, 1, 300, 33, 64, 2, 129]): string[] {
   const out: string[] = [];
   let i = 0;
   let k = 0;
   while (i < wire.length) {
     const n = sizes[k++ % sizes.length];
-    out.push('H ' + Buffer.from(wire.slice(i, i + n), 'latin1').toString('hex'));
+    out.push('H ' + wire.subarray(i, i + n).toString('hex'));
     i += n;
   }
   return out;
 }
 
-const call = (id: number, fn: string, args: WireValue[] = []) => encodeFrame(callContent(id, fn, args), 255).join('');
-const reply = (frames: Frame[], id: number) => {
-  const f = frames.find((x) => (x.type === 'R' || x.type === 'X') && x.id === id);
-  assert.ok(f, `no reply to call ${id}`);
-  assert.equal(f.type, 'R', `call ${id} failed: ${JSON.stringify(f)}`);
-  return (f as Extract<Frame, { type: 'R' }>).values;
-};
-const xcode = (frames: Frame[], id: number) => {
-  const f = frames.find((x) => (x.type === 'R' || x.type === 'X') && x.id === id);
-  assert.ok(f && f.type === 'X', `call ${id} should have failed: ${JSON.stringify(f)}`);
-  return (f as Extract<Frame, { type: 'X' }>).code;
-};
-const txt = (v: WireValue | undefined) => Buffer.from(v as Uint8Array).toString('latin1');
+const xcode = (host: AgentHost, id: number) => host.code(id);
+const reply = (host: AgentHost, id: number) => host.values(id);
 
-function allValues(frames: Frame[]): WireValue[] {
+function allValues(host: AgentHost): WireValue[] {
   const out: WireValue[] = [];
   const walk = (v: WireValue) => {
     out.push(v);
     if (v instanceof Map) for (const [k, x] of v) walk(k as WireValue), walk(x);
   };
-  for (const f of frames) if ('values' in f) for (const v of f.values) walk(v);
+  for (const m of host.messages) if ('values' in m) for (const v of m.values) walk(v);
   return out;
 }
 
@@ -347,35 +340,41 @@ test('the bundled Luat agent is up to date and is valid Lua 5.1 syntax (luac5.1 
 for (const mode of ['float', 'int'] as const) {
   test(`the agent runs under the real lua5.1 (${mode === 'int' ? 'integer-only core: no math, no %f/%g' : 'FLOAT core'}): hello, every socketcore call, messages, status`, () => {
     const cert = '-----BEGIN CERTIFICATE-----\n' + 'A'.repeat(700) + '\n-----END CERTIFICATE-----\n';
-    const wire = [
-      '\n',
-      call(1, 'hello', [1, 4096]),
-      call(2, 'socketcore.consts'),
-      call(3, 'socketcore.sock_conn_ext', [0, '127.0.0.1', 7]),
-      call(4, 'socketcore.sock_send', [0, Buffer.from('hello over 5.1')]),
-      call(5, 'socketcore.sock_recv', [0, 14]),
-      call(6, 'socketcore.sock_setopt', [0, 0xfff, 8, 1]),
-      call(7, 'socketcore.sock_setopt', [0, 0xfff, 8, 'x']),
-      call(8, 'socketcore.sock_close', [0]),
-      call(9, 'socketcore.sock_destroy', [0]),
-      call(10, 'socketcore.sock_conn', [2, 'localhost', 443, new Map<WireValue, WireValue>([['hostName', 'localhost'], ['caCert', cert]])]),
-      call(11, 'socketcore.sock_conn', [0, '127.0.0.1', 1]),
-      call(12, 'net.getState'),
-      call(13, 'net.getRssi'),
-      call(14, 'misc.getImei'),
-      call(15, 'rtos.get_version'),
-      call(16, 'link.isReady'),
-      call(17, 'mobile.status'),
-      call(18, 'socketcore.sock_send', [5, Buffer.from('x')]),
-    ].join('');
+    const hb = new AgentHost(4242);
+    const calls: Array<[number, string, WireValue[]?]> = [
+      [1, 'hello', [2, 4096]],
+      [2, 'socketcore.consts'],
+      [3, 'socketcore.sock_conn_ext', [0, '127.0.0.1', 7]],
+      [4, 'socketcore.sock_send', [0, Buffer.from('hello over 5.1')]],
+      [5, 'socketcore.sock_recv', [0, 14]],
+      [6, 'socketcore.sock_setopt', [0, 0xfff, 8, 1]],
+      [7, 'socketcore.sock_setopt', [0, 0xfff, 8, 'x']],
+      [8, 'socketcore.sock_close', [0]],
+      [9, 'socketcore.sock_destroy', [0]],
+      [10, 'socketcore.sock_conn', [2, 'localhost', 443, new Map<WireValue, WireValue>([['hostName', 'localhost'], ['caCert', cert]])]],
+      [11, 'socketcore.sock_conn', [0, '127.0.0.1', 1]],
+      [12, 'net.getState'],
+      [13, 'net.getRssi'],
+      [14, 'misc.getImei'],
+      [15, 'rtos.get_version'],
+      [16, 'link.isReady'],
+      [17, 'mobile.status'],
+      [18, 'socketcore.sock_send', [5, Buffer.from('x')]],
+      [19, 'agent.caps', [1, 100]],
+    ];
+    // the host acknowledges after every call (K), as a real host does soon after each reply
+    const wire = [...chunked(Buffer.concat([Buffer.from('\n'), hb.start()])), 'K 4242'];
+    for (const [id, fn, args] of calls) wire.push(...chunked(hb.call(id, fn, args ?? [])), 'K 4242');
     // after the agent is up, another lib registers its own CONN_CNF handler (as socket.lua would)
     const other = 'L rtos.on(rtos.MSG_SOCK_CONN_CNF, function(msg) _G.OTHER = (_G.OTHER or "") .. msg.socket_index .. "," end)';
     const inject = 'L socketcore.sock_conn(0, "1.2.3.4", 80)';
     const probe = 'L print("OTHER=" .. tostring(_G.OTHER))';
-    const { frames, stderr } = runAgent(mode, [...chunked(wire), 'T 10', other, inject, probe]);
+    const { host: frames, stderr } = runAgent(mode, [...wire, 'T 10', other, inject, probe, 'K 4242']);
 
-    assert.deepEqual(frames[0], { type: 'B', epoch: (frames[0] as { epoch: number }).epoch, proto: 1 });
+    assert.deepEqual(frames.frames[0], { type: 'B', epoch: (frames.frames[0] as { epoch: number }).epoch, proto: 2 });
     const h = parseHello(reply(frames, 1)[0]);
+    h.caps = reply(frames, 19).map((v) => txt(v));
+    assert.equal(h.caps.length, h.raw.get('ncaps'));
     assert.equal(h.family, 'luat');
     assert.equal(h.lua, 'Lua 5.1');
     assert.equal(h.intbits, mode === 'float' ? 53 : 32, 'doubles hold integers exactly to 2^53; integer-only cores 32');
@@ -409,7 +408,8 @@ for (const mode of ['float', 'int'] as const) {
     assert.equal(xcode(frames, 17), 'NOFN', 'no LuatOS-only names on a Luat agent');
     assert.deepEqual(reply(frames, 18), [0, 11], 'not connected: ok 0, ERR_ENOTCONN');
 
-    const ev = frames.filter((f): f is Extract<Frame, { type: 'E' }> => f.type === 'E').map((e) => [e.handle, txt(e.values[0]), ...e.values.slice(1)]);
+    const ev = frames.messages.filter((f): f is Extract<Message, { type: 'E' }> => f.type === 'E').map((e) => [e.handle, txt(e.values[0]), ...e.values.slice(1)]);
+    assert.equal(frames.dups, 0, 'every frame acknowledged in time: no retransmission');
     assert.deepEqual(ev.slice(0, 6), [
       [0, 'CONN_CNF', 34, 0],
       [0, 'SEND_CNF', 32, 0, 14],
@@ -474,9 +474,12 @@ test('integer-only cores: the Luat agent never divides, never touches math, neve
     assert.ok(!/%[-+ #0]*\d*\.?\d*[eEfgGaA]/.test(src.replace(/--.*$/gm, '')), `${f}: no %f/%g/%e in string.format on an integer-only core`);
     assert.ok(!/table\.unpack|table\.pack|math\.type|string\.pack|utf8\./.test(c), `${f}: 5.2+ functions`);
   }
-  // the shared core: '/' is never used, math only behind a guard
   const core = readFileSync(join(ROOT, 'firmware-shim/common/core.lua'), 'utf8');
-  assert.ok(!/\//.test(code(core)), "core.lua: no '/'");
+  // the shared core: '/' only in the one exact division (a multiple of 65536 by 65536: the same
+  // result whether '/' truncates or not), math only behind a guard
+  for (const line of code(core).split('\n').filter((l) => l.includes('/'))) {
+    assert.match(line, /\(c - lo\) \/ 65536/, `core.lua: '/' truncates on an integer-only core: ${line.trim()}`);
+  }
   for (const line of code(core).split('\n').filter((l) => /\bmath\b/.test(l))) {
     assert.match(line, /math and|math_type and/, `core.lua: unguarded use of math: ${line.trim()}`);
   }

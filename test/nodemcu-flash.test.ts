@@ -17,6 +17,7 @@ import { SerialTransport } from '../src/transport/serial.js';
 import { repoRoot } from '../src/util/repo-root.js';
 import { flashNodemcu, minifyLua, adler, type FlashProgress } from '../src/cli/commands/flash-repl.js';
 import { isTetherError } from '../src/errors.js';
+import { AGENT_VERSION } from '../src/codec/constants.js';
 
 const bin = join(repoRoot(), 'dist/src/cli/bin.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -59,7 +60,7 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       const t = await SerialTransport.open(pty, { baudRate: 115200 });
       const rpc = await RpcClient.open(t, { handshakeTimeoutMs: 5000 });
       assert.equal(rpc.hello.family, 'nodemcu');
-      assert.equal(rpc.hello.agent, '0.1.0');
+      assert.equal(rpc.hello.agent, AGENT_VERSION);
       await rpc.close();
 
       // idempotent: the running agent gives the prompt back, the identical file is not written again

@@ -3,9 +3,9 @@
  * (Debian lua5.1 = the default LUA=51 build, lua5.3 = LUA=53): a syntax check of the
  * whole bundled file, then the WHOLE agent run by a driver with mocked NodeMCU modules
  * (uart, node, tmr, wifi, net; `bit` in plain Lua for 5.1, with 5.3 operators for 5.3).
- * The agent's pure parts (base64, CRC-16/MODBUS, the protocol) are checked against the
- * TypeScript codec: every frame it writes must pass checkLine, every payload must
- * round-trip byte-exact, for lengths 0..200 and random bytes.
+ * The agent's pure parts (CRC-32 with the `bit` module, escaping, the protocol) are checked
+ * against the TypeScript codec: every frame it writes must pass parseLine, every payload
+ * must round-trip byte-exact, for lengths 0..200 and a 1460-byte segment.
  * These tests FAIL (never skip) without the interpreters: apt-get install -y lua5.1 lua5.3.
  */
 import { test } from 'node:test';
@@ -15,7 +15,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
-import { callContent, checkLine, crc16, decodeFrame, encodeFrame, Reassembler, type Frame } from '../src/codec/frame.js';
+import { crc32, type Message } from '../src/codec/frame.js';
+import { AgentHost } from './helpers/agent-host.js';
 import { Handle, type WireValue } from '../src/codec/values.js';
 import { parseHello } from '../src/rpc/client.js';
 import { renderAgent } from '../scripts/gen-lua.js';
@@ -76,12 +77,30 @@ uart = {
     if term == nil then UART = nil return end -- uart.on("data"): the REPL is back
     assert(ev == "data" and term == "\n" and run == 0, "agent must take the UART binary-safe") UART = fn
   end,
-  write = function(id, ...) assert(id == 0) for i = 1, select("#", ...) do io.write((select(i, ...))) end end,
+  write = function(id, ...)
+    assert(id == 0)
+    for i = 1, select("#", ...) do
+      local s = select(i, ...)
+      local q = s:match("^~[RXEPL&$](%d+)%.")
+      if q then TOP = tonumber(q) end
+      io.write(s)
+    end
+  end,
   setup = function() end,
 }
 local timers = {}
-tmr = { ALARM_SINGLE = 0, now = function() return 123456 end,
-  create = function() return { alarm = function(self, ms, mode, fn) timers[#timers + 1] = { fn, self } return true end } end }
+tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() return 123456 end,
+  create = function()
+    local t = {}
+    t.alarm = function(self, ms, mode, fn)
+      assert(type(ms) == "number" and ms >= 1 and (mode == 0 or mode == 2) and type(fn) == "function")
+      self.fn, self.mode = fn, mode
+      if not self.listed then self.listed = true timers[#timers + 1] = self end
+      return true
+    end
+    t.unregister = function(self) self.fn = nil end
+    return t
+  end }
 node = {
   heap = function() return 38123 end, chipid = function() return 4242 end, random = function(a, b) return 777 end,
   info = function(g)
@@ -119,13 +138,41 @@ net = {
 assert(load(readall(agentfile), "=tether.lua"))()
 assert(UART and OUTPUT, "the agent must register a uart data callback and redirect print")
 
--- the UART hands over lines (with their \n) in pieces of at most 255 bytes
+-- CRC-32 with the bit module, for the host's acknowledgements
+local CT = {}
+for i = 0, 15 do
+  local c = i
+  for _ = 1, 4 do if bit.band(c, 1) == 1 then c = bit.bxor(bit.rshift(c, 1), 3988292384) else c = bit.rshift(c, 1) end end
+  CT[i] = c
+end
+local function hex8(s)
+  local c = 4294967295
+  for i = 1, #s do
+    c = bit.bxor(c, s:byte(i))
+    c = bit.bxor(bit.rshift(c, 4), CT[bit.band(c, 15)])
+    c = bit.bxor(bit.rshift(c, 4), CT[bit.band(c, 15)])
+  end
+  c = bit.band(bit.bxor(c, 4294967295), 4294967295) % 4294967296
+  return string.format("%08X", c)
+end
+
+-- the UART hands over lines (with their \n) in pieces of at most 255 bytes; a line "%%K <nonce>"
+-- is the host acknowledging every frame the agent sent so far
 local input = readall(inputfile)
 local pos = 1
 while pos <= #input do
   local nl = input:find("\n", pos, true)
   local stop = nl and math.min(nl, pos + 254) or math.min(#input, pos + 254)
-  UART(input:sub(pos, stop))
+  local piece = input:sub(pos, stop)
+  local nonce = piece:match("^%%%%K (%d+)\n$")
+  if nonce then
+    if TOP then
+      local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 " .. nonce
+      UART(f .. " " .. hex8(f) .. "\n")
+    end
+  else
+    UART(piece)
+  end
   pos = stop + 1
 end
 -- firmware callbacks: data on every socket that registered "receive", a hook that fails, a disconnection
@@ -141,33 +188,43 @@ end
 tether_hook = nil
 print("stray print must not reach the UART raw")
 if type(OUTPUT) == "function" then OUTPUT("printed text") end
-for _, t in ipairs(timers) do t[1](t[2]) end
+-- timers: 30 rounds (the agent's tick, the repl's wait for its reply's acknowledgement)
+for _ = 1, 30 do
+  for _, t in ipairs(timers) do
+    local fn = t.fn
+    if fn then
+      if t.mode == 0 then t.fn = nil end
+      fn(t)
+    end
+  end
+end
 `;
 
-function runAgent(lua: string, input: string): { frames: Frame[]; raw: string } {
+function runAgent(lua: string, input: Buffer): { host: AgentHost; raw: string } {
   const dir = mkdtempSync(join(tmpdir(), 'tether-nodemcu-lua-'));
   try {
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
-    writeFileSync(join(dir, 'input.txt'), input, 'latin1');
+    writeFileSync(join(dir, 'input.txt'), input);
     const r = spawnSync(lua, [join(dir, 'driver.lua'), MAIN, join(dir, 'input.txt')], { encoding: 'latin1', timeout: 120000 });
     assert.equal(r.status, 0, `${lua} failed: ${r.stderr}`);
-    const reasm = new Reassembler();
-    const frames: Frame[] = [];
-    for (const line of r.stdout.split('\n').filter(Boolean)) {
-      // print() is not redirected in the driver's stock Lua: the driver's own print, and the agent's after agent.repl
-      if (line === 'stray print must not reach the UART raw' || line === 'tether agent stopped') continue;
-      const c = checkLine(Buffer.from(line, 'latin1'));
-      assert.equal(c.kind, 'frame', `${lua}: the agent wrote something that is not a valid frame: ${JSON.stringify(line.slice(0, 120))}`);
-      const whole = reasm.push((c as { content: string }).content);
-      if (whole) frames.push(decodeFrame(whole));
-    }
-    return { frames, raw: r.stdout };
+    const host = new AgentHost(4242);
+    host.receive(r.stdout);
+    host.assertClean(`${lua}: the agent`);
+    // print() is not redirected in the driver's stock Lua: the driver's own print, and the agent's after agent.repl
+    const logs = host.logs.filter((l) => l !== 'stray print must not reach the UART raw' && l !== 'tether agent stopped');
+    assert.deepEqual(logs, [], `${lua}: the agent wrote something that is not a frame`);
+    return { host, raw: r.stdout };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const calls = (list: Array<[number, string, WireValue[]]>) => ['boot noise\r\n', ...list.flatMap(([id, fn, args]) => encodeFrame(callContent(id, fn, args), 255))].join('');
+/** S, then every call followed by the host's acknowledgement (`%%K`, done by the driver). */
+const calls = (list: Array<[number, string, WireValue[]]>) => {
+  const h = new AgentHost(4242);
+  const ack = Buffer.from('%%K 4242\n');
+  return Buffer.concat([Buffer.from('boot noise\r\n'), h.start(), ...list.flatMap(([id, fn, args]) => [h.call(id, fn, args), ack])]);
+};
 
 test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p', () => {
   need('luac5.1');
@@ -183,13 +240,13 @@ test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p'
 });
 
 for (const lua of ['lua5.1', 'lua5.3']) {
-  test(`the whole NodeMCU agent under ${lua}: hello, base64 + CRC vectors against the TS codec, net handles, events, guarded callbacks`, () => {
+  test(`the whole NodeMCU agent under ${lua}: hello, raw byte vectors and CRC-32 against the TS codec, net handles, events, guarded callbacks`, () => {
     need(lua);
-    // vectors: every length 0..200 (all padding cases, several 48-char output blocks) plus random bytes
+    // vectors: every length 0..200 (every byte value, \n and DLE escapes, fragments) plus a 1460-byte TCP segment
     const vectors: Buffer[] = [];
     for (let n = 0; n <= 200; n += 1) vectors.push(Buffer.from(Array.from({ length: n }, (_, i) => (i * 53 + n * 7) % 256)));
     vectors.push(Buffer.from(Array.from({ length: 1460 }, (_, i) => (i * 97 + 13) % 256)));
-    const list: Array<[number, string, WireValue[]]> = [[1, 'hello', [1, 4096]]];
+    const list: Array<[number, string, WireValue[]]> = [[1, 'hello', [2, 4096]], [2, 'agent.caps', [1, 200]]];
     vectors.forEach((v, i) => list.push([100 + i, 'agent.ping', [v]]));
     list.push(
       [10, 'net.createConnection', []],
@@ -209,11 +266,15 @@ for (const lua of ['lua5.1', 'lua5.3']) {
       [24, 'tcpsocket.close', [new Handle(1)]],
       [25, 'agent.repl', []],
     );
-    const { frames } = runAgent(lua, calls(list));
+    const { host } = runAgent(lua, calls(list));
+    const frames = host.messages;
     type Reply = { type: 'R' | 'X'; id: number; values: WireValue[]; code: string; message: string };
     const byId = (id: number) => frames.find((f) => (f.type === 'R' || f.type === 'X') && f.id === id) as unknown as Reply;
-    assert.deepEqual(frames[0], { type: 'B', epoch: 777, proto: 1 });
+    assert.deepEqual(host.frames[0], { type: 'B', epoch: 777, proto: 2 });
     const h = parseHello(byId(1).values[0]);
+    h.caps = byId(2).values.map((v) => Buffer.from(v as Uint8Array).toString());
+    assert.equal(h.caps.length, h.raw.get('ncaps'));
+    assert.equal(h.intbits, lua === 'lua5.1' ? 53 : 64, 'the driver\'s stock interpreters: doubles (5.1), 64-bit integers (5.3)');
     assert.equal(h.family, 'nodemcu');
     assert.equal(h.fw, '3.0.0-drv');
     assert.equal(h.bsp, 'ESP8266');
@@ -226,17 +287,17 @@ for (const lua of ['lua5.1', 'lua5.3']) {
     vectors.forEach((v, i) => {
       const r = byId(100 + i);
       assert.equal(r.type, 'R', `agent.ping of ${v.length} bytes`);
-      assert.ok(Buffer.from(r.values[1] as Uint8Array).equals(v), `base64 round trip of ${v.length} bytes under ${lua}`);
+      assert.ok(Buffer.from(r.values[1] as Uint8Array).equals(v), `raw round trip of ${v.length} bytes under ${lua}`);
     });
     assert.deepEqual(byId(10).values, [new Handle(1)]);
     assert.equal(byId(14).values[0], 80, 'getpeer: port first');
     assert.equal(Buffer.from(byId(14).values[1] as Uint8Array).toString(), 'example.com');
     assert.equal(byId(15).type, 'R');
-    const dns = frames.find((f) => f.type === 'E' && f.handle === 1 && Buffer.from(f.values[0] as Uint8Array).toString() === 'dns') as Extract<Frame, { type: 'E' }>;
+    const dns = frames.find((f) => f.type === 'E' && f.handle === 1 && Buffer.from(f.values[0] as Uint8Array).toString() === 'dns') as Extract<Message, { type: 'E' }>;
     assert.equal(Buffer.from(dns.values[1] as Uint8Array).toString(), '10.0.0.9');
     // resolve: the request id comes back; the callback (nil, ip) arrived as an event (before the reply: synchronous)
     const req = byId(17).values[0] as number;
-    const ev = frames.find((f) => f.type === 'E' && f.handle === req) as Extract<Frame, { type: 'E' }>;
+    const ev = frames.find((f) => f.type === 'E' && f.handle === req) as Extract<Message, { type: 'E' }>;
     assert.deepEqual(ev.values.slice(1), [null, Uint8Array.from(Buffer.from('127.0.0.1'))]);
     assert.ok(frames.indexOf(ev) < frames.indexOf(byId(17)), 'a synchronous callback precedes the reply');
     assert.equal(Buffer.from(byId(18).values[0] as Uint8Array).toString(), '192.168.4.2');
@@ -250,19 +311,22 @@ for (const lua of ['lua5.1', 'lua5.3']) {
     assert.equal(byId(24).message, 'not connected', 'firmware error strings pass unchanged');
     assert.deepEqual(byId(25).values, [true]);
     // events: receive (binary), the hook error logged without stopping the forwarder, disconnection, accept
-    const evs = frames.filter((f) => f.type === 'E' && f.handle === 1) as Array<Extract<Frame, { type: 'E' }>>;
+    const evs = frames.filter((f) => f.type === 'E' && f.handle === 1) as Array<Extract<Message, { type: 'E' }>>;
     const names = evs.map((e) => Buffer.from(e.values[0] as Uint8Array).toString());
     assert.deepEqual(names, ['dns', 'receive', 'receive', 'disconnection']);
     assert.ok(Buffer.from(evs[1].values[1] as Uint8Array).equals(Buffer.from('\0\x01\x02 recv \xff', 'latin1')));
     assert.equal(Buffer.from(evs[2].values[1] as Uint8Array).toString(), 'after hook');
     assert.deepEqual(evs[3].values.slice(1), [0]);
-    const logs = frames.filter((f) => f.type === 'L') as Array<Extract<Frame, { type: 'L' }>>;
-    assert.ok(logs.some((l) => l.level === 1 && /hook failed on receive/.test(l.message)), 'the failing hook was logged as an L1 frame');
+    const logs = frames.filter((f) => f.type === 'L') as Array<Extract<Message, { type: 'L' }>>;
+    assert.ok(logs.some((l) => l.level === 1 && /hook failed on receive/.test(l.message)), 'the failing hook was logged as an L1 notice');
     assert.ok(logs.some((l) => l.level === 3 && l.message === 'printed text'), 'print output is forwarded as L3');
-    const acc = frames.find((f) => f.type === 'E' && f.handle === 3) as Extract<Frame, { type: 'E' }>;
+    const acc = frames.find((f) => f.type === 'E' && f.handle === 3) as Extract<Message, { type: 'E' }>;
     assert.equal(Buffer.from(acc.values[0] as Uint8Array).toString(), 'accept');
     assert.ok(acc.values[1] instanceof Handle, 'the accepted socket arrives as a new handle');
-    // a CRC vector from the codec itself: CRC-16/MODBUS("123456789") = 0x4B37, as every frame above used
-    assert.equal(crc16('123456789'), 0x4b37);
+    // the CRC-32 check value of the spec, as every frame above used
+    assert.equal(crc32('123456789'), 0xcbf43926);
+    // agent.repl: the timer ran, retransmitting what the host never acknowledged, then gave the REPL back
+    assert.ok(host.dups > 0, 'the frames sent after the last acknowledgement were retransmitted on the timer');
+    assert.ok(host.logs.includes('tether agent stopped'), 'agent.repl restored the interpreter after its wait');
   });
 }

@@ -1,316 +1,578 @@
--- tether agent core: protocol v1 (docs/protocol.md), shared by every firmware family.
--- Lua 5.1 and 5.3, integer-only cores included: no //, no bit operators, no goto,
--- no math library needed. The family part fills HAL before calling A.start().
---   HAL.write(s)      write bytes to the RPC UART
---   HAL.crc16(s)      CRC-16/MODBUS of s as an integer 0..65535
---   HAL.b64e(s), HAL.b64d(s)   base64 encode / decode
---   HAL.maxframe      longest line the agent accepts (bytes incl. \n)
---   HAL.window        flow-control window (bytes)
---   HAL.maxmsg        longest logical message accepted (bytes)
---   HAL.heap()        Lua heap in KB (integer)
---   HAL.epoch()       a number new at every start
---   HAL.info(t)       add family fields to the hello table t
+-- tether agent core: protocol v2 (docs/protocol.md), shared by every firmware family.
+-- Lua 5.1 and 5.3 (integer-only cores and NodeMCU's int32/float32 5.3 included): no //, no bit
+-- operators, no goto, no math library needed, no number above 2^31-1 is ever made here.
+-- The family part fills HAL, calls A.start() once its UART is set up, feeds every chunk it reads
+-- to A.feed(s) and calls A.tick() every TP.TICK_MS ms from one periodic timer.
+--   HAL.write(s)     write bytes to the RPC UART
+--   HAL.crc32(s)     CRC-32/ISO-HDLC of s as an integer (signed or unsigned 32-bit)
+--   HAL.maxframe     longest line the agent accepts (bytes incl. \n, >= 255)
+--   HAL.outmax       longest frame the agent sends (bytes incl. \n)
+--   HAL.window       receive window (bytes, at most the UART RX buffer)
+--   HAL.txwin        retransmit queue limit (bytes)
+--   HAL.maxmsg       longest message accepted after reassembly (bytes)
+--   HAL.baud         UART baud rate (line time in the retransmission timeout)
+--   HAL.heap()       Lua heap in KB (integer)
+--   HAL.epoch()      1..2147483646, new at every start
+--   HAL.info(t)      add family fields to the hello table t
 
 local HAL = {}
-local A = { bad = 0, handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
+local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 
-local sfind, ssub, sfmt, tconcat = string.find, string.sub, string.format, table.concat
-local unpack = unpack or table.unpack
-local math_type = math and math.type
-local HUGE = math and math.huge
-local outmax = TP.BASE_FRAME
-local consumed = 0
-local inbuf, skipping = "", false
-local pieces, poisoned = nil, false
+-- everything else lives in this function's scope (keeps the main chunk's locals few)
+local function tether_core()
+  local sfind, ssub, sbyte, smatch, tconcat = string.find, string.sub, string.byte, string.match, table.concat
+  local unpack = unpack or table.unpack
+  local MOD = TP.SEQ_MOD
+  -- counters (agent.stats) and link state; L.q holds the wire lines sent and not yet acknowledged
+  -- (seq tx-#q .. tx-1), L.out the messages not yet sent, L.pend the calls received while blocked
+  local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
+  -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
+  -- bytes), L.rq the tick at which a frame was last repaired (by seq), L.tk counts ticks
+  local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
+    q = {}, qb = 0, out = {}, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
+    ah = {}, ahb = 0, rq = {}, tk = 0 }
+  A.stats = ST
 
-local function pack(...) return { n = select("#", ...), ... } end
+  local function pack(...) return { n = select("#", ...), ... } end
 
-local function hex4(n) return sfmt("%04X", n) end
-
--- write one logical frame, fragmented if needed
-local function send(content)
-  local room = outmax - 7
-  if #content <= room then
-    local s = "~" .. content
-    HAL.write(s .. " " .. hex4(HAL.crc16(s)) .. "\n")
-    return
+  -- x mod m in 0..m-1 whatever the sign convention of % (integer-only cores may use C's)
+  local function umod(x, m)
+    x = x % m
+    if x < 0 then x = x + m end
+    return x
   end
-  local piece = room - 1
-  local off = 1
-  local n = #content
-  while off <= n do
-    local last = off + piece > n
-    local s = (last and "~$" or "~&") .. ssub(content, off, off + piece - 1)
-    HAL.write(s .. " " .. hex4(HAL.crc16(s)) .. "\n")
-    off = off + piece
-  end
-end
-A.send = send
 
--- values -> tokens
-local enc
-local function encnum(v)
-  if math_type then
-    if math_type(v) == "integer" then return tostring(v) end
-  elseif v % 1 == 0 and v >= -2147483648 and v <= 2147483647 then
-    return sfmt("%d", v)
+  -- the CRC as 8 uppercase hex digits, from two 16-bit halves (the division is exact)
+  local function crchex(s)
+    local c = HAL.crc32(s)
+    local lo = umod(c, 65536)
+    return string.format("%04X%04X", umod((c - lo) / 65536, 65536), lo)
   end
-  if v ~= v then return "dnan" end
-  if HUGE and v == HUGE then return "dinf" end
-  if HUGE and v == -HUGE then return "d-inf" end
-  return "d" .. sfmt("%.17g", v)
-end
 
-enc = function(v, depth, out)
-  local t = type(v)
-  if v == nil then out[#out + 1] = "_"
-  elseif t == "boolean" then out[#out + 1] = v and "T" or "F"
-  elseif t == "number" then out[#out + 1] = encnum(v)
-  elseif t == "string" then
-    if #v <= 64 and sfind(v, TP.SAFE) then out[#out + 1] = "'" .. v
-    else out[#out + 1] = "s" .. HAL.b64e(v) end
-  elseif A.hid[v] then out[#out + 1] = "h" .. A.hid[v]
-  elseif t == "table" and depth < TP.MAX_DEPTH then
-    out[#out + 1] = "{"
-    for k, x in pairs(v) do
-      enc(k, depth + 1, out)
-      enc(x, depth + 1, out)
+  local ESC, UNESC = { ["\n"] = "\16J", ["\16"] = "\16P" }, { J = "\n", P = "\16" }
+  local function esc(s) return (string.gsub(s, "[\n\16]", ESC)) end
+
+  local function sendu(head) -- an unsequenced frame
+    local s = "~" .. head
+    HAL.write(s .. " " .. crchex(s) .. "\n")
+  end
+  local function sendA(miss)
+    L.ackdue = false
+    sendu("A" .. L.rx .. " " .. L.epoch .. " " .. HAL.window .. " " .. L.nonce .. (miss or ""))
+  end
+
+  -- a new sequenced frame: kept in the retransmit queue until acknowledged
+  local function push(t, body)
+    local s = "~" .. t .. L.tx .. "." .. L.rx .. (body ~= "" and (" " .. body) or "")
+    s = s .. " " .. crchex(s) .. "\n"
+    local q = L.q
+    if q[1] == nil then L.t, L.m = 0, 1 end
+    q[#q + 1] = s
+    L.qb = L.qb + #s
+    L.tx = (L.tx + 1) % MOD
+    L.ackdue = false
+    HAL.write(s)
+  end
+
+  -- send queued messages while the retransmit queue has room; each is cut to the frame size now
+  local function flush()
+    local out = L.out
+    while out[1] and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
+      local m = table.remove(out, 1)
+      L.ob = L.ob - #m
+      local e = esc(m)
+      local room = L.size - 22 -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
+      if #e <= room + 1 then
+        push(ssub(e, 1, 1), ssub(e, 2))
+      else
+        local i, n = 1, #e
+        while i <= n do
+          local j = i + room - 1
+          if j >= n then j = n elseif sbyte(e, j) == 16 then j = j - 1 end -- never split an escape
+          push(j == n and "$" or "&", ssub(e, i, j))
+          i = j + 1
+        end
+      end
     end
-    out[#out + 1] = "}"
-  else out[#out + 1] = "s" .. HAL.b64e(tostring(v)) end
-end
+  end
 
-local function encvals(p, from, to)
-  local out = {}
-  for i = from, to do enc(p[i], 0, out) end
-  return tconcat(out, " ")
-end
-
--- tokens -> values; errors are tables {code, message}
-local function dec(toks, i, depth)
-  local t = toks[i]
-  if t == nil then error({ TP.E_ARG, "missing value" }) end
-  local c = ssub(t, 1, 1)
-  if t == "_" then return nil, i + 1 end
-  if t == "T" then return true, i + 1 end
-  if t == "F" then return false, i + 1 end
-  if c == "'" then return ssub(t, 2), i + 1 end
-  if c == "s" then return HAL.b64d(ssub(t, 2)), i + 1 end
-  if c == "h" then
-    local id = tonumber(ssub(t, 2))
-    local o = id and A.handles[id]
-    if o == nil then
-      error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. t) })
+  -- a message (type char .. body) for the host; the backlog is bounded (without a session: txwin)
+  local function send(m)
+    local lim = L.nonce == 0 and HAL.txwin or 4 * HAL.txwin
+    if L.ob > 0 and L.ob + #m > lim then
+      ST.lost = ST.lost + 1
+      return
     end
-    return o, i + 1
+    L.out[#L.out + 1] = m
+    L.ob = L.ob + #m
+    flush()
   end
-  if c == "d" then
-    local r = ssub(t, 2)
-    if r == "inf" then return HUGE, i + 1 end
-    if r == "-inf" then return -HUGE, i + 1 end
-    if r == "nan" then return HUGE and (HUGE - HUGE), i + 1 end
-    local x = tonumber(r)
-    if x == nil then error({ TP.E_ARG, "bad float " .. t }) end
-    return x, i + 1
+  A.send = send
+
+  -- send frame i of the retransmit queue again (selective repeat, section 5)
+  local function retx(i)
+    ST.retx = ST.retx + 1
+    L.rq[umod(L.tx - #L.q + i - 1, MOD)] = L.tk
+    HAL.write(L.q[i])
   end
-  if t == "{" then
-    if depth >= TP.MAX_DEPTH then error({ TP.E_ARG, "table too deep" }) end
-    local tb = {}
-    i = i + 1
-    while toks[i] ~= "}" do
-      if toks[i] == nil then error({ TP.E_ARG, "unterminated table" }) end
-      local k, v
-      k, i = dec(toks, i, depth + 1)
-      v, i = dec(toks, i, depth + 1)
-      if k ~= nil then tb[k] = v end
+
+  -- an acknowledgement, and the host's list of missing frames (a string of " seq" items)
+  local function onack(a, miss)
+    local q = L.q
+    local n = #q
+    local d = umod(a - L.tx + n, MOD) -- frames it acknowledges
+    if d > 0 and d <= n then
+      local nq = {}
+      for i = 1, n do
+        if i > d then nq[#nq + 1] = q[i] else L.qb = L.qb - #q[i] end
+      end
+      L.q, L.t, L.m, L.rq = nq, 0, 1, {}
+      q, n = nq, #nq
     end
-    return tb, i + 1
+    if miss and n > 0 then
+      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is not
+      -- repeated within the same tick
+      local k = 0
+      for sq in string.gmatch(miss, "%d+") do
+        k = k + 1
+        if k > TP.MAX_MISS then break end
+        sq = tonumber(sq)
+        local i = umod(sq - L.tx + n, MOD) + 1
+        if i <= n and L.rq[sq] ~= L.tk then retx(i) end
+      end
+    end
+    flush()
   end
-  local n = tonumber(t)
-  if n == nil or not sfind(t, "^%-?%d+$") then error({ TP.E_ARG, "bad token " .. ssub(t, 1, 16) }) end
-  return n, i + 1
-end
 
-local function decvals(s)
-  local toks = {}
-  for tok in string.gmatch(s, "[^ ]+") do toks[#toks + 1] = tok end
-  local out, n, i = {}, 0, 1
-  while i <= #toks do
-    n = n + 1
-    out[n], i = dec(toks, i, 0)
+  function A.tick()
+    L.tk = L.tk + 1
+    if L.q[1] == nil then return end
+    local t, b = L.t + 1, HAL.baud
+    L.t = t
+    -- timeout: t >= m * (RTO_TICKS + line time of the unacked bytes), line time = bytes * 200 / baud ticks
+    if t >= TP.RTO_MAX or t * b >= L.m * (TP.RTO_TICKS * b + L.qb * 200) then
+      retx(1)
+      L.t = 0
+      if L.m < 2 then L.m = L.m + L.m end -- noise, not congestion: back off little
+    end
   end
-  out.n = n
-  return out
-end
 
-local function reply_err(id, code, msg)
-  local out = {}
-  enc(code, 0, out)
-  enc(msg, 0, out)
-  send("X" .. id .. " " .. tconcat(out, " "))
-end
+  -- ---------------------------------------------------------------- values (section 7)
+  local encstr, encvals, decvals = (function()
+    local mtype = math and math.type
+    local HUGE = math and math.huge
+    local function encstr(v)
+      if #v <= TP.COMPACT_MAX and sfind(v, TP.SAFE) then return "'" .. v end
+      return "b" .. #v .. ":" .. v
+    end
 
--- public helpers for family code
-function A.reg(name, fn)
-  A.fns[name] = fn
-  A.caps[#A.caps + 1] = name
-end
+    local function encnum(v)
+      if mtype then
+        if mtype(v) == "integer" then return tostring(v) end
+      elseif v % 1 == 0 and v >= -2147483647 and v <= 2147483647 then
+        return string.format("%d", v)
+      end
+      if v ~= v then return "dnan" end
+      if HUGE and v == HUGE then return "dinf" end
+      if HUGE and v == -HUGE then return "d-inf" end
+      return "d" .. string.format("%.17g", v)
+    end
 
-function A.newHandle(obj)
-  local id = A.nexth
-  A.nexth = id + 1
-  if obj ~= nil then
+    local function enc(v, depth, out)
+      local t, n = type(v), #out + 1
+      if v == nil then out[n] = "_"
+      elseif t == "boolean" then out[n] = v and "T" or "F"
+      elseif t == "number" then out[n] = encnum(v)
+      elseif t == "string" then out[n] = encstr(v)
+      elseif A.hid[v] then out[n] = "h" .. A.hid[v]
+      elseif t == "table" and depth < TP.MAX_DEPTH then
+        out[n] = "{"
+        for k, x in pairs(v) do
+          enc(k, depth + 1, out)
+          enc(x, depth + 1, out)
+        end
+        out[#out + 1] = "}"
+      else out[n] = encstr(tostring(v)) end
+    end
+
+    local function encvals(p, from, to)
+      local out = {}
+      for i = from, to do enc(p[i], 0, out) end
+      return tconcat(out, " ")
+    end
+
+    local function badarg(m) error({ TP.E_ARG, m }, 0) end
+
+    -- the value token at s[i]; returns it and the index of the next token
+    local function dec(s, i, depth)
+      local c = ssub(s, i, i)
+      if c == "b" then
+        local _, e, n = sfind(s, "^b(%d+):", i)
+        n = tonumber(n)
+        if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
+        return ssub(s, e + 1, e + n), e + n + 2
+      end
+      if c == "{" then
+        if depth >= TP.MAX_DEPTH then badarg("table too deep") end
+        local tb = {}
+        i = i + 2
+        while ssub(s, i, i) ~= "}" do
+          if i > #s then badarg("unterminated table") end
+          local k, v
+          k, i = dec(s, i, depth + 1)
+          v, i = dec(s, i, depth + 1)
+          if k ~= nil then tb[k] = v end
+        end
+        return tb, i + 2
+      end
+      local j = sfind(s, " ", i, true) or #s + 1
+      local t = ssub(s, i, j - 1)
+      j = j + 1
+      if t == "_" then return nil, j end
+      if t == "T" then return true, j end
+      if t == "F" then return false, j end
+      if c == "'" then return ssub(t, 2), j end
+      if c == "h" then
+        local id = tonumber(ssub(t, 2))
+        local o = id and A.handles[id]
+        if o == nil then
+          error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
+        end
+        return o, j
+      end
+      if c == "d" then
+        local r = ssub(t, 2)
+        if r == "inf" then return HUGE, j end
+        if r == "-inf" then return -HUGE, j end
+        if r == "nan" then return HUGE and (HUGE - HUGE), j end
+        local x = tonumber(r)
+        if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
+        return x, j
+      end
+      if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
+      return tonumber(t), j
+    end
+
+    local function decvals(s)
+      local out, n, i = {}, 0, 1
+      while i <= #s do
+        local v
+        v, i = dec(s, i, 0)
+        n = n + 1
+        out[n] = v
+      end
+      out.n = n
+      return out
+    end
+    return encstr, encvals, decvals
+  end)()
+
+  -- ---------------------------------------------------------------- calls (section 8)
+  local function xerr(id, code, msg)
+    send("X" .. id .. " '" .. code .. " " .. encstr(msg))
+  end
+  local function fail(id, e, code)
+    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
+    xerr(id, code, tostring(e))
+  end
+
+  local function call(id, fname, argstr)
+    local f = A.fns[fname]
+    if f == nil and sfind(fname, "^%d+$") then
+      local nm = A.caps[tonumber(fname)]
+      f = nm and A.fns[nm]
+    end
+    if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
+    local ok, args = pcall(decvals, argstr)
+    if not ok then return fail(id, args, TP.E_ARG) end
+    ST.calls = ST.calls + 1
+    local r = pack(pcall(f, unpack(args, 1, args.n)))
+    if not r[1] then return fail(id, r[2], TP.E_ERR) end
+    local body
+    ok, body = pcall(encvals, r, 2, r.n)
+    if not ok then return fail(id, body, TP.E_ERR) end
+    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
+  end
+
+  -- a whole message from the host (only calls travel this way)
+  local function message(m)
+    local id, fname, rest = smatch(m, "^C(%d+) ([^ ]+)(.*)$")
+    if id and #id < 6 then return call(id, fname, ssub(rest, 2)) end
+    ST.bad = ST.bad + 1
+  end
+
+  -- a sequenced frame: one ahead of a gap is kept (at most a window of bytes), a copy of one
+  -- already handed on is dropped, the expected one is handed on (fragments reassembled up to
+  -- maxmsg) and so are the kept ones that follow it (A.drain)
+  local function deliver(t, seq, body)
+    local d = umod(seq - L.rx, MOD)
+    if d ~= 0 then
+      if d + d < MOD then
+        ST.ahead = ST.ahead + 1
+        L.gap = true
+        if L.ah[seq] == nil and L.ahb + #body <= HAL.window then
+          L.ah[seq] = { t, body }
+          L.ahb = L.ahb + #body
+        end
+      else
+        ST.dup = ST.dup + 1
+      end
+      return
+    end
+    local k = L.ah[seq] -- a kept copy of this frame is no longer needed
+    if k then
+      L.ah[seq] = nil
+      L.ahb = L.ahb - #k[2]
+    end
+    L.rx = (L.rx + 1) % MOD
+    L.ackdue = true
+    if t ~= "&" and t ~= "$" then
+      if L.parts then L.parts, ST.bad = nil, ST.bad + 1 end
+      return message(t .. body)
+    end
+    local P = L.parts or { n = 0 }
+    L.parts = P
+    P.n = P.n + #body
+    if P.big then
+    elseif P.n > HAL.maxmsg then -- keep only the head (for the call id) and the count
+      P.big = ssub((P[1] or "") .. body, 1, 12)
+      for i = #P, 1, -1 do P[i] = nil end
+    else
+      P[#P + 1] = body
+    end
+    if t == "&" then return end
+    L.parts = nil
+    if not P.big then return message(tconcat(P)) end
+    ST.bad = ST.bad + 1
+    local id = smatch(P.big, "^C(%d+) ")
+    if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
+  end
+
+  local function blocked() return L.out[1] ~= nil or L.qb >= HAL.txwin end
+
+  local function clamp(size)
+    size = tonumber(size) or TP.BASE_FRAME
+    if size < TP.MIN_FRAME then return TP.MIN_FRAME end
+    if size > HAL.outmax then return HAL.outmax end
+    return size
+  end
+
+  -- one line (without its \n)
+  local function line(l)
+    if sbyte(l, -1) == 13 then l = ssub(l, 1, -2) end
+    if sbyte(l, 1) ~= 126 then return end -- not a frame: boot banner, echo, noise
+    local n = #l
+    local s = ssub(l, 1, -10)
+    if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
+      ST.bad = ST.bad + 1
+      L.bl = true
+      return
+    end
+    s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
+    local t, seq, ack, rest = smatch(s, "^([CRXEPL&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
+    if t then
+      seq, ack = tonumber(seq), tonumber(ack)
+      if seq >= MOD or ack >= MOD or (rest ~= "" and sbyte(rest, 1) ~= 32) then
+        ST.bad = ST.bad + 1
+        return
+      end
+      if L.nonce == 0 then return sendA() end
+      L.ackdue = true
+      onack(ack)
+      local P = L.pend
+      if P[1] or blocked() then -- keep it (one window at most) until the queue has room
+        if L.pb + n <= HAL.window then
+          P[#P + 1] = { t, seq, ssub(rest, 2), n }
+          L.pb = L.pb + n
+        end
+        return
+      end
+      deliver(t, seq, ssub(rest, 2))
+      return A.drain()
+    end
+    t = ssub(s, 1, 1)
+    if t == "A" then
+      local a, _, size, nonce, miss = smatch(s, "^A(%d+) (%d+) (%d+) (%d+)([%d ]*)$")
+      a = tonumber(a)
+      if not a or a >= MOD then
+        ST.bad = ST.bad + 1
+      elseif tonumber(nonce) == L.nonce and L.nonce ~= 0 then
+        L.size = clamp(size)
+        onack(a, miss)
+      end
+    elseif t == "S" then
+      local nonce, size = smatch(s, "^S(%d+) (%d+)$")
+      nonce = tonumber(nonce)
+      if not nonce or nonce < 1 or nonce > 2147483646 then
+        ST.bad = ST.bad + 1
+        return
+      end
+      if nonce ~= L.nonce then -- a new session: reset the link, keep the backlog only from before the first one
+        if L.nonce ~= 0 then L.out, L.ob = {}, 0 end
+        L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
+      end
+      L.size = clamp(size)
+      sendA()
+      flush()
+    elseif s == "Y" then
+      sendA()
+    elseif t ~= "B" then
+      ST.bad = ST.bad + 1
+    end
+  end
+
+  -- bytes from the UART: call with every chunk read
+  function A.feed(chunk)
+    local s, pos, max = L.buf .. chunk, 1, HAL.maxframe
+    L.buf = ""
+    while true do
+      local nl = sfind(s, "\n", pos, true)
+      if not nl then break end
+      if L.skip then
+        L.skip = false
+      elseif nl - pos >= max then
+        ST.bad = ST.bad + 1
+      else
+        local ok, e = pcall(line, ssub(s, pos, nl - 1))
+        if not ok then pcall(A.log, 1, e) end
+      end
+      pos = nl + 1
+    end
+    if not L.skip then
+      if #s - pos + 1 >= max then -- an overlong line: discard it up to its \n
+        L.skip = true
+        ST.bad = ST.bad + 1
+      else
+        L.buf = ssub(s, pos)
+      end
+    end
+    local P = L.pend
+    while P[1] and not blocked() do
+      local p = table.remove(P, 1)
+      L.pb = L.pb - p[4]
+      local ok, e = pcall(deliver, p[1], p[2], p[3])
+      if not ok then pcall(A.log, 1, e) end
+    end
+    local miss = A.holes()
+    if miss then sendA(miss) elseif L.ackdue then sendA() end
+  end
+
+  -- hand on the kept frames that now follow in order
+  function A.drain()
+    local H = L.ah
+    while H[L.rx] and not blocked() do
+      local f = H[L.rx]
+      local ok, e = pcall(deliver, f[1], L.rx, f[2])
+      if not ok then pcall(A.log, 1, e) end
+    end
+  end
+
+  -- after a gap or a corrupt line: the " seq" list of missing frames below the highest kept one,
+  -- plus the one after it after a corrupt line (section 5); the same list at most once a tick
+  function A.holes()
+    A.drain()
+    local gap, bl = L.gap, L.bl
+    L.gap, L.bl = false, false
+    if L.nonce == 0 or not (gap or bl or next(L.ah)) then return nil end
+    local top = -1
+    for k in pairs(L.ah) do
+      local d = umod(k - L.rx, MOD)
+      if d > top then top = d end
+    end
+    local out, k = {}, 0
+    for d = 0, top - 1 do
+      if k >= TP.MAX_MISS then break end
+      if L.ah[(L.rx + d) % MOD] == nil then
+        k = k + 1
+        out[k] = " " .. ((L.rx + d) % MOD)
+      end
+    end
+    if bl and k < TP.MAX_MISS then out[k + 1] = " " .. ((L.rx + top + 1) % MOD) end
+    local m = tconcat(out)
+    if m == "" or (m == L.lastnak and L.nakt == L.tk) then return nil end
+    L.lastnak, L.nakt = m, L.tk
+    return m
+  end
+
+  -- ---------------------------------------------------------------- for the family parts
+  function A.reg(name, fn)
+    A.fns[name] = fn
+    A.caps[#A.caps + 1] = name
+  end
+
+  function A.newHandle(obj)
+    local id = A.nexth
+    A.nexth = id + 1
+    if obj ~= nil then A.bind(id, obj) end
+    return id
+  end
+
+  function A.bind(id, obj)
     A.handles[id] = obj
     A.hid[obj] = id
   end
-  return id
-end
 
-function A.bind(id, obj)
-  A.handles[id] = obj
-  A.hid[obj] = id
-end
-
-function A.release(id)
-  local o = A.handles[id]
-  if o ~= nil then A.hid[o] = nil end
-  A.handles[id] = nil
-  A.dead[id] = true
-end
-
-function A.event(h, ...)
-  local p = pack(...)
-  local body = encvals(p, 1, p.n)
-  send("E" .. h .. (body ~= "" and (" " .. body) or ""))
-end
-
-function A.publish(topic, ...)
-  local p = pack(topic, ...)
-  send("P" .. encvals(p, 1, p.n))
-end
-
-function A.log(level, msg)
-  local out = {}
-  enc(tostring(msg), 0, out)
-  send("L" .. level .. " " .. out[1])
-end
-
--- run f under pcall; report failures as a log frame (never let an error escape)
-function A.guard(f, ...)
-  local r = pack(pcall(f, ...))
-  if not r[1] then pcall(A.log, 1, r[2]) end
-  return unpack(r, 1, r.n)
-end
-
-local function call(id, fname, argstr)
-  local f = A.fns[fname]
-  if f == nil and sfind(fname, "^%d+$") then
-    local nm = A.caps[tonumber(fname)]
-    f = nm and A.fns[nm]
+  function A.release(id)
+    local o = A.handles[id]
+    if o ~= nil then A.hid[o] = nil end
+    A.handles[id] = nil
+    A.dead[id] = true
   end
-  if f == nil then return reply_err(id, TP.E_NOFN, "no function " .. fname) end
-  local ok, args = pcall(decvals, argstr)
-  if not ok then
-    if type(args) == "table" then return reply_err(id, args[1], args[2]) end
-    return reply_err(id, TP.E_ARG, tostring(args))
-  end
-  local r = pack(pcall(f, unpack(args, 1, args.n)))
-  if not r[1] then
-    local e = r[2]
-    if type(e) == "table" then return reply_err(id, e[1], e[2]) end
-    return reply_err(id, TP.E_ERR, tostring(e))
-  end
-  local body = encvals(r, 2, r.n)
-  send("R" .. id .. (body ~= "" and (" " .. body) or ""))
-end
 
-local function logical(content)
-  local t = ssub(content, 1, 1)
-  if t == "C" then
-    local id, fname, rest = string.match(content, "^C(%d+) ([^ ]+) ?(.*)$")
-    if id then call(id, fname, rest) else A.bad = A.bad + 1 end
-  elseif t == "Y" then
-    send("K" .. consumed)
-  else
-    A.bad = A.bad + 1
+  function A.event(h, ...)
+    local p = pack(...)
+    local body = encvals(p, 1, p.n)
+    send("E" .. h .. (body ~= "" and (" " .. body) or ""))
+  end
+
+  function A.publish(topic, ...)
+    local p = pack(topic, ...)
+    send("P" .. encvals(p, 1, p.n))
+  end
+
+  function A.log(level, msg)
+    send("L" .. level .. " " .. encstr(tostring(msg)))
+  end
+
+  -- run f under pcall; a failure becomes an L1 notice (an error never escapes into the firmware)
+  function A.guard(f, ...)
+    local r = pack(pcall(f, ...))
+    if not r[1] then pcall(A.log, 1, r[2]) end
+    return unpack(r, 1, r.n)
+  end
+
+  -- true when every frame sent was acknowledged and nothing waits
+  function A.idle() return L.q[1] == nil and L.out[1] == nil end
+
+  A.reg("hello", function()
+    local t = {
+      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
+      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
+      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
+      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch, ncaps = #A.caps,
+    }
+    HAL.info(t)
+    return t
+  end)
+
+  A.reg("agent.caps", function(first, count)
+    first = first or 1
+    if first < 1 then first = 1 end
+    local last = first + (count or #A.caps) - 1
+    if last > #A.caps then last = #A.caps end
+    return unpack(A.caps, first, last)
+  end)
+
+  A.reg("agent.stats", function()
+    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
+      lost = ST.lost, queued = L.qb, heap = HAL.heap() }
+  end)
+
+  A.reg("agent.ping", function(...) return L.epoch, ... end)
+
+  function A.start()
+    L.epoch = HAL.epoch()
+    sendu("B" .. L.epoch .. " " .. TP.PROTO)
   end
 end
-
-local function line(l)
-  if ssub(l, -1) == "\r" then l = ssub(l, 1, -2) end
-  if ssub(l, 1, 1) ~= "~" then return end -- not a frame (echo, noise)
-  local n = #l
-  if n < 7 or ssub(l, -5, -5) ~= " " or sfind(l, "[^ -~]")
-    or tonumber(ssub(l, -4), 16) ~= HAL.crc16(ssub(l, 1, -6)) then
-    A.bad = A.bad + 1
-    if pieces then poisoned = true end
-    return
-  end
-  local content = ssub(l, 2, -6)
-  local t = ssub(content, 1, 1)
-  if t == "&" or t == "$" then
-    pieces = pieces or {}
-    pieces[#pieces + 1] = ssub(content, 2)
-    A.msgsize = (A.msgsize or 0) + #content
-    if A.msgsize > HAL.maxmsg then poisoned = true end
-    if t == "&" then return end
-    local whole = tconcat(pieces)
-    local bad = poisoned
-    pieces, poisoned, A.msgsize = nil, false, 0
-    if bad then
-      A.bad = A.bad + 1
-      local id = string.match(whole, "^C(%d+) ")
-      if id and #whole > HAL.maxmsg then reply_err(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
-      return
-    end
-    return logical(whole)
-  end
-  if pieces then pieces, poisoned, A.msgsize, A.bad = nil, false, 0, A.bad + 1 end
-  return logical(content)
-end
-
--- bytes from the UART; call with every chunk read
-function A.feed(chunk)
-  consumed = (consumed + #chunk) % TP.CREDIT_MOD
-  local s = inbuf .. chunk
-  local start = 1
-  while true do
-    local nl = sfind(s, "\n", start, true)
-    if not nl then break end
-    if skipping then skipping = false
-    else
-      local ok, e = pcall(line, ssub(s, start, nl - 1))
-      if not ok then pcall(A.log, 1, e) end
-    end
-    start = nl + 1
-  end
-  inbuf = ssub(s, start)
-  if #inbuf > HAL.maxframe then
-    inbuf, skipping = "", true
-    A.bad = A.bad + 1
-  end
-  send("K" .. consumed)
-end
-
-local epoch
-A.reg("hello", function(proto, hostmax)
-  if type(hostmax) == "number" and hostmax >= TP.BASE_FRAME then
-    outmax = hostmax
-    if HAL.outmax and HAL.outmax < outmax then outmax = HAL.outmax end
-  end
-  local t = {
-    proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
-    intbits = (math_type and math.maxinteger == 2147483647 and 32) or (math_type and 64) or 32,
-    maxframe = HAL.maxframe, window = HAL.window, maxmsg = HAL.maxmsg,
-    heap = HAL.heap(), epoch = epoch, caps = A.caps, bad = A.bad,
-  }
-  HAL.info(t)
-  return t
-end)
-
-A.reg("agent.ping", function(...) return epoch, ... end)
-
-function A.start()
-  epoch = HAL.epoch()
-  send("B" .. epoch .. " " .. TP.PROTO)
-end
+tether_core()

@@ -4,15 +4,17 @@
 -- no '/' (it truncates there), no %f/%g, no value above 2^31-1, no goto, no bit operators.
 local sys = require("sys")
 
-local function lib(name)
-  local ok, m = pcall(require, name)
-  if ok and type(m) == "table" then return m end
-  local g = rawget(_G, name)
-  if type(g) == "table" then return g end
-  return nil
+local net, misc, link, pm
+do
+  local function lib(name)
+    local ok, m = pcall(require, name)
+    if ok and type(m) == "table" then return m end
+    local g = rawget(_G, name)
+    if type(g) == "table" then return g end
+    return nil
+  end
+  net, misc, link, pm = lib("net"), lib("misc"), lib("link"), lib("pm")
 end
-
-local net, misc, link, pm = lib("net"), lib("misc"), lib("link"), lib("pm")
 local SC = rawget(_G, "socketcore")
 local U = TETHER_UART
 local USB = (uart.USB or 129)
@@ -34,15 +36,15 @@ local FLOAT = sfind(FW, "FLOAT", 1, true) ~= nil and type(rawget(_G, "math")) ==
 local SHARED = type(package.loaded["socket"]) == "table"
 
 HAL.write = function(s) uart.write(U, s) end
-HAL.crc16 = function(s) return crypto.crc16("MODBUS", s) end
--- the length argument is required by the core (crypto.c)
-HAL.b64e = function(s) return crypto.base64_encode(s, #s) end
-HAL.b64d = function(s) return crypto.base64_decode(s, #s) end
+-- CRC-32/ISO-HDLC; the length argument is required by the core (crypto.c), the result is signed
+HAL.crc32 = function(s) return crypto.crc32(s, #s) end
+HAL.baud = U == USB and 2000000 or TETHER_BAUD -- the USB port has no baud rate: its line time is ~0
 HAL.maxframe = 1024
 HAL.outmax = 1024
 -- The UART RX ring is 2048 bytes and OVERWRITES its oldest bytes when it overflows: the host may
 -- have at most `window` bytes unacknowledged, so the ring never holds more than that.
 HAL.window = 1792
+HAL.txwin = 4096
 HAL.maxmsg = 16384
 HAL.heap = function()
   local k = collectgarbage("count")
@@ -105,140 +107,148 @@ end
 -- ---------------------------------------------------------------- socket messages
 -- The agent owns the five MSG_SOCK_* handlers. rtos.on keeps one handler per id, so it is wrapped:
 -- a handler another lib registers later (socket.lua) gets the messages of the sockets this agent did
--- not open; the agent forwards the rest as E frames: E<socket_index> '<NAME> <id> <result> [<len>].
-local SOCKMSG = {
-  { "MSG_SOCK_CONN_CNF", "CONN_CNF" },
-  { "MSG_SOCK_SEND_CNF", "SEND_CNF", "send_len" },
-  { "MSG_SOCK_RECV_IND", "RECV_IND", "recv_len" },
-  { "MSG_SOCK_CLOSE_CNF", "CLOSE_CNF" },
-  { "MSG_SOCK_CLOSE_IND", "CLOSE_IND" },
-}
-local mine, others = {}, {}
-local rawon = rtos.on
+-- not open; the agent forwards the rest as E messages: E<socket_index> '<NAME> <id> <result> [<len>].
+do
+  local SOCKMSG = {
+    { "MSG_SOCK_CONN_CNF", "CONN_CNF" },
+    { "MSG_SOCK_SEND_CNF", "SEND_CNF", "send_len" },
+    { "MSG_SOCK_RECV_IND", "RECV_IND", "recv_len" },
+    { "MSG_SOCK_CLOSE_CNF", "CLOSE_CNF" },
+    { "MSG_SOCK_CLOSE_IND", "CLOSE_IND" },
+  }
+  local mine, others = {}, {}
+  local rawon = rtos.on
 
-local function forward(name, lenfield, msg)
-  local idx = msg.socket_index
-  if type(idx) ~= "number" then idx = -1 end
-  if lenfield then A.event(idx, name, msg.id, msg.result, msg[lenfield])
-  else A.event(idx, name, msg.id, msg.result) end
-end
-
-local function handler(id, name, lenfield)
-  return function(msg)
-    if type(msg) ~= "table" then return end
-    local o = others[id]
-    if o and not owned[msg.socket_index] then
-      A.guard(o, msg)
-      return
-    end
-    A.guard(forward, name, lenfield, msg)
+  local function forward(name, lenfield, msg)
+    local idx = msg.socket_index
+    if type(idx) ~= "number" then idx = -1 end
+    if lenfield then A.event(idx, name, msg.id, msg.result, msg[lenfield])
+    else A.event(idx, name, msg.id, msg.result) end
   end
-end
 
-if type(SC) == "table" then
-  for i = 1, #SOCKMSG do
-    local s = SOCKMSG[i]
-    local id = rtos[s[1]]
-    if id ~= nil then
-      mine[id] = handler(id, s[2], s[3])
-      rawon(id, mine[id])
+  local function handler(id, name, lenfield)
+    return function(msg)
+      if type(msg) ~= "table" then return end
+      local o = others[id]
+      if o and not owned[msg.socket_index] then
+        A.guard(o, msg)
+        return
+      end
+      A.guard(forward, name, lenfield, msg)
     end
   end
-  rtos.on = function(id, fn)
-    if mine[id] then
-      others[id] = fn
-      return
+
+  if type(SC) == "table" then
+    for i = 1, #SOCKMSG do
+      local s = SOCKMSG[i]
+      local id = rtos[s[1]]
+      if id ~= nil then
+        mine[id] = handler(id, s[2], s[3])
+        rawon(id, mine[id])
+      end
     end
-    return rawon(id, fn)
+    rtos.on = function(id, fn)
+      if mine[id] then
+        others[id] = fn
+        return
+      end
+      return rawon(id, fn)
+    end
   end
 end
 
 -- ---------------------------------------------------------------- socketcore calls
-local function own(r)
-  if type(r) == "number" and r >= 0 and not owned[r] then
-    owned[r] = true
-    nowned = nowned + 1
-  end
-  return r
-end
-
-if type(SC) == "table" then
-  -- arguments are passed exactly as the host sent them (the core counts them with lua_gettop)
-  A.reg("socketcore.sock_conn", function(...) return own(SC.sock_conn(...)) end)
-  if SC.sock_conn_ext then
-    A.reg("socketcore.sock_conn_ext", function(...) return own(SC.sock_conn_ext(...)) end)
-  end
-  A.reg("socketcore.sock_send", function(...) return SC.sock_send(...) end)
-  if type(SC.sock_getremainbuf) == "function" then
-    A.reg("socketcore.sock_getremainbuf", function(...) return SC.sock_getremainbuf(...) end)
-  end
-  A.reg("socketcore.sock_close", function(...) return SC.sock_close(...) end)
-  A.reg("socketcore.sock_recv", function(...) return SC.sock_recv(...) end)
-  A.reg("socketcore.sock_destroy", function(idx)
-    local r = SC.sock_destroy(idx)
-    if r == 1 and owned[idx] then
-      owned[idx] = nil
-      nowned = nowned - 1
+do
+  local function own(r)
+    if type(r) == "number" and r >= 0 and not owned[r] then
+      owned[r] = true
+      nowned = nowned + 1
     end
     return r
-  end)
-  if type(SC.sock_setopt) == "function" then
-    A.reg("socketcore.sock_setopt", function(...) return SC.sock_setopt(...) end)
   end
-  -- the socketcore.* constants as this core defines them
-  local CONSTS = { "SOL_SOCKET", "IPPROTO_TCP", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
-    "SO_REUSEADDR", "ERR_UNKOWN", "ERR_OK", "ERR_ENOMEM", "ERR_ENOBUFS", "ERR_ETIMEOUT", "ERR_ERTE", "ERR_EINPROGRESS",
-    "ERR_EWOULDBLOCK", "ERR_EADDRINUSE", "ERR_EALREADY", "ERR_EISCONN", "ERR_ENOTCONN", "ERR_EIF", "ERR_EABORT",
-    "ERR_ERST", "ERR_ECLSD", "ERR_EARG", "ERR_EIO", "ERR_SSL_EHANDESHAK", "ERR_SSL_EINIT", "ERR_SSL_EINVALID" }
-  A.reg("socketcore.consts", function()
-    local t = {}
-    for i = 1, #CONSTS do t[CONSTS[i]] = SC[CONSTS[i]] end
-    return t
-  end)
+
+  if type(SC) == "table" then
+    -- arguments are passed exactly as the host sent them (the core counts them with lua_gettop)
+    A.reg("socketcore.sock_conn", function(...) return own(SC.sock_conn(...)) end)
+    if SC.sock_conn_ext then
+      A.reg("socketcore.sock_conn_ext", function(...) return own(SC.sock_conn_ext(...)) end)
+    end
+    A.reg("socketcore.sock_send", function(...) return SC.sock_send(...) end)
+    if type(SC.sock_getremainbuf) == "function" then
+      A.reg("socketcore.sock_getremainbuf", function(...) return SC.sock_getremainbuf(...) end)
+    end
+    A.reg("socketcore.sock_close", function(...) return SC.sock_close(...) end)
+    A.reg("socketcore.sock_recv", function(...) return SC.sock_recv(...) end)
+    A.reg("socketcore.sock_destroy", function(idx)
+      local r = SC.sock_destroy(idx)
+      if r == 1 and owned[idx] then
+        owned[idx] = nil
+        nowned = nowned - 1
+      end
+      return r
+    end)
+    if type(SC.sock_setopt) == "function" then
+      A.reg("socketcore.sock_setopt", function(...) return SC.sock_setopt(...) end)
+    end
+    -- the socketcore.* constants as this core defines them
+    local CONSTS = { "SOL_SOCKET", "IPPROTO_TCP", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
+      "SO_REUSEADDR", "ERR_UNKOWN", "ERR_OK", "ERR_ENOMEM", "ERR_ENOBUFS", "ERR_ETIMEOUT", "ERR_ERTE", "ERR_EINPROGRESS",
+      "ERR_EWOULDBLOCK", "ERR_EADDRINUSE", "ERR_EALREADY", "ERR_EISCONN", "ERR_ENOTCONN", "ERR_EIF", "ERR_EABORT",
+      "ERR_ERST", "ERR_ECLSD", "ERR_EARG", "ERR_EIO", "ERR_SSL_EHANDESHAK", "ERR_SSL_EINIT", "ERR_SSL_EINVALID" }
+    A.reg("socketcore.consts", function()
+      local t = {}
+      for i = 1, #CONSTS do t[CONSTS[i]] = SC[CONSTS[i]] end
+      return t
+    end)
+  end
 end
 
 -- ---------------------------------------------------------------- status
-local function regif(name, t, fn)
-  if t and type(t[fn]) == "function" then A.reg(name, t[fn]) end
-end
-regif("net.getState", net, "getState")
-regif("net.getRssi", net, "getRssi")
-regif("net.getRsrp", net, "getRsrp")
-regif("net.getNetMode", net, "getNetMode")
-regif("net.csqQueryPoll", net, "csqQueryPoll")
-regif("misc.getImei", misc, "getImei")
-regif("misc.getModelType", misc, "getModelType")
-regif("rtos.get_version", rtos, "get_version")
-regif("link.isReady", link, "isReady")
--- readiness and registration, forwarded as P frames
-local TOPICS = { "IP_READY_IND", "IP_ERROR_IND", "NET_STATE_REGISTERED", "NET_STATE_UNREGISTER" }
-for i = 1, #TOPICS do
-  local topic = TOPICS[i]
-  sys.subscribe(topic, function(...) A.guard(A.publish, topic, ...) end)
+do
+  local function regif(name, t, fn)
+    if t and type(t[fn]) == "function" then A.reg(name, t[fn]) end
+  end
+  regif("net.getState", net, "getState")
+  regif("net.getRssi", net, "getRssi")
+  regif("net.getRsrp", net, "getRsrp")
+  regif("net.getNetMode", net, "getNetMode")
+  regif("net.csqQueryPoll", net, "csqQueryPoll")
+  regif("misc.getImei", misc, "getImei")
+  regif("misc.getModelType", misc, "getModelType")
+  regif("rtos.get_version", rtos, "get_version")
+  regif("link.isReady", link, "isReady")
+  -- readiness and registration, forwarded as P messages
+  local TOPICS = { "IP_READY_IND", "IP_ERROR_IND", "NET_STATE_REGISTERED", "NET_STATE_UNREGISTER" }
+  for i = 1, #TOPICS do
+    local topic = TOPICS[i]
+    sys.subscribe(topic, function(...) A.guard(A.publish, topic, ...) end)
+  end
 end
 
 -- ---------------------------------------------------------------- keep trace off the RPC UART
 -- print/log go to the trace port (USB on 4G); log.openTrace / rtos.set_trace could point them at a
 -- UART: refuse that for the RPC UART.
-local rlog = rawget(_G, "log")
-if type(rlog) == "table" and type(rlog.openTrace) == "function" then
-  local raw = rlog.openTrace
-  rlog.openTrace = function(v, uartid, baud)
-    if v and uartid == U then
-      A.guard(A.log, 2, "log.openTrace to the RPC UART refused")
-      return
+do
+  local rlog = rawget(_G, "log")
+  if type(rlog) == "table" and type(rlog.openTrace) == "function" then
+    local raw = rlog.openTrace
+    rlog.openTrace = function(v, uartid, baud)
+      if v and uartid == U then
+        A.guard(A.log, 2, "log.openTrace to the RPC UART refused")
+        return
+      end
+      return raw(v, uartid, baud)
     end
-    return raw(v, uartid, baud)
   end
-end
-if type(rtos.set_trace) == "function" then
-  local raw = rtos.set_trace
-  rtos.set_trace = function(flag, uartid, ...)
-    if flag == 1 and uartid == U then
-      A.guard(A.log, 2, "rtos.set_trace to the RPC UART refused")
-      return
+  if type(rtos.set_trace) == "function" then
+    local raw = rtos.set_trace
+    rtos.set_trace = function(flag, uartid, ...)
+      if flag == 1 and uartid == U then
+        A.guard(A.log, 2, "rtos.set_trace to the RPC UART refused")
+        return
+      end
+      return raw(flag, uartid, ...)
     end
-    return raw(flag, uartid, ...)
   end
 end
 
@@ -246,27 +256,30 @@ end
 -- The 8910 posts the RX message only when its ring goes from empty to non-empty, with no length:
 -- read until uart.read returns "" every time. Reads are bounded per event (the watchdog must never
 -- starve); if bytes remain, a timer continues, and a slow poll heals a lost event.
-local drain
-local function again() A.guard(drain) end
-drain = function()
-  for _ = 1, 32 do
-    local s = uart.read(U, 1024)
-    if s == nil or s == "" then return end
-    A.feed(s)
+do
+  local drain
+  local function again() A.guard(drain) end
+  drain = function()
+    for _ = 1, 32 do
+      local s = uart.read(U, 1024)
+      if s == nil or s == "" then return end
+      A.feed(s)
+    end
+    sys.timerStart(again, 5) -- bytes remain: no RX event will come for them, continue soon
   end
-  sys.timerStart(again, 5) -- bytes remain: no RX event will come for them, continue soon
+  if type(uart.on) ~= "function" then pcall(require, "clib") end
+  uart.on(U, "receive", function() A.guard(drain) end)
+  local setup_ok, setup_err = pcall(function()
+    if U == USB then
+      uart.setup(U, 0, 0, uart.PAR_NONE, uart.STOP_1)
+    else
+      uart.setup(U, TETHER_BAUD, 8, uart.PAR_NONE, uart.STOP_1)
+    end
+  end)
+  if not setup_ok then print("tether: uart.setup failed: " .. tostring(setup_err)) end
+  sys.timerLoopStart(function() A.guard(drain) end, 1000) -- heals a lost RX event
+  sys.timerLoopStart(function() A.guard(A.tick) end, TP.TICK_MS) -- the link's retransmission timer
 end
-if type(uart.on) ~= "function" then pcall(require, "clib") end
-uart.on(U, "receive", function() A.guard(drain) end)
-local setup_ok, setup_err = pcall(function()
-  if U == USB then
-    uart.setup(U, 0, 0, uart.PAR_NONE, uart.STOP_1)
-  else
-    uart.setup(U, TETHER_BAUD, 8, uart.PAR_NONE, uart.STOP_1)
-  end
-end)
-if not setup_ok then print("tether: uart.setup failed: " .. tostring(setup_err)) end
-sys.timerLoopStart(function() A.guard(drain) end, 1000) -- heals a lost RX event
 
 if pm and pm.wake then pcall(pm.wake, "tether") end
 if TETHER_QUERY_MS > 0 and net and net.startQueryAll then pcall(net.startQueryAll, TETHER_QUERY_MS, 600000) end

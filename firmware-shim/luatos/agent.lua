@@ -4,12 +4,14 @@ local sys = require("sys")
 local U = TETHER_UART
 
 HAL.write = function(s) uart.write(U, s) end
-HAL.crc16 = function(s) return crypto.crc16("MODBUS", s) end
-HAL.b64e = string.toBase64
-HAL.b64d = string.fromBase64
+-- crypto.crc32 is CRC-32/ISO-HDLC, pushed as a signed 32-bit integer (the core accepts that)
+HAL.crc32 = crypto.crc32
+HAL.baud = TETHER_BAUD
 HAL.maxframe = 1024
 HAL.outmax = 1024
+-- the host keeps at most `window` bytes unacknowledged: the RX buffer never overflows
 HAL.window = TETHER_RXBUF - 64
+HAL.txwin = 4096
 HAL.maxmsg = 8192
 HAL.heap = function() return math.floor(collectgarbage("count")) end
 HAL.epoch = function()
@@ -52,7 +54,7 @@ HAL.info = function(t)
   end
 end
 
--- a callback for socket `id`: every event becomes an E frame, under pcall
+-- a callback for socket `id`: every event becomes an E message, under pcall
 local function cb(id)
   return function(ctrl, event, param) A.guard(A.event, id, event, param) end
 end
@@ -130,5 +132,7 @@ uart.on(U, "receive", function(id, len)
 end)
 
 A.start()
+-- the link's retransmission timer
+sys.timerLoopStart(function() A.guard(A.tick) end, TP.TICK_MS)
 if TETHER_MODNAME == nil then sys.run() end
 return A

@@ -2,86 +2,47 @@
 -- Firmware semantics: ../shared/firmware-notes/nodemcu.md. Names on the wire: docs/nodemcu.md.
 -- Lua 5.1 rules: no //, no bit operators, no goto, no integer division; bit work goes
 -- through the `bit` module (default build). Small tables only: the ESP8266 has ~40 KB heap.
-local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
-local sbyte, schar = string.byte, string.char
+-- Strings travel raw (protocol v2 `b<n>:` tokens): no base64 here.
+local sfind = string.find
 
--- CRC-16/MODBUS (reflected poly 0xA001, init 0xFFFF), a nibble at a time: 16-entry table.
-local CT = {}
-for i = 0, 15 do
-  local c = i
-  for _ = 1, 4 do
-    if band(c, 1) == 1 then c = bxor(rshift(c, 1), 40961) else c = rshift(c, 1) end
+-- CRC-32/ISO-HDLC (reflected poly 0xEDB88320, here as the signed -306674912), a nibble at a
+-- time from a 16-entry table; values are the bit module's 32-bit integers (the core takes signed ones)
+do
+  local band, bxor, rshift, sbyte = bit.band, bit.bxor, bit.rshift, string.byte
+  local CT = {}
+  for i = 0, 15 do
+    local c = i
+    for _ = 1, 4 do
+      if band(c, 1) == 1 then c = bxor(rshift(c, 1), -306674912) else c = rshift(c, 1) end
+    end
+    CT[i] = c
   end
-  CT[i] = c
-end
-HAL.crc16 = function(s)
-  local crc = 65535
-  for i = 1, #s do
-    crc = bxor(crc, sbyte(s, i))
-    crc = bxor(rshift(crc, 4), CT[band(crc, 15)])
-    crc = bxor(rshift(crc, 4), CT[band(crc, 15)])
+  HAL.crc32 = function(s)
+    local c = -1
+    for i = 1, #s do
+      c = bxor(c, sbyte(s, i))
+      c = bxor(rshift(c, 4), CT[band(c, 15)])
+      c = bxor(rshift(c, 4), CT[band(c, 15)])
+    end
+    return bxor(c, -1)
   end
-  return crc
-end
-
--- Base64 (standard alphabet, padded) without encoder: output is built 48 characters at
--- a time from one reused 48-slot table, so a 1460-byte payload costs ~40 short strings.
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local Q = {}
-local function flush(out, k)
-  out[#out + 1] = schar(unpack(Q, 1, k))
-  return 0
-end
-HAL.b64e = function(s)
-  local out, k = {}, 0
-  for i = 1, #s, 3 do
-    local a, b, c = sbyte(s, i, i + 2)
-    local v = bor(lshift(a, 16), lshift(b or 0, 8), c or 0)
-    Q[k + 1] = sbyte(B64, rshift(v, 18) + 1)
-    Q[k + 2] = sbyte(B64, band(rshift(v, 12), 63) + 1)
-    Q[k + 3] = b and sbyte(B64, band(rshift(v, 6), 63) + 1) or 61
-    Q[k + 4] = c and sbyte(B64, band(v, 63) + 1) or 61
-    k = k + 4
-    if k >= 48 then k = flush(out, k) end
-  end
-  if k > 0 then flush(out, k) end
-  return tconcat(out)
-end
--- one base64 character code -> 0..63 (nil for '=' padding)
-local function b64v(x)
-  if x >= 97 then return x - 71 end
-  if x >= 65 then return x - 65 end
-  if x == 61 then return nil end
-  if x >= 48 then return x + 4 end
-  if x == 43 then return 62 end
-  return 63
-end
-HAL.b64d = function(s)
-  local out, k = {}, 0
-  for i = 1, #s, 4 do
-    local a, b, c, d = sbyte(s, i, i + 3)
-    c = c and b64v(c)
-    d = d and b64v(d)
-    local v = bor(lshift(b64v(a) or 0, 18), lshift(b64v(b or 61) or 0, 12), lshift(c or 0, 6), d or 0)
-    k = k + 1
-    Q[k] = rshift(v, 16)
-    if c then k = k + 1 Q[k] = band(rshift(v, 8), 255) end
-    if d then k = k + 1 Q[k] = band(v, 255) end
-    if k >= 45 then k = flush(out, k) end
-  end
-  if k > 0 then flush(out, k) end
-  return tconcat(out)
 end
 
 HAL.write = function(s) uart.write(0, s) end
 -- The UART hands the agent at most 255 bytes per line callback and its RX ring holds 256
--- bytes, dropping the OLDEST silently when full: frames stay within 255 bytes and the
--- host keeps at most one window (<= 255 bytes, protocol.md section 6) unacknowledged.
+-- bytes, dropping the OLDEST silently when full: the agent accepts lines of 255 bytes and the
+-- host keeps at most one window (240 bytes, protocol.md section 4) unacknowledged.
 HAL.maxframe = 255
 HAL.window = 240
 HAL.outmax = 1024
+HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its acknowledgement
 HAL.maxmsg = 4096
-HAL.heap = function() local k = collectgarbage("count") return k - k % 1 end
+HAL.baud = TETHER_BAUD or 115200
+HAL.heap = function()
+  local k = collectgarbage("count")
+  k = k - k % 1
+  return math and math.tointeger and math.tointeger(k) or k -- an integer on 5.3 builds too
+end
 HAL.epoch = function()
   local ok, e = pcall(node.random, 1, 2147483646)
   if ok and type(e) == "number" and e >= 1 then return e - e % 1 end
@@ -102,6 +63,7 @@ HAL.info = function(t)
   if ok and type(v) == "table" then
     t.modules = v.modules
     t.numbers = v.number_type
+    if v.number_type == "integer" and t.intbits == 53 then t.intbits = 32 end
   end
 end
 
@@ -129,7 +91,7 @@ local function emit(id, ev, ...)
   local hook = rawget(_G, "tether_hook")
   if hook then hook(id, ev, ...) end
 end
--- socket callback: drop the socket argument (the frame's handle names it)
+-- socket callback: drop the socket argument (the event's handle names it)
 local function fwd(id, ev)
   return function(_, ...) A.guard(emit, id, ev, ...) end
 end
@@ -272,7 +234,7 @@ A.reg("node.restart", function()
   tmr.create():alarm(50, tmr.ALARM_SINGLE, function() node.restart() end)
 end)
 
--- print() output goes to the host as L3 frames, never raw onto the RPC UART
+-- print() output goes to the host as L3 notices, never raw onto the RPC UART
 local function output(p)
   A.guard(function()
     while true do
@@ -286,9 +248,19 @@ local function output(p)
   return false
 end
 
--- give the Lua prompt back: after the reply, restore the interpreter and print()
+-- the link's retransmission timer
+local ticker = tmr.create()
+ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function() A.guard(A.tick) end)
+
+-- give the Lua prompt back: once the reply is acknowledged (at most ~1 s), stop the timer,
+-- restore the interpreter and print()
 A.reg("agent.repl", function()
-  tmr.create():alarm(20, tmr.ALARM_SINGLE, function()
+  local n = 0
+  ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
+    n = n + 1
+    A.guard(A.tick)
+    if n < 20 and not A.idle() then return end
+    ticker:unregister()
     uart.on("data")
     node.output()
     if node.setonerror then node.setonerror() end

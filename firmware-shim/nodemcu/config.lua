@@ -5,4 +5,4 @@
 -- from then on; the host's `agent.repl` call gives the Lua prompt back.
 -- Settings: set these globals before dofile() to override them.
 local TETHER_BAUD = TETHER_BAUD   -- nil: keep the UART's current baud rate (115200 after boot)
-local TETHER_LOG = TETHER_LOG     -- false: drop print() output instead of forwarding it as L frames
+local TETHER_LOG = TETHER_LOG     -- false: drop print() output instead of forwarding it as L notices

@@ -1,76 +1,91 @@
 -- Test driver: runs the shared agent core under a stock Lua interpreter (5.1 or 5.3).
--- usage: lua core-driver.lua protocol.lua core.lua < frames
--- Reads frames on stdin, writes the agent's frames on stdout. The HAL below is
--- pure Lua with arithmetic only (no bit library, no integer division operator),
--- so it also shows the core needs nothing but what Lua 5.1 guarantees.
+-- usage: lua core-driver.lua protocol.lua core.lua [ticks] [chunk] < input
+-- Feeds stdin to the agent (all at once; or in pieces of `chunk` bytes, each a batch; or, with
+-- chunk -1, as a script whose lines "%%T<n>" tick n times and "%%F" end a batch), then calls
+-- A.tick() `ticks` times (default 0) so that tests see retransmissions; the agent's bytes go
+-- to stdout. Functions: echo (counts its runs), count (how many times echo ran), boom, big(n), gc. The HAL below is pure Lua with arithmetic only (no bit library, no
+-- integer division operator), so it also shows the core needs nothing but what Lua 5.1 has.
 local load = loadstring or load
 local function readall(p) local f = assert(io.open(p, "rb")) local s = f:read("*a") f:close() return s end
 
 local body = [==[
-local function bxor(a, b)
-  local r, p = 0, 1
-  while a > 0 or b > 0 do
-    local x, y = a % 2, b % 2
-    if x ~= y then r = r + p end
-    a, b, p = (a - x) / 2, (b - y) / 2, p * 2
-  end
-  return r
-end
-HAL.crc16 = function(s)
-  local crc = 65535
-  for i = 1, #s do
-    crc = bxor(crc, s:byte(i))
-    for _ = 1, 8 do
-      local lsb = crc % 2
-      crc = (crc - lsb) / 2
-      if lsb == 1 then crc = bxor(crc, 40961) end
+-- XOR of two bytes from a 16x16 nibble table built with arithmetic
+local X4 = {}
+for a = 0, 15 do
+  for b = 0, 15 do
+    local r, p, x, y = 0, 1, a, b
+    while x > 0 or y > 0 do
+      local u, v = x % 2, y % 2
+      if u ~= v then r = r + p end
+      x, y, p = (x - u) / 2, (y - v) / 2, p * 2
     end
+    X4[a * 16 + b] = r
   end
-  return crc
 end
-local B = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-HAL.b64e = function(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local c1 = (n - n % 262144) / 262144
-    local c2 = ((n - n % 4096) / 4096) % 64
-    local c3 = ((n - n % 64) / 64) % 64
-    local c4 = n % 64
-    out[#out + 1] = B:sub(c1 + 1, c1 + 1) .. B:sub(c2 + 1, c2 + 1) ..
-      (b and B:sub(c3 + 1, c3 + 1) or "=") .. (c and B:sub(c4 + 1, c4 + 1) or "=")
-  end
-  return table.concat(out)
+local function xor8(a, b)
+  local al, bl = a % 16, b % 16
+  return X4[(a - al) / 16 * 16 + (b - bl) / 16] * 16 + X4[al * 16 + bl]
 end
-HAL.b64d = function(s)
-  local out, n, bits = {}, 0, 0
-  for i = 1, #s do
-    local ch = s:sub(i, i)
-    if ch == "=" then break end
-    local v = (B:find(ch, 1, true) or 1) - 1
-    n, bits = n * 64 + v, bits + 6
-    if bits >= 8 then
-      bits = bits - 8
-      local d = 2 ^ bits
-      local byte = (n - n % d) / d
-      out[#out + 1] = string.char(byte)
-      n = n % d
+-- CRC-32 table in four byte planes (least significant first)
+local T1, T2, T3, T4 = {}, {}, {}, {}
+for i = 0, 255 do
+  local c = { i, 0, 0, 0 }
+  for _ = 1, 8 do
+    local lsb = c[1] % 2
+    for k = 1, 4 do -- shift right by one across the 4 bytes
+      local hi = c[k + 1] and (c[k + 1] % 2) or 0
+      c[k] = (c[k] - c[k] % 2) / 2 + hi * 128
     end
+    if lsb == 1 then c = { xor8(c[1], 32), xor8(c[2], 131), xor8(c[3], 184), xor8(c[4], 237) } end
   end
-  return table.concat(out)
+  T1[i], T2[i], T3[i], T4[i] = c[1], c[2], c[3], c[4]
+end
+HAL.crc32 = function(s)
+  local c1, c2, c3, c4 = 255, 255, 255, 255
+  for i = 1, #s do
+    local t = xor8(c1, s:byte(i))
+    c1, c2, c3, c4 = xor8(c2, T1[t]), xor8(c3, T2[t]), xor8(c4, T3[t]), T4[t]
+  end
+  c1, c2, c3, c4 = 255 - c1, 255 - c2, 255 - c3, 255 - c4
+  -- signed, like LuatOS/Luat crypto.crc32
+  local v = ((c4 * 256 + c3) * 256 + c2) * 256 + c1
+  if c4 >= 128 then v = v - 4294967296 end
+  return v
 end
 HAL.write = function(s) io.write(s) end
-HAL.maxframe, HAL.window, HAL.maxmsg = 255, 240, 2048
-HAL.heap = function() local k = collectgarbage("count") return k - k % 1 end
+HAL.maxframe, HAL.outmax, HAL.window, HAL.txwin, HAL.maxmsg, HAL.baud = 255, 1024, 240, 4096, 2048, 115200
+HAL.heap = function() collectgarbage() local k = collectgarbage("count") return k - k % 1 end
 HAL.epoch = function() return 777 end
 HAL.info = function(t) t.family = "driver" end
-A.reg("echo", function(...) return ... end)
+local runs = 0
+A.reg("echo", function(...) runs = runs + 1 return ... end)
+A.reg("count", function() return runs end)
 A.reg("boom", function() error("kaboom") end)
+A.reg("big", function(n) return string.rep("x", n) end)
+A.reg("gc", function() collectgarbage() collectgarbage() local k = collectgarbage("count") return k - k % 1 end)
 A.start()
-A.feed(io.read("*a") or "")
+local input = io.read("*a") or ""
+local chunk = tonumber(DRIVER_CHUNK) or 0
+if chunk > 0 then
+  for i = 1, #input, chunk do A.feed(input:sub(i, i + chunk - 1)) end
+elseif chunk < 0 then
+  -- script: lines "%%T<n>" call A.tick() n times, "%%F" ends a batch; other bytes are fed
+  local pos, pat = 1, "%%%%([TF]%d*)\n"
+  while true do
+    local s, e, cmd = input:find(pat, pos)
+    while s and s > 1 and input:sub(s - 1, s - 1) ~= "\n" do s, e, cmd = input:find(pat, s + 1) end
+    A.feed(input:sub(pos, (s or #input + 1) - 1))
+    if not s then break end
+    if cmd:sub(1, 1) == "T" then for _ = 1, tonumber(cmd:sub(2)) or 1 do A.tick() end end
+    pos = e + 1
+  end
+else
+  A.feed(input)
+end
+for _ = 1, tonumber(DRIVER_TICKS) or 0 do A.tick() end
 ]==]
 
+DRIVER_TICKS, DRIVER_CHUNK = arg[3], arg[4]
 local chunk = readall(arg[1]) .. "\n" .. readall(arg[2]) .. "\n" .. body
 local f = assert(load(chunk, "=agent"))
 f()

@@ -20,8 +20,8 @@
  * - Every failure is a TetherError with the step and what the module said.
  */
 import type { Transport } from '../../transport/transport.js';
-import { checkLine, callContent, decodeFrame, encodeFrame, Reassembler } from '../../codec/frame.js';
-import { PROTOCOL_VERSION, HOST_MAX_FRAME } from '../../codec/constants.js';
+import { callMessage, decodeMessage, encodeFrame, fragment, parseLine } from '../../codec/frame.js';
+import { PROTOCOL_VERSION, HOST_MAX_FRAME, BASE_MAX_FRAME } from '../../codec/constants.js';
 import { toText, field } from '../../codec/values.js';
 import { TetherError, TimeoutError } from '../../errors.js';
 
@@ -138,7 +138,7 @@ class Repl {
       const s = Buffer.from(chunk).toString('latin1');
       this.rx += s;
       if (this.rx.length > 1 << 20) this.rx = this.rx.slice(-65536);
-      if (/(^|\n)~B\d+ \d+ [0-9A-F]{4}\r?\n/.test(this.rx)) this.agentBoot = true;
+      if (/(^|\n)~B\d+ \d+ [0-9A-F]{8}\r?\n/.test(this.rx)) this.agentBoot = true;
       this.wake();
     });
     t.onClose((e) => {
@@ -240,17 +240,36 @@ class Repl {
   }
 }
 
-/** Parse the first protocol frame of `type` with call id `id` in `text`. */
+/**
+ * Bytes that open a fresh protocol-v2 session with a running agent and make one call
+ * (docs/protocol.md sections 3, 9): a newline, `S` with a new nonce, then the call as
+ * sequenced frame 0. Enough to reach a running agent without a whole RpcClient, which
+ * would take the UART over.
+ */
+function sessionCall(id: number, fn: string, args: Parameters<typeof callMessage>[2]): string {
+  const nonce = 1 + Math.floor(Math.random() * 2147483645);
+  const lines = [Buffer.from('\n'), encodeFrame(`S${nonce} ${BASE_MAX_FRAME}`), ...fragment(callMessage(id, fn, args), BASE_MAX_FRAME, 0, 0)];
+  return Buffer.concat(lines).toString('latin1');
+}
+
+/** The reply (`R` or `X`) to call `id` among the agent's frames in `text` (sequenced frames, in order). */
 function findReply(text: string, id: number): { type: string; values?: unknown[] } | undefined {
-  const reasm = new Reassembler();
+  let parts: Buffer[] = [];
   for (const raw of text.split('\n')) {
-    const c = checkLine(Buffer.from(raw.replace(/\r$/, ''), 'latin1'));
-    if (c.kind !== 'frame') continue;
-    const whole = reasm.push(c.content);
-    if (whole === undefined) continue;
+    const c = parseLine(Buffer.from(raw, 'latin1'));
+    if (c.kind !== 'frame' || c.frame.type !== 'seq') continue;
+    const f = c.frame;
+    let whole: Buffer | undefined;
+    if (f.kind === '&') parts.push(f.body);
+    else if (f.kind === '$') {
+      parts.push(f.body);
+      whole = Buffer.concat(parts);
+      parts = [];
+    } else whole = Buffer.concat([Buffer.from(f.kind, 'latin1'), f.body]);
+    if (!whole) continue;
     try {
-      const f = decodeFrame(whole);
-      if ((f.type === 'R' || f.type === 'X') && f.id === id) return { type: f.type, values: f.type === 'R' ? f.values : [f.code, f.message] };
+      const m = decodeMessage(whole);
+      if ((m.type === 'R' || m.type === 'X') && m.id === id) return { type: m.type, values: m.type === 'R' ? m.values : [m.code, m.message] };
     } catch {
       /* not ours */
     }
@@ -276,7 +295,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   progress({ phase: 'sync', message: 'looking for a running agent' });
   {
     const from = repl.mark;
-    await repl.write('\n' + encodeFrame(callContent(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]), 255).join(''));
+    await repl.write(sessionCall(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]));
     const got = await repl.wait(from, (s) => findReply(s, 1) !== undefined, 700);
     if (got) {
       result.agentWasRunning = true;
@@ -284,7 +303,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
       const ver = toText(field(hello as never, 'agent'));
       progress({ phase: 'sync', message: `tether agent ${ver ?? '?'} is running: asking it for the Lua prompt` });
       const from2 = repl.mark;
-      await repl.write(encodeFrame(callContent(2, 'agent.repl', []), 255).join(''));
+      await repl.write(sessionCall(2, 'agent.repl', []));
       const r = await repl.wait(from2, (s) => findReply(s, 2) !== undefined, 3000);
       if (!r) throw new TetherError('HANDSHAKE', 'a tether agent answered hello but not agent.repl: restart the module and try again');
       await new Promise((res) => setTimeout(res, 200));
@@ -303,7 +322,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
     if (!synced && /(^|\n)>> $/.test(repl.since(from).replace(/\r\n/g, '\n'))) await repl.write(')\n'); // leave a >> continuation
     if (!synced && repl.agentBoot) {
       repl.agentBoot = false;
-      await repl.write(encodeFrame(callContent(3, 'agent.repl', []), 255).join(''));
+      await repl.write(sessionCall(3, 'agent.repl', []));
       await new Promise((res) => setTimeout(res, 300));
     }
   }
@@ -406,7 +425,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
     progress({ phase: 'start', message: `dofile("${name}")` });
     const from = repl.mark;
     await repl.write(`dofile(${JSON.stringify(name)})\n`);
-    const ok = await repl.wait(from, (s) => /(^|\n)~B\d+ \d+ [0-9A-F]{4}\r?\n/.test(s) || /(^|\n)> $/.test(s.replace(/\r\n/g, '\n')), lineMs * 3);
+    const ok = await repl.wait(from, (s) => /(^|\n)~B\d+ \d+ [0-9A-F]{8}\r?\n/.test(s) || /(^|\n)> $/.test(s.replace(/\r\n/g, '\n')), lineMs * 3);
     const said = repl.since(from).replace(/\r\n/g, '\n');
     if (!ok || !/(^|\n)~B\d+/.test(said)) {
       throw new TetherError('HANDSHAKE', `the agent did not start: ${ok ? `the module said ${JSON.stringify(said.slice(0, 400))}` : `nothing within ${lineMs * 3} ms`}`);
