@@ -11,9 +11,9 @@
  */
 import { Observable, Subscription, firstValueFrom, type Subscriber } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
+import { endOnReset, resetAsError, resetError } from '../reset.js';
 import { CONN_EXT_DNS_FAILED, IPPROTO_TCP, LIB_TCP_CHUNK, LIB_UDP_CHUNK, MAX_RECV_IND, MAX_SOCKETS, SO_KEEPALIVE, SOL_SOCKET, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, errName } from './constants.js';
 import type { CertTable, LuatSocketcore, SocketMessage } from './socketcore.js';
-import { withTimeout } from '../../util/with-timeout.js';
 
 /** Options of {@link openConnection}. */
 export interface OpenOptions {
@@ -60,54 +60,123 @@ export interface ConnectionStats {
 /**
  * Wait until `link.isReady()` or IP_READY_IND, at most `timeoutMs`. Returns at once when the
  * agent has no `link` lib (readiness is then unknown: the CONN_CNF will tell).
+ * @throws TetherError `TIMEOUT` (no IP_READY_IND in time), `RESET` (the module reset meanwhile).
  */
 export async function waitReady(sc: LuatSocketcore, timeoutMs: number): Promise<void> {
   if (!sc.rpc.hello.caps.includes('link.isReady')) return;
-  let sub: Subscription | undefined;
-  const topic = new Promise<void>((resolve) => {
-    sub = sc.readiness.subscribe((r) => {
-      if (r.topic === 'IP_READY_IND') resolve();
-    });
-  });
+  const epoch = sc.rpc.currentEpoch;
+  let up = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  // listen before asking (the topic can come right after the answer), and end on a reset
+  const subs = new Subscription();
+  subs.add(
+    sc.readiness.subscribe((r) => {
+      if (r.topic !== 'IP_READY_IND') return;
+      up = true;
+      wake?.();
+    }),
+  );
+  subs.add(
+    resetAsError(sc.rpc, 'waiting for the data link (IP_READY_IND)', epoch).subscribe({
+      error: (e) => {
+        failure = e;
+        wake?.();
+      },
+    }),
+  );
   try {
     const [ready] = await firstValueFrom(sc.isReady());
-    if (ready) return;
-    await withTimeout(topic, timeoutMs, () => new TimeoutError(`the data link did not come up (no IP_READY_IND) within ${timeoutMs} ms`, { ms: timeoutMs }));
+    if (ready || up) return;
+    if (!failure) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, timeoutMs);
+      });
+    }
+    if (failure) throw failure;
+    if (!up) throw new TimeoutError(`the data link did not come up (no IP_READY_IND) within ${timeoutMs} ms`, { ms: timeoutMs });
   } finally {
-    sub?.unsubscribe();
+    clearTimeout(timer);
+    subs.unsubscribe();
   }
 }
 
-/** Collects the messages of the socket layer from now on, so none is missed between a call and its reply. */
+interface TapWaiter {
+  pred: (m: SocketMessage) => boolean;
+  resolve: (m: SocketMessage) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * Collects the messages of the socket layer from now on, so none is missed between a call and its
+ * reply. When the message stream errors (a module reset: `RESET`) or the link closes, every wait
+ * rejects with that error at once instead of running into its timeout.
+ */
 class MessageTap {
   private readonly seen: SocketMessage[] = [];
-  private waiters: Array<{ pred: (m: SocketMessage) => boolean; resolve: (m: SocketMessage) => void }> = [];
+  private waiters: TapWaiter[] = [];
+  private failure?: Error;
   private readonly sub: Subscription;
   /** `keep`: which unclaimed messages to remember for a later `next` (the others are dropped). */
   constructor(messages: Observable<SocketMessage>, keep: ReadonlyArray<SocketMessage['name']>) {
-    this.sub = messages.subscribe((m) => {
-      const w = this.waiters.find((x) => x.pred(m));
-      if (w) {
-        this.waiters = this.waiters.filter((x) => x !== w);
-        w.resolve(m);
-      } else if (keep.includes(m.name)) this.seen.push(m);
+    this.sub = messages.subscribe({
+      next: (m) => {
+        const w = this.waiters.find((x) => x.pred(m));
+        if (w) {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.resolve(m);
+        } else if (keep.includes(m.name)) this.seen.push(m);
+      },
+      error: (e) => this.fail(e),
+      complete: () => this.fail(new TetherError('DISCONNECTED', 'the link to the module closed')),
     });
   }
-  /** The first message (already seen or to come) matching `pred`. */
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w.reject(e);
+  }
+  /**
+   * The first message (already seen or to come) matching `pred`.
+   * Rejects with `TIMEOUT` after `timeoutMs`, `RESET` / `DISCONNECTED` when the messages end, `CLOSED` on {@link close}.
+   */
   next(pred: (m: SocketMessage) => boolean, timeoutMs: number, what: string): Promise<SocketMessage> {
     const i = this.seen.findIndex(pred);
     if (i >= 0) return Promise.resolve(this.seen.splice(i, 1)[0]);
-    const p = new Promise<SocketMessage>((resolve) => this.waiters.push({ pred, resolve }));
-    return withTimeout(p, timeoutMs, () => new TimeoutError(`no ${what} within ${timeoutMs} ms`, { ms: timeoutMs }));
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<SocketMessage>((resolve, reject) => {
+      const w: TapWaiter = {
+        pred,
+        resolve: (m) => {
+          clearTimeout(t);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(t);
+          reject(e);
+        },
+      };
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new TimeoutError(`no ${what} within ${timeoutMs} ms`, { ms: timeoutMs }));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
   }
+  /** Stop listening; waits still pending reject with `CLOSED`. */
   close(): void {
     this.sub.unsubscribe();
+    this.fail(new TetherError('CLOSED', 'no longer waiting for socket messages'));
   }
 }
 
 /**
  * An open socket slot of the module: `send()` writes (one `sock_send` in flight), `data()` /
  * `datagrams()` read (every RECV_IND is drained), `close()` tears down (close, CLOSE_CNF, destroy).
+ * A module reset ends its streams with `RESET` ({@link ResetError}) and fails its sends.
  */
 export class LuatConnection {
   readonly stats: ConnectionStats = { sends: 0, sendCnfs: 0, maxSendsInFlight: 0, recvInds: 0, recvCalls: 0, maxRecvLen: 0, shortReads: 0, bytesOut: 0, bytesIn: 0 };
@@ -125,7 +194,6 @@ export class LuatConnection {
   private peerClosed = false;
   private closing?: Promise<void>;
   private readonly epoch: number;
-  private readonly resetSub: Subscription;
 
   /** @internal use {@link openConnection}. */
   constructor(
@@ -135,10 +203,13 @@ export class LuatConnection {
     readonly type: 'tcp' | 'udp' | 'ssl',
     /** Bytes kept for a reader before draining stops (the core then holds back: flow control). @default 1 MiB */
     private readonly highWater = 1 << 20,
+    /** Boot the slot belongs to. @default the current boot */
+    epoch: number = sc.rpc.currentEpoch,
   ) {
-    this.epoch = sc.rpc.currentEpoch;
-    this.tap = new MessageTap(sc.messagesOf(index), ['SEND_CNF', 'CLOSE_IND']);
-    this.sub = sc.messagesOf(index).subscribe({
+    this.epoch = epoch;
+    this.tap = new MessageTap(sc.messagesOf(index, epoch), ['SEND_CNF', 'CLOSE_IND']);
+    // the slot's messages end with RESET when the module resets (src/api/reset.ts): so does the connection
+    this.sub = sc.messagesOf(index, epoch).subscribe({
       next: (m) => {
         if (m.name === 'RECV_IND') this.onRecvInd(m);
         else if (m.name === 'CLOSE_IND') {
@@ -147,9 +218,9 @@ export class LuatConnection {
           this.recvChain = this.recvChain.then(() => this.end());
         }
       },
+      error: (e) => this.end(e),
       complete: () => this.end(new TetherError('DISCONNECTED', 'the link to the module closed')),
     });
-    this.resetSub = sc.rpc.resets.subscribe(() => this.end(new TetherError('RESET', `the module reset: socket ${index} is gone`)));
   }
 
   /** True once the peer closed (CLOSE_IND). */
@@ -157,9 +228,9 @@ export class LuatConnection {
     return this.peerClosed;
   }
 
-  /** Messages of this socket (hot). */
+  /** Messages of this socket (hot); errors with `RESET` when the module resets. */
   get messages(): Observable<SocketMessage> {
-    return this.sc.messagesOf(this.index);
+    return this.sc.messagesOf(this.index, this.epoch);
   }
 
   private onRecvInd(m: SocketMessage): void {
@@ -209,6 +280,7 @@ export class LuatConnection {
    * The bytes received (TCP/SSL) or datagrams (UDP), in order. Bytes that arrived before
    * anyone subscribed are emitted first (to the first subscriber). Completes after the peer
    * closed (CLOSE_IND, which the core posts only once everything was read) or on `close()`.
+   * Errors with `RESET` ({@link ResetError}) when the module resets, `DISCONNECTED` when the link closes.
    */
   data(): Observable<Uint8Array> {
     return new Observable<Uint8Array>((sub) => {
@@ -227,7 +299,7 @@ export class LuatConnection {
     });
   }
 
-  /** UDP: each emission is one datagram (one RECV_IND). */
+  /** UDP: each emission is one datagram (one RECV_IND). Ends like {@link data}. */
   datagrams(): Observable<Uint8Array> {
     return this.data();
   }
@@ -237,7 +309,8 @@ export class LuatConnection {
    * the agent's message limit; UDP: one datagram of at most 1472 bytes), one `sock_send` at a time,
    * each confirmed by its SEND_CNF within `timeoutMs`. Emits the bytes confirmed so far.
    * Concurrent `send` calls on one connection are queued, never interleaved.
-   * @throws TetherError `SOCKET` (`ok` 0, SEND_CNF result 1, peer closed), `TIMEOUT` (no SEND_CNF).
+   * @throws TetherError `SOCKET` (`ok` 0, SEND_CNF result 1, peer closed), `TIMEOUT` (no SEND_CNF),
+   *   `RESET` (the module reset), `CLOSED` (closed meanwhile).
    */
   send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number } = {}): Observable<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -275,6 +348,8 @@ export class LuatConnection {
   }
 
   private async sendOne(chunk: Uint8Array, timeoutMs: number): Promise<void> {
+    // after a reset the index may be another socket of the new boot: never send there
+    if (this.sc.rpc.currentEpoch !== this.epoch) throw resetError(`send on socket ${this.index}`, undefined, this.epoch);
     if (this.closing) throw new TetherError('CLOSED', `socket ${this.index} is closing`);
     if (this.peerClosed) throw new TetherError('SOCKET', `socket ${this.index}: the peer closed the connection (CLOSE_IND)`);
     this.inFlight++;
@@ -304,10 +379,9 @@ export class LuatConnection {
     this.closing ??= (async () => {
       try {
         if (this.sc.rpc.isClosed || this.sc.rpc.currentEpoch !== this.epoch) return;
-        await teardown(this.sc, this.index, o.timeoutMs ?? 5000);
+        await teardown(this.sc, this.index, o.timeoutMs ?? 5000, this.epoch);
       } finally {
         this.sub.unsubscribe();
-        this.resetSub.unsubscribe();
         this.tap.close();
         this.end();
       }
@@ -316,9 +390,10 @@ export class LuatConnection {
   }
 }
 
-/** `sock_close`, CLOSE_CNF, `sock_destroy` (checked). */
-async function teardown(sc: LuatSocketcore, index: number, timeoutMs: number): Promise<void> {
-  const tap = new MessageTap(sc.messagesOf(index), ['CLOSE_CNF']);
+/** `sock_close`, CLOSE_CNF, `sock_destroy` (checked). Nothing when the slot's boot (`epoch`) is gone: the index may be another socket now. */
+async function teardown(sc: LuatSocketcore, index: number, timeoutMs: number, epoch: number): Promise<void> {
+  if (sc.rpc.isClosed || sc.rpc.currentEpoch !== epoch) return;
+  const tap = new MessageTap(sc.messagesOf(index, epoch), ['CLOSE_CNF']);
   try {
     const cnf = tap.next((m) => m.name === 'CLOSE_CNF', timeoutMs, `CLOSE_CNF for socket ${index}`);
     cnf.catch(() => {});
@@ -337,7 +412,7 @@ async function teardown(sc: LuatSocketcore, index: number, timeoutMs: number): P
  * A failed CONN_CNF frees the slot with `sock_destroy`; a timeout tears it down fully.
  * Unsubscribing before the connection is emitted tears the slot down too.
  * @throws TetherError `SOCKET` (no free slot: all 10 in use; DNS failure; CONN_CNF failure),
- *   `TIMEOUT` (no data link or no CONN_CNF within `timeoutMs`).
+ *   `TIMEOUT` (no data link or no CONN_CNF within `timeoutMs`), `RESET` (the module reset meanwhile).
  */
 export function openConnection(sc: LuatSocketcore, host: string, port: number, o: OpenOptions = {}): Observable<LuatConnection> {
   const kind = o.type ?? 'tcp';
@@ -349,7 +424,8 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
     let conn: LuatConnection | undefined;
     let done = false;
     let cancelled = false;
-    const tap = new MessageTap(sc.messages, ['CONN_CNF']);
+    const epoch = sc.rpc.currentEpoch;
+    const tap = new MessageTap(sc.messages.pipe(endOnReset(sc.rpc, `openConnection(${host}, ${port})`, epoch)), ['CONN_CNF']);
     (async () => {
       if (o.waitReady ?? true) await waitReady(sc, timeoutMs);
       const args = {
@@ -374,7 +450,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
       try {
         cnf = await tap.next((m) => m.name === 'CONN_CNF' && m.socket_index === idx, timeoutMs, `CONN_CNF for socket ${idx} (${host}:${port})`);
       } catch (e) {
-        await teardown(sc, idx, 5000).catch(() => {});
+        await teardown(sc, idx, 5000, epoch).catch(() => {});
         index = undefined;
         throw e;
       }
@@ -386,7 +462,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
           context: { host, port, index: idx, result: cnf.result, destroyed: d },
         });
       }
-      conn = new LuatConnection(sc, idx, kind);
+      conn = new LuatConnection(sc, idx, kind, undefined, epoch);
       if (o.keepAlive && kind !== 'udp' && sc.hasSetopt) {
         const k = o.keepAlive;
         await firstValueFrom(sc.sock_setopt(idx, SOL_SOCKET, SO_KEEPALIVE, 1));
@@ -405,7 +481,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
     })().catch(async (e) => {
       tap.close();
       if (conn) await conn.close().catch(() => {});
-      else if (index !== undefined) await teardown(sc, index, 5000).catch(() => {});
+      else if (index !== undefined) await teardown(sc, index, 5000, epoch).catch(() => {});
       if (!cancelled) sub.error(e);
     });
     return () => {

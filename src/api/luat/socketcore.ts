@@ -16,6 +16,7 @@ import type { AgentPublish, CallOptions, RpcClient } from '../../rpc/client.js';
 import { field, toNumber, toText, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { MAX_ADDR_LEN, MAX_SEND_BYTES, READINESS_TOPICS, SOCKET_MESSAGES, type ReadinessTopic, type SocketMessageName } from './constants.js';
+import { endOnReset } from '../reset.js';
 
 /** One socket message (`rtos.MSG_SOCK_*`) as the core posted it. */
 export interface SocketMessage {
@@ -110,9 +111,16 @@ export class LuatSocketcore {
     return this.messages.pipe(filter((m) => m.name === name));
   }
 
-  /** Messages of one socket index (hot). */
-  messagesOf(index: number): Observable<SocketMessage> {
-    return this.messages.pipe(filter((m) => m.socket_index === index));
+  /**
+   * Messages of one socket index (hot). An index is valid for one boot: the stream errors with
+   * `RESET` ({@link ResetError}) when the module resets, at once when `epoch` is not the current boot.
+   * @param epoch boot the index belongs to. @default the current boot
+   */
+  messagesOf(index: number, epoch: number = this.rpc.currentEpoch): Observable<SocketMessage> {
+    return this.messages.pipe(
+      filter((m) => m.socket_index === index),
+      endOnReset(this.rpc, `messages of socket ${index}`, epoch),
+    );
   }
 
   /** MSG_SOCK_CONN_CNF (hot). */

@@ -6,7 +6,7 @@
  */
 import { Observable, Subscription, firstValueFrom, lastValueFrom } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
-import { SocketEvent } from './constants.js';
+import { SocketEvent, eventName } from './constants.js';
 import { LuatosSocket, SocketCtrl, ZBuff, notOk, type SocketEventInfo } from './socket.js';
 
 /** Options of {@link openSocket}. */
@@ -48,12 +48,15 @@ export function decodeRemoteIp(raw: Uint8Array | null | undefined): string {
 /**
  * An open socket on the module. `data()` / `datagrams()` read, `send()` writes,
  * `close()` disconnects and releases the module's socket.
+ * A module reset ends every stream of the connection with `RESET` ({@link ResetError}).
  */
 export class LuatosConnection {
   private txOkSeq = 0;
   private txOkParam = 0;
   private closedByPeer = false;
   private released = false;
+  /** Why the socket's events ended (module reset: `RESET`), if they did. */
+  private failure?: Error;
   private readonly sub: Subscription;
   private readonly txWaiters = new Set<() => void>();
 
@@ -63,17 +66,27 @@ export class LuatosConnection {
     readonly ctrl: SocketCtrl,
     readonly udp: boolean,
   ) {
-    this.sub = socket.events(ctrl).subscribe((e) => {
-      if (e.event === SocketEvent.TX_OK) {
-        this.txOkSeq++;
-        this.txOkParam = e.param;
-        for (const w of [...this.txWaiters]) w();
-      }
-      if (e.event === SocketEvent.EVENT && e.param === -1) this.closedByPeer = true;
+    this.sub = socket.events(ctrl).subscribe({
+      next: (e) => {
+        if (e.event === SocketEvent.TX_OK) {
+          this.txOkSeq++;
+          this.txOkParam = e.param;
+          this.wakeTx();
+        }
+        if (e.event === SocketEvent.EVENT && e.param === -1) this.closedByPeer = true;
+      },
+      error: (e) => {
+        this.failure = e;
+        this.wakeTx();
+      },
     });
   }
 
-  /** Events of this socket (hot). */
+  private wakeTx(): void {
+    for (const w of [...this.txWaiters]) w();
+  }
+
+  /** Events of this socket (hot); errors with `RESET` when the module resets. */
   get events(): Observable<SocketEventInfo> {
     return this.socket.events(this.ctrl);
   }
@@ -82,7 +95,8 @@ export class LuatosConnection {
    * Bytes as they arrive (TCP). Cold: on subscribe it reads what is pending, then
    * reads again on every EVENT 0 until nothing is left; completes after the peer
    * closed (EVENT -1) or CLOSED, once everything received before the close was read
-   * (`rx` then answers `(false, 0)`).
+   * (`rx` then answers `(false, 0)`). Errors with `RESET` ({@link ResetError}) when the
+   * module resets (at once for a socket of a previous boot).
    */
   data(): Observable<Uint8Array> {
     return this.reader<Uint8Array>(
@@ -97,7 +111,7 @@ export class LuatosConnection {
     );
   }
 
-  /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself. */
+  /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself; errors with `RESET` when the module resets. */
   datagrams(): Observable<Datagram> {
     return this.reader<Datagram>(
       async () => {
@@ -115,6 +129,7 @@ export class LuatosConnection {
    * An event-driven reader: runs `readOne` until it has nothing more, now and after
    * every EVENT or CLOSED, never two drains at once. `endsOn(e)` marks the stream as
    * ending; it completes when ending and a drain found nothing more ('empty' or 'end').
+   * It errors as soon as the socket's events do (module reset).
    */
   private reader<T>(readOne: () => Promise<T | 'empty' | 'end'>, endsOn: (e: SocketEventInfo) => boolean, endingAlready: boolean): Observable<T> {
     return new Observable<T>((sub) => {
@@ -146,10 +161,19 @@ export class LuatosConnection {
           running = false;
         }
       };
-      const evs = this.socket.events(this.ctrl).subscribe((e) => {
-        if (endsOn(e)) ending = true;
-        if (e.event === SocketEvent.EVENT || e.event === SocketEvent.CLOSED) void drain();
+      const evs = this.socket.events(this.ctrl).subscribe({
+        next: (e) => {
+          if (endsOn(e)) ending = true;
+          if (e.event === SocketEvent.EVENT || e.event === SocketEvent.CLOSED) void drain();
+        },
+        // module reset: the socket is gone, end at once (an rx in flight fails with RESET too)
+        error: (e) => {
+          if (stopped) return;
+          stopped = true;
+          sub.error(e);
+        },
       });
+      if (stopped) return () => evs.unsubscribe();
       void drain();
       return () => {
         stopped = true;
@@ -163,7 +187,8 @@ export class LuatosConnection {
    * (so a refused chunk is never overtaken). When the firmware says the buffer is full it waits
    * for TX_OK (or `retryMs`) and sends the same chunk again. Emits the number of bytes accepted
    * so far after each chunk; completes when all were accepted.
-   * @throws TetherError `SOCKET` when tx fails or TX_OK reports -1; `TIMEOUT` after `timeoutMs` without progress.
+   * @throws TetherError `SOCKET` when tx fails or TX_OK reports -1; `TIMEOUT` after `timeoutMs` without progress;
+   *   `RESET` when the module resets.
    */
   send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number; retryMs?: number } = {}): Observable<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -178,6 +203,7 @@ export class LuatosConnection {
         let off = 0;
         let lastProgress = Date.now();
         while (off < bytes.length && !stopped) {
+          if (this.failure) throw this.failure;
           const chunk = bytes.subarray(off, off + chunkSize);
           const seq = this.txOkSeq;
           const r = await firstValueFrom(this.socket.tx(this.ctrl, chunk));
@@ -186,7 +212,8 @@ export class LuatosConnection {
           if (r[1] === true) {
             // buffer full: nothing accepted. Wait for a TX_OK newer than this tx, then retry.
             if (Date.now() - lastProgress > timeoutMs) throw new TimeoutError(`send: the module's send buffer stayed full for ${timeoutMs} ms`, { ms: timeoutMs });
-            if (this.txOkSeq === seq) await this.waitTxOk(retryMs);
+            if (this.txOkSeq === seq && !this.failure) await this.waitTxOk(retryMs);
+            if (this.failure) throw this.failure;
             if (this.txOkParam === -1) throw new TetherError('SOCKET', 'send: TX_OK reported failure (-1): the connection broke');
             continue;
           }
@@ -225,22 +252,17 @@ export class LuatosConnection {
     this.released = true;
     this.sub.unsubscribe();
     if (this.ctrl.epoch !== this.socket.rpc.currentEpoch || this.socket.rpc.isClosed) return;
-    const closed = new Promise<void>((resolve) => {
-      const s = this.socket.events(this.ctrl).subscribe((e) => {
-        if (e.event === SocketEvent.CLOSED) {
-          s.unsubscribe();
-          resolve();
-        }
-      });
-      setTimeout(() => {
-        s.unsubscribe();
-        resolve();
-      }, o.timeoutMs ?? 5000).unref?.();
-    });
+    // listen for CLOSED before discon; it settles either way (timeout, reset) and is ended in finally
+    const ac = new AbortController();
+    const closed = waitEvent(this.socket, this.ctrl, [SocketEvent.CLOSED], o.timeoutMs ?? 5000, { signal: ac.signal }).then(
+      () => undefined,
+      () => undefined,
+    );
     try {
       const r = await firstValueFrom(this.socket.discon(this.ctrl));
       if (r.ok && r[1] === false) await closed;
     } finally {
+      ac.abort();
       await lastValueFrom(this.socket.close(this.ctrl)).catch(() => {});
       await lastValueFrom(this.socket.release(this.ctrl)).catch(() => {});
     }
@@ -251,40 +273,68 @@ export class LuatosConnection {
  * Open a TCP, TLS or UDP connection from the module to `host:port`:
  * create, config, wait for the adapter (LINK), connect, wait for ON_LINE.
  * Emits the connection once it is online; unsubscribing before that cancels and releases the socket.
- * @throws TetherError `SOCKET` (create returned nil, config false, connect refused: ON_LINE -1),
- *   `TIMEOUT` (no ON_LINE within `timeoutMs`).
+ * Every failure (config refused, linkup failed, a timeout, a reset) errors the observable and
+ * releases the socket; no wait is left behind (nothing rejects unobserved later).
+ * @throws TetherError `SOCKET` (create returned nil, config false, linkup failed, connect refused: ON_LINE -1),
+ *   `TIMEOUT` (no LINK or ON_LINE within `timeoutMs`), `RESET` (the module reset meanwhile).
  */
 export function openSocket(socket: LuatosSocket, host: string, port: number, o: OpenOptions = {}): Observable<LuatosConnection> {
   return new Observable<LuatosConnection>((sub) => {
     let ctrl: SocketCtrl | null = null;
     let done = false;
+    let cancelled = false;
+    // ends the event waits of this attempt, whichever way it ends
+    const ac = new AbortController();
     const timeoutMs = o.timeoutMs ?? 15000;
+    const checkCancelled = () => {
+      if (cancelled) throw new TetherError('ABORTED', `openSocket(${host}, ${port}): unsubscribed`);
+    };
+    /**
+     * A wait subscribed now (before the call that triggers its event, which can arrive in the
+     * same chunk as that call's reply) and awaited later, or never when an earlier step fails:
+     * mark it handled so that its rejection is never unhandled; `ac` ends it.
+     */
+    const early = (events: number[], c: SocketCtrl): Promise<SocketEventInfo> => {
+      const p = waitEvent(socket, c, events, timeoutMs, { signal: ac.signal });
+      p.catch(() => {});
+      return p;
+    };
     (async () => {
       ctrl = await firstValueFrom(socket.create(o.adapter ?? null));
-      if (!ctrl) throw new TetherError('SOCKET', 'socket.create returned nil: bad adapter or out of sockets');
+      checkCancelled();
+      if (!ctrl) throw new TetherError('SOCKET', 'socket.create returned nil: bad adapter or out of sockets', { context: { adapter: o.adapter ?? null } });
       const c = ctrl;
-      const online = waitEvent(socket, c, [SocketEvent.ON_LINE], timeoutMs);
       const cfg = await firstValueFrom(socket.config(c, { udp: o.udp ?? false, tls: o.tls ?? false, serverCert: o.ca, localPort: o.localPort }));
+      checkCancelled();
       if (cfg[0] !== true) throw notOk('socket.config', cfg);
+      const linked = early([SocketEvent.LINK], c);
       const link = await firstValueFrom(socket.linkup(c));
+      checkCancelled();
       if (!link.ok) throw notOk('socket.linkup', link);
       if (link[1] !== true) {
-        const ev = await waitEvent(socket, c, [SocketEvent.LINK], timeoutMs);
+        const ev = await linked;
         if (ev.param !== 0) throw new TetherError('SOCKET', 'network adapter did not link up (LINK -1)');
       }
+      const online = early([SocketEvent.ON_LINE], c);
       const r = await firstValueFrom(socket.connect(c, host, port));
+      checkCancelled();
       if (!r.ok) throw notOk(`socket.connect(${host}, ${port})`, r);
       const ev = await online;
+      checkCancelled();
       if (ev.param !== 0) throw new TetherError('SOCKET', `connect to ${host}:${port} failed (ON_LINE -1: refused, unreachable or DNS failure)`, { context: { host, port } });
       done = true;
       sub.next(new LuatosConnection(socket, c, o.udp ?? false));
       sub.complete();
-    })().catch(async (e) => {
-      if (ctrl) await releaseQuietly(socket, ctrl);
-      sub.error(e);
-    });
+    })()
+      .catch(async (e) => {
+        if (ctrl) await releaseQuietly(socket, ctrl);
+        sub.error(e);
+      })
+      .finally(() => ac.abort());
     return () => {
-      if (!done && ctrl) void releaseQuietly(socket, ctrl);
+      if (done) return;
+      cancelled = true;
+      ac.abort(); // the attempt stops at its next step and releases the socket
     };
   });
 }
@@ -295,25 +345,45 @@ async function releaseQuietly(socket: LuatosSocket, ctrl: SocketCtrl): Promise<v
   await lastValueFrom(socket.release(ctrl)).catch(() => {});
 }
 
-/** Wait for the first of `events` on `ctrl`. Subscribe before the call that triggers it. */
-export function waitEvent(socket: LuatosSocket, ctrl: SocketCtrl, events: number[], timeoutMs: number): Promise<SocketEventInfo> {
+/**
+ * Wait for the first of `events` on `ctrl`. Subscribe (call this) before the call that triggers it.
+ * Rejects with TetherError `TIMEOUT` after `timeoutMs`, `RESET` when the module resets (at once for a
+ * socket of a previous boot), `DISCONNECTED` when the link closes, `ABORTED` when `o.signal` fires.
+ * A wait that may end up not awaited must get a rejection handler (or be aborted).
+ */
+export function waitEvent(socket: LuatosSocket, ctrl: SocketCtrl, events: number[], timeoutMs: number, o: { signal?: AbortSignal } = {}): Promise<SocketEventInfo> {
+  let stream: Observable<SocketEventInfo>;
+  try {
+    stream = socket.events(ctrl);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      s.unsubscribe();
-      reject(new TimeoutError(`no ${events.map(String).join('/')} event on ${ctrl} within ${timeoutMs} ms`, { ms: timeoutMs }));
-    }, timeoutMs);
-    const s = socket.events(ctrl).subscribe({
+    const what = `${events.map((e) => eventName(e) ?? String(e)).join('/')} on ${ctrl}`;
+    if (o.signal?.aborted) {
+      reject(new TetherError('ABORTED', `wait for ${what}: aborted`));
+      return;
+    }
+    let settled = false;
+    let s: Subscription | undefined;
+    const finish = (settle: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(t);
+      o.signal?.removeEventListener('abort', onAbort);
+      s?.unsubscribe();
+      settle();
+    };
+    const onAbort = () => finish(() => reject(new TetherError('ABORTED', `wait for ${what}: aborted`)));
+    const t = setTimeout(() => finish(() => reject(new TimeoutError(`no ${what} within ${timeoutMs} ms`, { ms: timeoutMs }))), timeoutMs);
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    s = stream.subscribe({
       next: (e) => {
-        if (events.includes(e.event)) {
-          clearTimeout(t);
-          s.unsubscribe();
-          resolve(e);
-        }
+        if (events.includes(e.event)) finish(() => resolve(e));
       },
-      complete: () => {
-        clearTimeout(t);
-        reject(new TetherError('DISCONNECTED', 'link closed while waiting for a socket event'));
-      },
+      error: (e) => finish(() => reject(e)),
+      complete: () => finish(() => reject(new TetherError('DISCONNECTED', `link closed while waiting for ${what}`))),
     });
+    if (settled) s.unsubscribe();
   });
 }

@@ -15,6 +15,7 @@ import type { RpcClient, CallOptions } from '../../rpc/client.js';
 import { Handle, toText, field, toNumber, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { eventName, MAX_ADAPTER, SocketEvent, type SocketEventName } from './constants.js';
+import { endOnReset } from '../reset.js';
 
 /** A module-side socket (`socket.create`'s ctrl), as an integer handle valid for one boot of the module. */
 export class SocketCtrl {
@@ -142,10 +143,16 @@ export class LuatosSocket {
     this.topics = rpc.publishes;
   }
 
-  /** Events of one socket (hot). */
+  /**
+   * Events of one socket (hot). Errors with `RESET` ({@link ResetError}) when the module resets
+   * (the socket is gone with its boot), at once for a socket of a previous boot.
+   */
   events(ctrl: SocketCtrl): Observable<SocketEventInfo> {
     this.check(ctrl);
-    return this.allEvents.pipe(filter((e) => e.ctrl.id === ctrl.id));
+    return this.allEvents.pipe(
+      filter((e) => e.ctrl.id === ctrl.id),
+      endOnReset(this.rpc, () => `events of ${ctrl}`, ctrl.epoch),
+    );
   }
 
   /** True when the firmware returns the first boolean inverted (pre-2023-01-31 builds). */

@@ -27,7 +27,7 @@ export interface SendAllOptions {
  * (the ACK), a chunk refused with "out of memory" retried after the next "sent" (or 100 ms).
  * Emits the number of bytes handed over so far after each chunk; completes when every chunk
  * was ACKed. Errors: NetError (the firmware refused), TetherError `SOCKET` (the connection
- * ended meanwhile), `TIMEOUT` (no ACK in time).
+ * ended meanwhile), `TIMEOUT` (no ACK in time), `RESET` (the module reset: the socket is gone).
  */
 export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOptions = {}): Observable<number> {
   const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -41,6 +41,8 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
     let stopped = false;
     let sentSeq = 0;
     let ended: number | undefined;
+    /** The socket's events ended: `RESET` (module reset) or `DISCONNECTED` (link closed). */
+    let failure: Error | undefined;
     const waiters = new Set<() => void>();
     const wake = () => {
       for (const w of [...waiters]) w();
@@ -49,18 +51,28 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
       sock.sent$.pipe(map(() => 'sent' as const)),
       sock.disconnection$.pipe(map((e) => ['end', e] as const)),
       sock.reconnection$.pipe(map((e) => ['end', e] as const)),
-    ).subscribe((e) => {
-      if (e === 'sent') sentSeq++;
-      else ended = e[1];
-      wake();
+    ).subscribe({
+      next: (e) => {
+        if (e === 'sent') sentSeq++;
+        else ended = e[1];
+        wake();
+      },
+      error: (e) => {
+        failure = e;
+        wake();
+      },
+      complete: () => {
+        failure ??= new TetherError('DISCONNECTED', 'sendAll: the link to the module closed');
+        wake();
+      },
     });
     const waitSent = (seq: number, ms: number): Promise<boolean> =>
       new Promise((resolve) => {
-        if (sentSeq !== seq || ended !== undefined) return resolve(true);
+        if (sentSeq !== seq || ended !== undefined || failure) return resolve(true);
         const done = () => {
           clearTimeout(t);
           waiters.delete(done);
-          resolve(sentSeq !== seq || ended !== undefined);
+          resolve(sentSeq !== seq || ended !== undefined || failure !== undefined);
         };
         const t = setTimeout(done, ms);
         waiters.add(done);
@@ -71,6 +83,7 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
         const chunk = bytes.subarray(off, off + chunkSize);
         let tries = 0;
         for (;;) {
+          if (failure) throw failure;
           if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
           const seq = sentSeq;
           try {
@@ -86,6 +99,7 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
           if (!(await waitSent(seq, sentTimeoutMs))) {
             throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off + chunk.length} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
           }
+          if (failure) throw failure;
           if (ended !== undefined && sentSeq === seq) continue; // ended while waiting: report above
           break;
         }
@@ -115,14 +129,18 @@ export interface ConnectTcpOptions {
 /**
  * A TCP connection made by {@link connectTcp} or accepted by a server: received bytes are
  * buffered from the start, so nothing is lost before {@link data} is subscribed.
+ * A module reset ends it with `RESET` ({@link ResetError}).
  */
 export class NodeMcuConnection {
   private readonly buffered: Uint8Array[] = [];
   private consumer?: { next(b: Uint8Array): void; complete(): void; error(e: unknown): void };
   private endErr?: number;
+  /** Why the socket's events ended: `RESET` (module reset) or `DISCONNECTED` (link closed). */
+  private failure?: Error;
   private readonly sub: Subscription;
   private closed = false;
 
+  /** Wrap a connected (or connecting) socket whose receive/disconnection/reconnection callbacks are registered. */
   constructor(readonly socket: TcpSocket) {
     this.sub = merge(
       socket.receive$.pipe(map((b) => ({ data: b }))),
@@ -138,8 +156,16 @@ export class NodeMcuConnection {
           this.consumer?.complete();
         }
       },
-      complete: () => this.consumer?.error(new TetherError('DISCONNECTED', 'the link to the module closed')),
+      // a module reset (the socket's events end with RESET: src/api/reset.ts) or the link closing
+      error: (e) => this.fail(e),
+      complete: () => this.fail(new TetherError('DISCONNECTED', 'the link to the module closed')),
     });
+  }
+
+  private fail(e: Error): void {
+    if (this.endErr !== undefined) return; // already ended normally
+    this.failure ??= e;
+    this.consumer?.error(e);
   }
 
   /** The error code the connection ended with (0 = remote close), undefined while open. */
@@ -149,13 +175,16 @@ export class NodeMcuConnection {
 
   /**
    * Received bytes (one chunk per "receive" event), including what arrived before subscribing;
-   * completes when the peer closed or an error ended the connection. One subscriber at a time.
+   * completes when the peer closed or an error ended the connection. Errors with `RESET`
+   * ({@link ResetError}) when the module resets, `DISCONNECTED` when the link closes.
+   * One subscriber at a time.
    */
   data(): Observable<Uint8Array> {
     return new Observable<Uint8Array>((sub) => {
       this.consumer = sub;
       for (const b of this.buffered.splice(0)) sub.next(b);
       if (this.endErr !== undefined) sub.complete();
+      else if (this.failure) sub.error(this.failure);
       return () => {
         if (this.consumer === sub) this.consumer = undefined;
       };
@@ -183,30 +212,56 @@ const CLIENT_EVENTS: TcpEventName[] = ['connection', 'reconnection', 'disconnect
 
 /**
  * Connect from the module to `host:port`: createConnection, register the callbacks, connect,
- * wait for "connection". Emits the connection and completes.
+ * wait for "connection". Emits the connection and completes. Every failure releases the socket
+ * and leaves no wait or timer behind.
  * @throws TetherError `SOCKET` (refused / reset / aborted: the err code is in context),
- *   `TIMEOUT` (no callback within `timeoutMs`; the socket is closed and released), NetError.
+ *   `TIMEOUT` (no callback within `timeoutMs`; the socket is closed and released),
+ *   `RESET` (the module reset meanwhile), NetError.
  */
 export function connectTcp(net: NodeMcuNet, host: string, port: number, o: ConnectTcpOptions = {}): Observable<NodeMcuConnection> {
   const timeoutMs = o.timeoutMs ?? 15000;
   return new Observable<NodeMcuConnection>((sub) => {
+    type Outcome = { ok: true } | { ok: false; err?: number } | { error: unknown };
     let sock: TcpSocket | undefined;
     let done = false;
+    let cancelled = false;
+    let outcomeSub: Subscription | undefined;
+    let settle: ((r: Outcome) => void) | undefined;
+    const checkCancelled = () => {
+      if (cancelled) throw new TetherError('ABORTED', `connectTcp(${host}, ${port}): unsubscribed`);
+    };
     (async () => {
       sock = await firstValueFrom(net.createConnection());
+      checkCancelled();
       const s = sock;
       for (const ev of CLIENT_EVENTS) await lastValueFrom(s.on(ev), { defaultValue: undefined });
+      checkCancelled();
       const conn = new NodeMcuConnection(s);
-      const outcome = firstValueFrom(
-        merge(
-          s.connection$.pipe(map(() => ({ ok: true as const }))),
-          s.reconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
-          s.disconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
-          timer(timeoutMs).pipe(map(() => ({ ok: false as const, err: undefined }))),
-        ).pipe(take(1)),
-      );
-      await lastValueFrom(s.connect(port, host), { defaultValue: undefined });
+      // listen for the outcome before connecting; it is settled or unsubscribed on every path
+      const outcome = new Promise<Outcome>((resolve) => (settle = resolve));
+      outcomeSub = merge(
+        s.connection$.pipe(map(() => ({ ok: true as const }))),
+        s.reconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
+        s.disconnection$.pipe(map((e) => ({ ok: false as const, err: e }))),
+        timer(timeoutMs).pipe(map(() => ({ ok: false as const, err: undefined }))),
+      )
+        .pipe(take(1))
+        .subscribe({
+          next: (r) => settle?.(r),
+          error: (e) => settle?.({ error: e }), // module reset (RESET) or link closed
+          complete: () => settle?.({ error: new TetherError('DISCONNECTED', `connect to ${host}:${port}: the link to the module closed`) }),
+        });
+      try {
+        await lastValueFrom(s.connect(port, host), { defaultValue: undefined });
+      } catch (e) {
+        await conn.close();
+        throw e;
+      }
       const r = await outcome;
+      if ('error' in r) {
+        await conn.close();
+        throw r.error;
+      }
       if (!r.ok) {
         await conn.close();
         if (r.err === undefined) throw new TimeoutError(`connect to ${host}:${port}: no callback within ${timeoutMs} ms (DNS failure or no route leaves the firmware silent)`, { ms: timeoutMs, host, port });
@@ -215,12 +270,18 @@ export function connectTcp(net: NodeMcuNet, host: string, port: number, o: Conne
       done = true;
       sub.next(conn);
       sub.complete();
-    })().catch(async (e) => {
-      if (sock && !done) await lastValueFrom(sock.release(), { defaultValue: undefined }).catch(() => undefined);
-      sub.error(e);
-    });
+    })()
+      .catch(async (e) => {
+        if (sock && !done) await lastValueFrom(sock.release(), { defaultValue: undefined }).catch(() => undefined);
+        sub.error(e);
+      })
+      .finally(() => outcomeSub?.unsubscribe());
     return () => {
-      if (!done && sock) void lastValueFrom(sock.release(), { defaultValue: undefined }).catch(() => undefined);
+      if (done) return;
+      // the attempt stops at its next step and releases the socket
+      cancelled = true;
+      outcomeSub?.unsubscribe();
+      settle?.({ error: new TetherError('ABORTED', `connectTcp(${host}, ${port}): unsubscribed`) });
     };
   });
 }

@@ -21,6 +21,7 @@ import { Handle, field, tableToArray, toNumber, toText, type WireValue } from '.
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { toNetError } from './errors.js';
 import { connectTcp, sendAll, type ConnectTcpOptions, type NodeMcuConnection, type SendAllOptions } from './connection.js';
+import { endOnReset, resetAsError } from '../reset.js';
 
 /** `net.TCP` / `net.UDP`. */
 export const NET_TCP = 1;
@@ -109,11 +110,14 @@ export abstract class NetObject {
   toJSON(): string {
     return `h${this.id}`;
   }
-  /** Every event of this object (hot). */
+  /**
+   * Every event of this object (hot). Errors with `RESET` ({@link ResetError}) when the module
+   * resets (the object is gone with its boot), at once for an object of a previous boot.
+   */
   get events(): Observable<NetEvent> {
-    return this.net.eventsOf(this.id);
+    return this.net.eventsOf(this.id, this.epoch);
   }
-  /** Events of one callback name (hot). */
+  /** Events of one callback name (hot); errors with `RESET` like {@link events}. */
   protected named(name: string): Observable<WireValue[]> {
     return this.events.pipe(
       filter((e) => e.name === name),
@@ -418,9 +422,13 @@ export class NodeMcuNet {
     this.node = new NodeMcuNode(this);
   }
 
-  /** Events of one handle (hot). */
-  eventsOf(handle: number): Observable<NetEvent> {
-    return this.allEvents.pipe(filter((e) => e.handle === handle));
+  /**
+   * Events of one handle (hot). With `epoch` (the boot the handle belongs to) the stream errors
+   * with `RESET` ({@link ResetError}) when the module resets, at once when that boot is gone.
+   */
+  eventsOf(handle: number, epoch?: number): Observable<NetEvent> {
+    const evs = this.allEvents.pipe(filter((e) => e.handle === handle));
+    return epoch === undefined ? evs : evs.pipe(endOnReset(this.rpc, `events of handle ${handle}`, epoch));
   }
 
   /** @internal one remote call, converted; firmware errors become NetError; stale handles ResetError. */
@@ -451,13 +459,16 @@ export class NodeMcuNet {
   /**
    * @internal A call whose result arrives as an event: subscribe to events first (the firmware may
    * call back before the reply), then call. `handle` is known (socket dns) or comes back from the
-   * call (a request id). Emits the converted first matching event and completes.
+   * call (a request id). Emits the converted first matching event and completes; errors with
+   * `RESET` when the module resets first (the callback will never come).
    */
   callThenEvent<T>(fn: string, args: WireValue[], handle: number | undefined, name: string, convert: (v: WireValue[]) => T, opts?: NetCallOptions, obj?: NetObject): Observable<T> {
     return new Observable<T>((sub) => {
       const early: NetEvent[] = [];
       let id = handle;
       let done = false;
+      const reset = resetAsError(this.rpc, `${fn}: waiting for its "${name}" callback`, obj?.epoch ?? this.rpc.currentEpoch).subscribe({ error: (e) => sub.error(e) });
+      if (sub.closed) return;
       const deliver = (e: NetEvent) => {
         if (done || e.name !== name) return;
         done = true;
@@ -483,6 +494,7 @@ export class NodeMcuNet {
         error: (e) => sub.error(e),
       });
       return () => {
+        reset.unsubscribe();
         evs.unsubscribe();
         call.unsubscribe();
       };
@@ -568,7 +580,7 @@ export class NodeMcuNet {
   /**
    * `net.ping(host, [count], cb_recv, cb_sent)`: a stream of replies (one per ping; bytes 0 for a
    * lost one), then the summary, then complete. When the name does not resolve: one reply with
-   * bytes 0 and no ip, then complete.
+   * bytes 0 and no ip, then complete. Errors with `RESET` when the module resets meanwhile.
    */
   ping(host: string, count?: number, opts?: NetCallOptions): Observable<PingEvent> {
     checkText(host, 'net.ping host');
@@ -576,6 +588,8 @@ export class NodeMcuNet {
     return new Observable<PingEvent>((sub) => {
       const early: NetEvent[] = [];
       let id: number | undefined;
+      const reset = resetAsError(this.rpc, `net.ping(${host})`, this.rpc.currentEpoch).subscribe({ error: (e) => sub.error(e) });
+      if (sub.closed) return;
       const on = (e: NetEvent) => {
         if (e.name === 'recv') {
           const ip = str(e.values[1]);
@@ -601,6 +615,7 @@ export class NodeMcuNet {
         error: (e) => sub.error(e),
       });
       return () => {
+        reset.unsubscribe();
         evs.unsubscribe();
         call.unsubscribe();
       };

@@ -230,11 +230,16 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
   const rxMode = new Map<number, number>(); // id -> msgmode
   const txDone = new Set<number>();
   let rpcOpen = false;
+  // RX timing (../shared/firmware-notes/luat-socketcore.md section 2, `uart.on` / UART RX ring): the
+  // 8910 core moves received bytes into the 2 KB ring (UART_RX_BUF_SIZE, the oldest bytes overwritten
+  // on overflow) and posts MSG_UART_RXDATA (uart id, NO length) only when the ring goes from empty to
+  // non-empty; Lua must read until uart.read returns "". So the bytes go into the ring as they arrive
+  // and the message is queued for the next turn of the rtos loop (setImmediate): no idle timeout and
+  // no fixed delay is added to a receive.
   wire.onReceive = () => {
     if (!rpcOpen) return;
     const chunk = wire.read(wire.buffered);
     if (chunk.length === 0) return;
-    // the 8910 posts MSG_UART_RXDATA only when the ring goes from empty to non-empty
     if (ring.push(chunk) && rxMode.get(h.uartId) !== 1) loop.post({ id: h.msgIds.MSG_UART_RXDATA, param: h.uartId });
   };
   const validId = (id: number) => id === 1 || id === 2 || id === 3 || id === UART_ATC || id === UART_DEBUG || id === UART_USB;

@@ -48,6 +48,34 @@ export interface LuatosEnvHost {
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
 
+/** `uart.setup`'s default baud rate (bits per second). */
+export const DEFAULT_BAUD = 115200;
+/** Character times of silence after which the emulated driver reports the RX idle timeout. */
+export const RX_IDLE_CHARS = 2;
+
+/**
+ * Bits one character takes on the line: start bit, data bits, parity bit (if any), stop bits.
+ * @param dataBits `uart.setup` argument 3. @default 8
+ * @param stopBits `uart.setup` argument 4. @default 1
+ * @param parity `uart.setup` argument 5 (`uart.None` = 0). @default 0
+ */
+export function uartCharBits(dataBits = 8, stopBits = 1, parity = 0): number {
+  return 1 + dataBits + (parity !== 0 ? 1 : 0) + stopBits;
+}
+
+/**
+ * RX idle timeout of the emulated EC618 UART in milliseconds: {@link RX_IDLE_CHARS} character
+ * times at the configured line settings (8N1: 20 bit times, 0.174 ms at 115200 baud, 2.08 ms at 9600).
+ * The rule is the simulator's: the firmware does not document its timeout, only that the receive
+ * event comes when the line went idle (the RX FIFO timeout interrupt, UART_CB_RX_TIMEOUT).
+ * @param baud bits per second (`uart.setup` argument 2); values below 1 fall back to {@link DEFAULT_BAUD}.
+ * @param dataBits @param stopBits @param parity as for {@link uartCharBits}.
+ */
+export function uartIdleMs(baud = DEFAULT_BAUD, dataBits = 8, stopBits = 1, parity = 0): number {
+  const rate = baud >= 1 ? baud : DEFAULT_BAUD;
+  return (RX_IDLE_CHARS * uartCharBits(dataBits, stopBits, parity) * 1000) / rate;
+}
+
 /** Install everything into the VM. Returns nothing; all state lives in closures tied to this boot. */
 export function installLuatosEnv(h: LuatosEnvHost): void {
   const { vm, scheduler, wire } = h;
@@ -109,25 +137,59 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
     { LOG_SILENT: 0, LOG_DEBUG: 1, LOG_INFO: 2, LOG_WARN: 3, LOG_ERROR: 4 },
   );
 
-  // --- uart: only `uartId` is wired to the host; others accept calls and go nowhere
+  // --- uart: only `uartId` is wired to the host; others accept calls and go nowhere.
+  //
+  // The receive callback follows the EC618 driver (luat_uart_ec618.c `luat_uart_cb`, and the
+  // "Logic for reporting receiving data" comment of luat_uart.h; ../shared/firmware-notes/luatos.md
+  // section 2): bytes collect in the RX buffer of `bufsz` bytes and Lua's `uart.on(id, "receive", fn)`
+  // gets `fn(id, len)`
+  // - on the RX idle timeout (UART_CB_RX_TIMEOUT: the line has been silent for a while after a
+  //   burst) with `len` = the bytes buffered, once per burst;
+  // - at once when the buffer is full (UART_CB_RX_BUFFER_FULL), with `len` = -1 (0xffffffff), on
+  //   UART1 only ("only UART1 can wake up"); bytes beyond the buffer are lost. On the other UARTs a
+  //   full buffer is reported by the idle timeout, with its length.
+  // The idle timeout is RX_IDLE_CHARS character times at the baud given to uart.setup (see
+  // uartIdleMs). Below 1 ms (every baud above ~20000 at 8N1) it is the next turn of the event loop
+  // (setImmediate): setTimeout cannot go below 1 ms, and no fixed delay is added to a receive.
   const receiveCb = new Map<number, LuaRef>();
   const sentCb = new Map<number, LuaRef>();
-  let rxScheduled = false;
-  let overflowPending = false;
   const UART_IDS = new Set([0, 1, 2, 3, 32, 33]);
+  /** UART1 reports a full RX buffer at once with len -1 (UART_CB_RX_BUFFER_FULL). */
+  const FULL_REPORT_UART = 1;
+  let rxIdleMs = uartIdleMs();
+  let rxFull = false; // the buffer filled (or overflowed) since the last report
+  let rxGen = 0; // a newer byte (or report) voids the pending report
+  let cancelIdle: (() => void) | undefined;
+  const report = () => {
+    cancelIdle = undefined;
+    const cb = receiveCb.get(h.uartId);
+    if (!cb || wire.buffered === 0) return;
+    const len = rxFull && h.uartId === FULL_REPORT_UART ? -1 : wire.buffered;
+    rxFull = false;
+    runCallback(cb, false, h.uartId, len);
+  };
+  /** Report after `ms` (0: next event-loop turn) unless a newer byte or report comes first. */
+  const schedule = (ms: number) => {
+    const gen = ++rxGen;
+    cancelIdle?.();
+    cancelIdle = undefined;
+    if (ms < 1) {
+      scheduler.post(() => {
+        if (gen === rxGen) report();
+      });
+    } else {
+      cancelIdle = scheduler.after(ms, () => {
+        if (gen === rxGen) report();
+      });
+    }
+  };
   wire.onReceive = (overflow) => {
-    if (overflow) overflowPending = true;
-    if (rxScheduled) return;
-    rxScheduled = true;
-    // the driver reports on RX idle timeout: model it as "after the current burst"
-    scheduler.after(1, () => {
-      rxScheduled = false;
-      const cb = receiveCb.get(h.uartId);
-      if (!cb || wire.buffered === 0) return;
-      const len = overflowPending ? -1 : wire.buffered;
-      overflowPending = false;
-      runCallback(cb, false, h.uartId, len);
-    });
+    const full = overflow || wire.buffered >= wire.rxBufferSize;
+    if (full) rxFull = true;
+    // full on UART1: UART_CB_RX_BUFFER_FULL, reported now (as an rtos message: the next loop turn)
+    if (full && h.uartId === FULL_REPORT_UART) schedule(0);
+    // otherwise every byte restarts the idle timer: one report per burst
+    else schedule(rxIdleMs);
   };
   vm.registerLib(
     'uart',
@@ -135,10 +197,15 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
       setup: (a) => {
         const id = a.int(1);
         if (!UART_IDS.has(id)) return [-1];
+        const baud = a.optInt(2, DEFAULT_BAUD);
+        const dataBits = a.optInt(3, 8);
+        const stopBits = a.optInt(4, 1);
+        const parity = a.optInt(5, 0);
         const bufsz = a.optInt(7, 1024);
         if (id === h.uartId) {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
+          rxIdleMs = uartIdleMs(baud, dataBits, stopBits, parity);
         }
         return [0];
       },

@@ -62,7 +62,11 @@ export class Esp {
     this.files = files;
     this.ringSize = opts.rxRing ?? 256;
     this.linePiece = opts.linePiece ?? 255;
-    // the wire hands every byte straight to our ring (the ring, not the wire, models the driver)
+    // the wire hands every byte straight to our ring (the ring, not the wire, models the driver).
+    // RX timing (../shared/firmware-notes/nodemcu.md, "REPL facts"): the 128-byte hardware FIFO feeds
+    // a 256-byte ring (RX_BUFF_SIZE) that drops the OLDEST bytes when full, and a high-priority task
+    // drains it, never while Lua runs. Here: bytes enter the ring as they arrive and the drain task is
+    // posted for the next event-loop turn (setImmediate, see postDrain): no fixed delay per receive.
     this.wire.rxBufferSize = 1 << 30;
     this.wire.listening = true;
     this.wire.onReceive = () => {

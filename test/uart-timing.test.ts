@@ -1,0 +1,196 @@
+/**
+ * When the simulated modules tell Lua that UART bytes arrived, and with what: the semantics of
+ * each firmware's RX path (no timing is asserted, only what the callbacks get and how often).
+ * - LuatOS (EC618): `uart.on(id, "receive", fn)` gets `fn(id, len)` once per burst on the RX idle
+ *   timeout, `len` = the bytes buffered; a full buffer is reported at once with `len` = -1 (UART1).
+ * - Luat (8910): MSG_UART_RXDATA (callback `(id, nil)`) only when the 2 KB ring goes from empty
+ *   to non-empty.
+ * - NodeMCU (ESP8266): a 256-byte ring that drops the oldest bytes, drained by a task.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { SimulatedModule } from '../src/sim/module.js';
+import { luatosFamily } from '../src/sim/luatos/family.js';
+import { uartCharBits, uartIdleMs } from '../src/sim/luatos/env.js';
+import { luatFamily } from '../src/sim/luat/family.js';
+import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
+import type { LuaOut } from '../src/sim/lua-vm.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `pred` (every 5 ms, up to 3 s): the simulator's callbacks run on the event loop. */
+async function until(pred: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 3000;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+const conv = (v: LuaOut): unknown => (v === undefined ? null : v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : v);
+
+/** A simulated module running `script` instead of an agent, with `rec(...)` recording into `recs`. */
+async function board(sim: SimulatedModule) {
+  const recs: unknown[][] = [];
+  sim.currentVm!.registerGlobal('rec', (a) => void recs.push(Array.from({ length: a.count }, (_, i) => conv(a.value(i + 1)))));
+  const lua = (code: string) => {
+    const e = sim.currentVm!.runString(code, '=test');
+    if (e !== undefined) throw new Error(e);
+  };
+  return { recs, lua };
+}
+
+/** Drain the LuatOS RX buffer from Lua; returns the bytes read. */
+const LUATOS_DRAIN = `function drain(id)
+  local t = {}
+  while true do local s = uart.read(id, 1024) if #s == 0 then break end t[#t + 1] = s end
+  return table.concat(t)
+end`;
+
+describe('LuatOS (EC618) uart "receive" callback', () => {
+  it('the idle timeout is 2 character times at the uart.setup line settings (no timing asserted)', () => {
+    assert.equal(uartCharBits(), 10, '8N1: start + 8 data + 1 stop');
+    assert.equal(uartCharBits(8, 1, 2), 11, 'a parity bit');
+    assert.equal(uartCharBits(7, 2, 0), 10);
+    assert.ok(Math.abs(uartIdleMs(115200) - 20000 / 115200) < 1e-9, '20 bit times at 115200: below 1 ms, so the next event-loop turn');
+    assert.ok(Math.abs(uartIdleMs(9600) - 20000 / 9600) < 1e-9, '2.08 ms at 9600');
+    assert.equal(uartIdleMs(0), uartIdleMs(115200), 'a baud below 1 falls back to the default');
+  });
+
+  it('UART1: once per burst with len = bytes buffered; a full buffer at once with -1; bytes beyond it are lost', async () => {
+    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
+    try {
+      const { recs, lua } = await board(sim);
+      lua(`${LUATOS_DRAIN}
+           uart.setup(1, 115200, 8, 1, uart.None, uart.LSB, 256)
+           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+      const host = sim.connect();
+      // one burst in three chunks (back to back): one callback with everything
+      for (const s of ['0123456789', 'abcdefghij', 'ABCDEFGHIJ']) await host.write(Buffer.from(s));
+      await until(() => recs.length >= 1, 'the receive callback');
+      await sleep(30);
+      assert.deepEqual(recs, [['rx', 1, 30]], 'once per burst, len = bytes buffered');
+      // a second burst while the first is still unread: len counts everything buffered
+      sim.wire.fromHost(Buffer.from('xyz'));
+      await until(() => recs.length >= 2, 'second callback');
+      await sleep(30);
+      assert.deepEqual(recs[1], ['rx', 1, 33]);
+      lua('rec("read", drain(1))');
+      assert.deepEqual(recs[2], ['read', '0123456789abcdefghijABCDEFGHIJxyz']);
+      // exactly full (256 of 256): UART_CB_RX_BUFFER_FULL, len -1
+      sim.wire.fromHost(Buffer.alloc(256, 0x41));
+      await until(() => recs.length >= 4, 'full callback');
+      await sleep(30);
+      assert.deepEqual(recs[3], ['rx', 1, -1], 'a full buffer reports -1');
+      assert.equal(sim.wire.stats.rxDropped, 0, 'nothing lost yet');
+      lua('rec("n", #drain(1))');
+      assert.deepEqual(recs[4], ['n', 256]);
+      // overflow: 300 bytes into 256, one -1 callback, the newest 44 bytes dropped
+      const big = Buffer.alloc(300, 0x42);
+      big.write('FIRST', 0);
+      sim.wire.fromHost(big.subarray(0, 200));
+      sim.wire.fromHost(big.subarray(200));
+      await until(() => recs.length >= 6, 'overflow callback');
+      await sleep(30);
+      assert.deepEqual(recs[5], ['rx', 1, -1], 'one callback for the overflowing burst, len -1');
+      assert.equal(sim.wire.stats.rxDropped, 44);
+      lua('local s = drain(1) rec("over", #s, s:sub(1, 5))');
+      assert.deepEqual(recs[6], ['over', 256, 'FIRST'], 'the buffer keeps the oldest bytes; what did not fit is gone');
+      // after draining, the next burst is an ordinary idle-timeout report again
+      sim.wire.fromHost(Buffer.from('ok'));
+      await until(() => recs.length >= 8, 'callback after overflow');
+      assert.deepEqual(recs[7], ['rx', 1, 2]);
+      assert.equal(recs.length, 8, 'no stray callbacks');
+      await host.close();
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('at 9600 baud (idle timeout above 1 ms) still once per burst with the buffered length', async () => {
+    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
+    try {
+      const { recs, lua } = await board(sim);
+      lua(`uart.setup(1, 9600, 8, 1, uart.None, uart.LSB, 1024)
+           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+      sim.wire.fromHost(Buffer.from('hello '));
+      sim.wire.fromHost(Buffer.from('world'));
+      await until(() => recs.length >= 1, 'the receive callback');
+      await sleep(30);
+      assert.deepEqual(recs, [['rx', 1, 11]]);
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('UART2: a full buffer has no -1 report (only UART1 has it); the idle timeout reports its length', async () => {
+    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, uartId: 2, agentSource: '-- no agent' });
+    try {
+      const { recs, lua } = await board(sim);
+      lua(`uart.setup(2, 115200, 8, 1, uart.None, uart.LSB, 128)
+           uart.on(2, "receive", function(id, len) rec("rx", id, len) end)`);
+      sim.wire.fromHost(Buffer.alloc(200, 0x43));
+      await until(() => recs.length >= 1, 'the receive callback');
+      await sleep(30);
+      assert.deepEqual(recs, [['rx', 2, 128]]);
+      assert.equal(sim.wire.stats.rxDropped, 72);
+    } finally {
+      await sim.stop();
+    }
+  });
+});
+
+describe('Luat (8910) MSG_UART_RXDATA', () => {
+  it('only on the empty -> non-empty transition of the 2 KB ring, with no length', async () => {
+    const sim = await SimulatedModule.start(luatFamily(), { agentSource: 'PROJECT = "t" VERSION = "1.0.0" require "sys"\n' });
+    try {
+      const { recs, lua } = await board(sim);
+      lua(`uart.setup(1, 115200, 8, uart.PAR_NONE, uart.STOP_1)
+           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+      const host = sim.connect();
+      for (const s of ['abc', 'def', 'ghi']) await host.write(Buffer.from(s));
+      await until(() => recs.length >= 1, 'the RX message');
+      await sleep(30);
+      assert.deepEqual(recs, [['rx', 1, null]], 'one message for the burst, no length on the 8910');
+      sim.wire.fromHost(Buffer.from('jkl'));
+      await sleep(30);
+      assert.equal(recs.length, 1, 'the ring was not drained: no new message');
+      lua('rec("read", uart.read(1, 100), uart.read(1, 100))');
+      assert.deepEqual(recs[1], ['read', 'abcdefghijkl', '']);
+      sim.wire.fromHost(Buffer.from('m'));
+      await until(() => recs.length >= 3, 'the next RX message');
+      assert.deepEqual(recs[2], ['rx', 1, null], 'empty -> non-empty again');
+      await host.close();
+    } finally {
+      await sim.stop();
+    }
+  });
+});
+
+describe('NodeMCU (ESP8266) UART RX', () => {
+  it('a 256-byte ring drained by a task: uart.on("data", n) gets n bytes per callback, in order; the oldest bytes are dropped when it overflows', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam, { bootNoise: false });
+    try {
+      const { recs, lua } = await board(sim);
+      lua('uart.on("data", 4, function(d) rec("d", d) end, 0)');
+      sim.wire.fromHost(Buffer.from('aaaabbbb'));
+      sim.wire.fromHost(Buffer.from('cccc'));
+      await until(() => recs.length >= 3, 'three callbacks');
+      await sleep(30);
+      assert.deepEqual(recs, [['d', 'aaaa'], ['d', 'bbbb'], ['d', 'cccc']], 'one delivery per task, in order');
+      assert.equal(fam.esp!.ringFill, 0);
+      recs.length = 0;
+      // 300 bytes in one burst: the ring keeps the newest 256
+      const burst = Buffer.alloc(300);
+      for (let i = 0; i < 75; i++) burst.write(String(i % 10).repeat(4), i * 4);
+      sim.wire.fromHost(burst);
+      await until(() => recs.length >= 64, 'the ring drained');
+      await sleep(30);
+      assert.equal(fam.esp!.rxDropped, 44);
+      assert.equal(recs.map((r) => r[1]).join(''), burst.subarray(44).toString('latin1'), 'the newest 256 bytes, the oldest 44 gone');
+    } finally {
+      await sim.stop();
+    }
+  });
+});
