@@ -1,106 +1,265 @@
 /**
- * npm run bench: protocol efficiency and speed, as ratios against baselines
- * measured in the same run (never asserted in unit tests).
+ * npm run bench: protocol v2 efficiency and speed, printed as ONE table, every
+ * figure set against a baseline measured in the same run (nothing is asserted;
+ * unit tests never assert timing).
  *
- * 1. Wire size of a minimal call + reply (socket.sntp_port()), against the 40-byte goal.
- * 2. Bulk efficiency: payload bytes / UART bytes host→module while sending 64 KiB,
- *    against base64's 75% ceiling and the 70% goal (at 115200 baud: KB/s on the line).
- * 3. Call rate over the in-process simulator, against a baseline of bare line
- *    round trips over the same in-memory transport.
- * 4. 64 KiB TCP echo through the module, against the same echo done directly from Node.
+ * 1. Goodput host→module and module→host through a link paced like a UART
+ *    (src/transport/paced.ts, 8N1) at 115200 and 921600 baud: a TCP echo through
+ *    the simulated LuatOS module, each direction's payload rate as a ratio of the
+ *    line's baud/10 bytes/s (goal ≥ 0.90).
+ *    - host→module: payload / time until the last `socket.tx` was accepted;
+ *    - module→host: bytes after the first echoed chunk / time from it to the last byte.
+ * 2. The same at 115200 with 1e-3 faults (flip, drop, dup per byte, plus garbage
+ *    lines; src/transport/faulty.ts) as a ratio of the clean run (goal ≥ 0.50).
+ * 3. Minimal call (`socket.sntp_port()` → 123): bytes and frames both ways, counted
+ *    by the host link and the simulated UART, against the physical minimum: one
+ *    byte of call id, one of function index and one of framing for the call; one
+ *    byte of call id, one for the value 123 and one of framing for the reply
+ *    (6 bytes; nothing shorter can name the call, the function and the answer and
+ *    delimit them). Latency through a 115200 link against the line time of
+ *    those 6 bytes (0.52 ms) and of the bytes actually sent.
+ * 4. Calls/s to one in-process simulated module (no pacing), pipelined and
+ *    sequential (goals 20,000 and 5,000), against the host-only rate of 5.
+ * 5. Host-only calls/s against a minimal stub agent (test/helpers/stub-agent.ts,
+ *    frame level, no Lua) (goal ≥ 100,000), against the codec alone (encode and
+ *    decode of the same call and reply, both sides, no I/O).
+ *
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed).
  */
-import { firstValueFrom, lastValueFrom } from 'rxjs';
-import { randomBytes } from 'node:crypto';
-import { connect as netConnect } from 'node:net';
 import { connect } from '../src/api/connect.js';
 import { openSocket } from '../src/api/luatos/connection.js';
-import { startEchoServers } from '../src/diag/echo-servers.js';
+import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
+import { callMessage, decodeMessage, encodeFrame, encodeMessage, LineSplitter, parseLine, seqHead } from '../src/codec/frame.js';
+import { RpcClient } from '../src/rpc/client.js';
 import { createMemoryPair } from '../src/transport/memory.js';
+import { faultRates } from '../src/transport/faulty.js';
+import { firstValueFrom } from 'rxjs';
+import { openFaultySim } from '../test/helpers/fault-sim.js';
+import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
+import { StubAgent } from '../test/helpers/stub-agent.js';
 
-const ms = (t0: number) => performance.now() - t0;
-const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+const args = process.argv.slice(2);
+const QUICK = args.includes('--quick');
+const SEED = Number(args[args.indexOf('--seed') + 1] ?? 1) || 1;
+const KiB = 1024;
+
+type Row = { measure: string; value: string; baseline: string; ratio: string; goal: string };
+const rows: Row[] = [];
+const row = (measure: string, value: string, baseline: string, ratio: string, goal = '') => rows.push({ measure, value, baseline, ratio, goal });
+const fmtRate = (bps: number) => (bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} MB/s` : `${(bps / 1e3).toFixed(2)} kB/s`);
+const fmtN = (n: number) => Math.round(n).toLocaleString('en-US');
+const r2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+const meets = (ok: boolean, goal: string) => `${goal} ${ok ? '(met)' : '(NOT met)'}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Run a section; on failure print rows saying why, and go on. */
+async function section(name: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    row(name, 'n/a', `failed: ${(e as Error).message.split('\n')[0].slice(0, 90)}`, '', '');
+  }
+}
+
+interface Goodput {
+  up: number; // bytes/s host→module
+  down: number; // bytes/s module→host
+}
+
+/** TCP echo of `size` bytes through the simulated LuatOS module over a paced (optionally faulty) link. */
+async function pacedEcho(echo: EchoServers, baud: number, size: number, faultP: number): Promise<Goodput> {
+  const s = await openFaultySim('luatos', {
+    pace: { baud },
+    faults: faultP > 0 ? { seed: SEED, both: faultRates(faultP) } : { seed: SEED },
+    rpc: { timeoutMs: 60000, handshakeTimeoutMs: 60000 },
+  });
+  try {
+    const conn = await firstValueFrom(openSocket(s.mod.socket, echo.tcp.host, echo.tcp.port, { timeoutMs: 60000 }));
+    try {
+      const payload = seededPayload(size, SEED);
+      const r = await echoSha256(conn, payload, Math.max(120000, ((size * 10) / baud) * 1000 * 20));
+      if (r.backSha256 !== r.sentSha256) throw new Error('echo differs from what was sent');
+      return {
+        up: size / (r.sendDoneMs / 1000),
+        down: (size - r.firstChunkBytes) / ((r.lastByteMs - r.firstByteMs) / 1000),
+      };
+    } finally {
+      await conn.close().catch(() => {});
+    }
+  } finally {
+    await s.close();
+  }
+}
+
+/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). */
+async function callRate(call: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      await call();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
+  return n / ((performance.now() - t0) / 1000);
+}
+
+/** Calls/s of the codec alone: one call and its reply encoded, split, parsed and decoded on both sides. */
+function codecRate(n: number): number {
+  const hostLines = new LineSplitter(4096);
+  const agentLines = new LineSplitter(4096);
+  let sink = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const id = (i % 65535) + 1;
+    const c = callMessage(id, 23, []);
+    const cl = encodeFrame(seqHead('C', i % 4096, i % 4096), c.subarray(1));
+    agentLines.push(cl, (line) => {
+      const f = parseLine(line);
+      if (f.kind === 'frame' && f.frame.type === 'seq') {
+        const m = decodeMessage(Buffer.concat([Buffer.from(f.frame.kind), f.frame.body]));
+        if (m.type === 'C') {
+          const r = encodeMessage({ type: 'R', id: m.id, values: [123] });
+          const rl = encodeFrame(seqHead('R', i % 4096, i % 4096), r.subarray(1));
+          hostLines.push(rl, (l2) => {
+            const g = parseLine(l2);
+            if (g.kind === 'frame' && g.frame.type === 'seq') {
+              const mm = decodeMessage(Buffer.concat([Buffer.from(g.frame.kind), g.frame.body]));
+              if (mm.type === 'R') sink += mm.values.length;
+            }
+          });
+        }
+      }
+    });
+  }
+  if (sink !== n) throw new Error('codec loop lost calls');
+  return n / ((performance.now() - t0) / 1000);
+}
 
 async function main(): Promise<void> {
   const echo = await startEchoServers();
-  const mod = await connect('sim:luatos');
-  const sim = mod.simulator!;
-  const rows: Array<[string, string, string]> = [];
+  const sizes: Record<number, number> = QUICK ? { 115200: 16 * KiB, 921600: 64 * KiB } : { 115200: 64 * KiB, 921600: 256 * KiB };
 
-  // 1. minimal call
-  await firstValueFrom(mod.socket.sntp_port());
-  const out0 = mod.rpc.stats.bytesOut;
-  const in0 = sim.wire.stats.txBytes;
-  await firstValueFrom(mod.socket.sntp_port());
-  const callBytes = mod.rpc.stats.bytesOut - out0;
-  await new Promise((r) => setTimeout(r, 20));
-  const replyBytes = sim.wire.stats.txBytes - in0;
-  // the module also sends a K credit frame after each batch: count call+reply only
-  const creditBytes = `~K${0} XXXX\n`.length;
-  rows.push(['minimal call + reply (bytes)', `${callBytes} + ${replyBytes - creditBytes} = ${callBytes + replyBytes - creditBytes}`, `goal 40: ratio ${((callBytes + replyBytes - creditBytes) / 40).toFixed(2)}`]);
-
-  // 2 + 4. bulk send and echo of 64 KiB
-  const payload = randomBytes(64 * 1024);
-  const conn = await firstValueFrom(openSocket(mod.socket, echo.tcp.host, echo.tcp.port));
-  let got = 0;
-  const done = new Promise<void>((resolve) => {
-    const s = conn.data().subscribe((b) => {
-      got += b.length;
-      if (got >= payload.length) {
-        s.unsubscribe();
-        resolve();
-      }
-    });
-  });
-  const wireIn0 = sim.wire.stats.rxBytes;
-  const t0 = performance.now();
-  await lastValueFrom(conn.send(payload));
-  await done;
-  const tetherMs = ms(t0);
-  const wireBytes = sim.wire.stats.rxBytes - wireIn0;
-  const eff = payload.length / wireBytes;
-  rows.push(['bulk host→module efficiency', `${pct(eff)} of line rate`, `base64 ceiling 75%: ratio ${(eff / 0.75).toFixed(3)}; goal 70%; at 115200 baud ${((11520 * eff) / 1024).toFixed(1)} KiB/s`]);
-  await conn.close();
-
-  const direct = await new Promise<number>((resolve) => {
-    const s = netConnect(echo.tcp.port, echo.tcp.host, () => {
-      let n = 0;
-      const t = performance.now();
-      s.on('data', (d) => {
-        n += d.length;
-        if (n >= payload.length) {
-          s.destroy();
-          resolve(ms(t));
-        }
-      });
-      s.write(payload);
-    });
-  });
-  rows.push(['64 KiB TCP echo via simulated module', `${tetherMs.toFixed(0)} ms`, `direct Node echo ${direct.toFixed(1)} ms: ratio ${(tetherMs / direct).toFixed(1)}x`]);
-
-  // 3. call rate
-  const N = 200;
-  let t = performance.now();
-  for (let i = 0; i < N; i++) await firstValueFrom(mod.socket.sntp_port());
-  const callMs = ms(t) / N;
-  const [a, b] = createMemoryPair('bench');
-  b.onData((c) => void b.write(c));
-  let pending: (() => void) | undefined;
-  a.onData(() => pending?.());
-  t = performance.now();
-  for (let i = 0; i < N; i++) {
-    await new Promise<void>((r) => {
-      pending = r;
-      void a.write(Buffer.from('~C7 23 1A2B\n'));
+  // 1 + 2. goodput through paced links
+  const clean: Record<number, Goodput> = {};
+  for (const baud of [115200, 921600]) {
+    await section(`goodput @${baud}`, async () => {
+      const g = await pacedEcho(echo, baud, sizes[baud], 0);
+      clean[baud] = g;
+      const line = baud / 10;
+      row(`goodput host→module @${baud} (${sizes[baud] / KiB} KiB echo)`, fmtRate(g.up), `line ${fmtRate(line)}`, r2(g.up / line), meets(g.up / line >= 0.9, '≥ 0.90'));
+      row(`goodput module→host @${baud}`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line), meets(g.down / line >= 0.9, '≥ 0.90'));
     });
   }
-  const baseMs = ms(t) / N;
-  rows.push(['call round trip (in-process sim)', `${callMs.toFixed(2)} ms/call`, `bare line round trip ${baseMs.toFixed(3)} ms: ratio ${(callMs / baseMs).toFixed(1)}x`]);
+  await section('goodput @115200 at 1e-3', async () => {
+    const g = await pacedEcho(echo, 115200, sizes[115200], 1e-3);
+    const c = clean[115200];
+    if (!c) throw new Error('no clean run to compare with');
+    row('goodput host→module @115200, 1e-3 faults', fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up), meets(g.up / c.up >= 0.5, '≥ 0.50'));
+    row('goodput module→host @115200, 1e-3 faults', fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down), meets(g.down / c.down >= 0.5, '≥ 0.50'));
+  });
 
-  await mod.close();
+  // 3. minimal call: bytes and frames (in-process sim, no pacing), latency at 115200
+  const PHYS_MIN = 6; // (id + fn + framing) + (id + value + framing)
+  await section('minimal call bytes', async () => {
+    const mod = await connect('sim:luatos');
+    try {
+      const sim = mod.simulator!;
+      await mod.rpc.call('socket.sntp_port');
+      await sleep(50); // let trailing acks go
+      const h0 = mod.rpc.stats;
+      const w0 = { ...sim.wire.stats };
+      const [port] = await mod.rpc.call('socket.sntp_port');
+      await sleep(50);
+      const h1 = mod.rpc.stats;
+      const w1 = sim.wire.stats;
+      if (port !== 123) throw new Error(`sntp_port answered ${String(port)}`);
+      const out = h1.bytesOut - h0.bytesOut;
+      const inn = w1.txBytes - w0.txBytes;
+      const seqOut = h1.framesOut - h0.framesOut;
+      const ackOut = h1.acksOut - h0.acksOut + (h1.polls - h0.polls);
+      const seqIn = h1.framesIn - h0.framesIn;
+      const ackIn = h1.acksIn - h0.acksIn;
+      row(
+        'minimal call bytes (socket.sntp_port → 123)',
+        `${out} B →, ${inn} B ← = ${out + inn} B`,
+        `physical minimum ${PHYS_MIN} B`,
+        `${r2((out + inn) / PHYS_MIN)}x`,
+        `frames → ${seqOut} seq + ${ackOut} ack, ← ${seqIn} seq + ${ackIn} ack`,
+      );
+    } finally {
+      await mod.close();
+    }
+  });
+  await section('minimal call latency @115200', async () => {
+    const s = await openFaultySim('luatos', { pace: { baud: 115200 } });
+    try {
+      await s.mod.rpc.call('socket.sntp_port');
+      const n = QUICK ? 20 : 100;
+      const b0 = s.mod.rpc.stats;
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await s.mod.rpc.call('socket.sntp_port');
+      const ms = (performance.now() - t0) / n;
+      const b1 = s.mod.rpc.stats;
+      const perCall = (b1.bytesOut - b0.bytesOut + b1.bytesIn - b0.bytesIn) / n;
+      const minLine = s.pace!.lineTimeMs(PHYS_MIN);
+      row(
+        'minimal call latency @115200 (sequential)',
+        `${ms.toFixed(2)} ms`,
+        `line time of ${PHYS_MIN} B ${minLine.toFixed(2)} ms`,
+        `${r2(ms / minLine)}x`,
+        `line time of the ${perCall.toFixed(0)} B sent per call: ${s.pace!.lineTimeMs(perCall).toFixed(2)} ms (${r2(ms / s.pace!.lineTimeMs(perCall))}x)`,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
+  // 5 first: host-only baseline (stub agent), and the codec alone
+  let hostPipelined = NaN;
+  let hostSequential = NaN;
+  await section('host-only calls/s', async () => {
+    const [h, d] = createMemoryPair('stub');
+    new StubAgent(d);
+    const rpc = await RpcClient.open(h, { timeoutMs: 60000 });
+    try {
+      const call = () => rpc.call('socket.sntp_port');
+      await callRate(call, 2000, 500); // warm up
+      hostPipelined = await callRate(call, QUICK ? 20000 : 100000, 1000);
+      hostSequential = await callRate(call, QUICK ? 2000 : 10000, 1);
+    } finally {
+      await rpc.close();
+    }
+    const codec = codecRate(QUICK ? 20000 : 100000);
+    row('host-only calls/s, pipelined (stub agent)', `${fmtN(hostPipelined)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostPipelined / codec), meets(hostPipelined >= 100000, '≥ 100,000/s'));
+    row('host-only calls/s, sequential (stub agent)', `${fmtN(hostSequential)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostSequential / codec), '');
+  });
+
+  // 4. calls/s to the in-process simulated module
+  await section('calls/s to the simulated module', async () => {
+    const mod = await connect('sim:luatos', { timeoutMs: 60000 });
+    try {
+      const call = () => mod.rpc.call('socket.sntp_port');
+      await callRate(call, 1000, 200); // warm up
+      const pipelined = await callRate(call, QUICK ? 5000 : 40000, 1000);
+      const sequential = await callRate(call, QUICK ? 1000 : 5000, 1);
+      row('calls/s pipelined (in-process LuatOS sim)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), meets(pipelined >= 20000, '≥ 20,000/s'));
+      row('calls/s sequential (in-process LuatOS sim)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), meets(sequential >= 5000, '≥ 5,000/s'));
+    } finally {
+      await mod.close();
+    }
+  });
+
   await echo.close();
-  const w = Math.max(...rows.map((r) => r[0].length));
-  console.log('tether bench (figures as ratios against baselines measured in this run)');
-  for (const r of rows) console.log(`${r[0].padEnd(w)}  ${r[1].padEnd(28)}  ${r[2]}`);
+  const cols: Array<keyof Row> = ['measure', 'value', 'baseline', 'ratio', 'goal'];
+  const head: Row = { measure: 'measure', value: 'value', baseline: 'baseline (this run)', ratio: 'ratio', goal: 'goal / note' };
+  const w = Object.fromEntries(cols.map((c) => [c, Math.max(head[c].length, ...rows.map((r) => r[c].length))])) as Record<keyof Row, number>;
+  const fmt = (r: Row) => cols.map((c) => (c === 'goal' ? r[c] : r[c].padEnd(w[c]))).join('  ');
+  console.log(`tether bench, protocol v2${QUICK ? ' (--quick)' : ''}: ratios against baselines measured in this run; nothing is asserted`);
+  console.log(fmt(head));
+  console.log(cols.map((c) => '-'.repeat(c === 'goal' ? head.goal.length : w[c])).join('  '));
+  for (const r of rows) console.log(fmt(r));
 }
 
 main().catch((e) => {
