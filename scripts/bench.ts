@@ -20,7 +20,7 @@
  *    those 6 bytes (0.52 ms) and of the bytes actually sent.
  * 4. Calls/s to one in-process simulated module (no pacing), pipelined and
  *    sequential (goals 20,000 and 5,000), against the host-only rate of 5.
- * 5. Host-only calls/s against a minimal stub agent (test/helpers/stub-agent.ts,
+ * 5. Host-only calls/s against a minimal stub agent (test/helpers/v2-stub.ts,
  *    frame level, no Lua) (goal ≥ 100,000), against the codec alone (encode and
  *    decode of the same call and reply, both sides, no I/O).
  *
@@ -36,7 +36,7 @@ import { faultRates } from '../src/transport/faulty.js';
 import { firstValueFrom } from 'rxjs';
 import { openFaultySim } from '../test/helpers/fault-sim.js';
 import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
-import { StubAgent } from '../test/helpers/stub-agent.js';
+import { startStubAgent } from '../test/helpers/v2-stub.js';
 
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
@@ -221,7 +221,7 @@ async function main(): Promise<void> {
   let hostSequential = NaN;
   await section('host-only calls/s', async () => {
     const [h, d] = createMemoryPair('stub');
-    new StubAgent(d);
+    const stub = startStubAgent(d, { fns: { 'socket.sntp_port': () => [123] } });
     const rpc = await RpcClient.open(h, { timeoutMs: 60000 });
     try {
       const call = () => rpc.call('socket.sntp_port');
@@ -229,6 +229,7 @@ async function main(): Promise<void> {
       hostPipelined = await callRate(call, QUICK ? 20000 : 100000, 1000);
       hostSequential = await callRate(call, QUICK ? 2000 : 10000, 1);
     } finally {
+      stub.stop();
       await rpc.close();
     }
     const codec = codecRate(QUICK ? 20000 : 100000);

@@ -167,15 +167,17 @@ local function tether_core()
       q, n = nq, #nq
     end
     if miss and n > 0 then
-      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is not
-      -- repeated within the same tick
+      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is only
+      -- repeated after a timeout's worth of ticks (it may still be on its way)
       local k = 0
       for sq in string.gmatch(miss, "%d+") do
         k = k + 1
         if k > TP.MAX_MISS then break end
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
-        if i <= n and L.rq[sq] ~= L.tk then retx(i) end
+        local last = L.rq[sq]
+        -- a repair waits for its own round trip (the timeout) before it is repeated
+        if i <= n and (last == nil or (L.tk - last) * HAL.baud >= TP.RTO_TICKS * HAL.baud + L.qb * 200) then retx(i) end
       end
     end
     flush()

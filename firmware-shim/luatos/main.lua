@@ -4,7 +4,7 @@
 -- Settings: set these globals before require() to override them.
 local TETHER_UART = TETHER_UART or 1        -- RPC UART: 1 = main UART, 2 = UART2, uart.VUART_0 (32) = USB virtual port
 local TETHER_BAUD = TETHER_BAUD or 115200   -- baud rate of that UART
-local TETHER_RXBUF = TETHER_RXBUF or 2048   -- uart.setup RX buffer (bytes); the flow-control window comes from it
+local TETHER_RXBUF = TETHER_RXBUF or 4096   -- uart.setup RX buffer (bytes; luat_lib_uart.c passes it on uncapped); the window is this less 64
 PROJECT = PROJECT or "tether"
 VERSION = VERSION or "0.1.0"
 local TETHER_MODNAME = ...
@@ -164,15 +164,17 @@ local function tether_core()
       q, n = nq, #nq
     end
     if miss and n > 0 then
-      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is not
-      -- repeated within the same tick
+      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is only
+      -- repeated after a timeout's worth of ticks (it may still be on its way)
       local k = 0
       for sq in string.gmatch(miss, "%d+") do
         k = k + 1
         if k > TP.MAX_MISS then break end
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
-        if i <= n and L.rq[sq] ~= L.tk then retx(i) end
+        local last = L.rq[sq]
+        -- a repair waits for its own round trip (the timeout) before it is repeated
+        if i <= n and (last == nil or (L.tk - last) * HAL.baud >= TP.RTO_TICKS * HAL.baud + L.qb * 200) then retx(i) end
       end
     end
     flush()

@@ -170,6 +170,7 @@ export class Link {
   private backoff = 1;
   private rtoTimer?: NodeJS.Timeout;
   private probeTimer?: NodeJS.Timeout;
+  private probeAt = 0;
   // receive side
   private expect = 0;
   private readonly ahead = new Map<number, { kind: string; body: Buffer }>();
@@ -473,17 +474,19 @@ export class Link {
 
   private armRto(): void {
     if (this.rtoTimer || this.uHead >= this.unacked.length) return;
-    const ms = Math.min(RTO_MAX_MS, this.rto * this.backoff + this.lineTimeMs(this.unackedBytes));
+    // the RTT samples already include the line time of what was queued before a frame
+    const ms = Math.min(RTO_MAX_MS, this.rto * this.backoff);
     this.rtoTimer = setTimeout(() => this.onRto(), ms);
     // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
     // which a lost `A` would otherwise only bring back after the timeout
     if (this.probeTimer) clearTimeout(this.probeTimer);
-    const probeMs = Math.max(2 * this.srtt, 3) + this.lineTimeMs(this.unackedBytes);
+    const probeMs = Math.max(2 * this.srtt, 3);
     if (probeMs < ms) {
       this.probeTimer = setTimeout(() => {
         this.probeTimer = undefined;
         if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
         this.counters.polls++;
+        this.probeAt = performance.now();
         this.write(encodeFrame('Y'));
       }, probeMs);
     }
@@ -495,7 +498,15 @@ export class Link {
     this.counters.timeouts++;
     // noise, not congestion, loses frames on a UART: back off little (the timer also covers a dead agent)
     this.backoff = Math.min(this.backoff * 2, 4);
-    this.retransmit(this.unacked[this.uHead]);
+    // nothing heard for a whole timeout: send less until acks come back
+    this.cwnd = Math.max(4, this.cwnd / 2);
+    this.counters.cwnd = this.cwnd;
+    // the original may still sit unread in the module's UART buffer (a slow agent, not a lost
+    // frame): repeating it blindly could overflow that buffer. Ask with a Y instead; the answer
+    // proves everything sent before it was consumed or lost, and afterProbe() repairs.
+    this.counters.polls++;
+    this.probeAt = performance.now();
+    this.write(encodeFrame('Y'));
     this.armRto();
   }
 
@@ -507,10 +518,21 @@ export class Link {
     u.retx = true;
     u.sentAt = now;
     this.counters.retransmits++;
-    this.cwnd = Math.max(4, this.cwnd / 2);
-    this.counters.cwnd = this.cwnd;
     this.ackPending = false;
     this.write(u.line);
+  }
+
+  /**
+   * An `A` after a tail-loss probe: the line keeps order, so once the agent answered the `Y`,
+   * a frame sent before the `Y` and still unacknowledged is lost: repeat the oldest at once.
+   */
+  private afterProbe(): void {
+    if (!this.probeAt || this.uHead >= this.unacked.length) return;
+    if (performance.now() - this.probeAt < Math.min(this.srtt / 2, 20)) return; // too early to answer the Y
+    const u = this.unacked[this.uHead];
+    const at = this.probeAt;
+    this.probeAt = 0;
+    if (u.sentAt < at) this.retransmit(u);
   }
 
   /** The agent listed holes: repeat each listed frame not repeated within a round trip. */
@@ -523,8 +545,9 @@ export class Link {
       const i = mod(sq - base);
       if (i >= outstanding) continue;
       const u = this.unacked[this.uHead + i];
-      // a frame never repeated is lost for sure (the line is FIFO); a repair is not repeated within a round trip
-      if (!u.retx || now - u.sentAt > this.holdoff() + this.lineTimeMs(u.line.length)) this.retransmit(u);
+      // a frame never repeated is lost for sure (the line is FIFO); a repair is repeated only after
+      // a timeout's worth of time (it may still be queued behind other frames on the line)
+      if (!u.retx || now - u.sentAt > this.rto + this.lineTimeMs(this.unackedBytes)) this.retransmit(u);
     }
   }
 
@@ -634,6 +657,7 @@ export class Link {
         this.agentWindow = clamp(f.size, HELLO_CLAMP.window);
         this.onAck(f.ack);
         if (f.miss.length > 0) this.onMiss(f.miss);
+        else this.afterProbe();
         return;
       case 'B':
         if (this.state === 'open' && f.epoch !== this.epoch_) this.lost('boot', f.epoch);
@@ -762,6 +786,8 @@ export class LossEstimator {
   private loss = 0;
   private size = BASE_MAX_FRAME;
   private n = 0;
+  /** Bytes carried by good frames since the last loss (the evidence that large frames are safe). */
+  private clean = 0;
 
   /** Record one frame of `size` bytes that was lost or not. */
   sample(lost: boolean, size: number): void {
@@ -769,18 +795,22 @@ export class LossEstimator {
     this.n++;
     this.loss += a * ((lost ? 1 : 0) - this.loss);
     this.size += a * (size - this.size);
+    this.clean = lost ? 0 : this.clean + size;
   }
 
-  /** Estimated loss probability per byte. */
+  /**
+   * Loss probability per byte used for sizing: the measured one, but never below
+   * 1/(clean bytes since the last loss + 2 KB). A frame cannot be cut again once sent,
+   * so the size only grows as far as the clean bytes seen vouch for it.
+   */
   get perByte(): number {
-    if (this.loss <= 0) return 0;
-    return 1 - Math.pow(1 - Math.min(this.loss, 0.99), 1 / Math.max(this.size, 1));
+    const measured = this.loss <= 0 ? 0 : 1 - Math.pow(1 - Math.min(this.loss, 0.99), 1 / Math.max(this.size, 1));
+    return Math.max(measured, 1 / (this.clean + 2048));
   }
 
   /** Best frame size in [MIN_FRAME, max] for the estimated loss. */
   bestSize(max: number): number {
     const q = this.perByte;
-    if (q < 1e-6 || this.n < 4) return Math.max(MIN_FRAME, max);
     let best = MIN_FRAME;
     let bestV = -1;
     for (let n = MIN_FRAME; n <= max; n += 8) {
@@ -797,6 +827,7 @@ export class LossEstimator {
     this.loss = 0;
     this.size = BASE_MAX_FRAME;
     this.n = 0;
+    this.clean = 0;
   }
 }
 

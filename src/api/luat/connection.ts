@@ -315,7 +315,7 @@ export class LuatConnection {
   send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number } = {}): Observable<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     const maxmsg = this.sc.rpc.hello.maxmsg;
-    const fits = Math.floor(((maxmsg - 96) * 3) / 4);
+    const fits = maxmsg - 96; // bytes travel raw in protocol v2 (b<n>: tokens)
     const chunkSize = o.chunkSize ?? (this.type === 'udp' ? LIB_UDP_CHUNK : Math.min(LIB_TCP_CHUNK, fits));
     if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > 65535) throw new InvalidArgumentError('send: chunkSize must be an integer 1..65535 (bytes)');
     if (this.type === 'udp' && bytes.length > chunkSize) throw new InvalidArgumentError(`send: a ${bytes.length}-byte datagram is over ${chunkSize} bytes; send smaller datagrams`);

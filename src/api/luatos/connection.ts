@@ -192,7 +192,7 @@ export class LuatosConnection {
    */
   send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number; retryMs?: number } = {}): Observable<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    const chunkSize = o.chunkSize ?? (this.udp ? 1460 : Math.min(4096, Math.floor(((this.socket.rpc.hello.maxmsg - 80) * 3) / 4)));
+    const chunkSize = o.chunkSize ?? (this.udp ? 1460 : Math.min(4096, this.socket.rpc.hello.maxmsg - 80));
     if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new InvalidArgumentError('send: chunkSize must be a positive integer (bytes)');
     if (this.udp && bytes.length > 1460) throw new InvalidArgumentError(`send: a UDP datagram of ${bytes.length} bytes is over the firmware's 1460-byte advice; use smaller datagrams`);
     const timeoutMs = o.timeoutMs ?? 30000;

@@ -295,10 +295,10 @@ export class LuatosSocket {
     );
   }
 
-  /** Largest read that fits one reply comfortably (bytes). */
+  /** Largest read that fits one reply comfortably (bytes): v2 carries bytes raw (`b<n>:`), so the message limit less the reply's head. */
   readLimit(): number {
     const m = this.rpc.hello.maxmsg;
-    return Math.max(128, Math.min(4096, Math.floor(((m - 64) * 3) / 4)));
+    return Math.max(128, Math.min(4096, m - 64));
   }
 
   /** `socket.read(ctrl, limit?)` (LS:867): `(false)`; `(true, "")`; TCP `(true, data)`; UDP `(true, data, ip, port)`. */
