@@ -34,7 +34,7 @@ test('info reports family, firmware, agent, heap and cellular status', async () 
   const i = JSON.parse(r.stdout);
   assert.equal(i.family, 'luatos');
   assert.equal(i.bsp, 'EC618');
-  assert.equal(i.protocol, 1);
+  assert.equal(i.protocol, 2);
   assert.equal(typeof i.heapKB, 'number');
   assert.match(i.imei, /^\d{15}$/);
   assert.equal(i.registrationText, 'registered');
@@ -45,7 +45,8 @@ test('info reports family, firmware, agent, heap and cellular status', async () 
 test('usage errors exit 2 with help on stderr; an unreachable port is a TRANSPORT error', async () => {
   const u = await run(['nonsense']);
   assert.equal(u.code, 2);
-  assert.match(u.stderr, /tether --help/);
+  assert.match(u.stderr, /unknown command "nonsense"/);
+  assert.match(u.stderr, /Commands:/);
   const m = await run(['info']);
   assert.equal(m.code, 2);
   const p = await run(['info', '--port', 'tcp://127.0.0.1:1', '--json']);
@@ -61,6 +62,7 @@ test('diag exits 1 when a check fails, and the report says which', async () => {
   assert.equal(r.code, 1);
   const report = JSON.parse(r.stdout.trim().split('\n').pop()!);
   assert.equal(report.ok, false);
+  assert.equal(report.failed, 1);
   const tcp = report.checks.find((c: { name: string }) => c.name.startsWith('TCP connect'));
   assert.equal(tcp.ok, false);
   assert.equal(tcp.code, 'SOCKET');

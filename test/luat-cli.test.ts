@@ -47,6 +47,7 @@ test('tether call / info / diag on the in-process sim:luat port', async () => {
   assert.equal(diag.code, 0, diag.stdout + diag.stderr);
   const report = JSON.parse(diag.stdout.trim().split('\n').pop()!);
   assert.equal(report.ok, true);
+  assert.equal(report.complete, true);
   const names = report.checks.map((c: { name: string }) => c.name.replace(/ \(.*\)$/, ''));
   assert.deepEqual(names, ['handshake', 'registration + signal + IMEI', 'data link ready', 'DNS', 'TCP connect + echo + close', 'UDP echo', 'SSL connect + echo']);
   assert.ok(report.checks.every((c: { ok: boolean; skipped?: boolean }) => c.ok && !c.skipped));
@@ -92,7 +93,10 @@ test('runDiag on a Luat module reports each check, and failures without throwing
     assert.match(by['TCP connect + echo + close'].detail, /20000 bytes echoed byte-exact/);
     assert.equal(by['UDP echo'].ok, false, 'nothing echoes on the discard port');
     assert.equal(by['SSL connect + echo'].skipped, true);
+    assert.equal(by['SSL connect + echo'].ok, false, 'a skipped check is not a pass');
+    assert.equal(by.DNS.status, 'skip', 'no --dns name: DNS is not tested against the echo address');
     assert.equal(report.ok, false);
+    assert.equal(report.complete, false);
     assert.equal(mod.simulator && (mod.simulator.family as unknown as { current: { socketcore: { slotsInUse(): number } } }).current.socketcore.slotsInUse(), 0, 'every check freed its slot');
   } finally {
     await mod.close();

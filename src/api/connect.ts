@@ -189,7 +189,7 @@ export async function connect(port: string, opts: ConnectOptions = {}): Promise<
   let simulator: SimulatedModule | undefined;
   if (isSimPort(port)) {
     const fam = port === 'sim' ? 'luatos' : port.slice(4);
-    const f = SIM_FAMILIES[fam];
+    const f = Object.hasOwn(SIM_FAMILIES, fam) ? SIM_FAMILIES[fam] : undefined;
     if (!f) throw new InvalidArgumentError(`no simulator for family "${fam}" (available: ${simFamilyNames().join(', ')})`);
     simulator = await SimulatedModule.start(f.create(opts.sim as never), { log: opts.sim?.log });
     transport = simulator.connect();

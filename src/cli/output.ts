@@ -1,11 +1,12 @@
 /**
  * CLI output helpers: data on stdout, logs and errors on stderr, `--json` for scripts.
  * Exit codes (docs/cli.md): 0 ok, 1 runtime or device error / a failing check,
- * 2 usage error, 3 protocol version mismatch, 4 timeout.
+ * 2 usage error, 3 protocol version mismatch, 4 timeout, 5 diag passed but incomplete
+ * (checks skipped), 130 interrupted (Ctrl-C).
  */
 import { isTetherError } from '../errors.js';
 
-export const ExitCode = { OK: 0, ERROR: 1, USAGE: 2, VERSION: 3, TIMEOUT: 4 } as const;
+export const ExitCode = { OK: 0, ERROR: 1, USAGE: 2, VERSION: 3, TIMEOUT: 4, INCOMPLETE: 5, INTERRUPTED: 130 } as const;
 
 /** Exit code for an error. */
 export function exitCodeFor(e: unknown): number {

@@ -17,13 +17,14 @@ export async function echoBytes(conn: EchoConnection, size: number): Promise<str
   const payload = randomBytes(size);
   const got: Buffer[] = [];
   let n = 0;
+  let s: { unsubscribe(): void } | undefined;
   const done = new Promise<void>((resolve, reject) => {
-    const s = conn.data().subscribe({
+    s = conn.data().subscribe({
       next: (b) => {
         got.push(Buffer.from(b));
         n += b.length;
         if (n >= size) {
-          s.unsubscribe();
+          s?.unsubscribe();
           resolve();
         }
       },
@@ -31,8 +32,23 @@ export async function echoBytes(conn: EchoConnection, size: number): Promise<str
       complete: () => reject(new Error(`the connection closed after ${n} of ${size} echoed bytes`)),
     });
   });
-  await lastValueFrom(conn.send(payload));
+  // a failed send leaves `done` unawaited: it must not become an unhandled rejection when the connection closes later
+  done.catch(() => undefined);
+  try {
+    await lastValueFrom(conn.send(payload));
+  } catch (e) {
+    s?.unsubscribe();
+    throw e;
+  }
   await done;
   if (!Buffer.concat(got).subarray(0, size).equals(payload)) throw new Error('echoed bytes differ from what was sent');
   return `${size} bytes echoed byte-exact`;
+}
+
+/** Most bytes the TLS/SSL echo checks send, by family (the modules' TLS buffers are small). */
+export const TLS_ECHO_MAX = { luatos: 1024, luat: 4096 } as const;
+
+/** The bytes an echo check sends: `wanted` capped at `cap`, with a note for the detail line when capped. */
+export function cappedEcho(wanted: number, cap: number, what: string): { size: number; note: string } {
+  return wanted > cap ? { size: cap, note: ` (--echo-bytes ${wanted} capped at ${cap} for ${what})` } : { size: wanted, note: '' };
 }

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
 import { openConnection, waitReady, type LuatConnection } from '../api/luat/connection.js';
 import type { DiagOptions } from './diag.js';
-import { echoBytes } from './echo.js';
+import { cappedEcho, echoBytes, TLS_ECHO_MAX } from './echo.js';
 
 /** How the checks report (provided by runDiag). */
 export interface CheckRunner {
@@ -66,10 +66,12 @@ export async function runLuatChecks(mod: TetherModule, o: DiagOptions, r: CheckR
     return;
   }
   const common = { timeoutMs, waitReady: false };
+  const dnsName = o.dnsName;
+  if (!dnsName) r.skip('DNS', 'no --dns NAME given');
+  else if (!o.tcp) r.skip(`DNS (${dnsName})`, 'needs --tcp: the check connects to the name on the TCP echo port');
   if (o.tcp) {
     const tcp = o.tcp;
-    const dnsName = o.dnsName ?? tcp.host;
-    await r.run(`DNS (${dnsName})`, async () => {
+    if (dnsName) await r.run(`DNS (${dnsName})`, async () => {
       const conn = await firstValueFrom(openConnection(sc, dnsName, tcp.port, common));
       await conn.close();
       return `${dnsName} resolved by the module and connected (CONN_CNF 0, socket ${conn.index})`;
@@ -87,10 +89,7 @@ export async function runLuatChecks(mod: TetherModule, o: DiagOptions, r: CheckR
         await conn.close();
       }
     });
-  } else {
-    r.skip('DNS', 'no --tcp echo server given');
-    r.skip('TCP connect + echo + close', 'no --tcp echo server given');
-  }
+  } else r.skip('TCP connect + echo + close', 'no --tcp echo server given');
   if (o.udp) {
     const udp = o.udp;
     await r.run(`UDP echo (${udp.host}:${udp.port})`, async () => {
@@ -100,7 +99,8 @@ export async function runLuatChecks(mod: TetherModule, o: DiagOptions, r: CheckR
         const reply = firstValueFrom(conn.datagrams());
         await lastValueFrom(conn.send(payload));
         const wait = Math.floor(timeoutMs * 0.6); // inside the runner's timeout, so the slot is freed before the report
-        const d = await Promise.race([reply, sleep(wait).then(() => undefined)]);
+        let timer: NodeJS.Timeout | undefined;
+        const d = await Promise.race([reply, new Promise<undefined>((res) => (timer = setTimeout(res, wait, undefined)))]).finally(() => clearTimeout(timer));
         if (!d) throw new Error(`no datagram back within ${wait} ms`);
         if (!Buffer.from(d).equals(payload)) throw new Error('the datagram came back different');
         return '64-byte datagram echoed';
@@ -114,8 +114,9 @@ export async function runLuatChecks(mod: TetherModule, o: DiagOptions, r: CheckR
     await r.run(`SSL connect + echo (${tls.host}:${tls.port})`, async () => {
       const conn = await firstValueFrom(openConnection(sc, tls.host, tls.port, { ...common, type: 'ssl', cert: tls.ca ? { caCert: tls.ca } : undefined, strictCert: !!tls.ca }));
       try {
-        const detail = await echo(conn, Math.min(o.echoBytes ?? 1024, 4096));
-        return `${tls.ca ? 'server certificate verified (insist 0), ' : 'no CA given (not verified), '}${detail}`;
+        const { size, note } = cappedEcho(o.echoBytes ?? 1024, TLS_ECHO_MAX.luat, 'SSL');
+        const detail = await echo(conn, size);
+        return `${tls.ca ? 'server certificate verified (insist 0), ' : 'no CA given (not verified), '}${detail}${note}`;
       } finally {
         await conn.close();
       }

@@ -41,7 +41,7 @@ export async function runNodemcuChecks(mod: TetherModule, o: DiagOptions & { tim
     return;
   }
   const tcp = o.tcp;
-  const dnsName = o.dnsName ?? tcp?.host;
+  const dnsName = o.dnsName;
   if (dnsName) {
     await r.run(`DNS (${dnsName})`, async () => {
       const ip = await firstValueFrom(net.dns.resolve(dnsName));
@@ -49,7 +49,7 @@ export async function runNodemcuChecks(mod: TetherModule, o: DiagOptions & { tim
       const server = await firstValueFrom(net.dns.getdnsserver(0)).catch(() => null);
       return `${dnsName} -> ${ip}${server ? ` (DNS server ${server})` : ''}`;
     });
-  } else r.skip('DNS', 'no --dns name or --tcp echo server given');
+  } else r.skip('DNS', 'no --dns NAME given');
   if (tcp) {
     await r.run(`TCP connect + echo + close (${tcp.host}:${tcp.port})`, async () => {
       const t0 = performance.now();

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { TetherError } from '../errors.js';
 
 /** Name in the package.json that marks the tether package root. */
-const PACKAGE_NAME = 'tether';
+const PACKAGE_NAME = 'tether-hil';
 
 let cached: string | undefined;
 

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import { reportError, type CommonArgs } from '../output.js';
+import { portArg } from '../validate.js';
 import { Handle, Float, toPlain, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError } from '../../errors.js';
 
@@ -39,7 +40,7 @@ export const callCommand = (ctx: CliContext): CommandModule<object, CallArgs> =>
     y
       .positional('fn', { type: 'string', describe: 'Function name as on the module, e.g. socket.state, socket.adapter, mobile.csq' })
       .positional('args', { type: 'string', array: true, describe: 'Arguments: nil true false 12 0x1F 1.5 h1 "text"; for socket.* functions taking a socket, a plain number is its handle' })
-      .option('port', { alias: 'p', type: 'string', demandOption: true, describe: 'Serial device, tcp://HOST:PORT, or sim' })
+      .option('port', { alias: 'p', type: 'string', demandOption: true, requiresArg: true, coerce: portArg, describe: 'Serial device, tcp://HOST:PORT, or sim' })
       .example('$0 call --port /dev/ttyUSB0 socket.adapter', 'is a network adapter ready?')
       .example('$0 call --port tcp://127.0.0.1:7000 socket.state 1', 'state of socket handle 1') as never,
   handler: async (argv) => {

@@ -1,58 +1,130 @@
 import { readFileSync } from 'node:fs';
 import { ExitCode, reportError } from '../output.js';
 import { openModule } from './open.js';
-import { runDiag, type DiagCheck, type Endpoint } from '../../diag/diag.js';
+import { runDiag, summarize, type DiagCheck, type DiagReport, type Endpoint } from '../../diag/diag.js';
 import { startEchoServers, type EchoServers } from '../../diag/echo-servers.js';
 import { fixturePath } from '../../diag/fixtures.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { isSimPort, type TetherModule } from '../../api/connect.js';
+import { hostPort } from '../validate.js';
 import type { CliContext } from './index.js';
 import type { DiagArgs } from './diag.js';
 
 /** Parse HOST:PORT (IPv6 as [addr]:port). */
 export function parseEndpoint(s: string, what: string): Endpoint {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new InvalidArgumentError(`--${what} must be HOST:PORT (port 1..65535), got "${s}"`);
-  return { host: m[1] ?? m[2], port };
+  try {
+    return hostPort(what)(s);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+const STATUS_WORD = { pass: 'PASS', fail: 'FAIL', skip: 'SKIP', interrupted: 'INTR' } as const;
+
+/** The exit code of a diag report: 0 complete and passed, 1 a check failed, 5 passed but incomplete, 130 interrupted. */
+export function diagExitCode(r: DiagReport): number {
+  if (r.interrupted) return ExitCode.INTERRUPTED;
+  if (r.failed > 0) return ExitCode.ERROR;
+  if (r.skipped > 0) return ExitCode.INCOMPLETE;
+  return ExitCode.OK;
+}
+
+/** The closing line of the text output. */
+export function diagSummary(r: DiagReport): string {
+  const total = r.checks.length;
+  const skippedNames = r.checks.filter((c) => c.status === 'skip').map((c) => c.name);
+  const notTested = skippedNames.length ? ` (not tested: ${skippedNames.join(', ')})` : '';
+  if (r.interrupted) return `interrupted: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped before Ctrl-C; the report is partial`;
+  if (r.failed > 0) return `${r.failed} of ${total} checks failed; ${r.passed} passed, ${r.skipped} skipped${notTested}`;
+  if (r.skipped > 0) return `${r.passed} passed, ${r.skipped} skipped: incomplete${notTested}`;
+  return `all ${total} checks passed`;
 }
 
 export async function runDiagCommand(argv: DiagArgs, ctx: CliContext): Promise<void> {
   let mod: TetherModule | undefined;
   let echo: EchoServers | undefined;
-  const out = (line: string) => (argv.json ? process.stderr : process.stdout).write(line + '\n');
+  const json = !!argv.json;
+  // Text mode: the lines are the output (stdout). --json: stdout holds only the JSON document.
+  const out = (line: string) => {
+    if (!json) process.stdout.write(line + '\n');
+  };
+  const abort = new AbortController();
+  const checks: DiagCheck[] = [];
+  let reported = false;
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(ExitCode.INTERRUPTED); // a second Ctrl-C: stop at once
+    abort.abort();
+    // The partial report goes out at once; should closing a stuck device hang, exit anyway.
+    setTimeout(() => process.exit(ExitCode.INTERRUPTED), 3000).unref();
+  };
+  process.on('SIGINT', onSigint);
+  /** Print the partial report of an interruption (once). */
+  const reportInterrupted = (port: string) => {
+    if (reported) return;
+    reported = true;
+    const r = summarize(port, checks, true);
+    if (json) process.stdout.write(JSON.stringify(r) + '\n');
+    out(diagSummary(r));
+    ctx.setExit(ExitCode.INTERRUPTED);
+  };
+  const port = argv.port ?? 'sim:luatos';
   try {
-    const port = argv.port ?? 'sim:luatos';
-    const tcp = argv.tcp ? parseEndpoint(argv.tcp, 'tcp') : undefined;
-    const udp = argv.udp ? parseEndpoint(argv.udp, 'udp') : undefined;
-    const tls = argv.tls ? parseEndpoint(argv.tls, 'tls') : undefined;
-    const ca = argv['tls-ca'] ? readFileSync(argv['tls-ca'], 'utf8') : undefined;
+    const { tcp, udp, tls } = argv;
+    let ca: string | undefined;
+    if (argv['tls-ca']) {
+      try {
+        ca = readFileSync(argv['tls-ca'], 'utf8');
+      } catch (e) {
+        throw new InvalidArgumentError(`--tls-ca: cannot read ${argv['tls-ca']}: ${(e as Error).message}`);
+      }
+    }
     out(`tether diag: opening ${port}${argv.port ? '' : ' (built-in simulated Air780E; use --port for a real module)'}`);
-    mod = await openModule(port, argv);
+    const opening = openModule(port, argv);
+    const interrupted = new Promise<undefined>((resolve) => abort.signal.addEventListener('abort', () => resolve(undefined), { once: true }));
+    mod = await Promise.race([opening, interrupted]);
+    if (!mod) {
+      // Ctrl-C during the handshake: close the module when (if) it opens
+      opening.then((m) => m.close(), () => undefined).catch(() => undefined);
+      reportInterrupted(port);
+      return;
+    }
     const simulated = isSimPort(port) || /-sim$/.test(mod.hello.fw ?? '');
     let targets = { tcp, udp, tls: tls ? { ...tls, ca } : undefined, dnsName: argv.dns };
     if (!tcp && !udp && !tls && simulated) {
       const cert = fixturePath('tls', 'server.crt');
-      echo = await startEchoServers({ tls: { key: readFileSync(fixturePath('tls', 'server.key')), cert: readFileSync(cert) } });
-      targets = { tcp: echo.tcp, udp: echo.udp, tls: { ...echo.tls!, host: 'localhost', ca: readFileSync(cert, 'utf8') }, dnsName: argv.dns ?? 'localhost' };
-      out(`loopback echo services: tcp ${echo.tcp.port}, udp ${echo.udp.port}, tls ${echo.tls!.port} on 127.0.0.1`);
+      // the default NodeMCU build has no TLS: offer the family only what it can test
+      const withTls = mod.family !== 'nodemcu';
+      echo = await startEchoServers(withTls ? { tls: { key: readFileSync(fixturePath('tls', 'server.key')), cert: readFileSync(cert) } } : {});
+      targets = { tcp: echo.tcp, udp: echo.udp, tls: echo.tls ? { ...echo.tls, host: 'localhost', ca: readFileSync(cert, 'utf8') } : undefined, dnsName: argv.dns ?? 'localhost' };
+      out(`loopback echo services: tcp ${echo.tcp.port}, udp ${echo.udp.port}${echo.tls ? `, tls ${echo.tls.port}` : ''} on 127.0.0.1`);
     }
     const report = await runDiag(mod, {
       ...targets,
       timeoutMs: argv['check-timeout'],
       echoBytes: argv['echo-bytes'],
+      signal: abort.signal,
       onProgress: (c: DiagCheck, phase) => {
-        if (phase === 'end') out(`${c.skipped ? 'SKIP' : c.ok ? 'PASS' : 'FAIL'}  ${c.name.padEnd(44)} ${String(c.ms).padStart(6)} ms  ${c.detail}`);
+        if (phase !== 'end') return;
+        checks.push(c);
+        out(`${STATUS_WORD[c.status]}  ${c.name.padEnd(44)} ${String(c.ms).padStart(6)} ms  ${c.detail}`);
       },
     });
-    const failed = report.checks.filter((c) => !c.ok).length;
-    if (argv.json) process.stdout.write(JSON.stringify(report) + '\n');
-    out(failed === 0 ? `all ${report.checks.length} checks passed` : `${failed} of ${report.checks.length} checks failed`);
-    if (failed > 0) ctx.setExit(ExitCode.ERROR);
+    if (report.interrupted) {
+      reported = true;
+      if (json) process.stdout.write(JSON.stringify(report) + '\n');
+      out(diagSummary(report));
+      ctx.setExit(ExitCode.INTERRUPTED);
+      return;
+    }
+    if (json) process.stdout.write(JSON.stringify(report) + '\n');
+    out(diagSummary(report));
+    ctx.setExit(diagExitCode(report));
   } catch (e) {
-    ctx.setExit(reportError(e, !!argv.json));
+    if (abort.signal.aborted) reportInterrupted(mod?.port ?? port);
+    else ctx.setExit(reportError(e, json));
   } finally {
     await mod?.close().catch(() => {});
     await echo?.close();
+    process.off('SIGINT', onSigint);
   }
 }

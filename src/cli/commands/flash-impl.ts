@@ -8,14 +8,16 @@ import { repoRoot } from '../../util/repo-root.js';
 import { reportError } from '../output.js';
 import { isSimPort } from '../../api/connect.js';
 import { flashNodemcu, type FlashProgress } from './flash-repl.js';
+import { checkPort, explainOpenError, timeouts } from './open.js';
 import type { CliContext } from './index.js';
 import type { FlashArgs } from './flash.js';
 
-/** A progress bar on stderr: redrawn in place on a terminal, a few plain lines otherwise. */
-export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): (p: FlashProgress) => void {
-  const tty = !!stream.isTTY;
-  let lastPct = -1;
-  let lastPhase = '';
+/**
+ * Progress of `tether flash` on stderr. The bar (redrawn in place) only on a terminal and
+ * never with --json (`bar` false); the phase messages ("Lua prompt found", "... is
+ * identical") are log lines and always go to stderr.
+ */
+export function progressPrinter(stream: NodeJS.WriteStream = process.stderr, bar = !!stream.isTTY): (p: FlashProgress) => void {
   let open = false;
   const endLine = () => {
     if (open) stream.write('\n');
@@ -23,26 +25,17 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): (p
   };
   return (p) => {
     if (p.total !== undefined && p.done !== undefined && (p.phase === 'upload' || p.phase === 'verify')) {
+      if (!bar) return;
       const pct = p.total === 0 ? 100 : Math.floor((p.done / p.total) * 100);
       const label = `${p.phase === 'upload' ? 'writing  ' : 'verifying'} ${p.file ?? ''}`;
-      if (tty) {
-        const w = 30;
-        const fill = Math.round((pct / 100) * w);
-        stream.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${String(pct).padStart(3)}% ${(p.done / 1024).toFixed(1)}/${(p.total / 1024).toFixed(1)} KB`);
-        open = true;
-        if (p.done >= p.total) endLine();
-      } else {
-        const step = Math.floor(pct / 25) * 25; // 0, 25, 50, 75, 100
-        const key = `${p.phase}:${p.file}`;
-        if (key !== lastPhase || step > lastPct) stream.write(`${label} ${step}%${step === 100 ? ` (${p.total} bytes)` : ''}\n`);
-        lastPct = key !== lastPhase ? step : Math.max(lastPct, step);
-        lastPhase = key;
-      }
+      const w = 30;
+      const fill = Math.round((pct / 100) * w);
+      stream.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${String(pct).padStart(3)}% ${(p.done / 1024).toFixed(1)}/${(p.total / 1024).toFixed(1)} KB`);
+      open = true;
+      if (p.done >= p.total) endLine();
       return;
     }
     endLine();
-    lastPhase = p.phase;
-    lastPct = -1;
     if (p.message) stream.write(`${p.message}\n`);
     else if (p.phase === 'probe') stream.write('Lua prompt found; probing the firmware\n');
   };
@@ -62,7 +55,12 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       throw new InvalidArgumentError(`cannot read ${path}: ${(e as Error).message}`);
     }
     if (agentSource.length === 0) throw new InvalidArgumentError(`${path} is empty: refusing to upload a 0-byte agent`);
-    transport = await openTransport(argv.port, { baudRate: argv.baud });
+    checkPort(argv.port);
+    try {
+      transport = await openTransport(argv.port, { baudRate: argv.baud });
+    } catch (e) {
+      throw explainOpenError(argv.port, e);
+    }
     process.stderr.write(`tether flash: ${transport.description}\n`);
     const r = await flashNodemcu(transport, {
       agentSource,
@@ -75,12 +73,12 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       encoding: argv.encoding,
       syncTimeoutMs: argv['sync-timeout'],
       lineTimeoutMs: argv['line-timeout'],
-      onProgress: progressPrinter(),
+      onProgress: progressPrinter(process.stderr, !!process.stderr.isTTY && !argv.json),
       trace: argv.verbose ? (l) => process.stderr.write(`[repl] ${l}\n`) : undefined,
     });
     let hello: Record<string, unknown> | undefined;
     if (r.started) {
-      const rpc = await RpcClient.open(transport, { timeoutMs: argv.timeout, handshakeTimeoutMs: 10000 });
+      const rpc = await RpcClient.open(transport, timeouts(argv));
       const h = rpc.hello;
       hello = { agent: h.agent, family: h.family, fw: h.fw, lua: h.lua, heapKB: h.heap, epoch: h.epoch };
       if (h.family !== 'nodemcu') throw new TetherError('PROTOCOL', `the started agent reports family ${h.family}, not nodemcu`);

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import { reportError, type CommonArgs } from '../output.js';
+import { portArg } from '../validate.js';
 
 interface InfoArgs extends CommonArgs {
   port: string;
@@ -10,7 +11,7 @@ interface InfoArgs extends CommonArgs {
 export const infoCommand = (ctx: CliContext): CommandModule<object, InfoArgs> => ({
   command: 'info',
   describe: 'Show the module: family, firmware, agent, heap, IMEI/CSQ/registration, limits',
-  builder: (y) => y.option('port', { alias: 'p', type: 'string', demandOption: true, describe: 'Serial device, tcp://HOST:PORT, or sim' }) as never,
+  builder: (y) => y.option('port', { alias: 'p', type: 'string', demandOption: true, requiresArg: true, coerce: portArg, describe: 'Serial device, tcp://HOST:PORT, or sim' }) as never,
   handler: async (argv) => {
     const { openModule } = await import('./open.js');
     let mod;

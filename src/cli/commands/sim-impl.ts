@@ -1,5 +1,6 @@
 import { SimulatedModule } from '../../sim/module.js';
-import { SIM_FAMILIES } from '../../sim/families.js';
+import { SIM_FAMILIES, simFamilyNames } from '../../sim/families.js';
+import { InvalidArgumentError } from '../../errors.js';
 import { reportError } from '../output.js';
 import type { CliContext } from './index.js';
 import type { SimArgs } from './sim.js';
@@ -7,6 +8,7 @@ import type { SimArgs } from './sim.js';
 export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;
   try {
+    if (!Object.hasOwn(SIM_FAMILIES, argv.family)) throw new InvalidArgumentError(`no simulator for family "${argv.family}" (available: ${simFamilyNames().join(', ')})`);
     sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
     if (argv.pty) {

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
 import { SIM_FAMILIES, simFamilyNames } from '../../sim/families.js';
+import { numberOption, portNumber } from '../validate.js';
 
 export interface SimArgs extends CommonArgs {
   family: string;
@@ -17,9 +18,9 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
   builder: (y) =>
     y
       .option('family', { type: 'string', choices: simFamilyNames(), default: 'luatos', describe: `Firmware family to simulate (${simFamilyNames().map((n) => `${n} = ${SIM_FAMILIES[n].moduleName}`).join(', ')})` })
-      .option('tcp-port', { type: 'number', default: 0, describe: 'Serve the UART as raw TCP on 127.0.0.1:PORT (0 = any free port)' })
+      .option('tcp-port', numberOption('Serve the UART as raw TCP on 127.0.0.1:PORT, 0..65535 (0 = any free port)', portNumber('tcp-port', true), 0))
       .option('pty', { type: 'boolean', default: true, describe: 'Also serve the UART on a pseudo-terminal (needs python3); --no-pty to skip' })
-      .option('link', { type: 'string', describe: 'Create a symlink to the pty at this path' })
+      .option('link', { type: 'string', requiresArg: true, describe: 'Create a symlink to the pty at this path' })
       .example('$0 sim', 'start a simulated Air780E')
       .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
   handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),
