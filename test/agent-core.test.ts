@@ -253,7 +253,7 @@ test('selective repeat: frames ahead of a gap are kept and the hole is listed; d
   assert.deepEqual(got, [{ type: 'A', ack: 4, epoch: 4242, size: 240, nonce: 1234567, miss: [4] }]);
 });
 
-test('retransmission: the oldest unacknowledged frame on timeout (backing off); listed holes at once, once per tick', () => {
+test('retransmission: the oldest unacknowledged frame on timeout (backing off); listed holes at once, a repair again only after a timeout', () => {
   const a = session();
   a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]]]));
   assert.equal(a.host.messages.length, 2);
@@ -268,9 +268,13 @@ test('retransmission: the oldest unacknowledged frame on timeout (backing off); 
   assert.equal(a.stat('retx'), 2);
   // the host lists seq 1 as missing (it acknowledges 0): seq 1 goes again at once, not again in the same tick
   assert.match(a.feed(a.host.ack(1, 255, undefined, [1])).toString('latin1'), /^~R1\.2 /);
-  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1])).length, 0, 'not twice in one tick');
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1])).length, 0, 'a repair is not repeated at once');
   a.tick(1);
-  assert.match(a.feed(a.host.ack(1, 255, undefined, [1])).toString('latin1'), /^~R1\.2 /, 'again in the next tick');
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1])).length, 0, 'nor a tick later (it may still be on its way)');
+  // its own timer (RTO_TICKS + line time, counted from the ack of frame 0) repeats it next
+  assert.equal(a.tick(3).length, 0);
+  assert.match(a.tick(1).toString('latin1'), /^~R1\.2 /, 'the timer repeats the oldest frame');
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1])).length, 0, 'a miss list right after that repair adds nothing');
   assert.equal(a.feed(a.host.ack(1, 255, undefined, [7, 900])).length, 0, 'holes it never sent are ignored');
   // everything acknowledged: the timer stops
   assert.equal(a.feed(a.host.ack(2)).length, 0);
