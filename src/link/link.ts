@@ -171,6 +171,10 @@ export class Link {
   private rtoTimer?: NodeJS.Timeout;
   private probeTimer?: NodeJS.Timeout;
   private probeAt = 0;
+  /** Timeouts in a row without progress. */
+  private stalls = 0;
+  /** The fastest round trip measured (ms): no answer can come sooner. */
+  private minRtt = Infinity;
   // receive side
   private expect = 0;
   private readonly ahead = new Map<number, { kind: string; body: Buffer }>();
@@ -324,6 +328,8 @@ export class Link {
     this.frameSize = Math.min(BASE_MAX_FRAME, this.maxOwnFrame());
     this.agentFrame = BASE_MAX_FRAME;
     this.cwnd = 4;
+    this.stalls = 0;
+    this.probeAt = 0;
     this.txLoss.reset();
     this.rxLoss.reset();
     this.counters.frameSize = this.frameSize;
@@ -507,6 +513,8 @@ export class Link {
     this.counters.polls++;
     this.probeAt = performance.now();
     this.write(encodeFrame('Y'));
+    // liveness: after two timeouts in a row without progress, repeat the oldest frame itself
+    if (++this.stalls >= 2) this.retransmit(this.unacked[this.uHead]);
     this.armRto();
   }
 
@@ -528,7 +536,8 @@ export class Link {
    */
   private afterProbe(): void {
     if (!this.probeAt || this.uHead >= this.unacked.length) return;
-    if (performance.now() - this.probeAt < Math.min(this.srtt / 2, 20)) return; // too early to answer the Y
+    // an A sooner than the fastest round trip ever seen cannot be the answer to the Y
+    if (Number.isFinite(this.minRtt) && performance.now() - this.probeAt < this.minRtt / 2) return;
     const u = this.unacked[this.uHead];
     const at = this.probeAt;
     this.probeAt = 0;
@@ -582,6 +591,7 @@ export class Link {
       this.uHead = 0;
     }
     this.backoff = 1;
+    this.stalls = 0;
     if (this.rtoTimer) clearTimeout(this.rtoTimer);
     this.rtoTimer = undefined;
     this.armRto();
@@ -589,6 +599,7 @@ export class Link {
   }
 
   private sampleRtt(r: number): void {
+    this.minRtt = Math.min(this.minRtt, r);
     if (this.srtt === 0) {
       this.srtt = r;
       this.rttvar = r / 2;
