@@ -145,7 +145,7 @@ describe('NodeMCU net facade through the agent', () => {
     await done(s.release());
   });
 
-  it('64 KiB of random bytes round-trip byte-exact over TCP with sendAll: one send in flight until "sent", chunks within 2920 bytes', async () => {
+  it('64 KiB of random bytes round-trip byte-exact over TCP with sendAll: at most two sends in flight until "sent", chunks within 2920 bytes', async () => {
     const conn = await firstValueFrom(connectTcp(n, '127.0.0.1', echo.tcp.port));
     const payload = randomBytes(64 * 1024);
     // watch the wire: the order of send calls and "sent" events
@@ -182,7 +182,10 @@ describe('NodeMCU net facade through the agent', () => {
     }
     assert.ok(Buffer.concat(got).equals(payload), 'byte-exact');
     assert.ok(sizes.every((x) => x <= 2920), 'every chunk fits the 2920-byte send buffer');
-    for (let i = 1; i < order.length; i++) assert.ok(!(order[i] === 'send' && order[i - 1] === 'send'), `two sends in flight at ${i}: ${order.slice(Math.max(0, i - 3), i + 2).join(',')}`);
+    // at most two sends without a "sent" between them: TCP_SND_BUF is 2 x 1460 (net.c / lwipopts)
+    for (let i = 2; i < order.length; i++) {
+      assert.ok(!(order[i] === 'send' && order[i - 1] === 'send' && order[i - 2] === 'send'), `three sends in flight at ${i}: ${order.slice(Math.max(0, i - 3), i + 2).join(',')}`);
+    }
     assert.equal(fam.esp!.rxDropped, 0, 'the flow-control window kept the 256-byte RX ring from overflowing');
     await conn.close();
     await assert.rejects(firstValueFrom(conn.socket.getpeer()), /BADHANDLE/, 'close() released the handle');

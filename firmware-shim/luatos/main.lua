@@ -716,7 +716,42 @@ A.reg("socket.rx", function(c, wantbuf, flag, limit)
   return (table.unpack or unpack)(r, 1, r.n)
 end)
 
-for _, name in ipairs({ "debug", "config", "linkup", "connect", "discon", "close", "tx", "read", "wait",
+-- tx(c, data, ip, port, flag, resume): the firmware's socket.tx plus a per-socket HOLD, so that a
+-- host keeping several tx in flight (pipelined) never gets its TCP stream reordered. The firmware
+-- refuses a tx when its buffer is full ((ok, true, true): nothing accepted); a TX_OK can free the
+-- buffer between two queued calls, so chunk k could be refused and chunk k+1 accepted. Hence:
+--   * any refusal as full sets the hold on that socket (whatever the 6th argument);
+--   * resume == false (a pipelined tx): while the hold is set it is refused the same way, with the
+--     firmware's own first value of the refusal, WITHOUT calling the firmware;
+--   * resume == true: clears the hold, then calls the firmware (the host resends from the first
+--     refused chunk with it, after the other refused chunks settled and TX_OK came);
+--   * no 6th argument (older hosts, raw calls): clears the hold and calls the firmware, exactly as
+--     before, so a host that sends one tx at a time and retries after TX_OK keeps working.
+-- The 6th argument is never passed to the firmware. A refusal is recognised by its 2nd and 3rd
+-- values both true (failure is (ok, ?, false)); boolinv only inverts the 1st, which is replayed as is.
+local txhold = setmetatable({}, { __mode = "k" })
+A.reg("socket.tx", function(c, ...)
+  local a = { n = select("#", ...), ... }
+  local resume
+  if a.n >= 5 then
+    resume = a[5]
+    a.n = 4
+    while a.n > 1 and a[a.n] == nil do a.n = a.n - 1 end
+  end
+  if resume == false then
+    local first = txhold[c]
+    if first ~= nil then return first, true, true end
+  else
+    txhold[c] = nil
+  end
+  local r = { n = 0 }
+  local function keep(...) r = { n = select("#", ...), ... } end
+  keep(socket.tx(c, (table.unpack or unpack)(a, 1, a.n)))
+  if r[2] == true and r[3] == true then txhold[c] = r[1] end
+  return (table.unpack or unpack)(r, 1, r.n)
+end)
+
+for _, name in ipairs({ "debug", "config", "linkup", "connect", "discon", "close", "read", "wait",
   "listen", "state", "setDNS", "sslLog", "localIP", "adapter", "remoteIP", "sntp", "ntptm", "sntp_port",
   "dft", "close_all", "rx_cache" }) do
   if socket[name] then A.reg("socket." .. name, socket[name]) end

@@ -7,7 +7,7 @@
 import { Observable, Subscription, firstValueFrom, lastValueFrom } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
 import { SocketEvent, eventName } from './constants.js';
-import { LuatosSocket, SocketCtrl, ZBuff, notOk, type SocketEventInfo } from './socket.js';
+import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo } from './socket.js';
 
 /** Options of {@link openSocket}. */
 export interface OpenOptions {
@@ -44,6 +44,9 @@ export function decodeRemoteIp(raw: Uint8Array | null | undefined): string {
   }
   return Buffer.from(raw).toString('latin1');
 }
+
+/** Reads (`socket.rx`) {@link LuatosConnection.data} keeps outstanding while more data is known to be pending. */
+const READ_DEPTH = 2;
 
 /**
  * An open socket on the module. `data()` / `datagrams()` read, `send()` writes,
@@ -99,15 +102,17 @@ export class LuatosConnection {
    * module resets (at once for a socket of a previous boot).
    */
   data(): Observable<Uint8Array> {
+    const limit = this.socket.readLimit();
     return this.reader<Uint8Array>(
       async () => {
         const buf = new ZBuff(0);
-        const r = await firstValueFrom(this.socket.rx(this.ctrl, buf));
+        const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
         if (!r.ok) return 'end';
         return buf.used === 0 ? 'empty' : buf.toBuffer();
       },
       (e) => (e.event === SocketEvent.EVENT && e.param === -1) || e.event === SocketEvent.CLOSED,
       this.closedByPeer,
+      { depth: READ_DEPTH, full: (b) => b.length >= limit },
     );
   }
 
@@ -130,8 +135,22 @@ export class LuatosConnection {
    * every EVENT or CLOSED, never two drains at once. `endsOn(e)` marks the stream as
    * ending; it completes when ending and a drain found nothing more ('empty' or 'end').
    * It errors as soon as the socket's events do (module reset).
+   *
+   * Pipelining (`o.depth` > 1 with `o.full`): a drain starts with one read; while reads come
+   * back `full` (as many bytes as asked: more is known to be pending) it keeps `depth` reads
+   * outstanding, so the line does not idle for a round trip between two reads. It issues no
+   * more after a short read (all that was pending was taken; bytes arriving later raise an
+   * EVENT, which drains again) unless the stream is ending (then it reads on until 'empty' /
+   * 'end', to complete), nor after 'empty' / 'end'. Results are emitted strictly in call
+   * order whatever order they settle in. Unsubscribing drops what outstanding reads return.
    */
-  private reader<T>(readOne: () => Promise<T | 'empty' | 'end'>, endsOn: (e: SocketEventInfo) => boolean, endingAlready: boolean): Observable<T> {
+  private reader<T>(
+    readOne: () => Promise<T | 'empty' | 'end'>,
+    endsOn: (e: SocketEventInfo) => boolean,
+    endingAlready: boolean,
+    o: { depth?: number; full?: (v: T) => boolean } = {},
+  ): Observable<T> {
+    const depth = o.depth ?? 1;
     return new Observable<T>((sub) => {
       let running = false;
       let again = false;
@@ -146,11 +165,25 @@ export class LuatosConnection {
         try {
           do {
             again = false;
+            const q: Promise<T | 'empty' | 'end'>[] = [];
+            let exhausted = false; // a read found nothing, or a short one took all that was pending
+            let want = 1; // reads to keep outstanding: `depth` once more is known to be pending
             for (;;) {
-              const r = await readOne();
+              while (!exhausted && q.length < want) {
+                const p = readOne();
+                p.catch(() => {}); // awaited below in order; never unhandled when the reader stops
+                q.push(p);
+              }
+              if (q.length === 0) break;
+              const r = await q.shift()!;
               if (stopped) return;
               if (r === 'end') ending = true;
-              if (r === 'empty' || r === 'end') break;
+              if (r === 'empty' || r === 'end') {
+                exhausted = true;
+                continue; // the reads behind it settle (and may still bring bytes that came meanwhile)
+              }
+              if (o.full?.(r)) want = depth;
+              else if (o.full && !ending) exhausted = true;
               sub.next(r);
             }
           } while (again && !stopped);
@@ -183,43 +216,76 @@ export class LuatosConnection {
   }
 
   /**
-   * Send `data` in chunks of at most `chunkSize` bytes, one `socket.tx` in flight at a time
-   * (so a refused chunk is never overtaken). When the firmware says the buffer is full it waits
-   * for TX_OK (or `retryMs`) and sends the same chunk again. Emits the number of bytes accepted
-   * so far after each chunk; completes when all were accepted.
-   * @throws TetherError `SOCKET` when tx fails or TX_OK reports -1; `TIMEOUT` after `timeoutMs` without progress;
-   *   `RESET` when the module resets.
+   * Send `data` in chunks of at most `chunkSize` bytes, keeping up to `inFlight` (default 3: at 115200 two leave the line idle a little, 3 measured 0.92 of baud/10)
+   * `socket.tx` calls outstanding so the line does not idle for a round trip per chunk.
+   * Order is kept with the agent's tx HOLD (firmware-shim/luatos/agent.lua, {@link LuatosSocket.tx}
+   * `resume`): pipelined chunks go with `resume: false`; when the firmware says the buffer is full
+   * (nothing accepted) the agent refuses every later pipelined tx on the socket the same way, so
+   * no chunk overtakes a refused one. The helper then stops issuing, lets the outstanding tx settle,
+   * waits for TX_OK (or `retryMs`) and resends from the first refused chunk with `resume: true`.
+   * The first chunk of every call also goes with `resume: true` (clears a hold left by an abandoned call).
+   * Emits the number of bytes accepted so far after each chunk; completes when all were accepted.
+   * With `inFlight: 1` it behaves as before (one tx at a time).
+   * @throws TetherError `SOCKET` when tx fails, TX_OK reports -1, or a chunk behind a refused one was
+   *   accepted (an agent without the hold: the stream may be reordered); `TIMEOUT` after `timeoutMs`
+   *   without progress; `RESET` when the module resets.
    */
-  send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number; retryMs?: number } = {}): Observable<number> {
+  send(data: Uint8Array | string, o: { chunkSize?: number; timeoutMs?: number; retryMs?: number; inFlight?: number } = {}): Observable<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     const chunkSize = o.chunkSize ?? (this.udp ? 1460 : Math.min(4096, this.socket.rpc.hello.maxmsg - 80));
     if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new InvalidArgumentError('send: chunkSize must be a positive integer (bytes)');
     if (this.udp && bytes.length > 1460) throw new InvalidArgumentError(`send: a UDP datagram of ${bytes.length} bytes is over the firmware's 1460-byte advice; use smaller datagrams`);
+    const inFlight = o.inFlight ?? 3;
+    if (!Number.isInteger(inFlight) || inFlight < 1) throw new InvalidArgumentError('send: inFlight must be a positive integer (tx calls outstanding)');
     const timeoutMs = o.timeoutMs ?? 30000;
     const retryMs = o.retryMs ?? 1000;
+    type Tx = { off: number; len: number; seq: number; reply: Promise<Result<[boolean, unknown, boolean]>> };
     return new Observable<number>((sub) => {
       let stopped = false;
       (async () => {
-        let off = 0;
+        let acked = 0; // bytes accepted, in order
+        let next = 0; // offset of the next chunk to issue
+        let resume = true; // the next tx clears the agent's hold
+        const q: Tx[] = []; // outstanding tx, in call order
         let lastProgress = Date.now();
-        while (off < bytes.length && !stopped) {
-          if (this.failure) throw this.failure;
-          const chunk = bytes.subarray(off, off + chunkSize);
+        const issue = () => {
+          const len = Math.min(chunkSize, bytes.length - next);
           const seq = this.txOkSeq;
-          const r = await firstValueFrom(this.socket.tx(this.ctrl, chunk));
+          const reply = firstValueFrom(this.socket.tx(this.ctrl, bytes.subarray(next, next + len), { resume }));
+          reply.catch(() => {}); // awaited below in order; never unhandled when the call is abandoned
+          q.push({ off: next, len, seq, reply });
+          next += len;
+          resume = false;
+        };
+        while (acked < bytes.length && !stopped) {
+          if (this.failure) throw this.failure;
+          while (q.length < inFlight && next < bytes.length) issue();
+          const t = q.shift()!;
+          const r = await t.reply;
           if (stopped) return;
           if (!r.ok) throw notOk('socket.tx', r);
-          if (r[1] === true) {
-            // buffer full: nothing accepted. Wait for a TX_OK newer than this tx, then retry.
-            if (Date.now() - lastProgress > timeoutMs) throw new TimeoutError(`send: the module's send buffer stayed full for ${timeoutMs} ms`, { ms: timeoutMs });
-            if (this.txOkSeq === seq && !this.failure) await this.waitTxOk(retryMs);
-            if (this.failure) throw this.failure;
-            if (this.txOkParam === -1) throw new TetherError('SOCKET', 'send: TX_OK reported failure (-1): the connection broke');
+          if (r[1] !== true) {
+            if (t.off !== acked) throw new TetherError('SOCKET', `send: bytes ${t.off}.. were accepted after a refused chunk at ${acked}: the agent lacks the tx hold (update firmware-shim/luatos/main.lua) and the stream may be reordered`, { context: { at: acked, off: t.off } });
+            acked += t.len;
+            lastProgress = Date.now();
+            sub.next(acked);
             continue;
           }
-          off += chunk.length;
-          lastProgress = Date.now();
-          sub.next(off);
+          // buffer full: nothing of this chunk was accepted, and the agent now refuses every tx
+          // behind it. Let those settle, wait for a TX_OK newer than the refused tx, resend from it.
+          for (const later of q.splice(0)) {
+            const lr = await later.reply;
+            if (stopped) return;
+            if (!lr.ok) throw notOk('socket.tx', lr);
+            if (lr[1] !== true) throw new TetherError('SOCKET', `send: bytes ${later.off}.. were accepted after the refused chunk at ${t.off}: the agent lacks the tx hold (update firmware-shim/luatos/main.lua) and the stream may be reordered`, { context: { at: t.off, off: later.off } });
+          }
+          if (Date.now() - lastProgress > timeoutMs) throw new TimeoutError(`send: the module's send buffer stayed full for ${timeoutMs} ms`, { ms: timeoutMs });
+          if (this.txOkSeq === t.seq && !this.failure) await this.waitTxOk(retryMs);
+          if (stopped) return;
+          if (this.failure) throw this.failure;
+          if (this.txOkParam === -1) throw new TetherError('SOCKET', 'send: TX_OK reported failure (-1): the connection broke');
+          next = t.off;
+          resume = true;
         }
         if (!stopped) sub.complete();
       })().catch((e) => {

@@ -259,14 +259,26 @@ export class LuatosSocket {
    * `socket.tx(ctrl, data, ip?, port?, flag?)` (LS:599): `(true,false,false)` queued, TX_OK follows;
    * `(true,true,true)` buffer full, nothing accepted; failure `(false, ?, false)` (the middle value is
    * uninitialised in the firmware). UDP: keep a datagram ≤ 1460 bytes.
+   *
+   * `resume` (agent extension, an extra 6th argument the agent never passes to the firmware) is
+   * for pipelined sends: once a tx on a socket was refused as full, the agent HOLDS the socket.
+   * - `false`: a pipelined tx: refused as full `(true,true,true)` without reaching the firmware while
+   *   the hold is set, so a chunk queued behind a refused one can never overtake it;
+   * - `true`: clears the hold, then calls the firmware (resend the first refused chunk with it);
+   * - omitted (default): nothing extra on the wire; clears the hold and calls the firmware, as before.
+   * An agent without the extension ignores the argument (no hold): see {@link LuatosConnection.send}.
    */
-  tx(ctrl: SocketCtrl, data: Uint8Array | string, o: { ip?: string | number; port?: number; flag?: number } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, unknown, boolean]>> {
+  tx(ctrl: SocketCtrl, data: Uint8Array | string, o: { ip?: string | number; port?: number; flag?: number; resume?: boolean } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, unknown, boolean]>> {
     const h = this.check(ctrl);
     if (typeof data !== 'string' && !(data instanceof Uint8Array)) throw new InvalidArgumentError('socket.tx: data must be a string or bytes');
     if (o.port !== undefined) this.checkPort(o.port, 'socket.tx');
+    if (o.resume !== undefined && typeof o.resume !== 'boolean') throw new InvalidArgumentError('socket.tx: resume must be a boolean');
     const args: WireValue[] = [h, typeof data === 'string' ? Buffer.from(data) : data];
-    if (o.ip !== undefined || o.port !== undefined || o.flag !== undefined) args.push(o.ip ?? null, o.port ?? null);
-    if (o.flag !== undefined) args.push(o.flag);
+    if (o.resume !== undefined) args.push(o.ip ?? null, o.port ?? null, o.flag ?? null, o.resume);
+    else {
+      if (o.ip !== undefined || o.port !== undefined || o.flag !== undefined) args.push(o.ip ?? null, o.port ?? null);
+      if (o.flag !== undefined) args.push(o.flag);
+    }
     return this.call('tx', args, (v) => this.ok(v as [boolean, unknown, boolean]), opts, ctrl);
   }
 

@@ -1,7 +1,7 @@
 /**
  * Helpers on top of the raw `net` calls, following the firmware's rules
- * (../shared/firmware-notes/nodemcu.md 1.4): one send in flight until "sent",
- * chunks within the 2920-byte send buffer, a host-side connect timeout (a failed
+ * (../shared/firmware-notes/nodemcu.md 1.4): chunks within the 2920-byte send buffer,
+ * at most two sends unACKed and only together within it (one send call awaiting its reply), a host-side connect timeout (a failed
  * DNS lookup or a missing route leaves the socket with no callback at all), and
  * no waiting for "disconnection" after a local close (the firmware sends none).
  */
@@ -19,15 +19,34 @@ export interface SendAllOptions {
   sentTimeoutMs?: number;
   /** How often a chunk refused with "out of memory" is retried before failing. @default 50 */
   memoryRetries?: number;
+  /**
+   * Sends not yet ACKed ("sent") allowed at once (1 or 2). Two only when both fit the 2920-byte
+   * send buffer together (chunks ≤ 1460 bytes). @default 2
+   */
+  inFlight?: number;
 }
 
 /**
  * Send `data` safely over a connected TCP socket: chunks of at most `chunkSize` bytes
- * (never over the 2920-byte send buffer), ONE send in flight until its "sent" callback
- * (the ACK), a chunk refused with "out of memory" retried after the next "sent" (or 100 ms).
- * Emits the number of bytes handed over so far after each chunk; completes when every chunk
- * was ACKed. Errors: NetError (the firmware refused), TetherError `SOCKET` (the connection
- * ended meanwhile), `TIMEOUT` (no ACK in time), `RESET` (the module reset: the socket is gone).
+ * (never over the 2920-byte send buffer), up to `inFlight` (default 2) sends not yet ACKed
+ * ("sent") when they fit the buffer together (chunks ≤ 1460 = TCP_SND_BUF / 2), so the next
+ * chunk crosses the line while the previous one waits for its ACK.
+ *
+ * Why only ONE send is ever awaiting its REPLY (the next send call goes out once the previous
+ * call returned): "out of memory" refuses a send atomically, but an ACK can free the buffer
+ * between two queued calls, so with two calls outstanding chunk k could be refused and chunk
+ * k+1 accepted: the stream would be reordered (the NodeMCU agent has no tx hold). With one call
+ * outstanding a refused chunk has nothing behind it and is retried after the next "sent" (or
+ * 100 ms). The reply comes back in a few ms; the ACK ("sent") takes a TCP round trip, and that is
+ * the wait that overlaps.
+ *
+ * "sent" carries no byte count and may cover several sends (one ACK) or fire several times for
+ * one; the helper counts each "sent" as ACKing the oldest send not yet counted, which can lag
+ * (then it just keeps fewer sends unACKed, never more than fit).
+ * Emits the number of bytes handed over (accepted by the module) so far after each chunk;
+ * completes when the last chunk was ACKed (counted to zero, or a "sent" came after the last
+ * chunk was sent: with two unACKed that "sent" may be the previous chunk's, see the count above). Errors: NetError (the firmware refused), TetherError `SOCKET` (the
+ * connection ended meanwhile), `TIMEOUT` (no ACK in time), `RESET` (the module reset: the socket is gone).
  */
 export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOptions = {}): Observable<number> {
   const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -35,6 +54,8 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
   if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > TCP_SEND_BUFFER) {
     throw new InvalidArgumentError(`sendAll: chunkSize must be an integer 1..${TCP_SEND_BUFFER} (the module's send buffer), got ${String(chunkSize)}`);
   }
+  const inFlight = o.inFlight ?? 2;
+  if (inFlight !== 1 && inFlight !== 2) throw new InvalidArgumentError(`sendAll: inFlight must be 1 or 2, got ${String(inFlight)}`);
   const sentTimeoutMs = o.sentTimeoutMs ?? 15000;
   const retries = o.memoryRetries ?? 50;
   return new Observable<number>((sub) => {
@@ -43,6 +64,8 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
     let ended: number | undefined;
     /** The socket's events ended: `RESET` (module reset) or `DISCONNECTED` (link closed). */
     let failure: Error | undefined;
+    /** Sizes of the accepted sends not yet counted as ACKed, oldest first. */
+    const unacked: number[] = [];
     const waiters = new Set<() => void>();
     const wake = () => {
       for (const w of [...waiters]) w();
@@ -53,8 +76,10 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
       sock.reconnection$.pipe(map((e) => ['end', e] as const)),
     ).subscribe({
       next: (e) => {
-        if (e === 'sent') sentSeq++;
-        else ended = e[1];
+        if (e === 'sent') {
+          sentSeq++;
+          unacked.shift();
+        } else ended = e[1];
         wake();
       },
       error: (e) => {
@@ -77,34 +102,55 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
         const t = setTimeout(done, ms);
         waiters.add(done);
       });
+    const unackedBytes = () => unacked.reduce((a, b) => a + b, 0);
+    /** Room for `len` more bytes next to the sends not yet ACKed (as far as the host can tell). */
+    const fits = (len: number) => unacked.length === 0 || (unacked.length < inFlight && unackedBytes() + len <= TCP_SEND_BUFFER);
+    const check = (off: number) => {
+      if (failure) throw failure;
+      if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
+    };
     (async () => {
       let off = 0;
+      let lastSeq = sentSeq; // sentSeq just before the last chunk was sent
       while (off < bytes.length && !stopped) {
         const chunk = bytes.subarray(off, off + chunkSize);
+        // wait until the chunk fits next to the sends not yet ACKed
+        while (!fits(chunk.length)) {
+          check(off);
+          const seq = sentSeq;
+          if (!(await waitSent(seq, sentTimeoutMs))) {
+            throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
+          }
+          if (stopped) return;
+        }
         let tries = 0;
         for (;;) {
-          if (failure) throw failure;
-          if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
+          check(off);
           const seq = sentSeq;
+          lastSeq = seq;
           try {
             await lastValueFrom(sock.send(chunk), { defaultValue: undefined });
           } catch (e) {
             if (isNetError(e, 'OUT_OF_MEMORY') && tries++ < retries) {
               await waitSent(seq, 100); // the buffer frees on the next ACK
+              if (stopped) return;
               continue;
             }
             throw e;
           }
-          if (stopped) return;
-          if (!(await waitSent(seq, sentTimeoutMs))) {
-            throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off + chunk.length} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
-          }
-          if (failure) throw failure;
-          if (ended !== undefined && sentSeq === seq) continue; // ended while waiting: report above
           break;
         }
+        if (stopped) return;
+        unacked.push(chunk.length);
         off += chunk.length;
         sub.next(off);
+      }
+      // the last chunk: wait for its ACK (counted down to zero, or any "sent" after it was sent)
+      while (!stopped && unacked.length > 0 && sentSeq === lastSeq) {
+        check(off);
+        if (!(await waitSent(lastSeq, sentTimeoutMs))) {
+          throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
+        }
       }
       if (!stopped) sub.complete();
     })()
