@@ -4,11 +4,28 @@
  */
 import { crc32 as zcrc32 } from 'node:zlib';
 import { ESCAPE_BYTE, FRAME_MARK, MESSAGE_TYPES } from './constants.js';
-import { decodeValues, encodeValues, Handle, ValueSyntaxError, type WireValue } from './values.js';
+import { decodeValues, encodeHeadValues, encodeValues, Handle, ValueSyntaxError, type WireValue } from './values.js';
 
 /** CRC-32/ISO-HDLC (zlib) of `data`, unsigned. `crc32("123456789")` = 0xCBF43926. */
 export function crc32(data: Uint8Array | string): number {
-  return zcrc32(typeof data === 'string' ? Buffer.from(data, 'latin1') : data) >>> 0;
+  if (typeof data === 'string') return zcrc32(Buffer.from(data, 'latin1')) >>> 0;
+  return crcRange(data, 0, data.length);
+}
+
+/** CRC-32 table (reflected polynomial 0xEDB88320). */
+const CRC_TABLE = new Int32Array(256);
+for (let n = 0; n < 256; n++) {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  CRC_TABLE[n] = c;
+}
+
+/** CRC-32 of `b[from..to)`: a table loop for short frames (cheaper than a call into zlib), zlib for long ones. */
+function crcRange(b: Uint8Array, from: number, to: number): number {
+  if (to - from >= 48) return zcrc32(from === 0 && to === b.length ? b : b.subarray(from, to)) >>> 0;
+  let c = -1;
+  for (let i = from; i < to; i++) c = CRC_TABLE[(c ^ b[i]) & 255] ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
 }
 
 /**
@@ -26,10 +43,13 @@ export function crc16(data: Uint8Array | string): number {
 }
 
 const HEX = '0123456789ABCDEF';
+/** Two uppercase hex digits of every byte value. */
+const HEX2: string[] = [];
+for (let i = 0; i < 256; i++) HEX2.push(HEX[i >> 4] + HEX[i & 15]);
+/** ASCII codes of the hex digits. */
+const HEX_CODES = Buffer.from(HEX, 'latin1');
 function hex8(n: number): string {
-  let s = '';
-  for (let k = 28; k >= 0; k -= 4) s += HEX[(n >>> k) & 15];
-  return s;
+  return HEX2[(n >>> 24) & 255] + HEX2[(n >>> 16) & 255] + HEX2[(n >>> 8) & 255] + HEX2[n & 255];
 }
 
 const NL = 0x0a;
@@ -37,9 +57,8 @@ const ESC = ESCAPE_BYTE;
 
 /** Bytes `b` with 0x0A and 0x10 escaped (section 1). Returns `b` itself when nothing needs escaping. */
 export function escapeBytes(b: Uint8Array): Buffer {
-  let n = 0;
-  for (let i = 0; i < b.length; i++) if (b[i] === NL || b[i] === ESC) n++;
   const src = Buffer.from(b.buffer, b.byteOffset, b.length);
+  const n = countEscapes(src, 0, src.length);
   if (n === 0) return src;
   const out = Buffer.allocUnsafe(b.length + n);
   let j = 0;
@@ -70,11 +89,41 @@ export function unescapeBytes(b: Uint8Array): Buffer | undefined {
   return out.subarray(0, j);
 }
 
+/** How many bytes of `b[from..to)` need escaping (0x0A, 0x10): a loop when short, memchr scans when long. */
+function countEscapes(b: Buffer, from: number, to: number): number {
+  let n = 0;
+  if (to - from < 64) {
+    for (let i = from; i < to; i++) {
+      const c = b[i];
+      if (c === NL || c === ESC) n++;
+    }
+    return n;
+  }
+  for (let i = b.indexOf(NL, from); i >= 0 && i < to; i = b.indexOf(NL, i + 1)) n++;
+  for (let i = b.indexOf(ESC, from); i >= 0 && i < to; i = b.indexOf(ESC, i + 1)) n++;
+  return n;
+}
+
 /** Escaped length of `b[from..to)`. */
 function escapedLength(b: Uint8Array, from: number, to: number): number {
-  let n = to - from;
-  for (let i = from; i < to; i++) if (b[i] === NL || b[i] === ESC) n++;
-  return n;
+  return to - from + countEscapes(b instanceof Buffer ? b : Buffer.from(b.buffer, b.byteOffset, b.length), from, to);
+}
+
+/** Copy `src` into `out` at `at`, escaped (`n` bytes need it); returns the offset after it. */
+function putEscaped(out: Buffer, at: number, src: Uint8Array, n: number): number {
+  if (n === 0) {
+    out.set(src, at);
+    return at + src.length;
+  }
+  let j = at;
+  for (let i = 0; i < src.length; i++) {
+    const c = src[i];
+    if (c === NL || c === ESC) {
+      out[j++] = ESC;
+      out[j++] = c + 0x40;
+    } else out[j++] = c;
+  }
+  return j;
 }
 
 /** Bytes a frame adds after its head and body: space, 8 CRC digits, newline. */
@@ -85,14 +134,41 @@ export const FRAME_TRAILER = 10;
  * `head` is printable ASCII without spaces at its end (e.g. `C5.3`, `A0 88123 240 7`).
  */
 export function encodeFrame(head: string, body?: Uint8Array | string): Buffer {
-  const h = Buffer.from(FRAME_MARK + head, 'latin1');
-  let parts: Buffer[];
-  if (body === undefined || body.length === 0) parts = [escapeBytes(h)];
-  else parts = [escapeBytes(h), SP, escapeBytes(typeof body === 'string' ? Buffer.from(body, 'latin1') : body)];
-  const content = Buffer.concat(parts);
-  return Buffer.concat([content, Buffer.from(` ${hex8(crc32(content))}\n`, 'latin1')]);
+  // one buffer, written in place: mark, head, [space, body], space, CRC, newline
+  const hl = head.length;
+  let hx = 0;
+  for (let k = 0; k < hl; k++) {
+    const c = head.charCodeAt(k) & 0xff; // latin1
+    if (c === NL || c === ESC) hx++;
+  }
+  let bb: Buffer | undefined;
+  let bx = 0;
+  if (body !== undefined && body.length > 0) {
+    bb = typeof body === 'string' ? Buffer.from(body, 'latin1') : body instanceof Buffer ? body : Buffer.from(body.buffer, body.byteOffset, body.length);
+    bx = countEscapes(bb, 0, bb.length);
+  }
+  const contentLen = 1 + hl + hx + (bb ? 1 + bb.length + bx : 0);
+  const out = Buffer.allocUnsafe(contentLen + FRAME_TRAILER);
+  out[0] = FRAME_MARK_CODE;
+  let j = 1;
+  for (let k = 0; k < hl; k++) {
+    const c = head.charCodeAt(k) & 0xff;
+    if (c === NL || c === ESC) {
+      out[j++] = ESC;
+      out[j++] = c + 0x40;
+    } else out[j++] = c;
+  }
+  if (bb) {
+    out[j++] = 0x20;
+    j = putEscaped(out, j, bb, bx);
+  }
+  const crc = crcRange(out, 0, j);
+  out[j++] = 0x20;
+  for (let k = 28; k >= 0; k -= 4) out[j++] = HEX_CODES[(crc >>> k) & 15];
+  out[j] = NL;
+  return out;
 }
-const SP = Buffer.from(' ');
+const FRAME_MARK_CODE = FRAME_MARK.charCodeAt(0);
 
 /** A frame after its CRC was checked and its bytes unescaped (section 1). */
 export type LinkFrame =
@@ -112,8 +188,9 @@ export type LineResult =
 
 const MIN_LINE = 11; // "~Y" + " " + 8 hex
 const UNSEQ_RE = /^([SAYB])([0-9 ]*)$/;
-const SEQ_RE = /^([CRXEPL&$])([0-9]{1,4})\.([0-9]{1,4})$/;
-const HEX_RE = /^[0-9A-F]{8}$/;
+/** One-character strings of the sequenced frame kinds, by byte value (undefined: not a kind). */
+const SEQ_KIND: Array<string | undefined> = [];
+for (const k of 'CRXEPL&$') SEQ_KIND[k.charCodeAt(0)] = k;
 
 /**
  * Classify one line (without its `\n`; a trailing `\r` is ignored) (section 1).
@@ -122,43 +199,99 @@ const HEX_RE = /^[0-9A-F]{8}$/;
 export function parseLine(line: Uint8Array): LineResult {
   let end = line.length;
   if (end > 0 && line[end - 1] === 0x0d) end--;
-  const b = Buffer.from(line.buffer, line.byteOffset, end);
+  const b = end === line.length && line instanceof Buffer ? line : Buffer.from(line.buffer, line.byteOffset, end);
   if (end === 0 || b[0] !== 0x7e /* ~ */) return { kind: 'log', text: b.toString('utf8') };
   if (end < MIN_LINE || b[end - 9] !== 0x20) return { kind: 'bad', reason: 'no checksum' };
-  const want = b.toString('latin1', end - 8, end);
-  if (!HEX_RE.test(want)) return { kind: 'bad', reason: 'no checksum' };
-  const got = hex8(crc32(b.subarray(0, end - 9)));
-  if (want !== got) return { kind: 'bad', reason: `checksum ${want} != ${got}` };
-  const content = unescapeBytes(b.subarray(1, end - 9));
-  if (!content) return { kind: 'bad', reason: 'bad escape' };
-  const sp = content.indexOf(0x20);
-  const t = content[0];
-  if (t === 0x53 || t === 0x41 || t === 0x59 || t === 0x42) {
-    // unsequenced: the whole content is the head
-    const m = UNSEQ_RE.exec(content.toString('latin1'));
-    if (!m) return { kind: 'bad', reason: 'bad head' };
-    const f = m[2] === '' ? [] : m[2].split(' ').map(Number);
-    if (f.some((x) => !Number.isSafeInteger(x))) return { kind: 'bad', reason: 'bad number' };
-    switch (m[1]) {
-      case 'S':
-        if (f.length !== 2) return { kind: 'bad', reason: 'bad S' };
-        return { kind: 'frame', frame: { type: 'S', nonce: f[0], size: f[1] } };
-      case 'A':
-        if (f.length < 4 || f.length > 4 + 16 || f.slice(4).some((x) => x >= 4096)) return { kind: 'bad', reason: 'bad A' };
-        return { kind: 'frame', frame: { type: 'A', ack: f[0], epoch: f[1], size: f[2], nonce: f[3], miss: f.slice(4) } };
-      case 'Y':
-        if (f.length !== 0) return { kind: 'bad', reason: 'bad Y' };
-        return { kind: 'frame', frame: { type: 'Y' } };
-      default:
-        if (f.length !== 2) return { kind: 'bad', reason: 'bad B' };
-        return { kind: 'frame', frame: { type: 'B', epoch: f[0], proto: f[1] } };
+  // the 8 uppercase hex digits of the CRC, read in place
+  let want = 0;
+  for (let k = end - 8; k < end; k++) {
+    const c = b[k];
+    let v: number;
+    if (c >= 0x30 && c <= 0x39) v = c - 0x30;
+    else if (c >= 0x41 && c <= 0x46) v = c - 0x37;
+    else return { kind: 'bad', reason: 'no checksum' };
+    want = want * 16 + v;
+  }
+  const cend = end - 9;
+  const got = crcRange(b, 0, cend);
+  if (want !== got) return { kind: 'bad', reason: `checksum ${b.toString('latin1', end - 8, end)} != ${hex8(got)}` };
+  // content `[from, to)` of `c`: in place when nothing is escaped
+  let c: Buffer = b;
+  let from = 1;
+  let to = cend;
+  const e = b.indexOf(ESC, 1);
+  if (e >= 0 && e < cend) {
+    const u = unescapeBytes(b.subarray(1, cend));
+    if (!u) return { kind: 'bad', reason: 'bad escape' };
+    c = u;
+    from = 0;
+    to = u.length;
+  }
+  const t = c[from];
+  if (t === 0x53 || t === 0x41 || t === 0x59 || t === 0x42) return parseUnsequenced(c, from, to);
+  // sequenced: <kind><1-4 digits>.<1-4 digits>, up to the first space
+  const kind = SEQ_KIND[t];
+  if (kind === undefined || from >= to) return { kind: 'bad', reason: 'bad head' };
+  let i = from + 1;
+  let seq = 0;
+  while (i < to && i - from <= 4 && c[i] >= 0x30 && c[i] <= 0x39) seq = seq * 10 + (c[i++] - 0x30);
+  if (i === from + 1 || i >= to || c[i] !== 0x2e /* . */) return { kind: 'bad', reason: 'bad head' };
+  const s = ++i;
+  let ack = 0;
+  while (i < to && i - s < 4 && c[i] >= 0x30 && c[i] <= 0x39) ack = ack * 10 + (c[i++] - 0x30);
+  if (i === s || (i < to && c[i] !== 0x20)) return { kind: 'bad', reason: 'bad head' };
+  const body = i < to ? c.subarray(i + 1, to) : Buffer.alloc(0);
+  return { kind: 'frame', frame: { type: 'seq', kind, seq, ack, body } };
+}
+
+/** An unsequenced frame (`S`, `A`, `Y`, `B`): the whole content `c[from..to)` is the head. */
+function parseUnsequenced(c: Buffer, from: number, to: number): LineResult {
+  // fast path: numbers of 1-15 digits separated by single spaces; anything else the general way
+  let f: number[] | undefined = [];
+  let i = from + 1;
+  if (i < to) {
+    for (;;) {
+      const s = i;
+      let n = 0;
+      while (i < to && c[i] >= 0x30 && c[i] <= 0x39) n = n * 10 + (c[i++] - 0x30);
+      if (i === s || i - s > 15) {
+        f = undefined;
+        break;
+      }
+      f.push(n);
+      if (i >= to) break;
+      if (c[i] !== 0x20 || i + 1 >= to) {
+        f = undefined;
+        break;
+      }
+      i++;
     }
   }
-  const head = content.toString('latin1', 0, sp < 0 ? content.length : sp);
-  const m = SEQ_RE.exec(head);
-  if (!m) return { kind: 'bad', reason: 'bad head' };
-  const body = sp < 0 ? Buffer.alloc(0) : content.subarray(sp + 1);
-  return { kind: 'frame', frame: { type: 'seq', kind: m[1], seq: Number(m[2]), ack: Number(m[3]), body } };
+  if (!f) {
+    const m = UNSEQ_RE.exec(c.toString('latin1', from, to));
+    if (!m) return { kind: 'bad', reason: 'bad head' };
+    f = m[2] === '' ? [] : m[2].split(' ').map(Number);
+    if (f.some((x) => !Number.isSafeInteger(x))) return { kind: 'bad', reason: 'bad number' };
+  }
+  switch (c[from]) {
+    case 0x53: // S
+      if (f.length !== 2) return { kind: 'bad', reason: 'bad S' };
+      return { kind: 'frame', frame: { type: 'S', nonce: f[0], size: f[1] } };
+    case 0x41: {
+      // A
+      if (f.length < 4 || f.length > 4 + 16) return { kind: 'bad', reason: 'bad A' };
+      const miss = f.slice(4);
+      for (const x of miss) if (x >= 4096) return { kind: 'bad', reason: 'bad A' };
+      return { kind: 'frame', frame: { type: 'A', ack: f[0], epoch: f[1], size: f[2], nonce: f[3], miss } };
+    }
+    case 0x59: // Y
+      if (f.length !== 0) return { kind: 'bad', reason: 'bad Y' };
+      return { kind: 'frame', frame: { type: 'Y' } };
+    default:
+      // B
+      if (f.length !== 2) return { kind: 'bad', reason: 'bad B' };
+      return { kind: 'frame', frame: { type: 'B', epoch: f[0], proto: f[1] } };
+  }
 }
 
 /**
@@ -305,8 +438,11 @@ function text(v: WireValue | undefined): string {
   return String(v);
 }
 
-/** Leading decimal number and the offset after it and its space. */
-function leadNum(b: Buffer, what: string): [number, number] {
+/** Offset after the number {@link leadNum} read last, and its space. */
+let leadAt = 0;
+
+/** Leading decimal number; the offset after it and its space goes to {@link leadAt}. */
+function leadNum(b: Buffer, what: string): number {
   let i = 1;
   let neg = false;
   if (b[i] === 0x2d) {
@@ -317,7 +453,8 @@ function leadNum(b: Buffer, what: string): [number, number] {
   let n = 0;
   while (i < b.length && b[i] >= 0x30 && b[i] <= 0x39 && i - s < 10) n = n * 10 + (b[i++] - 0x30);
   if (i === s || (i < b.length && b[i] !== 0x20)) throw new FrameSyntaxError(`bad ${what}`);
-  return [neg ? -n : n, i < b.length ? i + 1 : i];
+  leadAt = i < b.length ? i + 1 : i;
+  return neg ? -n : n;
 }
 
 /**
@@ -325,38 +462,39 @@ function leadNum(b: Buffer, what: string): [number, number] {
  * @throws FrameSyntaxError on a malformed body.
  */
 export function decodeMessage(content: Uint8Array): Message {
-  const b = Buffer.from(content.buffer, content.byteOffset, content.length);
+  const b = content instanceof Buffer ? content : Buffer.from(content.buffer, content.byteOffset, content.length);
   const type = String.fromCharCode(b[0]);
   if (b.length === 0 || !MESSAGE_TYPES.includes(type)) throw new FrameSyntaxError(`unknown message type ${JSON.stringify(type)}`);
   try {
     switch (type) {
       case 'C': {
-        const [id, at] = leadNum(b, 'id');
+        const id = leadNum(b, 'id');
+        const at = leadAt;
         let sp = b.indexOf(0x20, at);
         if (sp < 0) sp = b.length;
         if (sp === at) throw new FrameSyntaxError('call without function');
         return { type: 'C', id, fn: b.toString('latin1', at, sp), args: decodeValues(b, Math.min(sp + 1, b.length)) };
       }
       case 'R': {
-        const [id, at] = leadNum(b, 'id');
-        return { type: 'R', id, values: decodeValues(b, at) };
+        const id = leadNum(b, 'id');
+        return { type: 'R', id, values: decodeValues(b, leadAt) };
       }
       case 'X': {
-        const [id, at] = leadNum(b, 'id');
-        const v = decodeValues(b, at);
+        const id = leadNum(b, 'id');
+        const v = decodeValues(b, leadAt);
         return { type: 'X', id, code: text(v[0]), message: text(v[1]) };
       }
       case 'E': {
-        const [handle, at] = leadNum(b, 'handle');
-        return { type: 'E', handle, values: decodeValues(b, at) };
+        const handle = leadNum(b, 'handle');
+        return { type: 'E', handle, values: decodeValues(b, leadAt) };
       }
       case 'P': {
         const v = decodeValues(b, 1);
         return { type: 'P', topic: text(v[0]), values: v.slice(1) };
       }
       default: {
-        const [level, at] = leadNum(b, 'level');
-        const v = decodeValues(b, at);
+        const level = leadNum(b, 'level');
+        const v = decodeValues(b, leadAt);
         return { type: 'L', level, message: text(v[0]) };
       }
     }
@@ -367,8 +505,7 @@ export function decodeMessage(content: Uint8Array): Message {
 }
 
 function join(head: string, values: ReadonlyArray<WireValue | undefined>): Buffer {
-  const v = encodeValues(values);
-  return v.length ? Buffer.concat([Buffer.from(head + ' ', 'latin1'), v]) : Buffer.from(head, 'latin1');
+  return encodeHeadValues(head, values);
 }
 
 /**

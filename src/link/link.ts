@@ -799,6 +799,9 @@ export class LossEstimator {
   private n = 0;
   /** Bytes carried by good frames since the last loss (the evidence that large frames are safe). */
   private clean = 0;
+  private cached = 0;
+  private cachedMax = 0;
+  private dirty = true;
 
   /** Record one frame of `size` bytes that was lost or not. */
   sample(lost: boolean, size: number): void {
@@ -807,6 +810,7 @@ export class LossEstimator {
     this.loss += a * ((lost ? 1 : 0) - this.loss);
     this.size += a * (size - this.size);
     this.clean = lost ? 0 : this.clean + size;
+    if (lost) this.dirty = true;
   }
 
   /**
@@ -819,8 +823,19 @@ export class LossEstimator {
     return Math.max(measured, 1 / (this.clean + 2048));
   }
 
-  /** Best frame size in [MIN_FRAME, max] for the estimated loss. */
+  /**
+   * Best frame size in [MIN_FRAME, max] for the estimated loss. Recomputed after a loss and every
+   * 16 samples (the search is ~120 steps of Math.pow: too costly for every frame).
+   */
   bestSize(max: number): number {
+    if (this.cached > 0 && this.cachedMax === max && !this.dirty && (this.n & 15) !== 0) return this.cached;
+    this.dirty = false;
+    this.cachedMax = max;
+    this.cached = this.searchSize(max);
+    return this.cached;
+  }
+
+  private searchSize(max: number): number {
     const q = this.perByte;
     let best = MIN_FRAME;
     let bestV = -1;
@@ -839,6 +854,8 @@ export class LossEstimator {
     this.size = BASE_MAX_FRAME;
     this.n = 0;
     this.clean = 0;
+    this.cached = 0;
+    this.dirty = true;
   }
 }
 

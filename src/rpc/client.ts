@@ -112,12 +112,39 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-interface Pending {
-  id: number;
-  fn: string;
-  sent: boolean;
-  settle(err: Error | undefined, v?: WireValue[]): void;
+/** A call in flight; settled exactly once by {@link RpcClient} (`settle`). */
+class Pending {
+  sent = false;
+  done = false;
+  /** Withdraws the message from the link if none of its frames was written yet. */
+  cancel?: () => boolean;
+  onAbort?: () => void;
+  constructor(
+    readonly id: number,
+    readonly fn: string,
+    readonly timeoutMs: number,
+    /** `performance.now()` time at which the call fails with `TIMEOUT`. */
+    readonly deadline: number,
+    readonly queue: DeadlineQueue,
+    readonly resolve: (v: WireValue[]) => void,
+    readonly reject: (e: Error) => void,
+    readonly signal?: AbortSignal,
+  ) {}
 }
+
+/**
+ * Calls that share one timeout value, in call order: their deadlines ascend, so one timer
+ * for the earliest live deadline over all queues serves every call. Settled calls are
+ * dropped from the head as they settle, and compacted away when most of a queue is settled.
+ */
+class DeadlineQueue {
+  items: Pending[] = [];
+  head = 0;
+  live = 0;
+}
+
+/** Longest delay a Node timer takes (longer ones fire at once). */
+const TIMER_MAX_MS = 0x7fffffff;
 
 const MAX_ID = 65535;
 /** Functions every v2 agent answers by name. */
@@ -154,6 +181,12 @@ export class RpcClient {
   private readonly publishes$ = new Subject<AgentPublish>();
   private readonly resets$ = new Subject<ResetEvent>();
   private readonly pending = new Map<number, Pending>();
+  /** Deadline queues of the calls in flight, by timeout (ms). */
+  private readonly deadlines = new Map<number, DeadlineQueue>();
+  /** The one timeout timer: armed for `sweepAt`, referenced only while calls are in flight. */
+  private sweepTimer?: NodeJS.Timeout;
+  private sweepAt = Infinity;
+  private sweepRef = false;
   private readonly opts: Required<Omit<RpcClientOptions, 'baud' | 'keepaliveMs'>>;
   private readonly capIndex = new Map<string, number>();
   private readonly extra = { resets: 0, handshakeMs: 0, calls: 0, lateReplies: 0, badMessages: 0 };
@@ -362,36 +395,99 @@ export class RpcClient {
         reject(new TetherError('TOO_LARGE', `${label}: request is ${content.length} bytes, the agent accepts at most ${this.hello_.maxmsg}`, { context: { bytes: content.length, maxmsg: this.hello_.maxmsg } }));
         return;
       }
-      let timer: NodeJS.Timeout | undefined;
-      let cancel: (() => boolean) | undefined;
-      const onAbort = () => {
-        const withdrawn = cancel?.() ?? false;
-        p.settle(new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.sent } }));
-      };
-      const p: Pending = {
-        id,
-        fn: label,
-        sent: false,
-        settle: (err, v) => {
-          if (this.pending.get(id) !== p) return;
-          this.pending.delete(id);
-          if (timer) clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          if (err) reject(err);
-          else resolve(v!);
-        },
-      };
+      const now = performance.now();
+      let q = this.deadlines.get(timeoutMs);
+      if (!q) {
+        q = new DeadlineQueue();
+        this.deadlines.set(timeoutMs, q);
+      }
+      const p = new Pending(id, label, timeoutMs, now + timeoutMs, q, resolve, reject, signal);
       this.pending.set(id, p);
-      timer = setTimeout(() => {
-        const withdrawn = cancel?.() ?? false;
-        p.settle(new TimeoutError(`${label}: no reply within ${timeoutMs} ms`, { fn: label, id, ms: timeoutMs, sent: p.sent && !withdrawn }));
-      }, timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      q.items.push(p);
+      q.live++;
+      if (p.deadline < this.sweepAt) this.armSweep(p.deadline, now);
+      else if (!this.sweepRef) {
+        this.sweepTimer?.ref();
+        this.sweepRef = true;
+      }
+      if (signal) {
+        p.onAbort = () => {
+          const withdrawn = p.cancel?.() ?? false;
+          this.settle(p, new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.sent } }));
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
       this.extra.calls++;
-      cancel = this.link.send(content, () => {
+      p.cancel = this.link.send(content, () => {
         p.sent = true;
       });
     });
+  }
+
+  /** Settle call `p` (once: later settlements are ignored) with `err`, or else with the values `v`. */
+  private settle(p: Pending, err: Error | undefined, v?: WireValue[]): void {
+    if (p.done) return;
+    p.done = true;
+    this.pending.delete(p.id);
+    const q = p.queue;
+    q.live--;
+    const items = q.items;
+    while (q.head < items.length && items[q.head].done) q.head++;
+    if (q.head >= items.length) {
+      // nothing left in this queue: drop it
+      items.length = 0;
+      q.head = 0;
+      if (this.deadlines.get(p.timeoutMs) === q) this.deadlines.delete(p.timeoutMs);
+    } else if (q.head > 1024 && q.head * 2 > items.length) {
+      items.splice(0, q.head);
+      q.head = 0;
+    } else if (items.length - q.head > 2 * q.live + 1024) {
+      q.items = items.slice(q.head).filter((x) => !x.done);
+      q.head = 0;
+    }
+    if (this.pending.size === 0 && this.sweepRef) {
+      // nothing in flight: the timer stays armed but no longer holds the process open
+      this.sweepTimer?.unref();
+      this.sweepRef = false;
+    }
+    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
+    if (err) p.reject(err);
+    else p.resolve(v!);
+  }
+
+  /** Arm the timeout timer for `deadline` (earlier than the one armed). */
+  private armSweep(deadline: number, now: number): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepAt = deadline;
+    this.sweepRef = true;
+    this.sweepTimer = setTimeout(() => this.sweep(), Math.min(TIMER_MAX_MS, Math.max(1, deadline - now)));
+  }
+
+  /** Fail every call whose deadline passed with `TIMEOUT`; re-arm for the earliest one left. */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    this.sweepRef = false;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [ms, q] of this.deadlines) {
+      while (q.head < q.items.length) {
+        const p = q.items[q.head];
+        if (p.done) {
+          q.head++;
+          continue;
+        }
+        if (p.deadline > now) {
+          if (p.deadline < next) next = p.deadline;
+          break;
+        }
+        q.head++;
+        const withdrawn = p.cancel?.() ?? false;
+        this.settle(p, new TimeoutError(`${p.fn}: no reply within ${p.timeoutMs} ms`, { fn: p.fn, id: p.id, ms: p.timeoutMs, sent: p.sent && !withdrawn }));
+      }
+      if (q.head >= q.items.length) this.deadlines.delete(ms);
+    }
+    if (next < Infinity && !this.closed) this.armSweep(next, now);
   }
 
   private allocId(): number {
@@ -417,13 +513,13 @@ export class RpcClient {
     switch (m.type) {
       case 'R': {
         const p = this.pending.get(m.id);
-        if (p) p.settle(undefined, m.values);
+        if (p) this.settle(p, undefined, m.values);
         else this.extra.lateReplies++;
         return;
       }
       case 'X': {
         const p = this.pending.get(m.id);
-        if (p) p.settle(new RemoteError(m.code, m.message, { fn: p.fn, id: m.id }));
+        if (p) this.settle(p, new RemoteError(m.code, m.message, { fn: p.fn, id: m.id }));
         else this.extra.lateReplies++;
         return;
       }
@@ -447,7 +543,7 @@ export class RpcClient {
     this.extra.resets++;
     const failed = [...this.pending.values()];
     for (const p of failed) {
-      p.settle(new ResetError(`${p.fn}: the module reset (${r.reason}: boot epoch ${previous} -> ${r.epoch}) while the call was in flight`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch: r.epoch }));
+      this.settle(p, new ResetError(`${p.fn}: the module reset (${r.reason}: boot epoch ${previous} -> ${r.epoch}) while the call was in flight`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch: r.epoch }));
     }
     // calls made from now on belong to the new epoch (a lost session keeps the epoch: the
     // module's objects are still there); they wait on `ready` for the new handshake
@@ -468,7 +564,11 @@ export class RpcClient {
     this.closeError = err;
     this.link.shutdown();
     const e = err instanceof TetherError ? err : new TetherError('DISCONNECTED', err.message, { cause: err });
-    for (const p of [...this.pending.values()]) p.settle(e);
+    for (const p of [...this.pending.values()]) this.settle(p, e);
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    this.sweepRef = false;
     this.handshakeFail?.(e);
     this.logs$.complete();
     this.events$.complete();

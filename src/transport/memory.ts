@@ -17,7 +17,9 @@ export class MemoryTransport extends BaseTransport {
   async write(data: Uint8Array): Promise<void> {
     if (!this.isOpen) throw new TetherError('DISCONNECTED', `${this.description} is closed`);
     const peer = this.peer;
-    const copy = Uint8Array.from(data);
+    // a copy (the caller may reuse its buffer); small ones come from Node's buffer pool
+    const copy = Buffer.allocUnsafe(data.length);
+    copy.set(data);
     setImmediate(() => peer?.deliver(copy));
   }
 

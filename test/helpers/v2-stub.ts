@@ -48,7 +48,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
   const outmax = o.outmax ?? 1024;
   const rtoMs = o.rtoMs ?? 100;
   const txwin = o.txwin ?? 8192;
-  const held: Buffer[] = [];
+  /** Bytes of the frames written and not yet acknowledged. */
   let queued = 0;
   let epoch = o.epoch ?? 4242;
   let nonce = 0;
@@ -57,8 +57,16 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
   let size = 255;
   let parts: Buffer[] = [];
   const aheadBuf = new Map<number, { kind: string; body: Buffer }>();
-  const txq: Array<{ seq: number; line: Buffer; at: number; retx?: boolean }> = [];
+  /**
+   * Retransmit queue from `txHead`: unacknowledged frames in order; its last `held` entries
+   * wait unsent for the send window (frames held back are always the newest).
+   */
+  let txq: Array<{ seq: number; line: Buffer; at: number; retx?: boolean }> = [];
+  let txHead = 0;
+  let held = 0;
   let timer: NodeJS.Timeout | undefined;
+  /** When the retransmission timer was last (re)started: it fires `rtoMs` after that. */
+  let timerFrom = 0;
   let stopped = false;
   const runs = new Map<string, number>();
   const stats = { calls: 0, bad: 0, dup: 0, ahead: 0, retx: 0 };
@@ -72,8 +80,22 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
     ...o.fns,
   };
   caps.push(...Object.keys(o.fns ?? {}), ...Object.keys(o.deferred ?? {}));
+  // lines written in one turn go out as one transport write, in order
+  let out: Buffer[] = [];
+  let flushing = false;
+  const flush = () => {
+    flushing = false;
+    const data = out.length === 1 ? out[0] : Buffer.concat(out);
+    out = [];
+    if (!stopped) void device.write(data).catch(() => {});
+  };
   const write = (b: Buffer) => {
-    if (!stopped) void device.write(b).catch(() => {});
+    if (stopped) return;
+    out.push(b);
+    if (!flushing) {
+      flushing = true;
+      queueMicrotask(flush);
+    }
   };
   const ackLine = (miss: number[] = []) => encodeFrame(`A${expect} ${epoch} ${window} ${nonce}${miss.length ? ' ' + miss.join(' ') : ''}`);
   /** Holes below the highest frame kept, and after a corrupt line the next one (section 5). */
@@ -85,26 +107,51 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
     if (badLine && miss.length < 16) miss.push((expect + top + 1) % 4096);
     return miss;
   };
-  const arm = () => {
-    if (timer || txq.length === 0 || stopped) return;
-    timer = setTimeout(() => {
-      timer = undefined;
-      if (txq.length > 0) {
-        stats.retx++;
-        txq[0].at = Date.now();
-        write(txq[0].line);
-      }
-      arm();
-    }, rtoMs);
+  const onTimer = () => {
+    timer = undefined;
+    if (stopped) return;
+    const left = timerFrom + rtoMs - Date.now();
+    if (left > 0 && txHead < txq.length) {
+      // restarted by an ack meanwhile: wait the rest
+      timer = setTimeout(onTimer, left);
+      return;
+    }
+    if (txHead < txq.length) {
+      stats.retx++;
+      txq[txHead].at = Date.now();
+      write(txq[txHead].line);
+    }
+    arm();
   };
+  const arm = () => {
+    if (timer || txHead >= txq.length || stopped) return;
+    timerFrom = Date.now();
+    timer = setTimeout(onTimer, rtoMs);
+  };
+  /** Forget every frame to send (a new session or a reboot). */
+  const clearTx = () => {
+    txq = [];
+    txHead = 0;
+    held = 0;
+    queued = 0;
+  };
+  /**
+   * While a received chunk is processed, replies wait here and go out after its last line:
+   * every one then carries the newest acknowledgement (fewer acks for the host to process).
+   */
+  let replies: Buffer[] | undefined;
   const sendMessage = (m: Buffer) => {
+    if (replies) {
+      replies.push(m);
+      return;
+    }
     let off = 0;
     while (off < m.length) {
       const seq = nextSeq;
       let line: Buffer;
       const whole = seqHead(String.fromCharCode(m[0]), seq, expect);
       if (off === 0 && fitPiece(m, 1, size, whole) >= m.length - 1) {
-        line = fragment(m, size, seq, expect)[0];
+        line = encodeFrame(whole, m.subarray(1)); // the whole message in one frame (as `fragment` would)
         off = m.length;
       } else {
         const h = seqHead('&', seq, expect);
@@ -116,7 +163,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
       }
       nextSeq = (nextSeq + 1) % 4096;
       txq.push({ seq, line, at: Date.now() });
-      if (queued + line.length > txwin || held.length > 0) held.push(line);
+      if (queued + line.length > txwin || held > 0) held++;
       else {
         queued += line.length;
         write(line);
@@ -126,28 +173,39 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
   };
   const release = () => {
     // frames held back for the send window go out as acks free room
-    queued = 0;
-    for (let i = 0; i < txq.length - held.length; i++) queued += txq[i].line.length;
-    while (held.length > 0 && queued + held[0].length <= txwin) {
-      queued += held[0].length;
-      write(held.shift()!);
+    while (held > 0) {
+      const u = txq[txq.length - held];
+      if (queued + u.line.length > txwin) break;
+      queued += u.line.length;
+      held--;
+      write(u.line);
     }
   };
-  const onAck = (ack: number, miss: number[] = []) => {
-    if (txq.length === 0) return;
-    const n = (ack - txq[0].seq + 4096) % 4096;
-    if (n > 0 && n <= txq.length - held.length) {
-      txq.splice(0, n);
+  const onAck = (ack: number, miss?: number[]) => {
+    const pending = txq.length - txHead;
+    if (pending === 0) return;
+    const n = (ack - txq[txHead].seq + 4096) % 4096;
+    if (n > 0 && n <= pending - held) {
+      for (let k = 0; k < n; k++) queued -= txq[txHead + k].line.length;
+      txHead += n;
+      if (txHead >= txq.length) {
+        txq = [];
+        txHead = 0;
+      } else if (txHead > 256 && txHead * 2 > txq.length) {
+        txq.splice(0, txHead);
+        txHead = 0;
+      }
       release();
-      if (timer) clearTimeout(timer);
-      timer = undefined;
+      // restart the timer (lazily: a running one waits the rest when it fires)
+      timerFrom = Date.now();
       arm();
     }
+    if (!miss || miss.length === 0) return;
     const now = Date.now();
     for (const sq of miss) {
-      const i = (sq - (txq[0]?.seq ?? 0) + 4096) % 4096;
-      const u = txq[i];
-      if (!u || i >= txq.length - held.length || (u.retx && now - u.at < 5)) continue;
+      const i = (sq - (txq[txHead]?.seq ?? 0) + 4096) % 4096;
+      const u = txq[txHead + i];
+      if (!u || i >= txq.length - txHead - held || (u.retx && now - u.at < 5)) continue;
       u.retx = true;
       stats.retx++;
       u.at = now;
@@ -184,77 +242,88 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
     let sentSince = false;
     let gap = false;
     let badLine = false;
-    splitter.push(chunk, (line) => {
-      const r = parseLine(line);
-      if (r.kind === 'log') return;
-      if (r.kind === 'bad') {
-        stats.bad++;
-        badLine = true;
-        return;
-      }
-      const f = r.frame;
-      if (f.type === 'S') {
-        if (f.nonce !== nonce) {
-          nonce = f.nonce;
-          expect = 0;
-          nextSeq = 0;
-          txq.length = 0;
-          held.length = 0;
-          parts = [];
-          aheadBuf.clear();
+    const queuedReplies: Buffer[] = (replies = []);
+    try {
+      splitter.push(chunk, (line) => {
+        const r = parseLine(line);
+        if (r.kind === 'log') return;
+        if (r.kind === 'bad') {
+          stats.bad++;
+          badLine = true;
+          return;
         }
-        size = Math.max(48, Math.min(outmax, f.size));
-        write(ackLine());
-        return;
-      }
-      if (f.type === 'Y') {
-        write(ackLine());
-        return;
-      }
-      if (f.type === 'A') {
-        if (f.nonce !== nonce || nonce === 0) return;
-        size = Math.max(48, Math.min(outmax, f.size));
-        onAck(f.ack, f.miss);
-        return;
-      }
-      if (f.type !== 'seq') return;
-      if (nonce === 0) {
-        write(ackLine());
-        return;
-      }
-      onAck(f.ack);
-      const d = (f.seq - expect + 4096) % 4096;
-      needAck = true;
-      sentSince = false;
-      if (d !== 0) {
-        if (d < 2048) {
-          stats.ahead++;
-          gap = true;
-          aheadBuf.set(f.seq, { kind: f.kind, body: f.body }); // selective repeat: keep it (bounded by the window)
-        } else stats.dup++;
-        return;
-      }
-      gap = false;
-      let cur: { kind: string; body: Buffer } | undefined = { kind: f.kind, body: f.body };
-      while (cur) {
-        expect = (expect + 1) % 4096;
-        let msg: Buffer | undefined;
-        if (cur.kind === '&') parts.push(cur.body);
-        else if (cur.kind === '$') {
-          parts.push(cur.body);
-          msg = Buffer.concat(parts);
-          parts = [];
-        } else msg = Buffer.concat([Buffer.from(cur.kind), cur.body]);
-        if (msg) {
-          const before = nextSeq;
-          run(decodeMessage(msg));
-          if (nextSeq !== before) sentSince = true;
+        const f = r.frame;
+        if (f.type === 'S') {
+          if (f.nonce !== nonce) {
+            nonce = f.nonce;
+            expect = 0;
+            nextSeq = 0;
+            clearTx();
+            queuedReplies.length = 0; // replies of the old session die with it
+            parts = [];
+            aheadBuf.clear();
+          }
+          size = Math.max(48, Math.min(outmax, f.size));
+          write(ackLine());
+          return;
         }
-        cur = aheadBuf.get(expect);
-        aheadBuf.delete(expect);
-      }
-      gap = aheadBuf.size > 0;
-    });
+        if (f.type === 'Y') {
+          write(ackLine());
+          return;
+        }
+        if (f.type === 'A') {
+          if (f.nonce !== nonce || nonce === 0) return;
+          size = Math.max(48, Math.min(outmax, f.size));
+          onAck(f.ack, f.miss);
+          return;
+        }
+        if (f.type !== 'seq') return;
+        if (nonce === 0) {
+          write(ackLine());
+          return;
+        }
+        onAck(f.ack);
+        const d = (f.seq - expect + 4096) % 4096;
+        needAck = true;
+        sentSince = false;
+        if (d !== 0) {
+          if (d < 2048) {
+            stats.ahead++;
+            gap = true;
+            aheadBuf.set(f.seq, { kind: f.kind, body: f.body }); // selective repeat: keep it (bounded by the window)
+          } else stats.dup++;
+          return;
+        }
+        gap = false;
+        let cur: { kind: string; body: Buffer } | undefined = { kind: f.kind, body: f.body };
+        while (cur) {
+          expect = (expect + 1) % 4096;
+          let msg: Buffer | undefined;
+          if (cur.kind === '&') parts.push(cur.body);
+          else if (cur.kind === '$') {
+            parts.push(cur.body);
+            msg = Buffer.concat(parts);
+            parts = [];
+          } else {
+            msg = Buffer.allocUnsafe(cur.body.length + 1);
+            msg[0] = cur.kind.charCodeAt(0);
+            cur.body.copy(msg, 1);
+          }
+          if (msg) {
+            const before = queuedReplies.length;
+            run(decodeMessage(msg));
+            if (queuedReplies.length !== before) sentSince = true;
+          }
+          cur = aheadBuf.get(expect);
+          aheadBuf.delete(expect);
+        }
+        gap = aheadBuf.size > 0;
+      });
+    } finally {
+      replies = undefined;
+      // the replies carry the acknowledgement of everything in the chunk
+      for (const m of queuedReplies) sendMessage(m);
+    }
     const miss = nonce !== 0 && (gap || badLine) ? holes(badLine) : [];
     if (miss.length > 0) write(ackLine(miss));
     else if (needAck && !sentSince && nonce !== 0) write(ackLine());
@@ -268,8 +337,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
       nonce = 0;
       expect = 0;
       nextSeq = 0;
-      txq.length = 0;
-      held.length = 0;
+      clearTx();
       parts = [];
       if (sendBoot) write(encodeFrame(`B${epoch} 2`));
     },
