@@ -24,7 +24,7 @@ export const SEQ_MOD = 4096;
 /** Most sequenced frames a sender may have unacknowledged (section 2). */
 export const MAX_UNACKED_FRAMES = 1024;
 /** Bytes of the agent's window the host keeps free for unsequenced frames (section 4). */
-export const WINDOW_RESERVE = 32;
+export const WINDOW_RESERVE = 64;
 /** The agent's timer period (ms) (section 5). */
 export const TICK_MS = 50;
 /** The agent's base retransmission timeout (ticks) (section 5). */

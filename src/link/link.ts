@@ -25,6 +25,13 @@ import {
 import { encodeFrame, fitPiece, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, type LinkFrame } from '../codec/frame.js';
 import { TetherError } from '../errors.js';
 
+/** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
+const ACK_DELAY_MS = 10;
+/** Shortest wait before a tail-loss probe (ms): agents can be slow to drain their ring. */
+const PROBE_MIN_MS = 20;
+/** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
+const LIVENESS_MS = 500;
+
 /** Link counters (bytes, frames). */
 export interface LinkCounters {
   bytesIn: number;
@@ -171,6 +178,8 @@ export class Link {
   private rtoTimer?: NodeJS.Timeout;
   private probeTimer?: NodeJS.Timeout;
   private probeAt = 0;
+  /** A `Y` was sent and no `A` came since. */
+  private pollOut = false;
   /** Timeouts in a row without progress. */
   private stalls = 0;
   /** The fastest round trip measured (ms): no answer can come sooner. */
@@ -183,7 +192,9 @@ export class Link {
   private partsTooBig = false;
   private agentFrame = BASE_MAX_FRAME;
   private ackPending = false;
-  private ackScheduled = false;
+  private ackTimer?: NodeJS.Timeout;
+  /** Agent bytes received since the last ack went out. */
+  private unackedIn = 0;
   private lastNak = '';
   private nakAt = 0;
   /** Time of the last retransmission (Karn's rule: no RTT sample from frames sent before it). */
@@ -311,6 +322,9 @@ export class Link {
     this.rtoTimer = undefined;
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.probeTimer = undefined;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    this.unackedIn = 0;
     this.queue.length = 0;
     this.qHead = 0;
     this.unacked.length = 0;
@@ -330,6 +344,7 @@ export class Link {
     this.cwnd = 4;
     this.stalls = 0;
     this.probeAt = 0;
+    this.pollOut = false;
     this.txLoss.reset();
     this.rxLoss.reset();
     this.counters.frameSize = this.frameSize;
@@ -361,25 +376,32 @@ export class Link {
 
   private ackFrame(miss?: number[]): Buffer {
     this.ackPending = false;
+    this.unackedIn = 0;
     this.counters.acksOut++;
     const m = miss && miss.length ? ' ' + miss.join(' ') : '';
     // the epoch field is informative from the host: 0 keeps the frame short
     return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce}${m}`);
   }
 
-  private scheduleAck(now = false): void {
+  /**
+   * A pure `A` is due (section 4). It is delayed, as TCP delays acks: it goes out once about a
+   * frame's worth of the agent's bytes is unacknowledged, or after ACK_DELAY_MS, and not at all
+   * when a sequenced frame carries the ack first. Pure acks are not flow-controlled: one per
+   * received batch would fill a 256-byte module ring (the window reserve holds about one).
+   */
+  private scheduleAck(bytes = 0): void {
     if (this.state !== 'open') return;
     this.ackPending = true;
-    if (now) {
+    this.unackedIn += bytes;
+    if (this.unackedIn >= this.agentFrame) {
       this.write(this.ackFrame());
       return;
     }
-    if (this.ackScheduled) return;
-    this.ackScheduled = true;
-    setImmediate(() => {
-      this.ackScheduled = false;
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = undefined;
       if (this.ackPending && this.state === 'open') this.write(this.ackFrame());
-    });
+    }, ACK_DELAY_MS);
   }
 
   /** Holdoff before the same hole is reported or repaired again: about a round trip (ms). */
@@ -461,6 +483,7 @@ export class Link {
       this.unackedBytes += line.length;
       this.counters.framesOut++;
       this.ackPending = false;
+      this.unackedIn = 0;
       this.write(line);
       this.armRto();
     }
@@ -486,14 +509,12 @@ export class Link {
     // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
     // which a lost `A` would otherwise only bring back after the timeout
     if (this.probeTimer) clearTimeout(this.probeTimer);
-    const probeMs = Math.max(2 * this.srtt, 3);
+    const probeMs = Math.max(2 * this.srtt, PROBE_MIN_MS);
     if (probeMs < ms) {
       this.probeTimer = setTimeout(() => {
         this.probeTimer = undefined;
         if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
-        this.counters.polls++;
-        this.probeAt = performance.now();
-        this.write(encodeFrame('Y'));
+        this.poll();
       }, probeMs);
     }
   }
@@ -510,11 +531,11 @@ export class Link {
     // the original may still sit unread in the module's UART buffer (a slow agent, not a lost
     // frame): repeating it blindly could overflow that buffer. Ask with a Y instead; the answer
     // proves everything sent before it was consumed or lost, and afterProbe() repairs.
-    this.counters.polls++;
-    this.probeAt = performance.now();
-    this.write(encodeFrame('Y'));
-    // liveness: after two timeouts in a row without progress, repeat the oldest frame itself
-    if (++this.stalls >= 2) this.retransmit(this.unacked[this.uHead]);
+    this.poll();
+    // liveness: after two timeouts in a row without progress, and once the oldest frame is
+    // clearly overdue (no agent takes that long to drain its ring), repeat it itself
+    const oldest = this.unacked[this.uHead];
+    if (++this.stalls >= 2 && performance.now() - oldest.sentAt > LIVENESS_MS + this.lineTimeMs(this.agentWindow)) this.retransmit(oldest);
     this.armRto();
   }
 
@@ -528,6 +549,18 @@ export class Link {
     this.counters.retransmits++;
     this.ackPending = false;
     this.write(u.line);
+  }
+
+  /**
+   * Send a `Y` unless one is still unanswered: unsequenced frames are not flow-controlled, and a
+   * slow agent's small ring (NodeMCU: 256 bytes) must not fill with probes.
+   */
+  private poll(): void {
+    if (this.pollOut) return;
+    this.pollOut = true;
+    this.counters.polls++;
+    this.probeAt = performance.now();
+    this.write(encodeFrame('Y'));
   }
 
   /**
@@ -650,7 +683,7 @@ export class Link {
     if (Math.abs(next - this.agentFrame) * 8 > this.agentFrame) {
       this.agentFrame = next;
       this.counters.agentFrameSize = next;
-      this.scheduleAck();
+      this.scheduleAck(next);
     }
   }
 
@@ -658,6 +691,7 @@ export class Link {
     switch (f.type) {
       case 'A':
         this.counters.acksIn++;
+        this.pollOut = false;
         if (this.state === 'starting') {
           if (f.nonce === this.nonce) this.opened(f.epoch, f.size);
           return;
@@ -722,7 +756,7 @@ export class Link {
         this.expect = mod(this.expect + 1);
       }
       this.rxSample(false, body.length + 24);
-      this.scheduleAck();
+      this.scheduleAck(body.length + 24);
     } else if (d < MAX_UNACKED_FRAMES) {
       this.counters.outOfOrder++;
       if (!this.ahead.has(seq)) this.ahead.set(seq, { kind, body });
@@ -777,8 +811,8 @@ export class Link {
       this.keepTimer = undefined;
       if (this.state === 'closed') return;
       if (this.state === 'open' && Date.now() - this.lastHeard >= this.opts.keepaliveMs && this.uHead >= this.unacked.length) {
-        this.counters.polls++;
-        this.write(encodeFrame('Y'));
+        this.pollOut = false; // a keepalive always goes: nothing was heard for a while
+        this.poll();
       }
       this.keepTimer = setTimeout(tick, this.opts.keepaliveMs / 2);
       this.keepTimer.unref?.();
