@@ -109,13 +109,13 @@ after(async () => {
 
 FAMILIES.forEach((family: Family, fi) => {
   describe(`${family} through a faulty link`, () => {
-    it('1 MiB TCP echo is byte-exact at 1e-3 (flip, drop, dup, garbage lines)', { timeout: 720_000 }, async () => {
+    it('1 MiB TCP echo is byte-exact at 1e-3 (flip, drop, dup, garbage lines)', { timeout: 1_320_000 }, async () => {
       const s = await openFaultySim(family, { faults: faultsAt(1e-3, 10 + fi), rpc: RPC });
       try {
         const conn = await openTcp(s.mod, echo.tcp, 60000);
         const payload = seededPayload(MiB, BASE_SEED + fi);
         try {
-          const r = await echoSha256(conn, payload, 600_000).catch((e: Error) => {
+          const r = await echoSha256(conn, payload, 1_200_000).catch((e: Error) => {
             throw new Error(`${e.message} (${describeLink(s)})`);
           });
           assert.equal(r.bytesBack, MiB);
