@@ -360,7 +360,7 @@ class SocketcoreImpl implements Socketcore {
       s.dgrams.push(msg);
       this.maybeInd(s);
     });
-    u.bind(s.localPort ?? 0);
+    u.bind(s.localPort ?? 0, '127.0.0.1'); // loopback only, like every simulated socket
     // no handshake: success at once
     this.connected(s);
   }

@@ -894,7 +894,8 @@ class SocketLibImpl implements SocketLib {
       conn.dgrams.push({ data: m, ip: r.address, port: r.port });
       this.netEvent(c, conn, { t: 'rx_new' });
     });
-    u.bind({ port: c.localPort || 0 }, () => this.netEvent(c, conn, { t: ip === undefined ? 'listen' : 'connect_ok' }));
+    // loopback only: the simulated network never opens a port on the host's other interfaces
+    u.bind({ port: c.localPort || 0, address: '127.0.0.1' }, () => this.netEvent(c, conn, { t: ip === undefined ? 'listen' : 'connect_ok' }));
   }
 
   private openServer(c: SocketCtrl, conn: Conn): void {
@@ -1146,7 +1147,7 @@ class SocketLibImpl implements SocketLib {
         if (m.length < 44) return; // "The response packet is invalid": wait for the timeout
         this.sntpResponse(m);
       });
-      u.bind(0, () => {
+      u.bind(0, '127.0.0.1', () => {
         if (s.token !== token) return;
         u.send(this.sntpRequest(), port, ip);
       });
