@@ -9,7 +9,7 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;
   try {
     if (!Object.hasOwn(SIM_FAMILIES, argv.family)) throw new InvalidArgumentError(`no simulator for family "${argv.family}" (available: ${simFamilyNames().join(', ')})`);
-    sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
+    sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create({ network: { net: argv.net } }), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
     if (argv.pty) {
       try {

@@ -9,6 +9,7 @@ export interface SimArgs extends CommonArgs {
   'tcp-port': number;
   pty: boolean;
   link?: string;
+  net: 'loopback' | 'host';
 }
 
 /** `tether sim`: start a simulated module, print its port URLs, run until Ctrl-C. */
@@ -21,7 +22,13 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
       .option('tcp-port', numberOption('Serve the UART as raw TCP on 127.0.0.1:PORT, 0..65535 (0 = any free port)', portNumber('tcp-port', true), 0))
       .option('pty', { type: 'boolean', default: true, describe: 'Also serve the UART on a pseudo-terminal (needs python3); --no-pty to skip' })
       .option('link', { type: 'string', requiresArg: true, describe: 'Create a symlink to the pty at this path' })
+      .option('net', {
+        choices: ['loopback', 'host'] as const,
+        default: 'loopback' as const,
+        describe: 'What the simulated module reaches: loopback = only 127.0.0.0/8, names only from its hosts table and localhost; host = the host\'s resolver and network',
+      })
       .example('$0 sim', 'start a simulated Air780E')
+      .example('$0 sim --net host', 'one that may resolve names and connect beyond this machine')
       .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
   handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),
 });

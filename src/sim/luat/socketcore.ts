@@ -1,6 +1,6 @@
 /**
  * Emulated `socketcore` of the simulated Air724UG (RDA8910 core), backed by real Node
- * sockets (node:net, node:dgram, node:tls, node:dns), so the module really talks to
+ * sockets (node:net, node:dgram, node:tls; names: src/sim/network.ts), so the module really talks to
  * servers (in the tests: on 127.0.0.1).
  *
  * Model (../shared/firmware-notes/luat-socketcore.md section 1a, from the CSDK's
@@ -26,7 +26,7 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import tls from 'node:tls';
-import dns from 'node:dns';
+import { mayReach, simResolve, unreachableText, type SimNet } from '../network.js';
 import type { LuaArgs, LuaIn, LuaVm } from '../lua-vm.js';
 import type { RtosLoop, LuatMsgIds } from './loop.js';
 
@@ -73,7 +73,13 @@ export const MAX_SOCKETS = 10;
 
 /** Network behaviour of the simulated module. Every field is optional. */
 export interface LuatNetworkOptions {
-  /** Static DNS, name (case-insensitive) -> IPv4. Checked before the host's resolver. */
+  /**
+   * What the simulated module may reach (src/sim/network.ts): `'loopback'` resolves only `hosts`,
+   * `localhost` and IP literals and connects only to 127.0.0.0/8; `'host'` uses the host's
+   * resolver and network (`tether sim --net host`). @default 'loopback'
+   */
+  net?: SimNet;
+  /** Static DNS, name (case-insensitive) -> IPv4. Checked before any resolver. */
   hosts?: Record<string, string>;
   /** Names whose DNS fails synchronously: `sock_conn_ext` returns -2 (`sock_conn`: index, then CONN_CNF 1). */
   dnsFailSync?: string[];
@@ -279,13 +285,17 @@ class SocketcoreImpl implements Socketcore {
     return idx >= 0 && idx < MAX_SOCKETS ? this.slots[idx] : undefined;
   }
 
+  /** Hermetic by default: see src/sim/network.ts (a deliberate difference, docs/fidelity.md). */
   private resolve(name: string, cb: (ip: string | undefined) => void): void {
     if (net.isIPv4(name)) return cb(name);
     const hosts = this.net.hosts ?? {};
     const key = Object.keys(hosts).find((k) => k.toLowerCase() === name.toLowerCase());
     if (key) return cb(hosts[key]);
     if (!HOSTNAME.test(name) || (this.net.dnsFailSync ?? []).some((n) => n.toLowerCase() === name.toLowerCase())) return cb(undefined);
-    dns.lookup(name, { family: 4 }, (err, ip) => cb(err ? undefined : ip));
+    simResolve(this.net, name).then(
+      (ips) => cb(ips[0]),
+      () => cb(undefined),
+    );
   }
 
   // ---------------------------------------------------------------- calls
@@ -327,6 +337,8 @@ class SocketcoreImpl implements Socketcore {
     this.resolve(addr, (ip) => {
       if (this.down || this.slots[idx] !== s || s.state !== 'connecting') return;
       if (!ip) return this.connFail(s, `DNS failed for ${addr}`);
+      // hermetic (src/sim/network.ts): TCP/SSL outside loopback fails as unreachable; UDP "connects" (no handshake) and its datagrams are dropped
+      if (type !== 1 && !mayReach(this.net, ip)) return this.connFail(s, unreachableText(ip));
       s.ip = ip;
       if (type === 1) this.startUdp(s);
       else this.startTcp(s);
@@ -472,6 +484,15 @@ class SocketcoreImpl implements Socketcore {
     const data = Buffer.from(raw.subarray(0, len));
     s.readySendLen = len; // overwritten by the next send: keep one in flight
     s.pending += len;
+    if (s.type === 1 && !mayReach(this.net, s.ip)) {
+      this.h.log(`socketcore: slot ${s.idx} udp to ${unreachableText(s.ip)}: dropped`);
+      setImmediate(() => {
+        if (this.slots[s.idx] !== s) return;
+        s.pending -= len;
+        this.post(s, 'SEND_CNF', { result: 0, send_len: len });
+      });
+      return [1, E.ERR_OK];
+    }
     if (s.type === 1) {
       s.udp!.send(data, s.port, s.ip, (err) => {
         if (this.slots[s.idx] !== s) return;

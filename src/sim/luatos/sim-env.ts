@@ -3,6 +3,7 @@
  * module, and the network options a simulation can set.
  */
 import type { LuaIn } from '../lua-vm.js';
+import type { SimNet } from '../network.js';
 
 /** Network behaviour of the simulated Air780E. Every field is optional. */
 export interface SimNetworkOptions {
@@ -18,11 +19,18 @@ export interface SimNetworkOptions {
    * `connect`/`listen` wait (state 0), then proceed. @default 0
    */
   adapterReadyDelayMs?: number;
+  /**
+   * What the simulated module may reach (src/sim/network.ts): `'loopback'` resolves only `hosts`,
+   * `localhost` and IP literals and connects only to 127.0.0.0/8; `'host'` uses the host's
+   * resolver and network (`tether sim --net host`). @default 'loopback'
+   */
+  net?: SimNet;
   /** Static DNS overrides, name (case-insensitive) -> IPv4 address. Checked before any resolver. */
   hosts?: Record<string, string>;
   /**
-   * DNS servers (IPv4 strings) queried with node:dns for names not in `hosts`.
-   * Empty/absent = the host's resolver (`dns.lookup`). `socket.setDNS` changes them at run time.
+   * DNS servers (IPv4 strings) queried with node:dns for names not in `hosts` (with `net:
+   * 'loopback'` only loopback servers, e.g. a test's own). Empty/absent = none (`'loopback'`) or
+   * the host's resolver (`'host'`). `socket.setDNS` changes them at run time.
    */
   dnsServers?: string[];
   /**

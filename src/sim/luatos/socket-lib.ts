@@ -22,10 +22,10 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import tls from 'node:tls';
-import dns from 'node:dns';
 import { X509Certificate } from 'node:crypto';
 import fengari from 'fengari';
 import { LightUserdata, type LuaArgs, type LuaIn, type LuaLibFn, type LuaRef, type LuaVm } from '../lua-vm.js';
+import { mayReach, simResolve, unreachableText } from '../network.js';
 import { checkZbuff, zbuffAppend, zbuffUsedBytes } from './zbuff.js';
 import type { SimEnv, SocketLib } from './sim-env.js';
 
@@ -748,17 +748,9 @@ class SocketLibImpl implements SocketLib {
     return 0;
   }
 
+  /** Hermetic by default: see src/sim/network.ts (a deliberate difference, docs/fidelity.md). */
   private async resolve(name: string): Promise<string[]> {
-    const hosts = this.net.hosts ?? {};
-    for (const [k, v] of Object.entries(hosts)) if (k.toLowerCase() === name.toLowerCase()) return [v];
-    const servers = this.dnsServers.filter((s) => net.isIP(s));
-    if (servers.length) {
-      const r = new dns.promises.Resolver({ timeout: 2000, tries: 2 });
-      r.setServers(servers);
-      return (await r.resolve4(name)).slice(0, 4);
-    }
-    const all = await dns.promises.lookup(name, { family: 4, all: true });
-    return all.map((x) => x.address).slice(0, 4);
+    return simResolve(this.net, name, this.dnsServers);
   }
 
   private dnsResult(c: SocketCtrl, token: number, ips: string[] | null): void {
@@ -807,6 +799,11 @@ class SocketLibImpl implements SocketLib {
     if (!c.tls) this.attachStream(c, conn, sock);
     const opts: net.TcpSocketConnectOpts = { host: ip, port: c.remotePort, family: net.isIPv6(ip) ? 6 : 4 };
     if (c.localPort) opts.localPort = c.localPort;
+    if (!mayReach(this.net, ip)) {
+      // hermetic (src/sim/network.ts): lwIP reports an unreachable network as a socket error
+      this.after(0, () => this.netEvent(c, conn, { t: 'error', msg: unreachableText(ip) }));
+      return;
+    }
     try {
       sock.connect(opts);
     } catch (e) {
@@ -1035,10 +1032,16 @@ class SocketLibImpl implements SocketLib {
       const dport = ip ? port : c.remotePort;
       if (!u || !dest || len > 65507) return fail();
       try {
-        u.send(data, dport, dest, (err) => {
-          if (err) this.netEvent(c, conn, { t: 'error', msg: err.message });
-          else this.netEvent(c, conn, { t: 'tx_ok', n: len });
-        });
+        // hermetic (src/sim/network.ts): a datagram outside loopback is dropped, as a lost one would be
+        if (!mayReach(this.net, dest)) {
+          this.dbg(c, `udp to ${unreachableText(dest)}: dropped`);
+          this.after(0, () => this.netEvent(c, conn, { t: 'tx_ok', n: len }));
+        } else {
+          u.send(data, dport, dest, (err) => {
+            if (err) this.netEvent(c, conn, { t: 'error', msg: err.message });
+            else this.netEvent(c, conn, { t: 'tx_ok', n: len });
+          });
+        }
       } catch {
         return fail(); // e.g. destination port 0
       }
@@ -1149,7 +1152,7 @@ class SocketLibImpl implements SocketLib {
       });
       u.bind(0, '127.0.0.1', () => {
         if (s.token !== token) return;
-        u.send(this.sntpRequest(), port, ip);
+        if (mayReach(this.net, ip)) u.send(this.sntpRequest(), port, ip); // else: no answer, the timeout moves on
       });
     };
     if (lit) go(lit);

@@ -17,7 +17,7 @@
  */
 import { createServer, Socket, type Server } from 'node:net';
 import { createSocket, type Socket as UdpNodeSocket } from 'node:dgram';
-import { lookup } from 'node:dns';
+import { mayReach, simResolve } from '../network.js';
 import { LuaRaise, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
 import type { Esp } from './firmware.js';
 import { badArg, callNow, checkBytes, checkInt, isDottedQuad, isNumberLike, isStringLike, latin1, newUserdataRef, toInt, typeName } from './lua-util.js';
@@ -167,7 +167,11 @@ export function installNet(esp: Esp): NetLib {
       setImmediate(() => finish(null));
       return;
     }
-    lookup(name, { family: 4 }, (err, addr) => finish(err ? null : addr));
+    // hermetic by default (src/sim/network.ts; a deliberate difference, docs/fidelity.md)
+    simResolve(net, name).then(
+      (ips) => finish(ips[0] ?? null),
+      () => finish(null),
+    );
   };
 
   /** The object a method was called on (every object carries its own userdata ref from birth). */
@@ -269,6 +273,12 @@ export function installNet(esp: Esp): NetLib {
     s.remote = { ip, port };
     if (ip === '255.255.255.255') return; // net_dns_cb after a failed lookup: tcp_connect(broadcast), no callback ever
     s.pcb = 'syn';
+    if (!mayReach(net, ip)) {
+      // hermetic (src/sim/network.ts): the SYN goes nowhere; lwIP would give up with ERR_ABRT after
+      // TCP_SYNMAXRTX, the simulation does at once
+      sched.post(() => s.pcb === 'syn' && ended(s, ERR_ABRT));
+      return;
+    }
     const sock = new Socket({ allowHalfOpen: true });
     attach(s, sock);
     const giveUp = sched.after(net.connectTimeoutMs ?? 20000, () => {
@@ -530,7 +540,7 @@ export function installNet(esp: Esp): NetLib {
       // "sent" fires synchronously inside send(), before any lwIP error
       const sent = u.cbs.get('sent');
       if (sent) callNow(vm, a, sent, u.ud);
-      u.sock?.send(data, port, ip);
+      if (mayReach(net, ip)) u.sock?.send(data, port, ip); // else dropped (hermetic: src/sim/network.ts)
     },
     close: (a) => {
       const u = selfOf(a, UdpSock);

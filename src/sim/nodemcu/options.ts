@@ -3,6 +3,8 @@
  * the defaults model a stock NodeMCU 3.0 default build on a board that joined WiFi.
  */
 
+import type { SimNet } from '../network.js';
+
 /** Network behaviour of the emulated `net` and `wifi` modules. */
 export interface NodemcuNetworkOptions {
   /** Station IP (`wifi.sta.getip()`, `net.ifinfo(0)`). @default "127.0.0.1" (the simulated module lives on loopback) */
@@ -21,8 +23,15 @@ export interface NodemcuNetworkOptions {
   hosts?: Record<string, string>;
   /** How long a resolved name stays in lwIP's DNS table (answers from it are synchronous). @default 60000 */
   dnsCacheMs?: number;
-  /** Initial DNS servers (`net.dns.getdnsserver`). Reported only: names resolve through `hosts` and the host's resolver. @default ["208.67.222.222"] */
+  /** Initial DNS servers (`net.dns.getdnsserver`). Reported only: names resolve through `hosts` (and, with `net: 'host'`, the host's resolver). @default ["208.67.222.222"] */
   dnsServers?: string[];
+  /**
+   * What the simulated module may reach (src/sim/network.ts): `'loopback'` resolves only `hosts`,
+   * `localhost` and IP literals and connects only to 127.0.0.0/8 (elsewhere a connect ends with
+   * reconnection ERR_ABRT at once, a datagram is dropped); `'host'` uses the host's resolver and
+   * network (`tether sim --net host`). @default 'loopback'
+   */
+  net?: SimNet;
   /** Time until an unanswered connect gives up with ERR_ABRT (-8) (lwIP TCP_SYNMAXRTX). @default 20000 */
   connectTimeoutMs?: number;
   /** Delay from the kernel accepting sent bytes to the "sent" callback (the ACK). @default 0 */
