@@ -234,6 +234,7 @@ export function validateBench(doc: unknown, file: string, baseDir = dirname(reso
     const mods = doc.modules;
     if (!isMap(mods) || Object.keys(mods).length === 0) p.push(`modules: expected a mapping of module names to modules (at least one), got ${shown(mods)}`);
     else {
+      const byPort = new Map<string, string>();
       for (const [name, m] of Object.entries(mods)) {
         const path = `modules.${name}`;
         if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) p.push(`${path}: a module name is 1..64 letters, digits, ".", "_" or "-", starting with a letter or digit`);
@@ -245,6 +246,12 @@ export function validateBench(doc: unknown, file: string, baseDir = dirname(reso
         if (m.port === undefined) p.push(`${path}.port: required; expected a port string (/dev/ttyUSB0, serial:SERIALNO, tcp://HOST:PORT, rfc2217://HOST:PORT, sim:luat)`);
         const port = m.port === undefined ? undefined : checkPort(m.port, `${path}.port`, p);
         const implied = port !== undefined ? simFamily(port) : undefined;
+        if (port !== undefined && implied === undefined) {
+          // Two modules on one real port would fight over the UART (each sim: port is its own module).
+          const other = byPort.get(port);
+          if (other !== undefined) p.push(`${path}.port: ${port} is also the port of modules.${other}; expected one module per port`);
+          else byPort.set(port, name);
+        }
         let family: ModuleFamily | undefined;
         if (m.family !== undefined) {
           if (typeof m.family !== 'string' || !(BENCH_FAMILIES as readonly string[]).includes(m.family)) p.push(`${path}.family: expected one of ${BENCH_FAMILIES.join(', ')}, got ${shown(m.family)}`);
@@ -266,14 +273,6 @@ export function validateBench(doc: unknown, file: string, baseDir = dirname(reso
         const eb = c.echoBytes ?? defaults.echoBytes;
         if (eb !== undefined) mod.echoBytes = eb;
         modules.push(mod);
-      }
-      // Two modules on one real port would fight over the UART (each sim: port is its own module).
-      const byPort = new Map<string, string>();
-      for (const m of modules) {
-        if (simFamily(m.port) !== undefined) continue;
-        const other = byPort.get(m.port);
-        if (other !== undefined) p.push(`modules.${m.name}.port: ${m.port} is also the port of modules.${other}; expected one module per port`);
-        else byPort.set(m.port, m.name);
       }
     }
   }
