@@ -195,7 +195,9 @@ test('the bench entries in docs/bench.md and docs/labgrid.md parse and validate'
   const nsp = Object.values(exporter)[0].NetworkSerialPort;
   assert.equal(`rfc2217://${nsp.host}:${nsp.port}`, m.port);
   assert.equal(nsp.protocol, 'rfc2217');
-  const sim = parseBench(docBlock('bench.md', 'bench-sim.yaml'), 'docs/bench.md');
+  const simText = docBlock('bench.md', 'fixtures/bench/sim.yaml');
+  assert.equal(readFileSync(join(repoRoot(), 'fixtures', 'bench', 'sim.yaml'), 'utf8'), simText, 'the example is the fixture file');
+  const sim = parseBench(simText, 'docs/bench.md');
   assert.deepEqual(sim.modules.map((x) => x.family), ['luatos', 'luat', 'nodemcu']);
   const real = parseBench(docBlock('bench.md', 'bench.yaml'), 'docs/bench.md');
   assert.deepEqual(real.modules.map((x) => `${x.name}:${x.family}:${x.port}`), ['air780e:luatos:serial:A50285BI', 'air724ug:luat:/dev/serial/by-id/usb-1782_4e00-if02', 'esp8266:nodemcu:rfc2217://rack1.lab:3003']);

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ import { createInterface } from 'node:readline';
 import { repoRoot } from '../src/util/repo-root.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import type { MultiDiagReport } from '../src/cli/commands/diag-multi.js';
+import { fixturePath } from '../src/diag/fixtures.js';
+import { tetherCli } from '../src/cli/main.js';
 
 const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
 const dir = mkdtempSync(join(tmpdir(), 'tether-diag-multi-'));
@@ -28,14 +30,24 @@ function tether(args: string[], timeoutMs = 90000): Promise<{ code: number; stdo
   });
 }
 
-/** The bench of docs/bench.md's first example (three simulated modules, one per family), written to a file. */
+/** The bench of docs/bench.md's first example: three simulated modules, one per family (bench-file.test.ts checks the doc shows this file). */
 function docBench(): string {
-  const text = readFileSync(join(repoRoot(), 'docs', 'bench.md'), 'utf8');
-  const block = [...text.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.startsWith('# bench-sim.yaml\n'));
-  assert.ok(block, 'docs/bench.md has the bench-sim.yaml example');
-  const file = join(dir, 'bench-sim.yaml');
-  writeFileSync(file, block);
-  return file;
+  return fixturePath('bench', 'sim.yaml');
+}
+
+/** Run the CLI in this process (fast: usage errors open nothing), capturing stderr. */
+async function inProcess(args: string[]): Promise<{ code: number; stderr: string }> {
+  const write = process.stderr.write;
+  let stderr = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    stderr += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    return { code: await tetherCli(args), stderr };
+  } finally {
+    process.stderr.write = write;
+  }
 }
 
 /** One JSON document: stdout is exactly one line that parses. */
@@ -79,20 +91,20 @@ test('diag --bench FILE: three simulated modules of the three families in parall
 });
 
 test('diag --bench FILE NAME... --json: one JSON document with the named modules in the order given', async () => {
-  const r = await tether(['diag', '--bench', docBench(), 'esp8266', 'air724ug', '--json']);
+  const r = await tether(['diag', '--bench', docBench(), 'air724ug', 'air780e', '--json']);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.equal(r.stderr, '', 'nothing on stderr with --json');
   const j = oneJson(r.stdout);
   assert.deepEqual(j.modules.map((m) => [m.name, m.port, m.family, m.ok, m.complete]), [
-    ['esp8266', 'sim:nodemcu', 'nodemcu', true, true],
     ['air724ug', 'sim:luat', 'luat', true, true],
+    ['air780e', 'sim', 'luatos', true, true],
   ]);
   assert.equal(j.ok, true);
   assert.equal(j.complete, true);
   assert.equal(j.passed, j.modules[0].passed + j.modules[1].passed);
   assert.deepEqual([j.failed, j.skipped], [0, 0]);
   for (const m of j.modules) assert.equal(m.checks.length, m.passed);
-  assert.match(j.bench!, /bench-sim\.yaml$/);
+  assert.match(j.bench!, /fixtures\/bench\/sim\.yaml$/);
 });
 
 test('--port A --port B: a module that cannot be opened fails the run (exit 1) but the others are checked', async () => {
@@ -147,6 +159,31 @@ test('a bench family the module does not run fails that module (FAMILY_MISMATCH)
   assert.deepEqual(m.checks.map((c) => [c.name, c.status, c.code, c.detail]), [['family', 'fail', 'FAMILY_MISMATCH', 'the module runs luat; the bench file says luatos']]);
 });
 
+test('Ctrl-C: the table of what ran is printed (a module still opening is INTR) and the exit code is 130', async () => {
+  // a TCP port that accepts and never answers: that module's handshake never ends
+  const silent = createServer((c) => c.on('error', () => undefined));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const url = `tcp://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  try {
+    const child = spawn(process.execPath, [BIN, 'diag', '--port', 'sim', '--port', url, '--timeout', '60000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    // the simulated module ends first: its note on stderr; then Ctrl-C
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stderr! }).on('line', (l) => /^\[sim\] passed/.test(l) && resolve());
+      exited.then(() => reject(new Error(`diag exited before Ctrl-C: ${stdout}`)));
+    });
+    child.kill('SIGINT');
+    assert.equal(await exited, 130, stdout);
+    assert.match(stdout, /^sim\s+handshake\s+PASS/m);
+    assert.match(stdout, new RegExp(`^${url.replace(/[/.]/g, '\\$&')}\\s+open \\+ handshake\\s+INTR`, 'm'));
+    assert.match(stdout.trim().split('\n').pop()!, /^interrupted: 6 passed, 0 failed, 0 skipped over 2 modules before Ctrl-C; the report is partial$/);
+  } finally {
+    silent.close();
+  }
+});
+
 test('usage errors exit 2 before any module is opened', async () => {
   const bad = join(dir, 'bad.yaml');
   writeFileSync(bad, 'modules:\n  a: { port: /dev/ttyUSB0, baud: fast }\n');
@@ -162,9 +199,9 @@ test('usage errors exit 2 before any module is opened', async () => {
     [['diag', '--port', 'sim', '--port', dir], /is not a serial port \(a directory\)/],
   ];
   for (const [args, re] of cases) {
-    const r = await tether(args, 30000);
-    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    const r = await inProcess(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, re, args.join(' '));
-    assert.doesNotMatch(r.stdout, /modules in parallel/, 'nothing was opened');
+    assert.doesNotMatch(r.stderr, /modules in parallel|\[module\]|TRANSPORT|HANDSHAKE/, 'nothing was opened');
   }
 });

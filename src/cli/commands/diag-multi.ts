@@ -95,10 +95,10 @@ export function formatMultiTable(r: MultiDiagReport, detailWidth = 100): string[
   const line = (x: string[]) => [x[0].padEnd(w[0]), x[1].padEnd(w[1]), x[2].padEnd(w[2]), x[3].padStart(w[3]), x[4]].join('  ').trimEnd();
   const out = [line(head), ...rows.map(line), ''];
   const sw = Math.max(6, ...r.modules.map((m) => m.name.length));
-  out.push(['MODULE'.padEnd(sw), 'FAMILY  ', 'RESULT    ', 'PASS', 'FAIL', 'SKIP', '    MS'].join('  '));
+  out.push(['MODULE'.padEnd(sw), 'FAMILY  ', 'RESULT     ', 'PASS', 'FAIL', 'SKIP', '    MS'].join('  '));
   for (const m of r.modules) {
     const result = m.interrupted ? 'INTERRUPTED' : !m.ok ? 'FAIL' : !m.complete ? 'INCOMPLETE' : 'PASS';
-    out.push([m.name.padEnd(sw), (m.family ?? '-').padEnd(8), result.padEnd(10), String(m.passed).padStart(4), String(m.failed).padStart(4), String(m.skipped).padStart(4), String(m.ms).padStart(6)].join('  '));
+    out.push([m.name.padEnd(sw), (m.family ?? '-').padEnd(8), result.padEnd(11), String(m.passed).padStart(4), String(m.failed).padStart(4), String(m.skipped).padStart(4), String(m.ms).padStart(6)].join('  '));
   }
   out.push(multiSummary(r));
   return out;
