@@ -6,11 +6,14 @@
  * - `COM3`, `COM3@921600`, `\\.\COM12` (Windows)
  * - `serial:///dev/ttyUSB0`, `serial:///dev/ttyUSB0?baud=921600`, `serial://COM3?baud=921600`
  * - `tcp://127.0.0.1:7000`, `tcp://modem-bench.local:7000`, `tcp://[::1]:7000` (raw TCP: ser2net, `tether sim`)
+ * - `serial:SERIALNO`, `serial:SERIALNO?baud=921600`: the USB serial port with that USB serial number
+ *   (resolved by {@link openTransport} before parsing; see ./serial-number.ts)
  */
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_BAUD_RATE, SerialTransport } from './serial.js';
 import { TcpTransport } from './tcp.js';
 import type { Transport } from './transport.js';
+import { resolveSerialNumberPort } from './serial-number.js';
 
 export { BaseTransport } from './transport.js';
 export type { Transport } from './transport.js';
@@ -23,6 +26,8 @@ export { PtyEndpoint, createPty, ptyRelayScript, PTY_START_TIMEOUT_MS } from './
 export type { CreatePtyOptions } from './pty.js';
 export { listPorts, listPortsFromSysfs, describePort, USB_SERIAL_CHIPS } from './ports.js';
 export type { PortInfo, ChipInfo, ModuleFamily } from './ports.js';
+export { isSerialNumberPort, parseSerialNumberPort, findBySerialNumber, resolveSerialNumberPort } from './serial-number.js';
+export type { SerialNumberPort } from './serial-number.js';
 
 /**
  * A parsed port URL.
@@ -32,7 +37,7 @@ export type { PortInfo, ChipInfo, ModuleFamily } from './ports.js';
 export type PortUrl = { kind: 'serial'; path: string; baudRate?: number } | { kind: 'tcp'; host: string; port: number };
 
 const ACCEPTED_FORMS =
-  'accepted forms: /dev/ttyUSB0, /dev/ttyUSB0@921600, COM3, COM3@921600, serial:///dev/ttyUSB0?baud=921600, tcp://127.0.0.1:7000, tcp://[::1]:7000';
+  'accepted forms: /dev/ttyUSB0, /dev/ttyUSB0@921600, COM3, COM3@921600, serial:///dev/ttyUSB0?baud=921600, serial:SERIALNO (USB serial number, see tether ports), tcp://127.0.0.1:7000, tcp://[::1]:7000';
 
 function reject(url: string, why: string): never {
   throw new InvalidArgumentError(`unsupported port ${JSON.stringify(url)}: ${why}; ${ACCEPTED_FORMS}`, { url });
@@ -100,7 +105,7 @@ export function parsePortUrl(url: string): PortUrl {
   }
   if (scheme === 'serial') {
     const m = /^serial:\/\/([^?#]*)(?:\?([^#]*))?$/i.exec(url);
-    if (!m) reject(url, 'a serial URL is serial:///dev/ttyUSB0?baud=921600');
+    if (!m) reject(url, 'a serial URL is serial:///dev/ttyUSB0?baud=921600 (or serial:SERIALNO for a USB serial number)');
     const device = m[1];
     if (device.includes('@')) reject(url, 'in a serial:// URL give the baud rate as ?baud=N');
     const parsed = parseDevice(url, device);
@@ -131,15 +136,18 @@ export interface OpenTransportOptions {
 /**
  * Parse `url` (see {@link parsePortUrl}) and open the transport it names:
  * a {@link SerialTransport} for device paths and `serial://`, a {@link TcpTransport} for `tcp://`.
+ * A `serial:SERIALNO` port is first resolved to the device path of the plugged-in port with
+ * that USB serial number ({@link resolveSerialNumberPort}).
  *
  * @param url Port URL, e.g. `/dev/ttyUSB0@921600` or `tcp://127.0.0.1:7000`.
  * @param opts `baudRate` (baud, default 115200, overridden by a baud in the URL),
  *   `connectTimeoutMs` (ms, default 5000).
  * @throws InvalidArgumentError for a malformed URL or option (before anything is opened).
- * @throws TetherError `TRANSPORT` when the device cannot be opened or the connection fails.
+ * @throws TetherError `TRANSPORT` when the device cannot be opened or the connection fails,
+ *   or no port / several ports have the serial number of a `serial:SERIALNO` port.
  */
 export async function openTransport(url: string, opts?: OpenTransportOptions): Promise<Transport> {
-  const parsed = parsePortUrl(url);
+  const parsed = parsePortUrl(await resolveSerialNumberPort(url));
   if (parsed.kind === 'tcp') return TcpTransport.open(parsed.host, parsed.port, { connectTimeoutMs: opts?.connectTimeoutMs });
   return SerialTransport.open(parsed.path, { baudRate: parsed.baudRate ?? opts?.baudRate });
 }

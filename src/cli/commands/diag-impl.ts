@@ -40,7 +40,37 @@ export function diagSummary(r: DiagReport): string {
   return `all ${total} checks passed`;
 }
 
+/**
+ * Run `tether diag`: one module (no `--port`, or one) with one line per check, or several
+ * (`--port` more than once, `--bench`) in parallel with one summary table (diag-multi.ts).
+ */
 export async function runDiagCommand(argv: DiagArgs, ctx: CliContext): Promise<void> {
+  if (argv.bench || (argv.port?.length ?? 0) > 1) {
+    const multi = await import('./diag-multi.js');
+    if (argv.bench) {
+      const { selectModules } = await import('../../bench/bench-file.js');
+      let modules;
+      try {
+        modules = selectModules(argv.bench, (argv.names ?? []).map(String));
+      } catch (e) {
+        ctx.setExit(reportError(e, !!argv.json));
+        return;
+      }
+      return multi.runMultiDiag(modules, argv, ctx, argv.bench.file);
+    }
+    let targets;
+    try {
+      targets = multi.targetsFromPorts(argv.port ?? []);
+    } catch (e) {
+      ctx.setExit(reportError(e, !!argv.json));
+      return;
+    }
+    return multi.runMultiDiag(targets, argv, ctx);
+  }
+  return runSingleDiag(argv.port?.[0], argv, ctx);
+}
+
+async function runSingleDiag(givenPort: string | undefined, argv: DiagArgs, ctx: CliContext): Promise<void> {
   let mod: TetherModule | undefined;
   let echo: EchoServers | undefined;
   const json = !!argv.json;
@@ -67,7 +97,7 @@ export async function runDiagCommand(argv: DiagArgs, ctx: CliContext): Promise<v
     out(diagSummary(r));
     ctx.setExit(ExitCode.INTERRUPTED);
   };
-  const port = argv.port ?? 'sim:luatos';
+  const port = givenPort ?? 'sim:luatos';
   try {
     const { tcp, udp, tls } = argv;
     let ca: string | undefined;
@@ -78,7 +108,7 @@ export async function runDiagCommand(argv: DiagArgs, ctx: CliContext): Promise<v
         throw new InvalidArgumentError(`--tls-ca: cannot read ${argv['tls-ca']}: ${(e as Error).message}`);
       }
     }
-    out(`tether diag: opening ${port}${argv.port ? '' : ' (built-in simulated Air780E; use --port for a real module)'}`);
+    out(`tether diag: opening ${port}${givenPort ? '' : ' (built-in simulated Air780E; use --port for a real module)'}`);
     const opening = openModule(port, argv);
     const interrupted = new Promise<undefined>((resolve) => abort.signal.addEventListener('abort', () => resolve(undefined), { once: true }));
     mod = await Promise.race([opening, interrupted]);
