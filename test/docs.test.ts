@@ -9,7 +9,9 @@
  *   what the example printed); `sh` blocks run under bash, in a folder where `tether-hil` is
  *   installed as a user installs it (so `tether` and `npx tether` are the built command);
  *   `sh ci` blocks are the set-up commands that `.ci/run` itself runs verbatim; `lua` blocks
- *   must compile under luac5.1; `json` blocks must parse; `text` blocks are not code.
+ *   must compile under luac5.1; `json` and `yaml` blocks must parse; `text` blocks are not code
+ *   (a command for another tool or for hardware that is not here).
+ * - `sh repo` blocks run in the repository itself (they name its files or npm scripts).
  *
  * The variables an example may use are set per document by an HTML comment
  * `<!-- example-env: PORT=sim:luat -->` or per block in the fence's info string
@@ -24,6 +26,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import ts from 'typescript';
+import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../src/util/repo-root.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { SimulatedModule } from '../src/sim/module.js';
@@ -137,7 +140,7 @@ test('the project does not depend on files outside the repository (../shared)', 
   assert.deepEqual(hits, []);
 });
 
-const LANGS = new Set(['ts', 'js', 'sh', 'text', 'lua', 'json']);
+const LANGS = new Set(['ts', 'js', 'sh', 'text', 'lua', 'json', 'yaml']);
 const allBlocks = files.flatMap((f) => parse(f).blocks);
 
 test('docs: every code block says what it is', () => {
@@ -157,8 +160,9 @@ test('docs: the set-up commands (sh ci) are exactly what .ci/run runs', () => {
   }
 });
 
-test('docs: lua blocks compile and json blocks parse', async () => {
+test('docs: lua blocks compile, json and yaml blocks parse', async () => {
   for (const b of allBlocks.filter((x) => x.lang === 'json')) assert.doesNotThrow(() => JSON.parse(b.code), `${b.file}:${b.line}`);
+  for (const b of allBlocks.filter((x) => x.lang === 'yaml')) assert.doesNotThrow(() => parseYaml(b.code), `${b.file}:${b.line}`);
   for (const b of allBlocks.filter((x) => x.lang === 'lua')) {
     const r = await run('luac5.1', ['-p', '-'], { input: b.code });
     assert.equal(r.code, 0, `${b.file}:${b.line}: luac5.1 -p: ${r.stderr}${r.code === 127 ? ' (install lua5.1: apt-get install lua5.1)' : ''}`);
