@@ -15,7 +15,7 @@
  *   Length is a uint16 (data over 65535 bytes is cut to `len & 0xffff`).
  * - RECV_IND announces at most 2048 bytes; the next one is posted only after that amount was
  *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
- * - Remote close: CLOSE_IND 500 ms after FIN/RST, re-armed while unread data remains.
+ * - Remote close: CLOSE_IND 500 ms after FIN/RST even with data unread; a completed read restarts the 500 ms.
  * - `sock_close` closes at once and posts CLOSE_CNF (its result is uninitialised on the module:
  *   here an arbitrary number); the slot is reusable only after `sock_destroy`, which returns 1
  *   only in the CLOSE state (after `sock_close` or a failed CONN_CNF).
@@ -156,6 +156,8 @@ class Slot {
   pending = 0;
   readySendLen = 0;
   peerGone = false;
+  /** The pending remote-close (CLOSE_IND) timer after the peer's FIN. */
+  closeIndTimer?: NodeJS.Timeout;
   paused = false;
   timers = new Set<NodeJS.Timeout>();
   keepAlive = false;
@@ -433,19 +435,44 @@ class SocketcoreImpl implements Socketcore {
     });
   }
 
-  /** FIN/RST from the peer (or an error on a live connection): CLOSE_IND after the delay, once unread data is gone. */
+  /**
+   * FIN/RST from the peer (or an error on a live connection): CLOSE_IND 500 ms later **whether or
+   * not data is still unread**, as the core does. SOC_EVT_CLOSE_IND starts a one-shot timer
+   * (CSDK app/elua/platform/openat/src/platform_socket.c, platform_socket_cb: start_timer(..., 500));
+   * its callback posts CLOSE_IND with no look at the receive buffer
+   * (platform_socket_remote_close_delay_timer_cb). Only a read that completes an announced
+   * RECV_IND restarts it (platform_socket_recv: stop_timer + start_timer(DELAY_CLOSE_IND_TIME)),
+   * see {@link recv}. Delivering CLOSE_IND closes the socket: bytes not read by then are gone.
+   */
   private peerGone(s: Slot): void {
     if (this.slots[s.idx] !== s || s.state !== 'connected' || s.peerGone) return;
     s.peerGone = true;
-    const arm = () =>
-      this.after(s, this.net.closeIndDelayMs ?? 500, () => {
-        if (s.state !== 'connected') return;
-        if (s.rxLen > 0 || s.dgrams.length > 0) return arm();
-        this.kill(s);
-        s.state = 'peerclosed';
-        this.post(s, 'CLOSE_IND', { result: 0 });
-      });
-    arm();
+    this.armCloseInd(s);
+  }
+
+  /** (Re)start the remote-close timer (DELAY_CLOSE_IND_TIME = 500 ms by default). */
+  private armCloseInd(s: Slot): void {
+    if (s.closeIndTimer) {
+      clearTimeout(s.closeIndTimer);
+      s.timers.delete(s.closeIndTimer);
+    }
+    const t = setTimeout(() => {
+      s.timers.delete(t);
+      s.closeIndTimer = undefined;
+      if (this.down || this.slots[s.idx] !== s || s.state !== 'connected') return;
+      const lost = s.rxLen + s.dgrams.reduce((n, d) => n + d.length, 0);
+      if (lost > 0) this.h.log(`socketcore: slot ${s.idx} CLOSE_IND with ${lost} unread bytes: they are gone`);
+      this.kill(s);
+      s.state = 'peerclosed';
+      s.rx = [];
+      s.rxLen = 0;
+      s.dgrams = [];
+      s.indPending = false;
+      s.reqLen = 0;
+      this.post(s, 'CLOSE_IND', { result: 0 });
+    }, this.net.closeIndDelayMs ?? 500);
+    s.closeIndTimer = t;
+    s.timers.add(t);
   }
 
   private maybeInd(s: Slot): void {
@@ -531,6 +558,8 @@ class SocketcoreImpl implements Socketcore {
         s.stream.resume();
       }
       this.maybeInd(s);
+      // platform_socket_recv: a completed read restarts a pending remote-close timer
+      if (s.closeIndTimer) this.armCloseInd(s);
     }
     return [Uint8Array.from(out)];
   }
