@@ -371,17 +371,22 @@ describe('Luat socketcore through the simulated Air724UG and the real agent', ()
     assert.throws(() => sc.sock_conn(SocketType.SSL, 'h', 1, { cert: { caCert: Buffer.from('x') as unknown as string } }), (e) => isTetherError(e, 'INVALID_ARGUMENT'));
   });
 
-  it('an unconnected send never confirms; overlapping sends lose a SEND_CNF (why one send stays in flight)', async () => {
+  // CSDK platform_socket.c: readySendLen = length on every send (platform_socket_send);
+  // sendAckCnf adds each acknowledged length to alreadySendLen and confirms only on equality.
+  it('an unconnected send never confirms; overlapping sends lose SEND_CNF for good (why one send stays in flight)', async () => {
     const { sc } = m;
     const cnfP = expectMsg(sc, (x) => x.name === 'CONN_CNF');
     const [idx] = await first(sc.sock_conn_ext(SocketType.TCP, '127.0.0.1', echo.tcp.port));
     await cnfP;
-    const cnfs = collect(sc, is('SEND_CNF', idx), 400);
+    const one = expectMsg(sc, is('SEND_CNF', idx));
+    assert.deepEqual(await first(sc.sock_send(idx, 'alone')), [1, 0]);
+    assert.equal((await one).send_len, 5, 'one send in flight: its SEND_CNF');
+    const cnfs = collect(sc, is('SEND_CNF', idx), 600);
     const [a, b] = await Promise.all([first(sc.sock_send(idx, 'first')), first(sc.sock_send(idx, 'second!'))]);
     assert.deepEqual([a, b], [[1, 0], [1, 0]]);
-    const got = await cnfs;
-    assert.equal(got.length, 1, 'readySendLen was overwritten: one CNF for two sends');
-    assert.equal(got[0].send_len, 7);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await first(sc.sock_send(idx, 'third')), [1, 0], 'a later send is accepted...');
+    assert.equal((await cnfs).length, 0, '...but alreadySendLen went past readySendLen: no SEND_CNF ever again');
     // drain what came back so CLOSE_IND is not held up, then close
     await rawTeardown(sc, idx);
     // a send on the closed slot: ok 0 and no SEND_CNF ever (a helper needs its timeout)

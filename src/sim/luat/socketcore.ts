@@ -9,9 +9,11 @@
  * - `sock_conn` / `sock_conn_ext`: index at once, MSG_SOCK_CONN_CNF later (0 ok, 1 fail);
  *   UDP gets its success CNF at once (no handshake); `_ext` returns -1 (no slot, address over
  *   100 characters, bad type) or -2 (synchronous DNS failure).
- * - `sock_send`: two integers (ok 1/0, ERR_*). Not connected / invalid: 0 and NO CNF. TCP/SSL:
- *   SEND_CNF when every byte of this send is written; `readySendLen` is overwritten by the next
- *   send, so two overlapping sends give ONE CNF (with the second length). UDP: CNF after sendto.
+ * - `sock_send`: two integers (ok 1/0, ERR_*). Not connected / invalid: 0 and NO CNF. TCP:
+ *   SEND_CNF when the acknowledged bytes equal `readySendLen` exactly; `readySendLen` is
+ *   overwritten by the next send, so two overlapping sends leave no SEND_CNF ever again on that
+ *   socket (platform_socket.c sendAckCnf). SSL: when every byte of the send is written (one CNF
+ *   for overlapping sends, with the second length). UDP: CNF after sendto.
  *   Length is a uint16 (data over 65535 bytes is cut to `len & 0xffff`).
  * - RECV_IND announces at most 2048 bytes; the next one is posted only after that amount was
  *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
@@ -155,6 +157,10 @@ class Slot {
   /** Bytes written and not yet confirmed. */
   pending = 0;
   readySendLen = 0;
+  /** TCP bytes acknowledged since the last SEND_CNF (platform_socket.c `alreadySendLen`). */
+  alreadySendLen = 0;
+  /** Overlapping sends pushed alreadySendLen past readySendLen: SEND_CNF is gone for good. */
+  cnfLost = false;
   peerGone = false;
   /** The pending remote-close (CLOSE_IND) timer after the peer's FIN. */
   closeIndTimer?: NodeJS.Timeout;
@@ -532,7 +538,23 @@ class SocketcoreImpl implements Socketcore {
       if (this.slots[s.idx] !== s || s.state !== 'connected') return;
       s.pending -= len;
       if (err) this.post(s, 'SEND_CNF', { result: 1, send_len: len });
-      else if (s.pending === 0) this.post(s, 'SEND_CNF', { result: 0, send_len: s.readySendLen });
+      else if (s.type === 2) {
+        if (s.pending === 0) this.post(s, 'SEND_CNF', { result: 0, send_len: s.readySendLen });
+      } else {
+        // TCP: CSDK platform_socket.c platform_socket_sendAckCnf: alreadySendLen grows by every
+        // acknowledged length and SEND_CNF comes only when it equals readySendLen exactly (then
+        // both reset). readySendLen is overwritten by every send (platform_socket_send), so a send
+        // that overlaps another pushes alreadySendLen past it: no SEND_CNF ever again.
+        s.alreadySendLen += len;
+        if (s.alreadySendLen === s.readySendLen) {
+          this.post(s, 'SEND_CNF', { result: 0, send_len: s.readySendLen });
+          s.alreadySendLen = 0;
+          s.readySendLen = 0;
+        } else if (s.alreadySendLen > s.readySendLen && !s.cnfLost) {
+          s.cnfLost = true;
+          this.h.log(`socketcore: slot ${s.idx} overlapping sends: alreadySendLen ${s.alreadySendLen} > readySendLen ${s.readySendLen}: no SEND_CNF will come again`);
+        }
+      }
     });
     return [1, E.ERR_OK];
   }
