@@ -65,6 +65,8 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       const e = new Esp(ctx, opts, files);
       esp = e;
       const { vm } = ctx;
+      // LUAI_MAXVARS 50 in the default Lua 5.1 core (app/lua/luaconf.h:547): before BASE_LUA captures load
+      vm.setLocalLimit(opts.maxLocals ?? 50);
       vm.registerGlobal('__nm_console', (a) => e.console(a.bytes(1)));
       vm.registerGlobal('__nm_repl', (a) => e.setReplExec(a.fnRef(1)));
       installUart(e);

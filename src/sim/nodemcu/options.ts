@@ -56,6 +56,14 @@ export interface NodemcuSimOptions {
   linePiece?: number;
   /** UART RX ring size (bytes). @default 256 */
   rxRing?: number;
+  /**
+   * Most locals a function may have active at once; loading a chunk with more fails the way the
+   * firmware's parser does ("main function has more than 50 local variables"). The default is the
+   * default build's Lua 5.1 core, LUAI_MAXVARS 50 (nodemcu-firmware app/lua/luaconf.h:547 at
+   * 88bd9e01); the Lua 5.3 core allows 200. The simulator is as strict as the stricter core.
+   * @default 50
+   */
+  maxLocals?: number;
   /** Firmware release string in `node.info("sw_version").git_release`. @default "sim" (tools recognise a simulator by fw ending in -sim) */
   release?: string;
 }
