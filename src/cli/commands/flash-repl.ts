@@ -41,7 +41,7 @@ export interface FlashProgress {
 
 /** Options of {@link flashNodemcu}. */
 export interface FlashOptions {
-  /** Agent text to upload. @default the bundled firmware-shim/nodemcu/main.lua (the caller passes it) */
+  /** Agent text to upload. @default the bundled dist/agents/nodemcu/main.lua (the caller passes it) */
   agentSource: string;
   /** File name of the agent on the module (<= 31 characters). @default "tether.lua" */
   name?: string;

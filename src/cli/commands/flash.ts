@@ -45,7 +45,7 @@ export const flashCommand = (ctx: CliContext): CommandModule<object, FlashArgs> 
       .option('start', { type: 'boolean', default: true, describe: 'Start the agent after the upload and check it answers (--no-start to skip)' })
       .option('force', { type: 'boolean', default: false, describe: 'Upload even when the module has an identical agent' })
       .option('name', { type: 'string', default: 'tether.lua', requiresArg: true, coerce: luaFileName, describe: 'File name of the agent on the module' })
-      .option('file', { type: 'string', requiresArg: true, describe: 'Upload this Lua file instead of the bundled agent (firmware-shim/nodemcu/main.lua)' })
+      .option('file', { type: 'string', requiresArg: true, describe: 'Upload this Lua file instead of the bundled agent (dist/agents/nodemcu/main.lua, built by npm run build; `tether agent --family nodemcu` copies it out)' })
       .option('minify', { type: 'boolean', default: true, describe: 'Drop comment lines and indentation before the upload (--no-minify to keep the file as is)' })
       .option('encoding', { type: 'string', choices: ['base64', 'hex'], describe: 'Transfer encoding (default: base64 when the firmware has encoder, else hex)' })
       .option('sync-timeout', numberOption('Milliseconds to get a Lua prompt (boards that reset on open need a few seconds)', positiveMs('sync-timeout'), 15000))

@@ -3,10 +3,8 @@
  * how it boots (ROM noise at the wrong baud, the firmware banner, init.lua or the
  * agent, then the `> ` prompt), and its SPIFFS, which survives resets of the module.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { repoRoot } from '../../util/repo-root.js';
+import { readAgentBundle } from '../../util/repo-root.js';
 import { Esp } from './firmware.js';
 import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
 import { installNet, type NetLib } from './net-lib.js';
@@ -38,7 +36,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   return {
     name: 'nodemcu',
     moduleName: 'ESP8266',
-    agentFile: 'firmware-shim/nodemcu/main.lua',
+    agentFile: 'dist/agents/nodemcu/main.lua',
     defaultUartId: 0,
     files,
     get esp() {
@@ -116,5 +114,5 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
 
 /** The bundled agent text (what `tether flash` uploads and `sim:nodemcu` runs). */
 export function nodemcuAgentSource(): string {
-  return readFileSync(join(repoRoot(), 'firmware-shim/nodemcu/main.lua'), 'utf8');
+  return readAgentBundle('nodemcu');
 }
