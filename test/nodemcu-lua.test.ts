@@ -135,6 +135,7 @@ net = {
           getdnsserver = function(i) return "8.8.8.8" end, setdnsserver = function() end },
 }
 
+TETHER_ALLOW_REPL = true -- this run exercises agent.repl (off by default: test/agent-allow.test.ts)
 assert(load(readall(agentfile), "=tether.lua"))()
 assert(UART and OUTPUT, "the agent must register a uart data callback and redirect print")
 

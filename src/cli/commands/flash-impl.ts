@@ -65,6 +65,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       agentSource,
       name: argv.name,
       init: argv.init,
+      allowRepl: argv['allow-repl'],
       initDelayMs: argv['init-delay'],
       start: argv.start,
       force: argv.force,

@@ -92,7 +92,14 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
         if (chunkName !== '@main.lua') return run(source, chunkName);
         vm.runString = run;
         let r: string | undefined;
-        if ((opts.boot ?? 'agent') === 'agent') r = run(source, '@tether.lua');
+        if ((opts.boot ?? 'agent') === 'agent') {
+          const settings = Object.entries(opts.agentSettings ?? {});
+          for (const [k, v] of settings) {
+            if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
+          }
+          if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
+          if (r === undefined) r = run(source, '@tether.lua');
+        }
         else if (files.has('init.lua')) r = run('dofile("init.lua")', '=init');
         if (r !== undefined) e.console(`${r}\n`); // lua.c reports an init.lua error and goes on to the prompt
         e.prompt();
