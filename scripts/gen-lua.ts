@@ -2,15 +2,19 @@
  * Generates the Lua side of the wire constants and bundles each family's agent
  * into the single file a user flashes.
  *
- *   node dist/scripts/gen-lua.js          write the files
- *   node dist/scripts/gen-lua.js --check  exit 1 if any generated file is stale
+ *   node dist/scripts/gen-lua.js            write protocol.lua (committed) and the bundles
+ *   node dist/scripts/gen-lua.js --bundles  write the bundles only (`npm run build` does this)
+ *   node dist/scripts/gen-lua.js --check    exit 1 if the committed protocol.lua is stale
  *
  * Inputs: src/codec/constants.ts (LUA_CONSTANTS), firmware-shim/common/core.lua,
- * firmware-shim/<family>/{config,agent}.lua. Outputs: firmware-shim/common/protocol.lua,
- * firmware-shim/<family>/main.lua.
+ * firmware-shim/<family>/{config,agent}.lua. Outputs: firmware-shim/common/protocol.lua
+ * (committed, checked for staleness by test/gen-lua.test.ts) and the agent bundles, build
+ * outputs in dist/agents/<family>/main.lua (never committed; see agentBundlePath in
+ * src/util/repo-root.ts), which the simulators run, `tether flash` uploads and
+ * `tether agent` copies out.
  */
-import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync, existsSync, readdirSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LUA_CONSTANTS } from '../src/codec/constants.js';
 
@@ -52,18 +56,24 @@ export function renderAgent(family: string, root = ROOT): string {
   ].join('\n');
 }
 
-/** Every generated file: path relative to the root → expected content. */
-export function generatedFiles(root = ROOT): Map<string, string> {
+/** The committed generated files: path relative to the root → expected content. */
+export function generatedFiles(): Map<string, string> {
   const m = new Map<string, string>();
   m.set('firmware-shim/common/protocol.lua', renderProtocolLua());
-  for (const f of families(root)) m.set(`firmware-shim/${f}/main.lua`, renderAgent(f, root));
+  return m;
+}
+
+/** The agent bundles (build outputs): path relative to the root → content. */
+export function bundleFiles(root = ROOT): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const f of families(root)) m.set(`dist/agents/${f}/main.lua`, renderAgent(f, root));
   return m;
 }
 
 /** Paths of generated files whose content on disk differs from what would be generated. */
 export function staleFiles(root = ROOT): string[] {
   const stale: string[] = [];
-  for (const [p, text] of generatedFiles(root)) {
+  for (const [p, text] of generatedFiles()) {
     const abs = join(root, p);
     if (!existsSync(abs) || readFileSync(abs, 'utf8') !== text) stale.push(p);
   }
@@ -79,9 +89,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     }
     console.log('generated Lua files are up to date');
   } else {
-    for (const [p, text] of generatedFiles()) {
-      writeFileSync(join(ROOT, p), text);
-      console.log(`wrote ${p}`);
+    const bundlesOnly = process.argv.includes('--bundles');
+    const out = bundlesOnly ? bundleFiles() : new Map([...generatedFiles(), ...bundleFiles()]);
+    for (const [p, text] of out) {
+      const abs = join(ROOT, p);
+      mkdirSync(dirname(abs), { recursive: true });
+      writeFileSync(abs, text);
+      if (!bundlesOnly) console.log(`wrote ${p}`);
     }
   }
 }

@@ -21,7 +21,7 @@ test('every bundled agent compiles under luac5.3 and luac5.1', () => {
   needLua('luac5.1');
   for (const f of families()) {
     for (const c of ['luac5.1', 'luac5.3']) {
-      const r = spawnSync(c, ['-p', join(root, 'firmware-shim', f, 'main.lua')], { encoding: 'utf8' });
+      const r = spawnSync(c, ['-p', join(root, 'dist/agents', f, 'main.lua')], { encoding: 'utf8' });
       assert.equal(r.status, 0, `${c} ${f}/main.lua: ${r.stderr}`);
     }
   }
@@ -56,7 +56,7 @@ function localCounts(file: string): Array<{ fn: string; declared: number; active
 test('NodeMCU Lua 5.1 parser limits: no function of any bundle has more than 40 active locals', () => {
   needLua('luac5.1');
   for (const f of families()) {
-    const counts = localCounts(join(root, 'firmware-shim', f, 'main.lua'));
+    const counts = localCounts(join(root, 'dist/agents', f, 'main.lua'));
     assert.ok(counts.length > 10);
     for (const c of counts) assert.ok(c.active <= 40, `${f}/main.lua ${c.fn}: ${c.active} active locals (NodeMCU allows 50)`);
   }

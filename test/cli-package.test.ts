@@ -39,7 +39,7 @@ test('package.json: name tether-hil, bin tether, honest engines, prepack builds'
   assert.equal(pkg.scripts.prepare, undefined, 'no install-time script for those who install the package');
   assert.match(pkg.scripts.test, /^npm run -s build && /);
   assert.match(pkg.scripts.start, /^npm run -s build && node dist\/src\/cli\/bin\.js diag$/);
-  for (const f of ['dist/src', 'firmware-shim', 'fixtures', 'docs', 'scripts/pty-relay.py']) assert.ok(pkg.files.includes(f), f);
+  for (const f of ['dist/src', 'dist/agents', 'firmware-shim', 'fixtures', 'docs', 'scripts/pty-relay.py']) assert.ok(pkg.files.includes(f), f);
 });
 
 test('a clean copy of the tree packs with dist/ built; the tarball installs and `npx tether` works', async () => {
@@ -55,7 +55,7 @@ test('a clean copy of the tree packs with dist/ built; the tarball installs and 
   assert.equal(packed.code, 0, packed.stderr);
   const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0];
   const files: string[] = info.files.map((f: { path: string }) => f.path);
-  for (const want of ['dist/src/cli/bin.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'firmware-shim/luatos/main.lua', 'firmware-shim/nodemcu/main.lua', 'fixtures/tls/server.crt', 'docs/cli.md', 'scripts/pty-relay.py', 'package.json', 'README.md']) {
+  for (const want of ['dist/src/cli/bin.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/agents/luatos/main.lua', 'dist/agents/luat/main.lua', 'dist/agents/nodemcu/main.lua', 'fixtures/tls/server.crt', 'docs/cli.md', 'scripts/pty-relay.py', 'package.json', 'README.md']) {
     assert.ok(files.includes(want), `${want} in the tarball`);
   }
   assert.ok(!files.some((f) => f.startsWith('dist/test/') || f.startsWith('src/') || f.startsWith('node_modules/')), 'no tests, sources or dependencies');

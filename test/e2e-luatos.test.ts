@@ -299,7 +299,7 @@ test('sockets from before a reset are refused with RESET before anything is sent
 });
 
 test('flow control: a small UART buffer never overflows during a bulk transfer, while an unpaced burst does', async () => {
-  const agent = readFileSync(join(repoRoot(), 'firmware-shim/luatos/main.lua'), 'utf8');
+  const agent = readFileSync(join(repoRoot(), 'dist/agents/luatos/main.lua'), 'utf8');
   const sim = await SimulatedModule.start(luatosFamily(), { agentSource: 'TETHER_RXBUF = 600\n' + agent });
   const rpc = await RpcClient.open(sim.connect());
   try {

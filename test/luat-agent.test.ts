@@ -25,7 +25,7 @@ import { renderAgent } from '../scripts/gen-lua.js';
 import { SYS_LUA } from '../src/sim/luat/sys-lua.js';
 
 const ROOT = repoRoot();
-const MAIN = join(ROOT, 'firmware-shim/luat/main.lua');
+const MAIN = join(ROOT, 'dist/agents/luat/main.lua');
 const INSTALL_HINT = 'install Lua 5.1 (Debian/Ubuntu: apt-get install -y lua5.1; macOS: brew install lua@5.1) so that lua5.1 and luac5.1 are on PATH';
 
 function need(bin: string): string {
@@ -331,7 +331,7 @@ function allValues(host: AgentHost): WireValue[] {
 
 test('the bundled Luat agent is up to date and is valid Lua 5.1 syntax (luac5.1 -p)', () => {
   need('lua5.1');
-  assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('luat'), 'firmware-shim/luat/main.lua is stale: run node dist/scripts/gen-lua.js');
+  assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('luat'), 'dist/agents/luat/main.lua is stale: run npm run build');
   const r = spawnSync('luac5.1', ['-p', MAIN], { encoding: 'utf8' });
   assert.equal(r.error, undefined, `luac5.1 not found: ${INSTALL_HINT}`);
   assert.equal(r.status, 0, `luac5.1 -p rejected main.lua:\n${r.stderr}`);

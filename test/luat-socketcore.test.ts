@@ -560,7 +560,7 @@ describe('Luat agent variants on the simulated module', () => {
   });
 
   it('RPC over uart.USB (129): the USB AT port as a data port', async () => {
-    const main = readFileSync(`${repoRoot()}/firmware-shim/luat/main.lua`, 'utf8');
+    const main = readFileSync(`${repoRoot()}/dist/agents/luat/main.lua`, 'utf8');
     const m = await boot({}, { uartId: 129, agentSource: 'TETHER_UART = 129\n' + main });
     try {
       assert.equal(m.rpc.hello.raw.get('uart'), 129);

@@ -45,7 +45,7 @@ describe('NodeMCU net facade through the agent', () => {
 
   before(async () => {
     echo = await startEchoServers();
-    fam = nodemcuFamily({ network: { hosts: { localhost: '127.0.0.1', 'echo.test': '127.0.0.1' }, pingIntervalMs: 50 } });
+    fam = nodemcuFamily({ network: { hosts: { localhost: '127.0.0.1', 'echo.test': '127.0.0.1' }, pingIntervalMs: 50 }, agentSettings: { TETHER_ALLOW_REPL: true, TETHER_ALLOW_RESTART: true } });
     sim = await SimulatedModule.start(fam);
     rpc = await RpcClient.open(sim.connect(), { timeoutMs: 5000 });
     n = new NodeMcuNet(rpc);

@@ -39,7 +39,7 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
     const pty = await sim.servePty();
     try {
       // power-cycle while the tool is already talking: ROM noise, banner, prompt arrive mid-sync
-      const run = cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--json']);
+      const run = cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--allow-repl', '--json']);
       await sleep(300);
       await sim.restart('reset on open');
       const r = await run;
@@ -66,7 +66,7 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       await rpc.close();
 
       // idempotent: the running agent gives the prompt back, the identical file is not written again
-      const again = await cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--json']);
+      const again = await cli(['flash', '--port', pty, '--init', '--init-delay', '300', '--allow-repl', '--json']);
       assert.equal(again.code, 0, again.stderr);
       const o2 = JSON.parse(again.stdout);
       assert.equal(o2.uploaded, false);

@@ -14,14 +14,14 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot } from '../src/util/repo-root.js';
+import { agentBundlePath } from '../src/util/repo-root.js';
 import { crc32, type Message } from '../src/codec/frame.js';
 import { AgentHost } from './helpers/agent-host.js';
 import { Handle, type WireValue } from '../src/codec/values.js';
 import { parseHello } from '../src/rpc/client.js';
 import { renderAgent } from '../scripts/gen-lua.js';
 
-const MAIN = join(repoRoot(), 'firmware-shim/nodemcu/main.lua');
+const MAIN = agentBundlePath('nodemcu');
 
 function need(bin: string): void {
   const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
@@ -135,6 +135,7 @@ net = {
           getdnsserver = function(i) return "8.8.8.8" end, setdnsserver = function() end },
 }
 
+TETHER_ALLOW_REPL = true -- this run exercises agent.repl (off by default: test/agent-allow.test.ts)
 assert(load(readall(agentfile), "=tether.lua"))()
 assert(UART and OUTPUT, "the agent must register a uart data callback and redirect print")
 
@@ -229,7 +230,7 @@ const calls = (list: Array<[number, string, WireValue[]]>) => {
 test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p', () => {
   need('luac5.1');
   need('luac5.3');
-  assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('nodemcu'), 'firmware-shim/nodemcu/main.lua is stale: run node dist/scripts/gen-lua.js');
+  assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('nodemcu'), 'dist/agents/nodemcu/main.lua is stale: run npm run build');
   for (const c of ['luac5.1', 'luac5.3']) {
     const r = spawnSync(c, ['-p', MAIN], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${c}: ${r.stderr}`);

@@ -230,7 +230,12 @@ A.reg("wifi.sta.getip", wifi.sta.getip)
 A.reg("wifi.getmode", wifi.getmode)
 A.reg("node.heap", node.heap)
 A.reg("node.chipid", node.chipid)
+-- remote REPL and restart: refused unless the settings enable them (config.lua)
+local function allowed(on, setting, what)
+  if not on then error({ TP.E_ERR, what .. " is off on this module: set " .. setting .. " = true in the agent's settings (tether.lua, or as a global before dofile)" }, 0) end
+end
 A.reg("node.restart", function()
+  allowed(TETHER_ALLOW_RESTART, "TETHER_ALLOW_RESTART", "node.restart")
   tmr.create():alarm(50, tmr.ALARM_SINGLE, function() node.restart() end)
 end)
 
@@ -255,6 +260,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function() A.guard(A.tick) end)
 -- give the Lua prompt back: once the reply is acknowledged (at most ~1 s), stop the timer,
 -- restore the interpreter and print()
 A.reg("agent.repl", function()
+  allowed(TETHER_ALLOW_REPL, "TETHER_ALLOW_REPL", "agent.repl (the remote Lua prompt)")
   local n = 0
   ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
     n = n + 1

@@ -6,3 +6,8 @@
 -- Settings: set these globals before dofile() to override them.
 local TETHER_BAUD = TETHER_BAUD   -- nil: keep the UART's current baud rate (115200 after boot)
 local TETHER_LOG = TETHER_LOG     -- false: drop print() output instead of forwarding it as L notices
+-- Off unless set to true: agent.repl (hands UART 0 to the Lua prompt, where anyone on the UART
+-- can run any code) and node.restart (the host resets the module). `tether flash --allow-repl`
+-- starts the agent with TETHER_ALLOW_REPL = true (and so does its --init init.lua).
+local TETHER_ALLOW_REPL = TETHER_ALLOW_REPL == true
+local TETHER_ALLOW_RESTART = TETHER_ALLOW_RESTART == true

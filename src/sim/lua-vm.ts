@@ -15,6 +15,71 @@ const { lua, lauxlib, lualib, to_luastring } = fengari as unknown as {
   to_luastring: (s: string) => Uint8Array;
 };
 
+/** A local variable's active range in a function's bytecode: [startpc, endpc) (Lua's LocVar). */
+export interface LocalRange {
+  startpc: number;
+  endpc: number;
+}
+
+/**
+ * The largest number of locals active at once in one function, from the pc ranges of its
+ * local variables (Lua's `locvars`, what `luac -l -l` lists). This is the count Lua 5.1's
+ * parser checks against LUAI_MAXVARS as it declares each local (lparser.c new_localvar:
+ * `nactvar + n + 1`): locals whose ranges overlap were active together. The ranges are taken
+ * as closed ([startpc, endpc]): a local declared at the very end of a block has an empty range
+ * that ends where the block's other locals end, and it was active together with them. Where a
+ * block's locals end at the pc a later local starts (rare), this counts one set too many: the
+ * count never comes out below the parser's.
+ */
+export function maxActiveLocals(locals: readonly LocalRange[]): number {
+  let max = 0;
+  for (const a of locals) {
+    let n = 0;
+    for (const b of locals) {
+      if (b === a || (b.startpc <= a.startpc && a.startpc <= b.endpc)) n++;
+    }
+    if (n > max) max = n;
+  }
+  return max;
+}
+
+/** A function of a compiled chunk with more active locals than a firmware allows. */
+export interface LocalLimitViolation {
+  /** 0 for the main chunk, else the line the function starts at. */
+  linedefined: number;
+  /** Source line of the first local over the limit (approximates where the firmware's parser stops). */
+  line: number;
+  /** Active locals at most. */
+  locals: number;
+}
+
+/**
+ * Walk a compiled prototype (fengari's Proto) and its nested functions, depth first, and
+ * return the first whose active locals exceed `limit`.
+ */
+function findLocalViolation(p: any, limit: number): LocalLimitViolation | undefined {
+  const locals: LocalRange[] = (p.locvars ?? []).map((v: any) => ({ startpc: v.startpc, endpc: v.endpc }));
+  const n = maxActiveLocals(locals);
+  if (n > limit) {
+    // the (limit+1)th local to become active: where the parser would have stopped
+    const sorted = [...locals].sort((a, b) => a.startpc - b.startpc);
+    let line = p.linedefined as number;
+    for (const a of sorted) {
+      const active = locals.filter((b) => b === a || (b.startpc <= a.startpc && a.startpc <= b.endpc)).length;
+      if (active > limit) {
+        line = p.lineinfo[Math.max(0, a.startpc - 1)] ?? line;
+        break;
+      }
+    }
+    return { linedefined: p.linedefined, line, locals: n };
+  }
+  for (const q of p.p ?? []) {
+    const v = findLocalViolation(q, limit);
+    if (v) return v;
+  }
+  return undefined;
+}
+
 /** A Lua float that must stay a float when pushed (plain JS integers become Lua integers). */
 export class LuaFloat {
   constructor(readonly value: number) {}
@@ -165,6 +230,8 @@ export class LuaVm {
   readonly L: any;
   closed = false;
   private readonly opts: LuaVmOptions;
+  /** LUAI_MAXVARS of the simulated firmware's Lua parser, when stricter than fengari's 200. */
+  private maxLocals: number | undefined;
 
   constructor(opts: LuaVmOptions = {}) {
     this.opts = opts;
@@ -385,6 +452,60 @@ export class LuaVm {
     }
   }
 
+  /**
+   * Make this VM's compiler refuse, as a firmware built with a smaller LUAI_MAXVARS does, any
+   * chunk with a function that has more than `limit` locals active at once: chunks run with
+   * {@link runString} and chunks compiled by the Lua functions `load`, `loadstring` (and so
+   * `loadfile`/`dofile`/`require` built on them). The error is the one Lua 5.1's parser raises
+   * (lparser.c errorlimit): `<chunk>:<line>: main function has more than <limit> local variables`
+   * or `... function at line <n> has more than <limit> local variables`. Call it before any Lua
+   * code captures `load`.
+   * @param limit Locals per function (NodeMCU's Lua 5.1: 50, app/lua/luaconf.h:547).
+   */
+  setLocalLimit(limit: number): void {
+    this.maxLocals = limit;
+    const L = this.L;
+    for (const name of ['load', 'loadstring']) {
+      lua.lua_getglobal(L, to_luastring(name));
+      if (lua.lua_type(L, -1) !== lua.LUA_TFUNCTION) {
+        lua.lua_pop(L, 1);
+        continue;
+      }
+      const orig = lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
+      lua.lua_pushcfunction(L, (L2: any) => {
+        const n = lua.lua_gettop(L2);
+        const chunkArg = lua.lua_type(L2, 1) === lua.LUA_TSTRING ? lua.lua_tostring(L2, 1) : null;
+        const nameArg = lua.lua_type(L2, 2) === lua.LUA_TSTRING ? lua.lua_tostring(L2, 2) : null;
+        lua.lua_rawgeti(L2, lua.LUA_REGISTRYINDEX, orig);
+        lua.lua_insert(L2, 1);
+        lua.lua_call(L2, n, lua.LUA_MULTRET);
+        if (lua.lua_type(L2, 1) !== lua.LUA_TFUNCTION) return lua.lua_gettop(L2);
+        const chunkName = nameArg ? Buffer.from(nameArg).toString('latin1') : chunkArg ? Buffer.from(chunkArg).toString('latin1') : '=(load)';
+        const msg = this.localLimitError(L2, 1, chunkName);
+        if (msg === undefined) return lua.lua_gettop(L2);
+        lua.lua_settop(L2, 0);
+        lua.lua_pushnil(L2);
+        lua.lua_pushstring(L2, to_luastring(msg));
+        return 2;
+      });
+      lua.lua_setglobal(L, to_luastring(name));
+    }
+  }
+
+  /** The parser's error for the function at `idx` if it breaks the local limit, else undefined. */
+  private localLimitError(L: any, idx: number, chunkName: string): string | undefined {
+    if (this.maxLocals === undefined) return undefined;
+    const cl = lua.lua_topointer(L, idx) as { p?: unknown } | null;
+    if (!cl || !cl.p) return undefined;
+    const v = findLocalViolation(cl.p, this.maxLocals);
+    if (!v) return undefined;
+    // luaO_chunkid: '@file' and '=name' print as given, source text as [string "first line..."]
+    const c0 = chunkName[0];
+    const id = c0 === '@' || c0 === '=' ? chunkName.slice(1) : `[string "${chunkName.split('\n')[0].slice(0, 40)}..."]`;
+    const what = v.linedefined === 0 ? 'main function' : `function at line ${v.linedefined}`;
+    return `${id}:${v.line}: ${what} has more than ${this.maxLocals} local variables`;
+  }
+
   /** Run a chunk of Lua source. Returns an error message, or undefined on success. */
   runString(source: string | Uint8Array, chunkName: string): string | undefined {
     const L = this.L;
@@ -393,6 +514,11 @@ export class LuaVm {
     if (st !== lua.LUA_OK) {
       const msg = this.popError();
       return msg;
+    }
+    const limitErr = this.localLimitError(L, -1, chunkName);
+    if (limitErr !== undefined) {
+      lua.lua_pop(L, 1);
+      return limitErr;
     }
     return this.pcall(0, 0);
   }

@@ -46,7 +46,7 @@ export interface SimFamily {
   readonly name: string;
   /** Human name of the simulated module, e.g. "Air780E". */
   readonly moduleName: string;
-  /** Agent file relative to the repo root, e.g. `firmware-shim/luatos/main.lua`. */
+  /** Agent file relative to the package root, e.g. `dist/agents/luatos/main.lua` (a build output of scripts/gen-lua.ts). */
   readonly agentFile: string;
   /** UART id the host is wired to by default. */
   readonly defaultUartId: number;

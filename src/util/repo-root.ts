@@ -60,3 +60,31 @@ function readPackageName(file: string): string | undefined {
   }
   return undefined;
 }
+
+/** Firmware families with an agent bundle. */
+export type AgentFamily = 'luatos' | 'luat' | 'nodemcu';
+
+/**
+ * Absolute path of a family's generated agent bundle, `dist/agents/<family>/main.lua` under
+ * the package root: the one file the simulators run, `tether flash` uploads (NodeMCU) and
+ * `tether agent` copies out. It is a build output of `npm run build` (scripts/gen-lua.ts,
+ * from firmware-shim/common/*.lua and firmware-shim/<family>/*.lua), never committed.
+ * @param family `luatos`, `luat` or `nodemcu`.
+ * @returns The path (whether or not the file exists; see {@link readAgentBundle}).
+ */
+export function agentBundlePath(family: AgentFamily): string {
+  return join(repoRoot(), 'dist', 'agents', family, 'main.lua');
+}
+
+/**
+ * Text of a family's generated agent bundle ({@link agentBundlePath}).
+ * @throws TetherError `UNSUPPORTED` when the bundle was not built (run `npm run build`).
+ */
+export function readAgentBundle(family: AgentFamily): string {
+  const p = agentBundlePath(family);
+  try {
+    return readFileSync(p, 'utf8');
+  } catch {
+    throw new TetherError('UNSUPPORTED', `the ${family} agent bundle ${p} is missing: it is a build output, run "npm run build"`, { context: { path: p } });
+  }
+}

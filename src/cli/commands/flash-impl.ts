@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { openTransport } from '../../transport/index.js';
 import type { Transport } from '../../transport/transport.js';
 import { RpcClient } from '../../rpc/client.js';
 import { InvalidArgumentError, TetherError } from '../../errors.js';
-import { repoRoot } from '../../util/repo-root.js';
+import { agentBundlePath } from '../../util/repo-root.js';
 import { reportError } from '../output.js';
 import { isSimPort } from '../../api/connect.js';
 import { flashNodemcu, type FlashProgress } from './flash-repl.js';
@@ -47,7 +46,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
     if (isSimPort(argv.port)) {
       throw new InvalidArgumentError('flash talks to a module on a serial port or tcp://: start one with "tether sim --family nodemcu" or use a board');
     }
-    const path = argv.file ?? join(repoRoot(), 'firmware-shim/nodemcu/main.lua');
+    const path = argv.file ?? agentBundlePath('nodemcu');
     let agentSource: string;
     try {
       agentSource = readFileSync(path, 'latin1');
@@ -66,6 +65,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       agentSource,
       name: argv.name,
       init: argv.init,
+      allowRepl: argv['allow-repl'],
       initDelayMs: argv['init-delay'],
       start: argv.start,
       force: argv.force,

@@ -41,12 +41,20 @@ export interface FlashProgress {
 
 /** Options of {@link flashNodemcu}. */
 export interface FlashOptions {
-  /** Agent text to upload. @default the bundled firmware-shim/nodemcu/main.lua (the caller passes it) */
+  /** Agent text to upload. @default the bundled dist/agents/nodemcu/main.lua (the caller passes it) */
   agentSource: string;
   /** File name of the agent on the module (<= 31 characters). @default "tether.lua" */
   name?: string;
   /** Also write an init.lua that starts the agent at boot. @default false */
   init?: boolean;
+  /**
+   * The host may hand the UART back to the Lua prompt: ask a running agent for it
+   * (`agent.repl`, which the agent refuses unless its TETHER_ALLOW_REPL is true), and start
+   * the uploaded agent (and the init.lua written) with TETHER_ALLOW_REPL = true so that the
+   * next flash can do the same. Without it a running agent stops the flash with a clear error.
+   * @default false
+   */
+  allowRepl?: boolean;
   /** Milliseconds init.lua waits before starting the agent (type `TETHER_NOSTART=true` meanwhile to stay in the REPL). @default 2000 */
   initDelayMs?: number;
   /** Start the agent after the upload and check that it answers hello. @default true */
@@ -114,10 +122,10 @@ export function minifyLua(src: string): string {
 }
 
 /** The init.lua `tether flash --init` writes. */
-export function initLua(name: string, delayMs: number): string {
+export function initLua(name: string, delayMs: number, allowRepl = false): string {
   return [
     `-- tether: start the agent ${delayMs} ms after boot; typing TETHER_NOSTART=true at the prompt before that keeps the REPL`,
-    `tmr.create():alarm(${delayMs}, tmr.ALARM_SINGLE, function() if not TETHER_NOSTART and file.open(${JSON.stringify(name)}) then file.close() dofile(${JSON.stringify(name)}) end end)`,
+    `tmr.create():alarm(${delayMs}, tmr.ALARM_SINGLE, function() if not TETHER_NOSTART and file.open(${JSON.stringify(name)}) then file.close() ${allowRepl ? 'TETHER_ALLOW_REPL = true ' : ''}dofile(${JSON.stringify(name)}) end end)`,
     '',
   ].join('\n');
 }
@@ -301,11 +309,18 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
       result.agentWasRunning = true;
       const hello = findReply(repl.since(from), 1)?.values?.[0];
       const ver = toText(field(hello as never, 'agent'));
+      if (!o.allowRepl) {
+        throw new TetherError('UNSUPPORTED', `tether agent ${ver ?? '?'} is running and owns the UART: pass --allow-repl to ask it for the Lua prompt (it must run with TETHER_ALLOW_REPL = true, as tether flash --allow-repl starts it), or reset the module and type TETHER_NOSTART=true at the prompt before init.lua starts the agent`);
+      }
       progress({ phase: 'sync', message: `tether agent ${ver ?? '?'} is running: asking it for the Lua prompt` });
       const from2 = repl.mark;
       await repl.write(sessionCall(2, 'agent.repl', []));
       const r = await repl.wait(from2, (s) => findReply(s, 2) !== undefined, 3000);
       if (!r) throw new TetherError('HANDSHAKE', 'a tether agent answered hello but not agent.repl: restart the module and try again');
+      const reply = findReply(repl.since(from2), 2);
+      if (reply && reply.type === 'X') {
+        throw new TetherError('UNSUPPORTED', `the running tether agent refused agent.repl (${String((reply.values ?? [])[1] ?? '')}): reset the module and type TETHER_NOSTART=true at the prompt before init.lua starts it, then flash with --allow-repl`);
+      }
       await new Promise((res) => setTimeout(res, 200));
     }
   }
@@ -320,7 +335,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
     // the output may follow the empty line's prompt on the same line: `> @TS3`
     synced = await repl.wait(from, (s) => new RegExp(`@TS${k}\\n[\\s\\S]*> $`).test(s.replace(/\r\n/g, '\n')), Math.min(1000, Math.max(1, deadline - Date.now())));
     if (!synced && /(^|\n)>> $/.test(repl.since(from).replace(/\r\n/g, '\n'))) await repl.write(')\n'); // leave a >> continuation
-    if (!synced && repl.agentBoot) {
+    if (!synced && repl.agentBoot && o.allowRepl) {
       repl.agentBoot = false;
       await repl.write(sessionCall(3, 'agent.repl', []));
       await new Promise((res) => setTimeout(res, 300));
@@ -418,13 +433,13 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const agent = Buffer.from(o.minify === false ? o.agentSource : minifyLua(o.agentSource), 'latin1');
   result.bytes = agent.length;
   result.uploaded = await upload(name, agent);
-  if (o.init) result.initWritten = await upload('init.lua', Buffer.from(initLua(name, o.initDelayMs ?? 2000), 'latin1'));
+  if (o.init) result.initWritten = await upload('init.lua', Buffer.from(initLua(name, o.initDelayMs ?? 2000, o.allowRepl === true), 'latin1'));
   await repl.exec('__tc,__td,__tw,__tf=nil', lineMs).catch(() => undefined);
 
   if (o.start !== false) {
     progress({ phase: 'start', message: `dofile("${name}")` });
     const from = repl.mark;
-    await repl.write(`dofile(${JSON.stringify(name)})\n`);
+    await repl.write(`${o.allowRepl ? 'TETHER_ALLOW_REPL = true ' : ''}dofile(${JSON.stringify(name)})\n`);
     const ok = await repl.wait(from, (s) => /(^|\n)~B\d+ \d+ [0-9A-F]{8}\r?\n/.test(s) || /(^|\n)> $/.test(s.replace(/\r\n/g, '\n')), lineMs * 3);
     const said = repl.since(from).replace(/\r\n/g, '\n');
     if (!ok || !/(^|\n)~B\d+/.test(said)) {

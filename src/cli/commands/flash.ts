@@ -6,6 +6,7 @@ import { MAX_NODEMCU_TIMER_MS, intInRange, numberOption, portArg, positiveMs } f
 export interface FlashArgs extends CommonArgs {
   port: string;
   init: boolean;
+  'allow-repl': boolean;
   'init-delay': number;
   start: boolean;
   force: boolean;
@@ -41,11 +42,12 @@ export const flashCommand = (ctx: CliContext): CommandModule<object, FlashArgs> 
     y
       .option('port', { alias: 'p', type: 'string', demandOption: true, requiresArg: true, coerce: flashPort, describe: 'Serial device (e.g. /dev/ttyUSB0) or tcp://HOST:PORT of the module' })
       .option('init', { type: 'boolean', default: false, describe: 'Also write an init.lua that starts the agent at every boot' })
+      .option('allow-repl', { type: 'boolean', default: false, describe: 'Let the host hand the UART back to the Lua prompt: ask a running agent for it (agent.repl), and start the agent (and init.lua) with TETHER_ALLOW_REPL = true so the next flash can too' })
       .option('init-delay', numberOption(`Milliseconds init.lua waits before starting the agent, 1..${MAX_NODEMCU_TIMER_MS} (TETHER_NOSTART=true at the prompt stops it)`, intInRange('init-delay', 1, MAX_NODEMCU_TIMER_MS, 'ms, a NodeMCU timer'), 2000))
       .option('start', { type: 'boolean', default: true, describe: 'Start the agent after the upload and check it answers (--no-start to skip)' })
       .option('force', { type: 'boolean', default: false, describe: 'Upload even when the module has an identical agent' })
       .option('name', { type: 'string', default: 'tether.lua', requiresArg: true, coerce: luaFileName, describe: 'File name of the agent on the module' })
-      .option('file', { type: 'string', requiresArg: true, describe: 'Upload this Lua file instead of the bundled agent (firmware-shim/nodemcu/main.lua)' })
+      .option('file', { type: 'string', requiresArg: true, describe: 'Upload this Lua file instead of the bundled agent (dist/agents/nodemcu/main.lua, built by npm run build; `tether agent --family nodemcu` copies it out)' })
       .option('minify', { type: 'boolean', default: true, describe: 'Drop comment lines and indentation before the upload (--no-minify to keep the file as is)' })
       .option('encoding', { type: 'string', choices: ['base64', 'hex'], describe: 'Transfer encoding (default: base64 when the firmware has encoder, else hex)' })
       .option('sync-timeout', numberOption('Milliseconds to get a Lua prompt (boards that reset on open need a few seconds)', positiveMs('sync-timeout'), 15000))

@@ -1,6 +1,6 @@
 /**
  * The simulated Air724UG (RDA8910, legacy Luat / LuaTask, Lua 5.1): which libraries it
- * has and which agent it runs (firmware-shim/luat/main.lua, verbatim).
+ * has and which agent it runs (the generated dist/agents/luat/main.lua, verbatim).
  * Differences from the module: docs/fidelity-luat.md.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
@@ -60,7 +60,7 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
   return {
     name: 'luat',
     moduleName: 'Air724UG',
-    agentFile: 'firmware-shim/luat/main.lua',
+    agentFile: 'dist/agents/luat/main.lua',
     defaultUartId: 1,
     // the 8910's boot log goes to the USB trace port, not to UART1..3
     bootNoise: () => [],

@@ -20,7 +20,7 @@ export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
   return {
     name: 'luatos',
     moduleName: 'Air780E',
-    agentFile: 'firmware-shim/luatos/main.lua',
+    agentFile: 'dist/agents/luatos/main.lua',
     defaultUartId: 1,
     bootNoise: () => [
       '',

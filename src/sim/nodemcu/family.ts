@@ -3,10 +3,8 @@
  * how it boots (ROM noise at the wrong baud, the firmware banner, init.lua or the
  * agent, then the `> ` prompt), and its SPIFFS, which survives resets of the module.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { repoRoot } from '../../util/repo-root.js';
+import { readAgentBundle } from '../../util/repo-root.js';
 import { Esp } from './firmware.js';
 import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
 import { installNet, type NetLib } from './net-lib.js';
@@ -38,7 +36,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   return {
     name: 'nodemcu',
     moduleName: 'ESP8266',
-    agentFile: 'firmware-shim/nodemcu/main.lua',
+    agentFile: 'dist/agents/nodemcu/main.lua',
     defaultUartId: 0,
     files,
     get esp() {
@@ -65,6 +63,8 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       const e = new Esp(ctx, opts, files);
       esp = e;
       const { vm } = ctx;
+      // LUAI_MAXVARS 50 in the default Lua 5.1 core (app/lua/luaconf.h:547): before BASE_LUA captures load
+      vm.setLocalLimit(opts.maxLocals ?? 50);
       vm.registerGlobal('__nm_console', (a) => e.console(a.bytes(1)));
       vm.registerGlobal('__nm_repl', (a) => e.setReplExec(a.fnRef(1)));
       installUart(e);
@@ -92,7 +92,14 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
         if (chunkName !== '@main.lua') return run(source, chunkName);
         vm.runString = run;
         let r: string | undefined;
-        if ((opts.boot ?? 'agent') === 'agent') r = run(source, '@tether.lua');
+        if ((opts.boot ?? 'agent') === 'agent') {
+          const settings = Object.entries(opts.agentSettings ?? {});
+          for (const [k, v] of settings) {
+            if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
+          }
+          if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
+          if (r === undefined) r = run(source, '@tether.lua');
+        }
         else if (files.has('init.lua')) r = run('dofile("init.lua")', '=init');
         if (r !== undefined) e.console(`${r}\n`); // lua.c reports an init.lua error and goes on to the prompt
         e.prompt();
@@ -114,5 +121,5 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
 
 /** The bundled agent text (what `tether flash` uploads and `sim:nodemcu` runs). */
 export function nodemcuAgentSource(): string {
-  return readFileSync(join(repoRoot(), 'firmware-shim/nodemcu/main.lua'), 'utf8');
+  return readAgentBundle('nodemcu');
 }

@@ -65,6 +65,21 @@ export interface NodemcuSimOptions {
   linePiece?: number;
   /** UART RX ring size (bytes). @default 256 */
   rxRing?: number;
+  /**
+   * Agent settings: globals set before the agent file runs, as a user types them at the prompt
+   * before `dofile("tether.lua")` (or an init.lua sets them), e.g.
+   * `{ TETHER_ALLOW_REPL: true, TETHER_ALLOW_RESTART: true }`. Only with `boot: 'agent'`.
+   * @default {} (the agent's own defaults: remote REPL and restart off)
+   */
+  agentSettings?: Record<string, boolean | number | string>;
+  /**
+   * Most locals a function may have active at once; loading a chunk with more fails the way the
+   * firmware's parser does ("main function has more than 50 local variables"). The default is the
+   * default build's Lua 5.1 core, LUAI_MAXVARS 50 (nodemcu-firmware app/lua/luaconf.h:547 at
+   * 88bd9e01); the Lua 5.3 core allows 200. The simulator is as strict as the stricter core.
+   * @default 50
+   */
+  maxLocals?: number;
   /** Firmware release string in `node.info("sw_version").git_release`. @default "sim" (tools recognise a simulator by fw ending in -sim) */
   release?: string;
 }

@@ -1,0 +1,276 @@
+/**
+ * Lua heap of the NodeMCU agent, measured the way issue 8 prescribes: the 32-bit (i386)
+ * Debian lua5.1 (double numbers, 32-bit pointers like the ESP8266's Lua 5.1 core), the agent
+ * compiled with debug info stripped (`luac5.1 -s`, by the same i386 build), NodeMCU's C
+ * modules (uart, tmr, node, net, wifi, bit) stubbed in Lua and created BEFORE the baseline,
+ * so they stay outside the count.
+ *
+ *   node dist/scripts/heap-nodemcu.js            measure (says "i386 lua5.1 not available" without it)
+ *   node dist/scripts/heap-nodemcu.js --fetch    first download lua5.1:i386, liblua5.1-0:i386 and
+ *                                                libc6:i386 (apt-get download; needs
+ *                                                `dpkg --add-architecture i386 && apt-get update`)
+ *                                                and unpack them privately (dpkg-deb -x)
+ *   --lua CMD                                    measure with another interpreter (e.g. lua5.1)
+ *
+ * The i386 tree lives in $TETHER_LUA51_I386 (default ~/.cache/tether/lua5.1-i386). It runs
+ * through its own ld-linux.so.2; on a kernel without 32-bit support, through qemu-i386
+ * (Debian package qemu-user) when that is installed.
+ *
+ * Figures (KB = 1024 bytes of `collectgarbage("count")`, after full GCs):
+ * - idle: resident after loading, a session (S + hello) and timer ticks, everything acknowledged;
+ * - peak: the largest live heap seen at any firmware entry point (every uart.write, socket
+ *   send, callback) while a TCP socket receives 1460 bytes (forwarded to the host as an event)
+ *   and the host sends 1460 bytes through it (a call reassembled from 255-byte frames). Each
+ *   sample runs a full GC first: it is live data, not garbage waiting for collection.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { callMessage, encodeFrame, fragment } from '../src/codec/frame.js';
+import { Handle, type WireValue } from '../src/codec/values.js';
+import { agentBundlePath } from '../src/util/repo-root.js';
+
+/** Result of one measurement. */
+export interface NodemcuHeap {
+  /** Interpreter used (`i386 lua5.1`, or the command given). */
+  interpreter: string;
+  /** Resident Lua heap of the agent after full GC, idle (KB). */
+  idleKB: number;
+  /** Largest live heap while receiving and sending 1460 bytes (KB). */
+  peakKB: number;
+  /** Size of the stripped bytecode file (bytes). */
+  bytecodeBytes: number;
+  /** Payload bytes the stubbed socket really sent (1460 when the call worked). */
+  sentBytes: number;
+  /** Bytes of the 1460-byte receive found in the agent's event frames (1460 when forwarded). */
+  forwardedBytes: number;
+}
+
+/** Where the private i386 tree is unpacked. */
+export function i386Dir(): string {
+  return process.env.TETHER_LUA51_I386 ?? join(homedir(), '.cache', 'tether', 'lua5.1-i386');
+}
+
+/** A command prefix that runs a binary of the i386 tree, or undefined. */
+function i386Runner(dir = i386Dir()): ((bin: string) => string[]) | undefined {
+  const ld = join(dir, 'lib', 'i386-linux-gnu', 'ld-linux.so.2');
+  const lua = join(dir, 'usr', 'bin', 'lua5.1');
+  if (!existsSync(ld) || !existsSync(lua)) return undefined;
+  const libs = [join(dir, 'usr', 'lib', 'i386-linux-gnu'), join(dir, 'lib', 'i386-linux-gnu')].join(':');
+  const make = (pre: string[]) => (bin: string) => [...pre, ld, '--library-path', libs, join(dir, 'usr', 'bin', bin)];
+  for (const pre of [[], ['qemu-i386']]) {
+    const run = make(pre);
+    const [cmd, ...args] = run('lua5.1');
+    const r = spawnSync(cmd, [...args, '-e', 'io.write(_VERSION)'], { encoding: 'utf8' });
+    if (r.status === 0 && r.stdout === 'Lua 5.1') return run;
+  }
+  return undefined;
+}
+
+/** Download and unpack the i386 lua5.1 privately (apt-get download + dpkg-deb -x). */
+export function fetchI386(dir = i386Dir()): void {
+  mkdirSync(dir, { recursive: true });
+  const debs = mkdtempSync(join(tmpdir(), 'tether-i386-'));
+  try {
+    const r = spawnSync('apt-get', ['download', 'lua5.1:i386', 'liblua5.1-0:i386', 'libc6:i386', 'libreadline8:i386', 'libtinfo6:i386'], { cwd: debs, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`apt-get download failed (enable the architecture first: dpkg --add-architecture i386 && apt-get update): ${r.stderr.trim()}`);
+    for (const f of readdirSync(debs).filter((n) => n.endsWith('.deb'))) {
+      const x = spawnSync('dpkg-deb', ['-x', join(debs, f), dir], { encoding: 'utf8' });
+      if (x.status !== 0) throw new Error(`dpkg-deb -x ${f}: ${x.stderr}`);
+    }
+  } finally {
+    rmSync(debs, { recursive: true, force: true });
+  }
+}
+
+const NONCE = 4242;
+
+/** The host's side, as phases the driver plays: frames to feed and firmware events between them. */
+function hostInput(): Buffer {
+  let seq = 0;
+  const call = (id: number, fn: string, args: WireValue[]) => {
+    const lines = fragment(callMessage(id, fn, args), 255, seq, 0);
+    seq += lines.length;
+    return Buffer.concat(lines);
+  };
+  const mark = (m: string) => Buffer.from(`%%${m}\n`);
+  const payload = Buffer.alloc(1460);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 131 + 7) % 256;
+  const h = new Handle(1); // the first handle the agent hands out
+  return Buffer.concat([
+    encodeFrame(`S${NONCE} 255`),
+    call(1, 'hello', []),
+    mark('K'),
+    mark('TICK'),
+    mark('K'),
+    mark('IDLE'),
+    call(2, 'net.createConnection', []),
+    call(3, 'tcpsocket.on', [h, 'receive', true]),
+    call(4, 'tcpsocket.connect', [h, 7, '127.0.0.1']),
+    mark('K'),
+    mark('BASEPEAK'),
+    mark('RECV'),
+    mark('K'),
+    call(5, 'tcpsocket.send', [h, payload]),
+    mark('K'),
+    mark('TICK'),
+    mark('K'),
+    mark('END'),
+  ]);
+}
+
+/** Lua 5.1 driver: stubs, baseline, the agent, the phases. Prints `RESULT idle peak sent fwd` on stderr. */
+const DRIVER = String.raw`
+local agentfile, inputfile = arg[1], arg[2]
+local function readall(p) local f = assert(io.open(p, "rb")) local s = f:read("*a") f:close() return s end
+local input = readall(inputfile)
+local function norm(x) return x % 4294967296 end
+local function op(f)
+  local function two(a, b)
+    a, b = norm(a), norm(b)
+    local r, p = 0, 1
+    while a > 0 or b > 0 do
+      local x, y = a % 2, b % 2
+      if f(x, y) then r = r + p end
+      a, b, p = (a - x) / 2, (b - y) / 2, p * 2
+    end
+    return r
+  end
+  return function(a, b, ...) local r = two(a, b) for i = 1, select("#", ...) do r = two(r, (select(i, ...))) end return r end
+end
+bit = {
+  band = op(function(x, y) return x == 1 and y == 1 end), bor = op(function(x, y) return x == 1 or y == 1 end),
+  bxor = op(function(x, y) return x ~= y end),
+  lshift = function(a, n) return norm(norm(a) * 2 ^ n) end,
+  rshift = function(a, n) local x = norm(a) local d = 2 ^ n return (x - x % d) / d end,
+}
+local CT = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do if c % 2 == 1 then c = bit.bxor((c - c % 2) / 2, 3988292384) else c = c / 2 end end
+  CT[i] = c
+end
+local function hex8(s)
+  local c = 4294967295
+  for i = 1, #s do c = bit.bxor(CT[bit.band(bit.bxor(c, s:byte(i)), 255)], (c - c % 256) / 256) end
+  return string.format("%08X", bit.bxor(c, 4294967295))
+end
+local function live() collectgarbage("collect") collectgarbage("collect") return collectgarbage("count") end
+local BASE, PEAK, SENT, FWD, TOP = 0, 0, 0, 0, nil
+local sampling = false
+local function sample() if sampling then local k = live() if k > PEAK then PEAK = k end end end
+local out = io.stdout
+uart = {
+  on = function(ev, term, fn, run) UARTCB = fn end,
+  write = function(id, s)
+    sample()
+    local q = s:match("^~[RXEPL&$](%d+)%.")
+    if q then TOP = tonumber(q) end
+    local n = select(2, s:gsub("\131", "")) -- payload byte 0x83 marks forwarded receive data (see below)
+    FWD = FWD + n
+  end,
+  setup = function() end,
+}
+local timers = {}
+tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() return 123456 end,
+  create = function()
+    local t = {}
+    t.alarm = function(self, ms, mode, fn) self.fn, self.mode = fn, mode if not self.listed then self.listed = true timers[#timers + 1] = self end return true end
+    t.unregister = function(self) self.fn = nil end
+    return t
+  end }
+node = { heap = function() return 40000 end, chipid = function() return 4242 end, random = function() return 777 end,
+  info = function(g) if g == "sw_version" then return { node_version_major = 3, node_version_minor = 0, node_version_revision = 0, git_release = "" } end
+    if g == "build_config" then return { modules = "bit,file,net,node,tmr,uart,wifi", number_type = "double" } end end,
+  output = function() end, setonerror = function() end, restart = function() end }
+wifi = { sta = { status = function() return 5 end, getip = function() return "127.0.0.1" end }, getmode = function() return 1 end }
+local Sock = {} Sock.__index = Sock
+function Sock:on(ev, fn) sample() self.cb[ev] = fn end
+function Sock:connect(port, host) sample() self.peer = true end
+function Sock:send(data, fn) sample() SENT = SENT + #data end
+function Sock:close() end
+local SOCKS = {}
+net = { TCP = 1, UDP = 2,
+  createConnection = function() local s = setmetatable({ cb = {} }, Sock) SOCKS[#SOCKS + 1] = s return s end,
+  createServer = function() return setmetatable({ cb = {} }, Sock) end,
+  createUDPSocket = function() return setmetatable({ cb = {} }, Sock) end,
+  dns = { resolve = function() end, getdnsserver = function() return "127.0.0.1" end, setdnsserver = function() end } }
+-- 1460 bytes of 0x83 (a byte the protocol sends raw: counting it in the agent's output proves the forward)
+local RECV = string.rep("\131", 1460)
+local function ackall()
+  if TOP then local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 ${NONCE}" UARTCB(f .. " " .. hex8(f) .. "\n") end
+end
+local function tick(n) for _ = 1, n do for _, t in ipairs(timers) do local fn = t.fn if fn then if t.mode == 0 then t.fn = nil end fn(t) end end end end
+
+BASE = live()
+local f = assert(loadfile(agentfile))
+AG = f()
+f = nil
+local pos, IDLE = 1, 0
+while pos <= #input do
+  local nl = input:find("\n", pos, true)
+  local stop = nl and math.min(nl, pos + 254) or math.min(#input, pos + 254)
+  local piece = input:sub(pos, stop)
+  local m = piece:match("^%%%%(%u+)\n$")
+  if m == "K" then ackall()
+  elseif m == "TICK" then tick(25)
+  elseif m == "IDLE" then IDLE = live() - BASE IDLEOK = AG.idle()
+  elseif m == "BASEPEAK" then sampling = true PEAK = live()
+  elseif m == "RECV" then local s = SOCKS[1] sample() s.cb.receive(s, RECV)
+  elseif m == "END" then sampling = false
+  else UARTCB(piece) sample() end
+  piece = nil
+  pos = stop + 1
+end
+io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, SENT, FWD, tostring(IDLEOK and AG.idle())))
+`.replace('${NONCE}', String(NONCE));
+
+/**
+ * Measure. `lua` and `luac` are command prefixes (the i386 build by default).
+ * @throws Error when no interpreter is available or the agent fails under it.
+ */
+export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpreter?: string } = {}): NodemcuHeap {
+  let lua = o.lua;
+  let luac = o.luac;
+  let interpreter = o.interpreter ?? lua?.join(' ') ?? '';
+  if (!lua) {
+    const run = i386Runner();
+    if (!run) throw new Error('i386 lua5.1 not available');
+    lua = run('lua5.1');
+    luac = run('luac5.1');
+    interpreter = 'i386 lua5.1 (Debian 5.1.5)';
+  }
+  luac ??= ['luac5.1'];
+  const dir = mkdtempSync(join(tmpdir(), 'tether-heap-'));
+  try {
+    const bc = join(dir, 'tether.lc');
+    const c = spawnSync(luac[0], [...luac.slice(1), '-s', '-o', bc, agentBundlePath('nodemcu')], { encoding: 'utf8' });
+    if (c.status !== 0) throw new Error(`luac -s failed: ${c.stderr || c.error?.message}`);
+    writeFileSync(join(dir, 'driver.lua'), DRIVER);
+    writeFileSync(join(dir, 'input.bin'), hostInput());
+    const r = spawnSync(lua[0], [...lua.slice(1), join(dir, 'driver.lua'), bc, join(dir, 'input.bin')], { encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
+    const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
+    if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured: the driver's acknowledgements failed`);
+    if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
+    const size = spawnSync('stat', ['-c', '%s', bc], { encoding: 'utf8' }).stdout.trim();
+    return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: Number(size) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = process.argv.slice(2);
+  if (args.includes('--fetch')) fetchI386();
+  const li = args.indexOf('--lua');
+  try {
+    const r = li >= 0 ? measureNodemcuHeap({ lua: [args[li + 1]], luac: [args[li + 1].replace(/^lua/, 'luac')] }) : measureNodemcuHeap();
+    console.log(`NodeMCU agent heap (${r.interpreter}, luac -s bytecode ${r.bytecodeBytes} bytes): idle ${r.idleKB.toFixed(1)} KB, peak ${r.peakKB.toFixed(1)} KB while receiving and sending 1460 bytes (goal <= 16 / <= 24 KB)`);
+    if (r.sentBytes !== 1460 || r.forwardedBytes !== 1460) console.log(`warning: sent ${r.sentBytes} / forwarded ${r.forwardedBytes} of 1460 bytes`);
+  } catch (e) {
+    console.log((e as Error).message);
+    process.exitCode = 1;
+  }
+}
