@@ -104,7 +104,7 @@ test('S opens a session (answered by A with the nonce and the window); a duplica
   a.host.receive(a.take());
   assert.deepEqual(a.exchange(a.host.start()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }]);
   assert.deepEqual(a.exchange(a.host.start()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }]);
-  assert.deepEqual(a.exchange(a.host.poll()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567 }], 'Y is answered by A');
+  assert.deepEqual(a.exchange(a.host.poll()), [{ type: 'A', ack: 0, epoch: 4242, size: 240, nonce: 1234567, probe: 1 }], 'Y is answered by an A that echoes its token');
 });
 
 test('a call returns every value, trailing nils included; the reply carries the ack, no extra A', () => {

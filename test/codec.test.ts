@@ -27,10 +27,12 @@ test('escaping: every byte value survives, no raw \\n or DLE inside a frame', ()
 
 test('lines: logs, frames, and every kind of damage is "bad", never a throw', () => {
   assert.deepEqual(parseLine(Buffer.from('boot: hello\r')), { kind: 'log', text: 'boot: hello' });
-  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, miss: [] } });
-  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7 5 9'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, miss: [5, 9] } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7 0'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, probe: 0, miss: [] } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('A3 99 240 7 12 5 9'))), { kind: 'frame', frame: { type: 'A', ack: 3, epoch: 99, size: 240, nonce: 7, probe: 12, miss: [5, 9] } });
+  assert.equal(parseLine(noNl(encodeFrame('A3 99 240 7'))).kind, 'bad', 'an A without its probe field');
   assert.deepEqual(parseLine(noNl(encodeFrame('S5 255'))), { kind: 'frame', frame: { type: 'S', nonce: 5, size: 255 } });
-  assert.deepEqual(parseLine(noNl(encodeFrame('Y'))), { kind: 'frame', frame: { type: 'Y' } });
+  assert.deepEqual(parseLine(noNl(encodeFrame('Y7'))), { kind: 'frame', frame: { type: 'Y', probe: 7 } });
+  assert.equal(parseLine(noNl(encodeFrame('Y'))).kind, 'bad', 'a Y carries its token');
   assert.deepEqual(parseLine(noNl(encodeFrame('B12 2'))), { kind: 'frame', frame: { type: 'B', epoch: 12, proto: 2 } });
   const seq = parseLine(noNl(encodeFrame('R4095.17', Buffer.from('9 T'))));
   assert.equal(seq.kind, 'frame');
@@ -43,13 +45,13 @@ test('lines: logs, frames, and every kind of damage is "bad", never a throw', ()
     const dropped = Buffer.concat([good.subarray(0, i), good.subarray(i + 1)]);
     assert.equal(parseLine(dropped).kind, 'bad', `a dropped byte at ${i} is caught`);
   }
-  for (const h of ['Q1', 'A1 2 3', 'A1 2 3 4 5000', 'C1', 'S1', 'Y3', 'C12345.1']) assert.equal(parseLine(noNl(encodeFrame(h))).kind, 'bad', h);
+  for (const h of ['Q1', 'A1 2 3', 'A1 2 3 4', 'A1 2 3 4 0 5000', 'A1 2 3 4 10000', 'C1', 'S1', 'Y', 'Y0', 'Y3 4', 'C12345.1']) assert.equal(parseLine(noNl(encodeFrame(h))).kind, 'bad', h);
 });
 
 test('a protocol-1 frame is recognised as such', () => {
   const v1 = '~K12';
   assert.ok(isV1Frame(Buffer.from(`${v1} ${crc16(v1).toString(16).toUpperCase().padStart(4, '0')}`)));
-  assert.ok(!isV1Frame(noNl(encodeFrame('Y'))));
+  assert.ok(!isV1Frame(noNl(encodeFrame('Y1'))));
 });
 
 test('fragments: lines never exceed the frame size, pieces rebuild the message', () => {

@@ -56,9 +56,9 @@ local function tether_core()
     local s = "~" .. head
     HAL.write(s .. " " .. crchex(s) .. "\n")
   end
-  local function sendA(miss)
+  local function sendA(miss, probe) -- probe: the token of the Y this A answers (0: none)
     L.ackdue = false
-    sendu("A" .. L.rx .. " " .. L.epoch .. " " .. HAL.window .. " " .. L.nonce .. (miss or ""))
+    sendu("A" .. L.rx .. " " .. L.epoch .. " " .. HAL.window .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))
   end
 
   -- a new sequenced frame: kept in the retransmit queue until acknowledged
@@ -394,7 +394,7 @@ local function tether_core()
     end
     t = ssub(s, 1, 1)
     if t == "A" then
-      local a, _, size, nonce, miss = smatch(s, "^A(%d+) (%d+) (%d+) (%d+)([%d ]*)$")
+      local a, _, size, nonce, _, miss = smatch(s, "^A(%d+) (%d+) (%d+) (%d+) (%d+)([%d ]*)$")
       a = tonumber(a)
       if not a or a >= MOD then
         ST.bad = ST.bad + 1
@@ -416,8 +416,9 @@ local function tether_core()
       L.size = clamp(size)
       sendA()
       flush()
-    elseif s == "Y" then
-      sendA()
+    elseif t == "Y" then
+      local probe = smatch(s, "^Y(%d%d?%d?%d?)$")
+      if probe then sendA(nil, probe) else ST.bad = ST.bad + 1 end
     elseif t ~= "B" then
       ST.bad = ST.bad + 1
     end

@@ -173,9 +173,13 @@ const FRAME_MARK_CODE = FRAME_MARK.charCodeAt(0);
 /** A frame after its CRC was checked and its bytes unescaped (section 1). */
 export type LinkFrame =
   | { type: 'S'; nonce: number; size: number }
-  /** `miss`: sequence numbers the sender of the `A` lacks (selective acknowledgement, section 5). */
-  | { type: 'A'; ack: number; epoch: number; size: number; nonce: number; miss: number[] }
-  | { type: 'Y' }
+  /**
+   * `probe`: the token of the `Y` this `A` answers, 0 when it answers none (section 5);
+   * `miss`: sequence numbers the sender of the `A` lacks (selective acknowledgement, section 5).
+   */
+  | { type: 'A'; ack: number; epoch: number; size: number; nonce: number; probe: number; miss: number[] }
+  /** `probe`: 1..9999, echoed by the `A` that answers it. */
+  | { type: 'Y'; probe: number }
   | { type: 'B'; epoch: number; proto: number }
   /** A sequenced frame: `kind` is a message type (C R X E P L) or a fragment (`&`, `$`). */
   | { type: 'seq'; kind: string; seq: number; ack: number; body: Buffer };
@@ -186,7 +190,7 @@ export type LineResult =
   | { kind: 'log'; text: string }
   | { kind: 'bad'; reason: string };
 
-const MIN_LINE = 11; // "~Y" + " " + 8 hex
+const MIN_LINE = 12; // "~Y1" + " " + 8 hex
 const UNSEQ_RE = /^([SAYB])([0-9 ]*)$/;
 /** One-character strings of the sequenced frame kinds, by byte value (undefined: not a kind). */
 const SEQ_KIND: Array<string | undefined> = [];
@@ -279,14 +283,14 @@ function parseUnsequenced(c: Buffer, from: number, to: number): LineResult {
       return { kind: 'frame', frame: { type: 'S', nonce: f[0], size: f[1] } };
     case 0x41: {
       // A
-      if (f.length < 4 || f.length > 4 + 16) return { kind: 'bad', reason: 'bad A' };
-      const miss = f.slice(4);
+      if (f.length < 5 || f.length > 5 + 16 || f[4] > 9999) return { kind: 'bad', reason: 'bad A' };
+      const miss = f.slice(5);
       for (const x of miss) if (x >= 4096) return { kind: 'bad', reason: 'bad A' };
-      return { kind: 'frame', frame: { type: 'A', ack: f[0], epoch: f[1], size: f[2], nonce: f[3], miss } };
+      return { kind: 'frame', frame: { type: 'A', ack: f[0], epoch: f[1], size: f[2], nonce: f[3], probe: f[4], miss } };
     }
     case 0x59: // Y
-      if (f.length !== 0) return { kind: 'bad', reason: 'bad Y' };
-      return { kind: 'frame', frame: { type: 'Y' } };
+      if (f.length !== 1 || f[0] < 1 || f[0] > 9999) return { kind: 'bad', reason: 'bad Y' };
+      return { kind: 'frame', frame: { type: 'Y', probe: f[0] } };
     default:
       // B
       if (f.length !== 2) return { kind: 'bad', reason: 'bad B' };

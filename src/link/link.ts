@@ -178,6 +178,8 @@ export class Link {
   private rtoTimer?: NodeJS.Timeout;
   private probeTimer?: NodeJS.Timeout;
   private probeAt = 0;
+  /** Token of the last `Y` sent (1..9999); the `A` answering it echoes it. */
+  private probeToken = 0;
   /** A `Y` was sent and no `A` came since. */
   private pollOut = false;
   /** Timeouts in a row without progress. */
@@ -380,7 +382,7 @@ export class Link {
     this.counters.acksOut++;
     const m = miss && miss.length ? ' ' + miss.join(' ') : '';
     // the epoch field is informative from the host: 0 keeps the frame short
-    return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce}${m}`);
+    return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce} 0${m}`);
   }
 
   /**
@@ -560,17 +562,18 @@ export class Link {
     this.pollOut = true;
     this.counters.polls++;
     this.probeAt = performance.now();
-    this.write(encodeFrame('Y'));
+    this.probeToken = (this.probeToken % 9999) + 1;
+    this.write(encodeFrame(`Y${this.probeToken}`));
   }
 
   /**
-   * An `A` after a tail-loss probe: the line keeps order, so once the agent answered the `Y`,
-   * a frame sent before the `Y` and still unacknowledged is lost: repeat the oldest at once.
+   * The `A` that answers the tail-loss probe (it echoes the `Y`'s token): the line keeps order, so
+   * once the agent answered the `Y`, a frame sent before the `Y` and still unacknowledged is lost:
+   * repeat the oldest at once. An `A` without the token may have crossed the `Y` on the line and
+   * proves nothing: repeating then could overflow a slow agent's UART buffer (section 5).
    */
   private afterProbe(): void {
     if (!this.probeAt || this.uHead >= this.unacked.length) return;
-    // an A sooner than the fastest round trip ever seen cannot be the answer to the Y
-    if (Number.isFinite(this.minRtt) && performance.now() - this.probeAt < this.minRtt / 2) return;
     const u = this.unacked[this.uHead];
     const at = this.probeAt;
     this.probeAt = 0;
@@ -702,7 +705,7 @@ export class Link {
         this.agentWindow = clamp(f.size, HELLO_CLAMP.window);
         this.onAck(f.ack);
         if (f.miss.length > 0) this.onMiss(f.miss);
-        else this.afterProbe();
+        else if (f.probe !== 0 && f.probe === this.probeToken) this.afterProbe();
         return;
       case 'B':
         if (this.state === 'open' && f.epoch !== this.epoch_) this.lost('boot', f.epoch);

@@ -48,14 +48,14 @@ export class AgentHost {
     return encodeFrame(`S${this.nonce} ${size}`);
   }
 
-  /** `A<ack> <epoch> <size> <nonce> [<miss>...]`: acknowledges everything delivered; `miss` lists holes. */
+  /** `A<ack> <epoch> <size> <nonce> <probe> [<miss>...]` (probe 0): acknowledges everything delivered; `miss` lists holes. */
   ack(ack = this.rx, size = this.size, nonce = this.nonce, miss: number[] = []): Buffer {
-    return encodeFrame(`A${ack} 0 ${size} ${nonce}${miss.map((m) => ' ' + m).join('')}`);
+    return encodeFrame(`A${ack} 0 ${size} ${nonce} 0${miss.map((m) => ' ' + m).join('')}`);
   }
 
   /** `Y`. */
   poll(): Buffer {
-    return encodeFrame('Y');
+    return encodeFrame('Y1');
   }
 
   /** The frames of one call (fragmented to `frameSize`), with the next sequence numbers. */
@@ -85,6 +85,7 @@ export class AgentHost {
       }
       // an A without holes compares with plain objects
       if (p.frame.type === 'A' && p.frame.miss.length === 0) delete (p.frame as { miss?: number[] }).miss;
+      if (p.frame.type === 'A' && p.frame.probe === 0) delete (p.frame as { probe?: number }).probe;
       this.frames.push(p.frame);
       if (p.frame.type === 'seq') this.onSeq(p.frame);
     });

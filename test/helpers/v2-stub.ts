@@ -97,7 +97,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
       queueMicrotask(flush);
     }
   };
-  const ackLine = (miss: number[] = []) => encodeFrame(`A${expect} ${epoch} ${window} ${nonce}${miss.length ? ' ' + miss.join(' ') : ''}`);
+  const ackLine = (miss: number[] = [], probe = 0) => encodeFrame(`A${expect} ${epoch} ${window} ${nonce} ${probe}${miss.length ? ' ' + miss.join(' ') : ''}`);
   /** Holes below the highest frame kept, and after a corrupt line the next one (section 5). */
   const holes = (badLine: boolean) => {
     let top = -1;
@@ -268,7 +268,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
           return;
         }
         if (f.type === 'Y') {
-          write(ackLine());
+          write(ackLine([], f.probe));
           return;
         }
         if (f.type === 'A') {
