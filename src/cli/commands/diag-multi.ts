@@ -196,6 +196,8 @@ async function diagnoseOne(t: DiagTarget, ca: string | undefined, argv: DiagArgs
       baudRate: t.baud ?? argv.baud,
       timeoutMs: t.timeouts.call ?? argv.timeout ?? DEFAULT_CALL_TIMEOUT_MS,
       handshakeTimeoutMs: t.timeouts.handshake ?? argv.timeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      // --verbose: the module's log and UART lines on stderr, each line prefixed with the module's name
+      sim: argv.verbose ? { log: (l) => process.stderr.write(`[${t.name}] [module] ${l}\n`) } : undefined,
     }).catch((e: unknown) => {
       throw explainOpenError(t.port, e);
     });
@@ -208,6 +210,7 @@ async function diagnoseOne(t: DiagTarget, ca: string | undefined, argv: DiagArgs
       opening.then((m) => m.close(), () => undefined).catch(() => undefined);
       return done(summarize(t.port, [{ name: 'open + handshake', ok: false, status: 'interrupted', ms: Math.round(performance.now() - t0), detail: 'interrupted before it finished', code: 'ABORTED' }], true));
     }
+    if (argv.verbose) mod.rpc.logs.subscribe((l) => process.stderr.write(`[${t.name}] [${l.source}] ${l.text}\n`));
     if (t.family && mod.family !== t.family) {
       checks.push({ name: 'family', ok: false, status: 'fail', ms: 0, detail: `the module runs ${mod.family}; the bench file says ${t.family}`, code: 'FAMILY_MISMATCH' });
       return done(summarize(t.port, checks, false));
