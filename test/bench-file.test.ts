@@ -149,6 +149,21 @@ test('the shape of the document, YAML syntax errors and duplicate fields are nam
   assert.throws(() => parseBench('modules:\n  a: { port: sim }\n  a: { port: sim:luat }\n', 'dup.yaml'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT') && /^bench file dup\.yaml: 3:3: .*unique/i.test((e as Error).message));
 });
 
+test('bad input to the API is an INVALID_ARGUMENT, never a crash (non-strings, alias bombs)', () => {
+  const invalid = (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT');
+  assert.throws(() => parseBench(undefined as unknown as string, 'x.yaml'), invalid);
+  assert.throws(() => parseBench('modules: {}', '' as string), invalid);
+  assert.throws(() => validateBench({ modules: { a: { port: 'sim' } } }, undefined as unknown as string), invalid);
+  assert.throws(() => loadBench(42 as unknown as string), invalid);
+  const b = parseBench('modules: { a: { port: sim } }', 'x.yaml');
+  assert.throws(() => selectModules(b, 'a' as unknown as string[]), invalid);
+  assert.throws(() => selectModules(b, [1] as unknown as string[]), invalid);
+  assert.throws(() => selectModules(null as never, []), invalid);
+  // a "billion laughs" document: refused, not expanded
+  const lol = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`), 'modules: { m: { port: sim } }'].join('\n');
+  assert.throws(() => parseBench(lol, 'lol.yaml'), (e: unknown) => invalid(e) && /lol\.yaml/.test((e as Error).message));
+});
+
 test('loadBench reads a file (tls-ca relative to it); a missing file is an INVALID_ARGUMENT naming it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tether-bench-'));
   const file = join(dir, 'bench.yaml');

@@ -63,7 +63,12 @@ export function multiDiagExitCode(r: MultiDiagReport): number {
   return ExitCode.OK;
 }
 
-/** Combine the module reports. */
+/**
+ * The run's report from its modules' reports: totals summed, `ok` / `complete` true only
+ * when true of every module, `interrupted` when any module was interrupted.
+ * @param modules The module reports, in the order given. @param ms Wall time of the run (ms).
+ * @param bench The bench file, for `--bench`.
+ */
 export function combineReports(modules: ModuleDiagReport[], ms: number, bench?: string): MultiDiagReport {
   const sum = (k: 'passed' | 'failed' | 'skipped') => modules.reduce((n, m) => n + m[k], 0);
   const interrupted = modules.some((m) => m.interrupted);
