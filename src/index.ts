@@ -12,10 +12,12 @@ export { openTransport, parsePortUrl } from './transport/index.js';
 export type { Transport } from './transport/transport.js';
 export { createMemoryPair, MemoryTransport } from './transport/memory.js';
 export { listPorts, type PortInfo } from './transport/ports.js';
+export { resolveSerialNumberPort, findBySerialNumber } from './transport/serial-number.js';
 export { SimulatedModule, type SimulatedModuleOptions, type SimFamily } from './sim/module.js';
 export { SIM_FAMILIES, simFamilyNames } from './sim/families.js';
 export { runDiag, type DiagOptions, type DiagReport, type DiagCheck } from './diag/diag.js';
 export { startEchoServers, type EchoServers } from './diag/echo-servers.js';
+export { loadBench, parseBench, selectModules, type Bench, type BenchModule, type BenchEcho, type BenchEndpoint, type BenchTimeouts } from './bench/bench-file.js';
 export { PROTOCOL_VERSION, AGENT_VERSION } from './codec/constants.js';
 export { Handle, Float, type WireValue } from './codec/values.js';
 /** The Luat legacy `socketcore` family (Air724UG / Air720): `luat.LuatSocketcore`, `luat.openConnection`, constants. */

@@ -10,6 +10,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { spawnSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { loadBench, parseBench, selectModules, validateBench } from '../src/bench/bench-file.js';
 import { hilTargets, missingEcho } from '../src/bench/hil-env.js';
 import { isTetherError } from '../src/errors.js';
@@ -147,6 +149,21 @@ test('the shape of the document, YAML syntax errors and duplicate fields are nam
   assert.throws(() => parseBench('modules:\n  a: { port: sim }\n  a: { port: sim:luat }\n', 'dup.yaml'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT') && /^bench file dup\.yaml: 3:3: .*unique/i.test((e as Error).message));
 });
 
+test('bad input to the API is an INVALID_ARGUMENT, never a crash (non-strings, alias bombs)', () => {
+  const invalid = (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT');
+  assert.throws(() => parseBench(undefined as unknown as string, 'x.yaml'), invalid);
+  assert.throws(() => parseBench('modules: {}', '' as string), invalid);
+  assert.throws(() => validateBench({ modules: { a: { port: 'sim' } } }, undefined as unknown as string), invalid);
+  assert.throws(() => loadBench(42 as unknown as string), invalid);
+  const b = parseBench('modules: { a: { port: sim } }', 'x.yaml');
+  assert.throws(() => selectModules(b, 'a' as unknown as string[]), invalid);
+  assert.throws(() => selectModules(b, [1] as unknown as string[]), invalid);
+  assert.throws(() => selectModules(null as never, []), invalid);
+  // a "billion laughs" document: refused, not expanded
+  const lol = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`), 'modules: { m: { port: sim } }'].join('\n');
+  assert.throws(() => parseBench(lol, 'lol.yaml'), (e: unknown) => invalid(e) && /lol\.yaml: .*alias/i.test((e as Error).message));
+});
+
 test('loadBench reads a file (tls-ca relative to it); a missing file is an INVALID_ARGUMENT naming it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tether-bench-'));
   const file = join(dir, 'bench.yaml');
@@ -201,4 +218,16 @@ test('the bench entries in docs/bench.md and docs/labgrid.md parse and validate'
   assert.deepEqual(sim.modules.map((x) => x.family), ['luatos', 'luat', 'nodemcu']);
   const real = parseBench(docBlock('bench.md', 'bench.yaml'), 'docs/bench.md');
   assert.deepEqual(real.modules.map((x) => `${x.name}:${x.family}:${x.port}`), ['air780e:luatos:serial:A50285BI', 'air724ug:luat:/dev/serial/by-id/usb-1782_4e00-if02', 'esp8266:nodemcu:rfc2217://rack1.lab:3003']);
+});
+
+test('the TypeScript example of docs/bench.md runs (against the package built in dist/)', () => {
+  const doc = readFileSync(join(repoRoot(), 'docs', 'bench.md'), 'utf8');
+  const block = /```ts\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(block && block.includes("from 'tether-hil'"), 'docs/bench.md has a ts example importing tether-hil');
+  const dir = mkdtempSync(join(tmpdir(), 'tether-bench-doc-'));
+  const file = join(dir, 'example.mjs');
+  writeFileSync(file, block.replace("from 'tether-hil'", `from '${pathToFileURL(join(repoRoot(), 'dist/src/index.js')).href}'`));
+  const r = spawnSync(process.execPath, [file], { cwd: repoRoot(), encoding: 'utf8', timeout: 30000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'air724ug luat Luat_V0026_RDA8910_FLOAT-sim');
 });

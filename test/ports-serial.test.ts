@@ -64,6 +64,8 @@ test('no match and several matches are TRANSPORT errors that list what is plugge
     },
   );
   assert.throws(() => findBySerialNumber('X', []), /no serial ports are plugged in/);
+  assert.throws(() => findBySerialNumber('', PLUGGED), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+  assert.throws(() => findBySerialNumber('X', null as never), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
 });
 
 test('resolveSerialNumberPort gives a port string parsePortUrl accepts; other ports pass unchanged', async () => {

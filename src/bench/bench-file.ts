@@ -216,7 +216,9 @@ const DEFAULT_FIELDS = ['baud', 'echo', 'timeouts', 'echo-bytes'] as const;
  * @throws InvalidArgumentError listing every problem, one per line, each as
  *   `FILE: PATH: what is expected, got VALUE` (context `{ file, problems }`).
  */
-export function validateBench(doc: unknown, file: string, baseDir = dirname(resolve(file))): Bench {
+export function validateBench(doc: unknown, file: string, baseDir?: string): Bench {
+  if (typeof file !== 'string' || file === '') throw new InvalidArgumentError('validateBench: file must name the bench file (for messages), e.g. "bench.yaml"');
+  baseDir ??= dirname(resolve(file));
   const p: Problems = [];
   const modules: BenchModule[] = [];
   if (!isMap(doc)) p.push(`expected a mapping with a "modules" field, got ${shown(doc)}`);
@@ -289,13 +291,22 @@ export function validateBench(doc: unknown, file: string, baseDir = dirname(reso
  * @throws InvalidArgumentError for a syntax error (with line and column) or an invalid bench.
  */
 export function parseBench(text: string, file: string, baseDir?: string): Bench {
+  if (typeof file !== 'string' || file === '') throw new InvalidArgumentError('parseBench: file must name the bench file (for messages), e.g. "bench.yaml"');
+  if (typeof text !== 'string') throw new InvalidArgumentError(`bench file ${file}: expected its text as a string, got ${shown(text)}`, { file });
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     const e = doc.errors[0];
     const at = e.linePos?.[0] ? `${e.linePos[0].line}:${e.linePos[0].col}: ` : '';
     throw new InvalidArgumentError(`bench file ${file}: ${at}${e.message.split('\n')[0]}`, { file });
   }
-  return validateBench(doc.toJS({ maxAliasCount: 100 }), file, baseDir);
+  let value: unknown;
+  try {
+    // alias expansion is bounded: a "billion laughs" file is refused, not expanded
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new InvalidArgumentError(`bench file ${file}: ${(e as Error).message}`, { file });
+  }
+  return validateBench(value, file, baseDir);
 }
 
 /**
@@ -319,6 +330,8 @@ export function loadBench(file: string): Bench {
  * @throws InvalidArgumentError for a name the bench does not have (listing the ones it has) or a name given twice.
  */
 export function selectModules(bench: Bench, names: readonly string[]): BenchModule[] {
+  if (!bench || !Array.isArray(bench.modules)) throw new InvalidArgumentError('selectModules: expected a bench from loadBench or parseBench');
+  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string')) throw new InvalidArgumentError('selectModules: names must be an array of module names');
   if (names.length === 0) return bench.modules;
   const seen = new Set<string>();
   return names.map((n) => {

@@ -61,8 +61,11 @@ function describeAll(ports: readonly PortInfo[]): string {
  *
  * @throws TetherError `TRANSPORT` (context `reason` `NO_MATCH` or `AMBIGUOUS`, `serialNumber`)
  *   when no port or several ports match; the message lists what is plugged in.
+ * @throws InvalidArgumentError for an empty `serialNumber` or a `ports` that is not an array.
  */
 export function findBySerialNumber(serialNumber: string, ports: readonly PortInfo[]): string {
+  if (typeof serialNumber !== 'string' || serialNumber === '') throw new InvalidArgumentError('findBySerialNumber: serialNumber must be a non-empty string');
+  if (!Array.isArray(ports)) throw new InvalidArgumentError('findBySerialNumber: ports must be an array of PortInfo (from listPorts)');
   let hits = ports.filter((p) => p.serialNumber === serialNumber);
   if (hits.length === 0) hits = ports.filter((p) => p.serialNumber !== undefined && p.serialNumber.toLowerCase() === serialNumber.toLowerCase());
   if (hits.length === 1) return hits[0].path;

@@ -48,15 +48,15 @@ export async function runDiagCommand(argv: DiagArgs, ctx: CliContext): Promise<v
   if (argv.bench || (argv.port?.length ?? 0) > 1) {
     const multi = await import('./diag-multi.js');
     if (argv.bench) {
-      const { selectModules } = await import('../../bench/bench-file.js');
+      const { loadBench, selectModules } = await import('../../bench/bench-file.js');
       let modules;
       try {
-        modules = selectModules(argv.bench, (argv.names ?? []).map(String));
+        modules = selectModules(loadBench(argv.bench), (argv.names ?? []).map(String));
       } catch (e) {
         ctx.setExit(reportError(e, !!argv.json));
         return;
       }
-      return multi.runMultiDiag(modules, argv, ctx, argv.bench.file);
+      return multi.runMultiDiag(modules, argv, ctx, argv.bench);
     }
     let targets;
     try {

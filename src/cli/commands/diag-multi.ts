@@ -63,7 +63,12 @@ export function multiDiagExitCode(r: MultiDiagReport): number {
   return ExitCode.OK;
 }
 
-/** Combine the module reports. */
+/**
+ * The run's report from its modules' reports: totals summed, `ok` / `complete` true only
+ * when true of every module, `interrupted` when any module was interrupted.
+ * @param modules The module reports, in the order given. @param ms Wall time of the run (ms).
+ * @param bench The bench file, for `--bench`.
+ */
 export function combineReports(modules: ModuleDiagReport[], ms: number, bench?: string): MultiDiagReport {
   const sum = (k: 'passed' | 'failed' | 'skipped') => modules.reduce((n, m) => n + m[k], 0);
   const interrupted = modules.some((m) => m.interrupted);
@@ -196,6 +201,8 @@ async function diagnoseOne(t: DiagTarget, ca: string | undefined, argv: DiagArgs
       baudRate: t.baud ?? argv.baud,
       timeoutMs: t.timeouts.call ?? argv.timeout ?? DEFAULT_CALL_TIMEOUT_MS,
       handshakeTimeoutMs: t.timeouts.handshake ?? argv.timeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      // --verbose: the module's log and UART lines on stderr, each line prefixed with the module's name
+      sim: argv.verbose ? { log: (l) => process.stderr.write(`[${t.name}] [module] ${l}\n`) } : undefined,
     }).catch((e: unknown) => {
       throw explainOpenError(t.port, e);
     });
@@ -208,6 +215,7 @@ async function diagnoseOne(t: DiagTarget, ca: string | undefined, argv: DiagArgs
       opening.then((m) => m.close(), () => undefined).catch(() => undefined);
       return done(summarize(t.port, [{ name: 'open + handshake', ok: false, status: 'interrupted', ms: Math.round(performance.now() - t0), detail: 'interrupted before it finished', code: 'ABORTED' }], true));
     }
+    if (argv.verbose) mod.rpc.logs.subscribe((l) => process.stderr.write(`[${t.name}] [${l.source}] ${l.text}\n`));
     if (t.family && mod.family !== t.family) {
       checks.push({ name: 'family', ok: false, status: 'fail', ms: 0, detail: `the module runs ${mod.family}; the bench file says ${t.family}`, code: 'FAMILY_MISMATCH' });
       return done(summarize(t.port, checks, false));

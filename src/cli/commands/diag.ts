@@ -2,25 +2,27 @@ import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
 import { ECHO_BYTES_MAX, ECHO_BYTES_MIN, hostPort, intInRange, numberOption, portArg, positiveMs, type HostPort } from '../validate.js';
-import { loadBench, selectModules, type Bench } from '../../bench/bench-file.js';
 
 /** `--port P` once or more: every port checked as `--port` is (the order kept). */
 function portsArg(raw: unknown): string[] {
   return (Array.isArray(raw) ? raw : [raw]).map((v) => portArg(v));
 }
 
-/** `--bench FILE`: the file loaded and validated (a bad file is a usage error naming the field). */
-function benchArg(raw: unknown): Bench {
+/**
+ * `--bench FILE`: a non-empty path. The file itself is read and validated when the command
+ * runs (lazily, to keep `--help` fast), still before anything is opened: a bad file exits 2.
+ */
+function benchArg(raw: unknown): string {
   const v = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   if (typeof v !== 'string' || v.trim() === '') throw new Error(`--bench must name a bench file (YAML or JSON, docs/bench.md), got ${JSON.stringify(String(v ?? ''))}`);
-  return loadBench(v);
+  return v;
 }
 
 export interface DiagArgs extends CommonArgs {
   /** Every `--port` given, in order (one: the single-module diag; several: in parallel). */
   port?: string[];
-  /** `--bench FILE`, loaded and validated. */
-  bench?: Bench;
+  /** `--bench FILE`: the bench file's path (loaded and validated by the command, before anything is opened). */
+  bench?: string;
   /** Bench module names (positional), with `--bench`. */
   names?: string[];
   tcp?: HostPort;
@@ -64,7 +66,6 @@ export const diagCommand = (ctx: CliContext): CommandModule<object, DiagArgs> =>
         const names = (a.names ?? []) as string[];
         if (a.bench && a.port) throw new Error('give either --bench FILE [NAME...] or --port, not both');
         if (names.length && !a.bench) throw new Error(`unexpected argument ${JSON.stringify(String(names[0]))}: module names need --bench FILE`);
-        if (a.bench) selectModules(a.bench as Bench, names.map(String));
         return true;
       })
       .example('$0 diag', 'check the built-in simulated module against loopback echo services')
