@@ -11,7 +11,7 @@
  *   `sh ci` blocks are the set-up commands that `.ci/run` itself runs verbatim; `lua` blocks
  *   must compile under luac5.1; `json` and `yaml` blocks must parse; `text` blocks are not code
  *   (a command for another tool or for hardware that is not here).
- * - `sh repo` blocks run in the repository itself (they name its files or npm scripts).
+ * - `sh repo` and `ts repo` blocks run in the repository itself (they name its files or npm scripts).
  *
  * The variables an example may use are set per document by an HTML comment
  * `<!-- example-env: PORT=sim:luat -->` or per block in the fence's info string
@@ -263,7 +263,7 @@ for (const b of allBlocks) {
       assert.deepEqual((js.diagnostics ?? []).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n')), []);
       const path = join(project, `example-${++n}.mjs`);
       writeFileSync(path, js.outputText);
-      const r = await run(process.execPath, [path], { cwd: project, env: await envFor(b.file, b), timeoutMs: 90000 });
+      const r = await run(process.execPath, [path], { cwd: b.flags.includes('repo') ? root : project, env: await envFor(b.file, b), timeoutMs: 90000 });
       assert.equal(r.code, 0, `${b.file}:${b.line} exited ${r.code}\n${r.stderr}\n${r.stdout}`);
       for (const m of b.code.matchAll(/\/\/\s*prints:\s*(.+)$/gm)) {
         assert.ok(r.stdout.includes(m[1].trim()), `${b.file}:${b.line}: should print "${m[1].trim()}", printed:\n${r.stdout}`);
