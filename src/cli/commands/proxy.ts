@@ -106,7 +106,7 @@ async function runProxy(argv: ProxyArgs, ctx: CliContext): Promise<void> {
     const addr = await server.listen();
     const where = addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
     if (json) out({ event: 'listening', host: addr.address, port: addr.port, family: mod.family, module: argv.port, auth: !!auth });
-    else process.stdout.write(`SOCKS5 proxy on ${where} through the ${mod.family} module at ${argv.port}${auth ? ' (username/password required)' : ''}\ntry: curl --socks5-hostname ${where} http://example.com/\nCtrl-C to stop.\n`);
+    else process.stdout.write(`SOCKS5 proxy on ${where} through the ${mod.family} module at ${argv.port}${auth ? ' (username/password required)' : ''}\ntry: curl --socks5-hostname ${where} ${argv.port.startsWith('sim') ? 'http://127.0.0.1:PORT/ (a simulated module reaches only 127.0.0.1)' : 'http://example.com/'}\nCtrl-C to stop.\n`);
     const status = () => {
       const s = server!.stats;
       process.stderr.write(`\r\x1b[K${s.live} live, ${s.total} total, ${s.failed} failed, up ${human(s.bytesUp)}, down ${human(s.bytesDown)}`);
