@@ -40,7 +40,8 @@ export function checkProxyArgs(argv: Partial<ProxyArgs>, env: NodeJS.ProcessEnv 
     if (pw === undefined || pw === '') throw new Error(`--password-env ${envName}: the environment variable ${envName} is not set or empty`);
     if (Buffer.byteLength(pw, 'utf8') > 255) throw new Error(`--password-env ${envName}: the password must be at most 255 bytes (RFC 1929)`);
   }
-  const host = argv.listen?.host ?? '127.0.0.1';
+  const listen = typeof argv.listen === 'string' ? listenArg(argv.listen) : argv.listen;
+  const host = listen?.host ?? '127.0.0.1';
   if (!isLoopbackHost(host)) {
     if (!argv['allow-remote']) throw new Error(`--listen ${host} is not a loopback address: other machines could use the module's network; add --allow-remote (which also needs --user and --password-env) or listen on 127.0.0.1`);
     if (user === undefined) throw new Error(`--allow-remote requires authentication: give --user NAME --password-env VAR to listen on ${host}`);
@@ -102,7 +103,8 @@ async function runProxy(argv: ProxyArgs, ctx: CliContext): Promise<void> {
   try {
     const auth = argv.user !== undefined ? { username: argv.user, password: process.env[argv['password-env']!] ?? '' } : undefined;
     mod = await openModule(argv.port, argv);
-    server = new SocksServer({ dialer: moduleDialer(mod), host: argv.listen.host, port: argv.listen.port, allowRemote: argv['allow-remote'], auth });
+    const listen = typeof argv.listen === 'string' ? listenArg(argv.listen) : argv.listen; // the default, should yargs not coerce it
+    server = new SocksServer({ dialer: moduleDialer(mod), host: listen.host, port: listen.port, allowRemote: argv['allow-remote'], auth });
     const addr = await server.listen();
     const where = addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
     if (json) out({ event: 'listening', host: addr.address, port: addr.port, family: mod.family, module: argv.port, auth: !!auth });
