@@ -55,7 +55,7 @@ for (const port of ['sim', 'sim:luat', 'sim:nodemcu']) {
     const mod = await connect(port);
     const server = new SocksServer({ dialer: moduleDialer(mod, { connectTimeoutMs: 5000 }), port: 0 });
     const closed: ConnectionRecord[] = [];
-    server.on('close', (r: ConnectionRecord) => closed.push(r));
+    server.on('connectionClose', (r: ConnectionRecord) => closed.push(r));
     try {
       const sp = (await server.listen()).port;
       const { s, reply } = await socksRequest(sp, Command.UDP_ASSOCIATE, '0.0.0.0', 0);

@@ -57,7 +57,7 @@ after(async () => {
 async function startSocks(o: Partial<SocksServerOptions> = {}): Promise<{ server: SocksServer; port: number; closed: ConnectionRecord[] }> {
   const server = new SocksServer({ dialer: netDialer(), host: LOOP, port: 0, ...o });
   const closed: ConnectionRecord[] = [];
-  server.on('close', (r: ConnectionRecord) => closed.push(r));
+  server.on('connectionClose', (r: ConnectionRecord) => closed.push(r));
   const a = await server.listen();
   servers.push(server);
   return { server, port: a.port, closed };

@@ -185,8 +185,8 @@ function sameSecret(a: Buffer, b: Buffer): boolean {
 
 /**
  * The SOCKS5 server. Construct, then `listen()`. Events:
- * - `'open'` (ConnectionRecord): a request was accepted (REP 0 sent);
- * - `'close'` (ConnectionRecord): a request ended (failed dial, or the relay ended); it has
+ * - `'connectionOpen'` (ConnectionRecord): a request was accepted (REP 0 sent);
+ * - `'connectionClose'` (ConnectionRecord): a request ended (failed dial, or the relay ended); it has
  *   `durationMs`, the final byte counts and, when it ended by an error, `errorCode`;
  * - `'clientError'` (Error, client): a client broke the protocol or timed out before its request.
  * @throws InvalidArgumentError from the constructor: a bad port, a non-loopback `host`
@@ -363,7 +363,7 @@ export class SocksServer extends EventEmitter {
     if (rec.reply !== Reply.SUCCEEDED) this.totals.failed++;
     this.totals.bytesUp += rec.bytesUp;
     this.totals.bytesDown += rec.bytesDown;
-    this.emit('close', { ...rec });
+    this.emit('connectionClose', { ...rec });
   }
 
   private handle(client: Socket, peer: string, req: SocksRequest, early: Buffer): void {
@@ -403,7 +403,7 @@ export class SocksServer extends EventEmitter {
     }
     rec.reply = Reply.SUCCEEDED;
     client.write(encodeReply(Reply.SUCCEEDED));
-    this.emit('open', { ...rec });
+    this.emit('connectionOpen', { ...rec });
     this.relay(client, remote, rec, early);
   }
 
@@ -523,7 +523,7 @@ export class SocksServer extends EventEmitter {
     });
     rec.reply = Reply.SUCCEEDED;
     client.write(encodeReply(Reply.SUCCEEDED, bound.address, bound.port));
-    this.emit('open', { ...rec });
+    this.emit('connectionOpen', { ...rec });
     client.resume(); // anything the client sends on the control connection is ignored
   }
 }

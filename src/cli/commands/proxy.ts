@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
 import { portArg } from '../validate.js';
+import type { ConnectionRecord } from '../../proxy/server.js';
 
 /** Where `tether proxy` listens by default. */
 export const DEFAULT_PROXY_LISTEN = '127.0.0.1:1080';
@@ -113,10 +114,10 @@ async function runProxy(argv: ProxyArgs, ctx: CliContext): Promise<void> {
       const s = server!.stats;
       process.stderr.write(`\r\x1b[K${s.live} live, ${s.total} total, ${s.failed} failed, up ${human(s.bytesUp)}, down ${human(s.bytesDown)}`);
     };
-    server.on('open', (r) => {
+    server.on('connectionOpen', (r: ConnectionRecord) => {
       if (json) out({ event: 'open', id: r.id, client: r.client, command: r.command, target: r.target });
     });
-    server.on('close', (r) => {
+    server.on('connectionClose', (r: ConnectionRecord) => {
       const reply = r.reply === undefined ? undefined : REPLY_TEXT[r.reply];
       if (json) out({ event: 'close', id: r.id, client: r.client, command: r.command, target: r.target, reply: r.reply, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: r.durationMs, ...(r.errorCode ? { error: r.errorCode, message: r.errorMessage } : {}) });
       else if (!tty) process.stderr.write(`${r.command} ${r.target}: ${reply}, up ${r.bytesUp} B, down ${r.bytesDown} B, ${r.durationMs} ms${r.errorCode ? ` [${r.errorCode}: ${r.errorMessage}]` : ''}\n`);
