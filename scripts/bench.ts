@@ -29,7 +29,11 @@
  *    stubbed outside the count), against the ~40 KB an ESP8266 has free after boot (goals
  *    ≤ 16 KB idle, ≤ 24 KB peak); "i386 lua5.1 not available" when it is missing.
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed).
+ * 7. Goodput module→host through `tether proxy`'s SOCKS5 server (src/proxy, module dialer,
+ *    in-process LuatOS sim, no pacing) as a ratio of the raw facade path (openSocket +
+ *    data()) fetching the same bytes from the same local server.
+ *
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only proxy` (just 7).
  */
 import { connect } from '../src/api/connect.js';
 import { openSocket } from '../src/api/luatos/connection.js';
@@ -42,6 +46,11 @@ import { firstValueFrom } from 'rxjs';
 import { openFaultySim } from '../test/helpers/fault-sim.js';
 import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
 import { startStubAgent } from '../test/helpers/v2-stub.js';
+import { createServer as createTcpServer, connect as tcpConnect, type AddressInfo } from 'node:net';
+import { lastValueFrom } from 'rxjs';
+import { SocksServer } from '../src/proxy/server.js';
+import { moduleDialer } from '../src/proxy/module-dialer.js';
+import { AuthMethod, Command, encodeGreeting, encodeRequest, parseMethodSelection, parseReply } from '../src/proxy/socks5.js';
 
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
@@ -142,7 +151,111 @@ function codecRate(n: number): number {
   return n / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * 6: bytes/s module→host fetching `size` bytes from a local server (it sends them on the first
+ * byte received and keeps the connection open), raw through openSocket + data(), then through
+ * the SOCKS5 server with the module dialer. Same simulated module for both.
+ */
+async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number }> {
+  const payload = seededPayload(size, SEED);
+  const src = createTcpServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', () => s.write(payload));
+  });
+  await new Promise<void>((r) => src.listen(0, '127.0.0.1', () => r()));
+  const port = (src.address() as AddressInfo).port;
+  const mod = await connect('sim:luatos', { timeoutMs: 60000 });
+  const socks = new SocksServer({ dialer: moduleDialer(mod), port: 0 });
+  try {
+    /** One fetch through the raw facade path (openSocket + data()); bytes/s. */
+    const rawOnce = async (): Promise<number> => {
+      const conn = await firstValueFrom(openSocket(mod.socket, '127.0.0.1', port, { timeoutMs: 15000 }));
+      let n = 0;
+      let t0 = 0;
+      const got = new Promise<void>((resolve, reject) => {
+        const sub = conn.data().subscribe({
+          next: (b) => {
+            n += b.length;
+            if (n >= size) {
+              sub.unsubscribe();
+              resolve();
+            }
+          },
+          error: reject,
+          complete: () => reject(new Error(`raw: the connection ended after ${n} of ${size} bytes`)),
+        });
+      });
+      t0 = performance.now();
+      await lastValueFrom(conn.send(Buffer.from('g')));
+      await got;
+      const rate = size / ((performance.now() - t0) / 1000);
+      await conn.close();
+      return rate;
+    };
+    /** One fetch through the SOCKS5 server and the module dialer; bytes/s. */
+    const proxyOnce = async (): Promise<number> => {
+      const c = tcpConnect({ host: '127.0.0.1', port: sp });
+      await new Promise<void>((r) => c.once('connect', () => r()));
+      let buf = Buffer.alloc(0);
+      let stage = 0;
+      let m = 0;
+      let t1 = 0;
+      await new Promise<void>((resolve, reject) => {
+        c.on('error', reject);
+        c.on('close', () => reject(new Error(`proxy: closed after ${m} of ${size} bytes`)));
+        c.on('data', (d: Buffer) => {
+          if (stage === 2) {
+            m += d.length;
+            if (m >= size) resolve();
+            return;
+          }
+          buf = Buffer.concat([buf, d]);
+          if (stage === 0) {
+            const r = parseMethodSelection(buf);
+            if (!r) return;
+            buf = buf.subarray(r.length);
+            stage = 1;
+            c.write(encodeRequest(Command.CONNECT, '127.0.0.1', port));
+          }
+          if (stage === 1) {
+            const r = parseReply(buf);
+            if (!r) return;
+            if (r.value.reply !== 0) return reject(new Error(`proxy: REP ${r.value.reply}`));
+            m = buf.length - r.length;
+            stage = 2;
+            t1 = performance.now();
+            c.write('g');
+          }
+        });
+        c.write(encodeGreeting([AuthMethod.NO_AUTHENTICATION_REQUIRED]));
+      });
+      const rate = size / ((performance.now() - t1) / 1000);
+      c.removeAllListeners('close');
+      c.destroy();
+      return rate;
+    };
+    const { port: sp } = await socks.listen();
+    // a warm-up fetch (simulator, JIT), then the two paths alternately twice; the best of each counts
+    await rawOnce();
+    let raw = 0;
+    let proxy = 0;
+    for (let round = 0; round < 2; round++) {
+      raw = Math.max(raw, await rawOnce());
+      proxy = Math.max(proxy, await proxyOnce());
+    }
+    return { raw, proxy };
+  } finally {
+    await socks.close();
+    await mod.close();
+    await new Promise((r) => src.close(r));
+  }
+}
+
 async function main(): Promise<void> {
+  if (args[args.indexOf('--only') + 1] === 'proxy' && args.includes('--only')) {
+    await proxySection();
+    return printRows();
+  }
   const echo = await startEchoServers();
   const sizes: Record<number, number> = QUICK ? { 115200: 16 * KiB, 921600: 64 * KiB } : { 115200: 64 * KiB, 921600: 256 * KiB };
 
@@ -274,7 +387,23 @@ async function main(): Promise<void> {
     row('NodeMCU agent heap, peak rx+tx 1460 B', `${h.peakKB.toFixed(1)} KB`, `free after boot ~${FREE} KB`, r2(h.peakKB / FREE), meets(h.peakKB <= 24 && h.sentBytes === 1460 && h.forwardedBytes === 1460, '≤ 24 KB'));
   });
 
+  // 7. goodput through tether proxy (SOCKS5) against the raw facade path
+  await proxySection();
+
   await echo.close();
+  printRows();
+}
+
+/** 7. goodput through the SOCKS5 proxy against the raw facade path. */
+async function proxySection(): Promise<void> {
+  const size = QUICK ? 256 * KiB : 1024 * KiB;
+  await section('goodput through the SOCKS5 proxy', async () => {
+    const g = await proxyGoodput(size);
+    row(`goodput module→host through tether proxy (${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
+  });
+}
+
+function printRows(): void {
   const cols: Array<keyof Row> = ['measure', 'value', 'baseline', 'ratio', 'goal'];
   const head: Row = { measure: 'measure', value: 'value', baseline: 'baseline (this run)', ratio: 'ratio', goal: 'goal / note' };
   const w = Object.fromEntries(cols.map((c) => [c, Math.max(head[c].length, ...rows.map((r) => r[c].length))])) as Record<keyof Row, number>;

@@ -89,7 +89,7 @@ test('a bad choice, a missing option, an unknown command: one error, exit 2, no 
   assert.match(r.stderr, /Argument: family, Given: "bogus", Choices: "luatos", "luat", "nodemcu"/);
   await usageError(['info'], /Missing required argument: port/, /tether info/);
   await usageError(['call', '--port', trip()], /Not enough non-option arguments/, /tether call/);
-  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, diag, flash, agent\)/, /Commands:/);
+  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, diag, flash, agent, proxy\)/, /Commands:/);
   await usageError(['pots'], /unknown command "pots": did you mean ports\?/);
   await usageError([], /Name a command/);
 });

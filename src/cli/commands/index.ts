@@ -10,6 +10,7 @@ import { callCommand } from './call.js';
 import { diagCommand } from './diag.js';
 import { flashCommand } from './flash.js';
 import { agentCommand } from './agent.js';
+import { proxyCommand } from './proxy.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -18,5 +19,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), proxyCommand(ctx)] as CommandModule[];
 }
