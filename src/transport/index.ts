@@ -10,9 +10,9 @@
  * - `rfc2217://127.0.0.1:7001`, `rfc2217://bench:7001?baud=921600&databits=8&parity=none&stopbits=1&dtr=off&rts=off&reconnect=on`
  *   (RFC 2217 telnet serial port: ser2net `telnet(rfc2217)`, labgrid NetworkSerialPort)
  *
- * Network ports (`tcp://`, `rfc2217://`) reconnect by themselves when the connection drops
- * (see {@link ReconnectingTransport}); `?reconnect=off` or `openTransport(url, { reconnect: false })`
- * turns that off.
+ * Network ports (`tcp://`, `rfc2217://`) can reconnect by themselves when the connection drops
+ * (see {@link ReconnectingTransport}): `openTransport(url, { reconnect: true })` (what `connect()`
+ * does by default) or `?reconnect=on`; `?reconnect=off` in the URL always turns it off.
  */
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_BAUD_RATE, SerialTransport } from './serial.js';
@@ -159,7 +159,7 @@ export function parsePortUrl(url: string): PortUrl {
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'tcp' || scheme === 'rfc2217') {
     const m = /^[a-z0-9]+:\/\/(\[[0-9A-Fa-f:.]+\]|[^\s:/?#@[\]]+)(?::(\d*))?\/?(?:\?([^#]*))?$/i.exec(url);
-    if (!m) reject(url, `a ${scheme} URL is ${scheme}://host:port, optionally followed by ?name=value&... options`);
+    if (!m) reject(url, `a ${scheme} URL is ${scheme}://host:port with nothing after the port but ?name=value&... options`);
     const rawHost = m[1];
     const host = rawHost.startsWith('[') ? rawHost.slice(1, -1) : rawHost;
     if (rawHost.startsWith('[') && !host.includes(':')) reject(url, `${rawHost} is not an IPv6 address`);
@@ -230,7 +230,9 @@ export interface OpenTransportOptions {
    * Network ports only: reconnect when the connection drops. `true` uses {@link DEFAULT_RECONNECT}
    * (100 ms first wait doubling to 2000 ms, at most 30 attempts or 30 000 ms down), an object
    * sets the policy, `false` turns it off (a drop closes the transport with `DISCONNECTED`).
-   * A `reconnect=on|off` in the URL wins. Default `true`.
+   * A `reconnect=on|off` in the URL wins. Default `false` here: bytes in flight are lost in a
+   * reconnect, which only a layer that knows it can handle; `connect()` (the RPC session, which
+   * treats a reconnect as a possible module reset) turns it on by default.
    */
   reconnect?: boolean | ReconnectOptions;
 }
@@ -239,12 +241,12 @@ export interface OpenTransportOptions {
  * Parse `url` (see {@link parsePortUrl}) and open the transport it names:
  * a {@link SerialTransport} for device paths and `serial://`, a {@link TcpTransport} for `tcp://`,
  * an {@link Rfc2217Transport} for `rfc2217://`. Network ports are wrapped in a
- * {@link ReconnectingTransport} unless reconnecting is off; the first connection is never
- * retried (a refused connection fails at once).
+ * {@link ReconnectingTransport} when reconnecting is on (`opts.reconnect` or `?reconnect=on`);
+ * the first connection is never retried (a refused connection fails at once).
  *
  * @param url Port URL, e.g. `/dev/ttyUSB0@921600`, `tcp://127.0.0.1:7000`, `rfc2217://127.0.0.1:7001?baud=921600`.
  * @param opts `baudRate` (baud, default 115200, overridden by a baud in the URL),
- *   `connectTimeoutMs` (ms, default 5000), `reconnect` (default on for network ports).
+ *   `connectTimeoutMs` (ms, default 5000), `reconnect` (default off).
  * @throws InvalidArgumentError for a malformed URL or option (before anything is opened).
  * @throws TetherError `TRANSPORT` when the device cannot be opened, the connection fails or
  *   the RFC 2217 negotiation fails.
@@ -252,7 +254,7 @@ export interface OpenTransportOptions {
 export async function openTransport(url: string, opts?: OpenTransportOptions): Promise<Transport> {
   const parsed = parsePortUrl(url);
   if (parsed.kind === 'serial') return SerialTransport.open(parsed.path, { baudRate: parsed.baudRate ?? opts?.baudRate });
-  const r = opts?.reconnect ?? true;
+  const r = opts?.reconnect ?? false;
   if (typeof r !== 'boolean') checkReconnectOptions(r);
   if (opts?.baudRate !== undefined) checkLineOptions({ baudRate: opts.baudRate });
   const policy = (parsed.reconnect ?? r !== false) ? (typeof r === 'object' ? r : {}) : undefined;
