@@ -483,7 +483,7 @@ export class Rfc2217Transport extends BaseTransport {
       this.comPortWaiter = resolve;
     });
     this.codec.start();
-    const ok = await this.withTimeout(accepted, 'the server to accept COM-PORT-OPTION');
+    const ok = await this.withTimeout(accepted, 'the server to accept COM-PORT-OPTION (a raw TCP port never answers: for ser2net `accepter: tcp,...` use tcp://)');
     if (ok instanceof Error) throw ok;
     if (!ok) {
       throw new TetherError('TRANSPORT', `${this.description} refused COM-PORT-OPTION: it is not an RFC 2217 port (for ser2net raw mode use tcp://)`, {
