@@ -2,8 +2,10 @@
  * Transport layer: moves bytes, nothing else. No framing, no RxJS.
  *
  * A transport is a full-duplex byte pipe to one module's UART: a serial device
- * (serialport), a raw TCP socket (ser2net "raw" mode / `tether sim`), or an
- * in-memory pair (tests, the in-process simulator).
+ * (serialport), a raw TCP socket (ser2net "raw" mode / `tether sim`), an RFC 2217
+ * telnet serial port (ser2net `telnet(rfc2217)`, src/transport/rfc2217.ts), or an
+ * in-memory pair (tests, the in-process simulator). Network ports may be wrapped in a
+ * reconnecting transport (src/transport/reconnect.ts).
  */
 export interface Transport {
   /** Human-readable description of where the bytes go, e.g. `serial:/dev/ttyUSB0@115200`. */
