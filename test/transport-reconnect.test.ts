@@ -249,7 +249,9 @@ test('RPC: the module reset while the connection was down: the re-handshake sees
   try {
     const epoch = rpc.currentEpoch;
     const two = firstValueFrom(rpc.resets.pipe(take(2), toArray()));
+    const lost = firstValueFrom(rpc.resets);
     await proxy.stop();
+    await lost; // the host saw the drop before the module resets
     await sim.restart('test: reset while unplugged');
     await proxy.start();
     // a call made while the link was down belongs to the old boot: it fails RESET, unsent
