@@ -171,6 +171,7 @@ test('the baud the host asks for reaches the pty: at open (?baud=, --baud) and w
     assert.equal(await ptySpeed(pty), 921600);
     assert.equal(await t.setBaudRate(57600), 57600);
     assert.equal(await ptySpeed(pty), 57600);
+    await t.purge('both'); // ser2net answers PURGE-DATA
   } finally {
     await t.close();
   }

@@ -578,7 +578,12 @@ export class Rfc2217Transport extends BaseTransport {
       this.waiters.set(code, list);
     });
     this.rawWrite(comPortCommand(code, value));
-    return this.withTimeout(answer, `an answer to COM-PORT-OPTION command ${code}`, () => {
+    const name = Object.entries(CPO).find(([, v]) => v === code)?.[0].replace(/_/g, '-') ?? `command ${code}`;
+    const what =
+      code === CPO.SET_CONTROL && value[0] >= CONTROL.DTR_ON && value[0] <= CONTROL.RTS_OFF
+        ? `an answer to ${name} ${value[0]} (DTR/RTS: a port without modem control lines, such as a pseudo-terminal, leaves it unanswered)`
+        : `an answer to ${name}`;
+    return this.withTimeout(answer, what, () => {
       // forget our waiter so a late answer is not taken for the next command's
       const list = this.waiters.get(code);
       list?.shift();
