@@ -17,7 +17,7 @@ import { connect } from '../src/api/connect.js';
 import { isTetherError } from '../src/errors.js';
 import { SimulatedModule } from '../src/sim/module.js';
 import { luatosFamily } from '../src/sim/luatos/family.js';
-import { openTransport, ReconnectingTransport, Rfc2217Transport } from '../src/transport/index.js';
+import { openTransport, ReconnectingTransport, Rfc2217Transport, SerialTransport } from '../src/transport/index.js';
 import { repoRoot } from '../src/util/repo-root.js';
 
 const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
@@ -221,4 +221,24 @@ test('a raw TCP port is not an RFC 2217 port: opening it as rfc2217:// fails TRA
     openTransport(`rfc2217://127.0.0.1:${ser2net.rawPort}`).then((t) => t.close()),
     (e: unknown) => isTetherError(e, 'TRANSPORT') && /raw TCP port never answers/.test((e as Error).message),
   );
+});
+
+test('without ser2net, a local serial port switches speed the same way (SerialTransport.setBaudRate): the pty follows', async () => {
+  const local = await SimulatedModule.start(luatosFamily());
+  try {
+    const path = await local.servePty();
+    const t = await SerialTransport.open(path, { baudRate: 115200 });
+    try {
+      assert.equal(await ptySpeed(path), 115200);
+      assert.equal(await t.setBaudRate(921600), 921600);
+      assert.equal(t.baudRate, 921600);
+      assert.equal(await ptySpeed(path), 921600);
+      await assert.rejects(t.setBaudRate(0), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    } finally {
+      await t.close();
+    }
+    await assert.rejects(t.setBaudRate(9600), (e: unknown) => isTetherError(e, 'DISCONNECTED'));
+  } finally {
+    await local.stop();
+  }
 });
