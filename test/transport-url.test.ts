@@ -59,7 +59,7 @@ const rejected: Array<[string, RegExp]> = [
   ['tcp://::1:7000', /nothing after the port/],
   ['tcp://[localhost]:7000', /nothing after the port|not an IPv6/],
   ['tcp://:7000', /nothing after the port/],
-  ['rfc2217://host:7000', /unknown scheme "rfc2217:"/],
+  ['telnet://host:7000', /unknown scheme "telnet:"/],
   ['http://127.0.0.1:7000', /unknown scheme/],
 ];
 

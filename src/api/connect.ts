@@ -4,10 +4,12 @@
  * Port strings:
  * - a serial device: `/dev/ttyUSB0`, `COM3`, `/dev/ttyUSB0@921600`, `serial:///dev/ttyACM0?baud=921600`
  * - raw TCP (ser2net raw mode, `tether sim`): `tcp://127.0.0.1:7000`
+ * - RFC 2217 (ser2net `telnet(rfc2217)`, labgrid NetworkSerialPort): `rfc2217://127.0.0.1:7001?baud=115200`
+ *   (options in src/transport/index.ts `parsePortUrl`; network ports reconnect, see `ConnectOptions.reconnect`)
  * - an in-process simulated module: `sim` (= `sim:luatos`, an Air780E) or `sim:<family>` (see src/sim/families.ts)
  */
 import { firstValueFrom } from 'rxjs';
-import { openTransport } from '../transport/index.js';
+import { openTransport, type ReconnectOptions } from '../transport/index.js';
 import type { Transport } from '../transport/transport.js';
 import { RpcClient, type HelloInfo, type RpcClientOptions } from '../rpc/client.js';
 import { toNumber, toText } from '../codec/values.js';
@@ -55,6 +57,13 @@ const REGISTRATION = ['not registered', 'registered', 'searching', 'denied', 'un
 export interface ConnectOptions extends RpcClientOptions {
   /** Serial baud rate. @default 115200 */
   baudRate?: number;
+  /**
+   * Network ports (`tcp://`, `rfc2217://`): reconnect when the connection drops, with this policy
+   * (`true`: src/transport/reconnect.ts DEFAULT_RECONNECT, 100 ms doubling to 2000 ms, at most 30
+   * attempts or 30 000 ms down), or not (`false`). A drop fails calls in flight with `RESET`;
+   * see `RpcClient`. `?reconnect=on|off` in the port URL wins. @default true
+   */
+  reconnect?: boolean | ReconnectOptions;
   /**
    * Simulator options when the port is `sim:...`: the family's own options
    * (LuatOS: {@link LuatosSimOptions}; see src/sim/<family>/family.ts for the others)
@@ -194,7 +203,7 @@ export async function connect(port: string, opts: ConnectOptions = {}): Promise<
     simulator = await SimulatedModule.start(f.create(opts.sim as never), { log: opts.sim?.log });
     transport = simulator.connect();
   } else {
-    transport = await openTransport(port, { baudRate: opts.baudRate });
+    transport = await openTransport(port, { baudRate: opts.baudRate, reconnect: opts.reconnect ?? true });
   }
   try {
     const rpc = await RpcClient.open(transport, opts);

@@ -86,8 +86,12 @@ export interface LinkReset {
   previousEpoch: number;
   /** Epoch the agent reported (the same when only the session was lost). */
   epoch: number;
-  /** `boot` (a `B` frame), `epoch` (an `A` with another epoch), `session` (an `A` with another nonce). */
-  reason: 'boot' | 'epoch' | 'session';
+  /**
+   * `boot` (a `B` frame), `epoch` (an `A` with another epoch), `session` (an `A` with another nonce),
+   * `reconnect` (the transport's connection dropped and is being reopened: whether the module
+   * reset is known only after the next handshake; `epoch` is then the previous one).
+   */
+  reason: 'boot' | 'epoch' | 'session' | 'reconnect';
 }
 
 /** What a link reports upwards. Every handler is optional. */
@@ -208,6 +212,9 @@ export class Link {
   private startWaiter?: { resolve(epoch: number): void; reject(e: Error): void };
   private out: Buffer[] = [];
   private flushScheduled = false;
+  /** False while a reconnecting transport is down (see {@link Transport.onReconnect}). */
+  private transportUp = true;
+  private upWaiters: Array<{ resolve(): void; reject(e: Error): void }> = [];
 
   constructor(
     readonly transport: Transport,
@@ -220,6 +227,32 @@ export class Link {
       this.shutdown();
       this.handlers.closed?.(err);
     });
+    transport.onReconnect?.((ev) => {
+      if (this.state === 'closed') return;
+      if (ev.type === 'lost') {
+        this.transportUp = false;
+        // frames in flight are gone with the connection, and the module may have reset meanwhile
+        if (this.state === 'open') this.lost('reconnect', this.epoch_);
+        return;
+      }
+      this.transportUp = true;
+      for (const w of this.upWaiters.splice(0)) w.resolve();
+    });
+  }
+
+  /** False while a reconnecting transport is down; true otherwise (also for transports that never reconnect). */
+  get transportConnected(): boolean {
+    return this.transportUp;
+  }
+
+  /**
+   * Resolves when the transport is connected: at once unless a reconnecting transport is down.
+   * @throws TetherError `CLOSED` when the link closes first (the transport gave up or was closed).
+   */
+  whenConnected(): Promise<void> {
+    if (this.state === 'closed') return Promise.reject(new TetherError('CLOSED', 'link closed'));
+    if (this.transportUp) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.upWaiters.push({ resolve, reject }));
   }
 
   /** True while a session is open. */
@@ -314,6 +347,7 @@ export class Link {
     this.keepTimer = undefined;
     this.startWaiter?.reject(new TetherError('CLOSED', 'link closed'));
     this.startWaiter = undefined;
+    for (const w of this.upWaiters.splice(0)) w.reject(new TetherError('CLOSED', 'link closed'));
   }
 
   /** Forget every frame and message of the session (both directions). */

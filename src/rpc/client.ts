@@ -2,7 +2,10 @@
  * RPC client of protocol v2 (docs/protocol.md sections 7-9): calls with ids,
  * timeouts and AbortSignal over the reliable {@link Link}; the hello handshake
  * (session, hello, capabilities by pages); reset handling (every call in flight
- * fails with `RESET`, then a new handshake by itself).
+ * fails with `RESET`, then a new handshake by itself). A reconnecting transport's dropped
+ * connection counts as a possible reset: calls in flight fail with `RESET`, `resets` emits
+ * (reason `reconnect`), and once the transport is back the new handshake's boot epoch tells
+ * whether the module really reset.
  */
 import { Subject, Observable } from 'rxjs';
 import type { Transport } from '../transport/transport.js';
@@ -72,7 +75,12 @@ export interface ResetEvent {
   epoch: number;
   /** Calls that failed with `RESET`. */
   failedCalls: number;
-  /** What showed it: a `B` frame, an `A` with another epoch, or an `A` with another session. */
+  /**
+   * What showed it: a `B` frame (`boot`), an `A` with another epoch (`epoch`), an `A` with
+   * another session (`session`), or a dropped connection of a reconnecting transport
+   * (`reconnect`: `epoch` equals `previousEpoch`; if the handshake after the reconnect finds
+   * another boot epoch, a second event with reason `epoch` follows).
+   */
   reason: LinkReset['reason'];
 }
 
@@ -324,8 +332,15 @@ export class RpcClient {
           this.capIndex.clear();
           caps.forEach((c, i) => this.capIndex.set(c, i + 1));
           this.link.configure(info);
+          const known = this.hello_ !== undefined;
+          const before = this.epoch;
           this.hello_ = info;
           this.epoch = info.epoch;
+          if (known && before !== info.epoch) {
+            // seen only now (e.g. after a reconnect): the module rebooted while we could not hear it
+            this.extra.resets++;
+            this.resets$.next({ previousEpoch: before, epoch: info.epoch, failedCalls: 0, reason: 'epoch' });
+          }
           this.extra.handshakeMs = Math.round(performance.now() - t0);
           return;
         } catch (e) {
@@ -543,7 +558,11 @@ export class RpcClient {
     this.extra.resets++;
     const failed = [...this.pending.values()];
     for (const p of failed) {
-      this.settle(p, new ResetError(`${p.fn}: the module reset (${r.reason}: boot epoch ${previous} -> ${r.epoch}) while the call was in flight`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch: r.epoch }));
+      const why =
+        r.reason === 'reconnect'
+          ? `the connection to the module (${this.transport.description}) dropped while the call was in flight; the module may have reset`
+          : `the module reset (${r.reason}: boot epoch ${previous} -> ${r.epoch}) while the call was in flight`;
+      this.settle(p, new ResetError(`${p.fn}: ${why}`, { fn: p.fn, id: p.id, previousEpoch: previous, epoch: r.epoch, reason: r.reason }));
     }
     // calls made from now on belong to the new epoch (a lost session keeps the epoch: the
     // module's objects are still there); they wait on `ready` for the new handshake
@@ -552,9 +571,16 @@ export class RpcClient {
       this.resets$.next({ previousEpoch: previous, epoch: r.epoch, failedCalls: failed.length, reason: r.reason });
     }
     if (this.opts.autoRehandshake && !this.handshaking && this.hello_) {
-      this.ready = this.handshake().catch((e) => {
-        this.shutdown(e instanceof Error ? e : new Error(String(e)));
-      });
+      // after a dropped connection, wait until the transport reconnected (it closes, and so
+      // ends this client with DISCONNECTED, if it gives up); the handshake's epoch then tells
+      // whether the module really reset (see handshake())
+      const up = r.reason === 'reconnect' ? this.link.whenConnected() : Promise.resolve();
+      this.handshaking = true;
+      this.ready = up
+        .then(() => this.handshake())
+        .catch((e) => {
+          this.shutdown(e instanceof Error ? e : new Error(String(e)));
+        });
     }
   }
 

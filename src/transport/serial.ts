@@ -31,8 +31,7 @@ export class SerialTransport extends BaseTransport {
   readonly description: string;
   /** Device path as given to {@link SerialTransport.open}. */
   readonly path: string;
-  /** Line speed in baud. */
-  readonly baudRate: number;
+  private baud: number;
   private readonly port: SerialPort;
   private closing?: Promise<void>;
   /** Settle functions of writes in flight; failed with DISCONNECTED when the port closes. */
@@ -42,7 +41,7 @@ export class SerialTransport extends BaseTransport {
     super();
     this.port = port;
     this.path = path;
-    this.baudRate = baudRate;
+    this.baud = baudRate;
     this.description = `serial:${path}@${baudRate}`;
     port.on('data', (chunk: Buffer) => this.emitData(chunk));
     // 'error' events must have a listener or Node throws; failures surface through 'close' or write().
@@ -90,6 +89,33 @@ export class SerialTransport extends BaseTransport {
       port.open((err) => (err ? reject(openError(path, baudRate, err)) : resolve()));
     });
     return new SerialTransport(port, path, baudRate);
+  }
+
+  /** Line speed in baud (the one given to {@link open}, or the last {@link setBaudRate}). */
+  get baudRate(): number {
+    return this.baud;
+  }
+
+  /**
+   * Change the line speed of the open port (termios), e.g. after the module's agent switched
+   * its UART; `description` keeps the speed it was opened at.
+   * @param baud line speed in baud, an integer 1..20 000 000.
+   * @returns the new speed (baud).
+   * @throws InvalidArgumentError for a bad baud (nothing changed); TetherError `DISCONNECTED`
+   *   if the port is closed, `TRANSPORT` if the driver refuses the speed.
+   */
+  async setBaudRate(baud: number): Promise<number> {
+    if (typeof baud !== 'number' || !Number.isInteger(baud) || baud < 1 || baud > MAX_BAUD_RATE) {
+      throw new InvalidArgumentError(`baudRate must be an integer 1..${MAX_BAUD_RATE} (baud), got ${String(baud)}`, { baudRate: baud });
+    }
+    if (!this.isOpen || !this.port.isOpen) throw new TetherError('DISCONNECTED', `${this.description} is closed`);
+    await new Promise<void>((resolve, reject) => {
+      this.port.update({ baudRate: baud }, (err) =>
+        err ? reject(new TetherError('TRANSPORT', `${this.description}: the driver refused ${baud} baud: ${err.message}`, { cause: err, context: { baudRate: baud } })) : resolve(),
+      );
+    });
+    this.baud = baud;
+    return baud;
   }
 
   /**

@@ -2,8 +2,10 @@
  * Transport layer: moves bytes, nothing else. No framing, no RxJS.
  *
  * A transport is a full-duplex byte pipe to one module's UART: a serial device
- * (serialport), a raw TCP socket (ser2net "raw" mode / `tether sim`), or an
- * in-memory pair (tests, the in-process simulator).
+ * (serialport), a raw TCP socket (ser2net "raw" mode / `tether sim`), an RFC 2217
+ * telnet serial port (ser2net `telnet(rfc2217)`, src/transport/rfc2217.ts), or an
+ * in-memory pair (tests, the in-process simulator). Network ports may be wrapped in a
+ * reconnecting transport (src/transport/reconnect.ts).
  */
 export interface Transport {
   /** Human-readable description of where the bytes go, e.g. `serial:/dev/ttyUSB0@115200`. */
@@ -18,7 +20,23 @@ export interface Transport {
   close(): Promise<void>;
   /** True until the transport closed. */
   readonly isOpen: boolean;
+  /**
+   * Optional: transports that reconnect by themselves (`tcp://`, `rfc2217://` through
+   * {@link ReconnectingTransport}) register here the single listener told when the connection
+   * dropped (`lost`; the transport stays open and retries) and when it is back (`restored`).
+   */
+  onReconnect?(listener: (event: ReconnectEvent) => void): void;
+  /**
+   * Optional: change the line speed of the far end (baud), for transports that can
+   * (`rfc2217://`: SET-BAUDRATE). Resolves with the speed the port now runs at.
+   */
+  setBaudRate?(baud: number): Promise<number>;
 }
+
+/** A reconnecting transport's connection went down (`lost`) or came back (`restored`). */
+export type ReconnectEvent =
+  | { type: 'lost'; /** Why it dropped (a `DISCONNECTED` TetherError). */ error: Error }
+  | { type: 'restored'; /** Attempts it took (1 = the first). */ attempts: number; /** Time it was down (ms). */ downMs: number };
 
 /**
  * Base class that does the listener bookkeeping; subclasses call `emitData` / `emitClose`.
