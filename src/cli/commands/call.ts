@@ -118,6 +118,25 @@ export function parseArg(raw: string | number): WireValue {
 }
 
 /**
+ * The wire arguments of `fn` from command-line words ({@link parseArg}); a plain integer first
+ * argument of a function that takes a socket or net object first (`socket.state 1`,
+ * `tcpsocket.send 2 hi`, `agent.release 3`) becomes that handle.
+ */
+export function callArgs(fn: string, words: ReadonlyArray<string | number>): WireValue[] {
+  const args = words.map(parseArg);
+  const m = /^socket\.(\w+)$/.exec(fn);
+  if (m && CTRL_FIRST.has(m[1]) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
+  // NodeMCU: every method of a net object, and agent.release, take the object's handle first
+  if (/^(tcpsocket|tcpserver|udpsocket)\.\w+$|^agent\.release$/.test(fn) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
+  return args;
+}
+
+/** One line of call output: the values as JSON, tab separated, or `(no values)`. */
+export function valuesText(values: WireValue[]): string {
+  return values.length ? values.map((v) => JSON.stringify(toPlain(v))).join('\t') : '(no values)';
+}
+
+/**
  * `tether call --port URL socket.state 1`: one raw call, values printed in order. With
  * `--follow SECONDS`, then every event, topic and reset the agent sends, for that long
  * (`--json`: one JSON object a line, see {@link FollowItem}).
@@ -138,11 +157,7 @@ export const callCommand = (ctx: CliContext): CommandModule<object, CallArgs> =>
     const { openModule } = await import('./open.js');
     let mod;
     try {
-      const args = (argv.args ?? []).map(parseArg);
-      const m = /^socket\.(\w+)$/.exec(argv.fn);
-      if (m && CTRL_FIRST.has(m[1]) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
-      // NodeMCU: every method of a net object, and agent.release, take the object's handle first
-      if (/^(tcpsocket|tcpserver|udpsocket)\.\w+$|^agent\.release$/.test(argv.fn) && typeof args[0] === 'number') args[0] = new Handle(args[0]);
+      const args = callArgs(argv.fn, argv.args ?? []);
       mod = await openModule(argv.port, argv);
       if (!mod.hello.caps.includes(argv.fn)) {
         throw new InvalidArgumentError(`${argv.fn} is not a function of this agent; it has: ${mod.hello.caps.join(' ')}`);
@@ -160,7 +175,7 @@ export const callCommand = (ctx: CliContext): CommandModule<object, CallArgs> =>
         throw e;
       }
       if (argv.json) process.stdout.write(JSON.stringify({ fn: argv.fn, count: values.length, values: values.map(toPlain) }) + '\n');
-      else process.stdout.write((values.length ? values.map((v) => JSON.stringify(toPlain(v))).join('\t') : '(no values)') + '\n');
+      else process.stdout.write(valuesText(values) + '\n');
       if (following && argv.follow !== undefined) {
         // what arrived before the reply was printed, then the rest as it comes
         for (const l of buffered.splice(0)) print(l);

@@ -9,6 +9,7 @@ import { infoCommand } from './info.js';
 import { callCommand } from './call.js';
 import { diagCommand } from './diag.js';
 import { flashCommand } from './flash.js';
+import { shellCommand } from './shell.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -17,5 +18,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), shellCommand(ctx), diagCommand(ctx), flashCommand(ctx)] as CommandModule[];
 }
