@@ -14,7 +14,7 @@ import { RpcClient } from '../src/rpc/client.js';
 import type { Transport } from '../src/transport/transport.js';
 import { LuatosSocket, ZBuff, checkOpenSocketArgs, type SocketCtrl } from '../src/api/luatos/socket.js';
 import { LuatSocketcore, checkOpenConnectionArgs } from '../src/api/luat/socketcore.js';
-import { NodeMcuNet, type TcpServer, type TcpSocket, type UdpSocket } from '../src/api/nodemcu/net.js';
+import { NodeMcuNet, checkConnectTcpArgs, type TcpServer, type TcpSocket, type UdpSocket } from '../src/api/nodemcu/net.js';
 import { InvalidArgumentError, isTetherError } from '../src/errors.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -318,6 +318,11 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
         ['release signal {}', () => tcp.release({ signal: {} as never })],
       ];
       await expectNoBytes(s, cases);
+      // the standalone connectTcp (connection.ts) is meant to call the same check first
+      for (const [h, p, o] of [[undefined, 80, {}], ['h', 0, {}], ['h', 80, null], ['h', 80, { timeoutMs: 'x' }]] as const) {
+        assert.throws(() => checkConnectTcpArgs(h, p, o), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `connectTcp(${String(h)}, ${p}, ${JSON.stringify(o)})`);
+      }
+      assert.doesNotThrow(() => checkConnectTcpArgs('127.0.0.1', 80, { timeoutMs: 1000 }));
       await quiet(s.t, 50);
       const w = s.t.written;
       assert.ok((await firstValueFrom(n.node.heap())) > 0);

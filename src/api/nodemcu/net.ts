@@ -129,6 +129,19 @@ function checkMulticast(ifIp: unknown, multicastIp: unknown, what: string): void
   if (!isIPv4(multicastIp)) throw new InvalidArgumentError(`${what}: multicast_ip must be a dotted-quad IPv4 address, got ${show(multicastIp)}`);
 }
 
+/**
+ * The arguments of `connectTcp(net, host, port, o)` (src/api/nodemcu/connection.ts), checked
+ * without sending anything: host a non-empty string, port 1..65535, `o` an object or omitted,
+ * `o.timeoutMs` > 0 ms. {@link NodeMcuNet.connectTcp} calls it.
+ * @throws InvalidArgumentError
+ */
+export function checkConnectTcpArgs(host: unknown, port: unknown, o: unknown): void {
+  checkName(host, 'connectTcp host');
+  checkPort(port, 'connectTcp', 1);
+  checkOptionsObject(o, 'connectTcp');
+  checkTimeoutMs((o as { timeoutMs?: unknown } | undefined)?.timeoutMs, 'connectTcp');
+}
+
 /** Base of the module-side objects: an integer handle valid for one boot of the module. */
 export abstract class NetObject {
   abstract readonly kind: 'tcpsocket' | 'tcpserver' | 'udpsocket';
@@ -642,10 +655,7 @@ export class NodeMcuNet {
    *   outside 1..65535, options that are not an object, or a `timeoutMs` that is not > 0 ms.
    */
   connectTcp(host: string, port: number, o?: ConnectTcpOptions): Observable<NodeMcuConnection> {
-    checkName(host, 'connectTcp host');
-    checkPort(port, 'connectTcp', 1);
-    checkOptionsObject(o, 'connectTcp');
-    checkTimeoutMs(o?.timeoutMs, 'connectTcp');
+    checkConnectTcpArgs(host, port, o);
     return connectTcp(this, host, port, o);
   }
 
