@@ -89,7 +89,7 @@ test('a bad choice, a missing option, an unknown command: one error, exit 2, no 
   assert.match(r.stderr, /Argument: family, Given: "bogus", Choices: "luatos", "luat", "nodemcu"/);
   await usageError(['info'], /Missing required argument: port/, /tether info/);
   await usageError(['call', '--port', trip()], /Not enough non-option arguments/, /tether call/);
-  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, diag, flash, agent, proxy\)/, /Commands:/);
+  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, shell, diag, flash, agent, proxy\)/, /Commands:/);
   await usageError(['pots'], /unknown command "pots": did you mean ports\?/);
   await usageError([], /Name a command/);
 });
@@ -217,6 +217,7 @@ test('flash progress: a bar only on a terminal and never with --json; phase mess
   const pt = progressPrinter(tty.stream);
   for (const s of steps) pt(s);
   const bar = tty.chunks.join('');
-  assert.match(bar, /\rwriting {3}tether\.lua \[#+\] 100% 1\.0\/1\.0 KB/);
-  assert.match(bar, /\rverifying tether\.lua \[#+\] 100%/);
+  // the bar is redrawn in place (cli-progress moves to column 1 with CSI 1G)
+  assert.match(bar, /(?:\r|\x1b\[1G)writing {3}tether\.lua \[#+\] 100% 1\.0\/1\.0 KB/);
+  assert.match(bar, /(?:\r|\x1b\[1G)verifying tether\.lua \[#+\] 100%/);
 });

@@ -18,6 +18,7 @@ import { connectTcp, sendAll } from '../src/api/nodemcu/connection.js';
 import { NetError, isNetError } from '../src/api/nodemcu/errors.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { encodeFrame } from '../src/codec/frame.js';
+import { Handle } from '../src/codec/values.js';
 import { isTetherError } from '../src/errors.js';
 import { TetherModule, connect } from '../src/api/connect.js';
 
@@ -81,7 +82,8 @@ describe('NodeMCU net facade through the agent', () => {
     assert.equal(await firstValueFrom(n.ifinfo(7)), null);
     assert.equal(await done(n.multicastJoin('any', '239.1.2.3')), undefined);
     assert.equal(await done(n.multicastLeave('', '239.1.2.3')), undefined);
-    await rejectsWith(done(n.multicastJoin('1.2', '239.1.2.3')), 'INVALID_IF_IP');
+    assert.throws(() => n.multicastJoin('1.2', '239.1.2.3'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    await rejectsWith(done(n.invoke('net.multicastJoin', ['1.2', '239.1.2.3'], (v) => v)), 'INVALID_IF_IP');
     assert.equal(await firstValueFrom(n.dns.resolve('localhost')), '127.0.0.1');
     assert.deepEqual(await firstValueFrom(n.dns.resolveRaw('10.0.0.1')), [null, '10.0.0.1'], 'the callback gets nil first');
     assert.equal(await firstValueFrom(n.dns.resolve('no-such-host.invalid')), null);
@@ -89,8 +91,11 @@ describe('NodeMCU net facade through the agent', () => {
     assert.equal(await firstValueFrom(n.dns.getdnsserver(1)), null);
     await done(n.dns.setdnsserver('8.8.4.4', 1));
     assert.equal(await firstValueFrom(n.dns.getdnsserver(1)), '8.8.4.4');
-    await rejectsWith(firstValueFrom(n.dns.getdnsserver(2)), 'DNS_INDEX');
-    await rejectsWith(done(n.dns.setdnsserver('0.0.0.0')), 'INVALID_DNS_SERVER');
+    // the facade refuses these before sending (INVALID_ARGUMENT); the simulated firmware still raises its own errors
+    assert.throws(() => n.dns.getdnsserver(2), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    assert.throws(() => n.dns.setdnsserver('0.0.0.0'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    await rejectsWith(firstValueFrom(n.invoke('net.dns.getdnsserver', [2], (v) => v)), 'DNS_INDEX');
+    await rejectsWith(done(n.invoke('net.dns.setdnsserver', ['0.0.0.0', 0], (v) => v)), 'INVALID_DNS_SERVER');
     const ping = await lastValueFrom(n.ping('127.0.0.1', 2).pipe(toArray()));
     assert.equal(ping.length, 3);
     assert.deepEqual(ping[0], { type: 'reply', bytes: 32, ip: '127.0.0.1', seq: ping[0].type === 'reply' ? ping[0].seq : 0, rtt: 1 });
@@ -110,7 +115,8 @@ describe('NodeMCU net facade through the agent', () => {
     const evs: string[] = [];
     const sub = s.events.subscribe((e) => evs.push(e.name));
     for (const ev of ['connection', 'receive', 'sent', 'disconnection', 'reconnection', 'dns'] as const) await done(s.on(ev));
-    await rejectsWith(done(s.on('bogus' as never)), 'INVALID_CALLBACK_NAME');
+    assert.throws(() => s.on('bogus' as never), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    await rejectsWith(done(n.invoke('tcpsocket.on', [new Handle(s.id), 'bogus', true], (v) => v)), 'INVALID_CALLBACK_NAME');
     await rejectsWith(done(s.send('x')), 'NOT_CONNECTED');
     await rejectsWith(firstValueFrom(s.ttl()), 'NOT_OPEN');
     const connected = firstValueFrom(s.connection$);
@@ -240,8 +246,10 @@ describe('NodeMCU net facade through the agent', () => {
     await sentEv;
     const d = await dgram;
     assert.deepEqual({ data: text(d.data), port: d.port, ip: d.ip }, { data: 'udp payload \x00\xc3\xbf', port: echo.udp.port, ip: '127.0.0.1' });
-    await rejectsWith(done(u.send(0, '127.0.0.1', 'x')), 'NEED_PORT');
-    await rejectsWith(done(u.send(9, 'example.com', 'x')), 'INVALID_IP');
+    assert.throws(() => u.send(0, '127.0.0.1', 'x'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    assert.throws(() => u.send(9, 'example.com', 'x'), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'));
+    await rejectsWith(done(n.invoke('udpsocket.send', [new Handle(u.id), 0, '127.0.0.1', 'x', false], (v) => v)), 'NEED_PORT');
+    await rejectsWith(done(n.invoke('udpsocket.send', [new Handle(u.id), 9, 'example.com', 'x', false], (v) => v)), 'INVALID_IP');
     assert.equal(await firstValueFrom(u.ttl(10)), 10);
     assert.equal(await firstValueFrom(u.dns('localhost')), '127.0.0.1');
     await done(u.close());

@@ -45,7 +45,7 @@ export function buildCli(argv: string[], setExit: (code: number) => void): Argv 
   )
     .epilogue(EPILOGUE)
     .strict()
-    .demandCommand(1, 'Name a command: diag, sim, ports, info, call, flash, agent or proxy (see --help).')
+    .demandCommand(1, 'Name a command: diag, sim, ports, info, call, shell, flash, agent or proxy (see --help).')
     .exitProcess(false)
     .fail((msg, err, y) => {
       // A command handler's own failure (yargs passes no message): not a usage error.

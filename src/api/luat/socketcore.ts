@@ -15,8 +15,9 @@ import { Observable, filter, map, share } from 'rxjs';
 import type { AgentPublish, CallOptions, RpcClient } from '../../rpc/client.js';
 import { field, toNumber, toText, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
-import { MAX_ADDR_LEN, MAX_SEND_BYTES, READINESS_TOPICS, SOCKET_MESSAGES, type ReadinessTopic, type SocketMessageName } from './constants.js';
+import { MAX_ADDR_LEN, MAX_RECV_IND, MAX_SEND_BYTES, MAX_SOCKETS, SocketType, READINESS_TOPICS, SOCKET_MESSAGES, type ReadinessTopic, type SocketMessageName } from './constants.js';
 import { endOnReset } from '../reset.js';
+import { checkCallOptions, checkOptionsObject, checkTimeoutMs, show } from '../args.js';
 
 /** One socket message (`rtos.MSG_SOCK_*`) as the core posted it. */
 export interface SocketMessage {
@@ -69,7 +70,28 @@ export interface ReadinessEvent {
 
 export type FacadeCallOptions = CallOptions;
 
-const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n);
+/**
+ * The arguments of `openConnection(sc, host, port, o)` (src/api/luat/connection.ts), checked
+ * without sending anything: host 1..100 characters (the core's `sock_conn` limit, MAX_ADDR_LEN),
+ * port 1..65535, `o` an object with `type` tcp/udp/ssl, `timeoutMs` > 0 ms, booleans where booleans
+ * are expected, `localPort` 0..65535, `recvBufferLen` >= 0 bytes.
+ * @throws InvalidArgumentError
+ */
+export function checkOpenConnectionArgs(host: unknown, port: unknown, o: unknown): void {
+  if (typeof host !== 'string' || host.length === 0 || host.length > MAX_ADDR_LEN) throw new InvalidArgumentError(`openConnection: host must be a name or IP of 1..${MAX_ADDR_LEN} characters, got ${show(host)}`);
+  if (!isInt(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`openConnection: port must be an integer 1..65535, got ${show(port)}`);
+  checkOptionsObject(o, 'openConnection');
+  const x = (o ?? {}) as Record<string, unknown>;
+  if (x.type !== undefined && x.type !== 'tcp' && x.type !== 'udp' && x.type !== 'ssl') throw new InvalidArgumentError(`openConnection: type must be tcp, udp or ssl, got ${show(x.type)}`);
+  checkTimeoutMs(x.timeoutMs, 'openConnection');
+  for (const k of ['strictCert', 'waitReady', 'plainConn']) {
+    if (x[k] !== undefined && typeof x[k] !== 'boolean') throw new InvalidArgumentError(`openConnection: ${k} must be true or false, got ${show(x[k])}`);
+  }
+  if (x.localPort !== undefined && (!isInt(x.localPort) || x.localPort < 0 || x.localPort > 65535)) throw new InvalidArgumentError(`openConnection: localPort must be an integer 0..65535, got ${show(x.localPort)}`);
+  if (x.recvBufferLen !== undefined && (!isInt(x.recvBufferLen) || x.recvBufferLen < 0)) throw new InvalidArgumentError(`openConnection: recvBufferLen must be a non-negative integer (bytes), got ${show(x.recvBufferLen)}`);
+}
+
+const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
 const num = (v: WireValue | undefined): number | null => (v === null || v === undefined ? null : (toNumber(v) ?? null));
 const text = (v: WireValue | undefined): string | null => (v === null || v === undefined ? null : (toText(v) ?? null));
 
@@ -168,6 +190,7 @@ export class LuatSocketcore {
   }
 
   private call<T>(fn: string, args: WireValue[], convert: (v: WireValue[]) => T, opts?: FacadeCallOptions): Observable<T> {
+    checkCallOptions(opts, fn);
     const epoch = this.rpc.currentEpoch;
     return new Observable<T>((sub) => {
       if (this.rpc.currentEpoch !== epoch) {
@@ -179,15 +202,20 @@ export class LuatSocketcore {
   }
 
   private checkIndex(idx: unknown, fn: string): number {
-    if (!isInt(idx)) throw new InvalidArgumentError(`${fn}: the socket index must be an integer (0..9, from sock_conn), got ${String(idx)}`);
+    // LUA_MAX_SOCKET_SUPPORT slots: indexes 0..9 (constants.ts MAX_SOCKETS)
+    if (!isInt(idx) || idx < 0 || idx >= MAX_SOCKETS) throw new InvalidArgumentError(`${fn}: the socket index must be an integer 0..${MAX_SOCKETS - 1} (from sock_conn), got ${show(idx)}`);
     return idx;
   }
 
   private connArgs(fn: string, type: number, addr: string, port: number, o: ConnArgs): WireValue[] {
-    if (!isInt(type)) throw new InvalidArgumentError(`${fn}: type must be an integer (0 TCP, 1 UDP, 2 SSL)`);
-    if (typeof addr !== 'string' || addr.length === 0) throw new InvalidArgumentError(`${fn}: addr must be a non-empty host name or IP`);
+    // openSocketType (am_openat_socket.h): 0 TCP, 1 UDP, 2 SSL; 3 is SMS and 4 RAW, not sockets the lib opens
+    if (type !== SocketType.TCP && type !== SocketType.UDP && type !== SocketType.SSL) throw new InvalidArgumentError(`${fn}: type must be 0 (TCP), 1 (UDP) or 2 (SSL), got ${show(type)}`);
+    if (typeof addr !== 'string' || addr.length === 0) throw new InvalidArgumentError(`${fn}: addr must be a non-empty host name or IP, got ${show(addr)}`);
     if (addr.length > MAX_ADDR_LEN) throw new InvalidArgumentError(`${fn}: addr is ${addr.length} characters, the core takes at most ${MAX_ADDR_LEN}`);
-    if (!isInt(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`${fn}: port must be an integer 0..65535, got ${String(port)}`);
+    if (!isInt(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`${fn}: port must be an integer 1..65535, got ${show(port)}`);
+    checkOptionsObject(o, fn);
+    o ??= {};
+    if (o.cert !== undefined && (o.cert === null || typeof o.cert !== 'object')) throw new InvalidArgumentError(`${fn}: cert must be an object { hostName?, caCert?, clientCert?, clientKey? }, got ${show(o.cert)}`);
     let cert: WireValue = null;
     if (o.cert !== undefined) {
       const m = new Map<WireValue, WireValue>();
@@ -199,9 +227,8 @@ export class LuatSocketcore {
       }
       cert = m;
     }
-    for (const k of ['recvBufferLen', 'localPort'] as const) {
-      if (o[k] !== undefined && (!isInt(o[k]) || o[k]! < 0)) throw new InvalidArgumentError(`${fn}: ${k} must be a non-negative integer`);
-    }
+    if (o.recvBufferLen !== undefined && (!isInt(o.recvBufferLen) || o.recvBufferLen < 0)) throw new InvalidArgumentError(`${fn}: recvBufferLen must be a non-negative integer (bytes), got ${show(o.recvBufferLen)}`);
+    if (o.localPort !== undefined && (!isInt(o.localPort) || o.localPort < 0 || o.localPort > 65535)) throw new InvalidArgumentError(`${fn}: localPort must be an integer 0..65535, got ${show(o.localPort)}`);
     for (const k of ['insist', 'hostNameFlag'] as const) {
       if (o[k] !== undefined && o[k] !== 0 && o[k] !== 1) throw new InvalidArgumentError(`${fn}: ${k} must be 0 or 1`);
     }
@@ -238,7 +265,7 @@ export class LuatSocketcore {
   sock_send(index: number, data: Uint8Array | string, opts?: FacadeCallOptions): Observable<[number, number]> {
     const idx = this.checkIndex(index, 'sock_send');
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('sock_send: data must be a string or bytes');
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`sock_send: data must be a string or bytes, got ${show(data)}`);
     if (bytes.length > MAX_SEND_BYTES) throw new InvalidArgumentError(`sock_send: ${bytes.length} bytes; the core takes the length as a uint16 (at most ${MAX_SEND_BYTES}): send in chunks`);
     return this.call('socketcore.sock_send', [idx, bytes], (v) => [num(v[0]) ?? 0, num(v[1]) ?? -1] as [number, number], opts);
   }
@@ -261,10 +288,15 @@ export class LuatSocketcore {
     return this.call('socketcore.sock_close', [idx], (v) => [num(v[0]) ?? 0] as [number], opts);
   }
 
-  /** `sock_recv(index, len)`: `[bytes]` (may be empty): at most min(len, the pending RECV_IND's recv_len). */
+  /**
+   * `sock_recv(index, len)`: `[bytes]` (may be empty): at most min(len, the pending RECV_IND's recv_len).
+   * @throws InvalidArgumentError for an index outside 0..9 or len outside 1..2048 (bytes).
+   */
   sock_recv(index: number, len: number, opts?: FacadeCallOptions): Observable<[Uint8Array]> {
     const idx = this.checkIndex(index, 'sock_recv');
-    if (!isInt(len) || len < 1) throw new InvalidArgumentError(`sock_recv: len must be a positive integer (bytes), got ${String(len)}`);
+    // a read never returns more than the pending RECV_IND announced, at most LUA_MAX_RECV_IND_LEN = 2048
+    // (constants.ts MAX_RECV_IND); the core sizes its buffer from len, so a larger len is refused here
+    if (!isInt(len) || len < 1 || len > MAX_RECV_IND) throw new InvalidArgumentError(`sock_recv: len must be an integer 1..${MAX_RECV_IND} (bytes; one RECV_IND announces at most ${MAX_RECV_IND}), got ${show(len)}`);
     return this.call('socketcore.sock_recv', [idx, len], (v) => [v[0] instanceof Uint8Array ? v[0] : new Uint8Array(0)] as [Uint8Array], opts);
   }
 
@@ -281,7 +313,7 @@ export class LuatSocketcore {
   sock_setopt(index: number, level: number, optname: number, value: number, opts?: FacadeCallOptions): Observable<[number]> {
     const idx = this.checkIndex(index, 'sock_setopt');
     for (const [k, v] of [['level', level], ['optname', optname], ['value', value]] as const) {
-      if (!isInt(v)) throw new InvalidArgumentError(`sock_setopt: ${k} must be an integer`);
+      if (!isInt(v)) throw new InvalidArgumentError(`sock_setopt: ${k} must be an integer, got ${show(v)}`);
     }
     return this.call('socketcore.sock_setopt', [idx, level, optname, value], (v) => [num(v[0]) ?? -1] as [number], opts);
   }

@@ -16,6 +16,7 @@ import { Handle, toText, field, toNumber, type WireValue } from '../../codec/val
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { eventName, MAX_ADAPTER, SocketEvent, type SocketEventName } from './constants.js';
 import { endOnReset } from '../reset.js';
+import { checkBoolean, checkCallOptions, checkOptionsObject, show } from '../args.js';
 
 /** A module-side socket (`socket.create`'s ctrl), as an integer handle valid for one boot of the module. */
 export class SocketCtrl {
@@ -113,7 +114,7 @@ export class ZBuff {
   }
 }
 
-const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n);
+const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
 const str = (v: WireValue | undefined): string | null => (v === null || v === undefined ? null : (toText(v) ?? null));
 const bytes = (v: WireValue | undefined): Uint8Array | null => (v instanceof Uint8Array ? v : typeof v === 'string' ? Buffer.from(v) : null);
 const num = (v: WireValue | undefined): number | null => (v === null || v === undefined ? null : (toNumber(v) ?? null));
@@ -122,8 +123,49 @@ const num = (v: WireValue | undefined): number | null => (v === null || v === un
 export type FacadeCallOptions = CallOptions;
 
 /**
+ * A host as the firmware takes it (LS:486 `socket.connect`): a name or dotted IP of 1..255
+ * characters, or an IPv4 address as a big-endian integer 0..0xFFFFFFFF (the firmware stores it
+ * in a uint32: -1 would become 255.255.255.255).
+ * @throws InvalidArgumentError
+ */
+export function checkIPv4Host(host: unknown, what: string): void {
+  if (typeof host === 'string') {
+    if (host.length === 0 || host.length > 255) throw new InvalidArgumentError(`${what}: host must be 1..255 characters, got ${show(host)}`);
+    return;
+  }
+  if (!isInt(host) || host < 0 || host > 0xffffffff) throw new InvalidArgumentError(`${what}: host must be a name, an IP string or an IPv4 integer 0..4294967295, got ${show(host)}`);
+}
+
+/**
+ * The arguments of {@link openSocket} (src/api/luatos/connection.ts), checked without sending
+ * anything: host as {@link checkIPv4Host} (a string there), port 1..65535, options object,
+ * `udp`/`tls` booleans, `timeoutMs` > 0, `adapter` 0..18, `localPort` 1..65535, `ca` a string.
+ * @throws InvalidArgumentError
+ */
+export function checkOpenSocketArgs(host: unknown, port: unknown, o: unknown): void {
+  if (typeof host !== 'string') throw new InvalidArgumentError(`openSocket: host must be a name or an IP string, got ${show(host)}`);
+  checkIPv4Host(host, 'openSocket');
+  if (!isInt(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`openSocket: port must be an integer 1..65535, got ${show(port)}`);
+  checkOptionsObject(o, 'openSocket');
+  const x = (o ?? {}) as Record<string, unknown>;
+  checkBoolean(x.udp, 'openSocket: udp');
+  checkBoolean(x.tls, 'openSocket: tls');
+  checkCallOptions({ timeoutMs: x.timeoutMs }, 'openSocket');
+  if (x.adapter !== undefined && (!isInt(x.adapter) || x.adapter < 0 || x.adapter > MAX_ADAPTER)) throw new InvalidArgumentError(`openSocket: adapter must be an integer 0..${MAX_ADAPTER}, got ${show(x.adapter)}`);
+  if (x.localPort !== undefined && (!isInt(x.localPort) || x.localPort < 1 || x.localPort > 65535)) throw new InvalidArgumentError(`openSocket: localPort must be an integer 1..65535, got ${show(x.localPort)}`);
+  if (x.ca !== undefined && typeof x.ca !== 'string') throw new InvalidArgumentError(`openSocket: ca must be a PEM string, got ${show(x.ca)}`);
+}
+
+/**
  * The `socket` library of one LuatOS module. Get it from `TetherModule.socket`
  * or `new LuatosSocket(rpc)`.
+ *
+ * Every method checks its arguments when it is called and throws {@link InvalidArgumentError}
+ * (code `INVALID_ARGUMENT`) before anything is sent: a ctrl of another module, an adapter outside
+ * 0..18, a port outside 1..65535 (the firmware keeps a uint16, LS:486), an IPv4 integer outside
+ * 0..0xFFFFFFFF, a non-boolean `udp`/`tls` (LS:316 reads them with lua_isboolean), a `buff` that is
+ * not a {@link ZBuff}, options that are not an object, and call options whose `timeoutMs` is not a
+ * positive number of milliseconds or whose `signal` is not an AbortSignal.
  */
 export class LuatosSocket {
   /** Every socket event of this module (hot: events arriving while subscribed; nothing is replayed). */
@@ -175,15 +217,16 @@ export class LuatosSocket {
 
   private checkAdapter(ad: number | null | undefined, name: string): void {
     if (ad === null || ad === undefined) return;
-    if (!isInt(ad) || ad < 0 || ad > MAX_ADAPTER) throw new InvalidArgumentError(`${name}: adapter must be an integer 0..${MAX_ADAPTER} (socket.LWIP_GP = 1), got ${String(ad)}`);
+    if (!isInt(ad) || ad < 0 || ad > MAX_ADAPTER) throw new InvalidArgumentError(`${name}: adapter must be an integer 0..${MAX_ADAPTER} (socket.LWIP_GP = 1), got ${show(ad)}`);
   }
 
   private checkPort(p: unknown, name: string, min = 0): void {
-    if (!isInt(p) || p < min || p > 65535) throw new InvalidArgumentError(`${name}: port must be an integer ${min}..65535, got ${String(p)}`);
+    if (!isInt(p) || p < min || p > 65535) throw new InvalidArgumentError(`${name}: port must be an integer ${min}..65535, got ${show(p)}`);
   }
 
   /** One remote call; `ctrl` (if any) is checked against the current boot. */
   private call<T>(fn: string, args: WireValue[], convert: (v: WireValue[]) => T, opts?: FacadeCallOptions, ctrl?: SocketCtrl): Observable<T> {
+    checkCallOptions(opts, `socket.${fn}`);
     return new Observable<T>((sub) => {
       if (ctrl && ctrl.epoch !== this.rpc.currentEpoch) {
         sub.error(new ResetError(`${fn}: ${ctrl} belongs to a previous boot of the module (it reset); create a new socket`, { fn }));
@@ -206,14 +249,19 @@ export class LuatosSocket {
   /** `socket.debug(ctrl, on)`: returns nothing. */
   debug(ctrl: SocketCtrl, on: boolean, opts?: FacadeCallOptions): Observable<[]> {
     const h = this.check(ctrl);
-    if (typeof on !== 'boolean') throw new InvalidArgumentError('socket.debug: on must be a boolean');
+    if (typeof on !== 'boolean') throw new InvalidArgumentError(`socket.debug: on must be a boolean, got ${show(on)}`);
     return this.call('debug', [h, on], (v) => v as [], opts, ctrl);
   }
 
   /** `socket.config(ctrl, ...)` (LS:316): `[true]`, or `[false]` when TLS is missing or a certificate fails to load. */
   config(ctrl: SocketCtrl, o: ConfigOptions = {}, opts?: FacadeCallOptions): Observable<[boolean]> {
     const h = this.check(ctrl);
+    checkOptionsObject(o, 'socket.config');
+    o ??= {};
     if (o.localPort !== undefined) this.checkPort(o.localPort, 'socket.config localPort', 1);
+    // LS:316: is_udp / is_tls are read with lua_isboolean; anything else (1, "yes") is silently taken as false
+    checkBoolean(o.udp, 'socket.config: udp');
+    checkBoolean(o.tls, 'socket.config: tls');
     for (const k of ['keepIdle', 'keepInterval', 'keepCount'] as const) {
       if (o[k] !== undefined && (!isInt(o[k]) || o[k]! < 0)) throw new InvalidArgumentError(`socket.config: ${k} must be a non-negative integer (seconds / count)`);
     }
@@ -237,9 +285,12 @@ export class LuatosSocket {
    */
   connect(ctrl: SocketCtrl, host: string | number, port: number, o: { ipv6Dns?: boolean } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, boolean]>> {
     const h = this.check(ctrl);
-    if (typeof host !== 'string' && !isInt(host)) throw new InvalidArgumentError('socket.connect: host must be a name, an IP string or an IPv4 integer');
-    if (typeof host === 'string' && (host.length === 0 || host.length > 255)) throw new InvalidArgumentError('socket.connect: host must be 1..255 characters');
-    this.checkPort(port, 'socket.connect');
+    checkIPv4Host(host, 'socket.connect');
+    // LS:486: the port is read into a uint16_t (70000 would silently become 4464); port 0 is no server
+    this.checkPort(port, 'socket.connect', 1);
+    checkOptionsObject(o, 'socket.connect');
+    o ??= {};
+    checkBoolean(o.ipv6Dns, 'socket.connect: ipv6Dns');
     const args: WireValue[] = [h, host, port];
     if (o.ipv6Dns !== undefined) args.push(o.ipv6Dns);
     return this.call('connect', args, (v) => this.ok(v as [boolean, boolean]), opts, ctrl);
@@ -270,8 +321,12 @@ export class LuatosSocket {
    */
   tx(ctrl: SocketCtrl, data: Uint8Array | string, o: { ip?: string | number; port?: number; flag?: number; resume?: boolean } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, unknown, boolean]>> {
     const h = this.check(ctrl);
-    if (typeof data !== 'string' && !(data instanceof Uint8Array)) throw new InvalidArgumentError('socket.tx: data must be a string or bytes');
-    if (o.port !== undefined) this.checkPort(o.port, 'socket.tx');
+    if (typeof data !== 'string' && !(data instanceof Uint8Array)) throw new InvalidArgumentError(`socket.tx: data must be a string or bytes, got ${show(data)}`);
+    checkOptionsObject(o, 'socket.tx');
+    o ??= {};
+    if (o.ip !== undefined) checkIPv4Host(o.ip, 'socket.tx ip');
+    if (o.port !== undefined) this.checkPort(o.port, 'socket.tx', 1);
+    if (o.flag !== undefined && (!isInt(o.flag) || o.flag < 0)) throw new InvalidArgumentError(`socket.tx: flag must be a non-negative integer, got ${show(o.flag)}`);
     if (o.resume !== undefined && typeof o.resume !== 'boolean') throw new InvalidArgumentError('socket.tx: resume must be a boolean');
     const args: WireValue[] = [h, typeof data === 'string' ? Buffer.from(data) : data];
     if (o.resume !== undefined) args.push(o.ip ?? null, o.port ?? null, o.flag ?? null, o.resume);
@@ -291,7 +346,12 @@ export class LuatosSocket {
    */
   rx(ctrl: SocketCtrl, buff?: ZBuff, o: { flag?: number; limit?: number } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, number, Uint8Array | null, number | null]> | Result<[boolean, number]>> {
     const h = this.check(ctrl);
-    if (o.limit !== undefined && (!isInt(o.limit) || o.limit < 1)) throw new InvalidArgumentError('socket.rx: limit must be a positive integer (bytes)');
+    // checked before the call: the reply's bytes are appended to buff, and once read on the module they are gone
+    if (buff !== undefined && buff !== null && !(buff instanceof ZBuff)) throw new InvalidArgumentError(`socket.rx: buff must be a ZBuff (or omitted), got ${show(buff)}`);
+    checkOptionsObject(o, 'socket.rx');
+    o ??= {};
+    if (o.limit !== undefined && (!isInt(o.limit) || o.limit < 1)) throw new InvalidArgumentError(`socket.rx: limit must be a positive integer (bytes), got ${show(o.limit)}`);
+    if (o.flag !== undefined && (!isInt(o.flag) || o.flag < 0)) throw new InvalidArgumentError(`socket.rx: flag must be a non-negative integer, got ${show(o.flag)}`);
     if (!buff) return this.call('rx', [h], (v) => this.ok([v[0] as boolean, num(v[1]) ?? 0] as [boolean, number]), opts, ctrl);
     return this.call(
       'rx',
@@ -351,7 +411,7 @@ export class LuatosSocket {
   setDNS(adapter: number | null, index: number, ip: string | number, opts?: FacadeCallOptions): Observable<[boolean]> {
     this.checkAdapter(adapter, 'socket.setDNS');
     if (!isInt(index) || index < 1) throw new InvalidArgumentError('socket.setDNS: index must be an integer >= 1');
-    if (typeof ip !== 'string' && !isInt(ip)) throw new InvalidArgumentError('socket.setDNS: ip must be a string or an IPv4 integer');
+    checkIPv4Host(ip, 'socket.setDNS ip');
     return this.call('setDNS', [adapter, index, ip], (v) => v as [boolean], opts);
   }
 

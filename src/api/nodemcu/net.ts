@@ -22,6 +22,7 @@ import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { toNetError } from './errors.js';
 import { connectTcp, sendAll, type ConnectTcpOptions, type NodeMcuConnection, type SendAllOptions } from './connection.js';
 import { endOnReset, resetAsError } from '../reset.js';
+import { checkCallOptions, checkOptionsObject, checkTimeoutMs, isIPv4, show } from '../args.js';
 
 /** `net.TCP` / `net.UDP`. */
 export const NET_TCP = 1;
@@ -79,20 +80,66 @@ export type PingEvent =
 /** Options of one call. */
 export type NetCallOptions = CallOptions;
 
-const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n);
+const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
 const str = (v: WireValue | undefined): string | null => (v === null || v === undefined ? null : (toText(v) ?? null));
 const num = (v: WireValue | undefined): number | null => (v === null || v === undefined ? null : (toNumber(v) ?? null));
 const bytesOf = (v: WireValue | undefined): Uint8Array => (v instanceof Uint8Array ? v : typeof v === 'string' ? Buffer.from(v) : new Uint8Array(0));
 const toBytes = (d: Uint8Array | string): Uint8Array => (typeof d === 'string' ? Buffer.from(d) : d);
 
 function checkPort(p: unknown, what: string, min = 0): void {
-  if (!isInt(p) || p < min || p > 65535) throw new InvalidArgumentError(`${what}: port must be an integer ${min}..65535, got ${String(p)}`);
+  if (!isInt(p) || p < min || p > 65535) throw new InvalidArgumentError(`${what}: port must be an integer ${min}..65535, got ${show(p)}`);
 }
 function checkText(s: unknown, what: string): void {
-  if (typeof s !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${typeof s}`);
+  if (typeof s !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${show(s)}`);
 }
-function checkData(d: unknown, what: string): void {
-  if (typeof d !== 'string' && !(d instanceof Uint8Array)) throw new InvalidArgumentError(`${what}: data must be a string or bytes`);
+/** A non-empty name or address (an empty or missing one would be sent as a lookup of "" or "undefined"). */
+function checkName(s: unknown, what: string): void {
+  if (typeof s !== 'string' || s.length === 0) throw new InvalidArgumentError(`${what} must be a non-empty host name or IP string, got ${show(s)}`);
+}
+/** A dotted-quad IPv4 string: net.c parses it with ipaddr_aton and raises "invalid IP address" otherwise. */
+function checkIp(s: unknown, what: string): void {
+  if (!isIPv4(s)) throw new InvalidArgumentError(`${what} must be a dotted-quad IPv4 address such as 127.0.0.1 (the firmware does no DNS here), got ${show(s)}`);
+}
+/** Data to send; returns its length in bytes. net.c net_send raises "no data to send" for an empty string. */
+function checkData(d: unknown, what: string): number {
+  let n: number;
+  if (typeof d === 'string') n = Buffer.byteLength(d);
+  else if (d instanceof Uint8Array) n = d.length;
+  else throw new InvalidArgumentError(`${what}: data must be a string or bytes, got ${show(d)}`);
+  if (n === 0) throw new InvalidArgumentError(`${what}: data is empty (the firmware raises "no data to send")`);
+  return n;
+}
+function checkEnable(v: unknown, what: string): void {
+  if (typeof v !== 'boolean') throw new InvalidArgumentError(`${what}: enable must be true or false, got ${show(v)}`);
+}
+/**
+ * `net.dns` server slots: net.c net_setdnsserver / net_getdnsserver raise "server index out of
+ * range [0-1]" for an index >= DNS_MAX_SERVERS (2).
+ */
+const DNS_MAX_SERVERS = 2;
+/** The range the firmware docs give for `net.createServer([timeout])` (seconds); net.c reads it with luaL_optlong unchecked. */
+export const SERVER_TIMEOUT_MAX = 28800;
+
+/**
+ * `net.multicastJoin/Leave(if_ip, multicast_ip)`: net.c net_multicastJoinLeave takes "" or "any"
+ * for every interface, else addresses of 7..15 characters ("invalid if ip" / "invalid multicast ip").
+ */
+function checkMulticast(ifIp: unknown, multicastIp: unknown, what: string): void {
+  if (!(ifIp === '' || (typeof ifIp === 'string' && ifIp.toLowerCase() === 'any') || isIPv4(ifIp))) throw new InvalidArgumentError(`${what}: if_ip must be "", "any" or a dotted-quad IPv4 address, got ${show(ifIp)}`);
+  if (!isIPv4(multicastIp)) throw new InvalidArgumentError(`${what}: multicast_ip must be a dotted-quad IPv4 address, got ${show(multicastIp)}`);
+}
+
+/**
+ * The arguments of `connectTcp(net, host, port, o)` (src/api/nodemcu/connection.ts), checked
+ * without sending anything: host a non-empty string, port 1..65535, `o` an object or omitted,
+ * `o.timeoutMs` > 0 ms. {@link NodeMcuNet.connectTcp} calls it.
+ * @throws InvalidArgumentError
+ */
+export function checkConnectTcpArgs(host: unknown, port: unknown, o: unknown): void {
+  checkName(host, 'connectTcp host');
+  checkPort(port, 'connectTcp', 1);
+  checkOptionsObject(o, 'connectTcp');
+  checkTimeoutMs((o as { timeoutMs?: unknown } | undefined)?.timeoutMs, 'connectTcp');
 }
 
 /** Base of the module-side objects: an integer handle valid for one boot of the module. */
@@ -144,7 +191,7 @@ export class TcpSocket extends NetObject {
   /** `socket:connect(port, ip|domain)`; host defaults to 127.0.0.1 on the firmware. "connection" (or reconnection/disconnection) follows. */
   connect(port: number, host?: string, opts?: NetCallOptions): Observable<void> {
     checkPort(port, 'socket:connect', 1);
-    if (host !== undefined) checkText(host, 'socket:connect host');
+    if (host !== undefined) checkName(host, 'socket:connect host');
     return this.invoke('connect', host === undefined ? [port] : [port, host], () => undefined, opts);
   }
   /** `socket:close()`: FIN; the firmware fires NO "disconnection" after a local close. Raises "not connected" without a connection. */
@@ -156,7 +203,7 @@ export class TcpSocket extends NetObject {
    * The callback also becomes the socket's "dns" handler, as on the firmware.
    */
   dns(domain: string, opts?: NetCallOptions): Observable<string | null> {
-    checkText(domain, 'socket:dns domain');
+    checkName(domain, 'socket:dns domain');
     return this.net.callThenEvent(`${this.kind}.dns`, [new Handle(this.id), domain, true], this.id, 'dns', (v) => str(v[0]), opts, this);
   }
   /** `socket:getpeer()`: `[port, ip]` (port first), `[null, null]` when not connected. */
@@ -181,7 +228,8 @@ export class TcpSocket extends NetObject {
    * "reconnection" changes the firmware's rules: error endings then go there, not to "disconnection".
    */
   on(event: TcpEventName, enable = true, opts?: NetCallOptions): Observable<void> {
-    if (typeof event !== 'string') throw new InvalidArgumentError('socket:on: event must be a string');
+    if (!(TCP_EVENTS as readonly string[]).includes(event)) throw new InvalidArgumentError(`socket:on: event must be one of ${TCP_EVENTS.join(', ')}, got ${show(event)}`);
+    checkEnable(enable, 'socket:on');
     return this.invoke('on', [event, enable], () => undefined, opts);
   }
   /**
@@ -192,6 +240,9 @@ export class TcpSocket extends NetObject {
    */
   send(data: Uint8Array | string, o: { sentCallback?: boolean } = {}, opts?: NetCallOptions): Observable<void> {
     checkData(data, 'socket:send');
+    checkOptionsObject(o, 'socket:send');
+    o ??= {};
+    if (o.sentCallback !== undefined && typeof o.sentCallback !== 'boolean') throw new InvalidArgumentError(`socket:send: sentCallback must be true or false, got ${show(o.sentCallback)}`);
     return this.invoke('send', [toBytes(data), o.sentCallback ?? true], () => undefined, opts);
   }
   /** {@link sendAll} on this socket: chunks within the 2920-byte buffer, one send in flight until "sent". Emits bytes sent so far. */
@@ -240,7 +291,12 @@ export class TcpServer extends NetObject {
    */
   listen(port?: number, ip?: string, o: { events?: TcpEventName[] } = {}, opts?: NetCallOptions): Observable<void> {
     if (port !== undefined) checkPort(port, 'server:listen');
-    if (ip !== undefined) checkText(ip, 'server:listen ip');
+    if (ip !== undefined) checkIp(ip, 'server:listen ip');
+    checkOptionsObject(o, 'server:listen');
+    o ??= {};
+    if (o.events !== undefined && (!Array.isArray(o.events) || !o.events.every((e) => (TCP_EVENTS as readonly string[]).includes(e)))) {
+      throw new InvalidArgumentError(`server:listen: events must be an array of ${TCP_EVENTS.join(', ')}, got ${show(o.events)}`);
+    }
     const evs = o.events ?? ['connection', 'receive', 'sent', 'disconnection'];
     return this.invoke('listen', [port ?? null, ip ?? null, evs], () => undefined, opts);
   }
@@ -268,7 +324,7 @@ export class UdpSocket extends NetObject {
   /** `udpsocket:listen([port], [ip])`; no callback. Raises "already listening" once bound (send() binds too). */
   listen(port?: number, ip?: string, opts?: NetCallOptions): Observable<void> {
     if (port !== undefined) checkPort(port, 'udpsocket:listen');
-    if (ip !== undefined) checkText(ip, 'udpsocket:listen ip');
+    if (ip !== undefined) checkIp(ip, 'udpsocket:listen ip');
     // omitted arguments are left out, not sent as nil: the firmware parses them by type
     const args: WireValue[] = [];
     if (port !== undefined) args.push(port);
@@ -277,17 +333,28 @@ export class UdpSocket extends NetObject {
   }
   /** `udpsocket:on(event, fn)`: receive, sent, dns. */
   on(event: UdpEventName, enable = true, opts?: NetCallOptions): Observable<void> {
-    if (typeof event !== 'string') throw new InvalidArgumentError('udpsocket:on: event must be a string');
+    if (!(UDP_EVENTS as readonly string[]).includes(event)) throw new InvalidArgumentError(`udpsocket:on: event must be one of ${UDP_EVENTS.join(', ')}, got ${show(event)}`);
+    checkEnable(enable, 'udpsocket:on');
     return this.invoke('on', [event, enable], () => undefined, opts);
   }
   /**
    * `udpsocket:send(port, ip, data, fn)`: `ip` must be a dotted quad (no DNS). Binds to a random
-   * port first if needed. "sent" fires inside send(), before the reply. Keep data <= 1472 bytes.
+   * port first if needed. "sent" fires inside send(), before the reply.
+   * @throws InvalidArgumentError for port 0, an ip that is not a dotted quad, empty data, or data
+   *   over {@link UDP_MAX_PAYLOAD} (1472) bytes.
    */
   send(port: number, ip: string, data: Uint8Array | string, o: { sentCallback?: boolean } = {}, opts?: NetCallOptions): Observable<void> {
-    checkPort(port, 'udpsocket:send');
-    checkText(ip, 'udpsocket:send ip');
-    checkData(data, 'udpsocket:send');
+    // net.c net_send raises "need port" for port 0 and "invalid IP address" when ipaddr_aton fails
+    checkPort(port, 'udpsocket:send', 1);
+    checkIp(ip, 'udpsocket:send ip');
+    const n = checkData(data, 'udpsocket:send');
+    // net.c net_send hands the whole payload to udp_sendto in one pbuf; lwipopts.h has IP_FRAG 0
+    // (firmware notes, nodemcu.md "u:send"), so a datagram must fit one 1500-byte IP packet:
+    // 1500 - 20 (IP) - 8 (UDP) = 1472 bytes
+    if (n > UDP_MAX_PAYLOAD) throw new InvalidArgumentError(`udpsocket:send: ${n} bytes; a datagram carries at most ${UDP_MAX_PAYLOAD} (the firmware does not fragment IP)`, { bytes: n, max: UDP_MAX_PAYLOAD });
+    checkOptionsObject(o, 'udpsocket:send');
+    o ??= {};
+    if (o.sentCallback !== undefined && typeof o.sentCallback !== 'boolean') throw new InvalidArgumentError(`udpsocket:send: sentCallback must be true or false, got ${show(o.sentCallback)}`);
     return this.invoke('send', [port, ip, toBytes(data), o.sentCallback ?? false], () => undefined, opts);
   }
   /** `udpsocket:close()`. Raises "not connected" when not bound. */
@@ -296,7 +363,7 @@ export class UdpSocket extends NetObject {
   }
   /** `udpsocket:dns(domain, cb)`: emits the ip or null. */
   dns(domain: string, opts?: NetCallOptions): Observable<string | null> {
-    checkText(domain, 'udpsocket:dns domain');
+    checkName(domain, 'udpsocket:dns domain');
     return this.net.callThenEvent(`${this.kind}.dns`, [new Handle(this.id), domain, true], this.id, 'dns', (v) => str(v[0]), opts, this);
   }
   /** `udpsocket:getaddr()`: local `[port, ip]`, `[null, null]` when not bound. */
@@ -333,7 +400,8 @@ export class NodeMcuDns {
    * Raises "out of memory" when 4 lookups are already running.
    */
   resolveRaw(host: string, opts?: NetCallOptions): Observable<[null, string | null]> {
-    checkText(host, 'net.dns.resolve host');
+    checkName(host, 'net.dns.resolve host');
+    checkCallOptions(opts, 'net.dns.resolve');
     return this.net.callThenEvent('net.dns.resolve', [host], undefined, 'dns', (v) => [null, str(v[1])] as [null, string | null], opts);
   }
   /** `net.dns.resolve`: the address, or null when the name did not resolve. */
@@ -342,13 +410,15 @@ export class NodeMcuDns {
   }
   /** `net.dns.getdnsserver([i])` (0 or 1): the server, or null when unset. */
   getdnsserver(index = 0, opts?: NetCallOptions): Observable<string | null> {
-    if (!isInt(index)) throw new InvalidArgumentError('net.dns.getdnsserver: index must be an integer (0 or 1)');
+    if (!isInt(index) || index < 0 || index >= DNS_MAX_SERVERS) throw new InvalidArgumentError(`net.dns.getdnsserver: index must be 0 or 1, got ${show(index)}`);
     return this.net.invoke('net.dns.getdnsserver', [index], (v) => str(v[0]), opts);
   }
   /** `net.dns.setdnsserver(ip, [i])`. */
   setdnsserver(ip: string, index = 0, opts?: NetCallOptions): Observable<void> {
-    checkText(ip, 'net.dns.setdnsserver ip');
-    if (!isInt(index)) throw new InvalidArgumentError('net.dns.setdnsserver: index must be an integer (0 or 1)');
+    // net.c net_setdnsserver: "invalid dns server ip" for a non-address or 0.0.0.0
+    checkIp(ip, 'net.dns.setdnsserver ip');
+    if (ip === '0.0.0.0') throw new InvalidArgumentError('net.dns.setdnsserver ip must not be 0.0.0.0 (the firmware raises "invalid dns server ip")');
+    if (!isInt(index) || index < 0 || index >= DNS_MAX_SERVERS) throw new InvalidArgumentError(`net.dns.setdnsserver: index must be 0 or 1, got ${show(index)}`);
     return this.net.invoke('net.dns.setdnsserver', [ip, index], () => undefined, opts);
   }
 }
@@ -433,6 +503,7 @@ export class NodeMcuNet {
 
   /** @internal one remote call, converted; firmware errors become NetError; stale handles ResetError. */
   invoke<T>(fn: string, args: WireValue[], convert: (v: WireValue[]) => T, opts?: NetCallOptions, obj?: NetObject): Observable<T> {
+    checkCallOptions(opts, fn);
     if (obj && obj.net !== this) throw new InvalidArgumentError(`${fn}: ${obj} belongs to another module`);
     return new Observable<T>((sub) => {
       if (obj && obj.epoch !== this.rpc.currentEpoch) {
@@ -463,6 +534,8 @@ export class NodeMcuNet {
    * `RESET` when the module resets first (the callback will never come).
    */
   callThenEvent<T>(fn: string, args: WireValue[], handle: number | undefined, name: string, convert: (v: WireValue[]) => T, opts?: NetCallOptions, obj?: NetObject): Observable<T> {
+    checkCallOptions(opts, fn);
+    if (obj && obj.net !== this) throw new InvalidArgumentError(`${fn}: ${obj} belongs to another module`);
     return new Observable<T>((sub) => {
       const early: NetEvent[] = [];
       let id = handle;
@@ -511,6 +584,7 @@ export class NodeMcuNet {
    * `(net.UDP)` or `(net.TCP, secure)` still gives a plain TCP socket.
    */
   createConnection(...legacy: Array<number | null>): Observable<TcpSocket> {
+    for (const a of legacy) if (a !== null && !isInt(a)) throw new InvalidArgumentError(`net.createConnection: the (ignored) legacy arguments must be integers such as net.TCP, got ${show(a)}`);
     return this.invoke('net.createConnection', legacy, (v) => this.wrap(v[0], (id) => new TcpSocket(this, id, this.rpc.currentEpoch)));
   }
 
@@ -518,13 +592,18 @@ export class NodeMcuNet {
    * `net.createServer([timeout])`: a TCP server; `timeout` (s, default 30) is the keepalive idle
    * time of accepted connections (a dead-peer check: a live peer is never dropped). Legacy
    * `createServer(net.TCP, 30)`: pass both and get what the firmware does, a 1 s timeout.
+   * @throws InvalidArgumentError for a timeout outside 1..28800 s (the range of the firmware docs).
    */
   createServer(timeout?: number, legacySecond?: number): Observable<TcpServer> {
     const args: WireValue[] = [];
     if (timeout !== undefined) {
-      if (!isInt(timeout)) throw new InvalidArgumentError('net.createServer: timeout must be an integer (seconds)');
+      // docs/modules/net.md: timeout 1..28800 s; net.c reads it with luaL_optlong and checks nothing
+      if (!isInt(timeout) || timeout < 1 || timeout > SERVER_TIMEOUT_MAX) throw new InvalidArgumentError(`net.createServer: timeout must be an integer 1..${SERVER_TIMEOUT_MAX} (seconds), got ${show(timeout)}`);
       args.push(timeout);
-      if (legacySecond !== undefined) args.push(legacySecond);
+      if (legacySecond !== undefined) {
+        if (!isInt(legacySecond)) throw new InvalidArgumentError(`net.createServer: the legacy second argument must be an integer (seconds), got ${show(legacySecond)}`);
+        args.push(legacySecond);
+      }
     }
     return this.invoke('net.createServer', args, (v) => this.wrap(v[0], (id) => new TcpServer(this, id, this.rpc.currentEpoch)));
   }
@@ -536,7 +615,7 @@ export class NodeMcuNet {
 
   /** `net.ifinfo([index])`: 0 station, 1 AP; null for any other index. */
   ifinfo(index = 0, opts?: NetCallOptions): Observable<IfInfo | null> {
-    if (!isInt(index)) throw new InvalidArgumentError('net.ifinfo: index must be an integer');
+    if (!isInt(index) || index < 0) throw new InvalidArgumentError(`net.ifinfo: index must be a non-negative integer (0 station, 1 AP), got ${show(index)}`);
     return this.invoke(
       'net.ifinfo',
       [index],
@@ -560,20 +639,23 @@ export class NodeMcuNet {
 
   /** `net.multicastJoin(if_ip, multicast_ip)`; `if_ip` "" or "any" = every interface. */
   multicastJoin(ifIp: string, multicastIp: string, opts?: NetCallOptions): Observable<void> {
-    checkText(ifIp, 'net.multicastJoin if_ip');
-    checkText(multicastIp, 'net.multicastJoin multicast_ip');
+    checkMulticast(ifIp, multicastIp, 'net.multicastJoin');
     return this.invoke('net.multicastJoin', [ifIp, multicastIp], () => undefined, opts);
   }
 
   /** `net.multicastLeave(if_ip, multicast_ip)`. */
   multicastLeave(ifIp: string, multicastIp: string, opts?: NetCallOptions): Observable<void> {
-    checkText(ifIp, 'net.multicastLeave if_ip');
-    checkText(multicastIp, 'net.multicastLeave multicast_ip');
+    checkMulticast(ifIp, multicastIp, 'net.multicastLeave');
     return this.invoke('net.multicastLeave', [ifIp, multicastIp], () => undefined, opts);
   }
 
-  /** {@link connectTcp}: a connected {@link NodeMcuConnection} to `host:port`, with a host-side timeout. */
+  /**
+   * {@link connectTcp}: a connected {@link NodeMcuConnection} to `host:port`, with a host-side timeout.
+   * @throws InvalidArgumentError (before anything is sent) for an empty or missing host, a port
+   *   outside 1..65535, options that are not an object, or a `timeoutMs` that is not > 0 ms.
+   */
   connectTcp(host: string, port: number, o?: ConnectTcpOptions): Observable<NodeMcuConnection> {
+    checkConnectTcpArgs(host, port, o);
     return connectTcp(this, host, port, o);
   }
 
@@ -583,8 +665,9 @@ export class NodeMcuNet {
    * bytes 0 and no ip, then complete. Errors with `RESET` when the module resets meanwhile.
    */
   ping(host: string, count?: number, opts?: NetCallOptions): Observable<PingEvent> {
-    checkText(host, 'net.ping host');
-    if (count !== undefined && (!isInt(count) || count < 1)) throw new InvalidArgumentError('net.ping: count must be a positive integer');
+    checkName(host, 'net.ping host');
+    if (count !== undefined && (!isInt(count) || count < 1)) throw new InvalidArgumentError(`net.ping: count must be a positive integer, got ${show(count)}`);
+    checkCallOptions(opts, 'net.ping');
     return new Observable<PingEvent>((sub) => {
       const early: NetEvent[] = [];
       let id: number | undefined;

@@ -10,38 +10,31 @@ import { flashNodemcu, type FlashProgress } from './flash-repl.js';
 import { checkPort, explainOpenError, timeouts } from './open.js';
 import type { CliContext } from './index.js';
 import type { FlashArgs } from './flash.js';
+import { ProgressBar, barWanted } from '../progress.js';
 
 /**
- * Progress of `tether flash` on stderr. The bar (redrawn in place) only on a terminal and
- * never with --json (`bar` false); the phase messages ("Lua prompt found", "... is
- * identical") are log lines and always go to stderr.
+ * Progress of `tether flash` on stderr: a cli-progress bar ({@link ProgressBar}) only on a
+ * terminal and never with --json (`bar` false); the phase messages ("Lua prompt found",
+ * "... is identical") are log lines and always go to stderr. Call `close()` when the run ends
+ * (it finishes a bar left unfinished by an error).
  */
-export function progressPrinter(stream: NodeJS.WriteStream = process.stderr, bar = !!stream.isTTY): (p: FlashProgress) => void {
-  let open = false;
-  const endLine = () => {
-    if (open) stream.write('\n');
-    open = false;
-  };
-  return (p) => {
+export function progressPrinter(stream: NodeJS.WriteStream = process.stderr, bar = barWanted(stream, false)): ((p: FlashProgress) => void) & { close(): void } {
+  const pb = new ProgressBar({ stream, enabled: bar, unit: 'bytes' });
+  const print = (p: FlashProgress) => {
     if (p.total !== undefined && p.done !== undefined && (p.phase === 'upload' || p.phase === 'verify')) {
-      if (!bar) return;
-      const pct = p.total === 0 ? 100 : Math.floor((p.done / p.total) * 100);
-      const label = `${p.phase === 'upload' ? 'writing  ' : 'verifying'} ${p.file ?? ''}`;
-      const w = 30;
-      const fill = Math.round((pct / 100) * w);
-      stream.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${String(pct).padStart(3)}% ${(p.done / 1024).toFixed(1)}/${(p.total / 1024).toFixed(1)} KB`);
-      open = true;
-      if (p.done >= p.total) endLine();
+      pb.update(`${p.phase === 'upload' ? 'writing  ' : 'verifying'} ${p.file ?? ''}`, p.done, p.total);
       return;
     }
-    endLine();
-    if (p.message) stream.write(`${p.message}\n`);
-    else if (p.phase === 'probe') stream.write('Lua prompt found; probing the firmware\n');
+    if (p.message) pb.log(p.message);
+    else if (p.phase === 'probe') pb.log('Lua prompt found; probing the firmware');
+    else pb.stop();
   };
+  return Object.assign(print, { close: () => pb.stop() });
 }
 
 export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> {
   let transport: Transport | undefined;
+  const onProgress = progressPrinter(process.stderr, barWanted(process.stderr, !!argv.json));
   try {
     if (isSimPort(argv.port)) {
       throw new InvalidArgumentError('flash talks to a module on a serial port or tcp://: start one with "tether sim --family nodemcu" or use a board');
@@ -73,7 +66,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       encoding: argv.encoding,
       syncTimeoutMs: argv['sync-timeout'],
       lineTimeoutMs: argv['line-timeout'],
-      onProgress: progressPrinter(process.stderr, !!process.stderr.isTTY && !argv.json),
+      onProgress,
       trace: argv.verbose ? (l) => process.stderr.write(`[repl] ${l}\n`) : undefined,
     });
     let hello: Record<string, unknown> | undefined;
@@ -106,6 +99,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
   } catch (e) {
     ctx.setExit(reportError(e, !!argv.json));
   } finally {
+    onProgress.close();
     await transport?.close().catch(() => undefined);
   }
 }

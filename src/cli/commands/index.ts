@@ -11,6 +11,7 @@ import { diagCommand } from './diag.js';
 import { flashCommand } from './flash.js';
 import { agentCommand } from './agent.js';
 import { proxyCommand } from './proxy.js';
+import { shellCommand } from './shell.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -19,5 +20,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), proxyCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), shellCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), proxyCommand(ctx)] as CommandModule[];
 }
