@@ -18,6 +18,8 @@ export { SIM_FAMILIES, simFamilyNames } from './sim/families.js';
 export { runDiag, type DiagOptions, type DiagReport, type DiagCheck } from './diag/diag.js';
 export { startEchoServers, type EchoServers } from './diag/echo-servers.js';
 export { loadBench, parseBench, selectModules, type Bench, type BenchModule, type BenchEcho, type BenchEndpoint, type BenchTimeouts } from './bench/bench-file.js';
+export { SocksServer, type Dialer, type SocksServerOptions } from './proxy/server.js';
+export { moduleDialer } from './proxy/module-dialer.js';
 export { PROTOCOL_VERSION, AGENT_VERSION } from './codec/constants.js';
 export { Handle, Float, type WireValue } from './codec/values.js';
 /** The Luat legacy `socketcore` family (Air724UG / Air720): `luat.LuatSocketcore`, `luat.openConnection`, constants. */
