@@ -437,12 +437,12 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
       const useExt = !o.plainConn && sc.rpc.hello.caps.includes('socketcore.sock_conn_ext');
       if (useExt) {
         const [r] = await firstValueFrom(sc.sock_conn_ext(type, host, port, args));
-        if (r === CONN_EXT_DNS_FAILED) throw new TetherError('SOCKET', `sock_conn_ext(${host}): DNS failed (-2)`, { context: { host, port, result: r } });
-        if (r < 0) throw new TetherError('SOCKET', `sock_conn_ext(${host}, ${port}) returned ${r}: no free socket slot (the core has ${MAX_SOCKETS}), or the address is too long`, { context: { host, port, result: r } });
+        if (r === CONN_EXT_DNS_FAILED) throw new TetherError('SOCKET', `sock_conn_ext(${host}): DNS failed (-2)`, { context: { host, port, result: r, reason: 'ENOTFOUND' } });
+        if (r < 0) throw new TetherError('SOCKET', `sock_conn_ext(${host}, ${port}) returned ${r}: no free socket slot (the core has ${MAX_SOCKETS}), or the address is too long`, { context: { host, port, result: r, reason: 'EMFILE' } });
         index = r;
       } else {
         const [r] = await firstValueFrom(sc.sock_conn(type, host, port, args));
-        if (r === null || r < 0) throw new TetherError('SOCKET', `sock_conn(${host}, ${port}) returned nil: no free socket slot (the core has ${MAX_SOCKETS})`, { context: { host, port } });
+        if (r === null || r < 0) throw new TetherError('SOCKET', `sock_conn(${host}, ${port}) returned nil: no free socket slot (the core has ${MAX_SOCKETS})`, { context: { host, port, reason: 'EMFILE' } });
         index = r;
       }
       const idx = index;
@@ -459,7 +459,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
         const [d] = await firstValueFrom(sc.sock_destroy(idx));
         index = undefined;
         throw new TetherError('SOCKET', `connect to ${host}:${port} failed (CONN_CNF result ${cnf.result}: refused, unreachable, DNS or TLS failure); slot ${idx} ${d === 1 ? 'freed' : 'NOT freed'}`, {
-          context: { host, port, index: idx, result: cnf.result, destroyed: d },
+          context: { host, port, index: idx, result: cnf.result, destroyed: d, reason: 'ECONNREFUSED' },
         });
       }
       conn = new LuatConnection(sc, idx, kind, undefined, epoch);

@@ -311,7 +311,7 @@ export function connectTcp(net: NodeMcuNet, host: string, port: number, o: Conne
       if (!r.ok) {
         await conn.close();
         if (r.err === undefined) throw new TimeoutError(`connect to ${host}:${port}: no callback within ${timeoutMs} ms (DNS failure or no route leaves the firmware silent)`, { ms: timeoutMs, host, port });
-        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (err ${r.err}: ${r.err === -9 ? 'refused or reset' : r.err === -8 ? 'aborted / timed out' : 'error'})`, { context: { host, port, err: r.err } });
+        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (err ${r.err}: ${r.err === -9 ? 'refused or reset' : r.err === -8 ? 'aborted / timed out' : 'error'})`, { context: { host, port, err: r.err, reason: r.err === -8 ? 'ECONNABORTED' : 'ECONNREFUSED' } });
       }
       done = true;
       sub.next(conn);
