@@ -9,7 +9,9 @@
  * - the peer's FIN: "disconnection" with err 0: the stream's `'end'`; any other err after
  *   the connection was up: `ECONNRESET`;
  * - a local `close()` fires no callback at all;
- * - the socket limit is the heap: "out of memory" from `createConnection`/`connect` is `EMFILE`;
+ * - the socket limit is the heap: "out of memory" from `createConnection`/`connect`, and "cannot
+ *   allocate PCB" (lwIP's pools, 2 listeners at most) are `EMFILE`. lwIP may also kill the oldest
+ *   connection to make room (err -8 on it: `ECONNRESET`), ../shared/firmware-notes/nodemcu.md 1.5;
  * - `net.createServer():listen(port, cb)` accepts; "cannot allocate PCB" past 2 listeners;
  * - `net.createUDPSocket()` is unconnected: `send(port, ip, data)` to any peer, "receive" with
  *   the sender's port and ip.
@@ -27,6 +29,8 @@ import { SocketError, toStreamError } from '../errors.js';
 
 function mapNetError(e: unknown, fallback: 'ECONNREFUSED' | 'ESOCKET' = 'ESOCKET'): Error {
   if (isNetError(e, 'OUT_OF_MEMORY')) return new SocketError('EMFILE', `the module is out of memory for another socket (NodeMCU's socket limit is its heap): ${(e as Error).message}`, { cause: e });
+  // "cannot allocate PCB": lwIP's PCB pools are full (MEMP_NUM_TCP_PCB_LISTEN = 2 listeners, app/include/lwipopts.h)
+  if (isNetError(e, 'NO_PCB')) return new SocketError('EMFILE', `the module has no free lwIP PCB: ${(e as Error).message}`, { cause: e });
   if (isNetError(e, 'NOT_CONNECTED') || isNetError(e, 'CLOSED')) return new SocketError('EPIPE', (e as Error).message, { cause: e });
   return toStreamError(e, fallback);
 }
