@@ -83,7 +83,7 @@ export class UdpSocket extends EventEmitter {
   connect(port: number, address = '127.0.0.1', callback?: () => void): this {
     checkPort(port, 'connect', 1);
     if (typeof address !== 'string' || address === '') throw new InvalidArgumentError('connect: address must be a non-empty string');
-    if (this.remote) throw new TetherError('INVALID_ARGUMENT', 'connect: the socket is already connected');
+    if (this.remote) throw new InvalidArgumentError('connect: the socket is already connected');
     this.remote = { port, address };
     if (callback) this.once('connect', callback);
     if (this.driver.udpConnectedOnly || !this.udp) this.open().catch((e) => this.fail(toStreamError(e)));

@@ -18,6 +18,7 @@ import { SocketStream } from './socket.js';
 export class Server extends EventEmitter {
   private listener?: DriverListener;
   private closing = false;
+  private started = false;
   private readonly open = new Set<SocketStream>();
 
   /** @internal use {@link createServer}. */
@@ -48,8 +49,9 @@ export class Server extends EventEmitter {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`listen: port must be an integer 0..65535, got ${String(port)}`);
     const cb = rest.find((x): x is () => void => typeof x === 'function');
     const backlog = rest.find((x): x is number => typeof x === 'number');
+    if (this.started) throw new InvalidArgumentError('listen: the server is already listening');
+    this.started = true;
     if (cb) this.once('listening', cb);
-    if (this.listener) throw new TetherError('INVALID_ARGUMENT', 'listen: the server is already listening');
     this.driver
       .listen(
         { port, backlog },

@@ -5,7 +5,7 @@
  * `http.Agent`, `tls.connect({ socket })`, mqtt.js's stream builder, or anything that takes a socket.
  */
 import { Duplex } from 'node:stream';
-import { TetherError, TimeoutError } from '../errors.js';
+import { InvalidArgumentError, TimeoutError } from '../errors.js';
 import type { DriverConnection, StreamDriver } from './driver.js';
 import { SocketError, isSocketError, toStreamError } from './errors.js';
 import type { ModuleSockets } from './limits.js';
@@ -161,7 +161,7 @@ export class SocketStream extends Duplex {
    * `net.Socket#setTimeout`: the socket stays open; the listener decides.
    */
   setTimeout(ms: number, callback?: () => void): this {
-    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TetherError('INVALID_ARGUMENT', `setTimeout: ms must be a non-negative number, got ${String(ms)}`);
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError(`setTimeout: ms must be a non-negative number, got ${String(ms)}`);
     this.timeoutMs = ms;
     if (callback) {
       if (ms === 0) this.off('timeout', callback);

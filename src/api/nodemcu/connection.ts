@@ -107,7 +107,7 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
     const fits = (len: number) => unacked.length === 0 || (unacked.length < inFlight && unackedBytes() + len <= TCP_SEND_BUFFER);
     const check = (off: number) => {
       if (failure) throw failure;
-      if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
+      if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off, reason: 'EPIPE' } });
     };
     (async () => {
       let off = 0;
