@@ -151,6 +151,51 @@ for (const fam of FAMILIES) {
       await closed(s);
     });
 
+    if (fam === 'sim:luat') {
+      it('read backpressure: an unread stream stops taking bytes from the module, then gets them all', { timeout: 30000 }, async () => {
+        const total = 48 * 1024;
+        const data = crypto.randomBytes(total);
+        let sent = 0;
+        const paced = await startPeer((c) => {
+          const t = setInterval(() => {
+            if (sent >= total) return clearInterval(t);
+            c.write(data.subarray(sent, sent + 1024));
+            sent += 1024;
+          }, 10);
+          c.on('close', () => clearInterval(t));
+        });
+        try {
+          const s = mod.createConnection(paced.port);
+          await opened(s);
+          // nobody reads: the stream buffers up to its high-water mark, then the module stops taking bytes
+          const deadline = Date.now() + 8000;
+          while (sent < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          assert.equal(sent, total, 'the server wrote everything (into its socket buffers)');
+          await new Promise((r) => setTimeout(r, 500));
+          const stalled = s.bytesRead;
+          assert.ok(stalled < total, `the module stopped taking bytes while nobody read (${stalled} of ${total})`);
+          assert.ok(s.readableLength >= s.readableHighWaterMark, 'the stream buffer is full');
+          // reading again resumes the module
+          const parts: Buffer[] = [];
+          let n = 0;
+          await new Promise<void>((resolve, reject) => {
+            s.once('error', reject);
+            s.once('end', () => reject(new Error(`ended after ${n} of ${total} bytes`)));
+            s.on('data', (d: Buffer) => {
+              parts.push(d);
+              n += d.length;
+              if (n >= total) resolve();
+            });
+          });
+          assert.equal(sha(Buffer.concat(parts)), sha(data));
+          s.destroy();
+          await closed(s);
+        } finally {
+          await paced.close();
+        }
+      });
+    }
+
     it('destroy() releases the module socket, setTimeout emits timeout, setNoDelay/setKeepAlive are accepted', { timeout: 15000 }, async () => {
       const n0 = peer.conns.length;
       const s = mod.createConnection({ port: peer.port, host: '127.0.0.1' });

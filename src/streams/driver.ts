@@ -42,6 +42,14 @@ export interface DriverConnection extends AddressInfo {
   write(bytes: Uint8Array): Promise<void>;
   /** Close gracefully (FIN) and release the module socket. Idempotent; never rejects. */
   close(): Promise<void>;
+  /**
+   * Read backpressure: stop taking bytes from the module (Luat: no more `sock_recv`) until
+   * {@link resume}. Bytes already on their way are still delivered. Idempotent. Drivers whose
+   * firmware cannot pause safely leave it out (LuatOS, NodeMCU: see their files).
+   */
+  pause?(): void;
+  /** Take bytes again after {@link pause}. Idempotent. */
+  resume?(): void;
   /** Keepalive where the firmware has a per-socket switch (Luat `sock_setopt`); otherwise nothing. */
   setKeepAlive?(enable: boolean, initialDelaySeconds: number): Promise<void>;
 }

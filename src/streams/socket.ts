@@ -55,7 +55,12 @@ let nextId = 1;
  * The writable high-water mark is the module's send buffer for the socket, so `write()` returns
  * false (and `'drain'` follows) as the module's buffer fills. Writes before `'connect'` wait.
  *
- * Reads: bytes are pushed as the module delivers them. The firmwares do not allow half-closed
+ * Reads: bytes are pushed as the module delivers them; when the readable buffer is over its
+ * high-water mark (16 KiB) the driver stops taking bytes from the module until the consumer reads
+ * (Luat: no `sock_recv`), so a slow consumer pushes back on the module's receive buffer and,
+ * through TCP, on the peer. LuatOS and NodeMCU keep reading: after the peer's FIN the LuatOS
+ * firmware allows one more read only (bytes left on the module could be lost), and NodeMCU's
+ * `unhold` re-opens a whole window at once, a burst the agent's event backlog drops. The firmwares do not allow half-closed
  * sockets: `end()` sends the FIN and closes both directions once every write was accepted, and
  * after the peer's FIN the stream ends its writable side too (`allowHalfOpen` false, like a
  * default `net.Socket`). `destroy()` releases the module socket at once.
@@ -121,7 +126,8 @@ export class SocketStream extends Duplex {
         if (this.destroyed) return;
         this.bytesRead += b.length;
         this.touch();
-        this.push(Buffer.from(b.buffer, b.byteOffset, b.length));
+        // read backpressure: the module stops taking bytes until _read asks for more
+        if (!this.push(Buffer.from(b.buffer, b.byteOffset, b.length))) c.pause?.();
       },
       end: () => {
         if (this.destroyed) return;
@@ -209,7 +215,9 @@ export class SocketStream extends Duplex {
   }
 
   override _read(): void {
-    // bytes are pushed as the module delivers them
+    // bytes are pushed as the module delivers them; after a push past the high-water mark the
+    // driver paused taking them from the module: the consumer wants more now
+    this.conn?.resume?.();
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {

@@ -243,7 +243,27 @@ export class LuatConnection {
     this.recvChain = this.recvChain.then(() => this.drain(m));
   }
 
+  private readGate?: Promise<void>;
+  private openGate?: () => void;
+
+  /**
+   * Stop draining RECV_IND (`sock_recv`) for {@link data} until {@link resumeReading}: the core
+   * then indicates nothing more and TCP pushes back on the peer (read backpressure). Idempotent.
+   */
+  pauseReading(): void {
+    this.readGate ??= new Promise<void>((r) => (this.openGate = r));
+  }
+
+  /** Drain again after {@link pauseReading}. Idempotent. */
+  resumeReading(): void {
+    const open = this.openGate;
+    this.readGate = undefined;
+    this.openGate = undefined;
+    open?.();
+  }
+
   private async drain(m: SocketMessage): Promise<void> {
+    if (this.readGate) await this.readGate; // opened by resumeReading, a failure or close()
     if (this.closing || this.ended) return;
     const len = m.recv_len ?? MAX_RECV_IND;
     this.stats.recvCalls++;
@@ -269,6 +289,7 @@ export class LuatConnection {
     if (this.ended) return;
     this.ended = true;
     this.failure = err;
+    this.resumeReading(); // a drain waiting at the gate returns (nothing more is read)
     for (const r of [...this.readers]) {
       if (err && !this.closing) r.error(err);
       else r.complete();
@@ -376,6 +397,7 @@ export class LuatConnection {
    * @throws TetherError `SOCKET` when `sock_destroy` does not free the slot.
    */
   close(o: { timeoutMs?: number } = {}): Promise<void> {
+    this.resumeReading(); // a drain waiting at the gate sees `closing` and returns
     this.closing ??= (async () => {
       try {
         if (this.sc.rpc.isClosed || this.sc.rpc.currentEpoch !== this.epoch) return;

@@ -40,6 +40,12 @@ class LuatDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
+  pause(): void {
+    this.conn.pauseReading();
+  }
+  resume(): void {
+    this.conn.resumeReading();
+  }
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes), { defaultValue: 0 });

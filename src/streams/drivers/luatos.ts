@@ -40,6 +40,9 @@ class LuatosDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
+  // no pause/resume (read backpressure): after the peer's FIN the firmware allows one more rx
+  // only (see src/api/luatos/connection.ts data()), so leaving bytes on the module risks losing
+  // them; they are taken as they come and wait in the stream's buffer instead
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes), { defaultValue: 0 });
