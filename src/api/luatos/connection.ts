@@ -98,7 +98,9 @@ export class LuatosConnection {
    * Bytes as they arrive (TCP). Cold: on subscribe it reads what is pending, then
    * reads again on every EVENT 0 until nothing is left; completes after the peer
    * closed (EVENT -1) or CLOSED, once everything received before the close was read
-   * (`rx` then answers `(false, 0)`). Errors with `RESET` ({@link ResetError}) when the
+   * (`rx` then answers `(false, 0)`). Errors with TetherError `SOCKET` (`context.reason`
+   * `ECONNRESET`) instead of completing short when bytes pending at the peer's FIN could not all be
+   * read (the firmware allows one read after it). Errors with `RESET` ({@link ResetError}) when the
    * module resets (at once for a socket of a previous boot).
    */
   data(): Observable<Uint8Array> {
