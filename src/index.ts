@@ -28,3 +28,8 @@ export { LuatSocketcore } from './api/luat/socketcore.js';
 /** The NodeMCU `net` family (ESP8266): `nodemcu.NodeMcuNet`, `nodemcu.sendAll`, `nodemcu.connectTcp`, `nodemcu.NetError`. */
 export * as nodemcu from './api/nodemcu/index.js';
 export { NodeMcuNet } from './api/nodemcu/net.js';
+/**
+ * The stream layer: `createConnection` / `createServer` / `createSocket` (also as `mod.createConnection(...)` etc.,
+ * installed on TetherModule when this loads): a module's sockets as `net.Socket` / `net.Server` / `dgram.Socket`-like objects.
+ */
+export { createConnection, createServer, createSocket, driverOf, installModuleMethods, SocketStream, Server, UdpSocket, MAX_DATAGRAM, SocketError, isSocketError, type ConnectionOptions, type RemoteInfo, type SocketErrorReason, type StreamDriver } from './streams/index.js';

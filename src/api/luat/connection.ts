@@ -243,7 +243,27 @@ export class LuatConnection {
     this.recvChain = this.recvChain.then(() => this.drain(m));
   }
 
+  private readGate?: Promise<void>;
+  private openGate?: () => void;
+
+  /**
+   * Stop draining RECV_IND (`sock_recv`) for {@link data} until {@link resumeReading}: the core
+   * then indicates nothing more and TCP pushes back on the peer (read backpressure). Idempotent.
+   */
+  pauseReading(): void {
+    this.readGate ??= new Promise<void>((r) => (this.openGate = r));
+  }
+
+  /** Drain again after {@link pauseReading}. Idempotent. */
+  resumeReading(): void {
+    const open = this.openGate;
+    this.readGate = undefined;
+    this.openGate = undefined;
+    open?.();
+  }
+
   private async drain(m: SocketMessage): Promise<void> {
+    if (this.readGate) await this.readGate; // opened by resumeReading, a failure or close()
     if (this.closing || this.ended) return;
     const len = m.recv_len ?? MAX_RECV_IND;
     this.stats.recvCalls++;
@@ -269,6 +289,7 @@ export class LuatConnection {
     if (this.ended) return;
     this.ended = true;
     this.failure = err;
+    this.resumeReading(); // a drain waiting at the gate returns (nothing more is read)
     for (const r of [...this.readers]) {
       if (err && !this.closing) r.error(err);
       else r.complete();
@@ -376,6 +397,7 @@ export class LuatConnection {
    * @throws TetherError `SOCKET` when `sock_destroy` does not free the slot.
    */
   close(o: { timeoutMs?: number } = {}): Promise<void> {
+    this.resumeReading(); // a drain waiting at the gate sees `closing` and returns
     this.closing ??= (async () => {
       try {
         if (this.sc.rpc.isClosed || this.sc.rpc.currentEpoch !== this.epoch) return;
@@ -437,12 +459,12 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
       const useExt = !o.plainConn && sc.rpc.hello.caps.includes('socketcore.sock_conn_ext');
       if (useExt) {
         const [r] = await firstValueFrom(sc.sock_conn_ext(type, host, port, args));
-        if (r === CONN_EXT_DNS_FAILED) throw new TetherError('SOCKET', `sock_conn_ext(${host}): DNS failed (-2)`, { context: { host, port, result: r } });
-        if (r < 0) throw new TetherError('SOCKET', `sock_conn_ext(${host}, ${port}) returned ${r}: no free socket slot (the core has ${MAX_SOCKETS}), or the address is too long`, { context: { host, port, result: r } });
+        if (r === CONN_EXT_DNS_FAILED) throw new TetherError('SOCKET', `sock_conn_ext(${host}): DNS failed (-2)`, { context: { host, port, result: r, reason: 'ENOTFOUND' } });
+        if (r < 0) throw new TetherError('SOCKET', `sock_conn_ext(${host}, ${port}) returned ${r}: no free socket slot (the core has ${MAX_SOCKETS}), or the address is too long`, { context: { host, port, result: r, reason: 'EMFILE' } });
         index = r;
       } else {
         const [r] = await firstValueFrom(sc.sock_conn(type, host, port, args));
-        if (r === null || r < 0) throw new TetherError('SOCKET', `sock_conn(${host}, ${port}) returned nil: no free socket slot (the core has ${MAX_SOCKETS})`, { context: { host, port } });
+        if (r === null || r < 0) throw new TetherError('SOCKET', `sock_conn(${host}, ${port}) returned nil: no free socket slot (the core has ${MAX_SOCKETS})`, { context: { host, port, reason: 'EMFILE' } });
         index = r;
       }
       const idx = index;
@@ -459,7 +481,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
         const [d] = await firstValueFrom(sc.sock_destroy(idx));
         index = undefined;
         throw new TetherError('SOCKET', `connect to ${host}:${port} failed (CONN_CNF result ${cnf.result}: refused, unreachable, DNS or TLS failure); slot ${idx} ${d === 1 ? 'freed' : 'NOT freed'}`, {
-          context: { host, port, index: idx, result: cnf.result, destroyed: d },
+          context: { host, port, index: idx, result: cnf.result, destroyed: d, reason: 'ECONNREFUSED' },
         });
       }
       conn = new LuatConnection(sc, idx, kind, undefined, epoch);

@@ -98,16 +98,55 @@ export class LuatosConnection {
    * Bytes as they arrive (TCP). Cold: on subscribe it reads what is pending, then
    * reads again on every EVENT 0 until nothing is left; completes after the peer
    * closed (EVENT -1) or CLOSED, once everything received before the close was read
-   * (`rx` then answers `(false, 0)`). Errors with `RESET` ({@link ResetError}) when the
+   * (`rx` then answers `(false, 0)`). Errors with TetherError `SOCKET` (`context.reason`
+   * `ECONNRESET`) instead of completing short when bytes pending at the peer's FIN could not all be
+   * read (the firmware allows one read after it). Errors with `RESET` ({@link ResetError}) when the
    * module resets (at once for a socket of a previous boot).
    */
   data(): Observable<Uint8Array> {
     const limit = this.socket.readLimit();
+    // after the peer's FIN the firmware lets what is pending be read by ONE more rx only
+    // (network_rx returns -1 once `need_close` is set and `new_rx_flag` was cleared by a read:
+    // components/network/adapter/luat_network_adapter.c of openLuat/LuatOS, network_rx), so the
+    // last read asks for everything pending, up to what one reply of the agent can carry
+    const lastLimit = Math.max(limit, this.socket.rpc.hello.maxmsg - 64);
+    let lastFull = false;
+    const truncated = () =>
+      new TetherError('SOCKET', `the peer closed while more than ${limit} bytes were pending on the module; the firmware allows one read after the FIN and the rest was lost (the agent's rx reads at most ${limit} bytes per call)`, {
+        context: { readable: limit, reason: 'ECONNRESET' },
+      });
     return this.reader<Uint8Array>(
       async () => {
+        if (this.closedByPeer) {
+          const p = await firstValueFrom(this.socket.rx(this.ctrl));
+          if (!p.ok) {
+            if (lastFull) throw truncated();
+            return 'end';
+          }
+          const pending = p[1];
+          if (pending > lastLimit) {
+            throw new TetherError('SOCKET', `the peer closed with ${pending} bytes unread on the module; the firmware allows one more read only and the agent's reply carries at most ${lastLimit}: ${pending - lastLimit} bytes would be lost`, {
+              context: { pending, readable: lastLimit, reason: 'ECONNRESET' },
+            });
+          }
+          const buf = new ZBuff(0);
+          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit: Math.max(1, pending) }));
+          if (!r.ok) {
+            if (lastFull) throw truncated();
+            return 'end';
+          }
+          lastFull = false;
+          return buf.used === 0 ? 'empty' : buf.toBuffer();
+        }
         const buf = new ZBuff(0);
         const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
-        if (!r.ok) return 'end';
+        if (!r.ok) {
+          // the previous read took a full `limit`: more was pending when the FIN came and that
+          // read used up the one the firmware allows after it (see above): the rest is lost
+          if (lastFull) throw truncated();
+          return 'end';
+        }
+        lastFull = buf.used >= limit;
         return buf.used === 0 ? 'empty' : buf.toBuffer();
       },
       (e) => (e.event === SocketEvent.EVENT && e.param === -1) || e.event === SocketEvent.CLOSED,
@@ -368,7 +407,7 @@ export function openSocket(socket: LuatosSocket, host: string, port: number, o: 
     (async () => {
       ctrl = await firstValueFrom(socket.create(o.adapter ?? null));
       checkCancelled();
-      if (!ctrl) throw new TetherError('SOCKET', 'socket.create returned nil: bad adapter or out of sockets', { context: { adapter: o.adapter ?? null } });
+      if (!ctrl) throw new TetherError('SOCKET', 'socket.create returned nil: bad adapter or out of sockets', { context: { adapter: o.adapter ?? null, reason: 'EMFILE' } });
       const c = ctrl;
       const cfg = await firstValueFrom(socket.config(c, { udp: o.udp ?? false, tls: o.tls ?? false, serverCert: o.ca, localPort: o.localPort }));
       checkCancelled();
@@ -387,7 +426,7 @@ export function openSocket(socket: LuatosSocket, host: string, port: number, o: 
       if (!r.ok) throw notOk(`socket.connect(${host}, ${port})`, r);
       const ev = await online;
       checkCancelled();
-      if (ev.param !== 0) throw new TetherError('SOCKET', `connect to ${host}:${port} failed (ON_LINE -1: refused, unreachable or DNS failure)`, { context: { host, port } });
+      if (ev.param !== 0) throw new TetherError('SOCKET', `connect to ${host}:${port} failed (ON_LINE -1: refused, unreachable or DNS failure)`, { context: { host, port, reason: 'ECONNREFUSED' } });
       done = true;
       sub.next(new LuatosConnection(socket, c, o.udp ?? false));
       sub.complete();

@@ -107,7 +107,7 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
     const fits = (len: number) => unacked.length === 0 || (unacked.length < inFlight && unackedBytes() + len <= TCP_SEND_BUFFER);
     const check = (off: number) => {
       if (failure) throw failure;
-      if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off } });
+      if (ended !== undefined) throw new TetherError('SOCKET', `sendAll: the connection ended (err ${ended}) after ${off} of ${bytes.length} bytes`, { context: { err: ended, sent: off, reason: 'EPIPE' } });
     };
     (async () => {
       let off = 0;
@@ -311,7 +311,7 @@ export function connectTcp(net: NodeMcuNet, host: string, port: number, o: Conne
       if (!r.ok) {
         await conn.close();
         if (r.err === undefined) throw new TimeoutError(`connect to ${host}:${port}: no callback within ${timeoutMs} ms (DNS failure or no route leaves the firmware silent)`, { ms: timeoutMs, host, port });
-        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (err ${r.err}: ${r.err === -9 ? 'refused or reset' : r.err === -8 ? 'aborted / timed out' : 'error'})`, { context: { host, port, err: r.err } });
+        throw new TetherError('SOCKET', `connect to ${host}:${port} failed (err ${r.err}: ${r.err === -9 ? 'refused or reset' : r.err === -8 ? 'aborted / timed out' : 'error'})`, { context: { host, port, err: r.err, reason: r.err === -8 ? 'ECONNABORTED' : 'ECONNREFUSED' } });
       }
       done = true;
       sub.next(conn);
