@@ -10,10 +10,12 @@
  * peer's kernel (the ACK); the 2920-byte / 8-segment send buffer raising
  * "out of memory"; no callback at all after a local close; server connections with
  * keepalive (a live peer is never dropped); `createServer(net.TCP, 30)` -> 1 s;
- * `createConnection(net.UDP)` -> TCP; a failed DNS lookup in connect leaves the
- * socket with no callback; 4 DNS table slots; UDP "sent" inside send(); callbacks
+ * `createConnection(net.UDP)` -> TCP; no DNS cache (only IP literals answer at once, their
+ * "dns" callback inside connect()); "" or >= 256-character names raise "illegal argument";
+ * a failed DNS lookup in connect ends in reconnection/disconnection -8 (the SYN to
+ * 255.255.255.255); 4 DNS table slots; UDP "sent" inside send(); callbacks
  * called unprotected (an error PANICs and reboots the chip).
- * Differences: docs/fidelity-nodemcu.md.
+ * Differences: docs/fidelity.md (NodeMCU section).
  */
 import { createServer, Socket, type Server } from 'node:net';
 import { createSocket, type Socket as UdpNodeSocket } from 'node:dgram';
