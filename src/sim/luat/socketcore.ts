@@ -170,6 +170,8 @@ class Slot {
   /** Overlapping sends pushed alreadySendLen past readySendLen: SEND_CNF is gone for good. */
   cnfLost = false;
   peerGone = false;
+  /** Lua took the CLOSE_IND message: the core closed the slot (conn_status CLOSE). */
+  closeIndDelivered = false;
   /** The pending remote-close (CLOSE_IND) timer after the peer's FIN. */
   closeIndTimer?: NodeJS.Timeout;
   paused = false;
@@ -257,10 +259,10 @@ class SocketcoreImpl implements Socketcore {
 
   // ---------------------------------------------------------------- plumbing
 
-  private post(s: Slot, name: MsgName, fields: { [k: string]: LuaIn }): void {
+  private post(s: Slot, name: MsgName, fields: { [k: string]: LuaIn }, onDeliver?: () => void): void {
     if (this.down || this.slots[s.idx] !== s) return;
     const id = (this.h.msgIds as unknown as Record<string, number>)[`MSG_SOCK_${name}`];
-    this.h.loop.post({ table: { id, socket_index: s.idx, ...fields } });
+    this.h.loop.post({ table: { id, socket_index: s.idx, ...fields }, onDeliver });
   }
 
   private after(s: Slot, ms: number, fn: () => void): void {
@@ -483,7 +485,11 @@ class SocketcoreImpl implements Socketcore {
       s.dgrams = [];
       s.indPending = false;
       s.reqLen = 0;
-      this.post(s, 'CLOSE_IND', { result: 0 });
+      // CSDK 9fa34023 platform_on_sock_close_ind: the CLOSE status that sock_destroy needs is set
+      // when Lua takes the message (platform_socket_close_without_cnf), not when it is posted
+      this.post(s, 'CLOSE_IND', { result: 0 }, () => {
+        s.closeIndDelivered = true;
+      });
     }, this.net.closeIndDelayMs ?? 500);
     s.closeIndTimer = t;
     s.timers.add(t);
@@ -638,7 +644,8 @@ class SocketcoreImpl implements Socketcore {
     const s = this.slotArg(a);
     this.junk = (this.junk * 1103515245 + 12345) & 0x7fffffff;
     const result = this.junk & 0xffff;
-    if (!s || s.state === 'peerclosed' || s.state === 'closed') {
+    if (s && s.state === 'peerclosed') s.state = 'closed'; // close_without_cnf sets CLOSE even before CLOSE_IND is taken
+    if (!s || s.state === 'closed') {
       // nothing to close; the CNF is posted all the same (index 0..9 only: the C array has 10 entries)
       if (idx >= 0 && idx < MAX_SOCKETS && !this.down) {
         const id = (this.h.msgIds as unknown as Record<string, number>).MSG_SOCK_CLOSE_CNF;
@@ -670,7 +677,7 @@ class SocketcoreImpl implements Socketcore {
    */
   private destroy(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
-    if (!s || (s.state !== 'closed' && s.state !== 'peerclosed')) return [0];
+    if (!s || !(s.state === 'closed' || (s.state === 'peerclosed' && s.closeIndDelivered))) return [0];
     this.kill(s);
     this.slots[s.idx] = undefined;
     return [1];
