@@ -364,7 +364,12 @@ describe('Luat socketcore through the simulated Air724UG and the real agent', ()
     assert.deepEqual(await first(sc.sock_send(i, 'late')), [0, SockErr.ERR_ENOTCONN]);
     assert.deepEqual(await first(sc.sock_destroy(i)), [1]);
     assert.deepEqual(await first(sc.sock_destroy(i)), [0], 'already free');
-    assert.deepEqual(await first(sc.sock_close(i)), [0], 'free slot: nothing to close');
+    // CSDK 9fa34023 platform_socket.c:990-999: platform_socket_close posts CLOSE_CNF and returns
+    // KAL_TRUE whatever the slot holds, so a free slot also gives 1 and a CLOSE_CNF
+    const freeCnf = expectMsg(sc, is('CLOSE_CNF', i), 2000, 'CLOSE_CNF for a free slot');
+    assert.deepEqual(await first(sc.sock_close(i)), [1], 'free slot: 1, as the core');
+    assert.equal((await freeCnf).socket_index, i);
+    assert.deepEqual(await first(sc.sock_destroy(i)), [0], 'closing a free slot does not make it destroyable');
     // facade argument checks happen before anything is sent
     assert.throws(() => sc.sock_send(0, Buffer.alloc(70000)), (e) => isTetherError(e, 'INVALID_ARGUMENT'));
     assert.throws(() => sc.sock_conn(SocketType.TCP, 'a'.repeat(101), 80), (e) => isTetherError(e, 'INVALID_ARGUMENT'));
@@ -428,8 +433,10 @@ describe('Luat socketcore through the simulated Air724UG and the real agent', ()
       assert.ok(Date.now() - tFin >= 450, 'CLOSE_IND about 500 ms after the FIN');
       assert.deepEqual([ci.id, ci.result], [36, 0]);
       assert.equal((await first(sc.sock_recv(idx, 2048)))[0].length, 0, 'the 3000 unread bytes are gone');
-      assert.deepEqual(await first(sc.sock_destroy(idx)), [0], 'the slot is freed only by close -> CLOSE_CNF -> destroy');
-      await rawTeardown(sc, idx);
+      // CSDK 9fa34023 platform_socket.c:1002-1024: sock_destroy needs conn_status CLOSE, which the
+      // delivery of CLOSE_IND sets (platform_on_sock_close_ind -> platform_socket_close_without_cnf)
+      assert.deepEqual(await first(sc.sock_destroy(idx)), [1], 'sock_destroy right after CLOSE_IND frees the slot');
+      assert.deepEqual(await first(sc.sock_destroy(idx)), [0], 'a second sock_destroy: 0');
       assert.equal(m.fam.current!.socketcore.slotsInUse(), 0);
     } finally {
       srv.close();
@@ -671,6 +678,31 @@ describe('Luat agent variants on the simulated module', () => {
       }
     } finally {
       await sim.stop();
+    }
+  });
+
+  // CSDK 9fa34023: tcpipsock.c l_sock_recv hands len to platform_socket_recv as a uint16, and
+  // platform_socket.c:827 starts with ASSERT(data != NULL && length > 0): len 0 halts the core.
+  // The agent passes the call through today; it must refuse len < 1 (see docs/fidelity.md).
+  it('sock_recv(i, 0) asserts in the core: the module reboots (platform_socket.c:827)', async () => {
+    const m = await boot();
+    try {
+      const rebooted = m.sim.nextBoot();
+      const reply = m.rpc.call('socketcore.sock_recv', [0, 0]).then(
+        () => 'answered',
+        () => 'no answer',
+      );
+      const t = setTimeout(() => {}, 5000); // the reboot timer is unref'd
+      try {
+        await rebooted;
+      } finally {
+        clearTimeout(t);
+      }
+      assert.equal(m.sim.boots, 2, 'the module rebooted');
+      assert.match(m.sim.fatalErrors[0], /sock_recv\(0, 0\).*platform_socket\.c:827/);
+      void reply;
+    } finally {
+      await m.stop();
     }
   });
 

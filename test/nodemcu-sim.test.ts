@@ -95,6 +95,9 @@ describe('simulated ESP8266: boot, REPL and UART', () => {
     assert.match(rx, /[\x80-\xff]/, 'ROM output at 74880 baud is garbage at 115200');
     assert.match(rx, /NodeMCU 3\.0\.0\.0 built/);
     assert.match(rx, /modules: .*net.*/);
+    // issue 8 C5: a Lua 5.3 build is int32 + float32, reported as "float"; "Lua 5.3 + integer" does not exist
+    assert.match(rx, /build type: float\r?\n/);
+    assert.match(rx, /powered by Lua 5\.3\.5/);
     assert.ok(rx.endsWith('> '), `prompt after boot: ${JSON.stringify(rx.slice(-20))}`);
     rx = '';
     await t.write(Buffer.from('print("a\\nb", 1+1)\r\n'));
@@ -255,6 +258,9 @@ describe('simulated ESP8266: net', () => {
   it('constructors: createConnection(net.UDP) is still TCP; createServer(net.TCP, 30) has a 1 s timeout; createServer("x") is a type error', () => {
     b.ok('rec("types", tostring(getmetatable(net.createConnection(net.UDP)).__name), tostring(getmetatable(net.createUDPSocket()).__name))');
     assert.deepEqual(b.named('types')[0], ['net.tcpsocket', 'net.udpsocket']);
+    // issue 8 C5: the LUA=53 build has 32-bit integers and reports number_type "float" (int32 + float32)
+    b.ok('rec("numbers", node.info("build_config").number_type, math.maxinteger, _VERSION)');
+    assert.deepEqual(b.named('numbers')[0], ['float', 2147483647, 'Lua 5.3']);
     assert.match(b.lua('net.createServer("x")') ?? '', /bad argument #1 to 'createServer' \(number expected, got string\)/);
     assert.deepEqual([b.recs.length > 0], [true]);
   });
@@ -267,22 +273,27 @@ describe('simulated ESP8266: net', () => {
       end
       rec("e1", pcall(s.send, s, "early"))
       s:connect(${echoPort}, "127.0.0.1")
-      rec("e2", pcall(s.connect, s, ${echoPort}, "127.0.0.1"))`);
+      rec("e2", pcall(s.connect, s, ${echoPort}, "127.0.0.1"))
+      rec("e2port", pcall(s.connect, s, 0, "127.0.0.1"))`);
     assert.deepEqual(b.named('e1')[0], [false, 'not connected']);
     assert.deepEqual(b.named('e2')[0], [false, 'already connected']);
+    // net.c:415-419 (nodemcu-firmware 06c8a47): "already connected" is checked before the port
+    assert.deepEqual(b.named('e2port')[0], [false, 'already connected'], 'not "specify port"');
     await b.until(() => b.named('connection').length === 1, 'connection');
     assert.deepEqual(b.named('connection')[0], [true, null], 'the callback gets the same socket object');
     b.ok('rec("peer", s:getpeer()) rec("addr", s:getaddr())');
     assert.deepEqual(b.named('peer')[0], [echoPort, '127.0.0.1'], 'getpeer returns port, then ip');
     assert.equal(typeof b.named('addr')[0][0], 'number');
     b.ok(`rec("big", pcall(s.send, s, string.rep("x", 2921)))
-      rec("empty", pcall(s.send, s, ""))
+      rec("empty", pcall(s.send, s, "", function() rec("wrongcb") end))
       s:send(string.rep("a", 2000))
       rec("over", pcall(s.send, s, string.rep("b", 1000)))`);
     assert.deepEqual(b.named('big')[0], [false, 'out of memory'], 'a send over the 2920-byte buffer');
     assert.deepEqual(b.named('empty')[0], [false, 'no data to send']);
     assert.deepEqual(b.named('over')[0], [false, 'out of memory'], 'only 920 bytes are free until the ACK');
     await b.until(() => b.named('sent').length >= 1, 'sent');
+    // net.c:522-528: "no data to send" is raised before the call's sent callback is registered
+    assert.equal(b.named('wrongcb').length, 0, 'send("", fn) did not replace the sent callback');
     b.ok('rec("ok", pcall(s.send, s, string.rep("c", 2920)))');
     assert.deepEqual(b.named('ok')[0], [true], 'after "sent" the whole buffer is free again');
     await b.until(() => b.named('receive').reduce((n, r) => n + String(r[1]).length, 0) >= 4920, 'echo');
@@ -322,23 +333,44 @@ describe('simulated ESP8266: net', () => {
     await new Promise<void>((r) => closer.close(() => r()));
   });
 
-  it('TCP: connect by name fires "dns"; a name that does not resolve leaves the socket with no further callback; dns() answers IP literals at once', async () => {
+  // nodemcu-firmware app/lwip/core/dns.c (02294955) dns_gethostbyname: ERR_ARG for "" or >= 256
+  // characters (971-975), ERR_OK only for IP literals (the table lookup is commented out, 985-989);
+  // app/modules/net.c (06c8a47) net_connect calls net_dns_cb at once on ERR_OK (447-449), and after a
+  // failed lookup net_dns_cb connects to 255.255.255.255, which ends in ERR_ABRT (-8)
+  it('TCP: "dns" fires inside connect() for an IP literal; names are async; a failed lookup ends in reconnection -8; "" and 256 characters are illegal', async () => {
     b.recs = [];
     b.ok(`d = net.createConnection() for _, ev in ipairs({"dns","connection","disconnection","reconnection"}) do d:on(ev, function(_, a) rec("d." .. ev, a) end) end
       d:connect(${echoPort}, "localhost")
+      rec("d.after")
+      l = net.createConnection() for _, ev in ipairs({"dns","connection"}) do l:on(ev, function(_, a) rec("l." .. ev, a) end) end
+      l:connect(${echoPort}, "127.0.0.1")
+      rec("l.after")
       n = net.createConnection() for _, ev in ipairs({"dns","connection","disconnection","reconnection"}) do n:on(ev, function(_, a) rec("n." .. ev, a) end) end
       n:connect(80, "no-such-host.invalid")
       rec("nocb", pcall(n.dns, net.createConnection(), "x"))
-      n2 = net.createConnection() n2:dns("10.1.2.3", function(sk, ip) rec("lit", sk == n2, ip) end) rec("after")`);
+      n2 = net.createConnection() n2:dns("10.1.2.3", function(sk, ip) rec("lit", sk == n2, ip) end) rec("after")
+      e = net.createConnection()
+      rec("empty", pcall(e.connect, e, 80, ""))
+      rec("long", pcall(e.connect, e, 80, string.rep("a", 256)))
+      rec("dnsempty", pcall(e.dns, e, "", function() end))
+      rec("free", pcall(e.connect, e, ${echoPort}, "127.0.0.1"))`);
     assert.deepEqual(b.named('nocb')[0], [false, 'no callback specified']);
     assert.deepEqual(b.recs.filter((r) => r[0] === 'lit' || r[0] === 'after').map((r) => r[0]), ['lit', 'after'], 'the callback ran inside dns()');
     assert.deepEqual(b.named('lit')[0], [true, '10.1.2.3']);
-    await b.until(() => b.named('d.connection').length > 0 && b.named('n.dns').length > 0, 'lookups');
+    assert.deepEqual(b.recs.filter((r) => r[0] === 'l.dns' || r[0] === 'l.after').map((r) => r[0]), ['l.dns', 'l.after'], 'the dns callback ran inside connect()');
+    assert.deepEqual(b.named('l.dns')[0], ['127.0.0.1']);
+    const dAfter = b.recs.findIndex((r) => r[0] === 'd.after');
+    assert.ok(dAfter >= 0 && b.recs.findIndex((r) => r[0] === 'd.dns') === -1, 'a name ("localhost" too: no loopback interface) never answers inside connect()');
+    assert.deepEqual(b.named('empty')[0], [false, 'illegal argument']);
+    assert.deepEqual(b.named('long')[0], [false, 'illegal argument'], '256 characters');
+    assert.deepEqual(b.named('dnsempty')[0], [false, 'illegal argument']);
+    assert.deepEqual(b.named('free')[0], [true], 'the failed connect left no pcb behind');
+    await b.until(() => b.named('d.connection').length > 0 && b.named('l.connection').length > 0 && b.named('n.reconnection').length > 0, 'lookups and connects');
     assert.deepEqual(b.named('d.dns')[0], ['127.0.0.1']);
     assert.deepEqual(b.named('n.dns')[0], [null]);
-    await sleep(200);
-    assert.equal(b.recs.filter((r) => String(r[0]).startsWith('n.') && r[0] !== 'n.dns').length, 0, 'no connection, no error: the firmware goes silent');
-    b.ok('d:close() n:close()');
+    assert.deepEqual(b.named('n.reconnection')[0], [-8], 'not silence: the SYN to 255.255.255.255 is never answered');
+    assert.equal(b.named('n.connection').length + b.named('n.disconnection').length, 0);
+    b.ok('d:close() l:close() e:close()');
   });
 
   it('net.dns: resolve calls back (nil, ip), synchronously for IP literals; 4 lookups at most; server index and ip checks', async () => {
@@ -349,8 +381,10 @@ describe('simulated ESP8266: net', () => {
     assert.deepEqual(b.named('lit')[0], [null, '192.168.7.7']);
     await b.until(() => b.named('name').length > 0, 'resolve');
     assert.deepEqual(b.named('name')[0], [null, '127.0.0.2']);
-    b.ok('net.dns.resolve("fresh.test", function(sk, ip) rec("cached", ip) end) rec("ret2")');
-    assert.deepEqual(b.recs.slice(-2).map((r) => r[0]), ['cached', 'ret2'], 'a name in the DNS table answers synchronously');
+    b.ok('net.dns.resolve("fresh.test", function(sk, ip) rec("again", ip) end) rec("ret2")');
+    assert.equal(b.recs[b.recs.length - 1][0], 'ret2', 'no DNS cache (dns.c:985-989): a name resolved before is asked again, asynchronously');
+    await b.until(() => b.named('again').length > 0, 'second lookup');
+    assert.deepEqual(b.named('again')[0], ['127.0.0.2']);
     b.ok(`for i = 1, 4 do net.dns.resolve("h" .. i .. ".invalid", function() end) end rec("fifth", pcall(net.dns.resolve, "h5.invalid", function() end))`);
     assert.deepEqual(b.named('fifth')[0], [false, 'out of memory'], 'DNS_TABLE_SIZE = 4');
     assert.match(b.lua('net.dns.resolve("x")') ?? '', /bad argument #2 to 'resolve' \(function expected, got no value\)/);

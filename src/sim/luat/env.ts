@@ -379,6 +379,8 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
     wakeTags,
     traceUart: () => trace,
     shutdown: () => {
+      // a halted core writes nothing more (e.g. Lua code still unwinding after an assert)
+      rpcOpen = false;
       loop.stop();
       for (const c of timers.values()) c();
       timers.clear();

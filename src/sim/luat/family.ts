@@ -92,6 +92,7 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
         features: opts.features ?? {},
         linkReady: () => radio.ready(),
         log: ctx.log,
+        fatal: ctx.fatal,
       });
       radio.onLinkDown(() => sc.linkDown());
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');

@@ -45,8 +45,12 @@ export const CSDK_MSG_IDS: LuatMsgIds = {
 /** `rtos.WAIT_MSG_TIMEOUT`. */
 export const WAIT_MSG_TIMEOUT = 4;
 
-/** One core message: a number with a parameter (`MSG_TIMER`, `MSG_UART_RXDATA`) or a table with an `id` field. */
-export type RtosMsg = { id: number; param?: number } | { table: { [k: string]: LuaIn } };
+/**
+ * One core message: a number with a parameter (`MSG_TIMER`, `MSG_UART_RXDATA`) or a table with an
+ * `id` field. `onDeliver` runs when Lua takes the message, before any handler: the core's
+ * `platform_on_*` converters act at that moment (e.g. CLOSE_IND closes the socket then).
+ */
+export type RtosMsg = { id: number; param?: number } | { table: { [k: string]: LuaIn }; onDeliver?: () => void };
 
 /** Messages processed per scheduler turn before yielding to Node I/O. */
 const BATCH = 32;
@@ -82,7 +86,9 @@ export class RtosLoop {
 
   /** `rtos.receive` called directly from Lua: the next message, or undefined (the simulator never blocks). */
   take(): RtosMsg | undefined {
-    return this.queue.shift();
+    const m = this.queue.shift();
+    if (m && 'table' in m) m.onDeliver?.();
+    return m;
   }
 
   /** Messages waiting. */
@@ -108,6 +114,7 @@ export class RtosLoop {
     while (!this.dead && n < BATCH && (this.queue.length > 0 || this.kicked)) {
       const msg = this.queue.shift();
       this.kicked = false;
+      if (msg && 'table' in msg) msg.onDeliver?.();
       const r = msg === undefined ? this.vm.callGlobal('__luat_step') : 'table' in msg ? this.vm.callGlobal('__luat_step', msg.table) : this.vm.callGlobal('__luat_step', msg.id, msg.param ?? null);
       if (msg) this.delivered++;
       n++;

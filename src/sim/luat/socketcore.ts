@@ -19,8 +19,10 @@
  *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
  * - Remote close: CLOSE_IND 500 ms after FIN/RST even with data unread; a completed read restarts the 500 ms.
  * - `sock_close` closes at once and posts CLOSE_CNF (its result is uninitialised on the module:
- *   here an arbitrary number); the slot is reusable only after `sock_destroy`, which returns 1
- *   only in the CLOSE state (after `sock_close` or a failed CONN_CNF).
+ *   here an arbitrary number), and returns 1 with a CLOSE_CNF even for a free slot; the slot is
+ *   reusable only after `sock_destroy`, which returns 1 only in the CLOSE state (after
+ *   `sock_close`, CLOSE_IND or a failed CONN_CNF).
+ * - `sock_recv(i, 0)` asserts in the core: the module reboots (platform_socket.c:827).
  * - `sock_setopt`: 0 / -1, only the lwIP option pairs, a non-number value gives -1.
  * - `sock_getremainbuf`: free bytes of the send buffer (later cores only: feature flag).
  * Differences from the module: docs/fidelity-luat.md.
@@ -29,7 +31,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import tls from 'node:tls';
 import { mayReach, simResolve, unreachableText, type SimNet } from '../network.js';
-import type { LuaArgs, LuaIn, LuaVm } from '../lua-vm.js';
+import { LuaRaise, type LuaArgs, type LuaIn, type LuaVm } from '../lua-vm.js';
 import type { RtosLoop, LuatMsgIds } from './loop.js';
 
 /** `socketcore.*` option constants (lwIP values, am_openat_socket.h). */
@@ -117,6 +119,12 @@ export interface SocketcoreHost {
   /** Whether the data link is up (`link.isReady()`). */
   linkReady(): boolean;
   log(line: string): void;
+  /**
+   * The core asserted (e.g. `sock_recv(i, 0)`): the whole module reboots, the way the simulator
+   * models a fatal error (src/sim/module.ts). Optional for hosts that cannot reboot: then a Lua
+   * error is raised instead.
+   */
+  fatal?(message: string): void;
 }
 
 /** What tests can observe. */
@@ -162,6 +170,8 @@ class Slot {
   /** Overlapping sends pushed alreadySendLen past readySendLen: SEND_CNF is gone for good. */
   cnfLost = false;
   peerGone = false;
+  /** Lua took the CLOSE_IND message: the core closed the slot (conn_status CLOSE). */
+  closeIndDelivered = false;
   /** The pending remote-close (CLOSE_IND) timer after the peer's FIN. */
   closeIndTimer?: NodeJS.Timeout;
   paused = false;
@@ -249,10 +259,10 @@ class SocketcoreImpl implements Socketcore {
 
   // ---------------------------------------------------------------- plumbing
 
-  private post(s: Slot, name: MsgName, fields: { [k: string]: LuaIn }): void {
+  private post(s: Slot, name: MsgName, fields: { [k: string]: LuaIn }, onDeliver?: () => void): void {
     if (this.down || this.slots[s.idx] !== s) return;
     const id = (this.h.msgIds as unknown as Record<string, number>)[`MSG_SOCK_${name}`];
-    this.h.loop.post({ table: { id, socket_index: s.idx, ...fields } });
+    this.h.loop.post({ table: { id, socket_index: s.idx, ...fields }, onDeliver });
   }
 
   private after(s: Slot, ms: number, fn: () => void): void {
@@ -475,7 +485,11 @@ class SocketcoreImpl implements Socketcore {
       s.dgrams = [];
       s.indPending = false;
       s.reqLen = 0;
-      this.post(s, 'CLOSE_IND', { result: 0 });
+      // CSDK 9fa34023 platform_on_sock_close_ind: the CLOSE status that sock_destroy needs is set
+      // when Lua takes the message (platform_socket_close_without_cnf), not when it is posted
+      this.post(s, 'CLOSE_IND', { result: 0 }, () => {
+        s.closeIndDelivered = true;
+      });
     }, this.net.closeIndDelayMs ?? 500);
     s.closeIndTimer = t;
     s.timers.add(t);
@@ -559,12 +573,33 @@ class SocketcoreImpl implements Socketcore {
     return [1, E.ERR_OK];
   }
 
-  /** `sock_recv(idx, len)` -> string: at most min(len, announced) bytes; "" when nothing was announced. */
+  /**
+   * `sock_recv(idx, len)` -> string: at most min(len, announced) bytes; "" when nothing was announced.
+   *
+   * CSDK commit 9fa34023 (the core with `sock_setopt` and two-value `sock_send` this simulator
+   * models): app/elua/modules/src/tcpipsock.c `l_sock_recv` mallocs `len` bytes (a negative `len`
+   * is a huge size_t: the malloc fails and "" comes back) and passes `len` to
+   * `platform_socket_recv` as a `kal_uint16`, which starts with
+   * `ASSERT(data != NULL && length > 0)` (app/elua/platform/openat/src/platform_socket.c:827),
+   * before it looks at the slot. So `len` 0 (or any multiple of 65536) asserts: the core halts and
+   * the module reboots, whatever the slot. Modelled as a fatal error (reboot); the agent must
+   * refuse `len < 1` (and `len > 65535`, which is cut to `len & 0xffff`).
+   */
   private recv(a: LuaArgs): LuaIn[] {
-    const s = this.slotArg(a);
     const want = a.int(2);
-    if (!s || !s.indPending || want <= 0) return [''];
-    const n = Math.min(want, s.reqLen);
+    if (want >= 0 && (want & 0xffff) === 0) {
+      const why = `socketcore.sock_recv(${a.int(1)}, ${want}): ASSERT(data != NULL && length > 0) in platform_socket_recv (platform_socket.c:827): the core halts`;
+      this.h.log(why);
+      if (this.h.fatal) {
+        this.shutdown();
+        this.h.fatal(why);
+      }
+      throw new LuaRaise(why);
+    }
+    const s = this.slotArg(a);
+    if (want < 0) return ['']; // tcpipsock.c l_sock_recv: platform_malloc((size_t)len) fails -> ""
+    if (!s || !s.indPending) return [''];
+    const n = Math.min(want & 0xffff, s.reqLen);
     let out: Buffer;
     if (s.type === 1) {
       out = Buffer.from(s.dgrams.shift()!.subarray(0, n));
@@ -595,10 +630,29 @@ class SocketcoreImpl implements Socketcore {
     return Buffer.from(out);
   }
 
-  /** `sock_close(idx)` -> 1; closes now, CLOSE_CNF follows. 0 (no CNF) for a free slot. */
+  /**
+   * `sock_close(idx)` -> 1; closes now, CLOSE_CNF follows.
+   *
+   * CSDK commit 9fa34023, app/elua/platform/openat/src/platform_socket.c:990-999
+   * (`platform_socket_close`): `platform_socket_close_without_cnf` (which does nothing for a slot
+   * without a socket), then `platform_socket_closeCnf` and `return KAL_TRUE` unconditionally. So a
+   * free slot (never used, destroyed, or already closed by CLOSE_IND) also returns 1 and gets a
+   * CLOSE_CNF. Its `result` is an arbitrary number here (see docs/fidelity.md).
+   */
   private close(a: LuaArgs): LuaIn[] {
+    const idx = a.int(1);
     const s = this.slotArg(a);
-    if (!s) return [0];
+    this.junk = (this.junk * 1103515245 + 12345) & 0x7fffffff;
+    const result = this.junk & 0xffff;
+    if (s && s.state === 'peerclosed') s.state = 'closed'; // close_without_cnf sets CLOSE even before CLOSE_IND is taken
+    if (!s || s.state === 'closed') {
+      // nothing to close; the CNF is posted all the same (index 0..9 only: the C array has 10 entries)
+      if (idx >= 0 && idx < MAX_SOCKETS && !this.down) {
+        const id = (this.h.msgIds as unknown as Record<string, number>).MSG_SOCK_CLOSE_CNF;
+        this.h.loop.post({ table: { id, socket_index: idx, result } });
+      }
+      return [1];
+    }
     this.kill(s);
     s.state = 'closed';
     s.rx = [];
@@ -608,15 +662,22 @@ class SocketcoreImpl implements Socketcore {
     s.reqLen = 0;
     s.pending = 0;
     // the C code never sets `result` for this message: whatever was on the stack
-    this.junk = (this.junk * 1103515245 + 12345) & 0x7fffffff;
-    this.post(s, 'CLOSE_CNF', { result: this.junk & 0xffff });
+    this.post(s, 'CLOSE_CNF', { result });
     return [1];
   }
 
-  /** `sock_destroy(idx)` -> 1 when the slot was in the CLOSE state (now free), else 0. */
+  /**
+   * `sock_destroy(idx)` -> 1 when the slot was closed (now free), else 0.
+   *
+   * CSDK commit 9fa34023, platform_socket.c:1002-1024 (`platform_socket_destroy`): returns
+   * KAL_FALSE unless `conn_status == PLATFORM_CONN_CLOSE`, then resets it to INIT. That status is
+   * set by `platform_socket_close_without_cnf`, which runs for `sock_close` AND when CLOSE_IND is
+   * delivered (`platform_on_sock_close_ind`). So `sock_destroy` right after CLOSE_IND returns 1,
+   * and a second `sock_destroy` returns 0.
+   */
   private destroy(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
-    if (!s || s.state !== 'closed') return [0];
+    if (!s || !(s.state === 'closed' || (s.state === 'peerclosed' && s.closeIndDelivered))) return [0];
     this.kill(s);
     this.slots[s.idx] = undefined;
     return [1];

@@ -41,6 +41,12 @@ export interface SimNetworkOptions {
    */
   txBufferBytes?: number;
   /**
+   * What `socket.rx_cache()` reports: the lwIP receive-cache block count of the build (issue 8
+   * part C7: 32 by default, 6 on EC718/716 builds; not found in the stored LuatOS sources).
+   * @default 32
+   */
+  rxCacheBlocks?: number;
+  /**
    * Emulate firmware built before 2023-01-31 (commit 9b7841332): the first boolean of
    * linkup/connect/discon/tx/rx/wait/listen/accept is `result < 0`, i.e. inverted. @default false
    */

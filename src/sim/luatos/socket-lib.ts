@@ -139,7 +139,6 @@ class Conn {
   closing = false;
   /** Handles destroyed (by us). */
   dead = false;
-  paused = false;
   closeTimer?: NodeJS.Timeout;
   constructor(
     readonly id: number,
@@ -290,7 +289,7 @@ class SocketLibImpl implements SocketLib {
   private ready: boolean;
   private defaultAdapter: number = ADAPTERS.LWIP_GP;
   private dnsServers: string[];
-  private rxCache = 0;
+  private rxCacheBlocks = 32;
   private down = false;
   /** A Lua error escaped a callback: the module is rebooting, nothing more goes into this VM. */
   private dead = false;
@@ -318,6 +317,7 @@ class SocketLibImpl implements SocketLib {
     this.net = env.network;
     this.maxSockets = this.net.maxSockets ?? 8;
     this.txBufferBytes = this.net.txBufferBytes ?? 8192;
+    this.rxCacheBlocks = this.net.rxCacheBlocks ?? 32;
     this.dnsServers = [...(this.net.dnsServers ?? [])];
     const delay = this.net.adapterReadyDelayMs ?? 0;
     this.ready = delay <= 0;
@@ -485,7 +485,12 @@ class SocketLibImpl implements SocketLib {
   /** A socket event from Node (NA: network_default_socket_callback): stale sockets are ignored. */
   private netEvent(c: SocketCtrl, conn: Conn, ev: NetEv): void {
     if (this.down || c.released || c.conn !== conn || conn.dead) return;
-    if (conn.failed && ev.t !== 'close_ok') return;
+    // After a failure the Node handle yields nothing the module would see, except during a TLS
+    // handshake: NA network_default_statemachine keeps feeding every adapter event to the
+    // SHAKEHAND state, whose handler returns -1 once need_close is set (network_state_shakehand),
+    // so the module reports EVENT -1 for each further event (issue 8 part C9). Here the further
+    // event is the TCP close that follows the failed handshake.
+    if (conn.failed && ev.t !== 'close_ok' && c.state !== S.SHAKEHAND) return;
     if (ev.t === 'error' || ev.t === 'remote_close' || ev.t === 'tls_fail') conn.failed = true;
     if (ev.t === 'error') this.dbg(c, `socket error: ${ev.msg}`);
     if (!c.autoMode) {
@@ -716,8 +721,11 @@ class SocketLibImpl implements SocketLib {
   /** NA: network_prepare_connect. 0 = started, -1 = failed. */
   private prepareConnect(c: SocketCtrl): number {
     if (!c.remoteIp) {
-      if (!c.domain) return -1;
-      const lit = ipaddrAton(c.domain);
+      // NA network_connect copies the host into a zalloc(len + 1) buffer, so domain_name is never
+      // NULL after socket.connect, even for "": network_prepare_connect then starts the DNS
+      // (network_dns -> the adapter's dns op queues the lookup and returns 0), and the lookup of an
+      // empty name fails later (ON_LINE -1).
+      const lit = c.domain ? ipaddrAton(c.domain) : undefined;
       if (lit) c.remoteIp = lit;
       else {
         if (this.startDns(c)) {
@@ -739,8 +747,13 @@ class SocketLibImpl implements SocketLib {
   /** Resolve `c.domain` (hosts override, then the DNS servers or the host resolver). 0 = started. */
   private startDns(c: SocketCtrl): number {
     const name = c.domain;
-    if (!name || name.length > 255) return -1;
+    if (name.length > 255) return -1;
     const token = ++c.dnsToken;
+    if (!name) {
+      // the empty name is looked up and fails asynchronously (see prepareConnect)
+      setImmediate(() => this.dnsResult(c, token, null));
+      return 0;
+    }
     this.resolve(name).then(
       (ips) => this.dnsResult(c, token, ips),
       () => this.dnsResult(c, token, null),
@@ -819,10 +832,6 @@ class SocketLibImpl implements SocketLib {
       if (conn.dead) return;
       conn.rx.push(d);
       conn.rxLen += d.length;
-      if (this.rxCache > 0 && conn.rxLen >= this.rxCache && !conn.paused) {
-        conn.paused = true;
-        s.pause();
-      }
       this.netEvent(c, conn, { t: 'rx_new' });
     });
     s.on('end', () => this.netEvent(c, conn, { t: 'remote_close' }));
@@ -1078,10 +1087,6 @@ class SocketLibImpl implements SocketLib {
         else conn.rx[0] = head.subarray(take);
       }
       conn.rxLen -= got;
-      if (conn.paused && conn.rxLen < this.rxCache) {
-        conn.paused = false;
-        conn.stream?.resume();
-      }
       return { data: Buffer.concat(parts) };
     }
     if (conn.kind === 'udp') {
@@ -1639,16 +1644,14 @@ class SocketLibImpl implements SocketLib {
   }
 
   /**
-   * `socket.rx_cache(n?)`: per-socket receive cache limit in bytes (0 = no limit, the default);
-   * returns the current value. Emulated as TCP back-pressure (the Node socket pauses while this
-   * many bytes are unread). Semantics not confirmed from the firmware source.
+   * `socket.rx_cache(n?)`: the lwIP receive-cache block count of the build (not bytes, not a
+   * per-socket limit): `rxCacheBlocks`, 32 by default (6 on EC718/716 builds). Issue 8 part C7
+   * and docs/firmware/luatos.md; the stored LuatOS sources (luat_lib_socket.c at c8458c1 and
+   * 02a7691) have no `rx_cache`, so the function body is unverified: an argument is accepted
+   * and does not change the count.
    */
-  private lRxCache(a: LuaArgs): LuaIn[] {
-    if (a.isInteger(1)) {
-      const n = a.int(1);
-      if (n >= 0) this.rxCache = n;
-    }
-    return [this.rxCache];
+  private lRxCache(_a: LuaArgs): LuaIn[] {
+    return [this.rxCacheBlocks];
   }
 
   /** `socket.sntp(server|{servers}?, adapter?)` SN:l_sntp_get: nothing; NTP_UPDATE or NTP_ERROR published later. */
@@ -1694,7 +1697,10 @@ class SocketLibImpl implements SocketLib {
    * `socket.ntptm()` SN:l_sntp_tm: {tsec, tms, vaild, ndeley, ssec, sms, lsec, lms}. `tsec` is
    * Unix seconds (the code converts the NTP era, whatever the doc says) and every value is pushed
    * with lua_pushinteger, so with the module's 32-bit integers it wraps (from 2038 for tsec).
-   * The delay field is spelled `ndeley` in the firmware (the docs say `ndelay`).
+   * The delay field is spelled `ndeley`: openLuat/LuatOS commit bba8964,
+   * components/network/libsntp/luat_lib_sntp.c:179 (`lua_setfield(L, -2, "ndeley")`); only the doc
+   * comment above it (:166) says `ndelay`. No stored LuatOS source sets an `ndelay` key, so the
+   * simulator follows bba8964 and sets `ndeley` only.
    */
   private lNtptm(): LuaIn[] {
     const s = this.sntp;

@@ -54,7 +54,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       `\trelease: ${release}`,
       '\trelease DTS: 202402250804',
       '\tSSL: false',
-      '\tbuild type: integer',
+      '\tbuild type: float', // LUA=53: int32 + float32 numbers (as node.info's number_type, libs.ts)
       '\tLFS: 0x0 bytes total capacity',
       `\tmodules: ${modules.filter((m) => m !== 'pipe').join(',')}`,
       ' build 2024-02-25 08:04 powered by Lua 5.3.5 on SDK 3.0.1-dev(fce080e)',

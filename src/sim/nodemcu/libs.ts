@@ -131,7 +131,12 @@ export function installNode(esp: Esp, chipId: number, release: string, modules: 
             },
           ];
         case 'build_config':
-          return [{ ssl: false, lfs_size: 0, modules: modules.join(','), number_type: 'integer', esp_timers: 7 }];
+          // The simulator models the LUA=53 build, whose numbers are 32-bit integers and 32-bit
+          // floats: node.info reports that as number_type "float" (issue 8 part C5;
+          // docs/firmware/nodemcu.md). "integer" is an integer-only build (LUA_NUMBER_INTEGRAL,
+          // Lua 5.1 only); a "Lua 5.3 + integer" build does not exist. The stored node.c versions
+          // predate node.info("build_config"), so no line of it was read.
+          return [{ ssl: false, lfs_size: 0, modules: modules.join(','), number_type: 'float', esp_timers: 7 }];
         case 'lfs':
           return [{ lfs_size: 0 }];
         default:

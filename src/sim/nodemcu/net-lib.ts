@@ -10,10 +10,12 @@
  * peer's kernel (the ACK); the 2920-byte / 8-segment send buffer raising
  * "out of memory"; no callback at all after a local close; server connections with
  * keepalive (a live peer is never dropped); `createServer(net.TCP, 30)` -> 1 s;
- * `createConnection(net.UDP)` -> TCP; a failed DNS lookup in connect leaves the
- * socket with no callback; 4 DNS table slots; UDP "sent" inside send(); callbacks
+ * `createConnection(net.UDP)` -> TCP; no DNS cache (only IP literals answer at once, their
+ * "dns" callback inside connect()); "" or >= 256-character names raise "illegal argument";
+ * a failed DNS lookup in connect ends in reconnection/disconnection -8 (the SYN to
+ * 255.255.255.255); 4 DNS table slots; UDP "sent" inside send(); callbacks
  * called unprotected (an error PANICs and reboots the chip).
- * Differences: docs/fidelity-nodemcu.md.
+ * Differences: docs/fidelity.md (NodeMCU section).
  */
 import { createServer, Socket, type Server } from 'node:net';
 import { createSocket, type Socket as UdpNodeSocket } from 'node:dgram';
@@ -120,7 +122,6 @@ export function installNet(esp: Esp): NetLib {
   const bindHost = net.bindHost ?? '127.0.0.1';
   const stationIp = net.ip ?? '127.0.0.1';
   const hosts = new Map(Object.entries(net.hosts ?? { localhost: '127.0.0.1' }).map(([k, v]) => [k.toLowerCase(), v]));
-  const dnsCache = new Map<string, { ip: string; until: number }>();
   const dnsServers: Array<string | undefined> = [net.dnsServers?.[0] ?? '208.67.222.222', net.dnsServers?.[1]];
   let dnsBusy = 0;
   const tcpSocks = new Set<TcpSock>();
@@ -142,29 +143,30 @@ export function installNet(esp: Esp): NetLib {
     return esp.unprotectedCall(cb, o.ud, ...args);
   };
 
-  const cached = (name: string): string | undefined => {
-    if (isDottedQuad(name)) return name;
-    const c = dnsCache.get(name.toLowerCase());
-    if (c && c.until > Date.now()) return c.ip;
-    return undefined;
-  };
+  /**
+   * The synchronous answers of lwIP's dns_gethostbyname (nodemcu-firmware app/lwip/core/dns.c,
+   * commit 02294955): an IP literal only. The table lookup is commented out (dns.c:985-989), so
+   * NodeMCU has no DNS cache: every name, even one resolved a moment ago, is a new asynchronous
+   * query. `localhost` is not special either: the module is built without LWIP_HAVE_LOOPIF.
+   */
+  const literal = (name: string): string | undefined => (isDottedQuad(name) ? name : undefined);
 
-  /** Start an lwIP DNS lookup (one of 4 table slots). Raises "out of memory" when the table is full. */
+  /**
+   * Start an lwIP DNS lookup (one of 4 table slots). dns.c:971-975: an empty name or one of 256
+   * characters or more (DNS_MAX_NAME_LENGTH) is ERR_ARG, which the callers raise synchronously as
+   * "illegal argument" (lwip_lua_checkerr); a full table raises "out of memory".
+   */
   const startLookup = (name: string, done: (ip: string | null) => void): void => {
+    if (name.length === 0 || name.length >= 256) throw new LuaRaise(LWIP_ERRORS[-12]);
     if (dnsBusy >= DNS_TABLE_SIZE) throw new LuaRaise(LWIP_ERRORS[-1]);
     dnsBusy++;
     const finish = (ip: string | null) => {
       dnsBusy--;
-      if (ip) dnsCache.set(name.toLowerCase(), { ip, until: Date.now() + (net.dnsCacheMs ?? 60000) });
       if (alive()) sched.post(() => done(ip));
     };
     const fixed = hosts.get(name.toLowerCase());
     if (fixed) {
       setImmediate(() => finish(fixed));
-      return;
-    }
-    if (name.length === 0 || name.length > 255) {
-      setImmediate(() => finish(null));
       return;
     }
     // hermetic by default (src/sim/network.ts; a deliberate difference, docs/fidelity.md)
@@ -196,7 +198,7 @@ export function installNet(esp: Esp): NetLib {
     const domain = latin1(checkBytes(a, 2, 'dns'));
     if (a.isFunction(3)) o.setCb('dns', a.fnRef(3));
     else if (!o.cbs.has('dns')) throw new LuaRaise('no callback specified');
-    const hit = cached(domain);
+    const hit = literal(domain);
     if (hit) {
       const cb = o.cbs.get('dns')!;
       callNow(vm, a, cb, o.ud, hit);
@@ -271,7 +273,9 @@ export function installNet(esp: Esp): NetLib {
 
   const startConnect = (s: TcpSock, ip: string, port: number) => {
     s.remote = { ip, port };
-    if (ip === '255.255.255.255') return; // net_dns_cb after a failed lookup: tcp_connect(broadcast), no callback ever
+    // After a failed lookup net_dns_cb (net.c) still calls tcp_connect, to 255.255.255.255: the SYN
+    // is never answered, so the socket ends with reconnection/disconnection ERR_ABRT (-8) once lwIP
+    // gives up (issue 8 part C4), like any unreachable address below.
     s.pcb = 'syn';
     if (!mayReach(net, ip)) {
       // hermetic (src/sim/network.ts): the SYN goes nowhere; lwIP would give up with ERR_ABRT after
@@ -302,6 +306,9 @@ export function installNet(esp: Esp): NetLib {
   vm.defineClass('net.tcpsocket', {
     connect: (a) => {
       const s = selfOf(a, TcpSock);
+      // nodemcu-firmware app/modules/net.c (commit 06c8a47) net_connect: "already connected" is
+      // checked before the port (net.c:415-419), so a connected socket never reports "specify port"
+      if (s.pcb !== 'none') throw new LuaRaise('already connected');
       const port = checkInt(a, 2, 'connect', 1) & 0xffff; // uint16: 65536 wraps to 0
       if (port === 0) throw new LuaRaise('specify port');
       const host = isStringLike(a, 3) ? latin1(a.bytes(3)) : a.isNil(3) ? '127.0.0.1' : latin1(checkBytes(a, 3, 'connect', 2));
@@ -309,12 +316,17 @@ export function installNet(esp: Esp): NetLib {
         if (!a.isFunction(4)) throw badArg(3, 'connect', 'not a function');
         s.setCb('connection', a.fnRef(4));
       }
-      if (s.pcb !== 'none') throw new LuaRaise('already connected');
       s.silenced = false;
       tcpSocks.add(s);
-      const hit = cached(host);
+      const hit = literal(host);
       if (hit) {
-        startConnect(s, hit, port);
+        // dns_gethostbyname answers an IP literal with ERR_OK and net_connect calls net_dns_cb at
+        // once (net.c:447-449): the "dns" callback runs inside connect(), unprotected (an error in
+        // it leaves the pcb allocated), then tcp_connect if the callback did not close the socket.
+        s.pcb = 'dns';
+        const cb = s.cbs.get('dns');
+        if (cb) callNow(vm, a, cb, s.ud, hit);
+        if (s.pcb === 'dns') startConnect(s, hit, port);
         return;
       }
       s.pcb = 'dns';
@@ -345,8 +357,10 @@ export function installNet(esp: Esp): NetLib {
     send: (a) => {
       const s = selfOf(a, TcpSock);
       const data = Buffer.from(checkBytes(a, 2, 'send', 1));
-      if (a.isFunction(3)) s.setCb('sent', a.fnRef(3));
+      // net.c net_send (commit 06c8a47, net.c:522-528): "no data to send" is raised before the
+      // sent callback of the call is registered, so send("", fn) keeps the old callback
       if (data.length === 0) throw new LuaRaise('no data to send');
+      if (a.isFunction(3)) s.setCb('sent', a.fnRef(3));
       if (s.pcb === 'none' || s.pcb === 'dns') throw new LuaRaise(LWIP_ERRORS[-11]);
       const segs = Math.ceil(data.length / TCP_MSS);
       if (data.length > TCP_SND_BUF - s.unacked || s.unackedSegs + segs > TCP_SND_QUEUELEN) throw new LuaRaise(LWIP_ERRORS[-1]);
@@ -534,8 +548,9 @@ export function installNet(esp: Esp): NetLib {
       const ip = latin1(checkBytes(a, 3, 'send', 2));
       if (!isDottedQuad(ip)) throw new LuaRaise('invalid IP address');
       const data = Buffer.from(checkBytes(a, 4, 'send', 3));
-      if (a.isFunction(5)) u.setCb('sent', a.fnRef(5));
+      // net.c:522-528 (commit 06c8a47): "no data to send" before the sent callback is registered
       if (data.length === 0) throw new LuaRaise('no data to send');
+      if (a.isFunction(5)) u.setCb('sent', a.fnRef(5));
       if (!u.bound) bindUdp(u, 0); // auto-bind to 0.0.0.0:random: a later listen() says "already listening"
       // "sent" fires synchronously inside send(), before any lwIP error
       const sent = u.cbs.get('sent');
@@ -628,9 +643,9 @@ export function installNet(esp: Esp): NetLib {
       const host = latin1(checkBytes(a, 1, 'resolve'));
       if (!a.isFunction(2)) throw badArg(2, 'resolve', `function expected, got ${typeName(a, 2)}`);
       const cb = a.fnRef(2);
-      const hit = cached(host);
+      const hit = literal(host);
       if (hit) {
-        // IP literal or a name in lwIP's table: the callback runs before resolve() returns
+        // an IP literal (the only synchronous answer: no DNS cache): the callback runs before resolve() returns
         try {
           callNow(vm, a, cb, null, hit);
         } finally {
@@ -722,8 +737,9 @@ export function installNet(esp: Esp): NetLib {
       };
       one();
     };
-    const hit = cached(host);
+    const hit = literal(host);
     if (hit) sched.post(() => run(hit));
+    else if (host.length === 0 || host.length >= 256) sched.post(() => run(null)); // as before: net_ping's own handling of ERR_ARG was not checked
     else startLookup(host, run);
   };
 

@@ -21,8 +21,6 @@ export interface NodemcuNetworkOptions {
   mac?: string;
   /** Static DNS answers, name (case-insensitive) -> IPv4, checked before the host's resolver. @default { localhost: "127.0.0.1" } */
   hosts?: Record<string, string>;
-  /** How long a resolved name stays in lwIP's DNS table (answers from it are synchronous). @default 60000 */
-  dnsCacheMs?: number;
   /** Initial DNS servers (`net.dns.getdnsserver`). Reported only: names resolve through `hosts` (and, with `net: 'host'`, the host's resolver). @default ["208.67.222.222"] */
   dnsServers?: string[];
   /**
