@@ -1,6 +1,6 @@
 /**
  * The NodeMCU `net` facade through the real agent running in the simulated ESP8266:
- * every function, method and event of ../shared/api-docs/nodemcu-net.md with its
+ * every function, method and event of docs/firmware/nodemcu.md, API at a glance with its
  * result asserted; 64 KiB byte-exact over TCP with the send helper; UDP echo with port
  * and ip; a server on the module accepting a Node client; DNS; an error in a user-level
  * callback path; the 256-byte RX ring overflowing.

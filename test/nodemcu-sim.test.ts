@@ -2,7 +2,7 @@
  * The simulated ESP8266 (NodeMCU 3.0) without the agent: Lua code typed into its VM
  * exercises the emulated firmware against real sockets on 127.0.0.1, and the UART is
  * driven byte by byte. Each assertion names the firmware fact it checks
- * (../shared/firmware-notes/nodemcu.md).
+ * (docs/firmware/nodemcu.md).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-/** The emulated LuatOS system libraries, against ../shared/firmware-notes/luatos.md section 2. */
+/** The emulated LuatOS system libraries, against docs/firmware/luatos.md (agent-side APIs). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimulatedModule } from '../src/sim/module.js';

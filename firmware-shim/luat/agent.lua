@@ -1,5 +1,5 @@
 -- Luat family part: the core's `socketcore` API over the tether protocol.
--- Semantics: ../shared/firmware-notes/luat-socketcore.md; wire naming: docs/luat.md; spec: docs/protocol.md.
+-- Semantics: docs/firmware/luat-socketcore.md; wire naming: docs/luat.md; spec: docs/protocol.md.
 -- Lua 5.1 only, and integer-only cores (LUA_NUMBER = 32-bit long) included: no math library,
 -- no '/' (it truncates there), no %f/%g, no value above 2^31-1, no goto, no bit operators.
 local sys = require("sys")

@@ -1,5 +1,5 @@
 -- LuatOS family part: the `socket` library over the tether protocol.
--- Semantics: ../shared/firmware-notes/luatos.md; spec: docs/protocol.md.
+-- Semantics: docs/firmware/luatos.md; spec: docs/protocol.md.
 local sys = require("sys")
 local U = TETHER_UART
 

@@ -1,5 +1,5 @@
 -- NodeMCU family part: the `net` module (and wifi/node status) over the tether protocol.
--- Firmware semantics: ../shared/firmware-notes/nodemcu.md. Names on the wire: docs/nodemcu.md.
+-- Firmware semantics: docs/firmware/nodemcu.md. Names on the wire: docs/nodemcu.md.
 -- Lua 5.1 rules: no //, no bit operators, no goto, no integer division; bit work goes
 -- through the `bit` module (default build). Small tables only: the ESP8266 has ~40 KB heap.
 -- Strings travel raw (protocol v2 `b<n>:` tokens): no base64 here.

@@ -1,6 +1,6 @@
 /**
  * Helpers on top of the raw `socketcore` calls, following the core's rules
- * (../shared/firmware-notes/luat-socketcore.md section 6):
+ * (docs/firmware/luat-socketcore.md, consequences for tether):
  * 1. one `sock_send` in flight per socket, each waiting for its SEND_CNF with a timeout
  *    (an unconnected socket never confirms), success tested as `ok === 1`;
  * 2. every RECV_IND drained with `sock_recv(index, recv_len)` (the core posts no further

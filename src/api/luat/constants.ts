@@ -1,6 +1,6 @@
 /**
  * Constants of the Luat core's `socketcore` library and its rtos messages, as the
- * 8910 core source defines them (../shared/firmware-notes/luat-socketcore.md section 1).
+ * 8910 core source defines them (docs/firmware/luat-socketcore.md, rtos messages and slots).
  * `LuatSocketcore.consts()` reads the values from the module itself; these are what the
  * CSDK build has (the tests check that the simulated module agrees).
  */

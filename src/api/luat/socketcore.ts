@@ -1,5 +1,5 @@
 /**
- * The Luat core's `socketcore` library (../shared/api-docs/luat-socketcore.zh.md),
+ * The Luat core's `socketcore` library (docs/firmware/luat-socketcore.md),
  * proxied call by call to the module. Every method returns a COLD observable that
  * makes exactly one remote call per subscription and emits the core's return values
  * as a tuple, unchanged: `sock_send` gives `[ok, err]` as two NUMBERS (compare
@@ -8,7 +8,7 @@
  *
  * The core's results arrive as rtos messages; the agent forwards them
  * (docs/luat.md) and {@link LuatSocketcore.messages} streams them. The rules the core
- * imposes (../shared/firmware-notes/luat-socketcore.md section 6) are followed by the
+ * imposes (docs/firmware/luat-socketcore.md, consequences for tether) are followed by the
  * helpers in connection.ts, not here: this layer is the raw API.
  */
 import { Observable, filter, map, share } from 'rxjs';

@@ -1,6 +1,6 @@
 /**
  * Helpers on top of the raw `socket` calls, following the firmware's rules
- * (../shared/firmware-notes/luatos.md, "Canonical usage"): connect and wait
+ * (docs/firmware/luatos.md, usual structure with libnet): connect and wait
  * for ON_LINE, read on every EVENT until the peer closes, send in chunks that
  * respect a full buffer and TX_OK, close gracefully and release.
  */

@@ -1,6 +1,6 @@
 /**
  * Constants of the LuatOS `socket` library as the firmware defines them
- * (../shared/firmware-notes/luatos.md: event values from NA.h:49-90, adapter
+ * (docs/firmware/luatos.md: event values from NA.h:49-90, adapter
  * numbers from the adapter enum; the doc's "ETH0 is 5" is stale).
  */
 

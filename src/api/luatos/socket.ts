@@ -1,9 +1,9 @@
 /**
- * The LuatOS `socket` library (../shared/api-docs/luatos-socket.en.md), proxied
+ * The LuatOS `socket` library (docs/firmware/luatos.md), proxied
  * call by call to the module's own network stack. Every method returns a COLD
  * observable that makes exactly one remote call per subscription and emits the
  * firmware's return values as a tuple: same order, same count (trailing nils
- * included, as `null`), as ../shared/firmware-notes/luatos.md says the C code
+ * included, as `null`), as docs/firmware/luatos.md says the C code
  * pushes them. Unsubscribing before the reply abandons the call.
  *
  * Tuples whose first value is the firmware's success boolean also carry `ok`:

@@ -1,6 +1,6 @@
 /**
  * Helpers on top of the raw `net` calls, following the firmware's rules
- * (../shared/firmware-notes/nodemcu.md 1.4): chunks within the 2920-byte send buffer,
+ * (docs/firmware/nodemcu.md, TCP send and the sent event): chunks within the 2920-byte send buffer,
  * at most two sends unACKed and only together within it (one send call awaiting its reply), a host-side connect timeout (a failed
  * DNS lookup or a missing route leaves the socket with no callback at all), and
  * no waiting for "disconnection" after a local close (the firmware sends none).

@@ -1,5 +1,5 @@
 /**
- * The NodeMCU `net` module (../shared/api-docs/nodemcu-net.md) of an ESP8266,
+ * The NodeMCU `net` module (docs/firmware/nodemcu.md, API at a glance) of an ESP8266,
  * proxied call by call through the tether agent (names on the wire: docs/nodemcu.md).
  *
  * - Every function and method returns a COLD observable: one remote call per
@@ -9,7 +9,7 @@
  * - Callbacks are HOT streams per object (`receive$`, `sent$`, `connection$`,
  *   `reconnection$`, `disconnection$`, `dns$`; `accept$` on a server). A stream only
  *   carries events the firmware fires, i.e. after `on(event)` registered it.
- * - Firmware quirks are kept, not hidden (../shared/firmware-notes/nodemcu.md):
+ * - Firmware quirks are kept, not hidden (docs/firmware/nodemcu.md):
  *   `createServer(net.TCP, 30)` gets a 1 s timeout, `createConnection(net.UDP)` is
  *   still TCP, "sent" fires on ACK, a send over the free 2920-byte buffer raises
  *   "out of memory", a local close fires no "disconnection", getpeer/getaddr and UDP

@@ -1,8 +1,8 @@
 /**
  * Upload the tether agent to a NodeMCU module through its stock Lua REPL (the
  * engine of `tether flash`). Designed against the failure modes of NodeMCU-Tool,
- * nodemcu-uploader and ESPlorer (../shared/firmware-notes/nodemcu.md section 3,
- * ../shared/anchors.md pain 9):
+ * nodemcu-uploader and ESPlorer (docs/firmware/nodemcu.md, how existing uploaders drive the REPL;
+ * their users' worst complaints: partial or empty files after a failed upload, stuck prompts):
  *
  * - Prompt detection by a marker the echo cannot contain (`print("@T".."S1")` prints
  *   `@TS1`, its echo does not), retried until a deadline: survives boards that reset on

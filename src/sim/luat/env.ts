@@ -4,7 +4,7 @@
  * 2 KB RX ring that overwrites its oldest bytes, no length in the RX message),
  * `crypto`, `json`, `pm`, `print`, the flash file system behind `io`, and the Lua 5.1
  * (and integer-only core) rules applied to the fengari VM.
- * Semantics: ../shared/firmware-notes/luat-socketcore.md sections 1b, 2 and 3.
+ * Semantics: docs/firmware/luat-socketcore.md (rtos messages, readiness, UART, tasks).
  * Differences from the module: docs/fidelity-luat.md.
  */
 import { createHash } from 'node:crypto';
@@ -230,7 +230,7 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
   const rxMode = new Map<number, number>(); // id -> msgmode
   const txDone = new Set<number>();
   let rpcOpen = false;
-  // RX timing (../shared/firmware-notes/luat-socketcore.md section 2, `uart.on` / UART RX ring): the
+  // RX timing (docs/firmware/luat-socketcore.md, UART): the
   // 8910 core moves received bytes into the 2 KB ring (UART_RX_BUF_SIZE, the oldest bytes overwritten
   // on overflow) and posts MSG_UART_RXDATA (uart id, NO length) only when the ring goes from empty to
   // non-empty; Lua must read until uart.read returns "". So the bytes go into the ring as they arrive

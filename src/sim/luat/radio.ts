@@ -1,7 +1,7 @@
 /**
  * Emulated `net`, `misc` and `link` of the simulated Air724UG. On the module these are
  * LuaTask lib files driving the AT channel through ril.lua; here they are tables whose
- * state follows the documented behaviour (../shared/firmware-notes/luat-socketcore.md
+ * state follows the documented behaviour (docs/firmware/luat-socketcore.md
  * section 2):
  * - `net.getState()`: "INIT", then "REGISTERED" (event NET_STATE_REGISTERED) or "UNREGISTER".
  * - `net.getRssi()` 0..31 and `net.getRsrp()` are CACHED: 0 / -140 until `net.csqQueryPoll` or

@@ -3,7 +3,7 @@
  * sockets (node:net, node:dgram, node:tls; names: src/sim/network.ts), so the module really talks to
  * servers (in the tests: on 127.0.0.1).
  *
- * Model (../shared/firmware-notes/luat-socketcore.md section 1a, from the CSDK's
+ * Model (docs/firmware/luat-socketcore.md, socketcore functions, from the CSDK's
  * tcpipsock.c / platform_socket.c): 10 slots; results arrive as rtos messages, tables
  * `{id, socket_index, result[, send_len | recv_len]}` posted to the core queue.
  * - `sock_conn` / `sock_conn_ext`: index at once, MSG_SOCK_CONN_CNF later (0 ok, 1 fail);

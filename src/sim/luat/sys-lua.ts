@@ -2,7 +2,7 @@
  * The emulated LuaTask lib of the simulated Air724UG (`sys`, `clib`'s `uart.on`, `log`,
  * `patch`'s coroutine wrapper, `utils`' io/string helpers), written in Lua 5.1 and run
  * inside the module's VM. Our own code, written from the behaviour documented in
- * ../shared/firmware-notes/luat-socketcore.md (sections 1c and 3):
+ * docs/firmware/luat-socketcore.md (dispatch, tasks and timers):
  *
  * - `rtos.on(id, fn)`: one handler per id, a second call replaces the first.
  * - `sys.run` body: dispatch the publish queue, take one core message, MSG_TIMER goes to a

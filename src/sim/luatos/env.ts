@@ -1,7 +1,7 @@
 /**
  * Emulated LuatOS system libraries for the simulated Air780E (EC618):
  * uart, crypto, string extensions, rtos, mcu, mobile, log, json.
- * Semantics: ../shared/firmware-notes/luatos.md, section 2 ("Agent-side APIs").
+ * Semantics: docs/firmware/luatos.md (numbers, uart, sys, zbuff, ...).
  * `socket` and `zbuff` live in socket-lib.ts / zbuff.ts.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -140,7 +140,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   // --- uart: only `uartId` is wired to the host; others accept calls and go nowhere.
   //
   // The receive callback follows the EC618 driver (luat_uart_ec618.c `luat_uart_cb`, and the
-  // "Logic for reporting receiving data" comment of luat_uart.h; ../shared/firmware-notes/luatos.md
+  // "Logic for reporting receiving data" comment of luat_uart.h; docs/firmware/luatos.md
   // section 2): bytes collect in the RX buffer of `bufsz` bytes and Lua's `uart.on(id, "receive", fn)`
   // gets `fn(id, len)`
   // - on the RX idle timeout (UART_CB_RX_TIMEOUT: the line has been silent for a while after a

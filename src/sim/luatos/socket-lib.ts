@@ -9,7 +9,7 @@
  * - NA:<func>  = components/network/adapter/luat_network_adapter.c (the per-socket state
  *   machine `network_default_statemachine` and the `network_*` calls behind each binding);
  * - SN:<func>  = components/network/libsntp/luat_sntp.c + luat_lib_sntp.c.
- * Semantics summary: /work/shared/firmware-notes/luatos.md. Known differences from the
+ * Semantics summary: docs/firmware/luatos.md. Known differences from the
  * real module: docs/fidelity-luatos-socket.md.
  *
  * Model: one {@link SocketCtrl} per `network_ctrl_t`. The Lua full userdata returned by

@@ -1,6 +1,6 @@
 /**
  * The emulated LuatOS `sys` library, written in Lua and run inside the simulated
- * module's VM. Semantics follow ../shared/firmware-notes/luatos.md ("sys:"):
+ * module's VM. Semantics follow docs/firmware/luatos.md (sys):
  * taskInit/wait/waitUntil/publish/subscribe/timers, taskInitEx/waitMsg/sendMsg,
  * and the globals sys_pub/sys_send/sys_wait. It is our own code written from the
  * documented behaviour, on three primitives the simulator provides:

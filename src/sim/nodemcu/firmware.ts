@@ -6,7 +6,7 @@
  * limit, `Lua error:` reports), and the routing of Lua errors: protected callbacks
  * (tmr, uart, node.task, ping) go to `node.setonerror`, unprotected ones (net)
  * PANIC and reboot the chip.
- * Semantics: ../shared/firmware-notes/nodemcu.md sections 2 ("REPL facts") and 1.4.
+ * Semantics: docs/firmware/nodemcu.md (REPL; TCP send and the sent event).
  */
 import type { FamilyContext } from '../module.js';
 import type { LuaIn, LuaRef, LuaVm } from '../lua-vm.js';
@@ -63,7 +63,7 @@ export class Esp {
     this.ringSize = opts.rxRing ?? 256;
     this.linePiece = opts.linePiece ?? 255;
     // the wire hands every byte straight to our ring (the ring, not the wire, models the driver).
-    // RX timing (../shared/firmware-notes/nodemcu.md, "REPL facts"): the 128-byte hardware FIFO feeds
+    // RX timing (docs/firmware/nodemcu.md, UART receive modes): the 128-byte hardware FIFO feeds
     // a 256-byte ring (RX_BUFF_SIZE) that drops the OLDEST bytes when full, and a high-priority task
     // drains it, never while Lua runs. Here: bytes enter the ring as they arrive and the drain task is
     // posted for the next event-loop turn (setImmediate, see postDrain): no fixed delay per receive.

@@ -2,7 +2,7 @@
  * Emulated NodeMCU modules other than `net`: uart, node (+ node.task, pipe), tmr,
  * bit, file (SPIFFS in memory), wifi (station status), optional encoder, and the
  * base functions that touch the firmware (print, dofile, loadfile, require).
- * Semantics: ../shared/firmware-notes/nodemcu.md section 2 ("Agent-side APIs").
+ * Semantics: docs/firmware/nodemcu.md (other agent-side APIs).
  */
 import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
 import type { Esp } from './firmware.js';

@@ -3,7 +3,7 @@
  * Node sockets: `net.tcpserver`, `net.tcpsocket`, `net.udpsocket`, `net.dns`,
  * `net.ifinfo`, `net.multicastJoin/Leave`, `net.ping`.
  *
- * Kept from the firmware (../shared/firmware-notes/nodemcu.md section 1):
+ * Kept from the firmware (docs/firmware/nodemcu.md):
  * lwIP error strings raised synchronously; callback argument orders (UDP receive
  * `(sock, data, port, ip)`, getpeer/getaddr `port, ip`); "receive" once per
  * <= 1460-byte segment, never coalesced; "sent" when the bytes were taken by the

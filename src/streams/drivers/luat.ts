@@ -2,7 +2,7 @@
  * Luat legacy driver (Air724UG `socketcore`), on {@link LuatSocketcore} and {@link LuatConnection}
  * (src/api/luat/connection.ts: one `sock_send` in flight confirmed by SEND_CNF, every RECV_IND
  * drained, teardown close / CLOSE_CNF / destroy). Firmware facts it relies on
- * (../shared/firmware-notes/luat-socketcore.md, as cited in src/sim/luat/socketcore.ts):
+ * (docs/firmware/luat-socketcore.md, as cited in src/sim/luat/socketcore.ts):
  * - connect: `CONN_CNF` result 0 = connected, anything else = failed (`ECONNREFUSED`);
  *   `sock_conn_ext` -2 = DNS failed (`ENOTFOUND`), another negative value = no free slot of the
  *   core's 10 (`EMFILE`);

@@ -11,7 +11,7 @@
  * - a local `close()` fires no callback at all;
  * - the socket limit is the heap: "out of memory" from `createConnection`/`connect`, and "cannot
  *   allocate PCB" (lwIP's pools, 2 listeners at most) are `EMFILE`. lwIP may also kill the oldest
- *   connection to make room (err -8 on it: `ECONNRESET`), ../shared/firmware-notes/nodemcu.md 1.5;
+ *   connection to make room (err -8 on it: `ECONNRESET`), docs/firmware/nodemcu.md 1.5;
  * - `net.createServer():listen(port, cb)` accepts; "cannot allocate PCB" past 2 listeners;
  * - `net.createUDPSocket()` is unconnected: `send(port, ip, data)` to any peer, "receive" with
  *   the sender's port and ip.
