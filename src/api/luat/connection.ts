@@ -9,6 +9,7 @@
  *    a failed CONN_CNF needs `sock_destroy` only. Otherwise the 10 slots leak;
  * 4. SSL with the `{hostName, caCert, clientCert, clientKey}` table of PEM text.
  */
+import { checkOpenConnectionArgs } from './socketcore.js';
 import { Observable, Subscription, firstValueFrom, type Subscriber } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
 import { endOnReset, resetAsError, resetError } from '../reset.js';
@@ -437,6 +438,7 @@ async function teardown(sc: LuatSocketcore, index: number, timeoutMs: number, ep
  *   `TIMEOUT` (no data link or no CONN_CNF within `timeoutMs`), `RESET` (the module reset meanwhile).
  */
 export function openConnection(sc: LuatSocketcore, host: string, port: number, o: OpenOptions = {}): Observable<LuatConnection> {
+  checkOpenConnectionArgs(host, port, o); // INVALID_ARGUMENT before a byte is sent
   const kind = o.type ?? 'tcp';
   if (kind !== 'tcp' && kind !== 'udp' && kind !== 'ssl') throw new InvalidArgumentError(`openConnection: type must be tcp, udp or ssl, got ${String(kind)}`);
   const type = kind === 'tcp' ? SocketType.TCP : kind === 'udp' ? SocketType.UDP : SocketType.SSL;

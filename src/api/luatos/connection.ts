@@ -7,7 +7,7 @@
 import { Observable, Subscription, firstValueFrom, lastValueFrom } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
 import { SocketEvent, eventName } from './constants.js';
-import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo } from './socket.js';
+import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo, checkOpenSocketArgs } from './socket.js';
 
 /** Options of {@link openSocket}. */
 export interface OpenOptions {
@@ -384,6 +384,7 @@ export class LuatosConnection {
  *   `TIMEOUT` (no LINK or ON_LINE within `timeoutMs`), `RESET` (the module reset meanwhile).
  */
 export function openSocket(socket: LuatosSocket, host: string, port: number, o: OpenOptions = {}): Observable<LuatosConnection> {
+  checkOpenSocketArgs(host, port, o); // INVALID_ARGUMENT before a byte is sent
   return new Observable<LuatosConnection>((sub) => {
     let ctrl: SocketCtrl | null = null;
     let done = false;

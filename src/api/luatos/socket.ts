@@ -80,6 +80,10 @@ export interface NtpTime {
   tms: number;
   /** The firmware's spelling: true once NTP time is valid. */
   vaild: boolean;
+  /**
+   * Average network delay (ms). The firmware's key is `ndeley` (luat_lib_sntp.c l_sntp_tm at
+   * bba8964; its doc comment says `ndelay`): either spelling is read into this field.
+   */
   ndelay?: number;
   ssec?: number;
   sms?: number;
@@ -460,7 +464,7 @@ export class LuatosSocket {
       (v) => {
         const t = v[0];
         const n = (k: string) => num(field(t, k)) ?? undefined;
-        return [{ tsec: n('tsec') ?? 0, tms: n('tms') ?? 0, vaild: field(t, 'vaild') === true, ndelay: n('ndelay'), ssec: n('ssec'), sms: n('sms'), lsec: n('lsec'), lms: n('lms') }] as [NtpTime];
+        return [{ tsec: n('tsec') ?? 0, tms: n('tms') ?? 0, vaild: field(t, 'vaild') === true, ndelay: n('ndeley') ?? n('ndelay'), ssec: n('ssec'), sms: n('sms'), lsec: n('lsec'), lms: n('lms') }] as [NtpTime];
       },
       opts,
     );

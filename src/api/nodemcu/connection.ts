@@ -9,7 +9,7 @@ import { Observable, Subscription, firstValueFrom, lastValueFrom, merge, take, t
 import { map } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
 import { isNetError } from './errors.js';
-import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName } from './net.js';
+import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName, checkConnectTcpArgs } from './net.js';
 
 /** Options of {@link sendAll}. */
 export interface SendAllOptions {
@@ -265,6 +265,7 @@ const CLIENT_EVENTS: TcpEventName[] = ['connection', 'reconnection', 'disconnect
  *   `RESET` (the module reset meanwhile), NetError.
  */
 export function connectTcp(net: NodeMcuNet, host: string, port: number, o: ConnectTcpOptions = {}): Observable<NodeMcuConnection> {
+  checkConnectTcpArgs(host, port, o); // INVALID_ARGUMENT before a byte is sent
   const timeoutMs = o.timeoutMs ?? 15000;
   return new Observable<NodeMcuConnection>((sub) => {
     type Outcome = { ok: true } | { ok: false; err?: number } | { error: unknown };
