@@ -224,7 +224,8 @@ before(async () => {
   project = mkdtempSync(join(tmpdir(), 'tether-docs-'));
   mkdirSync(join(project, 'node_modules/.bin'), { recursive: true });
   symlinkSync(root, join(project, 'node_modules/tether-hil'), 'dir');
-  for (const dep of ['rxjs']) symlinkSync(join(root, 'node_modules', dep), join(project, 'node_modules', dep), 'dir');
+  // what examples import besides the package: its dependency rxjs, and mqtt (a dev dependency) for the MQTT example
+  for (const dep of ['rxjs', 'mqtt']) symlinkSync(join(root, 'node_modules', dep), join(project, 'node_modules', dep), 'dir');
   // npm links the bin and makes it executable; a wrapper does the same without touching dist/
   writeFileSync(join(project, 'node_modules/.bin/tether'), `#!/bin/sh\nexec "${process.execPath}" "${join(root, 'dist/src/cli/bin.js')}" "$@"\n`, { mode: 0o755 });
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'docs-examples', private: true, type: 'module' }));

@@ -1,7 +1,7 @@
 /**
  * The SOCKS5 server with the module dialer (src/proxy/module-dialer.ts) on each simulated
  * family, in-process: UDP ASSOCIATE relays a datagram to a UDP echo server on 127.0.0.1 and
- * back through the module's UDP; a CONNECT the module cannot make answers a failure REP.
+ * back through the module's UDP; a CONNECT to a port where nothing listens answers REP 5 (Connection refused).
  * (CONNECT byte-exactness through the module: test/proxy-cli.test.ts, with curl.)
  */
 import { test, after } from 'node:test';
@@ -50,7 +50,7 @@ const echoReady = new Promise<void>((r) => echo.bind(0, LOOP, () => r()));
 cleanup.push(() => new Promise<void>((r) => echo.close(() => r())));
 
 for (const port of ['sim', 'sim:luat', 'sim:nodemcu']) {
-  test(`${port}: UDP ASSOCIATE through the module's UDP; a CONNECT it cannot make answers REP 1`, async () => {
+  test(`${port}: UDP ASSOCIATE through the module's UDP; a refused CONNECT answers REP 5`, async () => {
     await echoReady;
     const mod = await connect(port);
     const server = new SocksServer({ dialer: moduleDialer(mod, { connectTimeoutMs: 5000 }), port: 0 });
@@ -79,7 +79,8 @@ for (const port of ['sim', 'sim:luat', 'sim:nodemcu']) {
       const deadPort = (dead.address() as AddressInfo).port;
       await new Promise((r) => dead.close(r));
       const c = await socksRequest(sp, Command.CONNECT, LOOP, deadPort);
-      assert.equal(c.reply.reply, Reply.GENERAL_FAILURE, 'the helpers report a failed connect as SOCKET (or TIMEOUT: REP 4)');
+      // the stream layer tells a refused connect (SOCKET, reason ECONNREFUSED) on every family
+      assert.equal(c.reply.reply, Reply.CONNECTION_REFUSED, 'a refused connect is REP 5');
       c.s.destroy();
       const t0 = Date.now();
       while (closed.length < 2 && Date.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 20));

@@ -1,17 +1,9 @@
 /**
- * The one place that turns a connected module into a SOCKS {@link Dialer}: every CONNECT
- * opens a TCP connection on the module's own stack through the family's connection helper
- * (LuatOS src/api/luatos/connection.ts openSocket, Luat src/api/luat/connection.ts
- * openConnection, NodeMCU src/api/nodemcu/connection.ts connectTcp), wrapped into a
- * `stream.Duplex`. Interim: when the shared Duplex socket layer (src/streams) lands, this
- * file becomes `{ connect: (host, port) => connected(createConnection(mod, { port, host })) }`
- * and keeps its interface.
- *
- * Limits of the wrapper (those of the helpers): reading cannot be paused (the helpers emit as
- * the module delivers, so a slow SOCKS client buffers on the host); `end()` does not half-close
- * the module socket (the helpers have no shutdown): the module socket is closed when both
- * directions are done or the stream is destroyed. Errors keep the helpers' `code`s
- * (`SOCKET`, `TIMEOUT`, `RESET`, `DISCONNECTED`).
+ * The one place that turns a connected module into a SOCKS {@link Dialer}. Every CONNECT opens
+ * a {@link SocketStream} on the module's own stack (src/streams: `createConnection`, the same
+ * net.Socket-like Duplex for every family, with the firmware's send accounting and read flow
+ * control); errors keep that layer's `code`s (`SOCKET` with a Node-style `reason`, `TIMEOUT`,
+ * `RESET`, ...). UDP ASSOCIATE goes through the families' UDP helpers (below).
  */
 import { EventEmitter } from 'node:events';
 import { isIPv4 } from 'node:net';
@@ -20,41 +12,9 @@ import { firstValueFrom, lastValueFrom, map, type Observable, type Subscription 
 import type { TetherModule } from '../api/connect.js';
 import { openSocket } from '../api/luatos/connection.js';
 import { openConnection } from '../api/luat/connection.js';
-import { connectTcp } from '../api/nodemcu/connection.js';
 import { TetherError } from '../errors.js';
 import type { DatagramSocket, Dialer, RemoteInfo } from './server.js';
-
-/** What every family's connection helper offers. */
-interface ByteConnection {
-  data(): Observable<Uint8Array>;
-  send(data: Uint8Array): Observable<number>;
-  close(): Promise<void>;
-}
-
-/** A connected helper as a Duplex: 'data' / 'end' on the peer's close / 'error' with the helper's `code`; destroy() closes the module socket. */
-function toDuplex(conn: ByteConnection): Duplex {
-  let sub: Subscription | undefined;
-  const d: Duplex = new Duplex({
-    allowHalfOpen: true,
-    read() {
-      sub ??= conn.data().subscribe({ next: (b) => d.push(Buffer.from(b)), complete: () => d.push(null), error: (e) => d.destroy(e) });
-    },
-    write(chunk: Buffer, _enc, cb) {
-      lastValueFrom(conn.send(chunk), { defaultValue: 0 }).then(() => cb(), cb);
-    },
-    final(cb) {
-      cb(); // no half-close on the helpers: the socket closes when the peer has closed too (autoDestroy)
-    },
-    destroy(err, cb) {
-      sub?.unsubscribe();
-      conn.close().then(
-        () => cb(err),
-        () => cb(err),
-      );
-    },
-  });
-  return d;
-}
+import { createConnection, type SocketStream } from '../streams/index.js';
 
 /** Options of {@link moduleDialer}. */
 export interface ModuleDialerOptions {
@@ -71,19 +31,25 @@ export interface ModuleDialerOptions {
  */
 export function moduleDialer(mod: TetherModule, o: ModuleDialerOptions = {}): Dialer {
   const timeoutMs = o.connectTimeoutMs;
-  const open = (host: string, port: number): Promise<ByteConnection> => {
-    switch (mod.family) {
-      case 'luatos':
-        return firstValueFrom(openSocket(mod.socket, host, port, { timeoutMs }));
-      case 'luat':
-        return firstValueFrom(openConnection(mod.socketcore, host, port, { timeoutMs }));
-      case 'nodemcu':
-        return firstValueFrom(connectTcp(mod.net, host, port, { timeoutMs }));
-      default:
-        return Promise.reject(new TetherError('UNSUPPORTED', `no connection helper for family ${mod.family}`));
-    }
-  };
-  return { connect: async (host, port) => toDuplex(await open(host, port)), udp: async () => new ModuleUdp(mod, timeoutMs) };
+  // TCP: the shared socket stream layer (src/streams), net.Socket-like with the firmware's own
+  // send accounting and read flow control; UDP below.
+  const connect = (host: string, port: number): Promise<Duplex> =>
+    new Promise((resolve, reject) => {
+      let sock: SocketStream;
+      try {
+        sock = createConnection(mod, { host, port, ...(timeoutMs !== undefined ? { connectTimeoutMs: timeoutMs } : {}) });
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      const fail = (e: Error) => reject(e);
+      sock.once('error', fail);
+      sock.once('connect', () => {
+        sock.off('error', fail);
+        resolve(sock);
+      });
+    });
+  return { connect, udp: async () => new ModuleUdp(mod, timeoutMs) };
 }
 
 /** One destination's module UDP socket (LuatOS / Luat). */

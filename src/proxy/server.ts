@@ -145,9 +145,15 @@ export function isLoopback(host: string): boolean {
   return /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
 }
 
-/** The REP for a dialer error, by its `code` (see the table in the file header). */
+/**
+ * The REP for a dialer error, by its `code` (see the table in the file header); a `SOCKET`
+ * error of the stream layer (src/streams) is mapped by its Node-style `reason` (`ECONNREFUSED`,
+ * `ENOTFOUND`, ...).
+ */
 export function replyForError(e: unknown): ReplyCode {
-  const code = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : '';
+  const reason = (e as { reason?: unknown })?.reason;
+  const raw = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : '';
+  const code = raw === 'SOCKET' && typeof reason === 'string' ? reason : raw;
   switch (code) {
     case 'ECONNREFUSED':
       return Reply.CONNECTION_REFUSED;
