@@ -200,7 +200,7 @@ net = { TCP = 1, UDP = 2,
 -- 1460 bytes of 0x83 (a byte the protocol sends raw: counting it in the agent's output proves the forward)
 local RECV = string.rep("\131", 1460)
 local function ackall()
-  if TOP then local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 ${NONCE}" UARTCB(f .. " " .. hex8(f) .. "\n") end
+  if TOP then local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 ${NONCE} 0" UARTCB(f .. " " .. hex8(f) .. "\n") end
 end
 local function tick(n) for _ = 1, n do for _, t in ipairs(timers) do local fn = t.fn if fn then if t.mode == 0 then t.fn = nil end fn(t) end end end end
 

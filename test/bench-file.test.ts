@@ -222,7 +222,7 @@ test('the bench entries in docs/bench.md and docs/labgrid.md parse and validate'
 
 test('the TypeScript example of docs/bench.md runs (against the package built in dist/)', () => {
   const doc = readFileSync(join(repoRoot(), 'docs', 'bench.md'), 'utf8');
-  const block = /```ts\n([\s\S]*?)```/.exec(doc)?.[1];
+  const block = /```ts[^\n]*\n([\s\S]*?)```/.exec(doc)?.[1];
   assert.ok(block && block.includes("from 'tether-hil'"), 'docs/bench.md has a ts example importing tether-hil');
   const dir = mkdtempSync(join(tmpdir(), 'tether-bench-doc-'));
   const file = join(dir, 'example.mjs');
