@@ -17,6 +17,7 @@ import { connect, isIP, type Socket } from 'node:net';
 import { InvalidArgumentError, TetherError } from '../errors.js';
 import { MAX_BAUD_RATE } from './serial.js';
 import { BaseTransport } from './transport.js';
+import { writeSocket } from './tcp.js';
 
 // ------------------------------------------------------------------ telnet constants (RFC 854)
 
@@ -650,14 +651,7 @@ export class Rfc2217Transport extends BaseTransport {
     const wire = escapeIac(data);
     // escapeIac returns a view of the caller's array when nothing needed escaping: copy it
     const buf = wire.buffer === data.buffer ? Buffer.from(wire) : wire;
-    await new Promise<void>((resolve, reject) => {
-      this.socket.write(buf, (err?: Error | null) => {
-        if (!err) return resolve();
-        const code = (err as NodeJS.ErrnoException).code;
-        const gone = !this.isOpen || this.socket.destroyed || code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_DESTROYED';
-        reject(new TetherError(gone ? 'DISCONNECTED' : 'TRANSPORT', `${this.description}: write failed: ${err.message}`, { cause: err }));
-      });
-    });
+    await writeSocket(this.socket, buf, this.description, () => this.isOpen);
   }
 
   /** Close the connection (FIN, then release after at most 1000 ms). Idempotent; never rejects. */

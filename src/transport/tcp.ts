@@ -126,14 +126,7 @@ export class TcpTransport extends BaseTransport {
     if (!this.isOpen || this.socket.destroyed) throw new TetherError('DISCONNECTED', `${this.description} is closed`);
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('write() expects a Uint8Array');
     if (data.byteLength === 0) return;
-    await new Promise<void>((resolve, reject) => {
-      this.socket.write(Buffer.from(data), (err?: Error | null) => {
-        if (!err) return resolve();
-        const code = (err as NodeJS.ErrnoException).code;
-        const gone = !this.isOpen || this.socket.destroyed || code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_DESTROYED';
-        reject(new TetherError(gone ? 'DISCONNECTED' : 'TRANSPORT', `${this.description}: write failed: ${err.message}`, { cause: err }));
-      });
-    });
+    await writeSocket(this.socket, Buffer.from(data), this.description, () => this.isOpen);
   }
 
   /**
@@ -186,5 +179,22 @@ function connectError(where: string, host: string, port: number, err: NodeJS.Err
   return new TetherError('TRANSPORT', `cannot connect to ${where}: ${advice} (${err.code ?? err.message})`, {
     cause: err,
     context: { host, port, reason: err.code },
+  });
+}
+
+/**
+ * Write `buf` to a TCP socket and wait until it was handed to the OS. Shared by the network
+ * transports (raw TCP here, RFC 2217 in ./rfc2217.ts).
+ * @throws TetherError `DISCONNECTED` when the socket is gone (closed by us, EPIPE, ECONNRESET),
+ *   `TRANSPORT` for any other write failure.
+ */
+export function writeSocket(socket: Socket, buf: Buffer, description: string, isOpen: () => boolean): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.write(buf, (err?: Error | null) => {
+      if (!err) return resolve();
+      const code = (err as NodeJS.ErrnoException).code;
+      const gone = !isOpen() || socket.destroyed || code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_DESTROYED';
+      reject(new TetherError(gone ? 'DISCONNECTED' : 'TRANSPORT', `${description}: write failed: ${err.message}`, { cause: err }));
+    });
   });
 }
