@@ -470,6 +470,34 @@ export class LuatosSocket {
     );
   }
 
+  /**
+   * `socket.dft(id?)`: the default network adapter, set to `id` when given (docs/firmware/luatos.md,
+   * return values): `(default, last_registered)` adapter numbers.
+   */
+  dft(id?: number, opts?: FacadeCallOptions): Observable<[number, number]> {
+    this.checkAdapter(id, 'socket.dft');
+    return this.call('dft', id === undefined ? [] : [id], (v) => [num(v[0]) ?? -1, num(v[1]) ?? -1] as [number, number], opts);
+  }
+
+  /**
+   * `socket.close_all(adapter)`: closes every socket of the adapter on the firmware's side; a
+   * boolean. Handles the agent gave out stay allocated until released (see `tether reset-sockets`).
+   */
+  close_all(adapter: number, opts?: FacadeCallOptions): Observable<[boolean]> {
+    if (adapter === undefined) throw new InvalidArgumentError('socket.close_all: the adapter number is required (e.g. socket.LWIP_GP = 1)');
+    this.checkAdapter(adapter, 'socket.close_all');
+    return this.call('close_all', [adapter], (v) => [v[0] === true] as [boolean], opts);
+  }
+
+  /**
+   * `socket.rx_cache(n?)`: the lwIP receive cache as a number of blocks (32 by default, 6 on
+   * EC718/716), not bytes (docs/firmware/luatos.md).
+   */
+  rx_cache(n?: number, opts?: FacadeCallOptions): Observable<[number]> {
+    if (n !== undefined && (!Number.isInteger(n) || n < 0 || n > 0x7fffffff)) throw new InvalidArgumentError(`socket.rx_cache: n must be a non-negative integer, got ${show(n)}`);
+    return this.call('rx_cache', n === undefined ? [] : [n], (v) => [num(v[0]) ?? 0] as [number], opts);
+  }
+
   /** `socket.sntp_port(port?)`: the current SNTP port (default 123). */
   sntp_port(port?: number, opts?: FacadeCallOptions): Observable<[number]> {
     if (port !== undefined) this.checkPort(port, 'socket.sntp_port', 1);
