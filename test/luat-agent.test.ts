@@ -263,11 +263,11 @@ for line in lines(INPUT) do
     assert(loadstring(rest))()
     run()
   elseif kind == "K" then
-    -- the host acknowledges every frame the agent sent so far: A<last seq + 1> 0 255 <nonce>
+    -- the host acknowledges every frame the agent sent so far: A<last seq + 1> 0 255 <nonce> 0
     local top
     for q in string.gmatch(table.concat(out), "\n~[RXEPL&$](%d+)%.") do top = tonumber(q) end
     if top then
-      local f = "~A" .. ((top + 1) % 4096) .. " 0 255 " .. rest
+      local f = "~A" .. ((top + 1) % 4096) .. " 0 255 " .. rest .. " 0"
       local wasEmpty = ring == ""
       ring = ring .. f .. " " .. hex8(crc32(f)) .. "\n"
       if wasEmpty then post({ MSG.MSG_UART_RXDATA, uartid }) end

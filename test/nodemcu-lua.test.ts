@@ -168,7 +168,7 @@ while pos <= #input do
   local nonce = piece:match("^%%%%K (%d+)\n$")
   if nonce then
     if TOP then
-      local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 " .. nonce
+      local f = "~A" .. ((TOP + 1) % 4096) .. " 0 255 " .. nonce .. " 0"
       UART(f .. " " .. hex8(f) .. "\n")
     end
   else
