@@ -10,6 +10,8 @@ import { callCommand } from './call.js';
 import { diagCommand } from './diag.js';
 import { flashCommand } from './flash.js';
 import { agentCommand } from './agent.js';
+import { rebootCommand } from './reboot.js';
+import { resetSocketsCommand } from './reset-sockets.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -18,5 +20,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), rebootCommand(ctx), resetSocketsCommand(ctx)] as CommandModule[];
 }
