@@ -83,8 +83,9 @@ local MSGNAMES = { "MSG_SOCK_CONN_CNF", "MSG_SOCK_SEND_CNF", "MSG_SOCK_RECV_IND"
 
 local owned = {} -- socket_index -> true while a socket this agent opened holds the slot
 local nowned = 0
--- socket_index -> true: closed by a sweep, destroyed when its CLOSE_CNF comes (the slot is
--- reusable only after sock_destroy, and sock_destroy frees only a closed slot: tcpipsock.c)
+-- socket_index -> true: closed by a sweep, destroyed when its CLOSE_CNF comes (the slot stays in
+-- use until sock_destroy, which frees only a closed slot: docs/firmware/luat-socketcore.md
+-- lines 72-73 and 387, from the CSDK's modules/src/tcpipsock.c)
 local closing = {}
 
 HAL.info = function(t)

@@ -62,8 +62,9 @@ local function cb(id)
   end
 end
 
--- every socket (ctrl) the agent made for a host is a handle: close it, then free the ctrl
--- (socket.close then socket.release, luat_lib_socket.c), each under pcall
+-- every socket (ctrl) the agent made for a host is a handle: close it (a forced close, no event),
+-- then free the ctrl, each under pcall; the handle dies with it, as nothing may be called on a
+-- released ctrl (docs/firmware/luatos.md lines 164 and 172, luat_lib_socket.c)
 HAL.sweep = function()
   local n = 0
   for id, c in pairs(A.handles) do
