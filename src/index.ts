@@ -3,6 +3,7 @@
  * Public API. Layers: transport (bytes) → codec (frames) → rpc → api facades → cli.
  */
 export { connect, isSimPort, TetherModule, type ConnectOptions, type ModuleInfo } from './api/connect.js';
+export { rebootModule, releaseAll, releasedAtOpen, REBOOT_FUNCTIONS, DEFAULT_REBOOT_TIMEOUT_MS, type RebootOptions, type RebootResult } from './api/session.js';
 export { LuatosSocket, SocketCtrl, ZBuff, type Result, type SocketEventInfo, type ConfigOptions, type NtpTime } from './api/luatos/socket.js';
 export { openSocket, waitEvent, decodeRemoteIp, LuatosConnection, type OpenOptions, type Datagram } from './api/luatos/connection.js';
 export { SocketEvent, Adapter, SocketState, eventName } from './api/luatos/constants.js';

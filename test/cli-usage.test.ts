@@ -77,6 +77,11 @@ test('an unknown option stops the command before it opens anything (call --jsn, 
   await usageError(['call', '--port', trip(), 'node.restart', '--jsn'], /Unknown argument: jsn/, /tether call <fn> \[args\.\.\]/);
   await usageError(['flash', '--port', trip(), '--forse', '--init'], /Unknown argument: forse/, /tether flash/);
   await usageError(['info', '--port', trip(), '--jsonn'], /Unknown argument: jsonn/, /tether info/);
+  await usageError(['reboot', '--port', trip(), '--forse'], /Unknown argument: forse/, /tether reboot/);
+  await usageError(['reset-sockets', '--port', trip(), '--jsonn'], /Unknown argument: jsonn/, /tether reset-sockets/);
+  await usageError(['reboot'], /Missing required argument: port/, /tether reboot/);
+  await usageError(['reset-sockets'], /Missing required argument: port/, /tether reset-sockets/);
+  await usageError(['reboot', '--port', trip(), '--boot-timeout', 'soon'], /--boot-timeout must be a positive number of milliseconds, got "soon"/);
   // against the in-process simulator: no module starts (no handshake, no log)
   await usageError(['call', '--port', 'sim', 'node.restart', '--jsn', '--verbose'], /Unknown argument: jsn/);
   // against a port that would fail to open: the error is the usage error, not a transport error
@@ -89,7 +94,7 @@ test('a bad choice, a missing option, an unknown command: one error, exit 2, no 
   assert.match(r.stderr, /Argument: family, Given: "bogus", Choices: "luatos", "luat", "nodemcu"/);
   await usageError(['info'], /Missing required argument: port/, /tether info/);
   await usageError(['call', '--port', trip()], /Not enough non-option arguments/, /tether call/);
-  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, shell, diag, flash, agent, proxy\)/, /Commands:/);
+  await usageError(['bogus'], /unknown command "bogus" \(commands: sim, ports, info, call, shell, diag, flash, agent, proxy, reboot, reset-sockets\)/, /Commands:/);
   await usageError(['pots'], /unknown command "pots": did you mean ports\?/);
   await usageError([], /Name a command/);
 });

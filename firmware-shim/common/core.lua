@@ -14,6 +14,9 @@
 --   HAL.heap()       Lua heap in KB (integer)
 --   HAL.epoch()      1..2147483646, new at every start
 --   HAL.info(t)      add family fields to the hello table t
+--   HAL.sweep()      release every module object the agent made for a host (sockets, servers,
+--                    timers) with the family's own calls, each under pcall; returns how many
+--                    (optional: without it nothing is released)
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
@@ -352,6 +355,13 @@ local function tether_core()
 
   local function blocked() return L.out[1] ~= nil or L.qb >= HAL.txwin end
 
+  -- session ownership (docs/protocol.md section 3): every object the agent made for a host
+  -- belongs to the session that made it; a new session and agent.release_all free them all
+  local function sweep()
+    local ok, n = pcall(HAL.sweep)
+    return ok and tonumber(n) or 0
+  end
+
   local function clamp(size)
     size = tonumber(size) or TP.BASE_FRAME
     if size < TP.MIN_FRAME then return TP.MIN_FRAME end
@@ -410,7 +420,10 @@ local function tether_core()
         return
       end
       if nonce ~= L.nonce then -- a new session: reset the link, keep the backlog only from before the first one
-        if L.nonce ~= 0 then L.out, L.ob = {}, 0 end
+        if L.nonce ~= 0 then
+          L.freed = sweep() -- what the previous session left (a crashed or vanished host)
+          L.out, L.ob = {}, 0
+        end
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
       end
       L.size = clamp(size)
@@ -553,6 +566,7 @@ local function tether_core()
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
       maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch, ncaps = #A.caps,
+      released = L.freed or 0,
     }
     HAL.info(t)
     return t
@@ -572,6 +586,9 @@ local function tether_core()
   end)
 
   A.reg("agent.ping", function(...) return L.epoch, ... end)
+
+  -- release every object the agent made for any host (a clean close, tether reset-sockets)
+  A.reg("agent.release_all", sweep)
 
   function A.start()
     L.epoch = HAL.epoch()

@@ -83,6 +83,10 @@ local MSGNAMES = { "MSG_SOCK_CONN_CNF", "MSG_SOCK_SEND_CNF", "MSG_SOCK_RECV_IND"
 
 local owned = {} -- socket_index -> true while a socket this agent opened holds the slot
 local nowned = 0
+-- socket_index -> true: closed by a sweep, destroyed when its CLOSE_CNF comes (the slot stays in
+-- use until sock_destroy, which frees only a closed slot: docs/firmware/luat-socketcore.md
+-- lines 72-73 and 387, from the CSDK's modules/src/tcpipsock.c)
+local closing = {}
 
 HAL.info = function(t)
   t.family = "luat"
@@ -126,9 +130,18 @@ do
     else A.event(idx, name, msg.id, msg.result) end
   end
 
+  local CNF = rtos.MSG_SOCK_CLOSE_CNF
   local function handler(id, name, lenfield)
     return function(msg)
       if type(msg) ~= "table" then return end
+      local ci = msg.socket_index
+      if closing[ci] then -- swept: no host wants its messages; CLOSE_CNF frees the slot
+        if id == CNF then
+          closing[ci] = nil
+          pcall(SC.sock_destroy, ci)
+        end
+        return
+      end
       local o = others[id]
       if o and not owned[msg.socket_index] then
         A.guard(o, msg)
@@ -179,6 +192,19 @@ do
     end
     A.reg("socketcore.sock_close", function(...) return SC.sock_close(...) end)
     A.reg("socketcore.sock_recv", function(...) return SC.sock_recv(...) end)
+    -- every slot the agent opened for a host: sock_close now, sock_destroy on its CLOSE_CNF (or now
+    -- when sock_close had nothing to close: no CNF comes then)
+    HAL.sweep = function()
+      local n = 0
+      for idx in pairs(owned) do
+        local ok, r = pcall(SC.sock_close, idx)
+        if ok and r == 1 then closing[idx] = true else pcall(SC.sock_destroy, idx) end
+        owned[idx] = nil
+        n = n + 1
+      end
+      nowned = 0
+      return n
+    end
     A.reg("socketcore.sock_destroy", function(idx)
       local r = SC.sock_destroy(idx)
       if r == 1 and owned[idx] then
@@ -216,6 +242,16 @@ do
   regif("misc.getImei", misc, "getImei")
   regif("misc.getModelType", misc, "getModelType")
   regif("rtos.get_version", rtos, "get_version")
+  -- sys.restart(reason): off unless TETHER_ALLOW_RESTART (config.lua); the reply goes out first
+  A.reg("sys.restart", function()
+    if not TETHER_ALLOW_RESTART then
+      error({ TP.E_ERR, "sys.restart is off on this module: set TETHER_ALLOW_RESTART = true in the agent's settings (main.lua, or as a global before require)" }, 0)
+    end
+    sys.timerStart(function()
+      if not pcall(sys.restart, "tether") then pcall(rtos.restart) end
+    end, 100)
+    return true
+  end)
   regif("link.isReady", link, "isReady")
   -- readiness and registration, forwarded as P messages
   local TOPICS = { "IP_READY_IND", "IP_ERROR_IND", "NET_STATE_REGISTERED", "NET_STATE_UNREGISTER" }

@@ -55,8 +55,25 @@ HAL.info = function(t)
 end
 
 -- a callback for socket `id`: every event becomes an E message, under pcall
+-- (none once the host's handle was released: a swept socket stays silent)
 local function cb(id)
-  return function(ctrl, event, param) A.guard(A.event, id, event, param) end
+  return function(ctrl, event, param)
+    if not A.dead[id] then A.guard(A.event, id, event, param) end
+  end
+end
+
+-- every socket (ctrl) the agent made for a host is a handle: close it (a forced close, no event),
+-- then free the ctrl, each under pcall; the handle dies with it, as nothing may be called on a
+-- released ctrl (docs/firmware/luatos.md lines 164 and 172, luat_lib_socket.c)
+HAL.sweep = function()
+  local n = 0
+  for id, c in pairs(A.handles) do
+    pcall(socket.close, c)
+    pcall(socket.release, c)
+    A.release(id)
+    n = n + 1
+  end
+  return n
 end
 
 A.reg("socket.create", function(ad)
@@ -141,6 +158,15 @@ for _, name in ipairs({ "debug", "config", "linkup", "connect", "discon", "close
   "dft", "close_all", "rx_cache" }) do
   if socket[name] then A.reg("socket." .. name, socket[name]) end
 end
+
+-- rtos.reboot(): off unless TETHER_ALLOW_RESTART (config.lua); the reply goes out first
+A.reg("rtos.reboot", function()
+  if not TETHER_ALLOW_RESTART then
+    error({ TP.E_ERR, "rtos.reboot is off on this module: set TETHER_ALLOW_RESTART = true in the agent's settings (main.lua, or as a global before require)" }, 0)
+  end
+  sys.timerStart(function() if not pcall(rtos.reboot) and pm and pm.reboot then pcall(pm.reboot) end end, 100)
+  return true
+end)
 
 -- module status for `tether info`
 if mobile then

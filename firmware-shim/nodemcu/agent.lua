@@ -208,10 +208,9 @@ method("udpsocket", "dns", function(o, id, domain, withcb)
 end)
 
 -- release(h): the host is done with an object: unregister its callbacks, close it
--- (errors ignored: it may be closed already) and forget the handle.
-A.reg("agent.release", function(o)
-  local id = A.hid[o]
-  if id == nil then error({ TP.E_HANDLE, "not a handle" }) end
+-- (errors ignored: it may be closed already) and forget the handle; the userdata's last
+-- reference goes with it (its __gc unrefs the espconn). HAL.sweep does it for every object.
+local function drop(o, id)
   local k = kinds[id]
   if k == "tcpsocket" then
     for _, ev in ipairs({ "connection", "reconnection", "disconnection", "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
@@ -222,7 +221,21 @@ A.reg("agent.release", function(o)
   kinds[id] = nil
   A.release(id)
   A.dead[id] = nil -- keep no record per released handle: the heap must not grow with every connection
+end
+A.reg("agent.release", function(o)
+  local id = A.hid[o]
+  if id == nil then error({ TP.E_HANDLE, "not a handle" }) end
+  drop(o, id)
 end)
+HAL.sweep = function()
+  local n = 0
+  for id in pairs(kinds) do
+    local o = A.handles[id]
+    if o ~= nil then drop(o, id) else kinds[id] = nil end
+    n = n + 1
+  end
+  return n
+end
 
 -- status for `tether info` / diag
 A.reg("wifi.sta.status", wifi.sta.status)

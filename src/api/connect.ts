@@ -20,6 +20,10 @@ import { LuatSocketcore } from './luat/socketcore.js';
 import { SimulatedModule } from '../sim/module.js';
 import type { LuatosSimOptions } from '../sim/luatos/family.js';
 import { SIM_FAMILIES, simFamilyNames } from '../sim/families.js';
+import { rebootModule, releaseAll, releasedAtOpen, type RebootOptions, type RebootResult } from './session.js';
+
+/** How long {@link TetherModule.close} waits for the agent to release the session's objects (ms). */
+export const CLOSE_RELEASE_TIMEOUT_MS = 1000;
 
 /** Module facts for `tether info` and diag. */
 export interface ModuleInfo {
@@ -175,8 +179,47 @@ export class TetherModule {
     return info;
   }
 
-  /** Close the session (and stop the simulator, for `sim:` ports). */
-  async close(): Promise<void> {
+  /**
+   * Module objects (sockets, ctrls, servers) the agent released when this session opened:
+   * what an earlier host session left (hello `released`; docs/protocol.md section 3).
+   */
+  get releasedAtOpen(): number {
+    return releasedAtOpen(this.rpc);
+  }
+
+  /**
+   * Release every socket/ctrl/server the agent made, for this session or any other
+   * (`agent.release_all`, what `tether reset-sockets` does), each with the family's own calls
+   * (LuatOS `socket.close` + `socket.release`; Luat `sock_close`, `sock_destroy` on CLOSE_CNF;
+   * NodeMCU `close` and the reference dropped). Handles held on the host become stale.
+   * @returns how many objects were released.
+   * @throws TetherError `UNSUPPORTED` (an agent without session ownership), `TIMEOUT`, `RESET`, `CLOSED`.
+   */
+  async resetSockets(opts: { timeoutMs?: number } = {}): Promise<number> {
+    return releaseAll(this.rpc, opts);
+  }
+
+  /**
+   * Reboot the module (LuatOS `rtos.reboot`, Luat `sys.restart`, NodeMCU `node.restart`) and wait
+   * for its new boot (new epoch, new handshake). The agent refuses unless its settings say
+   * `TETHER_ALLOW_RESTART = true` (default off): a `REMOTE` error naming the setting.
+   * @param opts.timeoutMs time for the reboot and the new handshake (ms). @default 30000
+   * @throws see {@link rebootModule}.
+   */
+  async reboot(opts: RebootOptions = {}): Promise<RebootResult> {
+    return rebootModule(this.rpc, opts);
+  }
+
+  /**
+   * Close the session (and stop the simulator, for `sim:` ports). First the agent releases every
+   * object it made for this session (`agent.release_all`, at most {@link CLOSE_RELEASE_TIMEOUT_MS}
+   * ms; failures ignored: a session left open is released by the next one anyway).
+   * @param opts.release release the session's objects first. @default true
+   */
+  async close(opts: { release?: boolean } = {}): Promise<void> {
+    if ((opts.release ?? true) && this.rpc.hello?.caps?.includes('agent.release_all')) {
+      await releaseAll(this.rpc, { timeoutMs: CLOSE_RELEASE_TIMEOUT_MS }).catch(() => undefined);
+    }
     await this.rpc.close();
     await this.simulator?.stop();
   }

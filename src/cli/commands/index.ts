@@ -12,6 +12,8 @@ import { flashCommand } from './flash.js';
 import { agentCommand } from './agent.js';
 import { proxyCommand } from './proxy.js';
 import { shellCommand } from './shell.js';
+import { rebootCommand } from './reboot.js';
+import { resetSocketsCommand } from './reset-sockets.js';
 
 /** What commands need from the CLI runner. */
 export interface CliContext {
@@ -20,5 +22,5 @@ export interface CliContext {
 }
 
 export function makeCommands(ctx: CliContext): CommandModule[] {
-  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), shellCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), proxyCommand(ctx)] as CommandModule[];
+  return [simCommand(ctx), portsCommand(ctx), infoCommand(ctx), callCommand(ctx), shellCommand(ctx), diagCommand(ctx), flashCommand(ctx), agentCommand(ctx), proxyCommand(ctx), rebootCommand(ctx), resetSocketsCommand(ctx)] as CommandModule[];
 }

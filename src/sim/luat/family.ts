@@ -4,6 +4,7 @@
  * Differences from the module: docs/fidelity-luat.md.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
+import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
 import { installLuatEnv, type LuatEnv } from './env.js';
 import { CSDK_MSG_IDS, type LuatMsgIds } from './loop.js';
 import { installRadio, type LuatRadio, type LuatRadioOptions } from './radio.js';
@@ -34,6 +35,12 @@ export interface LuatSimOptions {
   radio?: LuatRadioOptions;
   /** socketcore network behaviour. */
   network?: LuatNetworkOptions;
+  /**
+   * Globals set before the agent runs, as a user sets them before `require("tether")`, e.g.
+   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luat/config.lua).
+   * @default {} (the agent's own defaults: restart off)
+   */
+  agentSettings?: AgentSettings;
 }
 
 /** The libraries of the current boot, for tests (undefined while the module is off). */
@@ -97,6 +104,7 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
       radio.onLinkDown(() => sc.linkDown());
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
+      applyAgentSettings(ctx.vm, opts.agentSettings);
       const boot: LuatBoot = { env, radio, socketcore: sc };
       current = boot;
       return {

@@ -2,6 +2,7 @@
  * The simulated Air780E (EC618, LuatOS): which libraries it has and which agent it runs.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
+import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
 import { installLuatosEnv, type LuatosIdentity } from './env.js';
 import { SYS_LUA } from './sys-lua.js';
 import { installSocketLib } from './socket-lib.js';
@@ -13,6 +14,12 @@ export interface LuatosSimOptions {
   identity?: LuatosIdentity;
   /** Network behaviour of the emulated `socket` library. */
   network?: SimNetworkOptions;
+  /**
+   * Globals set before the agent runs, as a user sets them before `require("tether")`, e.g.
+   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luatos/config.lua).
+   * @default {} (the agent's own defaults: restart off)
+   */
+  agentSettings?: AgentSettings;
 }
 
 /** Create the LuatOS family for {@link SimulatedModule.start}. */
@@ -41,6 +48,7 @@ export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
       });
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
+      applyAgentSettings(ctx.vm, opts.agentSettings);
       installZbuff(ctx.vm);
       const socketLib = installSocketLib(ctx.vm, {
         post: (fn) => ctx.scheduler.post(fn),
