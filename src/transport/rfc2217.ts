@@ -13,11 +13,11 @@
  *
  * Written for tether from the RFC texts (no code taken from other projects).
  */
-import { connect, isIP, type Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { InvalidArgumentError, TetherError } from '../errors.js';
 import { MAX_BAUD_RATE } from './serial.js';
 import { BaseTransport } from './transport.js';
-import { writeSocket } from './tcp.js';
+import { connectTcpSocket, writeSocket } from './tcp.js';
 
 // ------------------------------------------------------------------ telnet constants (RFC 854)
 
@@ -466,7 +466,7 @@ export class Rfc2217Transport extends BaseTransport {
       }
     }
     const where = `rfc2217://${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
-    const socket = await connectSocket(host, port, opts.connectTimeoutMs ?? 5000, where);
+    const socket = await connectTcpSocket(host, port, opts.connectTimeoutMs ?? 5000, where, 'is ser2net (telnet(rfc2217) accepter) listening on that port?');
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
     const t = new Rfc2217Transport(socket, host, port, opts);
@@ -675,31 +675,3 @@ export class Rfc2217Transport extends BaseTransport {
   }
 }
 
-/** Connect a TCP socket, mapping failures to `TRANSPORT` errors. */
-function connectSocket(host: string, port: number, timeoutMs: number, where: string): Promise<Socket> {
-  return new Promise<Socket>((resolve, reject) => {
-    const s = connect({ host, port });
-    const timer = setTimeout(() => {
-      cleanup();
-      s.destroy();
-      reject(new TetherError('TRANSPORT', `cannot connect to ${where}: no answer within ${timeoutMs} ms`, { context: { host, port, timeoutMs, reason: 'TIMEOUT' } }));
-    }, timeoutMs);
-    const onError = (err: NodeJS.ErrnoException): void => {
-      cleanup();
-      s.destroy();
-      const advice = err.code === 'ECONNREFUSED' ? 'connection refused; is ser2net (telnet(rfc2217) accepter) listening on that port?' : 'check the host and port';
-      reject(new TetherError('TRANSPORT', `cannot connect to ${where}: ${advice} (${err.code ?? err.message})`, { cause: err, context: { host, port, reason: err.code } }));
-    };
-    const onConnect = (): void => {
-      cleanup();
-      resolve(s);
-    };
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      s.off('error', onError);
-      s.off('connect', onConnect);
-    };
-    s.once('error', onError);
-    s.once('connect', onConnect);
-  });
-}

@@ -83,34 +83,7 @@ export class TcpTransport extends BaseTransport {
       throw new InvalidArgumentError(`connectTimeoutMs must be an integer 1..600000 (ms), got ${String(timeoutMs)}`, { connectTimeoutMs: timeoutMs });
     }
     const where = tcpDescription(host, port);
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host, port });
-      const timer = setTimeout(() => {
-        cleanup();
-        s.destroy();
-        reject(
-          new TetherError('TRANSPORT', `cannot connect to ${where}: no answer within ${timeoutMs} ms; check the host, the port and any firewall`, {
-            context: { host, port, timeoutMs, reason: 'TIMEOUT' },
-          }),
-        );
-      }, timeoutMs);
-      const onError = (err: NodeJS.ErrnoException): void => {
-        cleanup();
-        s.destroy();
-        reject(connectError(where, host, port, err));
-      };
-      const onConnect = (): void => {
-        cleanup();
-        resolve(s);
-      };
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        s.off('error', onError);
-        s.off('connect', onConnect);
-      };
-      s.once('error', onError);
-      s.once('connect', onConnect);
-    });
+    const socket = await connectTcpSocket(host, port, timeoutMs, where, 'is ser2net (raw mode) or `tether sim` listening on that port?');
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
     return new TcpTransport(socket, host, port);
@@ -156,11 +129,11 @@ function tcpDescription(host: string, port: number): string {
   return `tcp://${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
 }
 
-function connectError(where: string, host: string, port: number, err: NodeJS.ErrnoException): TetherError {
+function connectError(where: string, host: string, port: number, err: NodeJS.ErrnoException, whoListens: string): TetherError {
   let advice: string;
   switch (err.code) {
     case 'ECONNREFUSED':
-      advice = 'connection refused; is ser2net (raw mode) or `tether sim` listening on that port?';
+      advice = `connection refused; ${whoListens}`;
       break;
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
@@ -196,5 +169,43 @@ export function writeSocket(socket: Socket, buf: Buffer, description: string, is
       const gone = !isOpen() || socket.destroyed || code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_DESTROYED';
       reject(new TetherError(gone ? 'DISCONNECTED' : 'TRANSPORT', `${description}: write failed: ${err.message}`, { cause: err }));
     });
+  });
+}
+
+/**
+ * Connect a TCP socket to `host:port` within `timeoutMs` (ms). Shared by the network transports
+ * (raw TCP here, RFC 2217 in ./rfc2217.ts). `whoListens` is the advice for a refused connection
+ * (which server should be listening there).
+ * @throws TetherError `TRANSPORT` (refused, unknown host, unreachable, no answer in time), with
+ *   `context.reason` the Node error code or `TIMEOUT`.
+ */
+export function connectTcpSocket(host: string, port: number, timeoutMs: number, where: string, whoListens: string): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const s = connect({ host, port });
+    const timer = setTimeout(() => {
+      cleanup();
+      s.destroy();
+      reject(
+        new TetherError('TRANSPORT', `cannot connect to ${where}: no answer within ${timeoutMs} ms; check the host, the port and any firewall`, {
+          context: { host, port, timeoutMs, reason: 'TIMEOUT' },
+        }),
+      );
+    }, timeoutMs);
+    const onError = (err: NodeJS.ErrnoException): void => {
+      cleanup();
+      s.destroy();
+      reject(connectError(where, host, port, err, whoListens));
+    };
+    const onConnect = (): void => {
+      cleanup();
+      resolve(s);
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      s.off('error', onError);
+      s.off('connect', onConnect);
+    };
+    s.once('error', onError);
+    s.once('connect', onConnect);
   });
 }
