@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ExitCode, reportError } from '../output.js';
 import { openModule } from './open.js';
-import { runDiag, summarize, type DiagCheck, type DiagReport, type Endpoint } from '../../diag/diag.js';
+import { runDiag, summarize, type DiagCheck, type DiagOptions, type DiagReport, type Endpoint } from '../../diag/diag.js';
 import { startEchoServers, type EchoServers } from '../../diag/echo-servers.js';
 import { fixturePath } from '../../diag/fixtures.js';
 import { InvalidArgumentError } from '../../errors.js';
@@ -100,14 +100,7 @@ async function runSingleDiag(givenPort: string | undefined, argv: DiagArgs, ctx:
   const port = givenPort ?? 'sim:luatos';
   try {
     const { tcp, udp, tls } = argv;
-    let ca: string | undefined;
-    if (argv['tls-ca']) {
-      try {
-        ca = readFileSync(argv['tls-ca'], 'utf8');
-      } catch (e) {
-        throw new InvalidArgumentError(`--tls-ca: cannot read ${argv['tls-ca']}: ${(e as Error).message}`);
-      }
-    }
+    const ca = readTlsCa(argv['tls-ca']);
     out(`tether diag: opening ${port}${givenPort ? '' : ' (built-in simulated Air780E; use --port for a real module)'}`);
     const opening = openModule(port, argv);
     const interrupted = new Promise<undefined>((resolve) => abort.signal.addEventListener('abort', () => resolve(undefined), { once: true }));
@@ -119,13 +112,9 @@ async function runSingleDiag(givenPort: string | undefined, argv: DiagArgs, ctx:
       return;
     }
     const simulated = isSimPort(port) || /-sim$/.test(mod.hello.fw ?? '');
-    let targets = { tcp, udp, tls: tls ? { ...tls, ca } : undefined, dnsName: argv.dns };
+    let targets: Pick<DiagOptions, 'tcp' | 'udp' | 'tls' | 'dnsName'> = { tcp, udp, tls: tls ? { ...tls, ca } : undefined, dnsName: argv.dns };
     if (!tcp && !udp && !tls && simulated) {
-      const cert = fixturePath('tls', 'server.crt');
-      // the default NodeMCU build has no TLS: offer the family only what it can test
-      const withTls = mod.family !== 'nodemcu';
-      echo = await startEchoServers(withTls ? { tls: { key: readFileSync(fixturePath('tls', 'server.key')), cert: readFileSync(cert) } } : {});
-      targets = { tcp: echo.tcp, udp: echo.udp, tls: echo.tls ? { ...echo.tls, host: 'localhost', ca: readFileSync(cert, 'utf8') } : undefined, dnsName: argv.dns ?? 'localhost' };
+      ({ echo, targets } = await loopbackEchoTargets(mod.family, argv.dns));
       out(`loopback echo services: tcp ${echo.tcp.port}, udp ${echo.udp.port}${echo.tls ? `, tls ${echo.tls.port}` : ''} on 127.0.0.1`);
     }
     const report = await runDiag(mod, {
@@ -157,4 +146,29 @@ async function runSingleDiag(givenPort: string | undefined, argv: DiagArgs, ctx:
     await echo?.close();
     process.off('SIGINT', onSigint);
   }
+}
+
+/**
+ * `--tls-ca FILE` read as PEM text (undefined when not given).
+ * @throws InvalidArgumentError when the file cannot be read (a usage error: nothing was opened).
+ */
+export function readTlsCa(path: string | undefined): string | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new InvalidArgumentError(`--tls-ca: cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Loopback echo services for a simulated module given no servers: TCP and UDP, and TLS with the
+ * fixture certificate (fixtures/tls/) except for NodeMCU, whose default build has no TLS.
+ * `dnsName` defaults to `localhost`. The caller closes `echo`.
+ */
+export async function loopbackEchoTargets(family: string, dnsName: string | undefined): Promise<{ echo: EchoServers; targets: Pick<DiagOptions, 'tcp' | 'udp' | 'tls' | 'dnsName'> }> {
+  const cert = fixturePath('tls', 'server.crt');
+  const withTls = family !== 'nodemcu';
+  const echo = await startEchoServers(withTls ? { tls: { key: readFileSync(fixturePath('tls', 'server.key')), cert: readFileSync(cert) } } : {});
+  return { echo, targets: { tcp: echo.tcp, udp: echo.udp, tls: echo.tls ? { ...echo.tls, host: 'localhost', ca: readFileSync(cert, 'utf8') } : undefined, dnsName: dnsName ?? 'localhost' } };
 }

@@ -7,14 +7,14 @@
 import { readFileSync } from 'node:fs';
 import { connect, isSimPort, type TetherModule } from '../../api/connect.js';
 import { runDiag, summarize, type DiagCheck, type DiagOptions, type DiagReport } from '../../diag/diag.js';
-import { startEchoServers, type EchoServers } from '../../diag/echo-servers.js';
-import { fixturePath } from '../../diag/fixtures.js';
+import type { EchoServers } from '../../diag/echo-servers.js';
 import { InvalidArgumentError, isTetherError } from '../../errors.js';
 import type { BenchModule } from '../../bench/bench-file.js';
 import { ExitCode, reportError } from '../output.js';
 import { checkPort, explainOpenError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_HANDSHAKE_TIMEOUT_MS } from './open.js';
 import type { CliContext } from './index.js';
 import type { DiagArgs } from './diag.js';
+import { loopbackEchoTargets, readTlsCa } from './diag-impl.js';
 
 /** One module to diagnose: a bench module, or a `--port` (named by its port string). */
 export type DiagTarget = Omit<BenchModule, 'family'> & { family?: BenchModule['family'] };
@@ -154,14 +154,7 @@ export async function runMultiDiag(targets: DiagTarget[], argv: DiagArgs, ctx: C
   try {
     // Usage errors first, for every module, before any is opened.
     for (const t of targets) checkPort(t.port);
-    let ca: string | undefined;
-    if (argv['tls-ca']) {
-      try {
-        ca = readFileSync(argv['tls-ca'], 'utf8');
-      } catch (e) {
-        throw new InvalidArgumentError(`--tls-ca: cannot read ${argv['tls-ca']}: ${(e as Error).message}`);
-      }
-    }
+    const ca = readTlsCa(argv['tls-ca']);
     const caOf = (t: DiagTarget): string | undefined => {
       if (!t.echo.tlsCa) return ca;
       try {
@@ -225,10 +218,7 @@ async function diagnoseOne(t: DiagTarget, ca: string | undefined, argv: DiagArgs
     let targets: Pick<DiagOptions, 'tcp' | 'udp' | 'tls' | 'dnsName'> = { tcp: given.tcp, udp: given.udp, tls: given.tls ? { ...given.tls, ca } : undefined, dnsName: given.dns };
     if (!given.tcp && !given.udp && !given.tls && simulated) {
       // as single-module diag: loopback echo services for a simulated module given none (no TLS for NodeMCU)
-      const cert = fixturePath('tls', 'server.crt');
-      const withTls = mod.family !== 'nodemcu';
-      echo = await startEchoServers(withTls ? { tls: { key: readFileSync(fixturePath('tls', 'server.key')), cert: readFileSync(cert) } } : {});
-      targets = { tcp: echo.tcp, udp: echo.udp, tls: echo.tls ? { ...echo.tls, host: 'localhost', ca: readFileSync(cert, 'utf8') } : undefined, dnsName: given.dns ?? 'localhost' };
+      ({ echo, targets } = await loopbackEchoTargets(mod.family, given.dns));
     }
     const report = await runDiag(mod, {
       ...targets,
