@@ -4,10 +4,10 @@
  * error and the relevant usage on stderr, before any port is opened. A tripwire TCP
  * server stands in for the module: it must see no connection at all.
  */
+import { startTripwire, type Tripwire } from './helpers/tripwire.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
 import { checkPort, explainOpenError } from '../src/cli/commands/open.js';
@@ -33,28 +33,15 @@ function tether(args: string[], timeoutMs = 30000): Promise<Run> {
   });
 }
 
-/** A TCP server that counts connections (the module a command must not open) and never answers. */
-let tripwire: Server;
-let tripPort = 0;
-let connections = 0;
-const sockets = new Set<Socket>();
+let tripwire: Tripwire;
 before(async () => {
-  tripwire = createServer((s) => {
-    connections++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => tripwire.listen(0, '127.0.0.1', () => r()));
-  tripPort = (tripwire.address() as { port: number }).port;
+  tripwire = await startTripwire();
 });
-after(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => tripwire.close(() => r()));
-});
+after(() => tripwire.close());
 
 /** Exit 2, one `tether:` error line (the last line of stderr), nothing on stdout, nothing opened. */
 async function usageError(args: string[], message: RegExp, usage?: RegExp): Promise<Run> {
-  const before = connections;
+  const before = tripwire.connections;
   const r = await tether(args);
   const where = `tether ${args.join(' ')}\n${r.stderr}`;
   assert.equal(r.code, 2, where);
@@ -67,11 +54,11 @@ async function usageError(args: string[], message: RegExp, usage?: RegExp): Prom
   assert.doesNotMatch(r.stderr, /\[module\]|\[uart\]|TypeError|at .*\.js:\d+|TRANSPORT|HANDSHAKE/, `nothing ran: ${where}`);
   assert.ok(r.ms < 5000, `returns at once (${r.ms} ms): ${where}`);
   await new Promise((res) => setTimeout(res, 50));
-  assert.equal(connections, before, `the port was not opened: ${where}`);
+  assert.equal(tripwire.connections, before, `the port was not opened: ${where}`);
   return r;
 }
 
-const trip = () => `tcp://127.0.0.1:${tripPort}`;
+const trip = () => tripwire.url;
 
 test('an unknown option stops the command before it opens anything (call --jsn, flash --forse)', async () => {
   await usageError(['call', '--port', trip(), 'node.restart', '--jsn'], /Unknown argument: jsn/, /tether call <fn> \[args\.\.\]/);

@@ -4,12 +4,13 @@
  * sim:nodemcu), byte-exact; RFC 1929 with curl; --json logs one line per connection; usage
  * errors exit 2 before anything is opened. Needs curl (Debian package `curl`).
  */
+import { startTripwire, type Tripwire } from './helpers/tripwire.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { repoRoot } from '../src/util/repo-root.js';
@@ -168,23 +169,11 @@ test('tether proxy --user/--password-env: curl with the right credentials fetche
 // ---------------------------------------------------------------------------------------
 // usage errors: exit 2, nothing opened (a tripwire TCP server stands in for the module)
 
-let tripwire: Server;
-let tripPort = 0;
-let connections = 0;
-const sockets = new Set<Socket>();
+let tripwire: Tripwire;
 before(async () => {
-  tripwire = createServer((s) => {
-    connections++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => tripwire.listen(0, LOOP, () => r()));
-  tripPort = (tripwire.address() as AddressInfo).port;
+  tripwire = await startTripwire();
 });
-after(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => tripwire.close(() => r()));
-});
+after(() => tripwire.close());
 
 function tether(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -196,7 +185,7 @@ function tether(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{
 }
 
 test('proxy usage errors exit 2 with one error before the module is opened', async () => {
-  const mod = `tcp://${LOOP}:${tripPort}`;
+  const mod = tripwire.url;
   const env: NodeJS.ProcessEnv = { ...process.env, TETHER_TEST_PW: 'x' };
   delete env.TETHER_TEST_UNSET;
   const cases: Array<[string[], RegExp]> = [
@@ -207,7 +196,7 @@ test('proxy usage errors exit 2 with one error before the module is opened', asy
     [['proxy', '--port', mod, '--listen', '127.0.0.1:65536'], /--listen must be HOST:PORT/],
     [['proxy', '--listen', '127.0.0.1:0'], /Missing required argument: port/],
   ];
-  const before = connections;
+  const before = tripwire.connections;
   const runs = await Promise.all(cases.map(([args]) => tether(args, env)));
   cases.forEach(([args, message], i) => {
     const r = runs[i];
@@ -218,7 +207,7 @@ test('proxy usage errors exit 2 with one error before the module is opened', asy
     assert.match(lines[lines.length - 1], /^tether: /, where);
     assert.match(lines[lines.length - 1], message, where);
   });
-  assert.equal(connections, before, 'no usage error opened the module');
+  assert.equal(tripwire.connections, before, 'no usage error opened the module');
   // --allow-remote with credentials passes the checks (it is not run here: tests never bind off 127.0.0.1)
   const { checkProxyArgs } = await import('../src/cli/commands/proxy.js');
   assert.equal(checkProxyArgs({ listen: { host: '0.0.0.0', port: 1080 }, 'allow-remote': true, user: 'u', 'password-env': 'P' }, { P: 'pw' }), true);
