@@ -454,10 +454,10 @@ class SocketcoreImpl implements Socketcore {
   /**
    * FIN/RST from the peer (or an error on a live connection): CLOSE_IND 500 ms later **whether or
    * not data is still unread**, as the core does. SOC_EVT_CLOSE_IND starts a one-shot timer
-   * (CSDK app/elua/platform/openat/src/platform_socket.c, platform_socket_cb: start_timer(..., 500));
-   * its callback posts CLOSE_IND with no look at the receive buffer
-   * (platform_socket_remote_close_delay_timer_cb). Only a read that completes an announced
-   * RECV_IND restarts it (platform_socket_recv: stop_timer + start_timer(DELAY_CLOSE_IND_TIME)),
+   * (CSDK app/elua/platform/openat/src/platform_socket.c:525-548, platform_socket_cb:
+   * start_timer(..., 500)); its callback posts CLOSE_IND with no look at the receive buffer
+   * (:462-482, platform_socket_remote_close_delay_timer_cb). Only a read that completes an announced
+   * RECV_IND restarts it (:906-913, platform_socket_recv: stop_timer + start_timer(DELAY_CLOSE_IND_TIME)),
    * see {@link recv}. Delivering CLOSE_IND closes the socket: bytes not read by then are gone.
    */
   private peerGone(s: Slot): void {
@@ -555,7 +555,7 @@ class SocketcoreImpl implements Socketcore {
       else if (s.type === 2) {
         if (s.pending === 0) this.post(s, 'SEND_CNF', { result: 0, send_len: s.readySendLen });
       } else {
-        // TCP: CSDK platform_socket.c platform_socket_sendAckCnf: alreadySendLen grows by every
+        // TCP: CSDK platform_socket.c:428-449 platform_socket_sendAckCnf: alreadySendLen grows by every
         // acknowledged length and SEND_CNF comes only when it equals readySendLen exactly (then
         // both reset). readySendLen is overwritten by every send (platform_socket_send), so a send
         // that overlaps another pushes alreadySendLen past it: no SEND_CNF ever again.
@@ -615,7 +615,7 @@ class SocketcoreImpl implements Socketcore {
         s.stream.resume();
       }
       this.maybeInd(s);
-      // platform_socket_recv: a completed read restarts a pending remote-close timer
+      // platform_socket.c:906-913 (platform_socket_recv): a completed read restarts a pending remote-close timer
       if (s.closeIndTimer) this.armCloseInd(s);
     }
     return [Uint8Array.from(out)];
