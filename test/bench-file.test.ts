@@ -10,8 +10,6 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { spawnSync } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
 import { loadBench, parseBench, selectModules, validateBench } from '../src/bench/bench-file.js';
 import { hilTargets, missingEcho } from '../src/bench/hil-env.js';
 import { isTetherError } from '../src/errors.js';
@@ -219,15 +217,4 @@ test('the bench entries in docs/bench.md and docs/labgrid.md parse and validate'
   const real = parseBench(docBlock('bench.md', 'bench.yaml'), 'docs/bench.md');
   assert.deepEqual(real.modules.map((x) => `${x.name}:${x.family}:${x.port}`), ['air780e:luatos:serial:A50285BI', 'air724ug:luat:/dev/serial/by-id/usb-1782_4e00-if02', 'esp8266:nodemcu:rfc2217://rack1.lab:3003']);
 });
-
-test('the TypeScript example of docs/bench.md runs (against the package built in dist/)', () => {
-  const doc = readFileSync(join(repoRoot(), 'docs', 'bench.md'), 'utf8');
-  const block = /```ts[^\n]*\n([\s\S]*?)```/.exec(doc)?.[1];
-  assert.ok(block && block.includes("from 'tether-hil'"), 'docs/bench.md has a ts example importing tether-hil');
-  const dir = mkdtempSync(join(tmpdir(), 'tether-bench-doc-'));
-  const file = join(dir, 'example.mjs');
-  writeFileSync(file, block.replace("from 'tether-hil'", `from '${pathToFileURL(join(repoRoot(), 'dist/src/index.js')).href}'`));
-  const r = spawnSync(process.execPath, [file], { cwd: repoRoot(), encoding: 'utf8', timeout: 30000 });
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout.trim(), 'air724ug luat Luat_V0026_RDA8910_FLOAT-sim');
-});
+// The TypeScript example of docs/bench.md runs (and prints what it says) in test/docs.test.ts.
