@@ -447,11 +447,16 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const result: FlashResult = { uploaded: false, initWritten: false, bytes: 0, baud: o.currentBaud ?? 115200, name, started: false, agentWasRunning: false, ms: 0 };
 
   // 1. A running agent owns the UART: ask it for the prompt.
+  // The prompt's marker line goes along (an agent counts it as line noise), so a module
+  // already at its prompt answers at once instead of after the agent's 700 ms.
   progress({ phase: 'sync', message: 'looking for a running agent' });
+  const atPrompt = (s: string) => /@TS0\n[\s\S]*> $/.test(s.replace(/\r\n/g, '\n'));
+  let synced = false;
   {
     const from = repl.mark;
-    await repl.write(sessionCall(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]));
-    const got = await repl.wait(from, (s) => findReply(s, 1) !== undefined, 700);
+    await repl.write(sessionCall(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]) + '\nTETHER_NOSTART=true print("@T".."S0")\n');
+    const got = (await repl.wait(from, (s) => findReply(s, 1) !== undefined || atPrompt(s), 700)) && findReply(repl.since(from), 1) !== undefined;
+    synced = !got && atPrompt(repl.since(from));
     if (got) {
       result.agentWasRunning = true;
       const hello = findReply(repl.since(from), 1)?.values?.[0];
@@ -473,7 +478,6 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
 
   // 2. Get a prompt: a marker only the command's output contains, retried.
   const deadline = Date.now() + (o.syncTimeoutMs ?? 15000);
-  let synced = false;
   for (let k = 1; !synced && Date.now() < deadline; k++) {
     const from = repl.mark;
     // end a half-typed line; TETHER_NOSTART keeps an init.lua from starting the agent under us
