@@ -106,3 +106,60 @@ export function parseLua51Chunk(chunk: Uint8Array): Lua51Function[] {
   if (pos !== b.length) throw new Error(`${b.length - pos} bytes after the main function`);
   return out;
 }
+
+/**
+ * `luac5.1 -s`: the same Lua 5.1 chunk without debug information (ldump.c with strip set:
+ * no source name, and empty lineinfo, locvars and upvalue-name lists in every function).
+ * Code and constants are copied byte for byte; the result loads in any Lua 5.1 with the
+ * same header sizes.
+ * @throws Error when `chunk` is not a Lua 5.1 chunk this reader understands.
+ */
+export function stripLua51Chunk(chunk: Uint8Array): Buffer {
+  const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  parseLua51Chunk(b); // validates the whole chunk first
+  const little = b[6] === 1;
+  const [sInt, sSize, , sNum] = [b[7], b[8], b[9], b[10]];
+  const out: Buffer[] = [b.subarray(0, 12)];
+  let pos = 12;
+  const uint = (size: number): number => {
+    let v = 0;
+    for (let i = 0; i < size; i++) v += b[pos + (little ? i : size - 1 - i)] * 2 ** (8 * i);
+    pos += size;
+    return v;
+  };
+  const skipStr = () => {
+    const n = uint(sSize);
+    pos += n;
+  };
+  const copy = (from: number) => out.push(b.subarray(from, pos));
+  const zeroSize = Buffer.alloc(sSize);
+  const zeroInt = Buffer.alloc(sInt);
+  const fn = (): void => {
+    skipStr(); // source
+    out.push(zeroSize);
+    let from = pos;
+    pos += 2 * sInt + 4; // linedefined, lastlinedefined, nups, numparams, is_vararg, maxstacksize
+    const ncode = uint(sInt);
+    pos += ncode * 4;
+    const nk = uint(sInt);
+    for (let i = 0; i < nk; i++) {
+      const t = b[pos++];
+      if (t === 1) pos += 1;
+      else if (t === 3) pos += sNum;
+      else if (t === 4) skipStr();
+    }
+    const np = uint(sInt);
+    copy(from);
+    for (let i = 0; i < np; i++) fn();
+    const nline = uint(sInt);
+    pos += nline * sInt; // lineinfo
+    const nloc = uint(sInt);
+    for (let i = 0; i < nloc; i++) (skipStr(), (pos += 2 * sInt));
+    const nup = uint(sInt);
+    for (let i = 0; i < nup; i++) skipStr();
+    out.push(zeroInt, zeroInt, zeroInt);
+    from = pos;
+  };
+  fn();
+  return Buffer.concat(out);
+}
