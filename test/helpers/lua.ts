@@ -102,14 +102,15 @@ for i = 1, nfiles do
   map[p] = m
 end
 local open, lines, load, unpack = io.open, io.lines, loadstring or load, unpack or table.unpack
-io.open = function(p, mode)
+local function vopen(p, mode)
   if map[p] and (mode == nil or mode:sub(1, 1) == "r") then return open(map[p], mode) end
   return open(p, mode)
 end
+io.open = vopen
 io.lines = function(p, ...) if p ~= nil and map[p] then return lines(map[p], ...) end return lines(p, ...) end
 loadfile = function(p)
-  if p == nil then return load(io.read("*a"), "=stdin") end
-  local f, e = io.open(p, "rb")
+  if p == nil then return load(rd("*a"), "=stdin") end
+  local f, e = vopen(p, "rb")
   if not f then return nil, "cannot open " .. p end
   local s = f:read("*a") f:close()
   if s:sub(1, 1) == "#" then s = "--" .. s end
@@ -117,15 +118,15 @@ loadfile = function(p)
 end
 dofile = function(p) local f = assert(loadfile(p)) return f() end
 -- Emscripten's exit() does not flush C stdio: flush before leaving
-local exit = os.exit
-os.exit = function(...) io.stdout:flush() io.stderr:flush() return exit(...) end
+local exit, stdout, stderr, traceback, tostring = os.exit, io.stdout, io.stderr, debug.traceback, tostring
+os.exit = function(...) stdout:flush() stderr:flush() return exit(...) end
 arg = args
 local main, err = loadfile(args[0])
-if not main then io.stderr:write("lua: ", err, "\\n") os.exit(1) end
-local ok, e = xpcall(function() return main(unpack(args, 1, nargs)) end, function(m) return debug.traceback(tostring(m), 2) end)
-io.stdout:flush()
-if not ok then io.stderr:write("lua: ", e, "\\n") os.exit(1) end
-os.exit(0)
+if not main then stderr:write("lua: ", err, "\\n") os.exit(1) end
+local ok, e = xpcall(function() return main(unpack(args, 1, nargs)) end, function(m) return traceback(tostring(m), 2) end)
+stdout:flush()
+if not ok then stderr:write("lua: ", e, "\\n") exit(1) end
+exit(0)
 `;
 
 function field(b: Uint8Array): Buffer[] {
