@@ -59,9 +59,12 @@ type Glue = (m: Record<string, unknown>) => {
   cwrap: (name: string, ret: string | null, args: string[]) => (...a: unknown[]) => any;
   ready: Promise<unknown>;
 };
-const glues = new Map<LuaVersion, { glue: Glue; wasm: Uint8Array }>();
+/** The WebAssembly API (not in this project's TypeScript lib settings). */
+const WA = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object, imports: object) => { exports: object } } }).WebAssembly;
+const glues = new Map<LuaVersion, { glue: Glue; wasm: object }>();
 
-function loadGlue(v: LuaVersion): { glue: Glue; wasm: Uint8Array } {
+/** The glue and the compiled module of version `v`, once per process (compiling takes most of a run's time). */
+function loadGlue(v: LuaVersion): { glue: Glue; wasm: object } {
   let g = glues.get(v);
   if (!g) {
     let path: string;
@@ -70,7 +73,7 @@ function loadGlue(v: LuaVersion): { glue: Glue; wasm: Uint8Array } {
     } catch {
       throw new Error(`Lua ${v} (WebAssembly) is missing: run "npm install" (devDependency lua-wasm-bindings)`);
     }
-    g = { glue: require(path) as Glue, wasm: readFileSync(path.replace(/\.js$/, '.wasm')) };
+    g = { glue: require(path) as Glue, wasm: new WA.Module(readFileSync(path.replace(/\.js$/, '.wasm'))) };
     glues.set(v, g);
   }
   return g;
@@ -169,7 +172,11 @@ function runPrelude(v: LuaVersion, input: Buffer): LuaRun {
   let m: ReturnType<Glue>;
   try {
     m = glue({
-      wasmBinary: wasm,
+      instantiateWasm: (imports: object, receive: (i: object, m: object) => void) => {
+        const instance = new WA.Instance(wasm, imports);
+        receive(instance, wasm);
+        return instance.exports;
+      },
       stdin: () => (pos < input.length ? input[pos++] : null),
       stdout: (b: number) => out.push(b),
       stderr: (b: number) => err.push(b),
