@@ -228,13 +228,26 @@ io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, 
 `.replace('${NONCE}', String(NONCE));
 
 /**
- * Measure. `lua` and `luac` are command prefixes (the i386 build by default).
+ * An interpreter given as a function instead of a command: runs it with `args` (as the
+ * command's arguments) and returns its exit status and stderr (latin1). The test suite passes
+ * its WebAssembly Lua 5.1 this way (test/agent-heap.test.ts).
+ */
+export type LuaExec = (args: string[]) => { status: number | null; stderr: string; error?: Error };
+
+function exec(cmd: string[] | LuaExec, args: string[]): { status: number | null; stderr: string; error?: Error } {
+  if (typeof cmd === 'function') return cmd(args);
+  return spawnSync(cmd[0], [...cmd.slice(1), ...args], { encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
+}
+
+/**
+ * Measure. `lua` and `luac` are command prefixes or {@link LuaExec} functions (the i386 build
+ * by default).
  * @throws Error when no interpreter is available or the agent fails under it.
  */
-export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpreter?: string } = {}): NodemcuHeap {
+export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string } = {}): NodemcuHeap {
   let lua = o.lua;
   let luac = o.luac;
-  let interpreter = o.interpreter ?? lua?.join(' ') ?? '';
+  let interpreter = o.interpreter ?? (Array.isArray(lua) ? lua.join(' ') : '');
   if (!lua) {
     const run = i386Runner();
     if (!run) throw new Error('i386 lua5.1 not available');
@@ -246,11 +259,11 @@ export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpr
   const dir = mkdtempSync(join(tmpdir(), 'tether-heap-'));
   try {
     const bc = join(dir, 'tether.lc');
-    const c = spawnSync(luac[0], [...luac.slice(1), '-s', '-o', bc, agentBundlePath('nodemcu')], { encoding: 'utf8' });
+    const c = exec(luac, ['-s', '-o', bc, agentBundlePath('nodemcu')]);
     if (c.status !== 0) throw new Error(`luac -s failed: ${c.stderr || c.error?.message}`);
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.bin'), hostInput());
-    const r = spawnSync(lua[0], [...lua.slice(1), join(dir, 'driver.lua'), bc, join(dir, 'input.bin')], { encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
+    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin')]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
     if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured: the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
