@@ -15,7 +15,7 @@ import { SimulatedModule, type SimulatedModuleOptions } from '../src/sim/module.
 import { luatFamily, type LuatFamily, type LuatSimOptions } from '../src/sim/luat/family.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { LuatSocketcore, type SocketMessage } from '../src/api/luat/socketcore.js';
-import { openConnection, waitReady, type LuatConnection } from '../src/api/luat/connection.js';
+import { openConnection, waitReady, type LuatConnection } from '../src/streams/drivers/luat-conn.js';
 import { IPPROTO_TCP, LIB_TCP_CHUNK, MAX_RECV_IND, SO_KEEPALIVE, SO_REUSEADDR, SOL_SOCKET, SockErr, SockOpt, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL } from '../src/api/luat/constants.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { fixturePath } from '../src/diag/fixtures.js';

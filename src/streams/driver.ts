@@ -50,6 +50,12 @@ export interface DriverConnection extends AddressInfo {
   pause?(): void;
   /** Take bytes again after {@link pause}. Idempotent. */
   resume?(): void;
+  /**
+   * Counters of the firmware exchanges behind this connection, for diagnostics (Luat: `sends`,
+   * `sendCnfs`, `maxSendsInFlight`, `recvInds`, `recvCalls`, `maxRecvLen`, `shortReads`, `bytesOut`,
+   * `bytesIn`, see ConnectionStats in src/streams/drivers/luat-conn.ts). Undefined where a driver keeps none.
+   */
+  readonly stats?: Readonly<Record<string, number>>;
   /** Keepalive where the firmware has a per-socket switch (Luat `sock_setopt`); otherwise nothing. */
   setKeepAlive?(enable: boolean, initialDelaySeconds: number): Promise<void>;
 }

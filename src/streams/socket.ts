@@ -142,6 +142,15 @@ export class SocketStream extends Duplex {
     if (this.encrypted) this.emit('secureConnect');
   }
 
+  /**
+   * The driver's counters of the firmware exchanges behind this connection (Luat: `sock_send`
+   * calls, SEND_CNFs, most sends in flight, RECV_INDs, ...; see {@link DriverConnection.stats}),
+   * for diagnostics; undefined before `'connect'` and for families whose driver keeps none.
+   */
+  get driverStats(): Readonly<Record<string, number>> | undefined {
+    return this.conn?.stats;
+  }
+
   /** `'opening'` while connecting, `'open'`, `'readOnly'` / `'writeOnly'` when one side ended, `'closed'`. */
   get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
     if (this.connecting) return 'opening';

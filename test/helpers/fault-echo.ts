@@ -6,9 +6,9 @@
 import { createHash } from 'node:crypto';
 import { firstValueFrom, lastValueFrom, type Observable } from 'rxjs';
 import type { TetherModule } from '../../src/api/connect.js';
-import { openSocket } from '../../src/api/luatos/connection.js';
-import { openConnection } from '../../src/api/luat/connection.js';
-import { connectTcp } from '../../src/api/nodemcu/connection.js';
+import { openSocket } from '../../src/streams/drivers/luatos-conn.js';
+import { openConnection } from '../../src/streams/drivers/luat-conn.js';
+import { connectTcp } from '../../src/streams/drivers/nodemcu-conn.js';
 import type { Endpoint } from '../../src/diag/echo-servers.js';
 import { mulberry32 } from '../../src/transport/faulty.js';
 
