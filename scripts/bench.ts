@@ -32,7 +32,7 @@
  * 7. Goodput module→host through the stream layer's Duplex (`mod.createConnection`, src/streams)
  *    and through `tether proxy`'s SOCKS5 server (src/proxy, module dialer: a Duplex per CONNECT),
  *    in-process LuatOS sim, no pacing, each as a ratio of the raw facade path (`socket.tx` and
- *    `socket.rx` on every EVENT, two reads in flight) fetching the same bytes from the same local
+ *    `socket.rx` on every EVENT, a window of two reads in flight) fetching the same bytes from the same local
  *    server in the same run.
  *
  * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only streams` (just 7;
@@ -157,17 +157,29 @@ function codecRate(n: number): number {
   return n / ((performance.now() - t0) / 1000);
 }
 
-/** Read `size` bytes from `ctrl` with the raw facade: `socket.rx` on every EVENT, 2 reads in flight while they come back full. */
+/**
+ * Read `size` bytes from `ctrl` with the raw facade: `socket.rx` on every EVENT, keeping two reads
+ * in flight (a sliding window) while they come back full, until a short one took all that was pending.
+ */
 function rawFacadeRead(socket: LuatosSocket, ctrl: SocketCtrl, size: number): Promise<void> {
   const limit = socket.readLimit();
   return new Promise<void>((resolve, reject) => {
     let n = 0;
     let running = false;
     let again = false;
+    let finished = false;
     const done = (e?: Error) => {
+      if (finished) return;
+      finished = true;
       sub.unsubscribe();
       if (e) reject(e);
       else resolve();
+    };
+    const read = () => {
+      const b = new ZBuff(0);
+      const p = firstValueFrom(socket.rx(ctrl, b, { limit })).then((r) => ({ r, b }));
+      p.catch(() => undefined);
+      return p;
     };
     const drain = async (): Promise<void> => {
       if (running) {
@@ -178,16 +190,17 @@ function rawFacadeRead(socket: LuatosSocket, ctrl: SocketCtrl, size: number): Pr
       try {
         do {
           again = false;
-          for (;;) {
-            const bufs = [new ZBuff(0), new ZBuff(0)];
-            const rs = await Promise.all(bufs.map((b) => firstValueFrom(socket.rx(ctrl, b, { limit }))));
-            if (rs.some((r) => !r.ok)) return done(new Error(`raw: rx failed after ${n} of ${size} bytes`));
-            const got = bufs[0].used + bufs[1].used;
-            n += got;
+          const q = [read()];
+          let more = true;
+          while (q.length > 0) {
+            if (more && q.length < 2) q.push(read());
+            const { r, b } = await q.shift()!;
+            if (!r.ok) return done(new Error(`raw: rx failed after ${n} of ${size} bytes`));
+            n += b.used;
             if (n >= size) return done();
-            if (bufs[1].used < limit) break; // all that was pending was taken: wait for the next EVENT
+            if (b.used < limit) more = false; // all that was pending was taken: the next EVENT drains again
           }
-        } while (again);
+        } while (again && !finished);
       } catch (e) {
         done(e as Error);
       } finally {

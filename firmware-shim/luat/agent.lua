@@ -197,7 +197,7 @@ do
     -- refuses any len that is not an integer 1..65535 with BADARG and never calls the core with it
     A.reg("socketcore.sock_recv", function(...)
       local len = select(2, ...)
-      if type(len) ~= "number" or len ~= math.floor(len) or len < 1 or len > 65535 then
+      if type(len) ~= "number" or len % 1 ~= 0 or len < 1 or len > 65535 then
         error({ TP.E_ARG, "sock_recv: len must be an integer 1..65535 (bytes), got " .. tostring(len) ..
           " (the core asserts on 0: platform_socket.c:827)" }, 0)
       end

@@ -123,6 +123,18 @@ end)
 -- hand it out first, `limit` bytes at a time, in order, without calling the firmware; once it is
 -- gone they read the firmware again (which then says (false, 0) after a FIN: the end).
 local function okv() return probe() ~= true end -- the firmware's "success" first value (boolinv)
+-- the next (at most `limit`) bytes the agent holds for `c`; forgets the stash once it is empty
+local function unstash(c, st, limit)
+  local n = st.b:used() - st.off
+  if limit ~= nil and n > limit then n = limit end
+  local s = st.b:toStr(st.off, n)
+  st.off = st.off + n
+  if st.off >= st.b:used() then
+    rxstash[c] = nil
+    if st.b.free then st.b:free() end
+  end
+  return n, s
+end
 A.reg("socket.rx", function(c, wantbuf, flag, limit)
   local st = rxstash[c]
   if not wantbuf then
@@ -145,16 +157,28 @@ A.reg("socket.rx", function(c, wantbuf, flag, limit)
     st = { b = b, off = 0 }
     rxstash[c] = st
   end
-  local n = st.b:used() - st.off
-  if limit ~= nil and n > limit then n = limit end
-  local s = st.b:toStr(st.off, n)
-  st.off = st.off + n
-  if st.off >= st.b:used() then
-    rxstash[c] = nil
-    if st.b.free then st.b:free() end
-  end
+  local n, s = unstash(c, st, limit)
   return okv(), n, nil, nil, s
 end)
+
+-- read(c, limit) and wait(c) see the bytes the agent holds for the socket first, so that raw calls
+-- mixed with rx keep the stream's order: read hands them out (TCP: (true, data)), wait says
+-- (true, true) "data pending" while there are some
+if socket.read then
+  A.reg("socket.read", function(c, limit, ...)
+    local st = rxstash[c]
+    if st == nil then return socket.read(c, limit, ...) end
+    if type(limit) == "number" and limit <= 0 then limit = nil end
+    local _, s = unstash(c, st, limit)
+    return okv(), s
+  end)
+end
+if socket.wait then
+  A.reg("socket.wait", function(c, ...)
+    if rxstash[c] then return okv(), true end
+    return socket.wait(c, ...)
+  end)
+end
 
 -- tx(c, data, ip, port, flag, resume): the firmware's socket.tx plus a per-socket HOLD, so that a
 -- host keeping several tx in flight (pipelined) never gets its TCP stream reordered. The firmware
@@ -205,7 +229,7 @@ A.reg("socket.connect", function(c, host, ...)
   return socket.connect(c, host, ...)
 end)
 
-for _, name in ipairs({ "debug", "config", "linkup", "discon", "close", "read", "wait",
+for _, name in ipairs({ "debug", "config", "linkup", "discon", "close",
   "listen", "state", "setDNS", "sslLog", "localIP", "adapter", "remoteIP", "sntp", "ntptm", "sntp_port",
   "dft", "close_all", "rx_cache" }) do
   if socket[name] then A.reg("socket." .. name, socket[name]) end

@@ -59,7 +59,8 @@ let nextId = 1;
  * high-water mark (16 KiB) the driver stops taking bytes from the module until the consumer reads
  * (Luat: no `sock_recv`), so a slow consumer pushes back on the module's receive buffer and,
  * through TCP, on the peer. LuatOS and NodeMCU keep reading: after the peer's FIN the LuatOS
- * firmware allows one more read only (bytes left on the module could be lost), and NodeMCU's
+ * firmware allows one more read only (an agent without hello `rxdrain` would lose bytes left on
+ * the module), and NodeMCU's
  * `unhold` re-opens a whole window at once, a burst the agent's event backlog drops. The firmwares do not allow half-closed
  * sockets: `end()` sends the FIN and closes both directions once every write was accepted, and
  * after the peer's FIN the stream ends its writable side too (`allowHalfOpen` false, like a

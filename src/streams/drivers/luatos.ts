@@ -41,9 +41,10 @@ class LuatosDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
-  // no pause/resume (read backpressure): after the peer's FIN the firmware allows one more rx
-  // only (see src/streams/drivers/luatos-conn.ts data()), so leaving bytes on the module risks losing
-  // them; they are taken as they come and wait in the stream's buffer instead
+  // no pause/resume (read backpressure) yet: after the peer's FIN the firmware allows one more rx
+  // only (see src/streams/drivers/luatos-conn.ts data()); an agent without hello rxdrain would lose
+  // what a paused stream left on the module, so bytes are taken as they come and wait in the
+  // stream's buffer (with an rxdrain agent pausing would be safe: not done yet)
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes), { defaultValue: 0 });
