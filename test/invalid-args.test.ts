@@ -173,7 +173,7 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
         ['linkup signal "x"', () => sock.linkup(c, { signal: 'x' as never })],
       ];
       await expectNoBytes(s, cases);
-      // openSocket (connection.ts) checks nothing before its first call; its arguments are checked by checkOpenSocketArgs
+      // openSocket (the LuatOS driver's, src/streams/drivers/luatos-conn.ts) calls checkOpenSocketArgs first
       for (const [h, p, o] of [['h', 70000, {}], [undefined, 80, {}], ['h', 80, null], ['h', 80, { udp: 'yes' }], ['h', 80, { timeoutMs: -1 }]] as const) {
         assert.throws(() => checkOpenSocketArgs(h, p, o), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `openSocket(${String(h)}, ${p}, ${JSON.stringify(o)})`);
       }

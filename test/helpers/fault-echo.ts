@@ -20,8 +20,9 @@ export interface EchoConn {
 }
 
 /**
- * Open a TCP connection from the module to `to` with the module's family helper:
- * LuatOS `openSocket`, Luat `openConnection`, NodeMCU `connectTcp`.
+ * Open a TCP connection from the module to `to` with the stream driver's socket I/O of its family
+ * (src/streams/drivers/*-conn.ts, internal): LuatOS `openSocket`, Luat `openConnection`,
+ * NodeMCU `connectTcp`; these tests measure the link under the stream layer.
  */
 export async function openTcp(mod: TetherModule, to: Endpoint, timeoutMs = 30000): Promise<EchoConn> {
   switch (mod.family) {
