@@ -63,6 +63,8 @@ export class LuatosConnection {
   private failure?: Error;
   private readonly sub: Subscription;
   private readonly txWaiters = new Set<() => void>();
+  private readPaused = false;
+  private readonly resumeWaiters = new Set<() => void>();
 
   /** @internal */
   constructor(
@@ -124,7 +126,7 @@ export class LuatosConnection {
         },
         (e) => (e.event === SocketEvent.EVENT && e.param === -1) || e.event === SocketEvent.CLOSED,
         this.closedByPeer,
-        { depth: READ_DEPTH, full: (b) => b.length >= limit },
+        { depth: READ_DEPTH, full: (b) => b.length >= limit, pausable: true },
       );
     }
     // an agent without rxdrain: the last read after the FIN asks for everything pending
@@ -172,6 +174,23 @@ export class LuatosConnection {
     );
   }
 
+  /**
+   * Read backpressure for {@link data}: stop issuing `socket.rx` (reads in flight still deliver)
+   * until {@link resumeReading}; the bytes wait on the module (TCP flow control holds the peer).
+   * Only safe with an agent that says hello `rxdrain` (see {@link data}: otherwise bytes left on
+   * the module at the peer's FIN would be lost). Idempotent.
+   */
+  pauseReading(): void {
+    this.readPaused = true;
+  }
+
+  /** Read again after {@link pauseReading}. Idempotent. */
+  resumeReading(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    for (const w of [...this.resumeWaiters]) w();
+  }
+
   /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself; errors with `RESET` when the module resets. */
   datagrams(): Observable<Datagram> {
     return this.reader<Datagram>(
@@ -204,14 +223,16 @@ export class LuatosConnection {
     readOne: () => Promise<T | 'empty' | 'end'>,
     endsOn: (e: SocketEventInfo) => boolean,
     endingAlready: boolean,
-    o: { depth?: number; full?: (v: T) => boolean } = {},
+    o: { depth?: number; full?: (v: T) => boolean; pausable?: boolean } = {},
   ): Observable<T> {
     const depth = o.depth ?? 1;
+    const paused = () => o.pausable === true && this.readPaused;
     return new Observable<T>((sub) => {
       let running = false;
       let again = false;
       let ending = endingAlready;
       let stopped = false;
+      let held = false; // the last drain stopped early because reading is paused
       const drain = async () => {
         if (running) {
           again = true;
@@ -221,11 +242,12 @@ export class LuatosConnection {
         try {
           do {
             again = false;
+            held = false;
             const q: Promise<T | 'empty' | 'end'>[] = [];
             let exhausted = false; // a read found nothing, or a short one took all that was pending
             let want = 1; // reads to keep outstanding: `depth` once more is known to be pending
             for (;;) {
-              while (!exhausted && q.length < want) {
+              while (!exhausted && q.length < want && !paused()) {
                 const p = readOne();
                 p.catch(() => {}); // awaited below in order; never unhandled when the reader stops
                 q.push(p);
@@ -242,8 +264,10 @@ export class LuatosConnection {
               else if (o.full && !ending) exhausted = true;
               sub.next(r);
             }
-          } while (again && !stopped);
-          if (ending && !stopped) sub.complete();
+            // paused with more possibly pending: stop here; resumeReading drains again
+            if (!exhausted && paused()) held = true;
+          } while (again && !stopped && !held);
+          if (ending && !stopped && !held) sub.complete();
         } catch (e) {
           if (!stopped) sub.error(e);
         } finally {
@@ -263,9 +287,12 @@ export class LuatosConnection {
         },
       });
       if (stopped) return () => evs.unsubscribe();
+      const wake = () => void drain();
+      if (o.pausable) this.resumeWaiters.add(wake);
       void drain();
       return () => {
         stopped = true;
+        this.resumeWaiters.delete(wake);
         evs.unsubscribe();
       };
     });

@@ -41,10 +41,20 @@ class LuatosDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
-  // no pause/resume (read backpressure) yet: after the peer's FIN the firmware allows one more rx
-  // only (see src/streams/drivers/luatos-conn.ts data()); an agent without hello rxdrain would lose
-  // what a paused stream left on the module, so bytes are taken as they come and wait in the
-  // stream's buffer (with an rxdrain agent pausing would be safe: not done yet)
+  // read backpressure: after the peer's FIN the firmware allows one more rx only (see
+  // src/streams/drivers/luatos-conn.ts data()). An agent with hello rxdrain takes everything the
+  // socket holds in that read, so the stream may leave bytes on the module while paused; with an
+  // older agent that would lose them, so then bytes are taken as they come and wait in the
+  // stream's buffer instead
+  pause(): void {
+    if (this.drains) this.conn.pauseReading();
+  }
+  resume(): void {
+    this.conn.resumeReading();
+  }
+  private get drains(): boolean {
+    return this.conn.socket.rpc.hello.raw.get('rxdrain') === true;
+  }
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes), { defaultValue: 0 });
