@@ -29,20 +29,26 @@
  *    stubbed outside the count), against the ~40 KB an ESP8266 has free after boot (goals
  *    ≤ 16 KB idle, ≤ 24 KB peak); "i386 lua5.1 not available" when it is missing.
  *
- * 7. Goodput module→host through `tether proxy`'s SOCKS5 server (src/proxy, module dialer,
- *    in-process LuatOS sim, no pacing) as a ratio of the raw facade path (openSocket +
- *    data()) fetching the same bytes from the same local server.
+ * 7. Goodput module→host through the stream layer's Duplex (`mod.createConnection`, src/streams)
+ *    and through `tether proxy`'s SOCKS5 server (src/proxy, module dialer: a Duplex per CONNECT),
+ *    in-process LuatOS sim, no pacing, each as a ratio of the raw facade path (`socket.tx` and
+ *    `socket.rx` on every EVENT, a window of two reads in flight) fetching the same bytes from the same local
+ *    server in the same run.
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only proxy` (just 7).
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only streams` (just 7;
+ * `--only proxy` is the same).
  */
 import { connect } from '../src/api/connect.js';
-import { openSocket } from '../src/api/luatos/connection.js';
+import { openSocket } from '../src/streams/drivers/luatos-conn.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { callMessage, decodeMessage, encodeFrame, encodeMessage, LineSplitter, parseLine, seqHead } from '../src/codec/frame.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { faultRates } from '../src/transport/faulty.js';
-import { firstValueFrom } from 'rxjs';
+import { filter, firstValueFrom } from 'rxjs';
+import { SocketEvent } from '../src/api/luatos/constants.js';
+import { ZBuff, type LuatosSocket, type SocketCtrl } from '../src/api/luatos/socket.js';
+import '../src/streams/index.js'; // mod.createConnection
 import { openFaultySim } from '../test/helpers/fault-sim.js';
 import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
 import { startStubAgent } from '../test/helpers/v2-stub.js';
@@ -152,11 +158,73 @@ function codecRate(n: number): number {
 }
 
 /**
- * 6: bytes/s module→host fetching `size` bytes from a local server (it sends them on the first
- * byte received and keeps the connection open), raw through openSocket + data(), then through
- * the SOCKS5 server with the module dialer. Same simulated module for both.
+ * Read `size` bytes from `ctrl` with the raw facade: `socket.rx` on every EVENT, keeping two reads
+ * in flight (a sliding window) while they come back full, until a short one took all that was pending.
  */
-async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number }> {
+function rawFacadeRead(socket: LuatosSocket, ctrl: SocketCtrl, size: number): Promise<void> {
+  const limit = socket.readLimit();
+  return new Promise<void>((resolve, reject) => {
+    let n = 0;
+    let running = false;
+    let again = false;
+    let finished = false;
+    const done = (e?: Error) => {
+      if (finished) return;
+      finished = true;
+      sub.unsubscribe();
+      if (e) reject(e);
+      else resolve();
+    };
+    const read = () => {
+      const b = new ZBuff(0);
+      const p = firstValueFrom(socket.rx(ctrl, b, { limit })).then((r) => ({ r, b }));
+      p.catch(() => undefined);
+      return p;
+    };
+    const drain = async (): Promise<void> => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        do {
+          again = false;
+          const q = [read()];
+          let more = true;
+          while (q.length > 0) {
+            if (more && q.length < 2) q.push(read());
+            const { r, b } = await q.shift()!;
+            if (!r.ok) return done(new Error(`raw: rx failed after ${n} of ${size} bytes`));
+            n += b.used;
+            if (n >= size) return done();
+            if (b.used < limit) more = false; // all that was pending was taken: the next EVENT drains again
+          }
+        } while (again && !finished);
+      } catch (e) {
+        done(e as Error);
+      } finally {
+        running = false;
+      }
+    };
+    const sub = socket.events(ctrl).subscribe({
+      next: (e) => {
+        if (e.event === SocketEvent.EVENT) void drain();
+      },
+      error: (e) => done(e),
+    });
+    void drain();
+  });
+}
+
+/**
+ * 7: bytes/s module→host fetching `size` bytes from a local server (it sends them on the first
+ * byte received and keeps the connection open) through one in-process simulated LuatOS module:
+ * the raw facade path (`socket.create/config/linkup/connect`, then `socket.tx` and `socket.rx` on
+ * every EVENT, the baseline), the stream layer's Duplex (`mod.createConnection`), and the SOCKS5
+ * server with the module dialer (a Duplex per CONNECT).
+ */
+async function streamGoodput(size: number): Promise<{ raw: number; duplex: number; proxy: number }> {
   const payload = seededPayload(size, SEED);
   const src = createTcpServer((s) => {
     s.on('error', () => undefined);
@@ -167,29 +235,45 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
   const mod = await connect('sim:luatos', { timeoutMs: 60000 });
   const socks = new SocksServer({ dialer: moduleDialer(mod), port: 0 });
   try {
-    /** One fetch through the raw facade path (openSocket + data()); bytes/s. */
+    /** One fetch through the raw facade calls; bytes/s. */
     const rawOnce = async (): Promise<number> => {
-      const conn = await firstValueFrom(openSocket(mod.socket, '127.0.0.1', port, { timeoutMs: 15000 }));
+      const socket = mod.socket;
+      const ctrl = await firstValueFrom(socket.create(null));
+      if (!ctrl) throw new Error('raw: socket.create returned nil');
+      try {
+        await firstValueFrom(socket.config(ctrl, {}));
+        await firstValueFrom(socket.linkup(ctrl));
+        const online = firstValueFrom(socket.events(ctrl).pipe(filter((e) => e.event === SocketEvent.ON_LINE)));
+        await firstValueFrom(socket.connect(ctrl, '127.0.0.1', port));
+        if ((await online).param !== 0) throw new Error('raw: connect failed');
+        const t0 = performance.now();
+        const got = rawFacadeRead(socket, ctrl, size);
+        await firstValueFrom(socket.tx(ctrl, Buffer.from('g')));
+        await got;
+        return size / ((performance.now() - t0) / 1000);
+      } finally {
+        await lastValueFrom(socket.close(ctrl), { defaultValue: undefined }).catch(() => undefined);
+        await lastValueFrom(socket.release(ctrl), { defaultValue: undefined }).catch(() => undefined);
+      }
+    };
+    /** One fetch through `mod.createConnection` (the Duplex); bytes/s. */
+    const duplexOnce = async (): Promise<number> => {
+      const s = mod.createConnection(port, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => s.once('connect', () => resolve()).once('error', reject));
+      const t0 = performance.now();
       let n = 0;
-      let t0 = 0;
-      const got = new Promise<void>((resolve, reject) => {
-        const sub = conn.data().subscribe({
-          next: (b) => {
-            n += b.length;
-            if (n >= size) {
-              sub.unsubscribe();
-              resolve();
-            }
-          },
-          error: reject,
-          complete: () => reject(new Error(`raw: the connection ended after ${n} of ${size} bytes`)),
+      await new Promise<void>((resolve, reject) => {
+        s.on('data', (d: Buffer) => {
+          n += d.length;
+          if (n >= size) resolve();
         });
+        s.once('error', reject);
+        s.once('end', () => reject(new Error(`duplex: ended after ${n} of ${size} bytes`)));
+        s.write('g');
       });
-      t0 = performance.now();
-      await lastValueFrom(conn.send(Buffer.from('g')));
-      await got;
       const rate = size / ((performance.now() - t0) / 1000);
-      await conn.close();
+      s.destroy();
+      await new Promise((r) => s.once('close', r));
       return rate;
     };
     /** One fetch through the SOCKS5 server and the module dialer; bytes/s. */
@@ -235,15 +319,17 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
       return rate;
     };
     const { port: sp } = await socks.listen();
-    // a warm-up fetch (simulator, JIT), then the two paths alternately twice; the best of each counts
+    // a warm-up fetch (simulator, JIT), then the three paths in turn twice; the best of each counts
     await rawOnce();
     let raw = 0;
+    let duplex = 0;
     let proxy = 0;
     for (let round = 0; round < 2; round++) {
       raw = Math.max(raw, await rawOnce());
+      duplex = Math.max(duplex, await duplexOnce());
       proxy = Math.max(proxy, await proxyOnce());
     }
-    return { raw, proxy };
+    return { raw, duplex, proxy };
   } finally {
     await socks.close();
     await mod.close();
@@ -252,8 +338,9 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
 }
 
 async function main(): Promise<void> {
-  if (args[args.indexOf('--only') + 1] === 'proxy' && args.includes('--only')) {
-    await proxySection();
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+  if (only === 'streams' || only === 'proxy') {
+    await streamsSection();
     return printRows();
   }
   const echo = await startEchoServers();
@@ -387,19 +474,20 @@ async function main(): Promise<void> {
     row('NodeMCU agent heap, peak rx+tx 1460 B', `${h.peakKB.toFixed(1)} KB`, `free after boot ~${FREE} KB`, r2(h.peakKB / FREE), meets(h.peakKB <= 24 && h.sentBytes === 1460 && h.forwardedBytes === 1460, '≤ 24 KB'));
   });
 
-  // 7. goodput through tether proxy (SOCKS5) against the raw facade path
-  await proxySection();
+  // 7. goodput through the Duplex (src/streams) and tether proxy (SOCKS5) against the raw facade path
+  await streamsSection();
 
   await echo.close();
   printRows();
 }
 
-/** 7. goodput through the SOCKS5 proxy against the raw facade path. */
-async function proxySection(): Promise<void> {
+/** 7. goodput through the Duplex and the SOCKS5 proxy against the raw facade path, in the same run. */
+async function streamsSection(): Promise<void> {
   const size = QUICK ? 256 * KiB : 1024 * KiB;
-  await section('goodput through the SOCKS5 proxy', async () => {
-    const g = await proxyGoodput(size);
-    row(`goodput module→host through tether proxy (${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
+  await section('goodput through the Duplex and the SOCKS5 proxy', async () => {
+    const g = await streamGoodput(size);
+    row(`goodput module→host through the Duplex (mod.createConnection, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.duplex), `raw facade ${fmtRate(g.raw)}`, r2(g.duplex / g.raw), 'info');
+    row(`goodput module→host through tether proxy (SOCKS5 CONNECT, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
   });
 }
 

@@ -1383,7 +1383,10 @@ class SocketLibImpl implements SocketLib {
     if (a.isInteger(2)) intIp = intToIp(a.int(2));
     else host = Buffer.from(a.bytes(2)).toString('latin1');
     const port = a.int(3) & 0xffff;
-    this.dbg(c, `connect to ${intIp ?? host},${port}`);
+    // LS:486 l_socket_connect leaves `ip` NULL for an integer host and logs it with "%s"
+    // (LLOGD "connect to %s,%d", luat_lib_socket.c:507): newlib prints "(null)" (another libc may
+    // crash; the agent passes integer hosts as dotted text for that reason, issue 8 C10)
+    this.dbg(c, `connect to ${intIp !== undefined ? '(null)' : host},${port}`);
     // NA: network_connect
     if (c.conn) return [this.b1(false), false];
     c.serverMode = false;
