@@ -33,7 +33,10 @@
  *    in-process LuatOS sim, no pacing) as a ratio of the raw facade path (openSocket +
  *    data()) fetching the same bytes from the same local server.
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only proxy` (just 7).
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only PARTS` (a comma
+ * list of parts to run, by number or name: 1 `goodput`, 2 `faults` (runs 1 at 115200 for its
+ * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `proxy`; part 4 runs part 5 for its
+ * baseline). Every part runs by default.
  */
 import { connect } from '../src/api/connect.js';
 import { openSocket } from '../src/api/luatos/connection.js';
@@ -56,6 +59,25 @@ const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const SEED = Number(args[args.indexOf('--seed') + 1] ?? 1) || 1;
 const KiB = 1024;
+/** Parts picked with `--only` (numbers or names), or undefined for all of them. */
+const ONLY = args.includes('--only')
+  ? new Set(
+      (args[args.indexOf('--only') + 1] ?? '')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+  : undefined;
+const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy'];
+/** True when part `n` (1..7) was asked for itself (every part is when `--only` is absent). */
+const asked = (n: number): boolean => !ONLY || ONLY.has(String(n)) || ONLY.has(PART_NAMES[n]);
+/** True when part `n` (1..7) was asked for, directly or as the baseline of another part. */
+const wants = (n: number): boolean => {
+  if (asked(n)) return true;
+  if (n === 1 && asked(2)) return true; // the fault run's baseline: the clean one
+  if (n === 5 && asked(4)) return true; // the simulator's baseline: host-only
+  return false;
+};
 
 type Row = { measure: string; value: string; baseline: string; ratio: string; goal: string };
 const rows: Row[] = [];
@@ -252,16 +274,13 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
 }
 
 async function main(): Promise<void> {
-  if (args[args.indexOf('--only') + 1] === 'proxy' && args.includes('--only')) {
-    await proxySection();
-    return printRows();
-  }
-  const echo = await startEchoServers();
+  const echo = wants(1) ? await startEchoServers() : undefined;
   const sizes: Record<number, number> = QUICK ? { 115200: 16 * KiB, 921600: 64 * KiB } : { 115200: 64 * KiB, 921600: 256 * KiB };
 
   // 1 + 2. goodput through paced links
   const clean: Record<number, Goodput> = {};
   for (const baud of [115200, 921600]) {
+    if (!echo || (baud !== 115200 && !asked(1))) continue;
     await section(`goodput @${baud}`, async () => {
       const g = await pacedEcho(echo, baud, sizes[baud], 0);
       clean[baud] = g;
@@ -270,7 +289,7 @@ async function main(): Promise<void> {
       row(`goodput module→host @${baud}`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line), meets(g.down / line >= 0.9, '≥ 0.90'));
     });
   }
-  await section('goodput @115200 at 1e-3', async () => {
+  if (echo && wants(2)) await section('goodput @115200 at 1e-3', async () => {
     const g = await pacedEcho(echo, 115200, sizes[115200], 1e-3);
     const c = clean[115200];
     if (!c) throw new Error('no clean run to compare with');
@@ -280,7 +299,7 @@ async function main(): Promise<void> {
 
   // 3. minimal call: bytes and frames (in-process sim, no pacing), latency at 115200
   const PHYS_MIN = 6; // (id + fn + framing) + (id + value + framing)
-  await section('minimal call bytes', async () => {
+  if (wants(3)) await section('minimal call bytes', async () => {
     const mod = await connect('sim:luatos');
     try {
       const sim = mod.simulator!;
@@ -310,7 +329,7 @@ async function main(): Promise<void> {
       await mod.close();
     }
   });
-  await section('minimal call latency @115200', async () => {
+  if (wants(3)) await section('minimal call latency @115200', async () => {
     const s = await openFaultySim('luatos', { pace: { baud: 115200 } });
     try {
       await s.mod.rpc.call('socket.sntp_port');
@@ -337,7 +356,7 @@ async function main(): Promise<void> {
   // 5 first: host-only baseline (stub agent), and the codec alone
   let hostPipelined = NaN;
   let hostSequential = NaN;
-  await section('host-only calls/s', async () => {
+  if (wants(5)) await section('host-only calls/s', async () => {
     const [h, d] = createMemoryPair('stub');
     const stub = startStubAgent(d, { fns: { 'socket.sntp_port': () => [123] } });
     const rpc = await RpcClient.open(h, { timeoutMs: 60000 });
@@ -356,7 +375,7 @@ async function main(): Promise<void> {
   });
 
   // 4. calls/s to the in-process simulated module
-  await section('calls/s to the simulated module', async () => {
+  if (wants(4)) await section('calls/s to the simulated module', async () => {
     const mod = await connect('sim:luatos', { timeoutMs: 60000 });
     try {
       const call = () => mod.rpc.call('socket.sntp_port');
@@ -372,7 +391,7 @@ async function main(): Promise<void> {
 
   // 6. NodeMCU agent Lua heap (issue 8): i386 lua5.1, the agent as luac -s bytecode, the
   // firmware's C modules stubbed outside the count (scripts/heap-nodemcu.ts)
-  await section('NodeMCU agent heap', async () => {
+  if (wants(6)) await section('NodeMCU agent heap', async () => {
     const { measureNodemcuHeap } = await import('./heap-nodemcu.js');
     const FREE = 40; // KB free on a default-build ESP8266 after boot (issue 8: ~40-44 KB)
     let h;
@@ -388,9 +407,9 @@ async function main(): Promise<void> {
   });
 
   // 7. goodput through tether proxy (SOCKS5) against the raw facade path
-  await proxySection();
+  if (wants(7)) await proxySection();
 
-  await echo.close();
+  await echo?.close();
   printRows();
 }
 
