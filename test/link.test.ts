@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
+import { LossEstimator } from '../src/link/link.js';
 import { encodeFrame, crc16 } from '../src/codec/frame.js';
 import { startStubAgent } from './helpers/v2-stub.js';
 import type { WireValue } from '../src/codec/values.js';
@@ -167,4 +168,32 @@ test('bad options are INVALID_ARGUMENT before anything is sent', async () => {
     agent.stop();
     await rpc.close();
   }
+});
+
+test('frame-size choice: the closed-form optimum picks the same size as trying every size', () => {
+  // a seeded walk through loss histories (clean runs, bursts of loss, every frame size) and
+  // every frame limit: the fast choice must equal the exhaustive one each time
+  let seed = 12345;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  let compared = 0;
+  const sizes = new Set<number>();
+  for (let run = 0; run < 40; run++) {
+    const est = new LossEstimator();
+    const lossRate = [0, 1e-3, 0.01, 0.05, 0.2, 0.6, 0.95][run % 7];
+    for (let i = 0; i < 200; i++) {
+      est.sample(rnd() < lossRate, 32 + Math.floor(rnd() * 4064));
+      const max = 32 + Math.floor(rnd() * 4064);
+      const fast = est.searchSize(max);
+      assert.equal(fast, est.searchSizeSlow(max), `run ${run} sample ${i} max ${max}`);
+      assert.ok(fast >= 32 && fast <= Math.max(32, max));
+      sizes.add(fast);
+      compared++;
+    }
+  }
+  assert.equal(compared, 8000);
+  // the histories reach small, middle and the largest sizes
+  assert.ok([...sizes].some((s) => s <= 64) && [...sizes].some((s) => s >= 1024), `sizes seen: ${[...sizes].sort((a, b) => a - b).join(' ')}`);
 });

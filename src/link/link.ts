@@ -206,6 +206,11 @@ export class Link {
   /** Time of the last retransmission (Karn's rule: no RTT sample from frames sent before it). */
   private recoverAt = 0;
   private lastHeard = Date.now();
+  /** True while a received chunk is being read (see {@link onData}). */
+  private reading = false;
+  /** An ack opened the window while reading: pump once the chunk is read. */
+  private pumpDue = false;
+  private readonly onLineFn = (line: Buffer) => this.onLine(line);
   private keepTimer?: NodeJS.Timeout;
   private startTimer?: NodeJS.Timeout;
   private startBad = 0;
@@ -665,7 +670,8 @@ export class Link {
     if (this.rtoTimer) clearTimeout(this.rtoTimer);
     this.rtoTimer = undefined;
     this.armRto();
-    this.pump();
+    if (this.reading) this.pumpDue = true;
+    else this.pump();
   }
 
   private sampleRtt(r: number): void {
@@ -686,8 +692,19 @@ export class Link {
   private onData(chunk: Uint8Array): void {
     this.counters.bytesIn += chunk.length;
     this.lastHeard = Date.now();
-    this.lines.push(chunk, (line) => this.onLine(line));
+    // acks inside the chunk open the window, but frames go out once the whole chunk was read:
+    // then they all carry the newest ack (an agent walks its retransmit queue per new ack)
+    this.reading = true;
+    try {
+      this.lines.push(chunk, this.onLineFn);
+    } finally {
+      this.reading = false;
+    }
     this.counters.overlongLines = this.lines.overlong;
+    if (this.pumpDue) {
+      this.pumpDue = false;
+      this.pump();
+    }
   }
 
   private onLine(line: Buffer): void {
@@ -896,7 +913,7 @@ export class LossEstimator {
 
   /**
    * Best frame size in [MIN_FRAME, max] for the estimated loss. Recomputed after a loss and every
-   * 16 samples (the search is ~120 steps of Math.pow: too costly for every frame).
+   * 16 samples (between them the size stays as it was).
    */
   bestSize(max: number): number {
     if (this.cached > 0 && this.cachedMax === max && !this.dirty && (this.n & 15) !== 0) return this.cached;
@@ -906,7 +923,26 @@ export class LossEstimator {
     return this.cached;
   }
 
-  private searchSize(max: number): number {
+  /**
+   * The grid point (MIN_FRAME + 8k, at most `max`) where g(n) = ((n − 24)/n)·(1 − q)^n is largest,
+   * the first one on a tie. g is unimodal in n: ln g has the derivative 24/(n(n − 24)) + ln(1 − q),
+   * zero at n* = 12 + √(144 + 24/−ln(1 − q)); the best grid point is one of the two around n*.
+   * Uncached: {@link bestSize} is what the link uses.
+   */
+  searchSize(max: number): number {
+    const q = this.perByte;
+    const top = MIN_FRAME + Math.floor((max - MIN_FRAME) / 8) * 8;
+    if (top <= MIN_FRAME) return MIN_FRAME;
+    const l = -Math.log1p(-q);
+    const star = l > 0 ? 12 + Math.sqrt(144 + 24 / l) : Infinity;
+    const lo = Math.min(top, Math.max(MIN_FRAME, MIN_FRAME + Math.floor((star - MIN_FRAME) / 8) * 8));
+    const hi = Math.min(top, lo + 8);
+    const g = (n: number) => ((n - 24) / n) * Math.pow(1 - q, n);
+    return hi > lo && g(hi) > g(lo) ? hi : lo;
+  }
+
+  /** {@link searchSize} by trying every grid point (reference for tests). @internal */
+  searchSizeSlow(max: number): number {
     const q = this.perByte;
     let best = MIN_FRAME;
     let bestV = -1;
