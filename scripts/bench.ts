@@ -154,14 +154,14 @@ function codecRate(n: number): number {
     agentLines.push(cl, (line) => {
       const f = parseLine(line);
       if (f.kind === 'frame' && f.frame.type === 'seq') {
-        const m = decodeMessage(Buffer.concat([Buffer.from(f.frame.kind), f.frame.body]));
+        const m = decodeMessage(f.frame.body, f.frame.kind.charCodeAt(0));
         if (m.type === 'C') {
           const r = encodeMessage({ type: 'R', id: m.id, values: [123] });
           const rl = encodeFrame(seqHead('R', i % 4096, i % 4096), r.subarray(1));
           hostLines.push(rl, (l2) => {
             const g = parseLine(l2);
             if (g.kind === 'frame' && g.frame.type === 'seq') {
-              const mm = decodeMessage(Buffer.concat([Buffer.from(g.frame.kind), g.frame.body]));
+              const mm = decodeMessage(g.frame.body, g.frame.kind.charCodeAt(0));
               if (mm.type === 'R') sink += mm.values.length;
             }
           });

@@ -96,8 +96,13 @@ export interface LinkReset {
 
 /** What a link reports upwards. Every handler is optional. */
 export interface LinkHandlers {
-  /** A whole message from the agent, in order, exactly once. */
-  message?(content: Buffer): void;
+  /**
+   * A whole message from the agent, in order, exactly once: `content` is the type character
+   * and the body, or, when `kind` (the type character's byte value) is given, the body alone
+   * (decode with `decodeMessage(content, kind)`). `content` may be a view of received bytes:
+   * copy what is kept after the call.
+   */
+  message?(content: Buffer, kind?: number): void;
   /** A line that is not a frame. */
   log?(text: string): void;
   /** The agent was seen to reset or the session was lost; the link is idle until {@link Link.start}. */
@@ -853,10 +858,8 @@ export class Link {
       this.partsSize = 0;
       this.partsTooBig = false;
     }
-    const msg = Buffer.allocUnsafe(body.length + 1);
-    msg[0] = kind.charCodeAt(0);
-    body.copy(msg, 1);
-    this.handlers.message?.(msg);
+    // a whole message: its body as it lies in the line, with its type apart (no copy)
+    this.handlers.message?.(body, kind.charCodeAt(0));
   }
 
   private armKeepalive(): void {

@@ -204,6 +204,8 @@ export class RpcClient {
   private closed = false;
   private closeError?: Error;
   private ready: Promise<void> = Promise.resolve();
+  /** True while {@link ready} is a handshake under way (calls wait for it). */
+  private readyPending = false;
   private handshaking = false;
   private v1Seen = false;
   private handshakeFail?: (e: Error) => void;
@@ -225,7 +227,7 @@ export class RpcClient {
     this.resets = this.resets$.asObservable();
     this.link = new Link(transport, { baud: opts.baud, keepaliveMs: opts.keepaliveMs });
     this.link.handlers = {
-      message: (m) => this.onMessage(m),
+      message: (m, kind) => this.onMessage(m, kind),
       log: (text) => this.logs$.next({ source: 'uart', level: 3, text }),
       reset: (r) => this.onReset(r),
       v1: () => {
@@ -360,18 +362,34 @@ export class RpcClient {
    *   `UNSUPPORTED` (fn not in the agent's capabilities), `TOO_LARGE`,
    *   `REMOTE` ({@link RemoteError}), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`, `CLOSED`.
    */
-  async call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
-    checkTimeout(opts.timeoutMs, fn);
-    if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
-    if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
-    const startEpoch = this.epoch;
+  call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
+    try {
+      checkTimeout(opts.timeoutMs, fn);
+      if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
+      if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
+      // no handshake under way: send now (no promise and microtask spent on waiting for none)
+      if (!this.readyPending) return this.callNow(fn, args, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.callAfterHandshake(fn, args, opts, this.epoch);
+  }
+
+  /** {@link call} while a handshake (after a reset) is under way: wait for it, then send. */
+  private async callAfterHandshake(fn: string, args: ReadonlyArray<WireValue | undefined>, opts: CallOptions, startEpoch: number): Promise<WireValue[]> {
     await this.ready;
     if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
     if (this.epoch !== startEpoch) throw new ResetError(`${fn}: the module reset before the call was sent`, { fn });
-    const h = this.hello;
+    if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
+    return this.callNow(fn, args, opts);
+  }
+
+  /** Send call `fn` (handshake done); a rejected promise for a function the agent lacks. */
+  private callNow(fn: string, args: ReadonlyArray<WireValue | undefined>, opts: CallOptions): Promise<WireValue[]> {
     const idx = this.capIndex.get(fn);
     if (idx === undefined && !BUILTIN.has(fn)) {
-      throw new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } });
+      const h = this.hello;
+      return Promise.reject(new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } }));
     }
     return this.rawCall(idx !== undefined ? idx : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn);
   }
@@ -514,10 +532,10 @@ export class RpcClient {
     throw new TetherError('PROTOCOL', 'no free call id: 65535 calls in flight');
   }
 
-  private onMessage(content: Buffer): void {
+  private onMessage(content: Buffer, kind?: number): void {
     let m: Message;
     try {
-      m = decodeMessage(content);
+      m = decodeMessage(content, kind);
     } catch (e) {
       if (e instanceof FrameSyntaxError) {
         this.extra.badMessages++;
@@ -576,11 +594,16 @@ export class RpcClient {
       // whether the module really reset (see handshake())
       const up = r.reason === 'reconnect' ? this.link.whenConnected() : Promise.resolve();
       this.handshaking = true;
-      this.ready = up
+      this.readyPending = true;
+      const ready: Promise<void> = up
         .then(() => this.handshake())
         .catch((e) => {
           this.shutdown(e instanceof Error ? e : new Error(String(e)));
+        })
+        .finally(() => {
+          if (this.ready === ready) this.readyPending = false;
         });
+      this.ready = ready;
     }
   }
 
