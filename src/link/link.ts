@@ -113,12 +113,27 @@ export interface LinkHandlers {
   closed?(err?: Error): void;
 }
 
-interface OutMessage {
-  buf: Buffer;
-  off: number;
-  cancelled: boolean;
-  /** Called once, when its first frame is written. */
-  onSent?: () => void;
+/** A message given to {@link Link.send}. */
+export interface QueuedMessage {
+  /** True once its first frame was written. */
+  readonly sent: boolean;
+  /** Withdraw the message if none of its frames was written yet (true), else false (it goes on). */
+  cancel(): boolean;
+}
+
+class OutMessage implements QueuedMessage {
+  /** Bytes of `buf` already cut into frames. */
+  off = 0;
+  cancelled = false;
+  constructor(readonly buf: Buffer) {}
+  get sent(): boolean {
+    return this.off > 0;
+  }
+  cancel(): boolean {
+    if (this.off > 0) return false;
+    this.cancelled = true;
+    return true;
+  }
 }
 
 interface Unacked {
@@ -184,8 +199,17 @@ export class Link {
   private rttvar = 0;
   private rto: number;
   private backoff = 1;
-  private rtoTimer?: NodeJS.Timeout;
-  private probeTimer?: NodeJS.Timeout;
+  /**
+   * Deadlines (`performance.now()` ms, 0 = none) of the retransmission timeout and of the
+   * tail-loss probe. One timer serves both: an ack moves the deadlines and leaves the timer
+   * alone (no timer is cleared and set per ack); when it fires early it re-arms for what is left.
+   */
+  private rtoAt = 0;
+  private probeDue = 0;
+  private timer?: NodeJS.Timeout;
+  /** When {@link timer} fires (ms). */
+  private timerAt = 0;
+  private readonly onTimerFn = () => this.onTimer();
   private probeAt = 0;
   /** Token of the last `Y` sent (1..9999); the `A` answering it echoes it. */
   private probeToken = 0;
@@ -334,18 +358,14 @@ export class Link {
   }
 
   /**
-   * Queue a message (type character + body) for the agent. Returns a cancel function:
-   * it withdraws the message if none of its frames was written yet (true), else false.
+   * Queue a message (type character + body) for the agent. Returns its handle: whether a
+   * frame of it was written (`sent`), and `cancel()` to withdraw it while none was.
    */
-  send(content: Buffer, onSent?: () => void): () => boolean {
-    const m: OutMessage = { buf: content, off: 0, cancelled: false, onSent };
+  send(content: Buffer): QueuedMessage {
+    const m = new OutMessage(content);
     this.queue.push(m);
     this.pump();
-    return () => {
-      if (m.off > 0) return false;
-      m.cancelled = true;
-      return true;
-    };
+    return m;
   }
 
   /** Close the link (not the transport). Pending start fails with `CLOSED`. */
@@ -364,10 +384,10 @@ export class Link {
   private dropSession(): void {
     if (this.startTimer) clearTimeout(this.startTimer);
     this.startTimer = undefined;
-    if (this.rtoTimer) clearTimeout(this.rtoTimer);
-    this.rtoTimer = undefined;
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.rtoAt = 0;
+    this.probeDue = 0;
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     this.unackedIn = 0;
@@ -521,7 +541,6 @@ export class Link {
       const whole = m.off === 0 && end === m.buf.length;
       const line = encodeFrame(head, m.buf.subarray(whole ? 1 : m.off, end));
       if (this.unackedBytes > 0 && this.unackedBytes + line.length > limit) break;
-      if (m.off === 0) m.onSent?.();
       m.off = end;
       if (m.off >= m.buf.length) this.popQueue();
       this.nextSeq = mod(seq + 1);
@@ -547,26 +566,54 @@ export class Link {
     return this.opts.baud > 0 ? (bytes * 10000) / this.opts.baud : 0;
   }
 
+  /** Start the retransmission timeout (and the tail-loss probe) unless it runs or nothing is unacknowledged. */
   private armRto(): void {
-    if (this.rtoTimer || this.uHead >= this.unacked.length) return;
+    if (this.rtoAt !== 0 || this.uHead >= this.unacked.length) return;
+    const now = performance.now();
     // the RTT samples already include the line time of what was queued before a frame
     const ms = Math.min(RTO_MAX_MS, this.rto * this.backoff);
-    this.rtoTimer = setTimeout(() => this.onRto(), ms);
+    this.rtoAt = now + ms;
     // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
     // which a lost `A` would otherwise only bring back after the timeout
-    if (this.probeTimer) clearTimeout(this.probeTimer);
     const probeMs = Math.max(2 * this.srtt, PROBE_MIN_MS);
-    if (probeMs < ms) {
-      this.probeTimer = setTimeout(() => {
-        this.probeTimer = undefined;
-        if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
-        this.poll();
-      }, probeMs);
+    this.probeDue = probeMs < ms ? now + probeMs : 0;
+    this.armTimer(this.probeDue || this.rtoAt, now);
+  }
+
+  /** Progress (an ack): the timeout starts over from now. */
+  private restartRto(): void {
+    this.rtoAt = 0;
+    this.probeDue = 0;
+    this.armRto();
+  }
+
+  /** Have the timer fire at `at` at the latest (a timer that fires sooner is kept). */
+  private armTimer(at: number, now: number): void {
+    if (this.timer) {
+      if (this.timerAt <= at) return;
+      clearTimeout(this.timer);
     }
+    this.timerAt = at;
+    this.timer = setTimeout(this.onTimerFn, Math.max(1, at - now));
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    // Node fires timers on whole milliseconds: a deadline within 1 ms is due
+    const now = performance.now() + 1;
+    if (this.probeDue !== 0 && now >= this.probeDue) {
+      this.probeDue = 0;
+      if (this.state === 'open' && this.uHead < this.unacked.length) this.poll();
+    }
+    if (this.rtoAt !== 0 && now >= this.rtoAt) {
+      this.rtoAt = 0;
+      this.onRto();
+    }
+    const next = this.probeDue !== 0 && (this.rtoAt === 0 || this.probeDue < this.rtoAt) ? this.probeDue : this.rtoAt;
+    if (next !== 0) this.armTimer(next, now - 1);
   }
 
   private onRto(): void {
-    this.rtoTimer = undefined;
     if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
     this.counters.timeouts++;
     // noise, not congestion, loses frames on a UART: back off little (the timer also covers a dead agent)
@@ -672,9 +719,7 @@ export class Link {
     }
     this.backoff = 1;
     this.stalls = 0;
-    if (this.rtoTimer) clearTimeout(this.rtoTimer);
-    this.rtoTimer = undefined;
-    this.armRto();
+    this.restartRto();
     if (this.reading) this.pumpDue = true;
     else this.pump();
   }

@@ -12,7 +12,7 @@ import type { Transport } from '../transport/transport.js';
 import { BASE_MAX_FRAME, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
 import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../codec/frame.js';
 import { field, toNumber, toText, type WireValue } from '../codec/values.js';
-import { Link, type LinkCounters, type LinkReset } from '../link/link.js';
+import { Link, type LinkCounters, type LinkReset, type QueuedMessage } from '../link/link.js';
 import { InvalidArgumentError, RemoteError, ResetError, TetherError, TimeoutError } from '../errors.js';
 
 /** What the agent said about itself in hello (docs/protocol.md section 9), clamped. */
@@ -122,10 +122,9 @@ export interface CallOptions {
 
 /** A call in flight; settled exactly once by {@link RpcClient} (`settle`). */
 class Pending {
-  sent = false;
   done = false;
-  /** Withdraws the message from the link if none of its frames was written yet. */
-  cancel?: () => boolean;
+  /** The call's message on the link (set once queued). */
+  msg?: QueuedMessage;
   onAbort?: () => void;
   constructor(
     readonly id: number,
@@ -134,11 +133,14 @@ class Pending {
     /** `performance.now()` time at which the call fails with `TIMEOUT`. */
     readonly deadline: number,
     readonly queue: DeadlineQueue,
-    readonly resolve: (v: WireValue[]) => void,
-    readonly reject: (e: Error) => void,
+    public resolve: (v: WireValue[]) => void,
+    public reject: (e: Error) => void,
     readonly signal?: AbortSignal,
   ) {}
 }
+
+/** What a settled {@link Pending} holds instead of its promise's functions. */
+function settled(): void {}
 
 /**
  * Calls that share one timeout value, in call order: their deadlines ascend, so one timer
@@ -445,15 +447,13 @@ export class RpcClient {
       }
       if (signal) {
         p.onAbort = () => {
-          const withdrawn = p.cancel?.() ?? false;
-          this.settle(p, new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.sent } }));
+          const withdrawn = p.msg?.cancel() ?? false;
+          this.settle(p, new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.msg?.sent ?? false } }));
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.extra.calls++;
-      p.cancel = this.link.send(content, () => {
-        p.sent = true;
-      });
+      p.msg = this.link.send(content);
     });
   }
 
@@ -484,8 +484,12 @@ export class RpcClient {
       this.sweepRef = false;
     }
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
-    if (err) p.reject(err);
-    else p.resolve(v!);
+    const { resolve, reject } = p;
+    // a settled call may wait in its deadline queue a while: let go of what it held
+    p.msg = undefined;
+    p.resolve = p.reject = settled;
+    if (err) reject(err);
+    else resolve(v!);
   }
 
   /** Arm the timeout timer for `deadline` (earlier than the one armed). */
@@ -515,8 +519,8 @@ export class RpcClient {
           break;
         }
         q.head++;
-        const withdrawn = p.cancel?.() ?? false;
-        this.settle(p, new TimeoutError(`${p.fn}: no reply within ${p.timeoutMs} ms`, { fn: p.fn, id: p.id, ms: p.timeoutMs, sent: p.sent && !withdrawn }));
+        const withdrawn = p.msg?.cancel() ?? false;
+        this.settle(p, new TimeoutError(`${p.fn}: no reply within ${p.timeoutMs} ms`, { fn: p.fn, id: p.id, ms: p.timeoutMs, sent: (p.msg?.sent ?? false) && !withdrawn }));
       }
       if (q.head >= q.items.length) this.deadlines.delete(ms);
     }
