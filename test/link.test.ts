@@ -203,3 +203,30 @@ test('frame-size choice: the closed-form optimum picks the same size as trying e
   // the histories reach small, middle and the largest sizes
   assert.ok([...sizes].some((s) => s <= 64) && [...sizes].some((s) => s >= 1024), `sizes seen: ${[...sizes].sort((a, b) => a - b).join(' ')}`);
 });
+
+test('the in-memory pipe: writes before its next turn arrive as one chunk, in order, and before the close', async () => {
+  const [a, b] = createMemoryPair('burst');
+  const chunks: string[] = [];
+  const events: string[] = [];
+  b.onData((c) => {
+    chunks.push(Buffer.from(c).toString());
+    events.push('data');
+  });
+  b.onClose(() => events.push('close'));
+  // the writer's buffer is copied: changing it after write() changes nothing
+  const reused = Buffer.from('one ');
+  void a.write(reused);
+  reused.write('XXXX');
+  void a.write(Buffer.from('two '));
+  void a.write(Buffer.from('three'));
+  assert.deepEqual(chunks, [], 'nothing arrives in the same turn');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(chunks, ['one two three'], 'one burst, one chunk, in order');
+  void a.write(Buffer.from('four'));
+  await a.close();
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(chunks, ['one two three', 'four']);
+  assert.deepEqual(events, ['data', 'data', 'close'], 'the bytes written before close() arrive before the close');
+  await assert.rejects(a.write(Buffer.from('late')), /closed/);
+});
