@@ -35,8 +35,10 @@
  *    `socket.rx` on every EVENT, a window of two reads in flight) fetching the same bytes from the same local
  *    server in the same run.
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only streams` (just 7;
- * `--only proxy` is the same).
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only PARTS` (a comma
+ * list of parts to run, by number or name: 1 `goodput`, 2 `faults` (runs 1 at 115200 for its
+ * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `streams` (or `proxy`); part 4 runs
+ * part 5 for its baseline). Every part runs by default.
  */
 import { connect } from '../src/api/connect.js';
 import { openSocket } from '../src/streams/drivers/luatos-conn.js';
@@ -62,6 +64,25 @@ const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const SEED = Number(args[args.indexOf('--seed') + 1] ?? 1) || 1;
 const KiB = 1024;
+/** Parts picked with `--only` (numbers or names), or undefined for all of them. */
+const ONLY = args.includes('--only')
+  ? new Set(
+      (args[args.indexOf('--only') + 1] ?? '')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+  : undefined;
+const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy'];
+/** True when part `n` (1..7) was asked for itself (every part is when `--only` is absent). */
+const asked = (n: number): boolean => !ONLY || ONLY.has(String(n)) || ONLY.has(PART_NAMES[n]) || (n === 7 && ONLY.has('streams'));
+/** True when part `n` (1..7) was asked for, directly or as the baseline of another part. */
+const wants = (n: number): boolean => {
+  if (asked(n)) return true;
+  if (n === 1 && asked(2)) return true; // the fault run's baseline: the clean one
+  if (n === 5 && asked(4)) return true; // the simulator's baseline: host-only
+  return false;
+};
 
 type Row = { measure: string; value: string; baseline: string; ratio: string; goal: string };
 const rows: Row[] = [];
@@ -111,9 +132,17 @@ async function pacedEcho(echo: EchoServers, baud: number, size: number, faultP: 
   }
 }
 
-/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). */
+/**
+ * CPU time (user + system, µs) per call of the last {@link callRate}: on a busy machine the
+ * wall-clock rate drops with the CPU share this process gets, the CPU time per call much less.
+ */
+let lastCpuUs = NaN;
+const cpuNote = (us: number) => `cpu ${us.toFixed(1)} µs/call`;
+
+/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). Sets {@link lastCpuUs}. */
 async function callRate(call: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
   let next = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const worker = async () => {
     while (next < n) {
@@ -122,7 +151,10 @@ async function callRate(call: () => Promise<unknown>, n: number, inFlight: numbe
     }
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
-  return n / ((performance.now() - t0) / 1000);
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  lastCpuUs = (c.user + c.system) / n;
+  return n / (ms / 1000);
 }
 
 /** Calls/s of the codec alone: one call and its reply encoded, split, parsed and decoded on both sides. */
@@ -138,14 +170,14 @@ function codecRate(n: number): number {
     agentLines.push(cl, (line) => {
       const f = parseLine(line);
       if (f.kind === 'frame' && f.frame.type === 'seq') {
-        const m = decodeMessage(Buffer.concat([Buffer.from(f.frame.kind), f.frame.body]));
+        const m = decodeMessage(f.frame.body, f.frame.kind.charCodeAt(0));
         if (m.type === 'C') {
           const r = encodeMessage({ type: 'R', id: m.id, values: [123] });
           const rl = encodeFrame(seqHead('R', i % 4096, i % 4096), r.subarray(1));
           hostLines.push(rl, (l2) => {
             const g = parseLine(l2);
             if (g.kind === 'frame' && g.frame.type === 'seq') {
-              const mm = decodeMessage(Buffer.concat([Buffer.from(g.frame.kind), g.frame.body]));
+              const mm = decodeMessage(g.frame.body, g.frame.kind.charCodeAt(0));
               if (mm.type === 'R') sink += mm.values.length;
             }
           });
@@ -338,17 +370,13 @@ async function streamGoodput(size: number): Promise<{ raw: number; duplex: numbe
 }
 
 async function main(): Promise<void> {
-  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
-  if (only === 'streams' || only === 'proxy') {
-    await streamsSection();
-    return printRows();
-  }
-  const echo = await startEchoServers();
+  const echo = wants(1) ? await startEchoServers() : undefined;
   const sizes: Record<number, number> = QUICK ? { 115200: 16 * KiB, 921600: 64 * KiB } : { 115200: 64 * KiB, 921600: 256 * KiB };
 
   // 1 + 2. goodput through paced links
   const clean: Record<number, Goodput> = {};
   for (const baud of [115200, 921600]) {
+    if (!echo || (baud !== 115200 && !asked(1))) continue;
     await section(`goodput @${baud}`, async () => {
       const g = await pacedEcho(echo, baud, sizes[baud], 0);
       clean[baud] = g;
@@ -357,7 +385,7 @@ async function main(): Promise<void> {
       row(`goodput module→host @${baud}`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line), meets(g.down / line >= 0.9, '≥ 0.90'));
     });
   }
-  await section('goodput @115200 at 1e-3', async () => {
+  if (echo && wants(2)) await section('goodput @115200 at 1e-3', async () => {
     const g = await pacedEcho(echo, 115200, sizes[115200], 1e-3);
     const c = clean[115200];
     if (!c) throw new Error('no clean run to compare with');
@@ -367,7 +395,7 @@ async function main(): Promise<void> {
 
   // 3. minimal call: bytes and frames (in-process sim, no pacing), latency at 115200
   const PHYS_MIN = 6; // (id + fn + framing) + (id + value + framing)
-  await section('minimal call bytes', async () => {
+  if (wants(3)) await section('minimal call bytes', async () => {
     const mod = await connect('sim:luatos');
     try {
       const sim = mod.simulator!;
@@ -397,7 +425,7 @@ async function main(): Promise<void> {
       await mod.close();
     }
   });
-  await section('minimal call latency @115200', async () => {
+  if (wants(3)) await section('minimal call latency @115200', async () => {
     const s = await openFaultySim('luatos', { pace: { baud: 115200 } });
     try {
       await s.mod.rpc.call('socket.sntp_port');
@@ -424,7 +452,9 @@ async function main(): Promise<void> {
   // 5 first: host-only baseline (stub agent), and the codec alone
   let hostPipelined = NaN;
   let hostSequential = NaN;
-  await section('host-only calls/s', async () => {
+  let cpuP = NaN;
+  let cpuS = NaN;
+  if (wants(5)) await section('host-only calls/s', async () => {
     const [h, d] = createMemoryPair('stub');
     const stub = startStubAgent(d, { fns: { 'socket.sntp_port': () => [123] } });
     const rpc = await RpcClient.open(h, { timeoutMs: 60000 });
@@ -432,26 +462,30 @@ async function main(): Promise<void> {
       const call = () => rpc.call('socket.sntp_port');
       await callRate(call, 2000, 500); // warm up
       hostPipelined = await callRate(call, QUICK ? 20000 : 100000, 1000);
+      cpuP = lastCpuUs;
       hostSequential = await callRate(call, QUICK ? 2000 : 10000, 1);
+      cpuS = lastCpuUs;
     } finally {
       stub.stop();
       await rpc.close();
     }
     const codec = codecRate(QUICK ? 20000 : 100000);
-    row('host-only calls/s, pipelined (stub agent)', `${fmtN(hostPipelined)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostPipelined / codec), meets(hostPipelined >= 100000, '≥ 100,000/s'));
-    row('host-only calls/s, sequential (stub agent)', `${fmtN(hostSequential)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostSequential / codec), '');
+    row('host-only calls/s, pipelined (stub agent)', `${fmtN(hostPipelined)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostPipelined / codec), `${meets(hostPipelined >= 100000, '≥ 100,000/s')}; ${cpuNote(cpuP)}`);
+    row('host-only calls/s, sequential (stub agent)', `${fmtN(hostSequential)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostSequential / codec), cpuNote(cpuS));
   });
 
   // 4. calls/s to the in-process simulated module
-  await section('calls/s to the simulated module', async () => {
+  if (wants(4)) await section('calls/s to the simulated module', async () => {
     const mod = await connect('sim:luatos', { timeoutMs: 60000 });
     try {
       const call = () => mod.rpc.call('socket.sntp_port');
       await callRate(call, 1000, 200); // warm up
       const pipelined = await callRate(call, QUICK ? 5000 : 40000, 1000);
+      const simP = lastCpuUs;
       const sequential = await callRate(call, QUICK ? 1000 : 5000, 1);
-      row('calls/s pipelined (in-process LuatOS sim)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), meets(pipelined >= 20000, '≥ 20,000/s'));
-      row('calls/s sequential (in-process LuatOS sim)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), meets(sequential >= 5000, '≥ 5,000/s'));
+      const simS = lastCpuUs;
+      row('calls/s pipelined (in-process LuatOS sim)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), `${meets(pipelined >= 20000, '≥ 20,000/s')}; ${cpuNote(simP)}`);
+      row('calls/s sequential (in-process LuatOS sim)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), `${meets(sequential >= 5000, '≥ 5,000/s')}; ${cpuNote(simS)}`);
     } finally {
       await mod.close();
     }
@@ -459,7 +493,7 @@ async function main(): Promise<void> {
 
   // 6. NodeMCU agent Lua heap (issue 8): i386 lua5.1, the agent as luac -s bytecode, the
   // firmware's C modules stubbed outside the count (scripts/heap-nodemcu.ts)
-  await section('NodeMCU agent heap', async () => {
+  if (wants(6)) await section('NodeMCU agent heap', async () => {
     const { measureNodemcuHeap } = await import('./heap-nodemcu.js');
     const FREE = 40; // KB free on a default-build ESP8266 after boot (issue 8: ~40-44 KB)
     let h;
@@ -475,9 +509,9 @@ async function main(): Promise<void> {
   });
 
   // 7. goodput through the Duplex (src/streams) and tether proxy (SOCKS5) against the raw facade path
-  await streamsSection();
+  if (wants(7)) await streamsSection();
 
-  await echo.close();
+  await echo?.close();
   printRows();
 }
 
