@@ -23,6 +23,7 @@ import { RpcClient } from '../src/rpc/client.js';
 import { repoRoot } from '../src/util/repo-root.js';
 import { join } from 'node:path';
 import { until } from './helpers/until.js';
+import { servePty } from './helpers/pty.js';
 
 const cert = readFileSync(fixturePath('tls', 'server.crt'), 'utf8');
 let echo: EchoServers;
@@ -61,10 +62,10 @@ function collect(conn: { data(): import('rxjs').Observable<Uint8Array> }, size: 
   });
 }
 
-test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and TLS echo servers', async () => {
+test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and TLS echo servers', async (t) => {
   const sim = await SimulatedModule.start(luatosFamily());
-  const path = await sim.servePty();
-  const mod = await connect(path, { timeoutMs: 10000 });
+  const served = await servePty(sim);
+  const mod = await connect(served.path, { timeoutMs: 10000 });
   try {
     assert.equal(mod.family, 'luatos');
     assert.match(mod.rpc.transport.description, /serial/);
@@ -92,10 +93,12 @@ test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and 
     await lastValueFrom(tls.send(tlsData));
     assert.ok((await tlsBack).equals(tlsData), 'TLS echo is byte-exact');
     await tls.close();
+    t.diagnostic(`uart ${JSON.stringify(sim.wire.stats)} link retransmits ${mod.rpc.stats.retransmits} timeouts ${mod.rpc.stats.timeouts}`);
     assert.equal(sim.wire.stats.rxDropped, 0, 'flow control kept the UART RX buffer from overflowing');
   } finally {
     await mod.close();
     await sim.stop();
+    await served.close();
   }
 });
 

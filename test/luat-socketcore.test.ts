@@ -26,6 +26,7 @@ import { isTetherError } from '../src/errors.js';
 const CERT = readFileSync(fixturePath('tls', 'server.crt'), 'utf8');
 const KEY = readFileSync(fixturePath('tls', 'server.key'), 'utf8');
 import { sleep, until } from './helpers/until.js';
+import { servePty } from './helpers/pty.js';
 
 interface Booted {
   fam: LuatFamily;
@@ -670,8 +671,9 @@ describe('Luat agent variants on the simulated module', () => {
 
   it('reachable on a pseudo-terminal (serialport opens it like a USB serial device)', { skip: process.platform === 'win32' ? 'pseudo-terminals are POSIX only' : false }, async () => {
     const sim = await SimulatedModule.start(luatFamily());
+    const served = await servePty(sim);
     try {
-      const path = await sim.servePty();
+      const { path } = served;
       const { connect } = await import('../src/api/connect.js');
       const mod = await connect(path);
       try {
@@ -686,6 +688,7 @@ describe('Luat agent variants on the simulated module', () => {
       }
     } finally {
       await sim.stop();
+      await served.close();
     }
   });
 
