@@ -12,7 +12,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPty, type PtyEndpoint } from '../src/transport/pty.js';
+import type { PtyEndpoint } from '../src/transport/pty.js';
+import { testPty } from './helpers/pty.js';
 import { repoRoot } from '../src/util/repo-root.js';
 
 const IAC = 0xff;
@@ -51,7 +52,7 @@ test("docs/labgrid.md's ser2net configuration exports a UART as RFC 2217 (real s
   const connector = /connector: serialdev,(\S+),115200n81,local\n/.exec(config);
   assert.ok(accepter && connector, 'the block has an RFC 2217 accepter and a serialdev connector');
 
-  pty = await createPty();
+  pty = await testPty();
   const port = await freePort();
   // The doc's file with what differs here: listen on 127.0.0.1 only, a free port, the pty as the UART.
   const local = config.replace(accepter[0], `accepter: telnet(rfc2217),tcp,127.0.0.1,${port}\n`).replace(connector[1], pty.path);

@@ -22,6 +22,8 @@ import { isTetherError } from '../src/errors.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { repoRoot } from '../src/util/repo-root.js';
 import { join } from 'node:path';
+import { until } from './helpers/until.js';
+import { servePty } from './helpers/pty.js';
 
 const cert = readFileSync(fixturePath('tls', 'server.crt'), 'utf8');
 let echo: EchoServers;
@@ -60,10 +62,10 @@ function collect(conn: { data(): import('rxjs').Observable<Uint8Array> }, size: 
   });
 }
 
-test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and TLS echo servers', async () => {
+test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and TLS echo servers', async (t) => {
   const sim = await SimulatedModule.start(luatosFamily());
-  const path = await sim.servePty();
-  const mod = await connect(path, { timeoutMs: 10000 });
+  const served = await servePty(sim);
+  const mod = await connect(served.path, { timeoutMs: 10000 });
   try {
     assert.equal(mod.family, 'luatos');
     assert.match(mod.rpc.transport.description, /serial/);
@@ -77,7 +79,7 @@ test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and 
     await tcp.close();
     // a UDP datagram comes back with the remote ip and port
     const udp = await firstValueFrom(openSocket(mod.socket, echo.udp.host, echo.udp.port, { udp: true }));
-    const dgram = firstValueFrom(udp.datagrams().pipe(take(1), timeout(5000)));
+    const dgram = firstValueFrom(udp.datagrams().pipe(take(1), timeout(20000)));
     await lastValueFrom(udp.send('ping over udp'));
     const d = await dgram;
     assert.equal(Buffer.from(d.data).toString(), 'ping over udp');
@@ -91,10 +93,12 @@ test('serialport on a pseudo-terminal -> simulated Air780E -> real TCP, UDP and 
     await lastValueFrom(tls.send(tlsData));
     assert.ok((await tlsBack).equals(tlsData), 'TLS echo is byte-exact');
     await tls.close();
+    t.diagnostic(`uart ${JSON.stringify(sim.wire.stats)} link retransmits ${mod.rpc.stats.retransmits} timeouts ${mod.rpc.stats.timeouts}`);
     assert.equal(sim.wire.stats.rxDropped, 0, 'flow control kept the UART RX buffer from overflowing');
   } finally {
     await mod.close();
     await sim.stop();
+    await served.close();
   }
 });
 
@@ -102,7 +106,7 @@ test('every one of the 23 socket functions, with the firmware return values', as
   const mod = await connect('sim:luatos');
   const s = mod.socket;
   const P = <T>(o: import('rxjs').Observable<T>) => firstValueFrom(o);
-  const ev = (c: SocketCtrl, id: number) => firstValueFrom(s.events(c).pipe(filter((e) => e.event === id), take(1), timeout(5000)));
+  const ev = (c: SocketCtrl, id: number) => firstValueFrom(s.events(c).pipe(filter((e) => e.event === id), take(1), timeout(20000)));
   try {
     // adapter, localIP, setDNS, sslLog, sntp_port
     assert.deepEqual([...(await P(s.adapter()))], [true, 1]);
@@ -134,7 +138,7 @@ test('every one of the 23 socket functions, with the firmware return values', as
     assert.deepEqual([...tx], [true, false, false]);
     assert.equal((await txok).param, 0);
     assert.equal((await arrival).param, 0);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(async () => (await P(s.rx(c)))[1] === 11, 'all 11 bytes pending', { stepMs: 20 });
     assert.deepEqual([...(await P(s.rx(c)))], [true, 11]);
     const buf = new ZBuff(4);
     const rx = await P(s.rx(c, buf, { limit: 5 }));
@@ -197,7 +201,7 @@ test('every one of the 23 socket functions, with the firmware return values', as
     await new Promise<void>((r) => ntp.bind(0, '127.0.0.1', () => r()));
     const ntpPort = ntp.address().port;
     assert.deepEqual([...(await P(s.sntp_port(ntpPort)))], [ntpPort]);
-    const upd = firstValueFrom(s.topics.pipe(filter((t) => t.topic.startsWith('NTP_')), take(1), timeout(8000)));
+    const upd = firstValueFrom(s.topics.pipe(filter((t) => t.topic.startsWith('NTP_')), take(1), timeout(20000)));
     assert.deepEqual([...(await P(s.sntp('127.0.0.1')))], []);
     assert.equal((await upd).topic, 'NTP_UPDATE');
     const [tm] = await P(s.ntptm());
@@ -249,7 +253,7 @@ test('garbage lines and corrupted frames on the link are counted and dropped; th
     sim.wire.toHost(Buffer.from('random boot noise\r\n~R999.0 T 00000000\r\n\x00\xff~~~\n', 'latin1'));
     // host -> module: garbage and a corrupted call
     await mod.rpc.transport.write(Buffer.from('AT+NOISE\r\n~C77.0 1 T BEEFBEEF\n\xfe\xff\n', 'latin1'));
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => mod.rpc.stats.badFrames > 0 && mod.rpc.stats.logLines >= 2 && logs.includes('random boot noise'), 'the bad frame and the noise at the host');
     assert.equal(mod.rpc.stats.badFrames, 1, 'the corrupt frame from the module is counted by the host');
     assert.ok(mod.rpc.stats.logLines >= 2, 'noise lines are log lines, not errors');
     assert.ok(logs.includes('random boot noise'), 'noise surfaces as a log line');

@@ -20,8 +20,8 @@ import { isTetherError, TetherError } from '../src/errors.js';
 import { endOnReset, resetAsError } from '../src/api/reset.js';
 import { Subject } from 'rxjs';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const TIMEOUT = { timeout: 5000 };
+import { sleep, until } from './helpers/until.js';
+const TIMEOUT = { timeout: 30000 }; // a guard against hangs only: generous for a busy machine
 
 let echo: EchoServers;
 /** Every unhandled rejection while this file runs: each one would have killed a plain Node process. */
@@ -166,8 +166,7 @@ describe('a module reset ends every stream and wait with RESET', () => {
       const dgrams = ending(udp.datagrams());
       const events = ending(tcp.events);
       await lastValueFrom(tcp.send('ping'));
-      for (let i = 0; i < 100 && got.length === 0; i++) await sleep(10);
-      assert.ok(got.length > 0, 'the stream was live: the echo came back');
+      await until(() => got.length > 0, 'the echo (the stream is live)');
       const { t0 } = await restart(mod);
       const [d, g, ev] = await Promise.all([data, dgrams, events]);
       assertReset(d, 'data()');
@@ -209,8 +208,7 @@ describe('a module reset ends every stream and wait with RESET', () => {
       const data = ending(conn.data(), got);
       const messages = ending(conn.messages);
       await lastValueFrom(conn.send('ping'));
-      for (let i = 0; i < 100 && got.length === 0; i++) await sleep(10);
-      assert.ok(got.length > 0, 'the stream was live: the echo came back');
+      await until(() => got.length > 0, 'the echo (the stream is live)');
       const { t0 } = await restart(mod);
       const [d, m] = await Promise.all([data, messages]);
       assertReset(d, 'data()');
@@ -250,8 +248,7 @@ describe('a module reset ends every stream and wait with RESET', () => {
       await lastValueFrom(udp.on('receive'), { defaultValue: undefined });
       const received = ending(udp.receive$);
       const sending = ending(conn.send('ping')); // the echo comes back, the "sent" (ACK) does not
-      for (let i = 0; i < 100 && got.length === 0; i++) await sleep(10);
-      assert.ok(got.length > 0, 'the stream was live: the echo came back');
+      await until(() => got.length > 0, 'the echo (the stream is live)');
       const { t0 } = await restart(mod);
       const [d, r, s] = await Promise.all([data, received, sending]);
       assertReset(d, 'data()');

@@ -12,7 +12,7 @@ import { UartRing } from '../src/sim/luat/env.js';
 import type { LuaOut } from '../src/sim/lua-vm.js';
 import type { Transport } from '../src/transport/transport.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep, until as untilH } from './helpers/until.js';
 /** The module's reboot timer is unref'd: keep the event loop alive while waiting for a reboot. */
 async function alive<T>(p: Promise<T>, ms = 5000): Promise<T> {
   const t = setTimeout(() => {}, ms);
@@ -38,13 +38,7 @@ async function module(script = '', opts: LuatSimOptions = {}) {
     const e = sim.currentVm!.runString(code, '=test');
     if (e !== undefined) throw new Error(e);
   };
-  const until = async (pred: () => boolean, what: string, ms = 3000) => {
-    const end = Date.now() + ms;
-    while (!pred()) {
-      if (Date.now() > end) throw new Error(`timeout: ${what}; rec=${JSON.stringify(rec)}`);
-      await sleep(5);
-    }
-  };
+  const until = (pred: () => boolean, what: string) => untilH(pred, what, { detail: () => `rec=${JSON.stringify(rec)}` });
   return { fam, sim, rec, lua, until, logs, install };
 }
 
@@ -76,7 +70,8 @@ describe('emulated Luat core libraries', () => {
       await m.until(() => m.rec.length === 1, 'first RX event');
       assert.deepEqual(m.rec[0], ['rx', 1, null], 'no length on the 8910');
       await host.write(Buffer.from('ld\n'));
-      await sleep(50);
+      await m.until(() => m.fam.current!.env.ring.length === 12, 'all 12 bytes in the ring');
+      await sleep(50); // a window for a wrong second event
       assert.equal(m.rec.length, 1, 'ring not drained: no new event');
       m.lua('__rec("read", uart.read(1, "*l"), uart.read(1, "*l"), uart.read(1, 100))');
       assert.deepEqual(m.rec[1], ['read', 'hello\n', 'world\n', '']);
@@ -89,7 +84,8 @@ describe('emulated Luat core libraries', () => {
       big.write('OLDEST', 0);
       big.write('NEWEST', 2994);
       await host.write(big);
-      await sleep(50);
+      const ring = m.fam.current!.env.ring;
+      await m.until(() => ring.length + ring.overwritten === 3000, 'all 3000 bytes in the ring');
       m.lua('local s = uart.read(1, 4096) __rec("big", #s, s:sub(-6), (s:find("OLDEST", 1, true)) ~= nil)');
       assert.deepEqual(m.rec[m.rec.length - 1], ['big', 2048, 'NEWEST', false]);
       assert.equal(m.fam.current!.env.ring.overwritten, 952);
@@ -145,9 +141,9 @@ describe('emulated Luat core libraries', () => {
         LOOP = sys.timerLoopStart(function() n = n + 1 __rec("loop", n) if n == 3 then sys.timerStop(LOOP) end end, 10)
       `);
       assert.deepEqual(m.rec.slice(0, 2), [['task', 'x', 2], ['ids', true, false, true, true]]);
-      await m.until(() => m.rec.some((r) => r[0] === 'ext'), 'task done', 3000);
-      await sleep(100);
       const by = (k: string) => m.rec.filter((r) => r[0] === k);
+      await m.until(() => by('ext').length > 0 && by('loop').length >= 3 && by('t').length > 0, 'task done, 3 loops, the timer');
+      await sleep(100); // a window for wrong extra timer or loop calls
       assert.deepEqual(by('wait'), [['wait']], 'sys.wait returns nothing on timeout');
       assert.deepEqual(by('sub'), [['sub', 1, 'two']]);
       assert.deepEqual(by('untilOk'), [['untilOk', true, 1, 'two']]);
@@ -166,8 +162,7 @@ describe('emulated Luat core libraries', () => {
     try {
       assert.throws(() => m.lua('PROJECT = nil sys.init(0, 0)'), /Undefine PROJECT or VERSION/);
       m.lua('PROJECT = "t" sys.taskInit(function() error("task boom") end)');
-      await sleep(20);
-      assert.ok(m.logs.some((l) => /task boom/.test(l)));
+      await m.until(() => m.logs.some((l) => /task boom/.test(l)), 'the task error in the log');
       assert.equal(m.sim.boots, 1);
       const rebooted = m.sim.nextBoot();
       m.lua('rtos.on(rtos.MSG_SOCK_CONN_CNF, function() error("handler boom") end) socketcore.sock_conn(1, "127.0.0.1", 9)');
@@ -255,8 +250,7 @@ describe('emulated Luat core libraries', () => {
       const host = m.sim.connect();
       host.onData((d) => got.push(Buffer.from(d)));
       m.lua('uart.setup(1, 115200, 8, uart.PAR_NONE, uart.STOP_1) log.openTrace(true, 1, 115200) print("noise")');
-      await sleep(20);
-      assert.match(Buffer.concat(got).toString(), /noise/);
+      await m.until(() => /noise/.test(Buffer.concat(got).toString()), 'the trace on the wire');
       assert.equal(m.fam.current!.env.traceUart(), 1);
       await host.close();
     } finally {

@@ -19,6 +19,7 @@ import { SimulatedModule } from '../src/sim/module.js';
 import { luatosFamily } from '../src/sim/luatos/family.js';
 import { openTransport, ReconnectingTransport, Rfc2217Transport, SerialTransport } from '../src/transport/index.js';
 import { repoRoot } from '../src/util/repo-root.js';
+import { servePty } from './helpers/pty.js';
 
 const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
 const tmp = mkdtempSync(join(tmpdir(), 'tether-ser2net-'));
@@ -137,12 +138,13 @@ function tether(args: string[], timeoutMs = 30000): Promise<{ code: number; stdo
 let sim: SimulatedModule;
 let ser2net: Ser2net;
 let pty: string;
+let ptyClose: (() => Promise<void>) | undefined;
 
 before(async () => {
   ser2netPath();
   execFileSync('python3', ['-c', 'import termios']);
   sim = await SimulatedModule.start(luatosFamily());
-  pty = await sim.servePty();
+  ({ path: pty, close: ptyClose } = await servePty(sim));
   ser2net = new Ser2net(pty, await freePort(), await freePort());
   await ser2net.start();
 });
@@ -150,6 +152,7 @@ before(async () => {
 after(async () => {
   await ser2net?.kill();
   await sim?.stop();
+  await ptyClose?.();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -225,8 +228,9 @@ test('a raw TCP port is not an RFC 2217 port: opening it as rfc2217:// fails TRA
 
 test('without ser2net, a local serial port switches speed the same way (SerialTransport.setBaudRate): the pty follows', async () => {
   const local = await SimulatedModule.start(luatosFamily());
+  const served = await servePty(local);
   try {
-    const path = await local.servePty();
+    const { path } = served;
     const t = await SerialTransport.open(path, { baudRate: 115200 });
     try {
       assert.equal(await ptySpeed(path), 115200);
@@ -240,5 +244,6 @@ test('without ser2net, a local serial port switches speed the same way (SerialTr
     await assert.rejects(t.setBaudRate(9600), (e: unknown) => isTetherError(e, 'DISCONNECTED'));
   } finally {
     await local.stop();
+    await served.close();
   }
 });

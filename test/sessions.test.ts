@@ -19,7 +19,7 @@ import { rebootModule, releasedAtOpen, REBOOT_FUNCTIONS } from '../src/api/sessi
 import { Handle, type WireValue } from '../src/codec/values.js';
 import { RemoteError } from '../src/errors.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep, UNTIL_TIMEOUT_MS } from './helpers/until.js';
 
 /** How each family makes one module object, and the firmware's limit of them. */
 interface Maker {
@@ -80,9 +80,14 @@ async function fill(m: Maker, rpc: RpcClient): Promise<number> {
 /** fill(), retried for a while: Luat frees a slot only once its CLOSE_CNF came (asynchronous). */
 async function fillAgain(m: Maker, rpc: RpcClient): Promise<number> {
   let total = 0;
-  for (let t = 0; t < 40 && total < m.limit; t++) {
+  // a generous deadline (a busy machine delays the CLOSE_CNFs), not a fixed number of tries
+  const end = Date.now() + UNTIL_TIMEOUT_MS;
+  while (total < m.limit) {
     total += await fill(m, rpc);
-    if (total < m.limit) await sleep(25);
+    if (total < m.limit) {
+      if (Date.now() > end) break;
+      await sleep(25);
+    }
   }
   return total;
 }

@@ -1,5 +1,6 @@
 /** The emulated LuatOS system libraries, against docs/firmware/luatos.md (agent-side APIs). */
 import { test } from 'node:test';
+import { until } from './helpers/until.js';
 import assert from 'node:assert/strict';
 import { SimulatedModule } from '../src/sim/module.js';
 import { luatosFamily } from '../src/sim/luatos/family.js';
@@ -37,9 +38,8 @@ test('json, crypto.crc32 (signed), string.toHex, rtos.version, 32-bit integers, 
     assert.equal(r[12], 2147483647);
     assert.equal(r[13], true, 'integers wrap at 32 bits');
     assert.equal(r[14], 0x4b37);
-    await new Promise((res) => setTimeout(res, 60));
     vm.runString('function getW() return WAITED end', '=t');
-    assert.equal(vm.callGlobal('getW').values![0], true, 'sys.wait resumed the task');
+    await until(() => vm.callGlobal('getW').values![0] === true, 'sys.wait resuming the task (WAITED = true)');
   } finally {
     await sim.stop();
   }

@@ -17,6 +17,7 @@ import { LuaVm, type LuaOut } from '../src/sim/lua-vm.js';
 import { installSocketLib, SOCKET_EVENTS } from '../src/sim/luatos/socket-lib.js';
 import { installZbuff } from '../src/sim/luatos/zbuff.js';
 import type { SimNetworkOptions, SocketLib } from '../src/sim/luatos/sim-env.js';
+import { sleep, UNTIL_TIMEOUT_MS } from './helpers/until.js';
 
 const { LINK, ON_LINE, TX_OK, CLOSED, EVENT } = SOCKET_EVENTS;
 
@@ -113,7 +114,7 @@ class Sim {
     return this.events.filter((e) => e.name === name).map((e) => [e.ev, e.param]);
   }
 
-  async until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
+  async until(pred: () => boolean, what: string, ms = UNTIL_TIMEOUT_MS): Promise<void> {
     const end = Date.now() + ms;
     while (!pred()) {
       if (Date.now() > end) throw new Error(`timeout waiting for ${what}; events=${JSON.stringify(this.events)}`);
@@ -121,7 +122,7 @@ class Sim {
     }
   }
 
-  async event(name: string, ev: number, param: number, ms = 3000): Promise<void> {
+  async event(name: string, ev: number, param: number, ms = UNTIL_TIMEOUT_MS): Promise<void> {
     await this.until(() => this.events.some((e) => e.name === name && e.ev === ev && e.param === param), `${name} ${ev} ${param}`, ms);
   }
 
@@ -131,7 +132,6 @@ class Sim {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -318,7 +318,7 @@ describe('emulated LuatOS socket + zbuff', () => {
       assert.deepEqual(sim.ret('socket.remoteIP(a)'), [null, null, null, null]);
       // a name only the (unreachable) DNS server could resolve
       assert.deepEqual(sim.ret(`socket.connect(a, "nothing.invalid", ${tcpPort})`), [true, false]);
-      await sim.event('a', ON_LINE, -1, 10000);
+      await sim.event('a', ON_LINE, -1, 30000);
       assert.deepEqual(sim.ret('socket.state(a)'), [2, '等待DNS']);
       assert.deepEqual(sim.ret(`socket.connect(a, "echo.test", ${tcpPort})`), [true, false], 'no socket was created: connect again works');
       sim.lua('socket.release(a)');
@@ -671,7 +671,8 @@ describe('emulated LuatOS socket + zbuff', () => {
       assert.deepEqual(sim.ret('DS.n, DS[1], DS[2], DTX.n, DTX[1], DTX[2], DTX[3]'), [2, 5, '在线', 3, true, false, false]);
       // no sys_send: silently dropped
       sim.lua(`sys_send = nil c = socket.create(nil, "TASK_C") socket.connect(c, "127.0.0.1", ${tcpPort})`);
-      await sleep(80);
+      await sim.until(() => sim.ret('socket.state(c)')[0] === 5, 'c online');
+      await sleep(50); // a window for a wrong error
       assert.equal(sim.uncaught.length, 0);
       assert.deepEqual(sim.ret('socket.state(c)'), [5, '在线']);
     } finally {

@@ -8,6 +8,8 @@ import { isTetherError } from '../src/errors.js';
 import { createPty, type PtyEndpoint } from '../src/transport/pty.js';
 import { SerialTransport } from '../src/transport/serial.js';
 import type { Transport } from '../src/transport/transport.js';
+import { testPty } from './helpers/pty.js';
+import { UNTIL_TIMEOUT_MS } from './helpers/until.js';
 
 const skip = process.platform === 'win32' ? 'pseudo-terminals are POSIX only' : false;
 const tmp = mkdtempSync(join(tmpdir(), 'tether-pty-'));
@@ -30,7 +32,7 @@ function receiver(t: Transport): (n: number, ms?: number) => Promise<Buffer> {
     buf = Buffer.concat([buf, chunk]);
     check();
   });
-  return (n, ms = 4000) =>
+  return (n, ms = UNTIL_TIMEOUT_MS) =>
     new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`timed out waiting for ${n} bytes (have ${buf.length})`)), ms);
       want = {
@@ -55,7 +57,7 @@ function processAlive(pid: number): boolean {
 
 test('pty: 64 KiB each way through SerialTransport, reopen, and close ends the relay', { skip }, async () => {
   const link = join(tmp, 'sim-uart');
-  const dev: PtyEndpoint = await createPty({ link });
+  const dev: PtyEndpoint = await testPty({ link });
   let host: SerialTransport | undefined;
   try {
     assert.match(dev.path, /^\/dev\//);
@@ -119,7 +121,7 @@ test('pty: the relay going away reports DISCONNECTED on the endpoint and on the 
   // Repeated because the client sees either EIO or end-of-file depending on timing; stock
   // serialport spins forever on end-of-file, which this catches as a missing onClose.
   const rounds = 8;
-  const devs = await Promise.all(Array.from({ length: rounds }, () => createPty()));
+  const devs = await Promise.all(Array.from({ length: rounds }, () => testPty()));
   try {
     for (let i = 0; i < rounds; i++) {
       const dev = devs[i];
@@ -136,7 +138,7 @@ test('pty: the relay going away reports DISCONNECTED on the endpoint and on the 
           await dev.close(); // the device side closes while the client still has the slave open
           assert.equal(await devClosed, undefined);
         }
-        const e2 = await Promise.race([hostClosed, new Promise<string>((r) => setTimeout(() => r('no onClose within 2000 ms'), 2000))]);
+        const e2 = await Promise.race([hostClosed, new Promise<string>((r) => setTimeout(() => r(`no onClose within ${UNTIL_TIMEOUT_MS} ms`), UNTIL_TIMEOUT_MS))]);
         assert.ok(isTetherError(e2, 'DISCONNECTED'), `serial client, round ${i}: ${String(e2)}`);
         assert.equal(host.isOpen, false);
         await assert.rejects(host.write(Uint8Array.of(1)), (e: unknown) => isTetherError(e, 'DISCONNECTED'));
@@ -150,14 +152,15 @@ test('pty: the relay going away reports DISCONNECTED on the endpoint and on the 
 });
 
 test('pty: writes with nobody reading never hang; beyond 1 MiB the oldest bytes are dropped and counted', { skip }, async () => {
-  const dev = await createPty();
+  const dev = await testPty();
   try {
     const total = 3 * 1024 * 1024;
     const started = Date.now();
     for (let i = 0; i < total; i += 65536) await dev.write(new Uint8Array(65536));
-    assert.ok(Date.now() - started < 2000, `3 MiB of writes took ${Date.now() - started} ms`);
+    // a guard against a hang, not a speed check (a busy machine is slow, a hang is forever)
+    assert.ok(Date.now() - started < UNTIL_TIMEOUT_MS, `3 MiB of writes took ${Date.now() - started} ms`);
     // The relay reports drops on stderr; wait for the count to settle.
-    const deadline = Date.now() + 2000;
+    const deadline = Date.now() + UNTIL_TIMEOUT_MS;
     while (dev.droppedBytes < total - 1024 * 1024 - 256 * 1024 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const kept = total - dev.droppedBytes;
     // The relay keeps 1 MiB; the kernel holds a little more (its tty buffers, well under 256 KiB).
@@ -196,7 +199,7 @@ test('pty: opening a slave path that does not exist is TRANSPORT naming the path
 });
 
 test('pty: a second opener of the same slave gets a clear busy error', { skip }, async () => {
-  const dev = await createPty();
+  const dev = await testPty();
   const first = await SerialTransport.open(dev.path);
   try {
     await assert.rejects(SerialTransport.open(dev.path), (e: unknown) => {

@@ -17,6 +17,7 @@ import { luatosFamily } from '../src/sim/luatos/family.js';
 import { openTransport, ReconnectingTransport, TcpTransport } from '../src/transport/index.js';
 import { connect as connectModule } from '../src/api/connect.js';
 import type { ReconnectEvent } from '../src/transport/transport.js';
+import { until, UNTIL_TIMEOUT_MS } from './helpers/until.js';
 
 /**
  * (helper)
@@ -31,6 +32,8 @@ export class TcpProxy {
   hold = false;
   /** Connections accepted so far. */
   accepted = 0;
+  /** What `hold` swallowed so far (latin1), for tests to wait on instead of sleeping. */
+  held = '';
   private server?: Server;
   private readonly pairs = new Set<[Socket, Socket]>();
 
@@ -52,6 +55,7 @@ export class TcpProxy {
       upstream.on('error', end).on('close', end);
       client.on('data', (d) => {
         if (!this.hold) upstream.write(d);
+        else this.held += d.toString('latin1');
       });
       upstream.on('data', (d) => client.write(d));
     });
@@ -114,7 +118,7 @@ function receive(t: { onData(l: (c: Uint8Array) => void): void }): { text: () =>
     wait: (s) =>
       new Promise<void>((resolve, reject) => {
         if (buf.includes(s)) return resolve();
-        const t = setTimeout(() => reject(new Error(`no ${JSON.stringify(s)} within 3 s (have ${JSON.stringify(buf)})`)), 3000);
+        const t = setTimeout(() => reject(new Error(`no ${JSON.stringify(s)} within ${UNTIL_TIMEOUT_MS} ms (have ${JSON.stringify(buf)})`)), UNTIL_TIMEOUT_MS);
         waiters.push([s, () => (clearTimeout(t), resolve())]);
       }),
   };
@@ -224,7 +228,7 @@ test('RPC over a dropped tcp:// connection: the call in flight fails RESET (reco
     const stream = firstValueFrom(resetAsError(rpc, 'a test stream'), { defaultValue: undefined });
     proxy.hold = true; // the request is swallowed: the call is surely in flight when the link drops
     const inflight = rpc.call('socket.adapter', []);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => proxy.held.includes('~C'), 'the call frame (~C) swallowed by the proxy');
     proxy.drop();
     proxy.hold = false;
     await assert.rejects(inflight, (e: unknown) => isTetherError(e, 'RESET') && (e as TetherError).context?.reason === 'reconnect' && /connection .* dropped/.test((e as Error).message));

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { isTetherError } from '../src/errors.js';
 import { parsePortUrl } from '../src/transport/index.js';
 import { baudBytes, comPortCommand, escapeIac, Rfc2217Codec, Rfc2217Transport, type ComPortReply } from '../src/transport/rfc2217.js';
+import { until } from './helpers/until.js';
 
 const IAC = 0xff;
 const [DONT, DO, WONT, WILL, SB, SE] = [0xfe, 0xfd, 0xfc, 0xfb, 0xfa, 0xf0];
@@ -188,7 +189,7 @@ test('Rfc2217Transport: negotiates, sets 921600 7E2 with no flow control and DTR
     // data host -> server: 0xFF doubled
     const before = f.received().length;
     await t.write(Buffer.from([0x01, 0xff, 0x02]));
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => f.received().length - before >= 4, '4 bytes at the server');
     assert.deepEqual([...f.received().subarray(before)], [0x01, 0xff, 0xff, 0x02]);
     // data server -> host: IAC IAC is one 0xFF; a modem-state notification in between is not data
     const rx: Buffer[] = [];
@@ -196,7 +197,7 @@ test('Rfc2217Transport: negotiates, sets 921600 7E2 with no flow control and DTR
     t.onData((c) => rx.push(Buffer.from(c)));
     t.onNotify((kind, v) => notes.push([kind, v]));
     f.socket()!.write(Buffer.from([0x10, IAC, IAC, IAC, SB, 44, 107, 0xb0, IAC, SE, 0x11]));
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => Buffer.concat(rx).length >= 3 && notes.length >= 1, 'the data and the notification at the host');
     assert.deepEqual([...Buffer.concat(rx)], [0x10, 0xff, 0x11]);
     assert.deepEqual(notes, [['modemstate', 0xb0]]);
     assert.equal(t.modemState, 0xb0);
