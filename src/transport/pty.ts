@@ -15,8 +15,8 @@ import { InvalidArgumentError, TetherError } from '../errors.js';
 import { repoRoot } from '../util/repo-root.js';
 import { BaseTransport } from './transport.js';
 
-/** Default time {@link createPty} waits for the relay to report its pty: 5000 ms. */
-export const PTY_START_TIMEOUT_MS = 5000;
+/** Default time {@link createPty} waits for the relay to report its pty: 15000 ms (python3 starts slowly on a busy machine). */
+export const PTY_START_TIMEOUT_MS = 15000;
 
 /** How long {@link PtyEndpoint.close} waits after SIGTERM before SIGKILL: 2000 ms. */
 const KILL_GRACE_MS = 2000;
@@ -31,7 +31,7 @@ export interface CreatePtyOptions {
   link?: string;
   /** Python interpreter to run the relay with. Default `python3` (looked up on PATH). */
   python?: string;
-  /** Give up if the relay has not reported its pty after this many ms. Default 5000. */
+  /** Give up if the relay has not reported its pty after this many ms. Default 15000. */
   startTimeoutMs?: number;
 }
 
@@ -172,7 +172,7 @@ export function ptyRelayScript(): string {
  * is called or when this process exits (its stdin closes). POSIX only (Linux, macOS).
  *
  * @param opts `link` (symlink path), `python` (interpreter, default `python3`),
- *   `startTimeoutMs` (default 5000 ms).
+ *   `startTimeoutMs` (default 15000 ms).
  * @returns The open endpoint; `path` is the slave path to give to the client.
  * @throws InvalidArgumentError for a bad option.
  * @throws TetherError `TRANSPORT` when python3 is missing (`python3 is required for
@@ -218,7 +218,7 @@ export async function createPty(opts?: CreatePtyOptions): Promise<PtyEndpoint> {
       reject(err);
     };
     const timer = setTimeout(
-      () => fail(new TetherError('TRANSPORT', `the pty relay did not start within ${timeoutMs} ms; ${pythonHelp}`, { context: { python, timeoutMs } })),
+      () => fail(new TetherError('TRANSPORT', `the pty relay (${python} ${script}) is running but did not report its pty within ${timeoutMs} ms: the machine may be too busy (give a larger startTimeoutMs)`, { context: { python, timeoutMs } })),
       timeoutMs,
     );
     const onError = (err: NodeJS.ErrnoException): void => {
