@@ -9,6 +9,8 @@
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
 --   HAL.window       receive window (bytes, at most the UART RX buffer)
 --   HAL.txwin        retransmit queue limit (bytes)
+--   HAL.obmax        backlog limit for the host in a session (bytes of messages not yet sent;
+--                    optional, default 4 * txwin); see send below
 --   HAL.maxmsg       longest message accepted after reassembly (bytes)
 --   HAL.baud         UART baud rate (line time in the retransmission timeout)
 --   HAL.heap()       Lua heap in KB (integer)
@@ -97,18 +99,26 @@ local function tether_core()
         end
       end
     end
+    local d = A.ondrain -- the family's flow control: the backlog went down (bytes still waiting)
+    if d then d(L.ob) end
   end
 
-  -- a message (type char .. body) for the host; the backlog is bounded (without a session: txwin)
-  local function send(m)
-    local lim = L.nonce == 0 and HAL.txwin or 4 * HAL.txwin
-    if L.ob > 0 and L.ob + #m > lim then
+  -- a message (type char .. body) for the host; the backlog is bounded (without a session: txwin,
+  -- in one: HAL.obmax or 4 * txwin). Replies (R, X) always go in: a call is never left without its
+  -- answer. Anything else over the limit is refused: counted (agent.stats lost) and false is
+  -- returned, so the family part tells the host its own way (NodeMCU closes the socket and reports
+  -- it); true when the message was queued.
+  local function send(m, force)
+    local lim = L.nonce == 0 and HAL.txwin or (HAL.obmax or 4 * HAL.txwin)
+    local t = ssub(m, 1, 1)
+    if not force and t ~= "R" and t ~= "X" and L.ob > 0 and L.ob + #m > lim then
       ST.lost = ST.lost + 1
-      return
+      return false
     end
     L.out[#L.out + 1] = m
     L.ob = L.ob + #m
     flush()
+    return true
   end
   A.send = send
 
@@ -535,11 +545,15 @@ local function tether_core()
     A.dead[id] = true
   end
 
+  -- an event for handle h; returns false when the backlog refused it (see send)
   function A.event(h, ...)
     local p = pack(...)
     local body = encvals(p, 1, p.n)
-    send("E" .. h .. (body ~= "" and (" " .. body) or ""))
+    return send("E" .. h .. (body ~= "" and (" " .. body) or ""))
   end
+
+  -- bytes of messages waiting to be sent to the host (the family's flow control reads it)
+  function A.backlog() return L.ob end
 
   function A.publish(topic, ...)
     local p = pack(topic, ...)
@@ -582,7 +596,7 @@ local function tether_core()
 
   A.reg("agent.stats", function()
     return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap() }
+      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
   end)
 
   A.reg("agent.ping", function(...) return L.epoch, ... end)

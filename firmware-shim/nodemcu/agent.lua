@@ -36,6 +36,15 @@ HAL.maxframe = 255
 HAL.window = 240
 HAL.outmax = 1024
 HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its acknowledgement
+-- Flow control of TCP receive data (issue #10): a socket is held (sock:hold()) once the backlog
+-- for the host passes HOLD_AT bytes after one of its "receive" events, and every held socket is
+-- unheld once the backlog is down to UNHOLD_AT. A held pcb still delivers what the peer had in
+-- flight, at most one TCP window (TCP_WND, 4 * 1460 bytes by default: nodemcu-firmware
+-- app/modules/net.c net_tcp_recv_cb calls tcp_recved(pcb, hold ? 0 : TCP_WND) after each
+-- "receive", net.c:231-242; net_unhold re-opens the window, net.c:579-589), so the backlog limit
+-- obmax leaves room for HOLD_AT + one window of events (with their few bytes of framing each).
+local HOLD_AT, UNHOLD_AT = 1024, 256
+HAL.obmax = 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
 HAL.heap = function()
@@ -96,6 +105,39 @@ local function fwd(id, ev)
   return function(_, ...) A.guard(emit, id, ev, ...) end
 end
 
+-- TCP "receive": the event, then flow control (see HOLD_AT). An event the backlog still refuses
+-- (a peer that went past the window, or several sockets at once) is never dropped silently: the
+-- agent closes that socket and reports reconnection(-1) (ERR_MEM, "out of memory": the module had
+-- no room for the data), which the host's stream turns into an error.
+local holding = {}
+local function onrecv(id)
+  return function(o, data)
+    A.guard(function()
+      if not A.event(id, "receive", data) then
+        for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
+        pcall(o.close, o)
+        holding[o] = nil
+        A.send("E" .. id .. " 'reconnection -1", true)
+        return
+      end
+      local hook = rawget(_G, "tether_hook")
+      if hook then hook(id, "receive", data) end
+      if A.backlog() > HOLD_AT and not holding[o] then
+        holding[o] = true
+        A.stats.held = (A.stats.held or 0) + 1
+        o:hold()
+      end
+    end)
+  end
+end
+A.ondrain = function(n)
+  if n > UNHOLD_AT or next(holding) == nil then return end
+  for o in pairs(holding) do
+    holding[o] = nil
+    pcall(o.unhold, o)
+  end
+end
+
 local DEFAULT_EVS = { "connection", "receive", "sent", "disconnection" }
 
 local function method(kind, name, f)
@@ -107,7 +149,7 @@ local function method(kind, name, f)
 end
 
 local function on(o, id, ev, enable)
-  if enable then return o:on(ev, fwd(id, ev)) end
+  if enable then return o:on(ev, (ev == "receive" and kinds[id] == "tcpsocket") and onrecv(id) or fwd(id, ev)) end
   return o:on(ev, nil)
 end
 
@@ -181,7 +223,7 @@ method("tcpserver", "listen", function(o, id, port, ip, evs)
   local function acc(c)
     A.guard(function()
       local cid = new(c, "tcpsocket")
-      for _, ev in ipairs(evs) do c:on(ev, fwd(cid, ev)) end
+      for _, ev in ipairs(evs) do c:on(ev, ev == "receive" and onrecv(cid) or fwd(cid, ev)) end
       emit(id, "accept", c)
     end)
   end
@@ -218,6 +260,7 @@ local function drop(o, id)
     for _, ev in ipairs({ "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
   end
   pcall(o.close, o)
+  holding[o] = nil
   kinds[id] = nil
   A.release(id)
   A.dead[id] = nil -- keep no record per released handle: the heap must not grow with every connection
