@@ -7,7 +7,9 @@
  *   node dist/scripts/gen-lua.js --check    exit 1 if the committed protocol.lua is stale
  *
  * Inputs: src/codec/constants.ts (LUA_CONSTANTS), firmware-shim/common/core.lua,
- * firmware-shim/<family>/{config,agent}.lua. Outputs: firmware-shim/common/protocol.lua
+ * firmware-shim/<family>/{config,agent}.lua, and a family's files loaded on first use,
+ * firmware-shim/<family>/tether_*.lua (NodeMCU: the call groups agent.lua's HAL.group loads from
+ * the module's flash), copied as they are next to the bundle: dist/agents/<family>/tether_*.lua. Outputs: firmware-shim/common/protocol.lua
  * (committed, checked for staleness by test/gen-lua.test.ts) and the agent bundles, build
  * outputs in dist/agents/<family>/main.lua (never committed; see agentBundlePath in
  * src/util/repo-root.ts), which the simulators run, `tether flash` uploads and
@@ -63,10 +65,26 @@ export function generatedFiles(): Map<string, string> {
   return m;
 }
 
-/** The agent bundles (build outputs): path relative to the root → content. */
+/**
+ * A family's files loaded on first use (firmware-shim/<family>/tether_*.lua), sorted by name:
+ * file name on the module → content. They go onto the module next to the main agent file.
+ */
+export function lazyAgentFiles(family: string, root = ROOT): Map<string, string> {
+  const dir = join(root, 'firmware-shim', family);
+  const m = new Map<string, string>();
+  for (const n of readdirSync(dir).filter((x) => /^tether_[a-z0-9]+\.lua$/.test(x)).sort()) {
+    m.set(n, readFileSync(join(dir, n), 'utf8').replace(/\s+$/, '') + '\n');
+  }
+  return m;
+}
+
+/** The agent bundles (build outputs): path relative to the root → content (main.lua and the lazy files). */
 export function bundleFiles(root = ROOT): Map<string, string> {
   const m = new Map<string, string>();
-  for (const f of families(root)) m.set(`dist/agents/${f}/main.lua`, renderAgent(f, root));
+  for (const f of families(root)) {
+    m.set(`dist/agents/${f}/main.lua`, renderAgent(f, root));
+    for (const [n, text] of lazyAgentFiles(f, root)) m.set(`dist/agents/${f}/${n}`, text);
+  }
   return m;
 }
 

@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { agentBundlePath } from '../src/util/repo-root.js';
+import { agentBundlePath, readLazyAgentFiles } from '../src/util/repo-root.js';
 import { crc32, type Message } from '../src/codec/frame.js';
 import { AgentHost } from './helpers/agent-host.js';
 import { Handle, type WireValue } from '../src/codec/values.js';
@@ -101,6 +101,8 @@ tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() retur
     t.unregister = function(self) self.fn = nil end
     return t
   end }
+-- file: the agent's files loaded on first use are in the driver's directory (its cwd), as on SPIFFS
+file = { exists = function(n) local f = io.open(n, "rb") if f then f:close() return true end return false end }
 node = {
   heap = function() return 38123 end, chipid = function() return 4242 end, random = function(a, b) return 777 end,
   info = function(g)
@@ -206,7 +208,8 @@ function runAgent(lua: string, input: Buffer): { host: AgentHost; raw: string } 
   try {
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.txt'), input);
-    const r = spawnSync(lua, [join(dir, 'driver.lua'), MAIN, join(dir, 'input.txt')], { encoding: 'latin1', timeout: 120000 });
+    for (const [n, text] of readLazyAgentFiles('nodemcu')) writeFileSync(join(dir, n), text);
+    const r = spawnSync(lua, [join(dir, 'driver.lua'), MAIN, join(dir, 'input.txt')], { cwd: dir, encoding: 'latin1', timeout: 120000 });
     assert.equal(r.status, 0, `${lua} failed: ${r.stderr}`);
     const host = new AgentHost(4242);
     host.receive(r.stdout);
@@ -231,13 +234,17 @@ test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p'
   need('luac5.1');
   need('luac5.3');
   assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('nodemcu'), 'dist/agents/nodemcu/main.lua is stale: run npm run build');
-  for (const c of ['luac5.1', 'luac5.3']) {
-    const r = spawnSync(c, ['-p', MAIN], { encoding: 'utf8' });
-    assert.equal(r.status, 0, `${c}: ${r.stderr}`);
+  const lazy = [...readLazyAgentFiles('nodemcu').keys()].map((n) => join(MAIN, '..', n));
+  assert.deepEqual(lazy.map((p) => p.replace(/.*\//, '')), ['tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua']);
+  for (const file of [MAIN, ...lazy]) {
+    for (const c of ['luac5.1', 'luac5.3']) {
+      const r = spawnSync(c, ['-p', file], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${c}: ${r.stderr}`);
+    }
+    // Lua 5.1 rules, beyond what luac5.1 parses: no integer-division or bitwise operators anywhere
+    const src = readFileSync(file, 'utf8').replace(/--[^\n]*/g, '').replace(/"(\\.|[^"\\])*"/g, '""');
+    assert.doesNotMatch(src, /\/\/|<<|>>|\bgoto\b|[^~]~[^=]|&/, `Lua 5.3-only operators in ${file}`);
   }
-  // Lua 5.1 rules, beyond what luac5.1 parses: no integer-division or bitwise operators anywhere
-  const src = readFileSync(MAIN, 'utf8').replace(/--[^\n]*/g, '').replace(/"(\\.|[^"\\])*"/g, '""');
-  assert.doesNotMatch(src, /\/\/|<<|>>|\bgoto\b|[^~]~[^=]|&/, 'Lua 5.3-only operators in the agent');
 });
 
 for (const lua of ['lua5.1', 'lua5.3']) {

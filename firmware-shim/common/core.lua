@@ -19,6 +19,9 @@
 --   HAL.sweep()      release every module object the agent made for a host (sockets, servers,
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
+--   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
+--                    by one space, listed in agent.caps after the registered ones; the core calls
+--                    HAL.load(name), which returns the function (or nil), when the host calls one
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
@@ -291,11 +294,27 @@ local function tether_core()
     xerr(id, code, tostring(e))
   end
 
+  -- the name of capability number n (registered ones first, then HAL.lazy's)
+  local function capname(n)
+    local nm = A.caps[n]
+    if nm or not HAL.lazy then return nm end
+    n = n - #A.caps
+    for w in string.gmatch(HAL.lazy, "(%S+) ") do
+      n = n - 1
+      if n == 0 then return w end
+    end
+  end
+
   local function call(id, fname, argstr)
     local f = A.fns[fname]
     if f == nil and sfind(fname, "^%d+$") then
-      local nm = A.caps[tonumber(fname)]
-      f = nm and A.fns[nm]
+      fname = capname(tonumber(fname)) or fname
+      f = A.fns[fname]
+    end
+    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
+      local ok, g = pcall(HAL.load, fname)
+      if not ok then return fail(id, g, TP.E_ERR) end
+      f = g
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, argstr)
@@ -579,7 +598,8 @@ local function tether_core()
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
-      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch, ncaps = #A.caps,
+      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
       released = L.freed or 0,
     }
     HAL.info(t)
@@ -589,9 +609,13 @@ local function tether_core()
   A.reg("agent.caps", function(first, count)
     first = first or 1
     if first < 1 then first = 1 end
-    local last = first + (count or #A.caps) - 1
-    if last > #A.caps then last = #A.caps end
-    return unpack(A.caps, first, last)
+    local out = {}
+    for i = first, first + (count or 4096) - 1 do
+      local nm = capname(i)
+      if nm == nil then break end
+      out[#out + 1] = nm
+    end
+    return unpack(out)
   end)
 
   A.reg("agent.stats", function()
