@@ -238,10 +238,11 @@ io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, 
 `.replace('${NONCE}', String(NONCE));
 
 /**
- * Measure. `lua` and `luac` are command prefixes (the i386 build by default).
+ * Measure. `lua` and `luac` are command prefixes (the i386 build by default); `agentFile` is the
+ * resident agent file (default the bundle, dist/agents/nodemcu/main.lua; for experiments).
  * @throws Error when no interpreter is available or the agent fails under it.
  */
-export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpreter?: string } = {}): NodemcuHeap {
+export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpreter?: string; agentFile?: string } = {}): NodemcuHeap {
   let lua = o.lua;
   let luac = o.luac;
   let interpreter = o.interpreter ?? lua?.join(' ') ?? '';
@@ -261,7 +262,7 @@ export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpr
       return Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout.trim());
     };
     const bc = join(dir, 'tether.lc');
-    const size = compile(agentBundlePath('nodemcu'), bc);
+    const size = compile(o.agentFile ?? agentBundlePath('nodemcu'), bc);
     let lazy = 0;
     for (const [name, text] of readLazyAgentFiles('nodemcu')) {
       const src = join(dir, `src-${name}`);
@@ -272,7 +273,7 @@ export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpr
     writeFileSync(join(dir, 'input.bin'), hostInput());
     const r = spawnSync(lua[0], [...lua.slice(1), join(dir, 'driver.lua'), bc, join(dir, 'input.bin')], { cwd: dir, encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
-    if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured: the driver's acknowledgements failed`);
+    if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured (idle ${m[1]} KB, peak ${m[2]} KB): the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
     return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: size, lazyBytecodeBytes: lazy };
   } finally {
