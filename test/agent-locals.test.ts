@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
 import { maxActiveLocals, type LocalRange } from '../src/sim/lua-vm.js';
-import { renderAgent } from '../scripts/gen-lua.js';
+import { lazyAgentFiles, renderAgent } from '../scripts/gen-lua.js';
 import { SimulatedModule } from '../src/sim/module.js';
 import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
 
@@ -107,6 +107,8 @@ test('every NodeMCU agent file and the generated bundle: at most 50 active local
     files[p.replace('/', '-')] = readFileSync(join(root, 'firmware-shim', p), 'utf8');
   }
   files['bundle.lua'] = renderAgent('nodemcu', root);
+  // and the generated files loaded on first use (tether_call.lua: the core's calls part)
+  for (const [n, text] of lazyAgentFiles('nodemcu', root)) files[`lazy-${n}`] = text;
   withTmp(files, (dir) => {
     for (const name of Object.keys(files)) {
       const { fns, error } = luacFunctions(join(dir, name));

@@ -19,12 +19,168 @@
 --   HAL.sweep()      release every module object the agent made for a host (sockets, servers,
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
+--   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
 --                    HAL.load(name), which returns the function (or nil), when the host calls one
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
+
+-- @lazy call: the host's calls (docs/protocol.md section 8): decoding the argument values,
+-- dispatch, the reply, and the built-in calls. A function of (A, N) with N.K the core's shared
+-- state; returns { call = call }. In one-file agents it runs once at load (resident); the NodeMCU
+-- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
+local function tether_calls(A, N)
+  local K = N.K
+  local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals
+  local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
+  local HUGE = math and math.huge
+  local function pack(...) return { n = select("#", ...), ... } end
+  local function badarg(m) error({ TP.E_ARG, m }, 0) end
+
+  -- the value token at s[i]; returns it and the index of the next token
+  local function dec(s, i, depth)
+    local c = ssub(s, i, i)
+    if c == "b" then
+      local _, e, n = sfind(s, "^b(%d+):", i)
+      n = tonumber(n)
+      if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
+      return ssub(s, e + 1, e + n), e + n + 2
+    end
+    if c == "{" then
+      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
+      local tb = {}
+      i = i + 2
+      while ssub(s, i, i) ~= "}" do
+        if i > #s then badarg("unterminated table") end
+        local k, v
+        k, i = dec(s, i, depth + 1)
+        v, i = dec(s, i, depth + 1)
+        if k ~= nil then tb[k] = v end
+      end
+      return tb, i + 2
+    end
+    local j = sfind(s, " ", i, true) or #s + 1
+    local t = ssub(s, i, j - 1)
+    j = j + 1
+    if t == "_" then return nil, j end
+    if t == "T" then return true, j end
+    if t == "F" then return false, j end
+    if c == "'" then return ssub(t, 2), j end
+    if c == "h" then
+      local id = tonumber(ssub(t, 2))
+      local o = id and A.handles[id]
+      if o == nil then
+        error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
+      end
+      return o, j
+    end
+    if c == "d" then
+      local r = ssub(t, 2)
+      if r == "inf" then return HUGE, j end
+      if r == "-inf" then return -HUGE, j end
+      if r == "nan" then return HUGE and (HUGE - HUGE), j end
+      local x = tonumber(r)
+      if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
+      return x, j
+    end
+    if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
+    return tonumber(t), j
+  end
+
+  -- the values of s from index i on (the message itself: no copy of a payload is made first)
+  local function decvals(s, i)
+    local out, n = {}, 0
+    while i <= #s do
+      local v
+      v, i = dec(s, i, 0)
+      n = n + 1
+      out[n] = v
+    end
+    out.n = n
+    return out
+  end
+
+  local function fail(id, e, code)
+    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
+    xerr(id, code, tostring(e))
+  end
+
+  -- the name of capability number n (registered ones first, then HAL.lazy's)
+  local function capname(n)
+    local nm = A.caps[n]
+    if nm or not HAL.lazy then return nm end
+    n = n - #A.caps
+    for w in string.gmatch(HAL.lazy, "(%S+) ") do
+      n = n - 1
+      if n == 0 then return w end
+    end
+  end
+
+  -- the built-in calls (listed first in agent.caps by the core)
+  local B = {}
+  B.hello = function()
+    local t = {
+      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
+      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
+      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
+      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
+      released = L.freed or 0,
+    }
+    HAL.info(t)
+    return t
+  end
+  B["agent.caps"] = function(first, count)
+    first = first or 1
+    if first < 1 then first = 1 end
+    local out = {}
+    for i = first, first + (count or 4096) - 1 do
+      local nm = capname(i)
+      if nm == nil then break end
+      out[#out + 1] = nm
+    end
+    return unpack(out)
+  end
+  B["agent.stats"] = function()
+    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
+      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
+  end
+  B["agent.ping"] = function(...) return L.epoch, ... end
+  -- release every object the agent made for any host (a clean close, tether reset-sockets)
+  B["agent.release_all"] = K.sweep
+
+  -- call id: fname with the values of the message K.m from index i on (the core hands the message
+  -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded)
+  local function call(id, fname, i)
+    local s = K.m
+    K.m = nil
+    local f = A.fns[fname] or B[fname]
+    if f == nil and sfind(fname, "^%d+$") then
+      fname = capname(tonumber(fname)) or fname
+      f = A.fns[fname] or B[fname]
+    end
+    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
+      local ok, g = pcall(HAL.load, fname)
+      if not ok then return fail(id, g, TP.E_ERR) end
+      f = g
+    end
+    if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
+    local ok, args = pcall(decvals, s, i)
+    s = nil
+    if not ok then return fail(id, args, TP.E_ARG) end
+    ST.calls = ST.calls + 1
+    local r = pack(pcall(f, unpack(args, 1, args.n)))
+    if not r[1] then return fail(id, r[2], TP.E_ERR) end
+    local body
+    ok, body = pcall(encvals, r, 2, r.n)
+    if not ok then return fail(id, body, TP.E_ERR) end
+    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
+  end
+  return { call = call }
+end -- tether_calls
+-- @end
 
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
 local function tether_core()
@@ -176,7 +332,7 @@ local function tether_core()
   end
 
   -- ---------------------------------------------------------------- values (section 7)
-  local encstr, encvals, decvals = (function()
+  local encstr, encvals = (function()
     local mtype = math and math.type
     local HUGE = math and math.huge
     local function encstr(v)
@@ -219,119 +375,25 @@ local function tether_core()
       return tconcat(out, " ")
     end
 
-    local function badarg(m) error({ TP.E_ARG, m }, 0) end
-
-    -- the value token at s[i]; returns it and the index of the next token
-    local function dec(s, i, depth)
-      local c = ssub(s, i, i)
-      if c == "b" then
-        local _, e, n = sfind(s, "^b(%d+):", i)
-        n = tonumber(n)
-        if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
-        return ssub(s, e + 1, e + n), e + n + 2
-      end
-      if c == "{" then
-        if depth >= TP.MAX_DEPTH then badarg("table too deep") end
-        local tb = {}
-        i = i + 2
-        while ssub(s, i, i) ~= "}" do
-          if i > #s then badarg("unterminated table") end
-          local k, v
-          k, i = dec(s, i, depth + 1)
-          v, i = dec(s, i, depth + 1)
-          if k ~= nil then tb[k] = v end
-        end
-        return tb, i + 2
-      end
-      local j = sfind(s, " ", i, true) or #s + 1
-      local t = ssub(s, i, j - 1)
-      j = j + 1
-      if t == "_" then return nil, j end
-      if t == "T" then return true, j end
-      if t == "F" then return false, j end
-      if c == "'" then return ssub(t, 2), j end
-      if c == "h" then
-        local id = tonumber(ssub(t, 2))
-        local o = id and A.handles[id]
-        if o == nil then
-          error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
-        end
-        return o, j
-      end
-      if c == "d" then
-        local r = ssub(t, 2)
-        if r == "inf" then return HUGE, j end
-        if r == "-inf" then return -HUGE, j end
-        if r == "nan" then return HUGE and (HUGE - HUGE), j end
-        local x = tonumber(r)
-        if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
-        return x, j
-      end
-      if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
-      return tonumber(t), j
-    end
-
-    local function decvals(s)
-      local out, n, i = {}, 0, 1
-      while i <= #s do
-        local v
-        v, i = dec(s, i, 0)
-        n = n + 1
-        out[n] = v
-      end
-      out.n = n
-      return out
-    end
-    return encstr, encvals, decvals
+    return encstr, encvals
   end)()
 
   -- ---------------------------------------------------------------- calls (section 8)
   local function xerr(id, code, msg)
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
-  local function fail(id, e, code)
-    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
-    xerr(id, code, tostring(e))
-  end
-
-  -- the name of capability number n (registered ones first, then HAL.lazy's)
-  local function capname(n)
-    local nm = A.caps[n]
-    if nm or not HAL.lazy then return nm end
-    n = n - #A.caps
-    for w in string.gmatch(HAL.lazy, "(%S+) ") do
-      n = n - 1
-      if n == 0 then return w end
-    end
-  end
-
-  local function call(id, fname, argstr)
-    local f = A.fns[fname]
-    if f == nil and sfind(fname, "^%d+$") then
-      fname = capname(tonumber(fname)) or fname
-      f = A.fns[fname]
-    end
-    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
-      local ok, g = pcall(HAL.load, fname)
-      if not ok then return fail(id, g, TP.E_ERR) end
-      f = g
-    end
-    if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
-    local ok, args = pcall(decvals, argstr)
-    if not ok then return fail(id, args, TP.E_ARG) end
-    ST.calls = ST.calls + 1
-    local r = pack(pcall(f, unpack(args, 1, args.n)))
-    if not r[1] then return fail(id, r[2], TP.E_ERR) end
-    local body
-    ok, body = pcall(encvals, r, 2, r.n)
-    if not ok then return fail(id, body, TP.E_ERR) end
-    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
-  end
-
   -- a whole message from the host (only calls travel this way)
+  local K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
+  A.K = K
   local function message(m)
-    local id, fname, rest = smatch(m, "^C(%d+) ([^ ]+)(.*)$")
-    if id and #id < 6 then return call(id, fname, ssub(rest, 2)) end
+    local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
+    if id and #id < 6 then
+      local C = K.calls or HAL.calls() -- resident (tether_calls below) or loaded on first use
+      K.m, m = m, nil
+      C.call(id, fname, p + 1)
+      if HAL.called then HAL.called() end
+      return
+    end
     ST.bad = ST.bad + 1
   end
 
@@ -390,6 +452,8 @@ local function tether_core()
     local ok, n = pcall(HAL.sweep)
     return ok and tonumber(n) or 0
   end
+
+  K.sweep = sweep
 
   local function clamp(size)
     size = tonumber(size) or TP.BASE_FRAME
@@ -593,40 +657,10 @@ local function tether_core()
   -- true when every frame sent was acknowledged and nothing waits
   function A.idle() return L.q[1] == nil and L.out[1] == nil end
 
-  A.reg("hello", function()
-    local t = {
-      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
-      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
-      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
-      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
-      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
-      released = L.freed or 0,
-    }
-    HAL.info(t)
-    return t
-  end)
+  -- the built-in calls (their code is in tether_calls): first in agent.caps
+  for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
-  A.reg("agent.caps", function(first, count)
-    first = first or 1
-    if first < 1 then first = 1 end
-    local out = {}
-    for i = first, first + (count or 4096) - 1 do
-      local nm = capname(i)
-      if nm == nil then break end
-      out[#out + 1] = nm
-    end
-    return unpack(out)
-  end)
-
-  A.reg("agent.stats", function()
-    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
-  end)
-
-  A.reg("agent.ping", function(...) return L.epoch, ... end)
-
-  -- release every object the agent made for any host (a clean close, tether reset-sockets)
-  A.reg("agent.release_all", sweep)
+  if tether_calls then K.calls = tether_calls(A, { K = K }) end
 
   function A.start()
     L.epoch = HAL.epoch()

@@ -44,7 +44,7 @@ HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its ackno
 -- "receive", net.c:231-242; net_unhold re-opens the window, net.c:579-589), so the backlog limit
 -- obmax leaves room for HOLD_AT + one window of events (with their few bytes of framing each).
 local HOLD_AT, UNHOLD_AT = 1024, 256
-HAL.obmax = 8192
+HAL.obmax = tonumber(TETHER_BACKLOG) or 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
 HAL.heap = function()
@@ -167,22 +167,28 @@ end
 -- Functions loaded on first use (issue 8: a small resident agent). The calls live in flash files,
 -- one per group, tether_<group>.lua, compiled to tether_<group>.lc by node.compile when the agent
 -- starts (when the firmware has it). A group file is a chunk called with (A, N) that returns a
--- table: function name -> function. The last group loaded stays until the next timer tick (a burst
--- of calls loads it once), then only its file is left: the heap holds none of its code.
+-- table: function name -> function. The core's own calls part (decoding, dispatch, hello and the
+-- agent.* calls) is the group "call". A call's group is dropped when the call is done, the calls
+-- part at the next timer tick; then only their files are left: the heap holds none of their code.
 local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, drop = drop, TP = TP,
-  allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART }
-local lastg, lastt
+  allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
+local loaded = {} -- group -> its table, until the next tick
 function HAL.group(g)
-  if lastg ~= g then
+  local t = loaded[g]
+  if t == nil then
     local f = "tether_" .. g
     f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
     local chunk, e = loadfile(f)
     if not chunk then error({ TP.E_ERR, "cannot load " .. f .. ": " .. tostring(e) }, 0) end
-    lastt = chunk(A, N)
-    lastg = g
+    t = chunk(A, N)
+    loaded[g] = t
   end
-  return lastt
+  return t
 end
+-- the core's calls part (common/core.lua tether_calls, cut out into tether_call.lua by gen-lua);
+-- a call's group is dropped when the call is done (the calls part itself stays until the tick)
+HAL.calls = function() return HAL.group("call") end
+HAL.called = function() loaded = { call = loaded.call } end
 -- the group of a function: by the name's prefix
 HAL.load = function(name)
   local p = string.match(name, "^(%a+)%.")
@@ -201,12 +207,12 @@ end
 local ticker = tmr.create()
 N.ticker = ticker
 ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
-  lastg, lastt = nil, nil
+  if next(loaded) then loaded = {} end
   A.guard(A.tick)
 end)
 
 if node.compile then
-  for _, g in ipairs({ "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end
