@@ -235,7 +235,7 @@ test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p'
   need('luac5.3');
   assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('nodemcu'), 'dist/agents/nodemcu/main.lua is stale: run npm run build');
   const lazy = [...readLazyAgentFiles('nodemcu').keys()].map((n) => join(MAIN, '..', n));
-  assert.deepEqual(lazy.map((p) => p.replace(/.*\//, '')), ['tether_call.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua']);
+  assert.deepEqual(lazy.map((p) => p.replace(/.*\//, '')), ['tether_call.lua', 'tether_core.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua']);
   for (const file of [MAIN, ...lazy]) {
     for (const c of ['luac5.1', 'luac5.3']) {
       const r = spawnSync(c, ['-p', file], { encoding: 'utf8' });

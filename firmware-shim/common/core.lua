@@ -20,6 +20,8 @@
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
+--   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
+--                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
 --                    HAL.load(name), which returns the function (or nil), when the host calls one
@@ -28,7 +30,7 @@ local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 
 -- @lazy call: the host's calls (docs/protocol.md section 8): decoding the argument values,
--- dispatch, the reply, and the built-in calls. A function of (A, N) with N.K the core's shared
+-- dispatch and the reply. A function of (A, N) with N.K the core's shared
 -- state; returns { call = call }. In one-file agents it runs once at load (resident); the NodeMCU
 -- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
 local function tether_calls(A, N)
@@ -118,49 +120,26 @@ local function tether_calls(A, N)
     end
   end
 
-  -- the built-in calls (listed first in agent.caps by the core)
-  local B = {}
-  B.hello = function()
-    local t = {
-      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
-      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
-      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
-      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
-      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
-      released = L.freed or 0,
-    }
-    HAL.info(t)
-    return t
+  K.capname = capname
+  local BUILTIN = { hello = true, ["agent.caps"] = true, ["agent.stats"] = true, ["agent.ping"] = true, ["agent.release_all"] = true }
+  -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
+  local function lookup(fname)
+    local f = A.fns[fname]
+    if f == nil and BUILTIN[fname] then f = (K.builtins or HAL.builtins())[fname] end
+    return f
   end
-  B["agent.caps"] = function(first, count)
-    first = first or 1
-    if first < 1 then first = 1 end
-    local out = {}
-    for i = first, first + (count or 4096) - 1 do
-      local nm = capname(i)
-      if nm == nil then break end
-      out[#out + 1] = nm
-    end
-    return unpack(out)
-  end
-  B["agent.stats"] = function()
-    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
-  end
-  B["agent.ping"] = function(...) return L.epoch, ... end
-  -- release every object the agent made for any host (a clean close, tether reset-sockets)
-  B["agent.release_all"] = K.sweep
 
   -- call id: fname with the values of the message K.m from index i on (the core hands the message
   -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded)
   local function call(id, fname, i)
     local s = K.m
     K.m = nil
-    local f = A.fns[fname] or B[fname]
-    if f == nil and sfind(fname, "^%d+$") then
+    local ok0, f = pcall(lookup, fname)
+    if ok0 and f == nil and sfind(fname, "^%d+$") then
       fname = capname(tonumber(fname)) or fname
-      f = A.fns[fname] or B[fname]
+      ok0, f = pcall(lookup, fname)
     end
+    if not ok0 then return fail(id, f, TP.E_ERR) end
     if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
       local ok, g = pcall(HAL.load, fname)
       if not ok then return fail(id, g, TP.E_ERR) end
@@ -180,6 +159,49 @@ local function tether_calls(A, N)
   end
   return { call = call }
 end -- tether_calls
+-- @end
+
+-- @lazy core: the built-in calls (hello, agent.caps, agent.stats, agent.ping,
+-- agent.release_all), listed first in agent.caps. A function of (A, N) like tether_calls; returns
+-- name -> function. Resident in one-file agents; NodeMCU's build cuts it out into tether_core.lua.
+local function tether_builtins(A, N)
+  local K = N.K
+  local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
+  local unpack = unpack or table.unpack
+  local B = {}
+  B.hello = function()
+    local t = {
+      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
+      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
+      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
+      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
+      released = L.freed or 0,
+    }
+    HAL.info(t)
+    return t
+  end
+  B["agent.caps"] = function(first, count)
+    first = first or 1
+    if first < 1 then first = 1 end
+    local out = {}
+    for i = first, first + (count or 4096) - 1 do
+      local nm = K.capname(i)
+      if nm == nil then break end
+      out[#out + 1] = nm
+    end
+    return unpack(out)
+  end
+  B["agent.stats"] = function()
+    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
+      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
+  end
+  B["agent.ping"] = function(...) return L.epoch, ... end
+  -- release every object the agent made for any host (a clean close, tether reset-sockets)
+  B["agent.release_all"] = K.sweep
+
+  return B
+end -- tether_builtins
 -- @end
 
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
@@ -388,7 +410,14 @@ local function tether_core()
   local function message(m)
     local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
     if id and #id < 6 then
-      local C = K.calls or HAL.calls() -- resident (tether_calls below) or loaded on first use
+      -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
+      -- missing on the module) is the call's error reply: the call still settles
+      local ok, C = true, K.calls
+      if not C then ok, C = pcall(HAL.calls) end
+      if not ok then
+        if type(C) == "table" then return xerr(id, tostring(C[1]), tostring(C[2])) end
+        return xerr(id, TP.E_ERR, tostring(C))
+      end
       K.m, m = m, nil
       C.call(id, fname, p + 1)
       if HAL.called then HAL.called() end
@@ -644,6 +673,7 @@ local function tether_core()
   end
 
   function A.log(level, msg)
+    if type(msg) == "table" then msg = msg[2] or msg[1] end -- a { code, message } error
     send("L" .. level .. " " .. encstr(tostring(msg)))
   end
 
@@ -661,6 +691,7 @@ local function tether_core()
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
   if tether_calls then K.calls = tether_calls(A, { K = K }) end
+  if tether_builtins then K.builtins = tether_builtins(A, { K = K }) end
 
   function A.start()
     L.epoch = HAL.epoch()

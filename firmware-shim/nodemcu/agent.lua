@@ -168,7 +168,7 @@ end
 -- one per group, tether_<group>.lua, compiled to tether_<group>.lc by node.compile when the agent
 -- starts (when the firmware has it). A group file is a chunk called with (A, N) that returns a
 -- table: function name -> function. The core's own calls part (decoding, dispatch, hello and the
--- agent.* calls) is the group "call". A call's group is dropped when the call is done, the calls
+-- agent.* calls) is the groups "call" and "core". A call's group is dropped when the call is done, the calls
 -- part at the next timer tick; then only their files are left: the heap holds none of their code.
 local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, drop = drop, TP = TP,
   allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
@@ -188,6 +188,7 @@ end
 -- the core's calls part (common/core.lua tether_calls, cut out into tether_call.lua by gen-lua);
 -- a call's group is dropped when the call is done (the calls part itself stays until the tick)
 HAL.calls = function() return HAL.group("call") end
+HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
 HAL.called = function() loaded = { call = loaded.call } end
 -- the group of a function: by the name's prefix
 HAL.load = function(name)
@@ -212,7 +213,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
 end)
 
 if node.compile then
-  for _, g in ipairs({ "call", "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "core", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end

@@ -24,6 +24,7 @@ import { callMessage, decodeMessage, encodeFrame, fragment, parseLine } from '..
 import { PROTOCOL_VERSION, HOST_MAX_FRAME, BASE_MAX_FRAME } from '../../codec/constants.js';
 import { toText, field } from '../../codec/values.js';
 import { TetherError, TimeoutError } from '../../errors.js';
+import { readLazyAgentFiles } from '../../util/repo-root.js';
 
 /** Longest REPL line sent (the firmware discards its buffer at 256 characters). */
 export const MAX_REPL_LINE = 250;
@@ -50,7 +51,7 @@ export interface FlashOptions {
    * firmware-shim/nodemcu/agent.lua `HAL.group`), uploaded next to it the same way (checked,
    * written to a temporary name, read back, renamed; minified like the agent), each under its own
    * name; a stale compiled copy (`.lc`) of an uploaded file is removed (the agent compiles them
-   * again when it starts). @default [] (the caller passes the bundled ones)
+   * again when it starts). @default the bundled ones, dist/agents/nodemcu/tether_*.lua
    */
   files?: Array<{ name: string; text: string }>;
   /** Also write an init.lua that starts the agent at boot. @default false */
@@ -303,7 +304,8 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const t0 = Date.now();
   const name = o.name ?? 'tether.lua';
   if (!/^[A-Za-z0-9_.-]{1,27}\.lua$/.test(name)) throw new TetherError('INVALID_ARGUMENT', `--name must be a .lua file name of at most 31 characters (letters, digits, _ . -), got "${name}"`);
-  for (const f of o.files ?? []) {
+  const files = o.files ?? [...readLazyAgentFiles('nodemcu')].map(([n, text]) => ({ name: n, text }));
+  for (const f of files) {
     if (!/^[A-Za-z0-9_.-]{1,27}\.lua$/.test(f.name) || f.name === name || f.name === 'init.lua') throw new TetherError('INVALID_ARGUMENT', `agent file name "${f.name}" must be a .lua file name of at most 31 characters, other than ${name} and init.lua`);
   }
   const tmpName = name.replace(/\.lua$/, '.tmp');
@@ -446,7 +448,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const agent = Buffer.from(o.minify === false ? o.agentSource : minifyLua(o.agentSource), 'latin1');
   result.bytes = agent.length;
   result.uploaded = await upload(name, agent);
-  for (const f of o.files ?? []) {
+  for (const f of files) {
     const body = Buffer.from(o.minify === false ? f.text : minifyLua(f.text), 'latin1');
     const written = await upload(f.name, body);
     if (written) await repl.exec(`file.remove(${JSON.stringify(f.name.replace(/\.lua$/, '.lc'))})`, lineMs);
