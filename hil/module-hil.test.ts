@@ -26,11 +26,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { firstValueFrom, lastValueFrom, take, timeout } from 'rxjs';
 import { connect, isSimPort, type TetherModule } from '../src/api/connect.js';
-import { openSocket } from '../src/api/luatos/connection.js';
-import { openConnection, waitReady } from '../src/api/luat/connection.js';
-import { connectTcp } from '../src/api/nodemcu/connection.js';
+import { waitReady } from '../src/streams/drivers/luat-conn.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
-import { echoBytes } from '../src/diag/echo.js';
+import { closeStream, echoBytes, openStream, udpEcho } from '../src/diag/echo.js';
 import { fixturePath } from '../src/diag/fixtures.js';
 import { hilTargets, missingEcho, type HilTarget } from '../src/bench/hil-env.js';
 
@@ -106,32 +104,24 @@ for (const t of targets) {
         assert.equal(ip.length, 4);
       });
       test('TCP: 64 KiB echoed byte-exact', async () => {
-        const conn = await firstValueFrom(openSocket(mod.socket, tcp.host, tcp.port, { timeoutMs: stepMs }));
+        const conn = await openStream(mod, { host: tcp.host, port: tcp.port, connectTimeoutMs: stepMs });
         try {
           await echoBytes(conn, TCP_ECHO_BYTES);
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
       test('UDP: a datagram comes back with the server address', async () => {
-        const conn = await firstValueFrom(openSocket(mod.socket, udp.host, udp.port, { udp: true, timeoutMs: stepMs }));
-        try {
-          const got = firstValueFrom(conn.datagrams().pipe(take(1), timeout(10000)));
-          await lastValueFrom(conn.send('tether hil'));
-          const d = await got;
-          assert.equal(Buffer.from(d.data).toString(), 'tether hil');
-          assert.equal(d.port, udp.port);
-        } finally {
-          await conn.close();
-        }
+        const from = await udpEcho(mod, udp.host, udp.port, 64, 10000);
+        assert.equal(from.port, udp.port);
       });
       test('TLS: connect (certificate verified when a CA is given) and echo', async () => {
         const s = tls!;
-        const conn = await firstValueFrom(openSocket(mod.socket, s.host, s.port, { tls: true, ca: s.ca, timeoutMs: stepMs }));
+        const conn = await openStream(mod, { host: s.host, port: s.port, tls: true, ca: s.ca, connectTimeoutMs: stepMs });
         try {
           await echoBytes(conn, TLS_ECHO_BYTES);
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
     }
@@ -149,32 +139,25 @@ for (const t of targets) {
         await waitReady(sc, stepMs);
       });
       test('TCP: 64 KiB echoed byte-exact (one sock_send in flight, every RECV_IND drained)', async () => {
-        const conn = await firstValueFrom(openConnection(mod.socketcore, tcp.host, tcp.port, { timeoutMs: stepMs }));
+        const conn = await openStream(mod, { host: tcp.host, port: tcp.port, connectTimeoutMs: stepMs });
         try {
           await echoBytes(conn, TCP_ECHO_BYTES);
-          assert.equal(conn.stats.maxSendsInFlight, 1);
-          assert.equal(conn.stats.recvCalls, conn.stats.recvInds);
+          assert.equal(conn.driverStats?.maxSendsInFlight, 1);
+          assert.equal(conn.driverStats?.recvCalls, conn.driverStats?.recvInds);
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
       test('UDP: a datagram comes back', async () => {
-        const conn = await firstValueFrom(openConnection(mod.socketcore, udp.host, udp.port, { type: 'udp', timeoutMs: stepMs }));
-        try {
-          const got = firstValueFrom(conn.datagrams().pipe(take(1), timeout(10000)));
-          await lastValueFrom(conn.send(Buffer.from('tether hil')));
-          assert.equal(Buffer.from(await got).toString(), 'tether hil');
-        } finally {
-          await conn.close();
-        }
+        await udpEcho(mod, udp.host, udp.port, 64, 10000);
       });
       test('SSL: connect (certificate verified when a CA is given) and echo', async () => {
         const s = tls!;
-        const conn = await firstValueFrom(openConnection(mod.socketcore, s.host, s.port, { type: 'ssl', cert: s.ca ? { caCert: s.ca } : undefined, strictCert: !!s.ca, timeoutMs: stepMs }));
+        const conn = await openStream(mod, { host: s.host, port: s.port, tls: true, ca: s.ca, connectTimeoutMs: stepMs });
         try {
           await echoBytes(conn, TLS_ECHO_BYTES);
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
     }
@@ -187,11 +170,11 @@ for (const t of targets) {
         assert.ok(ip && /^\d+\.\d+\.\d+\.\d+$/.test(ip.ip), `wifi.sta.getip() = ${JSON.stringify(ip)}`);
       });
       test('TCP: 64 KiB echoed byte-exact (one send in flight until "sent")', async () => {
-        const conn = await firstValueFrom(connectTcp(mod.net, tcp.host, tcp.port, { timeoutMs: stepMs }));
+        const conn = await openStream(mod, { host: tcp.host, port: tcp.port, connectTimeoutMs: stepMs });
         try {
           await echoBytes(conn, TCP_ECHO_BYTES);
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
       test('UDP: a datagram comes back with the server port and ip', async () => {

@@ -29,20 +29,28 @@
  *    stubbed outside the count), against the ~40 KB an ESP8266 has free after boot (goals
  *    ≤ 16 KB idle, ≤ 24 KB peak); "i386 lua5.1 not available" when it is missing.
  *
- * 7. Goodput module→host through `tether proxy`'s SOCKS5 server (src/proxy, module dialer,
- *    in-process LuatOS sim, no pacing) as a ratio of the raw facade path (openSocket +
- *    data()) fetching the same bytes from the same local server.
+ * 7. Goodput module→host through the stream layer's Duplex (`mod.createConnection`, src/streams)
+ *    and through `tether proxy`'s SOCKS5 server (src/proxy, module dialer: a Duplex per CONNECT),
+ *    in-process LuatOS sim, no pacing, each as a ratio of the raw facade path (`socket.tx` and
+ *    `socket.rx` on every EVENT, a window of two reads in flight) fetching the same bytes from the same local
+ *    server in the same run.
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only proxy` (just 7).
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only PARTS` (a comma
+ * list of parts to run, by number or name: 1 `goodput`, 2 `faults` (runs 1 at 115200 for its
+ * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `streams` (or `proxy`); part 4 runs
+ * part 5 for its baseline). Every part runs by default.
  */
 import { connect } from '../src/api/connect.js';
-import { openSocket } from '../src/api/luatos/connection.js';
+import { openSocket } from '../src/streams/drivers/luatos-conn.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { callMessage, decodeMessage, encodeFrame, encodeMessage, LineSplitter, parseLine, seqHead } from '../src/codec/frame.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { faultRates } from '../src/transport/faulty.js';
-import { firstValueFrom } from 'rxjs';
+import { filter, firstValueFrom } from 'rxjs';
+import { SocketEvent } from '../src/api/luatos/constants.js';
+import { ZBuff, type LuatosSocket, type SocketCtrl } from '../src/api/luatos/socket.js';
+import '../src/streams/index.js'; // mod.createConnection
 import { openFaultySim } from '../test/helpers/fault-sim.js';
 import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
 import { startStubAgent } from '../test/helpers/v2-stub.js';
@@ -56,6 +64,25 @@ const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const SEED = Number(args[args.indexOf('--seed') + 1] ?? 1) || 1;
 const KiB = 1024;
+/** Parts picked with `--only` (numbers or names), or undefined for all of them. */
+const ONLY = args.includes('--only')
+  ? new Set(
+      (args[args.indexOf('--only') + 1] ?? '')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+  : undefined;
+const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy'];
+/** True when part `n` (1..7) was asked for itself (every part is when `--only` is absent). */
+const asked = (n: number): boolean => !ONLY || ONLY.has(String(n)) || ONLY.has(PART_NAMES[n]) || (n === 7 && ONLY.has('streams'));
+/** True when part `n` (1..7) was asked for, directly or as the baseline of another part. */
+const wants = (n: number): boolean => {
+  if (asked(n)) return true;
+  if (n === 1 && asked(2)) return true; // the fault run's baseline: the clean one
+  if (n === 5 && asked(4)) return true; // the simulator's baseline: host-only
+  return false;
+};
 
 type Row = { measure: string; value: string; baseline: string; ratio: string; goal: string };
 const rows: Row[] = [];
@@ -105,9 +132,17 @@ async function pacedEcho(echo: EchoServers, baud: number, size: number, faultP: 
   }
 }
 
-/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). */
+/**
+ * CPU time (user + system, µs) per call of the last {@link callRate}: on a busy machine the
+ * wall-clock rate drops with the CPU share this process gets, the CPU time per call much less.
+ */
+let lastCpuUs = NaN;
+const cpuNote = (us: number) => `cpu ${us.toFixed(1)} µs/call`;
+
+/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). Sets {@link lastCpuUs}. */
 async function callRate(call: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
   let next = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const worker = async () => {
     while (next < n) {
@@ -116,7 +151,10 @@ async function callRate(call: () => Promise<unknown>, n: number, inFlight: numbe
     }
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
-  return n / ((performance.now() - t0) / 1000);
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  lastCpuUs = (c.user + c.system) / n;
+  return n / (ms / 1000);
 }
 
 /** Calls/s of the codec alone: one call and its reply encoded, split, parsed and decoded on both sides. */
@@ -132,14 +170,14 @@ function codecRate(n: number): number {
     agentLines.push(cl, (line) => {
       const f = parseLine(line);
       if (f.kind === 'frame' && f.frame.type === 'seq') {
-        const m = decodeMessage(Buffer.concat([Buffer.from(f.frame.kind), f.frame.body]));
+        const m = decodeMessage(f.frame.body, f.frame.kind.charCodeAt(0));
         if (m.type === 'C') {
           const r = encodeMessage({ type: 'R', id: m.id, values: [123] });
           const rl = encodeFrame(seqHead('R', i % 4096, i % 4096), r.subarray(1));
           hostLines.push(rl, (l2) => {
             const g = parseLine(l2);
             if (g.kind === 'frame' && g.frame.type === 'seq') {
-              const mm = decodeMessage(Buffer.concat([Buffer.from(g.frame.kind), g.frame.body]));
+              const mm = decodeMessage(g.frame.body, g.frame.kind.charCodeAt(0));
               if (mm.type === 'R') sink += mm.values.length;
             }
           });
@@ -152,11 +190,73 @@ function codecRate(n: number): number {
 }
 
 /**
- * 6: bytes/s module→host fetching `size` bytes from a local server (it sends them on the first
- * byte received and keeps the connection open), raw through openSocket + data(), then through
- * the SOCKS5 server with the module dialer. Same simulated module for both.
+ * Read `size` bytes from `ctrl` with the raw facade: `socket.rx` on every EVENT, keeping two reads
+ * in flight (a sliding window) while they come back full, until a short one took all that was pending.
  */
-async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number }> {
+function rawFacadeRead(socket: LuatosSocket, ctrl: SocketCtrl, size: number): Promise<void> {
+  const limit = socket.readLimit();
+  return new Promise<void>((resolve, reject) => {
+    let n = 0;
+    let running = false;
+    let again = false;
+    let finished = false;
+    const done = (e?: Error) => {
+      if (finished) return;
+      finished = true;
+      sub.unsubscribe();
+      if (e) reject(e);
+      else resolve();
+    };
+    const read = () => {
+      const b = new ZBuff(0);
+      const p = firstValueFrom(socket.rx(ctrl, b, { limit })).then((r) => ({ r, b }));
+      p.catch(() => undefined);
+      return p;
+    };
+    const drain = async (): Promise<void> => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        do {
+          again = false;
+          const q = [read()];
+          let more = true;
+          while (q.length > 0) {
+            if (more && q.length < 2) q.push(read());
+            const { r, b } = await q.shift()!;
+            if (!r.ok) return done(new Error(`raw: rx failed after ${n} of ${size} bytes`));
+            n += b.used;
+            if (n >= size) return done();
+            if (b.used < limit) more = false; // all that was pending was taken: the next EVENT drains again
+          }
+        } while (again && !finished);
+      } catch (e) {
+        done(e as Error);
+      } finally {
+        running = false;
+      }
+    };
+    const sub = socket.events(ctrl).subscribe({
+      next: (e) => {
+        if (e.event === SocketEvent.EVENT) void drain();
+      },
+      error: (e) => done(e),
+    });
+    void drain();
+  });
+}
+
+/**
+ * 7: bytes/s module→host fetching `size` bytes from a local server (it sends them on the first
+ * byte received and keeps the connection open) through one in-process simulated LuatOS module:
+ * the raw facade path (`socket.create/config/linkup/connect`, then `socket.tx` and `socket.rx` on
+ * every EVENT, the baseline), the stream layer's Duplex (`mod.createConnection`), and the SOCKS5
+ * server with the module dialer (a Duplex per CONNECT).
+ */
+async function streamGoodput(size: number): Promise<{ raw: number; duplex: number; proxy: number }> {
   const payload = seededPayload(size, SEED);
   const src = createTcpServer((s) => {
     s.on('error', () => undefined);
@@ -167,29 +267,45 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
   const mod = await connect('sim:luatos', { timeoutMs: 60000 });
   const socks = new SocksServer({ dialer: moduleDialer(mod), port: 0 });
   try {
-    /** One fetch through the raw facade path (openSocket + data()); bytes/s. */
+    /** One fetch through the raw facade calls; bytes/s. */
     const rawOnce = async (): Promise<number> => {
-      const conn = await firstValueFrom(openSocket(mod.socket, '127.0.0.1', port, { timeoutMs: 15000 }));
+      const socket = mod.socket;
+      const ctrl = await firstValueFrom(socket.create(null));
+      if (!ctrl) throw new Error('raw: socket.create returned nil');
+      try {
+        await firstValueFrom(socket.config(ctrl, {}));
+        await firstValueFrom(socket.linkup(ctrl));
+        const online = firstValueFrom(socket.events(ctrl).pipe(filter((e) => e.event === SocketEvent.ON_LINE)));
+        await firstValueFrom(socket.connect(ctrl, '127.0.0.1', port));
+        if ((await online).param !== 0) throw new Error('raw: connect failed');
+        const t0 = performance.now();
+        const got = rawFacadeRead(socket, ctrl, size);
+        await firstValueFrom(socket.tx(ctrl, Buffer.from('g')));
+        await got;
+        return size / ((performance.now() - t0) / 1000);
+      } finally {
+        await lastValueFrom(socket.close(ctrl), { defaultValue: undefined }).catch(() => undefined);
+        await lastValueFrom(socket.release(ctrl), { defaultValue: undefined }).catch(() => undefined);
+      }
+    };
+    /** One fetch through `mod.createConnection` (the Duplex); bytes/s. */
+    const duplexOnce = async (): Promise<number> => {
+      const s = mod.createConnection(port, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => s.once('connect', () => resolve()).once('error', reject));
+      const t0 = performance.now();
       let n = 0;
-      let t0 = 0;
-      const got = new Promise<void>((resolve, reject) => {
-        const sub = conn.data().subscribe({
-          next: (b) => {
-            n += b.length;
-            if (n >= size) {
-              sub.unsubscribe();
-              resolve();
-            }
-          },
-          error: reject,
-          complete: () => reject(new Error(`raw: the connection ended after ${n} of ${size} bytes`)),
+      await new Promise<void>((resolve, reject) => {
+        s.on('data', (d: Buffer) => {
+          n += d.length;
+          if (n >= size) resolve();
         });
+        s.once('error', reject);
+        s.once('end', () => reject(new Error(`duplex: ended after ${n} of ${size} bytes`)));
+        s.write('g');
       });
-      t0 = performance.now();
-      await lastValueFrom(conn.send(Buffer.from('g')));
-      await got;
       const rate = size / ((performance.now() - t0) / 1000);
-      await conn.close();
+      s.destroy();
+      await new Promise((r) => s.once('close', r));
       return rate;
     };
     /** One fetch through the SOCKS5 server and the module dialer; bytes/s. */
@@ -235,15 +351,17 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
       return rate;
     };
     const { port: sp } = await socks.listen();
-    // a warm-up fetch (simulator, JIT), then the two paths alternately twice; the best of each counts
+    // a warm-up fetch (simulator, JIT), then the three paths in turn twice; the best of each counts
     await rawOnce();
     let raw = 0;
+    let duplex = 0;
     let proxy = 0;
     for (let round = 0; round < 2; round++) {
       raw = Math.max(raw, await rawOnce());
+      duplex = Math.max(duplex, await duplexOnce());
       proxy = Math.max(proxy, await proxyOnce());
     }
-    return { raw, proxy };
+    return { raw, duplex, proxy };
   } finally {
     await socks.close();
     await mod.close();
@@ -252,16 +370,13 @@ async function proxyGoodput(size: number): Promise<{ raw: number; proxy: number 
 }
 
 async function main(): Promise<void> {
-  if (args[args.indexOf('--only') + 1] === 'proxy' && args.includes('--only')) {
-    await proxySection();
-    return printRows();
-  }
-  const echo = await startEchoServers();
+  const echo = wants(1) ? await startEchoServers() : undefined;
   const sizes: Record<number, number> = QUICK ? { 115200: 16 * KiB, 921600: 64 * KiB } : { 115200: 64 * KiB, 921600: 256 * KiB };
 
   // 1 + 2. goodput through paced links
   const clean: Record<number, Goodput> = {};
   for (const baud of [115200, 921600]) {
+    if (!echo || (baud !== 115200 && !asked(1))) continue;
     await section(`goodput @${baud}`, async () => {
       const g = await pacedEcho(echo, baud, sizes[baud], 0);
       clean[baud] = g;
@@ -270,7 +385,7 @@ async function main(): Promise<void> {
       row(`goodput module→host @${baud}`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line), meets(g.down / line >= 0.9, '≥ 0.90'));
     });
   }
-  await section('goodput @115200 at 1e-3', async () => {
+  if (echo && wants(2)) await section('goodput @115200 at 1e-3', async () => {
     const g = await pacedEcho(echo, 115200, sizes[115200], 1e-3);
     const c = clean[115200];
     if (!c) throw new Error('no clean run to compare with');
@@ -280,7 +395,7 @@ async function main(): Promise<void> {
 
   // 3. minimal call: bytes and frames (in-process sim, no pacing), latency at 115200
   const PHYS_MIN = 6; // (id + fn + framing) + (id + value + framing)
-  await section('minimal call bytes', async () => {
+  if (wants(3)) await section('minimal call bytes', async () => {
     const mod = await connect('sim:luatos');
     try {
       const sim = mod.simulator!;
@@ -310,7 +425,7 @@ async function main(): Promise<void> {
       await mod.close();
     }
   });
-  await section('minimal call latency @115200', async () => {
+  if (wants(3)) await section('minimal call latency @115200', async () => {
     const s = await openFaultySim('luatos', { pace: { baud: 115200 } });
     try {
       await s.mod.rpc.call('socket.sntp_port');
@@ -337,7 +452,9 @@ async function main(): Promise<void> {
   // 5 first: host-only baseline (stub agent), and the codec alone
   let hostPipelined = NaN;
   let hostSequential = NaN;
-  await section('host-only calls/s', async () => {
+  let cpuP = NaN;
+  let cpuS = NaN;
+  if (wants(5)) await section('host-only calls/s', async () => {
     const [h, d] = createMemoryPair('stub');
     const stub = startStubAgent(d, { fns: { 'socket.sntp_port': () => [123] } });
     const rpc = await RpcClient.open(h, { timeoutMs: 60000 });
@@ -345,26 +462,30 @@ async function main(): Promise<void> {
       const call = () => rpc.call('socket.sntp_port');
       await callRate(call, 2000, 500); // warm up
       hostPipelined = await callRate(call, QUICK ? 20000 : 100000, 1000);
+      cpuP = lastCpuUs;
       hostSequential = await callRate(call, QUICK ? 2000 : 10000, 1);
+      cpuS = lastCpuUs;
     } finally {
       stub.stop();
       await rpc.close();
     }
     const codec = codecRate(QUICK ? 20000 : 100000);
-    row('host-only calls/s, pipelined (stub agent)', `${fmtN(hostPipelined)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostPipelined / codec), meets(hostPipelined >= 100000, '≥ 100,000/s'));
-    row('host-only calls/s, sequential (stub agent)', `${fmtN(hostSequential)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostSequential / codec), '');
+    row('host-only calls/s, pipelined (stub agent)', `${fmtN(hostPipelined)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostPipelined / codec), `${meets(hostPipelined >= 100000, '≥ 100,000/s')}; ${cpuNote(cpuP)}`);
+    row('host-only calls/s, sequential (stub agent)', `${fmtN(hostSequential)}/s`, `codec alone ${fmtN(codec)}/s`, r2(hostSequential / codec), cpuNote(cpuS));
   });
 
   // 4. calls/s to the in-process simulated module
-  await section('calls/s to the simulated module', async () => {
+  if (wants(4)) await section('calls/s to the simulated module', async () => {
     const mod = await connect('sim:luatos', { timeoutMs: 60000 });
     try {
       const call = () => mod.rpc.call('socket.sntp_port');
       await callRate(call, 1000, 200); // warm up
       const pipelined = await callRate(call, QUICK ? 5000 : 40000, 1000);
+      const simP = lastCpuUs;
       const sequential = await callRate(call, QUICK ? 1000 : 5000, 1);
-      row('calls/s pipelined (in-process LuatOS sim)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), meets(pipelined >= 20000, '≥ 20,000/s'));
-      row('calls/s sequential (in-process LuatOS sim)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), meets(sequential >= 5000, '≥ 5,000/s'));
+      const simS = lastCpuUs;
+      row('calls/s pipelined (in-process LuatOS sim)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), `${meets(pipelined >= 20000, '≥ 20,000/s')}; ${cpuNote(simP)}`);
+      row('calls/s sequential (in-process LuatOS sim)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), `${meets(sequential >= 5000, '≥ 5,000/s')}; ${cpuNote(simS)}`);
     } finally {
       await mod.close();
     }
@@ -372,7 +493,7 @@ async function main(): Promise<void> {
 
   // 6. NodeMCU agent Lua heap (issue 8): i386 lua5.1, the agent as luac -s bytecode, the
   // firmware's C modules stubbed outside the count (scripts/heap-nodemcu.ts)
-  await section('NodeMCU agent heap', async () => {
+  if (wants(6)) await section('NodeMCU agent heap', async () => {
     const { measureNodemcuHeap } = await import('./heap-nodemcu.js');
     const FREE = 40; // KB free on a default-build ESP8266 after boot (issue 8: ~40-44 KB)
     let h;
@@ -387,19 +508,20 @@ async function main(): Promise<void> {
     row('NodeMCU agent heap, peak rx+tx 1460 B', `${h.peakKB.toFixed(1)} KB`, `free after boot ~${FREE} KB`, r2(h.peakKB / FREE), meets(h.peakKB <= 24 && h.sentBytes === 1460 && h.forwardedBytes === 1460, '≤ 24 KB'));
   });
 
-  // 7. goodput through tether proxy (SOCKS5) against the raw facade path
-  await proxySection();
+  // 7. goodput through the Duplex (src/streams) and tether proxy (SOCKS5) against the raw facade path
+  if (wants(7)) await streamsSection();
 
-  await echo.close();
+  await echo?.close();
   printRows();
 }
 
-/** 7. goodput through the SOCKS5 proxy against the raw facade path. */
-async function proxySection(): Promise<void> {
+/** 7. goodput through the Duplex and the SOCKS5 proxy against the raw facade path, in the same run. */
+async function streamsSection(): Promise<void> {
   const size = QUICK ? 256 * KiB : 1024 * KiB;
-  await section('goodput through the SOCKS5 proxy', async () => {
-    const g = await proxyGoodput(size);
-    row(`goodput module→host through tether proxy (${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
+  await section('goodput through the Duplex and the SOCKS5 proxy', async () => {
+    const g = await streamGoodput(size);
+    row(`goodput module→host through the Duplex (mod.createConnection, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.duplex), `raw facade ${fmtRate(g.raw)}`, r2(g.duplex / g.raw), 'info');
+    row(`goodput module→host through tether proxy (SOCKS5 CONNECT, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
   });
 }
 

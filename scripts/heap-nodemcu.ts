@@ -190,7 +190,12 @@ tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() retur
     t.unregister = function(self) self.fn = nil end
     return t
   end }
-file = { exists = function(n) local f = io.open(n, "rb") if f then f:close() return true end return false end }
+-- the agent's files loaded on first use (compiled, paths in arg[3..]) stand for SPIFFS: the agent
+-- reads them by name with file.exists and loadfile
+local LAZY = {}
+for i = 3, #arg do LAZY[string.match(arg[i], "[^/]+$")] = arg[i] end
+file = { exists = function(n) return LAZY[n] ~= nil end }
+do local lf = loadfile loadfile = function(n) return lf(LAZY[n] or n) end end
 node = { heap = function() return 40000 end, chipid = function() return 4242 end, random = function() return 777 end,
   info = function(g) if g == "sw_version" then return { node_version_major = 3, node_version_minor = 0, node_version_revision = 0, git_release = "" } end
     if g == "build_config" then return { modules = "bit,file,net,node,tmr,uart,wifi", number_type = "double" } end end,
@@ -238,14 +243,27 @@ io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, 
 `.replace('${NONCE}', String(NONCE));
 
 /**
- * Measure. `lua` and `luac` are command prefixes (the i386 build by default); `agentFile` is the
- * resident agent file (default the bundle, dist/agents/nodemcu/main.lua; for experiments).
+ * An interpreter given as a function instead of a command: runs it with `args` (as the
+ * command's arguments) and returns its exit status and stderr (latin1). The test suite passes
+ * its WebAssembly Lua 5.1 this way (test/agent-heap.test.ts).
+ */
+export type LuaExec = (args: string[]) => { status: number | null; stderr: string; error?: Error };
+
+function exec(cmd: string[] | LuaExec, args: string[]): { status: number | null; stderr: string; error?: Error } {
+  if (typeof cmd === 'function') return cmd(args);
+  return spawnSync(cmd[0], [...cmd.slice(1), ...args], { encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
+}
+
+/**
+ * Measure. `lua` and `luac` are command prefixes or {@link LuaExec} functions (the i386 build
+ * by default); `agentFile` is the resident agent file (default the bundle,
+ * dist/agents/nodemcu/main.lua; for experiments).
  * @throws Error when no interpreter is available or the agent fails under it.
  */
-export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpreter?: string; agentFile?: string } = {}): NodemcuHeap {
+export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string; agentFile?: string } = {}): NodemcuHeap {
   let lua = o.lua;
   let luac = o.luac;
-  let interpreter = o.interpreter ?? lua?.join(' ') ?? '';
+  let interpreter = o.interpreter ?? (Array.isArray(lua) ? lua.join(' ') : '');
   if (!lua) {
     const run = i386Runner();
     if (!run) throw new Error('i386 lua5.1 not available');
@@ -256,22 +274,25 @@ export function measureNodemcuHeap(o: { lua?: string[]; luac?: string[]; interpr
   luac ??= ['luac5.1'];
   const dir = mkdtempSync(join(tmpdir(), 'tether-heap-'));
   try {
+    const bc = join(dir, 'tether.lc');
     const compile = (src: string, out: string) => {
-      const c = spawnSync(luac![0], [...luac!.slice(1), '-s', '-o', out, src], { encoding: 'utf8' });
+      const c = exec(luac!, ['-s', '-o', out, src]);
       if (c.status !== 0) throw new Error(`luac -s failed: ${c.stderr || c.error?.message}`);
       return Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout.trim());
     };
-    const bc = join(dir, 'tether.lc');
     const size = compile(o.agentFile ?? agentBundlePath('nodemcu'), bc);
     let lazy = 0;
+    const lazyFiles: string[] = [];
     for (const [name, text] of readLazyAgentFiles('nodemcu')) {
       const src = join(dir, `src-${name}`);
       writeFileSync(src, text);
-      lazy += compile(src, join(dir, name.replace(/\.lua$/, '.lc')));
+      const out = join(dir, name.replace(/\.lua$/, '.lc'));
+      lazy += compile(src, out);
+      lazyFiles.push(out);
     }
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.bin'), hostInput());
-    const r = spawnSync(lua[0], [...lua.slice(1), join(dir, 'driver.lua'), bc, join(dir, 'input.bin')], { cwd: dir, encoding: 'latin1', timeout: 300000, maxBuffer: 64 << 20 });
+    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), ...lazyFiles]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
     if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured (idle ${m[1]} KB, peak ${m[2]} KB): the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);

@@ -5,7 +5,6 @@
 export { connect, isSimPort, TetherModule, type ConnectOptions, type ModuleInfo } from './api/connect.js';
 export { rebootModule, releaseAll, releasedAtOpen, REBOOT_FUNCTIONS, DEFAULT_REBOOT_TIMEOUT_MS, type RebootOptions, type RebootResult } from './api/session.js';
 export { LuatosSocket, SocketCtrl, ZBuff, type Result, type SocketEventInfo, type ConfigOptions, type NtpTime } from './api/luatos/socket.js';
-export { openSocket, waitEvent, decodeRemoteIp, LuatosConnection, type OpenOptions, type Datagram } from './api/luatos/connection.js';
 export { SocketEvent, Adapter, SocketState, eventName } from './api/luatos/constants.js';
 export { RpcClient, parseHello, type HelloInfo, type RpcClientOptions, type CallOptions, type LinkStats, type LogLine, type AgentEvent, type AgentPublish, type ResetEvent } from './rpc/client.js';
 export { TetherError, InvalidArgumentError, TimeoutError, ResetError, RemoteError, isTetherError, type TetherErrorCode } from './errors.js';
@@ -23,10 +22,10 @@ export { SocksServer, type Dialer, type SocksServerOptions } from './proxy/serve
 export { moduleDialer } from './proxy/module-dialer.js';
 export { PROTOCOL_VERSION, AGENT_VERSION } from './codec/constants.js';
 export { Handle, Float, type WireValue } from './codec/values.js';
-/** The Luat legacy `socketcore` family (Air724UG / Air720): `luat.LuatSocketcore`, `luat.openConnection`, constants. */
+/** The Luat legacy `socketcore` family (Air724UG / Air720): `luat.LuatSocketcore`, constants. */
 export * as luat from './api/luat/index.js';
 export { LuatSocketcore } from './api/luat/socketcore.js';
-/** The NodeMCU `net` family (ESP8266): `nodemcu.NodeMcuNet`, `nodemcu.sendAll`, `nodemcu.connectTcp`, `nodemcu.NetError`. */
+/** The NodeMCU `net` family (ESP8266): `nodemcu.NodeMcuNet`, `nodemcu.NetError`. */
 export * as nodemcu from './api/nodemcu/index.js';
 export { NodeMcuNet } from './api/nodemcu/net.js';
 /**

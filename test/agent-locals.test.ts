@@ -4,80 +4,102 @@
  * locals active at once does not compile on the module ("main function has more than 50 local
  * variables", lparser.c errorlimit). Debian's lua5.1 allows 200, so only a count catches it.
  *
- * 1. The count: max overlap of the locals' pc ranges in `luac5.1 -l -l` listings, calibrated
- *    against stock luac5.1's own limit (200 accepted, 201 refused, both counted exactly).
+ * 1. The count: max overlap of the locals' pc ranges, read from the Lua 5.1 bytecode of the
+ *    chunk (string.dump in the WebAssembly Lua 5.1, test/helpers/lua.ts, parsed by
+ *    test/helpers/lua51-bytecode.ts: the locvars and upvalue lists `luac5.1 -l -l` prints),
+ *    checked against figures luac5.1 printed for a fixture and calibrated against stock Lua
+ *    5.1's own limit (200 accepted, 201 refused, both counted exactly).
  * 2. Every NodeMCU agent source file and the generated bundle: <= 50 locals, <= 60 upvalues.
  * 3. The simulated NodeMCU refuses an agent over the limit with the firmware's message, also
  *    for chunks loaded with load()/dofile() at its Lua prompt.
- * FAILS (never skips) without luac5.1: apt-get install -y lua5.1.
+ * Needs only Node (the Lua is an npm devDependency, lua-wasm-bindings).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
 import { maxActiveLocals, type LocalRange } from '../src/sim/lua-vm.js';
 import { lazyAgentFiles, renderAgent } from '../scripts/gen-lua.js';
 import { SimulatedModule } from '../src/sim/module.js';
 import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
+import { dumpChunk51, luacCheck } from './helpers/lua.js';
+import { parseLua51Chunk } from './helpers/lua51-bytecode.js';
 
 const MAXVARS = 50;
 const MAXUPVALUES = 60;
 
 interface FnInfo {
-  /** "main" or the function's first line */
+  /** "main" or `line N` (the function's first line) */
   where: string;
   linedefined: number;
   locals: LocalRange[];
   upvalues: number;
 }
 
-/** Parse `luac5.1 -p -l -l FILE`: every function with its locals' pc ranges and upvalue count. */
-function luacFunctions(file: string): { fns: FnInfo[]; error?: string } {
-  const r = spawnSync('luac5.1', ['-p', '-l', '-l', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.error) assert.fail('luac5.1 is not installed: run "apt-get install -y lua5.1" (.ci/run does this)');
-  if (r.status !== 0) return { fns: [], error: r.stderr.trim() };
-  const fns: FnInfo[] = [];
-  let cur: FnInfo | undefined;
-  let inLocals = false;
-  for (const line of r.stdout.split('\n')) {
-    const h = /^(main|function) <[^>]*:(\d+),(\d+)>/.exec(line);
-    if (h) {
-      cur = { where: h[1] === 'main' ? 'main' : `line ${h[2]}`, linedefined: Number(h[2]), locals: [], upvalues: 0 };
-      fns.push(cur);
-      inLocals = false;
-      continue;
-    }
-    if (!cur) continue;
-    if (/^locals \(\d+\)/.test(line)) {
-      inLocals = true;
-      continue;
-    }
-    const u = /^upvalues \((\d+)\)/.exec(line);
-    if (u) {
-      cur.upvalues = Number(u[1]);
-      inLocals = false;
-      continue;
-    }
-    if (/^constants \(/.test(line)) inLocals = false;
-    // "\t<index>\t<name>\t<startpc+1>\t<endpc+1>"
-    const l = inLocals ? /^\t\d+\t\S+(?: \S+)*\t(\d+)\t(\d+)$/.exec(line) : null;
-    if (l) cur.locals.push({ startpc: Number(l[1]), endpc: Number(l[2]) });
-  }
+/** Compile `source` with stock Lua 5.1: every function with its locals' pc ranges and upvalue count, or the parser's error. */
+function luacFunctions(source: string, name = 'chunk.lua'): { fns: FnInfo[]; error?: string } {
+  const error = luacCheck('5.1', source, `@${name}`);
+  if (error) return { fns: [], error };
+  const fns = parseLua51Chunk(dumpChunk51(source, `@${name}`)).map((f) => ({ where: f.where, linedefined: f.linedefined, locals: f.locals, upvalues: f.upvalues }));
   return { fns };
 }
 
-function withTmp<T>(files: Record<string, string>, f: (dir: string) => T): T {
-  const dir = mkdtempSync(join(tmpdir(), 'tether-locals-'));
-  try {
-    for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v);
-    return f(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+/**
+ * A fixture and what Debian's `luac5.1 -p -l -l fixture.lua` (Lua 5.1.5, amd64) printed for it
+ * on the development machine: per function, "locals (n)" rows as name, startpc+1, endpc+1 (the
+ * listing counts from 1), and "upvalues (n)". Written down by hand from that listing so the
+ * test needs no native luac; the bytecode reader must find exactly these.
+ */
+const FIXTURE = `local a, b = 1, 2
+local function outer(x, y, ...)
+  local t = { ... }
+  for i = 1, #t do
+    local v = t[i]
+    a = a + v
+  end
+  for k, v in pairs(t) do b = b + k + v end
+  do
+    local inner = function(z) return z + x + a end
+    y = inner(y)
+  end
+  return y
+end
+local c = outer(3, 4, 5, 6)
+`;
+const FIXTURE_LUAC: Array<{ where: string; locals: Array<[string, number, number]>; upvalues: string[]; active: number }> = [
+  { where: 'main', locals: [['a', 3, 12], ['b', 3, 12], ['outer', 6, 12], ['c', 12, 12]], upvalues: [], active: 4 },
+  {
+    where: 'line 2',
+    locals: [
+      ['x', 1, 31], ['y', 1, 31], ['arg', 1, 31], ['t', 4, 31],
+      ['(for index)', 7, 13], ['(for limit)', 7, 13], ['(for step)', 7, 13], ['i', 8, 12], ['v', 9, 12],
+      ['(for generator)', 16, 23], ['(for state)', 16, 23], ['(for control)', 16, 23], ['k', 17, 21], ['v', 17, 21],
+      ['inner', 26, 30],
+    ],
+    upvalues: ['a', 'b'],
+    // x y arg t, the three loop control variables, i and v
+    active: 9,
+  },
+  { where: 'line 10', locals: [['z', 1, 6]], upvalues: ['x', 'a'], active: 1 },
+];
+
+test('the bytecode reader finds exactly what luac5.1 -l -l listed for the fixture', () => {
+  const fns = parseLua51Chunk(dumpChunk51(FIXTURE, '@fixture.lua'));
+  assert.deepEqual(
+    fns.map((f) => ({ where: f.where, locals: f.locals.map((l): [string, number, number] => [l.name, l.startpc + 1, l.endpc + 1]), upvalues: f.upvalueNames, active: maxActiveLocals(f.locals) })),
+    FIXTURE_LUAC,
+  );
+  assert.deepEqual(fns.map((f) => f.upvalues), [0, 2, 2], 'nups');
+});
+
+test('a main chunk with 51 active locals is over NodeMCU\'s limit; 50 is not', () => {
+  const over = luacFunctions(manyLocals(51));
+  assert.equal(over.error, undefined, 'stock Lua 5.1 (limit 200) compiles it');
+  assert.deepEqual(over.fns.filter((f) => maxActiveLocals(f.locals) > MAXVARS).map((f) => f.where), ['main']);
+  assert.equal(maxActiveLocals(over.fns[0]!.locals), 51);
+  assert.equal(maxActiveLocals(luacFunctions(manyLocals(50)).fns[0]!.locals), 50);
+});
 
 /** A chunk whose main function declares n locals that are all active at the end. */
 function manyLocals(n: number, prefix = ''): string {
@@ -85,17 +107,15 @@ function manyLocals(n: number, prefix = ''): string {
   return `${prefix}${names.map((v, i) => `local ${v} = ${i}`).join('\n')}\nreturn ${names.slice(0, 3).join(' + ')}\n`;
 }
 
-test('the count matches stock luac5.1: 200 active locals compile and count 200, 201 stop its parser', () => {
-  withTmp({ 'ok.lua': manyLocals(200), 'over.lua': manyLocals(201), 'loop.lua': `for i = 1, 2 do local a, b = i, i end\nlocal c\n` }, (dir) => {
-    const ok = luacFunctions(join(dir, 'ok.lua'));
-    assert.equal(ok.error, undefined);
-    assert.equal(maxActiveLocals(ok.fns[0]!.locals), 200);
-    const over = luacFunctions(join(dir, 'over.lua'));
-    assert.match(over.error ?? '', /main function has more than 200 local variables/);
-    // for-loop control variables count ((for index), (for limit), (for step), i): 6 at most, then c alone
-    const loop = luacFunctions(join(dir, 'loop.lua'));
-    assert.equal(maxActiveLocals(loop.fns[0]!.locals), 6);
-  });
+test('the count matches stock Lua 5.1: 200 active locals compile and count 200, 201 stop its parser', () => {
+  const ok = luacFunctions(manyLocals(200), 'ok.lua');
+  assert.equal(ok.error, undefined);
+  assert.equal(maxActiveLocals(ok.fns[0]!.locals), 200);
+  const over = luacFunctions(manyLocals(201), 'over.lua');
+  assert.match(over.error ?? '', /^over\.lua:\d+: main function has more than 200 local variables/);
+  // for-loop control variables count ((for index), (for limit), (for step), i): 6 at most, then c alone
+  const loop = luacFunctions(`for i = 1, 2 do local a, b = i, i end\nlocal c\n`, 'loop.lua');
+  assert.equal(maxActiveLocals(loop.fns[0]!.locals), 6);
 });
 
 test('every NodeMCU agent file and the generated bundle: at most 50 active locals and 60 upvalues per function', () => {
@@ -107,31 +127,27 @@ test('every NodeMCU agent file and the generated bundle: at most 50 active local
     files[p.replace('/', '-')] = readFileSync(join(root, 'firmware-shim', p), 'utf8');
   }
   files['bundle.lua'] = renderAgent('nodemcu', root);
-  // and the generated files loaded on first use (tether_call.lua: the core's calls part)
+  // and the generated files loaded on first use (tether_call.lua, tether_core.lua: parts of the core)
   for (const [n, text] of lazyAgentFiles('nodemcu', root)) files[`lazy-${n}`] = text;
-  withTmp(files, (dir) => {
-    for (const name of Object.keys(files)) {
-      const { fns, error } = luacFunctions(join(dir, name));
-      assert.equal(error, undefined, `${name}: ${error}`);
-      assert.ok(fns.length > 0, name);
-      for (const f of fns) {
-        const n = maxActiveLocals(f.locals);
-        assert.ok(n <= MAXVARS, `${name}: function at ${f.where} has ${n} active locals (NodeMCU's Lua 5.1 allows ${MAXVARS})`);
-        assert.ok(f.upvalues <= MAXUPVALUES, `${name}: function at ${f.where} has ${f.upvalues} upvalues (limit ${MAXUPVALUES})`);
-      }
+  for (const name of Object.keys(files)) {
+    const { fns, error } = luacFunctions(files[name]!, name);
+    assert.equal(error, undefined, `${name}: ${error}`);
+    assert.ok(fns.length > 0, name);
+    for (const f of fns) {
+      const n = maxActiveLocals(f.locals);
+      assert.ok(n <= MAXVARS, `${name}: function at ${f.where} has ${n} active locals (NodeMCU's Lua 5.1 allows ${MAXVARS})`);
+      assert.ok(f.upvalues <= MAXUPVALUES, `${name}: function at ${f.where} has ${f.upvalues} upvalues (limit ${MAXUPVALUES})`);
     }
-  });
+  }
 });
 
 test('the count flags a nested function over 50 and passes one at exactly 50', () => {
   const body = (n: number) => `local x = 1\nlocal function f()\n${manyLocals(n)}end\nreturn f\n`;
-  withTmp({ 'fifty.lua': body(50), 'over.lua': body(51) }, (dir) => {
-    const fifty = luacFunctions(join(dir, 'fifty.lua')).fns;
-    assert.equal(Math.max(...fifty.map((f) => maxActiveLocals(f.locals))), 50);
-    const over = luacFunctions(join(dir, 'over.lua')).fns;
-    const bad = over.filter((f) => maxActiveLocals(f.locals) > MAXVARS);
-    assert.deepEqual(bad.map((f) => f.where), ['line 2']);
-  });
+  const fifty = luacFunctions(body(50), 'fifty.lua').fns;
+  assert.equal(Math.max(...fifty.map((f) => maxActiveLocals(f.locals))), 50);
+  const over = luacFunctions(body(51), 'over.lua').fns;
+  const bad = over.filter((f) => maxActiveLocals(f.locals) > MAXVARS);
+  assert.deepEqual(bad.map((f) => f.where), ['line 2']);
 });
 
 async function bootWith(agentSource: string): Promise<{ sim: SimulatedModule; out: () => string }> {

@@ -114,6 +114,7 @@ test('every number is validated: exit 2 with what is wrong, before anything open
   await usageError(['flash', '--port', trip(), '--line-timeout', '-1'], /--line-timeout must be a positive number of milliseconds/);
   await usageError(['flash', '--port', trip(), '--init-delay', '0'], /--init-delay must be an integer 1\.\.6870947/);
   await usageError(['flash', '--port', trip(), '--name', 'agent.txt'], /--name must be a \.lua file name/);
+  await usageError(['flash', '--port', trip(), '--upload-baud', '12345'], /--upload-baud must be 0 or one of 300, 600/);
 });
 
 test('sim:constructor and sim:__proto__ are no simulators: a typed usage error, not a TypeError', async () => {

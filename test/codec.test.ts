@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame } from '../src/codec/frame.js';
+import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError } from '../src/codec/frame.js';
 import { decodeValues, encodeValues, Float, Handle, ValueSyntaxError, type WireValue } from '../src/codec/values.js';
 
 const noNl = (b: Buffer) => b.subarray(0, b.length - 1);
@@ -101,10 +101,20 @@ test('messages: every type encodes and decodes', () => {
     { type: 'P', topic: 'IP_READY', values: ['10.0.0.2'] },
     { type: 'L', level: 2, message: 'uart overflow' },
   ] as const) {
-    const back = decodeMessage(encodeMessage(m as never));
+    const content = encodeMessage(m as never);
+    const back = decodeMessage(content);
     assert.equal(back.type, m.type);
     assert.equal(JSON.stringify(back, (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString() : v)), JSON.stringify(m));
+    // the body alone with its type apart (what the link hands on for a whole-message frame)
+    const inPlace = decodeMessage(content.subarray(1), content[0]);
+    assert.deepEqual(inPlace, back);
   }
+  // a body that is only a view of a bigger line decodes the same, and bad ones still fail
+  const line = Buffer.from('~R17.3 42 b3:a b T 0000');
+  assert.deepEqual(decodeMessage(line.subarray(7, line.length - 5), 0x52), { type: 'R', id: 42, values: [new Uint8Array(Buffer.from('a b')), true] });
+  assert.throws(() => decodeMessage(Buffer.from('R1 2'), 0x52), FrameSyntaxError); // the body starts with the id
+  assert.throws(() => decodeMessage(Buffer.from('1 2'), 0x5a), FrameSyntaxError); // Z is no message type
+  assert.throws(() => decodeMessage(Buffer.alloc(0)), FrameSyntaxError);
 });
 
 test('the line splitter holds at most its limit of a partial line', () => {

@@ -9,7 +9,7 @@
  *   what the example printed); `sh` blocks run under bash, in a folder where `tether-hil` is
  *   installed as a user installs it (so `tether` and `npx tether` are the built command);
  *   `sh ci` blocks are the set-up commands that `.ci/run` itself runs verbatim; `lua` blocks
- *   must compile under luac5.1; `json` and `yaml` blocks must parse; `text` blocks are not code
+ *   must compile under stock Lua 5.1 (`luac -p`; the WebAssembly build, test/helpers/lua.ts); `json` and `yaml` blocks must parse; `text` blocks are not code
  *   (a command for another tool or for hardware that is not here).
  * - `sh repo` and `ts repo` blocks run in the repository itself (they name its files or npm scripts).
  *
@@ -28,6 +28,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import ts from 'typescript';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../src/util/repo-root.js';
+import { luacCheck } from './helpers/lua.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { SimulatedModule } from '../src/sim/module.js';
 import { SIM_FAMILIES } from '../src/sim/families.js';
@@ -164,8 +165,7 @@ test('docs: lua blocks compile, json and yaml blocks parse', async () => {
   for (const b of allBlocks.filter((x) => x.lang === 'json')) assert.doesNotThrow(() => JSON.parse(b.code), `${b.file}:${b.line}`);
   for (const b of allBlocks.filter((x) => x.lang === 'yaml')) assert.doesNotThrow(() => parseYaml(b.code, { uniqueKeys: false }), `${b.file}:${b.line}`); // ser2net's YAML repeats `connection:`
   for (const b of allBlocks.filter((x) => x.lang === 'lua')) {
-    const r = await run('luac5.1', ['-p', '-'], { input: b.code });
-    assert.equal(r.code, 0, `${b.file}:${b.line}: luac5.1 -p: ${r.stderr}${r.code === 127 ? ' (install lua5.1: apt-get install lua5.1)' : ''}`);
+    assert.equal(luacCheck('5.1', b.code), undefined, `${b.file}:${b.line}: Lua 5.1 luac -p`);
   }
 });
 

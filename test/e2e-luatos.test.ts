@@ -11,7 +11,7 @@ import { createServer, connect as netConnect, type AddressInfo } from 'node:net'
 import { execFile } from 'node:child_process';
 import { firstValueFrom, lastValueFrom, filter, take, toArray, timeout } from 'rxjs';
 import { connect } from '../src/api/connect.js';
-import { openSocket } from '../src/api/luatos/connection.js';
+import { openSocket } from '../src/streams/drivers/luatos-conn.js';
 import { SocketEvent } from '../src/api/luatos/constants.js';
 import { ZBuff, type SocketCtrl } from '../src/api/luatos/socket.js';
 import { SimulatedModule } from '../src/sim/module.js';

@@ -15,6 +15,7 @@ import type { Transport } from '../src/transport/transport.js';
 import { LuatosSocket, ZBuff, checkOpenSocketArgs, type SocketCtrl } from '../src/api/luatos/socket.js';
 import { LuatSocketcore, checkOpenConnectionArgs } from '../src/api/luat/socketcore.js';
 import { NodeMcuNet, checkConnectTcpArgs, type TcpServer, type TcpSocket, type UdpSocket } from '../src/api/nodemcu/net.js';
+import { connectTcp } from '../src/streams/drivers/nodemcu-conn.js';
 import { InvalidArgumentError, isTetherError } from '../src/errors.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -172,7 +173,7 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
         ['linkup signal "x"', () => sock.linkup(c, { signal: 'x' as never })],
       ];
       await expectNoBytes(s, cases);
-      // openSocket (connection.ts) checks nothing before its first call; its arguments are checked by checkOpenSocketArgs
+      // openSocket (the LuatOS driver's, src/streams/drivers/luatos-conn.ts) calls checkOpenSocketArgs first
       for (const [h, p, o] of [['h', 70000, {}], [undefined, 80, {}], ['h', 80, null], ['h', 80, { udp: 'yes' }], ['h', 80, { timeoutMs: -1 }]] as const) {
         assert.throws(() => checkOpenSocketArgs(h, p, o), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `openSocket(${String(h)}, ${p}, ${JSON.stringify(o)})`);
       }
@@ -282,13 +283,13 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
         ['createServer("30")', () => n.createServer('30' as never)],
         ['createServer(1, 1.5)', () => n.createServer(1, 1.5)],
         ['createConnection("tcp")', () => n.createConnection('tcp' as never)],
-        ['connectTcp host undefined (would look up "undefined")', () => n.connectTcp(undefined as never, 80)],
-        ['connectTcp host ""', () => n.connectTcp('', 80)],
-        ['connectTcp port 70000', () => n.connectTcp('127.0.0.1', 70000)],
-        ['connectTcp timeoutMs -1', () => n.connectTcp('127.0.0.1', 80, { timeoutMs: -1 })],
-        ['connectTcp timeoutMs NaN', () => n.connectTcp('127.0.0.1', 80, { timeoutMs: NaN })],
-        ['connectTcp timeoutMs "x"', () => n.connectTcp('127.0.0.1', 80, { timeoutMs: 'x' as never })],
-        ['connectTcp options null', () => n.connectTcp('127.0.0.1', 80, null as never)],
+        ['connectTcp host undefined (would look up "undefined")', () => connectTcp(n, undefined as never, 80)],
+        ['connectTcp host ""', () => connectTcp(n, '', 80)],
+        ['connectTcp port 70000', () => connectTcp(n, '127.0.0.1', 70000)],
+        ['connectTcp timeoutMs -1', () => connectTcp(n, '127.0.0.1', 80, { timeoutMs: -1 })],
+        ['connectTcp timeoutMs NaN', () => connectTcp(n, '127.0.0.1', 80, { timeoutMs: NaN })],
+        ['connectTcp timeoutMs "x"', () => connectTcp(n, '127.0.0.1', 80, { timeoutMs: 'x' as never })],
+        ['connectTcp options null', () => connectTcp(n, '127.0.0.1', 80, null as never)],
         ['tcp.connect port 0', () => tcp.connect(0, '127.0.0.1')],
         ['tcp.connect host ""', () => tcp.connect(80, '')],
         ['tcp.send("")', () => tcp.send('')],
@@ -318,7 +319,7 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
         ['release signal {}', () => tcp.release({ signal: {} as never })],
       ];
       await expectNoBytes(s, cases);
-      // the standalone connectTcp (connection.ts) is meant to call the same check first
+      // connectTcp (the NodeMCU driver's, src/streams/drivers/nodemcu-conn.ts) calls this check first
       for (const [h, p, o] of [[undefined, 80, {}], ['h', 0, {}], ['h', 80, null], ['h', 80, { timeoutMs: 'x' }]] as const) {
         assert.throws(() => checkConnectTcpArgs(h, p, o), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `connectTcp(${String(h)}, ${p}, ${JSON.stringify(o)})`);
       }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
+import { LossEstimator } from '../src/link/link.js';
 import { encodeFrame, crc16 } from '../src/codec/frame.js';
 import { startStubAgent } from './helpers/v2-stub.js';
 import type { WireValue } from '../src/codec/values.js';
@@ -128,7 +129,13 @@ test('host memory stays bounded: 300 MB of garbage lines and an endless in-order
     // an endless message: CRC-valid, in-order `&` fragments that never end (150 MB). They are
     // forged (they take the agent's sequence numbers), so only the memory bound is checked here
     const piece = Buffer.alloc(1000, 0x41);
-    let seq = (rpc.link as unknown as { expect: number }).expect;
+    // first the host's (delayed) ack of the stub's last frame must reach the stub: else the stub
+    // repeats that frame mid-flood (the forged frames take its next numbers, so no later ack
+    // covers it) and the repeat cuts a forged line in two
+    const link = rpc.link as unknown as { expect: number; ackPending: boolean };
+    while (link.ackPending) await new Promise((r) => setTimeout(r, 2));
+    for (let k = 0; k < 3; k++) await new Promise((r) => setImmediate(r));
+    let seq = link.expect;
     for (let k = 0; k < 150; k++) {
       const lines: Buffer[] = [];
       for (let i = 0; i < 1000; i++) {
@@ -137,7 +144,7 @@ test('host memory stays bounded: 300 MB of garbage lines and an endless in-order
       }
       await feed(Buffer.concat(lines));
     }
-    assert.ok(rpc.stats.framesIn >= 150_000, 'the fragments were taken in order (and discarded past 1 MiB)');
+    assert.ok(rpc.stats.framesIn >= 150_000, `the fragments were taken in order (and discarded past 1 MiB): ${JSON.stringify(rpc.stats)}`);
     gc();
     const m1 = retained();
     const mb = (x: number) => (x / 2 ** 20).toFixed(1);
@@ -167,4 +174,59 @@ test('bad options are INVALID_ARGUMENT before anything is sent', async () => {
     agent.stop();
     await rpc.close();
   }
+});
+
+test('frame-size choice: the closed-form optimum picks the same size as trying every size', () => {
+  // a seeded walk through loss histories (clean runs, bursts of loss, every frame size) and
+  // every frame limit: the fast choice must equal the exhaustive one each time
+  let seed = 12345;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  let compared = 0;
+  const sizes = new Set<number>();
+  for (let run = 0; run < 40; run++) {
+    const est = new LossEstimator();
+    const lossRate = [0, 1e-3, 0.01, 0.05, 0.2, 0.6, 0.95][run % 7];
+    for (let i = 0; i < 200; i++) {
+      est.sample(rnd() < lossRate, 32 + Math.floor(rnd() * 4064));
+      const max = 32 + Math.floor(rnd() * 4064);
+      const fast = est.searchSize(max);
+      assert.equal(fast, est.searchSizeSlow(max), `run ${run} sample ${i} max ${max}`);
+      assert.ok(fast >= 32 && fast <= Math.max(32, max));
+      sizes.add(fast);
+      compared++;
+    }
+  }
+  assert.equal(compared, 8000);
+  // the histories reach small, middle and the largest sizes
+  assert.ok([...sizes].some((s) => s <= 64) && [...sizes].some((s) => s >= 1024), `sizes seen: ${[...sizes].sort((a, b) => a - b).join(' ')}`);
+});
+
+test('the in-memory pipe: writes before its next turn arrive as one chunk, in order, and before the close', async () => {
+  const [a, b] = createMemoryPair('burst');
+  const chunks: string[] = [];
+  const events: string[] = [];
+  b.onData((c) => {
+    chunks.push(Buffer.from(c).toString());
+    events.push('data');
+  });
+  b.onClose(() => events.push('close'));
+  // the writer's buffer is copied: changing it after write() changes nothing
+  const reused = Buffer.from('one ');
+  void a.write(reused);
+  reused.write('XXXX');
+  void a.write(Buffer.from('two '));
+  void a.write(Buffer.from('three'));
+  assert.deepEqual(chunks, [], 'nothing arrives in the same turn');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(chunks, ['one two three'], 'one burst, one chunk, in order');
+  void a.write(Buffer.from('four'));
+  await a.close();
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(chunks, ['one two three', 'four']);
+  assert.deepEqual(events, ['data', 'data', 'close'], 'the bytes written before close() arrive before the close');
+  await assert.rejects(a.write(Buffer.from('late')), /closed/);
 });

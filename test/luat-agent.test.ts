@@ -1,18 +1,18 @@
 /**
  * The Luat agent under real Lua 5.1 rules (issue #4, "the agent passes under Lua 5.1
  * rules, integer-only mode included"):
- * - `luac5.1 -p` of the bundled firmware-shim/luat/main.lua (5.1 syntax: no goto, //, bit ops);
- * - the whole agent run by the real `lua5.1` interpreter against a pure-Lua stub firmware
+ * - `luac -p` of stock Lua 5.1 on the bundled firmware-shim/luat/main.lua (5.1 syntax: no goto, //, bit ops);
+ * - the whole agent run by the real Lua 5.1 interpreter against a pure-Lua stub firmware
  *   (rtos queue, uart ring, crypto, a fake socketcore) plus the simulator's own sys.lua,
  *   fed frames in odd-sized chunks (partial lines), in a FLOAT core and in an integer-only
  *   core (no math library, no float conversions in string.format);
  * - a source scan for what only an integer-only core would reject at run time (`/` truncates
  *   there, `math` is absent, `%f`/`%g` are not in its string.format).
- * Needs lua5.1 and luac5.1 (Debian/Ubuntu: apt-get install -y lua5.1). The test FAILS without them.
+ * The interpreter is PUC-Rio Lua 5.1.5 compiled to WebAssembly (test/helpers/lua.ts, npm
+ * devDependency lua-wasm-bindings): Node is all this test needs.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,16 +23,10 @@ import { Float, type WireValue } from '../src/codec/values.js';
 import { parseHello } from '../src/rpc/client.js';
 import { renderAgent } from '../scripts/gen-lua.js';
 import { SYS_LUA } from '../src/sim/luat/sys-lua.js';
+import { luacCheck, runLua } from './helpers/lua.js';
 
 const ROOT = repoRoot();
 const MAIN = join(ROOT, 'dist/agents/luat/main.lua');
-const INSTALL_HINT = 'install Lua 5.1 (Debian/Ubuntu: apt-get install -y lua5.1; macOS: brew install lua@5.1) so that lua5.1 and luac5.1 are on PATH';
-
-function need(bin: string): string {
-  const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
-  if (r.error) assert.fail(`${bin} not found: ${INSTALL_HINT}`);
-  return `${r.stdout}${r.stderr}`.trim();
-}
 
 /** A stub Luat firmware in pure Lua 5.1 (no bit library: CRC-32 by arithmetic). */
 const HARNESS = String.raw`
@@ -281,19 +275,18 @@ err("WOKE " .. tostring(woke))
 `;
 
 /**
- * Run the agent under lua5.1 with `input` (lines `H <hex>` bytes, `T <ms>` time, `L <lua>`,
+ * Run the agent under Lua 5.1 with `input` (lines `H <hex>` bytes, `T <ms>` time, `L <lua>`,
  * `K <nonce>` the host acknowledges everything so far); returns the host's view and stderr.
  */
 function runAgent(mode: 'float' | 'int', input: string[]): { host: AgentHost; stderr: string } {
-  need('lua5.1');
   const dir = mkdtempSync(join(tmpdir(), 'tether-luat-'));
   try {
     writeFileSync(join(dir, 'harness.lua'), HARNESS);
     writeFileSync(join(dir, 'sys.lua'), SYS_LUA);
     writeFileSync(join(dir, 'input.txt'), input.join('\n') + '\n');
-    const r = spawnSync('lua5.1', [join(dir, 'harness.lua'), MAIN, join(dir, 'sys.lua'), join(dir, 'input.txt'), mode], { encoding: 'utf8', timeout: 60000 });
-    assert.equal(r.error, undefined, `lua5.1 failed to run: ${String(r.error)}; ${INSTALL_HINT}`);
-    assert.equal(r.status, 0, `the agent failed under lua5.1 (${mode}):\n${r.stderr}`);
+    const run = runLua('5.1', join(dir, 'harness.lua'), { args: [MAIN, join(dir, 'sys.lua'), join(dir, 'input.txt'), mode] });
+    const r = { status: run.status, stderr: run.stderr, stdout: run.stdout.toString('utf8') };
+    assert.equal(r.status, 0, `the agent failed under Lua 5.1 (${mode}):\n${r.stderr}`);
     const host = new AgentHost();
     host.receive(Buffer.from(r.stdout.trim(), 'hex'));
     host.assertClean('the Luat agent');
@@ -329,16 +322,13 @@ function allValues(host: AgentHost): WireValue[] {
   return out;
 }
 
-test('the bundled Luat agent is up to date and is valid Lua 5.1 syntax (luac5.1 -p)', () => {
-  need('lua5.1');
+test('the bundled Luat agent is up to date and is valid Lua 5.1 syntax (luac -p)', () => {
   assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('luat'), 'dist/agents/luat/main.lua is stale: run npm run build');
-  const r = spawnSync('luac5.1', ['-p', MAIN], { encoding: 'utf8' });
-  assert.equal(r.error, undefined, `luac5.1 not found: ${INSTALL_HINT}`);
-  assert.equal(r.status, 0, `luac5.1 -p rejected main.lua:\n${r.stderr}`);
+  assert.equal(luacCheck('5.1', readFileSync(MAIN), `@${MAIN}`), undefined, 'Lua 5.1 luac -p rejected main.lua');
 });
 
 for (const mode of ['float', 'int'] as const) {
-  test(`the agent runs under the real lua5.1 (${mode === 'int' ? 'integer-only core: no math, no %f/%g' : 'FLOAT core'}): hello, every socketcore call, messages, status`, () => {
+  test(`the agent runs under the real Lua 5.1 (${mode === 'int' ? 'integer-only core: no math, no %f/%g' : 'FLOAT core'}): hello, every socketcore call, messages, status`, () => {
     const cert = '-----BEGIN CERTIFICATE-----\n' + 'A'.repeat(700) + '\n-----END CERTIFICATE-----\n';
     const hb = new AgentHost(4242);
     const calls: Array<[number, string, WireValue[]?]> = [
@@ -485,14 +475,8 @@ test('integer-only cores: the Luat agent never divides, never touches math, neve
   }
 });
 
-test('the real lua5.1 also loads the simulator sys.lua and reports its version', () => {
-  const v = need('lua5.1');
-  assert.match(v, /Lua 5\.1/);
-  const dir = mkdtempSync(join(tmpdir(), 'tether-luat-'));
-  try {
-    writeFileSync(join(dir, 'sys.lua'), SYS_LUA);
-    execFileSync('luac5.1', ['-p', join(dir, 'sys.lua')]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+test('the real Lua 5.1 also loads the simulator sys.lua and reports its version', () => {
+  const r = runLua('5.1', '=version', { source: 'io.write(_VERSION)' });
+  assert.equal(r.stdout.toString(), 'Lua 5.1');
+  assert.equal(luacCheck('5.1', SYS_LUA, '@sys.lua'), undefined);
 });

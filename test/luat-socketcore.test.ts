@@ -15,7 +15,7 @@ import { SimulatedModule, type SimulatedModuleOptions } from '../src/sim/module.
 import { luatFamily, type LuatFamily, type LuatSimOptions } from '../src/sim/luat/family.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { LuatSocketcore, type SocketMessage } from '../src/api/luat/socketcore.js';
-import { openConnection, waitReady, type LuatConnection } from '../src/api/luat/connection.js';
+import { openConnection, waitReady, type LuatConnection } from '../src/streams/drivers/luat-conn.js';
 import { IPPROTO_TCP, LIB_TCP_CHUNK, MAX_RECV_IND, SO_KEEPALIVE, SO_REUSEADDR, SOL_SOCKET, SockErr, SockOpt, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL } from '../src/api/luat/constants.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { fixturePath } from '../src/diag/fixtures.js';
@@ -683,24 +683,23 @@ describe('Luat agent variants on the simulated module', () => {
 
   // CSDK 9fa34023: tcpipsock.c l_sock_recv hands len to platform_socket_recv as a uint16, and
   // platform_socket.c:827 starts with ASSERT(data != NULL && length > 0): len 0 halts the core.
-  // The agent passes the call through today; it must refuse len < 1 (see docs/fidelity.md).
-  it('sock_recv(i, 0) asserts in the core: the module reboots (platform_socket.c:827)', async () => {
+  // The agent refuses len < 1 (and > 65535) with BADARG (test/agent-facts.test.ts), so the core's
+  // rule is reached here by module-side Lua calling the core directly.
+  it('sock_recv(i, 0) asserts in the core: the module reboots (platform_socket.c:827); through the agent it is BADARG', async () => {
     const m = await boot();
     try {
+      await assert.rejects(m.rpc.call('socketcore.sock_recv', [0, 0]), (e: unknown) => isTetherError(e, 'REMOTE') && /BADARG/.test((e as Error).message));
+      assert.equal(m.sim.boots, 1, 'the agent kept the call from the core');
       const rebooted = m.sim.nextBoot();
-      const reply = m.rpc.call('socketcore.sock_recv', [0, 0]).then(
-        () => 'answered',
-        () => 'no answer',
-      );
       const t = setTimeout(() => {}, 5000); // the reboot timer is unref'd
       try {
+        m.sim.currentVm!.runString('socketcore.sock_recv(0, 0)', '=user');
         await rebooted;
       } finally {
         clearTimeout(t);
       }
       assert.equal(m.sim.boots, 2, 'the module rebooted');
       assert.match(m.sim.fatalErrors[0], /sock_recv\(0, 0\).*platform_socket\.c:827/);
-      void reply;
     } finally {
       await m.stop();
     }

@@ -14,13 +14,14 @@ import { SimulatedModule } from '../src/sim/module.js';
 import { nodemcuFamily, type NodemcuFamily } from '../src/sim/nodemcu/family.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { NodeMcuNet, NET_TCP, NET_UDP, TcpSocket, TcpServer, UdpSocket } from '../src/api/nodemcu/net.js';
-import { connectTcp, sendAll } from '../src/api/nodemcu/connection.js';
+import { connectTcp, sendAll } from '../src/streams/drivers/nodemcu-conn.js';
 import { NetError, isNetError } from '../src/api/nodemcu/errors.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { encodeFrame } from '../src/codec/frame.js';
 import { Handle } from '../src/codec/values.js';
 import { isTetherError } from '../src/errors.js';
 import { TetherModule, connect } from '../src/api/connect.js';
+import '../src/streams/index.js'; // mod.createConnection
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const done = <T>(o: import('rxjs').Observable<T>) => lastValueFrom(o, { defaultValue: undefined as T });
@@ -377,14 +378,14 @@ describe('TetherModule for NodeMCU', () => {
       assert.equal(info.bsp, 'ESP8266');
       assert.ok(info.capabilities.includes('net.createConnection'));
       assert.equal((await lastValueFrom(mod.net.ping('127.0.0.1', 1).pipe(take(1)))).type, 'reply');
-      // the helpers are reachable from the module object: net.connectTcp, socket.sendAll
+      // a byte stream from the module object: mod.createConnection (src/streams, on the net facade)
       const echo = await startEchoServers();
       try {
-        const conn = await firstValueFrom(mod.net.connectTcp('127.0.0.1', echo.tcp.port));
-        const back = firstValueFrom(conn.data());
-        assert.equal(await lastValueFrom(conn.socket.sendAll('via the module object')), 21);
+        const conn = mod.createConnection(echo.tcp.port, '127.0.0.1');
+        const back = new Promise<Buffer>((resolve, reject) => conn.once('data', resolve).once('error', reject));
+        conn.write('via the module object');
         assert.equal(text(await back), 'via the module object');
-        await conn.close();
+        await new Promise((r) => conn.end(r));
       } finally {
         await echo.close();
       }

@@ -1,7 +1,8 @@
 /**
  * `tether flash` against the simulated ESP8266's stock REPL: boot noise, a pseudo-terminal,
  * the real CLI in a child process; then the engine in-process for the hard cases (reset on
- * open, a REPL left in `>>`, a reset in the middle of the upload, base64 vs hex, no prompt).
+ * open, a REPL left in `>>`, a reset in the middle of the upload, a flipped byte, a host that
+ * vanishes, a baud the module does not answer at, no prompt).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +15,7 @@ import { SimulatedModule } from '../src/sim/module.js';
 import { nodemcuFamily, nodemcuAgentSource } from '../src/sim/nodemcu/family.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { SerialTransport } from '../src/transport/serial.js';
+import type { Transport } from '../src/transport/transport.js';
 import { readLazyAgentFiles, repoRoot } from '../src/util/repo-root.js';
 import { flashNodemcu, minifyLua, adler, type FlashProgress } from '../src/cli/commands/flash-repl.js';
 import { isTetherError } from '../src/errors.js';
@@ -21,6 +23,21 @@ import { AGENT_VERSION } from '../src/codec/constants.js';
 
 const bin = join(repoRoot(), 'dist/src/cli/bin.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** `inner` with some methods replaced (a line with faults, a bridge with limits). */
+function wrap(inner: Transport, over: Partial<Pick<Transport, 'write' | 'setBaudRate'>>): Transport {
+  return {
+    description: inner.description,
+    get isOpen() {
+      return inner.isOpen;
+    },
+    write: over.write ?? ((d) => inner.write(d)),
+    onData: (l) => inner.onData(l),
+    onClose: (l) => inner.onClose(l),
+    close: () => inner.close(),
+    ...(over.setBaudRate ? { setBaudRate: over.setBaudRate } : {}),
+  };
+}
+
 const tmp = mkdtempSync(join(tmpdir(), 'tether-flash-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -47,7 +64,7 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       const out = JSON.parse(r.stdout);
       assert.equal(out.uploaded, true);
       assert.equal(out.init, true);
-      assert.equal(out.encoding, 'hex', 'the default build has no encoder: hex');
+      assert.equal(out.baud, 460800, 'a pty is a serial port: the upload switched to 460800 baud and back');
       assert.equal(out.started, true);
       assert.equal(out.hello.family, 'nodemcu');
       // --json on a pipe: no progress bar (it is for terminals), only the closing hint
@@ -130,8 +147,8 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
 });
 
 describe('flash engine (in-process)', () => {
-  it('finds the prompt past a half-typed chunk (">>"), uses base64 when the firmware has encoder, and reads every byte back', async () => {
-    const fam = nodemcuFamily({ boot: 'repl', extraModules: ['encoder'] });
+  it('finds the prompt past a half-typed chunk (">>"), sends raw blocks the module acknowledges, verifies by the module\'s own checksum', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
     const sim = await SimulatedModule.start(fam);
     const t = sim.connect();
     try {
@@ -139,13 +156,101 @@ describe('flash engine (in-process)', () => {
       await sleep(30);
       const phases: FlashProgress[] = [];
       const r = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), minify: false, start: false, onProgress: (p) => phases.push(p) });
-      assert.equal(r.encoding, 'base64');
       assert.equal(r.uploaded, true);
       assert.equal(r.started, false);
+      assert.equal(r.baud, 115200, 'no switch asked');
       assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(nodemcuAgentSource(), 'latin1')));
+      const up = phases.filter((p) => p.phase === 'upload' && p.file === 'tether.lua');
+      assert.equal(up.length, Math.ceil(r.bytes / 255), 'one acknowledged 255-byte block per progress step');
+      // then the files the agent loads on first use, the same way
+      for (const f of r.files) assert.equal(phases.filter((p) => p.phase === 'upload' && p.file === f.name).length, Math.ceil(f.bytes / 255), f.name);
       const verify = phases.filter((p) => p.phase === 'verify');
-      assert.equal(verify.at(-1)!.done, verify.at(-1)!.total, 'the verify phase read the whole file back');
-      assert.equal(fam.esp!.rxDropped, 0, 'one line at a time: the RX ring never overflowed');
+      assert.equal(verify.at(-1)!.done, verify.at(-1)!.total);
+      assert.equal(fam.esp!.rxDropped, 0, 'one block at a time: the RX ring never overflowed');
+      assert.equal(fam.esp!.uartTaken, false, 'the REPL has the UART again');
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('a byte changed on the way is caught by the module\'s checksum, the temporary file is removed, and a second run succeeds', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam);
+    const inner = sim.connect();
+    let flipAt = -1;
+    let sent = 0;
+    // a line hit by noise once: one byte of the upload (well past the REPL lines) is flipped
+    const t = wrap(inner, {
+      write: async (d: Uint8Array) => {
+        const b = Buffer.from(d);
+        if (flipAt < 0 && b.length === 255) flipAt = sent + 100;
+        if (flipAt >= sent && flipAt < sent + b.length) {
+          b[flipAt - sent] ^= 0x20;
+          flipAt = Number.MAX_SAFE_INTEGER;
+        }
+        sent += b.length;
+        return inner.write(b);
+      },
+    });
+    try {
+      const err = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false }).then(() => undefined, (e: unknown) => e);
+      assert.ok(isTetherError(err) && err.code === 'PROTOCOL', `a PROTOCOL error, got ${String(err)}`);
+      assert.match((err as Error).message, /verification of tether\.tmp failed: the module has \d+ bytes with Adler-32 [0-9a-f]{8}, expected/);
+      assert.equal(fam.files.has('tether.tmp'), false, 'the temporary file was removed');
+      assert.equal(fam.files.has('tether.lua'), false, 'nothing under the real name');
+      const ok = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false });
+      assert.equal(ok.uploaded, true);
+      assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')));
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('the host vanishing mid-upload: the module\'s watchdog ends the data mode, removes the partial file and gives the prompt back', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam);
+    const inner = sim.connect();
+    let blocks = 0;
+    const t = wrap(inner, {
+      write: async (d: Uint8Array) => {
+        if (d.length === 255 && ++blocks > 3) return; // the cable is pulled after three blocks
+        return inner.write(d);
+      },
+    });
+    try {
+      const err = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false, lineTimeoutMs: 1000 }).then(() => undefined, (e: unknown) => e);
+      assert.ok(isTetherError(err), String(err));
+      assert.equal(fam.esp!.uartTaken, true, 'right after the host gave up the loader still holds the UART');
+      for (let i = 0; i < 100 && fam.esp!.uartTaken; i++) await sleep(50);
+      assert.equal(fam.esp!.uartTaken, false, 'the watchdog gave the UART back to the REPL');
+      assert.equal(fam.files.has('tether.tmp'), false, 'and removed the partial file');
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('a faster baud the module does not answer at: both ends fall back to the starting rate and the upload completes', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam);
+    const inner = sim.connect();
+    let rate = 115200;
+    const rates: number[] = [];
+    // a USB bridge that cannot do 921600: nothing gets through at that rate
+    const t = wrap(inner, {
+      write: async (d: Uint8Array) => (rate === 921600 ? undefined : inner.write(d)),
+      setBaudRate: async (b: number) => {
+        rates.push(b);
+        rate = b;
+        return b;
+      },
+    });
+    try {
+      const phases: FlashProgress[] = [];
+      const r = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false, baudRate: 921600, onProgress: (p) => phases.push(p) });
+      assert.deepEqual(rates, [921600, 115200]);
+      assert.equal(r.baud, 115200);
+      assert.ok(phases.some((p) => p.phase === 'baud' && /did not answer at 921600 baud: staying at 115200/.test(p.message ?? '')));
+      assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')));
     } finally {
       await sim.stop();
     }
@@ -175,7 +280,7 @@ describe('flash engine (in-process)', () => {
       );
       assert.ok(reset);
       assert.ok(isTetherError(err), `a TetherError, got ${String(err)}`);
-      assert.match((err as Error).message, /no Lua prompt|failed|closed/);
+      assert.match((err as Error).message, /no Lua prompt|no acknowledgement|failed|closed/);
       assert.equal(fam.files.get('tether.lua')!.toString(), '-- old agent\n', 'the agent file under its real name is untouched');
       assert.equal(fam.files.has('tether.tmp'), false, 'the temporary file was removed once the module was back');
       const ok = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: true });

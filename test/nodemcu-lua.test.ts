@@ -1,16 +1,16 @@
 /**
  * The NodeMCU agent under the stock interpreters its firmware builds descend from
- * (Debian lua5.1 = the default LUA=51 build, lua5.3 = LUA=53): a syntax check of the
+ * (Lua 5.1 = the default LUA=51 build, 5.3 = LUA=53; PUC-Rio 5.1.5 and 5.3.6 compiled to
+ * WebAssembly, test/helpers/lua.ts): a syntax check of the
  * whole bundled file, then the WHOLE agent run by a driver with mocked NodeMCU modules
  * (uart, node, tmr, wifi, net; `bit` in plain Lua for 5.1, with 5.3 operators for 5.3).
  * The agent's pure parts (CRC-32 with the `bit` module, escaping, the protocol) are checked
  * against the TypeScript codec: every frame it writes must pass parseLine, every payload
  * must round-trip byte-exact, for lengths 0..200 and a 1460-byte segment.
- * These tests FAIL (never skip) without the interpreters: apt-get install -y lua5.1 lua5.3.
+ * The interpreters come from npm (lua-wasm-bindings): Node is all these tests need.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,13 +20,9 @@ import { AgentHost } from './helpers/agent-host.js';
 import { Handle, type WireValue } from '../src/codec/values.js';
 import { parseHello } from '../src/rpc/client.js';
 import { renderAgent } from '../scripts/gen-lua.js';
+import { luacCheck, runLua, type LuaVersion } from './helpers/lua.js';
 
 const MAIN = agentBundlePath('nodemcu');
-
-function need(bin: string): void {
-  const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
-  if (r.error) assert.fail(`${bin} is not installed: run "apt-get install -y lua5.1 lua5.3" (.ci/run does this)`);
-}
 
 /** Mocked NodeMCU modules, then the agent file, then the UART input and a few firmware callbacks. */
 const DRIVER = String.raw`
@@ -101,8 +97,12 @@ tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() retur
     t.unregister = function(self) self.fn = nil end
     return t
   end }
--- file: the agent's files loaded on first use are in the driver's directory (its cwd), as on SPIFFS
-file = { exists = function(n) local f = io.open(n, "rb") if f then f:close() return true end return false end }
+-- file: the agent's files loaded on first use (paths in arg[3..]) stand for SPIFFS; the agent reads
+-- them by name with file.exists and loadfile
+local LAZY = {}
+for i = 3, #arg do LAZY[string.match(arg[i], "[^/]+$")] = arg[i] end
+file = { exists = function(n) return LAZY[n] ~= nil end }
+do local lf = loadfile loadfile = function(n) return lf(LAZY[n] or n) end end
 node = {
   heap = function() return 38123 end, chipid = function() return 4242 end, random = function(a, b) return 777 end,
   info = function(g)
@@ -203,13 +203,18 @@ for _ = 1, 30 do
 end
 `;
 
-function runAgent(lua: string, input: Buffer): { host: AgentHost; raw: string } {
+function runAgent(v: LuaVersion, input: Buffer): { host: AgentHost; raw: string } {
+  const lua = `Lua ${v}`;
   const dir = mkdtempSync(join(tmpdir(), 'tether-nodemcu-lua-'));
   try {
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.txt'), input);
-    for (const [n, text] of readLazyAgentFiles('nodemcu')) writeFileSync(join(dir, n), text);
-    const r = spawnSync(lua, [join(dir, 'driver.lua'), MAIN, join(dir, 'input.txt')], { cwd: dir, encoding: 'latin1', timeout: 120000 });
+    const lazy = [...readLazyAgentFiles('nodemcu')].map(([n, text]) => {
+      writeFileSync(join(dir, n), text);
+      return join(dir, n);
+    });
+    const run = runLua(v, join(dir, 'driver.lua'), { args: [MAIN, join(dir, 'input.txt'), ...lazy] });
+    const r = { status: run.status, stderr: run.stderr, stdout: run.stdout.toString('latin1') };
     assert.equal(r.status, 0, `${lua} failed: ${r.stderr}`);
     const host = new AgentHost(4242);
     host.receive(r.stdout);
@@ -230,26 +235,21 @@ const calls = (list: Array<[number, string, WireValue[]]>) => {
   return Buffer.concat([Buffer.from('boot noise\r\n'), h.start(), ...list.flatMap(([id, fn, args]) => [h.call(id, fn, args), ack])]);
 };
 
-test('the bundled NodeMCU agent is current and passes luac5.1 -p and luac5.3 -p', () => {
-  need('luac5.1');
-  need('luac5.3');
+test('the bundled NodeMCU agent is current and passes luac -p of Lua 5.1 and 5.3', () => {
   assert.equal(readFileSync(MAIN, 'utf8'), renderAgent('nodemcu'), 'dist/agents/nodemcu/main.lua is stale: run npm run build');
   const lazy = [...readLazyAgentFiles('nodemcu').keys()].map((n) => join(MAIN, '..', n));
   assert.deepEqual(lazy.map((p) => p.replace(/.*\//, '')), ['tether_call.lua', 'tether_core.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua']);
   for (const file of [MAIN, ...lazy]) {
-    for (const c of ['luac5.1', 'luac5.3']) {
-      const r = spawnSync(c, ['-p', file], { encoding: 'utf8' });
-      assert.equal(r.status, 0, `${c}: ${r.stderr}`);
-    }
+    for (const v of ['5.1', '5.3'] as const) assert.equal(luacCheck(v, readFileSync(file), `@${file}`), undefined, `Lua ${v}: ${file}`);
     // Lua 5.1 rules, beyond what luac5.1 parses: no integer-division or bitwise operators anywhere
     const src = readFileSync(file, 'utf8').replace(/--[^\n]*/g, '').replace(/"(\\.|[^"\\])*"/g, '""');
     assert.doesNotMatch(src, /\/\/|<<|>>|\bgoto\b|[^~]~[^=]|&/, `Lua 5.3-only operators in ${file}`);
   }
 });
 
-for (const lua of ['lua5.1', 'lua5.3']) {
+for (const v of ['5.1', '5.3'] as LuaVersion[]) {
+  const lua = `Lua ${v}`;
   test(`the whole NodeMCU agent under ${lua}: hello, raw byte vectors and CRC-32 against the TS codec, net handles, events, guarded callbacks`, () => {
-    need(lua);
     // vectors: every length 0..200 (every byte value, \n and DLE escapes, fragments) plus a 1460-byte TCP segment
     const vectors: Buffer[] = [];
     for (let n = 0; n <= 200; n += 1) vectors.push(Buffer.from(Array.from({ length: n }, (_, i) => (i * 53 + n * 7) % 256)));
@@ -274,7 +274,7 @@ for (const lua of ['lua5.1', 'lua5.3']) {
       [24, 'tcpsocket.close', [new Handle(1)]],
       [25, 'agent.repl', []],
     );
-    const { host } = runAgent(lua, calls(list));
+    const { host } = runAgent(v, calls(list));
     const frames = host.messages;
     type Reply = { type: 'R' | 'X'; id: number; values: WireValue[]; code: string; message: string };
     const byId = (id: number) => frames.find((f) => (f.type === 'R' || f.type === 'X') && f.id === id) as unknown as Reply;
@@ -282,7 +282,7 @@ for (const lua of ['lua5.1', 'lua5.3']) {
     const h = parseHello(byId(1).values[0]);
     h.caps = byId(2).values.map((v) => Buffer.from(v as Uint8Array).toString());
     assert.equal(h.caps.length, h.raw.get('ncaps'));
-    assert.equal(h.intbits, lua === 'lua5.1' ? 53 : 64, 'the driver\'s stock interpreters: doubles (5.1), 64-bit integers (5.3)');
+    assert.equal(h.intbits, v === '5.1' ? 53 : 64, 'the driver\'s stock interpreters: doubles (5.1), 64-bit integers (5.3)');
     assert.equal(h.family, 'nodemcu');
     assert.equal(h.fw, '3.0.0-drv');
     assert.equal(h.bsp, 'ESP8266');
@@ -290,7 +290,7 @@ for (const lua of ['lua5.1', 'lua5.3']) {
     assert.ok(h.window <= 255, 'window respects the 256-byte RX ring');
     assert.equal((h.raw.get('nodeheap') as number), 38123, 'hello reports node.heap()');
     assert.equal(typeof h.heap, 'number', 'hello reports the Lua heap (KB)');
-    assert.equal(h.lua, lua === 'lua5.1' ? 'Lua 5.1' : 'Lua 5.3');
+    assert.equal(h.lua, lua);
     for (const fn of ['net.createConnection', 'net.createServer', 'net.createUDPSocket', 'net.dns.resolve', 'tcpsocket.send', 'udpsocket.send', 'tcpserver.listen', 'agent.repl', 'agent.release']) assert.ok(h.caps.includes(fn), fn);
     vectors.forEach((v, i) => {
       const r = byId(100 + i);

@@ -16,9 +16,9 @@ import { syncBuiltinESMExports } from 'node:module';
 import { once } from 'node:events';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { connect } from '../src/api/connect.js';
-import { openSocket } from '../src/api/luatos/connection.js';
-import { openConnection } from '../src/api/luat/connection.js';
-import { connectTcp } from '../src/api/nodemcu/connection.js';
+import { openSocket } from '../src/streams/drivers/luatos-conn.js';
+import { openConnection } from '../src/streams/drivers/luat-conn.js';
+import { connectTcp } from '../src/streams/drivers/nodemcu-conn.js';
 import { isLoopbackAddress, mayReach, simResolve } from '../src/sim/network.js';
 
 const attempts: string[] = [];

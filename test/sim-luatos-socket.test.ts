@@ -625,6 +625,31 @@ describe('emulated LuatOS socket + zbuff', () => {
     }
   });
 
+  it('hermetic SNTP: the default servers and loopback port 123 reach the simulated network\'s own SNTP server; without it, NTP_ERROR', async () => {
+    const sim = new Sim({ sntpTimeoutMs: 300 });
+    try {
+      assert.deepEqual(sim.ret('socket.sntp_port()'), [123], 'the firmware default port is untouched');
+      sim.lua('socket.sntp()'); // ntp.aliyun.com, ntp.ntsc.ac.cn, time1.cloud.tencent.com
+      await sim.until(() => sim.published.some((p) => p[0] === 'NTP_UPDATE' || p[0] === 'NTP_ERROR'), 'an NTP topic');
+      assert.deepEqual(sim.published.at(-1), ['NTP_UPDATE']);
+      const tm = sim.ret('socket.ntptm()')[0] as Record<string, number | boolean>;
+      assert.equal(tm.vaild, true);
+      assert.ok(Math.abs((tm.tsec as number) - Date.now() / 1000) < 3, `tsec ${tm.tsec} is the host's Unix time`);
+      sim.lua('socket.sntp("127.0.0.1")');
+      await sim.until(() => sim.published.filter((p) => p[0] === 'NTP_UPDATE').length === 2, 'NTP_UPDATE from 127.0.0.1:123');
+    } finally {
+      sim.shutdown();
+    }
+    const off = new Sim({ sntpTimeoutMs: 100, sntpServer: false });
+    try {
+      off.lua('socket.sntp()');
+      await off.until(() => off.published.some((p) => p[0] === 'NTP_UPDATE' || p[0] === 'NTP_ERROR'), 'an NTP topic');
+      assert.deepEqual(off.published.at(-1), ['NTP_ERROR'], 'public names do not resolve in a hermetic simulation');
+    } finally {
+      off.shutdown();
+    }
+  });
+
   it('event paths: task name via sys_send, sys_pub "NWCTRL*", dropped without sys_send', async () => {
     const sim = new Sim();
     try {

@@ -151,7 +151,7 @@ for (const fam of FAMILIES) {
       await closed(s);
     });
 
-    if (fam === 'sim:luat') {
+    if (fam === 'sim:luat' || fam === 'sim') {
       it('read backpressure: an unread stream stops taking bytes from the module, then gets them all', { timeout: 30000 }, async () => {
         const total = 48 * 1024;
         const data = crypto.randomBytes(total);
@@ -197,7 +197,7 @@ for (const fam of FAMILIES) {
     }
 
     if (fam !== 'sim:nodemcu') {
-      it('a peer that sends 100 KiB and closes at once: every byte then end, or a typed error, never a short end', { timeout: 20000 }, async () => {
+      it('a peer that sends 100 KiB and closes at once: every byte, then end', { timeout: 20000 }, async () => {
         const data = crypto.randomBytes(100 * 1024);
         const burst = await startPeer((c) => c.end(data));
         try {
@@ -208,10 +208,10 @@ for (const fam of FAMILIES) {
             s.once('end', () => resolve({ end: true }));
             s.once('error', (error) => resolve({ error }));
           });
-          if (how.end) assert.equal(sha(Buffer.concat(parts)), sha(data), 'ended: with every byte');
-          // LuatOS: one rx after the FIN, at most 4096 bytes a reply: the rest is reported lost
-          else assert.ok(isSocketError(how.error, 'ECONNRESET'), String(how.error));
-          if (fam === 'sim:luat') assert.ok(how.end, 'Luat reads everything before CLOSE_IND');
+          // LuatOS: the agent's rx takes all the socket holds in the one read the firmware allows
+          // after the FIN (hello rxdrain); Luat reads everything before CLOSE_IND
+          assert.ok(how.end, String(how.error));
+          assert.equal(sha(Buffer.concat(parts)), sha(data), 'ended: with every byte');
           await closed(s);
         } finally {
           await burst.close();

@@ -191,7 +191,18 @@ do
       A.reg("socketcore.sock_getremainbuf", function(...) return SC.sock_getremainbuf(...) end)
     end
     A.reg("socketcore.sock_close", function(...) return SC.sock_close(...) end)
-    A.reg("socketcore.sock_recv", function(...) return SC.sock_recv(...) end)
+    -- sock_recv(i, len): the core asserts on a length of 0 and reboots (platform_socket_recv starts with
+    -- ASSERT(data != NULL && length > 0), app/elua/platform/openat/src/platform_socket.c:827), and
+    -- l_sock_recv (tcpipsock.c) passes `len` on as a kal_uint16, so 65536 is 0 again: the agent
+    -- refuses any len that is not an integer 1..65535 with BADARG and never calls the core with it
+    A.reg("socketcore.sock_recv", function(...)
+      local len = select(2, ...)
+      if type(len) ~= "number" or len % 1 ~= 0 or len < 1 or len > 65535 then
+        error({ TP.E_ARG, "sock_recv: len must be an integer 1..65535 (bytes), got " .. tostring(len) ..
+          " (the core asserts on 0: platform_socket.c:827)" }, 0)
+      end
+      return SC.sock_recv(...)
+    end)
     -- every slot the agent opened for a host: sock_close now, sock_destroy on its CLOSE_CNF (or now
     -- when sock_close had nothing to close: no CNF comes then)
     HAL.sweep = function()

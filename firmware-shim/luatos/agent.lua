@@ -48,6 +48,9 @@ HAL.info = function(t)
   ok, v = pcall(rtos.bsp)
   t.bsp = ok and v or nil
   t.boolinv = probe()
+  -- socket.rx takes everything the firmware holds per read and hands it out in `limit` pieces
+  -- (see socket.rx below): nothing pending at the peer's FIN is lost
+  t.rxdrain = true
   if rtos.meminfo then
     local ok2, total, used, max = pcall(rtos.meminfo, "lua")
     if ok2 then t.luamem = { total = total, used = used, max = max } end
@@ -62,6 +65,9 @@ local function cb(id)
   end
 end
 
+-- bytes read from the firmware that the host has not taken yet, per socket (see socket.rx)
+local rxstash = setmetatable({}, { __mode = "k" })
+
 -- every socket (ctrl) the agent made for a host is a handle: close it (a forced close, no event),
 -- then free the ctrl, each under pcall; the handle dies with it, as nothing may be called on a
 -- released ctrl (docs/firmware/luatos.md lines 164 and 172, luat_lib_socket.c)
@@ -70,6 +76,7 @@ HAL.sweep = function()
   for id, c in pairs(A.handles) do
     pcall(socket.close, c)
     pcall(socket.release, c)
+    rxstash[c] = nil
     A.release(id)
     n = n + 1
   end
@@ -101,22 +108,77 @@ end)
 A.reg("socket.release", function(c)
   local id = A.hid[c]
   socket.release(c)
+  rxstash[c] = nil
   if id then A.release(id) end
 end)
 
 -- rx(c, wantbuf, flag, limit): with wantbuf the agent reads into its own zbuff
 -- and appends the bytes as one extra return value after the firmware's.
+-- Each firmware read takes EVERYTHING the socket holds: socket.rx is called without a limit, and
+-- l_socket_rx (luat_lib_socket.c:723) asks network_rx for the pending total and grows the zbuff to
+-- it. This matters after the peer's FIN: network_rx (luat_network_adapter.c, network_rx: "need_close
+-- && !new_rx_flag" returns -1, and a read with a buffer clears new_rx_flag) allows ONE more read, so
+-- a read of `limit` bytes out of more would lose the rest. What exceeds `limit` waits here (per
+-- socket, at most what the firmware had buffered: its TCP receive window) and the next rx calls
+-- hand it out first, `limit` bytes at a time, in order, without calling the firmware; once it is
+-- gone they read the firmware again (which then says (false, 0) after a FIN: the end).
+local function okv() return probe() ~= true end -- the firmware's "success" first value (boolinv)
+-- the next (at most `limit`) bytes the agent holds for `c`; forgets the stash once it is empty
+local function unstash(c, st, limit)
+  local n = st.b:used() - st.off
+  if limit ~= nil and n > limit then n = limit end
+  local s = st.b:toStr(st.off, n)
+  st.off = st.off + n
+  if st.off >= st.b:used() then
+    rxstash[c] = nil
+    if st.b.free then st.b:free() end
+  end
+  return n, s
+end
 A.reg("socket.rx", function(c, wantbuf, flag, limit)
-  if not wantbuf then return socket.rx(c) end
-  local b = zbuff.create(limit or 1024)
-  local r = { n = 0 }
-  local function keep(...) r = { n = select("#", ...), ... } end
-  keep(socket.rx(c, b, flag, limit))
-  r.n = r.n + 1
-  r[r.n] = b:toStr(0, b:used())
-  if b.free then b:free() end
-  return (table.unpack or unpack)(r, 1, r.n)
+  local st = rxstash[c]
+  if not wantbuf then
+    if st then return okv(), st.b:used() - st.off end
+    return socket.rx(c)
+  end
+  if st == nil then
+    local b = zbuff.create(limit or 1024)
+    local r = { n = 0 }
+    local function keep(...) r = { n = select("#", ...), ... } end
+    keep(socket.rx(c, b, flag))
+    local used = b:used()
+    if limit == nil or used <= limit or r[3] ~= nil then
+      -- all of it fits (or a UDP datagram, which is never split)
+      r.n = r.n + 1
+      r[r.n] = b:toStr(0, used)
+      if b.free then b:free() end
+      return (table.unpack or unpack)(r, 1, r.n)
+    end
+    st = { b = b, off = 0 }
+    rxstash[c] = st
+  end
+  local n, s = unstash(c, st, limit)
+  return okv(), n, nil, nil, s
 end)
+
+-- read(c, limit) and wait(c) see the bytes the agent holds for the socket first, so that raw calls
+-- mixed with rx keep the stream's order: read hands them out (TCP: (true, data)), wait says
+-- (true, true) "data pending" while there are some
+if socket.read then
+  A.reg("socket.read", function(c, limit, ...)
+    local st = rxstash[c]
+    if st == nil then return socket.read(c, limit, ...) end
+    if type(limit) == "number" and limit <= 0 then limit = nil end
+    local _, s = unstash(c, st, limit)
+    return okv(), s
+  end)
+end
+if socket.wait then
+  A.reg("socket.wait", function(c, ...)
+    if rxstash[c] then return okv(), true end
+    return socket.wait(c, ...)
+  end)
+end
 
 -- tx(c, data, ip, port, flag, resume): the firmware's socket.tx plus a per-socket HOLD, so that a
 -- host keeping several tx in flight (pipelined) never gets its TCP stream reordered. The firmware
@@ -153,7 +215,21 @@ A.reg("socket.tx", function(c, ...)
   return (table.unpack or unpack)(r, 1, r.n)
 end)
 
-for _, name in ipairs({ "debug", "config", "linkup", "connect", "discon", "close", "read", "wait",
+-- connect(c, host, port, ...): an integer host is the raw IPv4 address word (little-endian on the
+-- module: 0x0100007F is 127.0.0.1, docs/firmware/luatos.md). The agent passes it to the firmware as
+-- dotted text: l_socket_connect (luat_lib_socket.c:486) leaves its `ip` pointer NULL for an integer
+-- and then logs it with "%s" (LLOGD "connect to %s,%d", luat_lib_socket.c:507), which a libc may
+-- crash on. A dotted string connects to the same address (network_connect parses it, no DNS).
+A.reg("socket.connect", function(c, host, ...)
+  if type(host) == "number" and host == math.floor(host) then
+    local u = host % 4294967296
+    host = string.format("%d.%d.%d.%d", u % 256, math.floor(u / 256) % 256, math.floor(u / 65536) % 256,
+      math.floor(u / 16777216) % 256)
+  end
+  return socket.connect(c, host, ...)
+end)
+
+for _, name in ipairs({ "debug", "config", "linkup", "discon", "close",
   "listen", "state", "setDNS", "sslLog", "localIP", "adapter", "remoteIP", "sntp", "ntptm", "sntp_port",
   "dft", "close_all", "rx_cache" }) do
   if socket[name] then A.reg("socket." .. name, socket[name]) end

@@ -445,9 +445,9 @@ function text(v: WireValue | undefined): string {
 /** Offset after the number {@link leadNum} read last, and its space. */
 let leadAt = 0;
 
-/** Leading decimal number; the offset after it and its space goes to {@link leadAt}. */
-function leadNum(b: Buffer, what: string): number {
-  let i = 1;
+/** Decimal number at `b[from..]`; the offset after it and its space goes to {@link leadAt}. */
+function leadNum(b: Buffer, from: number, what: string): number {
+  let i = from;
   let neg = false;
   if (b[i] === 0x2d) {
     neg = true;
@@ -461,18 +461,26 @@ function leadNum(b: Buffer, what: string): number {
   return neg ? -n : n;
 }
 
+/** Message type characters by byte value. */
+const MSG_TYPE: Array<string | undefined> = [];
+for (const k of MESSAGE_TYPES) MSG_TYPE[k.charCodeAt(0)] = k;
+
 /**
- * Decode a message (type character + body) (section 7).
- * @throws FrameSyntaxError on a malformed body.
+ * Decode a message (section 7): `content` is the type character and the body, or, when `kind`
+ * (the type character's byte value) is given, the body alone (a whole-message frame's body,
+ * decoded in place).
+ * @throws FrameSyntaxError on a malformed body or an unknown type.
  */
-export function decodeMessage(content: Uint8Array): Message {
+export function decodeMessage(content: Uint8Array, kind?: number): Message {
   const b = content instanceof Buffer ? content : Buffer.from(content.buffer, content.byteOffset, content.length);
-  const type = String.fromCharCode(b[0]);
-  if (b.length === 0 || !MESSAGE_TYPES.includes(type)) throw new FrameSyntaxError(`unknown message type ${JSON.stringify(type)}`);
+  const from = kind === undefined ? 1 : 0;
+  const code = kind ?? (b.length > 0 ? b[0] : -1);
+  const type = MSG_TYPE[code];
+  if (type === undefined) throw new FrameSyntaxError(`unknown message type ${JSON.stringify(code < 0 ? '' : String.fromCharCode(code))}`);
   try {
     switch (type) {
       case 'C': {
-        const id = leadNum(b, 'id');
+        const id = leadNum(b, from, 'id');
         const at = leadAt;
         let sp = b.indexOf(0x20, at);
         if (sp < 0) sp = b.length;
@@ -480,24 +488,24 @@ export function decodeMessage(content: Uint8Array): Message {
         return { type: 'C', id, fn: b.toString('latin1', at, sp), args: decodeValues(b, Math.min(sp + 1, b.length)) };
       }
       case 'R': {
-        const id = leadNum(b, 'id');
+        const id = leadNum(b, from, 'id');
         return { type: 'R', id, values: decodeValues(b, leadAt) };
       }
       case 'X': {
-        const id = leadNum(b, 'id');
+        const id = leadNum(b, from, 'id');
         const v = decodeValues(b, leadAt);
         return { type: 'X', id, code: text(v[0]), message: text(v[1]) };
       }
       case 'E': {
-        const handle = leadNum(b, 'handle');
+        const handle = leadNum(b, from, 'handle');
         return { type: 'E', handle, values: decodeValues(b, leadAt) };
       }
       case 'P': {
-        const v = decodeValues(b, 1);
+        const v = decodeValues(b, from);
         return { type: 'P', topic: text(v[0]), values: v.slice(1) };
       }
       default: {
-        const level = leadNum(b, 'level');
+        const level = leadNum(b, from, 'level');
         const v = decodeValues(b, leadAt);
         return { type: 'L', level, message: text(v[0]) };
       }

@@ -1,13 +1,13 @@
 /**
- * `tether diag`: a field check of one module's network stack, through the agent.
+ * `tether diag`: a field check of one module's network stack, through the agent. The
+ * connections of the checks are the stream layer's (src/streams: `createConnection`,
+ * `createSocket`), so a pass also means that layer works on the module.
  * Each check runs with a timeout and reports ok/fail, its duration (ms) and details.
  */
-import { firstValueFrom, lastValueFrom, take, timeout } from 'rxjs';
-import { randomBytes } from 'node:crypto';
+import { firstValueFrom } from 'rxjs';
 import type { TetherModule } from '../api/connect.js';
-import { openSocket, type LuatosConnection } from '../api/luatos/connection.js';
 import { isTetherError, TetherError, TimeoutError } from '../errors.js';
-import { cappedEcho, echoBytes, TLS_ECHO_MAX } from './echo.js';
+import { cappedEcho, closeStream, echoBytes, openStream, TLS_ECHO_MAX, udpEcho } from './echo.js';
 import { runLuatChecks } from './luat-diag.js';
 import { runNodemcuChecks } from './nodemcu-diag.js';
 
@@ -190,8 +190,6 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
     return `adapter ${index} ready, IP ${ip[0]} mask ${ip[1]} gw ${ip[2]}${reg}`;
   });
 
-  const echo = (conn: LuatosConnection, size: number) => echoBytes(conn, size);
-
   if (!netOk) {
     for (const n of ['DNS', 'TCP connect + echo + close', 'UDP echo', 'TLS connect + echo']) skip(n, 'network not ready');
   } else {
@@ -201,51 +199,48 @@ export async function runDiag(mod: TetherModule, o: DiagOptions = {}): Promise<D
     if (o.tcp) {
       const tcp = o.tcp;
       if (dnsName) await run(`DNS (${dnsName})`, async () => {
-        const conn = await firstValueFrom(openSocket(socket, dnsName, tcp.port, { timeoutMs }));
+        const conn = await openStream(mod, { host: dnsName, port: tcp.port, connectTimeoutMs: timeoutMs });
         try {
-          const ips = (await firstValueFrom(socket.remoteIP(conn.ctrl))).filter((x) => x);
-          if (ips.length === 0) throw new Error(`connected, but socket.remoteIP gave no address for ${dnsName}`);
-          return `${dnsName} -> ${ips.join(', ')}`;
+          // the LuatOS driver fills remoteAddress from socket.remoteIP once a name was resolved
+          if (!conn.remoteAddress || conn.remoteAddress === dnsName) throw new Error(`connected, but socket.remoteIP gave no address for ${dnsName}`);
+          return `${dnsName} -> ${conn.remoteAddress}`;
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
       await run(`TCP connect + echo + close (${tcp.host}:${tcp.port})`, async () => {
         const t0 = performance.now();
-        const conn = await firstValueFrom(openSocket(socket, tcp.host, tcp.port, { timeoutMs }));
+        const conn = await openStream(mod, { host: tcp.host, port: tcp.port, connectTimeoutMs: timeoutMs });
         const tConn = Math.round(performance.now() - t0);
-        const r = await echo(conn, o.echoBytes ?? 1024);
+        let r: string;
+        try {
+          r = await echoBytes(conn, o.echoBytes ?? 1024);
+        } catch (e) {
+          conn.destroy();
+          throw e;
+        }
         const t1 = performance.now();
-        await conn.close();
+        await closeStream(conn);
         return `connected in ${tConn} ms, ${r}, closed in ${Math.round(performance.now() - t1)} ms`;
       });
     } else skip('TCP connect + echo + close', 'no --tcp echo server given');
     if (o.udp) {
       const udp = o.udp;
       await run(`UDP echo (${udp.host}:${udp.port})`, async () => {
-        const conn = await firstValueFrom(openSocket(socket, udp.host, udp.port, { udp: true, timeoutMs }));
-        try {
-          const payload = randomBytes(64);
-          const reply = firstValueFrom(conn.datagrams().pipe(take(1), timeout(timeoutMs)));
-          await lastValueFrom(conn.send(payload));
-          const d = await reply;
-          if (!Buffer.from(d.data).equals(payload)) throw new Error('the datagram came back different');
-          return `64-byte datagram echoed from ${d.ip}:${d.port}`;
-        } finally {
-          await conn.close();
-        }
+        const from = await udpEcho(mod, udp.host, udp.port, 64, Math.floor(timeoutMs * 0.8));
+        return `64-byte datagram echoed from ${from.address}:${from.port}`;
       });
     } else skip('UDP echo', 'no --udp echo server given');
     if (o.tls) {
       const tls = o.tls;
       await run(`TLS connect + echo (${tls.host}:${tls.port})`, async () => {
-        const conn = await firstValueFrom(openSocket(socket, tls.host, tls.port, { tls: true, ca: tls.ca, timeoutMs }));
+        const conn = await openStream(mod, { host: tls.host, port: tls.port, tls: true, ca: tls.ca, connectTimeoutMs: timeoutMs });
         try {
           const { size, note } = cappedEcho(o.echoBytes ?? 1024, TLS_ECHO_MAX.luatos, 'TLS');
-          const r = await echo(conn, size);
+          const r = await echoBytes(conn, size);
           return `${tls.ca ? 'server certificate verified, ' : 'no CA given (not verified), '}${r}${note}`;
         } finally {
-          await conn.close();
+          await closeStream(conn);
         }
       });
     } else skip('TLS connect + echo', 'no --tls echo server given');

@@ -1,16 +1,16 @@
 /**
  * `tether diag` checks for the Luat family (socketcore): registration, signal and IMEI,
  * data-link readiness, DNS, TCP echo, UDP echo, SSL echo. Called by runDiag (diag.ts)
- * after the handshake check; every check goes through the `socketcore` facade and its
- * helpers, so a pass also means the core's rules (one send in flight, every RECV_IND
+ * after the handshake check; every connection is the stream layer's (src/streams, on the
+ * `socketcore` facade through the Luat driver), so a pass also means the core's rules (one send in flight, every RECV_IND
  * drained, close/CLOSE_CNF/destroy) held.
  */
-import { firstValueFrom, lastValueFrom } from 'rxjs';
-import { randomBytes } from 'node:crypto';
+import { firstValueFrom } from 'rxjs';
 import type { TetherModule } from '../api/connect.js';
-import { openConnection, waitReady, type LuatConnection } from '../api/luat/connection.js';
+import { waitReady } from '../streams/drivers/luat-conn.js';
+import type { SocketStream } from '../streams/index.js';
 import type { DiagOptions } from './diag.js';
-import { cappedEcho, echoBytes, TLS_ECHO_MAX } from './echo.js';
+import { cappedEcho, closeStream, echoBytes, openStream, TLS_ECHO_MAX, udpEcho } from './echo.js';
 
 /** How the checks report (provided by runDiag). */
 export interface CheckRunner {
@@ -20,10 +20,10 @@ export interface CheckRunner {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Bytes echoed byte-exact through `conn`; returns a detail line. */
-async function echo(conn: LuatConnection, size: number): Promise<string> {
+/** Bytes echoed byte-exact through `conn`; returns a detail line with the driver's socketcore counters. */
+async function echo(conn: SocketStream, size: number): Promise<string> {
   const detail = await echoBytes(conn, size);
-  const st = conn.stats;
+  const st = conn.driverStats ?? {};
   return `${detail} (${st.sends} sock_send, at most ${st.maxSendsInFlight} in flight; ${st.recvInds} RECV_IND drained, largest ${st.maxRecvLen} B)`;
 }
 
@@ -65,60 +65,50 @@ export async function runLuatChecks(mod: TetherModule, o: DiagOptions, r: CheckR
     for (const n of names) r.skip(n, 'the data link is not up');
     return;
   }
-  const common = { timeoutMs, waitReady: false };
+  const common = { connectTimeoutMs: timeoutMs };
   const dnsName = o.dnsName;
   if (!dnsName) r.skip('DNS', 'no --dns NAME given');
   else if (!o.tcp) r.skip(`DNS (${dnsName})`, 'needs --tcp: the check connects to the name on the TCP echo port');
   if (o.tcp) {
     const tcp = o.tcp;
     if (dnsName) await r.run(`DNS (${dnsName})`, async () => {
-      const conn = await firstValueFrom(openConnection(sc, dnsName, tcp.port, common));
-      await conn.close();
-      return `${dnsName} resolved by the module and connected (CONN_CNF 0, socket ${conn.index})`;
+      const conn = await openStream(mod, { ...common, host: dnsName, port: tcp.port });
+      await closeStream(conn);
+      return `${dnsName} resolved by the module and connected (CONN_CNF 0)`;
     });
     await r.run(`TCP connect + echo + close (${tcp.host}:${tcp.port})`, async () => {
       const t0 = performance.now();
-      const conn = await firstValueFrom(openConnection(sc, tcp.host, tcp.port, common));
+      const conn = await openStream(mod, { ...common, host: tcp.host, port: tcp.port });
       const tConn = Math.round(performance.now() - t0);
       try {
         const detail = await echo(conn, o.echoBytes ?? 1024);
         const t1 = performance.now();
-        await conn.close();
+        await closeStream(conn);
         return `connected in ${tConn} ms, ${detail}, closed (close, CLOSE_CNF, destroy) in ${Math.round(performance.now() - t1)} ms`;
       } finally {
-        await conn.close();
+        conn.destroy();
       }
     });
   } else r.skip('TCP connect + echo + close', 'no --tcp echo server given');
   if (o.udp) {
     const udp = o.udp;
     await r.run(`UDP echo (${udp.host}:${udp.port})`, async () => {
-      const conn = await firstValueFrom(openConnection(sc, udp.host, udp.port, { ...common, type: 'udp' }));
-      try {
-        const payload = randomBytes(64);
-        const reply = firstValueFrom(conn.datagrams());
-        await lastValueFrom(conn.send(payload));
-        const wait = Math.floor(timeoutMs * 0.6); // inside the runner's timeout, so the slot is freed before the report
-        let timer: NodeJS.Timeout | undefined;
-        const d = await Promise.race([reply, new Promise<undefined>((res) => (timer = setTimeout(res, wait, undefined)))]).finally(() => clearTimeout(timer));
-        if (!d) throw new Error(`no datagram back within ${wait} ms`);
-        if (!Buffer.from(d).equals(payload)) throw new Error('the datagram came back different');
-        return '64-byte datagram echoed';
-      } finally {
-        await conn.close();
-      }
+      // the reply wait stays inside the runner's timeout, so the slot is freed before the report
+      await udpEcho(mod, udp.host, udp.port, 64, Math.floor(timeoutMs * 0.6));
+      return '64-byte datagram echoed';
     });
   } else r.skip('UDP echo', 'no --udp echo server given');
   if (o.tls) {
     const tls = o.tls;
     await r.run(`SSL connect + echo (${tls.host}:${tls.port})`, async () => {
-      const conn = await firstValueFrom(openConnection(sc, tls.host, tls.port, { ...common, type: 'ssl', cert: tls.ca ? { caCert: tls.ca } : undefined, strictCert: !!tls.ca }));
+      // an SSL socket; with a CA the core verifies the server (insist 0: strictCert)
+      const conn = await openStream(mod, { ...common, host: tls.host, port: tls.port, tls: true, ca: tls.ca });
       try {
         const { size, note } = cappedEcho(o.echoBytes ?? 1024, TLS_ECHO_MAX.luat, 'SSL');
         const detail = await echo(conn, size);
         return `${tls.ca ? 'server certificate verified (insist 0), ' : 'no CA given (not verified), '}${detail}${note}`;
       } finally {
-        await conn.close();
+        await closeStream(conn);
       }
     });
   } else r.skip('SSL connect + echo', 'no --tls echo server given');

@@ -1,27 +1,23 @@
 /**
  * `tether diag` checks for the NodeMCU family (ESP8266 `net`): WiFi station status and
  * IP, DNS, TCP echo, UDP echo (port and ip of the reply), ping. Called by runDiag
- * (diag.ts) after the handshake check. Everything goes through the `net` facade and its
- * helpers, so a pass also means the firmware rules held (one send in flight until
+ * (diag.ts) after the handshake check. Everything goes through the `net` facade (the TCP
+ * connection through the stream layer's NodeMCU driver on it), so a pass also means the firmware rules held (one send in flight until
  * "sent", chunks within the 2920-byte buffer, host-side connect timeout).
  * The default build has no TLS: a TLS target is skipped with that reason.
  */
 import { firstValueFrom, lastValueFrom, take, timeout, toArray } from 'rxjs';
 import { randomBytes } from 'node:crypto';
 import type { TetherModule } from '../api/connect.js';
-import { connectTcp, type NodeMcuConnection } from '../api/nodemcu/connection.js';
 import { NodeMcuWifi } from '../api/nodemcu/net.js';
 import type { DiagOptions } from './diag.js';
-import { echoBytes } from './echo.js';
+import { closeStream, echoBytes, openStream } from './echo.js';
 
 /** How the checks report (provided by runDiag). */
 export interface NodemcuCheckRunner {
   run(name: string, fn: () => Promise<string>): Promise<boolean>;
   skip(name: string, why: string): void;
 }
-
-/** `size` random bytes echoed byte-exact through `conn`; returns a detail line. */
-export const echoThrough = (conn: NodeMcuConnection, size: number): Promise<string> => echoBytes(conn, size);
 
 export async function runNodemcuChecks(mod: TetherModule, o: DiagOptions & { timeoutMs: number }, r: NodemcuCheckRunner): Promise<void> {
   const net = mod.net;
@@ -53,13 +49,13 @@ export async function runNodemcuChecks(mod: TetherModule, o: DiagOptions & { tim
   if (tcp) {
     await r.run(`TCP connect + echo + close (${tcp.host}:${tcp.port})`, async () => {
       const t0 = performance.now();
-      const conn = await firstValueFrom(connectTcp(net, tcp.host, tcp.port, { timeoutMs }));
+      const conn = await openStream(mod, { host: tcp.host, port: tcp.port, connectTimeoutMs: timeoutMs });
       const tConn = Math.round(performance.now() - t0);
       try {
-        const res = await echoThrough(conn, o.echoBytes ?? 1024);
+        const res = await echoBytes(conn, o.echoBytes ?? 1024);
         return `connected in ${tConn} ms, ${res} (sends of <= 1460 bytes, one in flight until "sent")`;
       } finally {
-        await conn.close();
+        await closeStream(conn);
       }
     });
   } else r.skip('TCP connect + echo + close', 'no --tcp echo server given');

@@ -96,8 +96,13 @@ export interface LinkReset {
 
 /** What a link reports upwards. Every handler is optional. */
 export interface LinkHandlers {
-  /** A whole message from the agent, in order, exactly once. */
-  message?(content: Buffer): void;
+  /**
+   * A whole message from the agent, in order, exactly once: `content` is the type character
+   * and the body, or, when `kind` (the type character's byte value) is given, the body alone
+   * (decode with `decodeMessage(content, kind)`). `content` may be a view of received bytes:
+   * copy what is kept after the call.
+   */
+  message?(content: Buffer, kind?: number): void;
   /** A line that is not a frame. */
   log?(text: string): void;
   /** The agent was seen to reset or the session was lost; the link is idle until {@link Link.start}. */
@@ -108,12 +113,27 @@ export interface LinkHandlers {
   closed?(err?: Error): void;
 }
 
-interface OutMessage {
-  buf: Buffer;
-  off: number;
-  cancelled: boolean;
-  /** Called once, when its first frame is written. */
-  onSent?: () => void;
+/** A message given to {@link Link.send}. */
+export interface QueuedMessage {
+  /** True once its first frame was written. */
+  readonly sent: boolean;
+  /** Withdraw the message if none of its frames was written yet (true), else false (it goes on). */
+  cancel(): boolean;
+}
+
+class OutMessage implements QueuedMessage {
+  /** Bytes of `buf` already cut into frames. */
+  off = 0;
+  cancelled = false;
+  constructor(readonly buf: Buffer) {}
+  get sent(): boolean {
+    return this.off > 0;
+  }
+  cancel(): boolean {
+    if (this.off > 0) return false;
+    this.cancelled = true;
+    return true;
+  }
 }
 
 interface Unacked {
@@ -179,8 +199,17 @@ export class Link {
   private rttvar = 0;
   private rto: number;
   private backoff = 1;
-  private rtoTimer?: NodeJS.Timeout;
-  private probeTimer?: NodeJS.Timeout;
+  /**
+   * Deadlines (`performance.now()` ms, 0 = none) of the retransmission timeout and of the
+   * tail-loss probe. One timer serves both: an ack moves the deadlines and leaves the timer
+   * alone (no timer is cleared and set per ack); when it fires early it re-arms for what is left.
+   */
+  private rtoAt = 0;
+  private probeDue = 0;
+  private timer?: NodeJS.Timeout;
+  /** When {@link timer} fires (ms). */
+  private timerAt = 0;
+  private readonly onTimerFn = () => this.onTimer();
   private probeAt = 0;
   /** Token of the last `Y` sent (1..9999); the `A` answering it echoes it. */
   private probeToken = 0;
@@ -206,6 +235,11 @@ export class Link {
   /** Time of the last retransmission (Karn's rule: no RTT sample from frames sent before it). */
   private recoverAt = 0;
   private lastHeard = Date.now();
+  /** True while a received chunk is being read (see {@link onData}). */
+  private reading = false;
+  /** An ack opened the window while reading: pump once the chunk is read. */
+  private pumpDue = false;
+  private readonly onLineFn = (line: Buffer) => this.onLine(line);
   private keepTimer?: NodeJS.Timeout;
   private startTimer?: NodeJS.Timeout;
   private startBad = 0;
@@ -324,18 +358,14 @@ export class Link {
   }
 
   /**
-   * Queue a message (type character + body) for the agent. Returns a cancel function:
-   * it withdraws the message if none of its frames was written yet (true), else false.
+   * Queue a message (type character + body) for the agent. Returns its handle: whether a
+   * frame of it was written (`sent`), and `cancel()` to withdraw it while none was.
    */
-  send(content: Buffer, onSent?: () => void): () => boolean {
-    const m: OutMessage = { buf: content, off: 0, cancelled: false, onSent };
+  send(content: Buffer): QueuedMessage {
+    const m = new OutMessage(content);
     this.queue.push(m);
     this.pump();
-    return () => {
-      if (m.off > 0) return false;
-      m.cancelled = true;
-      return true;
-    };
+    return m;
   }
 
   /** Close the link (not the transport). Pending start fails with `CLOSED`. */
@@ -354,10 +384,10 @@ export class Link {
   private dropSession(): void {
     if (this.startTimer) clearTimeout(this.startTimer);
     this.startTimer = undefined;
-    if (this.rtoTimer) clearTimeout(this.rtoTimer);
-    this.rtoTimer = undefined;
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.rtoAt = 0;
+    this.probeDue = 0;
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     this.unackedIn = 0;
@@ -511,7 +541,6 @@ export class Link {
       const whole = m.off === 0 && end === m.buf.length;
       const line = encodeFrame(head, m.buf.subarray(whole ? 1 : m.off, end));
       if (this.unackedBytes > 0 && this.unackedBytes + line.length > limit) break;
-      if (m.off === 0) m.onSent?.();
       m.off = end;
       if (m.off >= m.buf.length) this.popQueue();
       this.nextSeq = mod(seq + 1);
@@ -537,26 +566,54 @@ export class Link {
     return this.opts.baud > 0 ? (bytes * 10000) / this.opts.baud : 0;
   }
 
+  /** Start the retransmission timeout (and the tail-loss probe) unless it runs or nothing is unacknowledged. */
   private armRto(): void {
-    if (this.rtoTimer || this.uHead >= this.unacked.length) return;
+    if (this.rtoAt !== 0 || this.uHead >= this.unacked.length) return;
+    const now = performance.now();
     // the RTT samples already include the line time of what was queued before a frame
     const ms = Math.min(RTO_MAX_MS, this.rto * this.backoff);
-    this.rtoTimer = setTimeout(() => this.onRto(), ms);
+    this.rtoAt = now + ms;
     // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
     // which a lost `A` would otherwise only bring back after the timeout
-    if (this.probeTimer) clearTimeout(this.probeTimer);
     const probeMs = Math.max(2 * this.srtt, PROBE_MIN_MS);
-    if (probeMs < ms) {
-      this.probeTimer = setTimeout(() => {
-        this.probeTimer = undefined;
-        if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
-        this.poll();
-      }, probeMs);
+    this.probeDue = probeMs < ms ? now + probeMs : 0;
+    this.armTimer(this.probeDue || this.rtoAt, now);
+  }
+
+  /** Progress (an ack): the timeout starts over from now. */
+  private restartRto(): void {
+    this.rtoAt = 0;
+    this.probeDue = 0;
+    this.armRto();
+  }
+
+  /** Have the timer fire at `at` at the latest (a timer that fires sooner is kept). */
+  private armTimer(at: number, now: number): void {
+    if (this.timer) {
+      if (this.timerAt <= at) return;
+      clearTimeout(this.timer);
     }
+    this.timerAt = at;
+    this.timer = setTimeout(this.onTimerFn, Math.max(1, at - now));
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    // Node fires timers on whole milliseconds: a deadline within 1 ms is due
+    const now = performance.now() + 1;
+    if (this.probeDue !== 0 && now >= this.probeDue) {
+      this.probeDue = 0;
+      if (this.state === 'open' && this.uHead < this.unacked.length) this.poll();
+    }
+    if (this.rtoAt !== 0 && now >= this.rtoAt) {
+      this.rtoAt = 0;
+      this.onRto();
+    }
+    const next = this.probeDue !== 0 && (this.rtoAt === 0 || this.probeDue < this.rtoAt) ? this.probeDue : this.rtoAt;
+    if (next !== 0) this.armTimer(next, now - 1);
   }
 
   private onRto(): void {
-    this.rtoTimer = undefined;
     if (this.state !== 'open' || this.uHead >= this.unacked.length) return;
     this.counters.timeouts++;
     // noise, not congestion, loses frames on a UART: back off little (the timer also covers a dead agent)
@@ -662,10 +719,9 @@ export class Link {
     }
     this.backoff = 1;
     this.stalls = 0;
-    if (this.rtoTimer) clearTimeout(this.rtoTimer);
-    this.rtoTimer = undefined;
-    this.armRto();
-    this.pump();
+    this.restartRto();
+    if (this.reading) this.pumpDue = true;
+    else this.pump();
   }
 
   private sampleRtt(r: number): void {
@@ -686,8 +742,19 @@ export class Link {
   private onData(chunk: Uint8Array): void {
     this.counters.bytesIn += chunk.length;
     this.lastHeard = Date.now();
-    this.lines.push(chunk, (line) => this.onLine(line));
+    // acks inside the chunk open the window, but frames go out once the whole chunk was read:
+    // then they all carry the newest ack (an agent walks its retransmit queue per new ack)
+    this.reading = true;
+    try {
+      this.lines.push(chunk, this.onLineFn);
+    } finally {
+      this.reading = false;
+    }
     this.counters.overlongLines = this.lines.overlong;
+    if (this.pumpDue) {
+      this.pumpDue = false;
+      this.pump();
+    }
   }
 
   private onLine(line: Buffer): void {
@@ -836,10 +903,8 @@ export class Link {
       this.partsSize = 0;
       this.partsTooBig = false;
     }
-    const msg = Buffer.allocUnsafe(body.length + 1);
-    msg[0] = kind.charCodeAt(0);
-    body.copy(msg, 1);
-    this.handlers.message?.(msg);
+    // a whole message: its body as it lies in the line, with its type apart (no copy)
+    this.handlers.message?.(body, kind.charCodeAt(0));
   }
 
   private armKeepalive(): void {
@@ -896,7 +961,7 @@ export class LossEstimator {
 
   /**
    * Best frame size in [MIN_FRAME, max] for the estimated loss. Recomputed after a loss and every
-   * 16 samples (the search is ~120 steps of Math.pow: too costly for every frame).
+   * 16 samples (between them the size stays as it was).
    */
   bestSize(max: number): number {
     if (this.cached > 0 && this.cachedMax === max && !this.dirty && (this.n & 15) !== 0) return this.cached;
@@ -906,7 +971,26 @@ export class LossEstimator {
     return this.cached;
   }
 
-  private searchSize(max: number): number {
+  /**
+   * The grid point (MIN_FRAME + 8k, at most `max`) where g(n) = ((n − 24)/n)·(1 − q)^n is largest,
+   * the first one on a tie. g is unimodal in n: ln g has the derivative 24/(n(n − 24)) + ln(1 − q),
+   * zero at n* = 12 + √(144 + 24/−ln(1 − q)); the best grid point is one of the two around n*.
+   * Uncached: {@link bestSize} is what the link uses.
+   */
+  searchSize(max: number): number {
+    const q = this.perByte;
+    const top = MIN_FRAME + Math.floor((max - MIN_FRAME) / 8) * 8;
+    if (top <= MIN_FRAME) return MIN_FRAME;
+    const l = -Math.log1p(-q);
+    const star = l > 0 ? 12 + Math.sqrt(144 + 24 / l) : Infinity;
+    const lo = Math.min(top, Math.max(MIN_FRAME, MIN_FRAME + Math.floor((star - MIN_FRAME) / 8) * 8));
+    const hi = Math.min(top, lo + 8);
+    const g = (n: number) => ((n - 24) / n) * Math.pow(1 - q, n);
+    return hi > lo && g(hi) > g(lo) ? hi : lo;
+  }
+
+  /** {@link searchSize} by trying every grid point (reference for tests). @internal */
+  searchSizeSlow(max: number): number {
     const q = this.perByte;
     let best = MIN_FRAME;
     let bestV = -1;

@@ -3,22 +3,19 @@
  * a {@link SocketStream} on the module's own stack (src/streams: `createConnection`, the same
  * net.Socket-like Duplex for every family, with the firmware's send accounting and read flow
  * control); errors keep that layer's `code`s (`SOCKET` with a Node-style `reason`, `TIMEOUT`,
- * `RESET`, ...). UDP ASSOCIATE goes through the families' UDP helpers (below).
+ * `RESET`, ...). Every UDP ASSOCIATE gets module UDP sockets from the same layer (`createSocket`).
  */
 import { EventEmitter } from 'node:events';
 import { isIPv4 } from 'node:net';
 import { Duplex } from 'node:stream';
-import { firstValueFrom, lastValueFrom, map, type Observable, type Subscription } from 'rxjs';
 import type { TetherModule } from '../api/connect.js';
-import { openSocket } from '../api/luatos/connection.js';
-import { openConnection } from '../api/luat/connection.js';
 import { TetherError } from '../errors.js';
-import type { DatagramSocket, Dialer, RemoteInfo } from './server.js';
-import { createConnection, type SocketStream } from '../streams/index.js';
+import type { DatagramSocket, Dialer } from './server.js';
+import { createConnection, createSocket, driverOf, type SocketStream, type UdpSocket } from '../streams/index.js';
 
 /** Options of {@link moduleDialer}. */
 export interface ModuleDialerOptions {
-  /** Time to open one connection on the module (ms). @default the helper's: 15000 (LuatOS, NodeMCU), 30000 (Luat) */
+  /** Time for the module to report a CONNECT's outcome (ms): `connectTimeoutMs` of `createConnection`. @default 15000 */
   connectTimeoutMs?: number;
 }
 
@@ -27,7 +24,7 @@ export interface ModuleDialerOptions {
  * dgram-like UDP socket for `udp` (LuatOS and Luat: one connected module UDP socket per
  * destination, opened on the first datagram to it; NodeMCU: one `net.createUDPSocket`, IPv4
  * destinations only, as `udpsocket:send` takes no names).
- * @throws TetherError `UNSUPPORTED` for a family without a connection helper.
+ * @throws TetherError `UNSUPPORTED` (on connect / send) for a family without a stream driver.
  */
 export function moduleDialer(mod: TetherModule, o: ModuleDialerOptions = {}): Dialer {
   const timeoutMs = o.connectTimeoutMs;
@@ -49,92 +46,85 @@ export function moduleDialer(mod: TetherModule, o: ModuleDialerOptions = {}): Di
         resolve(sock);
       });
     });
-  return { connect, udp: async () => new ModuleUdp(mod, timeoutMs) };
-}
-
-/** One destination's module UDP socket (LuatOS / Luat). */
-interface UdpPath {
-  send(data: Uint8Array): Promise<unknown>;
-  messages: Observable<{ data: Uint8Array; rinfo: RemoteInfo }>;
-  close(): Promise<void>;
+  return { connect, udp: async () => new ModuleUdp(mod) };
 }
 
 /**
  * The module's UDP as a `dgram.Socket`-like {@link DatagramSocket}: `send(msg, port, address)`
- * to any destination, 'message' (msg, rinfo) for datagrams received, 'error' (then nothing
- * more), `close()` releases every module socket it opened.
+ * to any destination, 'message' (msg, rinfo) for datagrams received, 'error' (a socket that was
+ * open failed: module reset, ...), `close()` releases every module socket it opened. Built on the
+ * stream layer's {@link UdpSocket} (`createSocket(mod, 'udp4')`): LuatOS and Luat UDP sockets are
+ * connected on the firmware (one peer each), so there is one per destination, connected on the
+ * first datagram to it; NodeMCU's `net.createUDPSocket()` sends anywhere, so one serves all.
  */
 class ModuleUdp extends EventEmitter implements DatagramSocket {
-  private readonly paths = new Map<string, Promise<UdpPath>>();
-  private readonly subs: Subscription[] = [];
+  /** LuatOS / Luat: one connected socket per `address:port`. */
+  private readonly perPeer = new Map<string, UdpSocket>();
+  /** NodeMCU: the one unconnected socket. */
+  private shared?: UdpSocket;
   private closed = false;
-  private nodemcu?: Promise<import('../api/nodemcu/net.js').UdpSocket>;
 
-  constructor(
-    private readonly mod: TetherModule,
-    private readonly timeoutMs: number | undefined,
-  ) {
+  constructor(private readonly mod: TetherModule) {
     super();
   }
 
   send(msg: Uint8Array, port: number, address: string, callback?: (error: Error | null, bytes?: number) => void): void {
     // like dgram: a send error goes to the callback when there is one, else to 'error'
-    const done = (e: unknown) => {
-      if (callback) callback(e ? (e as Error) : null, e ? undefined : msg.length);
+    const done = (e: Error | null) => {
+      if (callback) callback(e, e ? undefined : msg.length);
       else if (e && !this.closed) this.emit('error', e);
     };
-    this.sendAsync(Buffer.from(msg), port, address).then(() => done(null), done);
+    try {
+      if (this.closed) throw new TetherError('CLOSED', 'the UDP socket is closed');
+      const connected = driverOf(this.mod).driver.udpConnectedOnly;
+      if (!connected && !isIPv4(address)) throw new TetherError('UNSUPPORTED', `NodeMCU udpsocket:send takes a dotted IPv4 address, not ${address}`);
+      const s = this.socketFor(connected, address, port);
+      if (connected) s.send(msg, undefined, undefined, (e) => done(e));
+      else s.send(msg, port, address, (e) => done(e));
+    } catch (e) {
+      done(e as Error);
+    }
   }
 
-  private async sendAsync(msg: Buffer, port: number, address: string): Promise<void> {
-    if (this.closed) throw new TetherError('CLOSED', 'the UDP socket is closed');
-    if (this.mod.family === 'nodemcu') {
-      if (!isIPv4(address)) throw new TetherError('UNSUPPORTED', `NodeMCU udpsocket:send takes a dotted IPv4 address, not ${address}`);
-      const u = await (this.nodemcu ??= this.openNodemcu());
-      await lastValueFrom(u.send(port, address, msg), { defaultValue: undefined });
-      return;
+  private socketFor(connected: boolean, address: string, port: number): UdpSocket {
+    if (!connected) {
+      if (!this.shared) {
+        this.shared = this.open(() => (this.shared = undefined));
+        this.shared.bind(0);
+      }
+      return this.shared;
     }
     const key = `${address}:${port}`;
-    let p = this.paths.get(key);
-    if (!p) {
-      p = this.openPath(address, port);
-      this.paths.set(key, p);
-      p.then(
-        (path) => this.subs.push(path.messages.subscribe({ next: (d) => this.emit('message', Buffer.from(d.data), d.rinfo), error: (e) => this.emit('error', e) })),
-        () => this.paths.delete(key),
-      );
+    let s = this.perPeer.get(key);
+    if (!s) {
+      s = this.open(() => this.perPeer.delete(key));
+      this.perPeer.set(key, s);
+      s.connect(port, address);
     }
-    await (await p).send(msg);
+    return s;
   }
 
-  private async openPath(host: string, port: number): Promise<UdpPath> {
-    if (this.mod.family === 'luatos') {
-      const c = await firstValueFrom(openSocket(this.mod.socket, host, port, { udp: true, timeoutMs: this.timeoutMs }));
-      return { send: (d) => lastValueFrom(c.send(d), { defaultValue: 0 }), messages: c.datagrams().pipe(map((d) => ({ data: d.data, rinfo: { address: d.ip || host, port: d.port || port } }))), close: () => c.close() };
-    }
-    if (this.mod.family === 'luat') {
-      const c = await firstValueFrom(openConnection(this.mod.socketcore, host, port, { type: 'udp', timeoutMs: this.timeoutMs }));
-      // a connected socketcore UDP socket: its datagrams come from the destination
-      return { send: (d) => lastValueFrom(c.send(d), { defaultValue: 0 }), messages: c.datagrams().pipe(map((data) => ({ data, rinfo: { address: host, port } }))), close: () => c.close() };
-    }
-    throw new TetherError('UNSUPPORTED', `no UDP helper for family ${this.mod.family}`);
-  }
-
-  private async openNodemcu() {
-    const u = await firstValueFrom(this.mod.net.createUDPSocket());
-    this.subs.push(u.receive$.subscribe({ next: (d) => this.emit('message', Buffer.from(d.data), { address: d.ip, port: d.port }), error: (e) => this.emit('error', e) }));
-    await lastValueFrom(u.on('receive'), { defaultValue: undefined });
-    await lastValueFrom(u.listen(0), { defaultValue: undefined });
-    return u;
+  /** A module UDP socket whose datagrams become this socket's; `forget` runs when it closes. */
+  private open(forget: () => void): UdpSocket {
+    let opened = false;
+    const s = createSocket(this.mod, 'udp4', (msg, rinfo) => {
+      if (!this.closed) this.emit('message', msg, { address: rinfo.address, port: rinfo.port });
+    });
+    s.once('listening', () => (opened = true));
+    s.once('close', forget);
+    // a socket that never opened reports through the send callback; one that was open reports here
+    s.on('error', (e) => {
+      if (opened && !this.closed) this.emit('error', e);
+    });
+    return s;
   }
 
   close(callback?: () => void): void {
     if (this.closed) return void callback?.();
     this.closed = true;
-    for (const s of this.subs.splice(0)) s.unsubscribe();
-    const all: Array<Promise<unknown>> = [...this.paths.values()].map((p) => p.then((x) => x.close()).catch(() => undefined));
-    if (this.nodemcu) all.push(this.nodemcu.then((u) => lastValueFrom(u.release(), { defaultValue: undefined })).catch(() => undefined));
-    this.paths.clear();
-    void Promise.all(all).then(() => callback?.());
+    const all = [...this.perPeer.values(), ...(this.shared ? [this.shared] : [])];
+    this.perPeer.clear();
+    this.shared = undefined;
+    void Promise.all(all.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => callback?.());
   }
 }

@@ -12,7 +12,7 @@ import type { Transport } from '../transport/transport.js';
 import { BASE_MAX_FRAME, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
 import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../codec/frame.js';
 import { field, toNumber, toText, type WireValue } from '../codec/values.js';
-import { Link, type LinkCounters, type LinkReset } from '../link/link.js';
+import { Link, type LinkCounters, type LinkReset, type QueuedMessage } from '../link/link.js';
 import { InvalidArgumentError, RemoteError, ResetError, TetherError, TimeoutError } from '../errors.js';
 
 /** What the agent said about itself in hello (docs/protocol.md section 9), clamped. */
@@ -122,10 +122,9 @@ export interface CallOptions {
 
 /** A call in flight; settled exactly once by {@link RpcClient} (`settle`). */
 class Pending {
-  sent = false;
   done = false;
-  /** Withdraws the message from the link if none of its frames was written yet. */
-  cancel?: () => boolean;
+  /** The call's message on the link (set once queued). */
+  msg?: QueuedMessage;
   onAbort?: () => void;
   constructor(
     readonly id: number,
@@ -134,11 +133,14 @@ class Pending {
     /** `performance.now()` time at which the call fails with `TIMEOUT`. */
     readonly deadline: number,
     readonly queue: DeadlineQueue,
-    readonly resolve: (v: WireValue[]) => void,
-    readonly reject: (e: Error) => void,
+    public resolve: (v: WireValue[]) => void,
+    public reject: (e: Error) => void,
     readonly signal?: AbortSignal,
   ) {}
 }
+
+/** What a settled {@link Pending} holds instead of its promise's functions. */
+function settled(): void {}
 
 /**
  * Calls that share one timeout value, in call order: their deadlines ascend, so one timer
@@ -204,6 +206,8 @@ export class RpcClient {
   private closed = false;
   private closeError?: Error;
   private ready: Promise<void> = Promise.resolve();
+  /** True while {@link ready} is a handshake under way (calls wait for it). */
+  private readyPending = false;
   private handshaking = false;
   private v1Seen = false;
   private handshakeFail?: (e: Error) => void;
@@ -225,7 +229,7 @@ export class RpcClient {
     this.resets = this.resets$.asObservable();
     this.link = new Link(transport, { baud: opts.baud, keepaliveMs: opts.keepaliveMs });
     this.link.handlers = {
-      message: (m) => this.onMessage(m),
+      message: (m, kind) => this.onMessage(m, kind),
       log: (text) => this.logs$.next({ source: 'uart', level: 3, text }),
       reset: (r) => this.onReset(r),
       v1: () => {
@@ -360,18 +364,34 @@ export class RpcClient {
    *   `UNSUPPORTED` (fn not in the agent's capabilities), `TOO_LARGE`,
    *   `REMOTE` ({@link RemoteError}), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`, `CLOSED`.
    */
-  async call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
-    checkTimeout(opts.timeoutMs, fn);
-    if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
-    if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
-    const startEpoch = this.epoch;
+  call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
+    try {
+      checkTimeout(opts.timeoutMs, fn);
+      if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
+      if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
+      // no handshake under way: send now (no promise and microtask spent on waiting for none)
+      if (!this.readyPending) return this.callNow(fn, args, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.callAfterHandshake(fn, args, opts, this.epoch);
+  }
+
+  /** {@link call} while a handshake (after a reset) is under way: wait for it, then send. */
+  private async callAfterHandshake(fn: string, args: ReadonlyArray<WireValue | undefined>, opts: CallOptions, startEpoch: number): Promise<WireValue[]> {
     await this.ready;
     if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
     if (this.epoch !== startEpoch) throw new ResetError(`${fn}: the module reset before the call was sent`, { fn });
-    const h = this.hello;
+    if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
+    return this.callNow(fn, args, opts);
+  }
+
+  /** Send call `fn` (handshake done); a rejected promise for a function the agent lacks. */
+  private callNow(fn: string, args: ReadonlyArray<WireValue | undefined>, opts: CallOptions): Promise<WireValue[]> {
     const idx = this.capIndex.get(fn);
     if (idx === undefined && !BUILTIN.has(fn)) {
-      throw new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } });
+      const h = this.hello;
+      return Promise.reject(new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } }));
     }
     return this.rawCall(idx !== undefined ? idx : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn);
   }
@@ -427,15 +447,13 @@ export class RpcClient {
       }
       if (signal) {
         p.onAbort = () => {
-          const withdrawn = p.cancel?.() ?? false;
-          this.settle(p, new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.sent } }));
+          const withdrawn = p.msg?.cancel() ?? false;
+          this.settle(p, new TetherError('ABORTED', `${label}: aborted${withdrawn ? ' before it was sent' : ''}`, { context: { fn: label, id, sent: p.msg?.sent ?? false } }));
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.extra.calls++;
-      p.cancel = this.link.send(content, () => {
-        p.sent = true;
-      });
+      p.msg = this.link.send(content);
     });
   }
 
@@ -466,8 +484,12 @@ export class RpcClient {
       this.sweepRef = false;
     }
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
-    if (err) p.reject(err);
-    else p.resolve(v!);
+    const { resolve, reject } = p;
+    // a settled call may wait in its deadline queue a while: let go of what it held
+    p.msg = undefined;
+    p.resolve = p.reject = settled;
+    if (err) reject(err);
+    else resolve(v!);
   }
 
   /** Arm the timeout timer for `deadline` (earlier than the one armed). */
@@ -497,8 +519,8 @@ export class RpcClient {
           break;
         }
         q.head++;
-        const withdrawn = p.cancel?.() ?? false;
-        this.settle(p, new TimeoutError(`${p.fn}: no reply within ${p.timeoutMs} ms`, { fn: p.fn, id: p.id, ms: p.timeoutMs, sent: p.sent && !withdrawn }));
+        const withdrawn = p.msg?.cancel() ?? false;
+        this.settle(p, new TimeoutError(`${p.fn}: no reply within ${p.timeoutMs} ms`, { fn: p.fn, id: p.id, ms: p.timeoutMs, sent: (p.msg?.sent ?? false) && !withdrawn }));
       }
       if (q.head >= q.items.length) this.deadlines.delete(ms);
     }
@@ -514,10 +536,10 @@ export class RpcClient {
     throw new TetherError('PROTOCOL', 'no free call id: 65535 calls in flight');
   }
 
-  private onMessage(content: Buffer): void {
+  private onMessage(content: Buffer, kind?: number): void {
     let m: Message;
     try {
-      m = decodeMessage(content);
+      m = decodeMessage(content, kind);
     } catch (e) {
       if (e instanceof FrameSyntaxError) {
         this.extra.badMessages++;
@@ -576,11 +598,16 @@ export class RpcClient {
       // whether the module really reset (see handshake())
       const up = r.reason === 'reconnect' ? this.link.whenConnected() : Promise.resolve();
       this.handshaking = true;
-      this.ready = up
+      this.readyPending = true;
+      const ready: Promise<void> = up
         .then(() => this.handshake())
         .catch((e) => {
           this.shutdown(e instanceof Error ? e : new Error(String(e)));
+        })
+        .finally(() => {
+          if (this.ready === ready) this.readyPending = false;
         });
+      this.ready = ready;
     }
   }
 

@@ -43,13 +43,20 @@ export interface DriverConnection extends AddressInfo {
   /** Close gracefully (FIN) and release the module socket. Idempotent; never rejects. */
   close(): Promise<void>;
   /**
-   * Read backpressure: stop taking bytes from the module (Luat: no more `sock_recv`) until
-   * {@link resume}. Bytes already on their way are still delivered. Idempotent. Drivers whose
-   * firmware cannot pause safely leave it out (LuatOS, NodeMCU: see their files).
+   * Read backpressure: stop taking bytes from the module (Luat: no more `sock_recv`; LuatOS: no
+   * more `socket.rx`, with an agent that says hello `rxdrain`) until {@link resume}. Bytes already
+   * on their way are still delivered. Idempotent. Drivers whose firmware cannot pause safely leave
+   * it out or make it a no-op (NodeMCU; LuatOS with an older agent: see their files).
    */
   pause?(): void;
   /** Take bytes again after {@link pause}. Idempotent. */
   resume?(): void;
+  /**
+   * Counters of the firmware exchanges behind this connection, for diagnostics (Luat: `sends`,
+   * `sendCnfs`, `maxSendsInFlight`, `recvInds`, `recvCalls`, `maxRecvLen`, `shortReads`, `bytesOut`,
+   * `bytesIn`, see ConnectionStats in src/streams/drivers/luat-conn.ts). Undefined where a driver keeps none.
+   */
+  readonly stats?: Readonly<Record<string, number>>;
   /** Keepalive where the firmware has a per-socket switch (Luat `sock_setopt`); otherwise nothing. */
   setKeepAlive?(enable: boolean, initialDelaySeconds: number): Promise<void>;
 }

@@ -48,7 +48,7 @@ export class SocketError extends TetherError {
 
 /**
  * Normalise an error of a connection helper or facade: a `SOCKET` TetherError whose context names
- * a reason becomes a {@link SocketError} with it (the helpers in src/api/<family>/connection.ts
+ * a reason becomes a {@link SocketError} with it (the helpers in src/streams/drivers/<family>-conn.ts
  * put `context.reason` on the failures they recognise); other TetherErrors pass unchanged; anything
  * else becomes a `SocketError` `ESOCKET`.
  */

@@ -57,10 +57,12 @@ let nextId = 1;
  *
  * Reads: bytes are pushed as the module delivers them; when the readable buffer is over its
  * high-water mark (16 KiB) the driver stops taking bytes from the module until the consumer reads
- * (Luat: no `sock_recv`), so a slow consumer pushes back on the module's receive buffer and,
- * through TCP, on the peer. LuatOS and NodeMCU keep reading: after the peer's FIN the LuatOS
- * firmware allows one more read only (bytes left on the module could be lost), and NodeMCU's
- * `unhold` re-opens a whole window at once, a burst the agent's event backlog drops. The firmwares do not allow half-closed
+ * (Luat: no `sock_recv`; LuatOS: no `socket.rx`), so a slow consumer pushes back on the module's
+ * receive buffer and, through TCP, on the peer. LuatOS pauses only with an agent that says hello
+ * `rxdrain` (after the peer's FIN the firmware allows one more read only, which such an agent
+ * makes take everything; an older agent would lose bytes left on the module, so the stream keeps
+ * reading then). NodeMCU keeps reading: its `unhold` re-opens a whole window at once, a burst the
+ * agent's event backlog drops. The firmwares do not allow half-closed
  * sockets: `end()` sends the FIN and closes both directions once every write was accepted, and
  * after the peer's FIN the stream ends its writable side too (`allowHalfOpen` false, like a
  * default `net.Socket`). `destroy()` releases the module socket at once.
@@ -140,6 +142,15 @@ export class SocketStream extends Duplex {
     this.emit('connect');
     this.emit('ready');
     if (this.encrypted) this.emit('secureConnect');
+  }
+
+  /**
+   * The driver's counters of the firmware exchanges behind this connection (Luat: `sock_send`
+   * calls, SEND_CNFs, most sends in flight, RECV_INDs, ...; see {@link DriverConnection.stats}),
+   * for diagnostics; undefined before `'connect'` and for families whose driver keeps none.
+   */
+  get driverStats(): Readonly<Record<string, number>> | undefined {
+    return this.conn?.stats;
   }
 
   /** `'opening'` while connecting, `'open'`, `'readOnly'` / `'writeOnly'` when one side ended, `'closed'`. */

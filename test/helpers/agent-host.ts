@@ -3,16 +3,16 @@
  * bytes a host sends (`S`, sequenced `C` calls with increasing seq, `A`, `Y`) and parses
  * what the agent sends back (every line must be a valid frame or a log line), reassembling
  * the agent's messages in sequence order (selective repeat, as the host does) and counting
- * duplicates. Pure bytes in and out: the tests connect it to a fengari VM, to a child
- * `lua5.1`/`lua5.3` process or to a simulated module's UART.
+ * duplicates. Pure bytes in and out: the tests connect it to a fengari VM, to stock Lua
+ * 5.1/5.3 (WebAssembly, test/helpers/lua.ts) or to a simulated module's UART.
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { callMessage, decodeMessage, encodeFrame, fragment, LineSplitter, parseLine, type LinkFrame, type Message } from '../../src/codec/frame.js';
 import { HOST_MAX_FRAME, SEQ_MOD } from '../../src/codec/constants.js';
 import type { WireValue } from '../../src/codec/values.js';
 import { repoRoot } from '../../src/util/repo-root.js';
+import { runLua, type LuaVersion } from './lua.js';
 
 type SeqFrame = Extract<LinkFrame, { type: 'seq' }>;
 export type Reply = Extract<Message, { type: 'R' }> | Extract<Message, { type: 'X' }>;
@@ -172,30 +172,17 @@ export class AgentHost {
 export const txt = (v: WireValue | undefined): string => Buffer.from(v as Uint8Array).toString('latin1');
 
 /**
- * Run the shared core under a stock interpreter with firmware-shim/test/core-driver.lua:
- * feeds `input` (at once, or in `chunk`-byte batches), then calls A.tick() `ticks` times.
- * Returns the agent's output bytes.
+ * Run the shared core under stock Lua `v` (5.1 or 5.3, WebAssembly: test/helpers/lua.ts) with
+ * firmware-shim/test/core-driver.lua: feeds `input` (at once, or in `chunk`-byte batches;
+ * `chunk` -1: a script, see the driver), then calls A.tick() `ticks` times (default 0).
+ * Returns the agent's output bytes; fails the test when the driver fails.
  */
-export function runCoreDriver(lua: string, input: Uint8Array, o: { ticks?: number; chunk?: number } = {}): Buffer {
+export function runCoreDriver(v: LuaVersion, input: Uint8Array, o: { ticks?: number; chunk?: number } = {}): Buffer {
   const root = repoRoot();
-  const r = spawnSync(
-    lua,
-    [
-      join(root, 'firmware-shim/test/core-driver.lua'),
-      join(root, 'firmware-shim/common/protocol.lua'),
-      join(root, 'firmware-shim/common/core.lua'),
-      String(o.ticks ?? 0),
-      String(o.chunk ?? 0),
-    ],
-    { input, maxBuffer: 64 << 20, timeout: 120000 },
-  );
-  assert.equal(r.error, undefined, `${lua} could not run: ${String(r.error)} (apt-get install -y lua5.1 lua5.3)`);
-  assert.equal(r.status, 0, `${lua} failed: ${r.stderr.toString()}`);
+  const r = runLua(v, join(root, 'firmware-shim/test/core-driver.lua'), {
+    args: [join(root, 'firmware-shim/common/protocol.lua'), join(root, 'firmware-shim/common/core.lua'), String(o.ticks ?? 0), String(o.chunk ?? 0)],
+    stdin: input,
+  });
+  assert.equal(r.status, 0, `Lua ${v} failed: ${r.stderr}`);
   return r.stdout;
-}
-
-/** Fails the test when `bin` is not installed. */
-export function needLua(bin: string): void {
-  const r = spawnSync(bin, ['-v']);
-  if (r.error) assert.fail(`${bin} is not installed: run "apt-get install -y lua5.1 lua5.3" (.ci/run does this)`);
 }

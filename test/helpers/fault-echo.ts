@@ -6,9 +6,9 @@
 import { createHash } from 'node:crypto';
 import { firstValueFrom, lastValueFrom, type Observable } from 'rxjs';
 import type { TetherModule } from '../../src/api/connect.js';
-import { openSocket } from '../../src/api/luatos/connection.js';
-import { openConnection } from '../../src/api/luat/connection.js';
-import { connectTcp } from '../../src/api/nodemcu/connection.js';
+import { openSocket } from '../../src/streams/drivers/luatos-conn.js';
+import { openConnection } from '../../src/streams/drivers/luat-conn.js';
+import { connectTcp } from '../../src/streams/drivers/nodemcu-conn.js';
 import type { Endpoint } from '../../src/diag/echo-servers.js';
 import { mulberry32 } from '../../src/transport/faulty.js';
 
@@ -20,8 +20,9 @@ export interface EchoConn {
 }
 
 /**
- * Open a TCP connection from the module to `to` with the module's family helper:
- * LuatOS `openSocket`, Luat `openConnection`, NodeMCU `connectTcp`.
+ * Open a TCP connection from the module to `to` with the stream driver's socket I/O of its family
+ * (src/streams/drivers/*-conn.ts, internal): LuatOS `openSocket`, Luat `openConnection`,
+ * NodeMCU `connectTcp`; these tests measure the link under the stream layer.
  */
 export async function openTcp(mod: TetherModule, to: Endpoint, timeoutMs = 30000): Promise<EchoConn> {
   switch (mod.family) {

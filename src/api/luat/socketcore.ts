@@ -9,7 +9,7 @@
  * The core's results arrive as rtos messages; the agent forwards them
  * (docs/luat.md) and {@link LuatSocketcore.messages} streams them. The rules the core
  * imposes (docs/firmware/luat-socketcore.md, consequences for tether) are followed by the
- * helpers in connection.ts, not here: this layer is the raw API.
+ * helpers in src/streams/drivers/luat-conn.ts, not here: this layer is the raw API.
  */
 import { Observable, filter, map, share } from 'rxjs';
 import type { AgentPublish, CallOptions, RpcClient } from '../../rpc/client.js';
@@ -71,7 +71,7 @@ export interface ReadinessEvent {
 export type FacadeCallOptions = CallOptions;
 
 /**
- * The arguments of `openConnection(sc, host, port, o)` (src/api/luat/connection.ts), checked
+ * The arguments of `openConnection(sc, host, port, o)` (src/streams/drivers/luat-conn.ts), checked
  * without sending anything: host 1..100 characters (the core's `sock_conn` limit, MAX_ADDR_LEN),
  * port 1..65535, `o` an object with `type` tcp/udp/ssl, `timeoutMs` > 0 ms, booleans where booleans
  * are expected, `localPort` 0..65535, `recvBufferLen` >= 0 bytes.

@@ -141,7 +141,7 @@ export function checkIPv4Host(host: unknown, what: string): void {
 }
 
 /**
- * The arguments of {@link openSocket} (src/api/luatos/connection.ts), checked without sending
+ * The arguments of `openSocket` (src/streams/drivers/luatos-conn.ts), checked without sending
  * anything: host as {@link checkIPv4Host} (a string there), port 1..65535, options object,
  * `udp`/`tls` booleans, `timeoutMs` > 0, `adapter` 0..18, `localPort` 1..65535, `ca` a string.
  * @throws InvalidArgumentError
@@ -285,7 +285,9 @@ export class LuatosSocket {
   /**
    * `socket.connect(ctrl, host, port, ipv6dns?)` (LS:486): `(true,false)` started, ON_LINE follows
    * (never `(true,true)`); `(false,false)` when the socket is still open or fails at once.
-   * `host`: name, dotted IPv4, or an IPv4 as a big-endian integer.
+   * `host`: name, dotted IPv4, or an IPv4 as the module's raw address word (little-endian on the
+   * Air780E: 0x0100007F is 127.0.0.1); the agent passes an integer host to the firmware as dotted
+   * text (the firmware logs the host with `%s`, luat_lib_socket.c:507).
    */
   connect(ctrl: SocketCtrl, host: string | number, port: number, o: { ipv6Dns?: boolean } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, boolean]>> {
     const h = this.check(ctrl);
@@ -321,7 +323,7 @@ export class LuatosSocket {
    *   the hold is set, so a chunk queued behind a refused one can never overtake it;
    * - `true`: clears the hold, then calls the firmware (resend the first refused chunk with it);
    * - omitted (default): nothing extra on the wire; clears the hold and calls the firmware, as before.
-   * An agent without the extension ignores the argument (no hold): see {@link LuatosConnection.send}.
+   * An agent without the extension ignores the argument (no hold): see `LuatosConnection.send` (src/streams/drivers/luatos-conn.ts).
    */
   tx(ctrl: SocketCtrl, data: Uint8Array | string, o: { ip?: string | number; port?: number; flag?: number; resume?: boolean } = {}, opts?: FacadeCallOptions): Observable<Result<[boolean, unknown, boolean]>> {
     const h = this.check(ctrl);

@@ -20,7 +20,6 @@ import type { CallOptions, RpcClient } from '../../rpc/client.js';
 import { Handle, field, tableToArray, toNumber, toText, type WireValue } from '../../codec/values.js';
 import { InvalidArgumentError, ResetError, TetherError } from '../../errors.js';
 import { toNetError } from './errors.js';
-import { connectTcp, sendAll, type ConnectTcpOptions, type NodeMcuConnection, type SendAllOptions } from './connection.js';
 import { endOnReset, resetAsError } from '../reset.js';
 import { checkCallOptions, checkOptionsObject, checkTimeoutMs, isIPv4, show } from '../args.js';
 
@@ -130,9 +129,9 @@ function checkMulticast(ifIp: unknown, multicastIp: unknown, what: string): void
 }
 
 /**
- * The arguments of `connectTcp(net, host, port, o)` (src/api/nodemcu/connection.ts), checked
+ * The arguments of `connectTcp(net, host, port, o)` (src/streams/drivers/nodemcu-conn.ts), checked
  * without sending anything: host a non-empty string, port 1..65535, `o` an object or omitted,
- * `o.timeoutMs` > 0 ms. {@link NodeMcuNet.connectTcp} calls it.
+ * `o.timeoutMs` > 0 ms. `connectTcp` calls it first.
  * @throws InvalidArgumentError
  */
 export function checkConnectTcpArgs(host: unknown, port: unknown, o: unknown): void {
@@ -236,7 +235,7 @@ export class TcpSocket extends NetObject {
    * `socket:send(data, fn)`: queue bytes. At most the free send buffer (2920 bytes minus what is
    * not yet ACKed) fits, else "out of memory" (NetError reason OUT_OF_MEMORY). With
    * `sentCallback` (default true) the agent passes its "sent" forwarder as `fn`, which replaces
-   * the socket's "sent" callback. For large payloads use {@link sendAll}.
+   * the socket's "sent" callback. For large payloads write through a stream (`mod.createConnection`), which chunks within the buffer.
    */
   send(data: Uint8Array | string, o: { sentCallback?: boolean } = {}, opts?: NetCallOptions): Observable<void> {
     checkData(data, 'socket:send');
@@ -244,10 +243,6 @@ export class TcpSocket extends NetObject {
     o ??= {};
     if (o.sentCallback !== undefined && typeof o.sentCallback !== 'boolean') throw new InvalidArgumentError(`socket:send: sentCallback must be true or false, got ${show(o.sentCallback)}`);
     return this.invoke('send', [toBytes(data), o.sentCallback ?? true], () => undefined, opts);
-  }
-  /** {@link sendAll} on this socket: chunks within the 2920-byte buffer, one send in flight until "sent". Emits bytes sent so far. */
-  sendAll(data: Uint8Array | string, o?: SendAllOptions): Observable<number> {
-    return sendAll(this, data, o);
   }
   /** `socket:ttl([n])`: the current (or new) TTL. Raises "socket is not open/bound yet" without a connection. */
   ttl(value?: number, opts?: NetCallOptions): Observable<number> {
@@ -647,16 +642,6 @@ export class NodeMcuNet {
   multicastLeave(ifIp: string, multicastIp: string, opts?: NetCallOptions): Observable<void> {
     checkMulticast(ifIp, multicastIp, 'net.multicastLeave');
     return this.invoke('net.multicastLeave', [ifIp, multicastIp], () => undefined, opts);
-  }
-
-  /**
-   * {@link connectTcp}: a connected {@link NodeMcuConnection} to `host:port`, with a host-side timeout.
-   * @throws InvalidArgumentError (before anything is sent) for an empty or missing host, a port
-   *   outside 1..65535, options that are not an object, or a `timeoutMs` that is not > 0 ms.
-   */
-  connectTcp(host: string, port: number, o?: ConnectTcpOptions): Observable<NodeMcuConnection> {
-    checkConnectTcpArgs(host, port, o);
-    return connectTcp(this, host, port, o);
   }
 
   /**

@@ -1,13 +1,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { openTransport } from '../../transport/index.js';
+import { openTransport, parsePortUrl } from '../../transport/index.js';
 import type { Transport } from '../../transport/transport.js';
 import { RpcClient } from '../../rpc/client.js';
 import { InvalidArgumentError, TetherError } from '../../errors.js';
 import { agentBundlePath } from '../../util/repo-root.js';
 import { reportError } from '../output.js';
 import { isSimPort } from '../../api/connect.js';
-import { flashNodemcu, type FlashProgress } from './flash-repl.js';
+import { DEFAULT_UPLOAD_BAUD, flashNodemcu, type FlashProgress } from './flash-repl.js';
 import { checkPort, explainOpenError, timeouts } from './open.js';
 import type { CliContext } from './index.js';
 import type { FlashArgs } from './flash.js';
@@ -31,6 +31,12 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr, bar
     else pb.stop();
   };
   return Object.assign(print, { close: () => pb.stop() });
+}
+
+/** The baud a port URL names (`/dev/ttyUSB0@921600`, `?baud=`), if any. */
+function urlBaud(port: string): number | undefined {
+  const u = parsePortUrl(port);
+  return u.kind === 'tcp' ? undefined : u.baudRate;
 }
 
 export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> {
@@ -71,7 +77,8 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       start: argv.start,
       force: argv.force,
       minify: argv.minify,
-      encoding: argv.encoding,
+      baudRate: argv['upload-baud'] ?? (parsePortUrl(argv.port).kind === 'tcp' ? 0 : DEFAULT_UPLOAD_BAUD),
+      currentBaud: argv.baud ?? urlBaud(argv.port) ?? 115200,
       syncTimeoutMs: argv['sync-timeout'],
       lineTimeoutMs: argv['line-timeout'],
       onProgress,
@@ -93,7 +100,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       uploaded: r.uploaded,
       files: r.files,
       init: r.initWritten,
-      encoding: r.encoding,
+      baud: r.baud,
       started: r.started,
       agentWasRunning: r.agentWasRunning,
       heapBefore: r.heapBefore,
@@ -102,7 +109,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
     };
     if (argv.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else {
-      process.stdout.write(`${r.uploaded ? `wrote ${r.name} (${r.bytes} bytes, ${r.encoding}, verified)` : `${r.name} is up to date (${r.bytes} bytes)`}${r.initWritten ? ', init.lua written' : ''} in ${(r.ms / 1000).toFixed(1)} s\n`);
+      process.stdout.write(`${r.uploaded ? `wrote ${r.name} (${r.bytes} bytes at ${r.baud} baud, verified)` : `${r.name} is up to date (${r.bytes} bytes)`}${r.initWritten ? ', init.lua written' : ''} in ${(r.ms / 1000).toFixed(1)} s\n`);
       for (const f of r.files) process.stdout.write(`${f.uploaded ? `wrote ${f.name} (${f.bytes} bytes, verified)` : `${f.name} is up to date (${f.bytes} bytes)`}\n`);
       if (hello) process.stdout.write(`agent ${String(hello.agent)} running: ${String(hello.family)} ${String(hello.fw ?? '')}, ${String(hello.lua ?? '')}, Lua heap ${String(hello.heapKB ?? '?')} KB\n`);
     }

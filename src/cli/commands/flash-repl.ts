@@ -9,12 +9,19 @@
  *   open, boot noise at the wrong baud, a half-typed line, a REPL in `>>` continuation.
  *   A running agent is found by a hello frame and asked to give the prompt back.
  * - Every REPL line is under 255 characters (the REPL drops its buffer at 256) and is
- *   sent only after the previous prompt: the 256-byte RX ring never overflows.
- * - Base64 chunks when the firmware has `encoder`, hex otherwise (probed, never assumed);
- *   the write helper is defined anew in every session (NodeMCU-Tool #83: a cached helper
- *   after a reset gave 0-byte files).
- * - Written to a temporary name, read back byte by byte, only then renamed: a reset or a
- *   failure never leaves a 0-byte or partial agent under the real name.
+ *   sent only after the previous one completed (a marker it prints, never a fixed wait).
+ * - The file goes as raw bytes, not as hex or base64 in REPL lines: a small loader defined
+ *   for this session puts the UART in counted data mode (`uart.on("data", 255, fn, 0)`:
+ *   binary-safe, no echo, app/modules/uart.c) and acknowledges every 255-byte block with
+ *   one byte as soon as its callback runs; the host sends the next block only then, so at
+ *   most one block waits in the 256-byte RX ring (app/driver/uart.c RX_BUFF_SIZE) while Lua
+ *   writes the previous one. A watchdog on the module ends the data mode and removes the
+ *   partial file when the host goes quiet for 2-4 s: the REPL never stays lost.
+ * - A temporary faster baud rate for the upload (esptool's way), confirmed by a marker at
+ *   the new rate, with a fallback on both ends when the module does not answer.
+ * - Written to a temporary name, verified by the module's own size + Adler-32 of what it
+ *   reads back from flash, only then renamed: a reset or a failure never leaves a 0-byte or
+ *   partial agent under the real name.
  * - Idempotent: an identical file on the module (size + Adler-32 computed on the module)
  *   is not uploaded again.
  * - Every failure is a TetherError with the step and what the module said.
@@ -31,7 +38,7 @@ export const MAX_REPL_LINE = 250;
 
 /** Progress of an upload. */
 export interface FlashProgress {
-  phase: 'sync' | 'probe' | 'check' | 'upload' | 'verify' | 'rename' | 'start';
+  phase: 'sync' | 'probe' | 'baud' | 'check' | 'upload' | 'verify' | 'rename' | 'start';
   /** File being handled. */
   file?: string;
   /** Bytes done / total in the upload and verify phases. */
@@ -72,8 +79,17 @@ export interface FlashOptions {
   force?: boolean;
   /** Drop comment-only lines and indentation before upload (smaller file, less heap to load). @default true */
   minify?: boolean;
-  /** Use this transfer encoding instead of probing for `encoder`. */
-  encoding?: 'base64' | 'hex';
+  /**
+   * Baud rate for the upload: the module (`uart.setup`) and the port (`Transport.setBaudRate`)
+   * switch to it after the prompt is found and back to {@link currentBaud} before the agent
+   * starts; when the module does not answer at it within 1.5 s both fall back (the module by
+   * its own 2 s timer). 0 or equal to `currentBaud`: no switch. NodeMCU's rates:
+   * app/driver/uart.c (docs/firmware/nodemcu.md, uart.setup).
+   * @default 0 (`tether flash` passes {@link DEFAULT_UPLOAD_BAUD} for serial ports and rfc2217://)
+   */
+  baudRate?: number;
+  /** Baud rate the module's UART runs at now (the port's). @default 115200 */
+  currentBaud?: number;
   /** Time to get a Lua prompt (ms). @default 15000 */
   syncTimeoutMs?: number;
   /** Time for one REPL line to come back with its prompt (ms). @default 5000 */
@@ -93,7 +109,8 @@ export interface FlashResult {
   bytes: number;
   /** The files loaded on first use (FlashOptions.files): name, bytes on the module, written (false: identical). */
   files: Array<{ name: string; bytes: number; uploaded: boolean }>;
-  encoding: 'base64' | 'hex';
+  /** Baud rate the file(s) went over (the starting rate when no switch happened or it fell back). */
+  baud: number;
   name: string;
   /** The agent was started (and answered the sync frame). */
   started: boolean;
@@ -185,6 +202,13 @@ class Repl {
     await this.t.write(Buffer.from(text, 'latin1'));
   }
 
+  /** Write raw bytes (a loader block); traced by size only. */
+  async writeRaw(data: Buffer): Promise<void> {
+    if (this.closedErr) throw this.closedErr;
+    this.trace?.(`> [${data.length} raw bytes]`);
+    await this.t.write(data);
+  }
+
   /** Wait until `pred(received since from)` holds, or `ms` passed (false). */
   wait(from: number, pred: (s: string) => boolean, ms: number): Promise<boolean> {
     return new Promise((resolve, reject) => {
@@ -212,42 +236,73 @@ class Repl {
     });
   }
 
-  /** Quiet for `ms` (no new bytes). */
-  async settle(ms: number): Promise<void> {
-    for (;;) {
-      const m = this.mark;
-      await new Promise((r) => setTimeout(r, ms));
-      if (this.mark === m) return;
+  /** Serial number of the completion marker of the next {@link exec}. */
+  private seq = 0;
+
+  /**
+   * Run one line at the prompt and return what it printed (echo, marker and prompt removed).
+   * A complete line gets a completion marker appended (` print("@T".."Z<k>")`: its echo cannot
+   * contain `@TZ<k>`); the marker followed by the prompt ends it, without waiting for the line
+   * to go quiet. A Lua error (`Lua error: ...` then the prompt) ends it too and is returned as output.
+   * With `continuation` the line opens or continues a chunk: it ends at the `>> ` prompt.
+   * @throws TimeoutError when neither comes back within `ms`.
+   */
+  async exec(line: string, ms: number, continuation = false): Promise<string> {
+    const k = ++this.seq;
+    const full = continuation ? line : `${line} print("@T".."Z${k}")`;
+    if (full.length > MAX_REPL_LINE) throw new TetherError('INVALID_ARGUMENT', `internal: REPL line of ${full.length} characters`);
+    const from = this.mark;
+    await this.write(full + '\n');
+    const norm = (s: string) => s.replace(/\r\n/g, '\n');
+    const done = continuation
+      ? (s: string) => /(^|\n)>>? $/.test(norm(s))
+      : (s: string) => new RegExp(`(^|\n)@TZ${k}\n> $`).test(norm(s)) || /(^|\n)Lua error:[\s\S]*\n> $/.test(norm(s));
+    const ok = await this.wait(from, done, ms);
+    const got = norm(this.since(from));
+    if (!ok) {
+      throw new TimeoutError(`no Lua prompt within ${ms} ms after ${JSON.stringify(line.slice(0, 60))}${got ? `; the module said ${JSON.stringify(got.slice(-200))}` : '; the module said nothing'}`, { ms, line: line.slice(0, 60) });
     }
+    // drop the echo (the line as typed, then a newline), the marker and what follows it
+    const echo = full + '\n';
+    let s = got;
+    const at = s.indexOf(echo);
+    if (at >= 0 && at < 4) s = s.slice(at + echo.length);
+    const m = new RegExp(`(^|\n)@TZ${k}\n`).exec(s);
+    if (m) s = s.slice(0, m.index + m[1].length);
+    else s = s.replace(/(^|\n)>>? $/, '$1');
+    this.trace?.(`< ${JSON.stringify(s)}`);
+    return s.replace(/\n$/, '');
   }
 
   /**
-   * Run one line and return what it printed (echo and prompt removed). Waits for the
-   * `> ` prompt (or `>> ` when `continuation`), then a short quiet period.
-   * @throws TimeoutError when no prompt comes back.
+   * Wait for the `n`-th byte `ch` received since `from` (the loader's per-chunk
+   * acknowledgement), or for a line starting with `stop` (its abort/finish report).
+   * @returns the position after that byte, or -1 when `stop` came first.
    */
-  async exec(line: string, ms: number, continuation = false): Promise<string> {
-    if (line.length > MAX_REPL_LINE) throw new TetherError('INVALID_ARGUMENT', `internal: REPL line of ${line.length} characters`);
-    const from = this.mark;
-    await this.write(line + '\n');
-    const prompt = continuation ? /(^|\n)>> $/ : /(^|\n)> $/;
-    for (;;) {
-      const ok = await this.wait(from, (s) => prompt.test(s) || (continuation && /(^|\n)> $/.test(s)), ms);
-      if (!ok) {
-        const got = this.since(from);
-        throw new TimeoutError(`no Lua prompt within ${ms} ms after ${JSON.stringify(line.slice(0, 60))}${got ? `; the module said ${JSON.stringify(got.slice(-200))}` : '; the module said nothing'}`, { ms, line: line.slice(0, 60) });
-      }
-      await this.settle(15);
-      const s = this.since(from);
-      if (prompt.test(s) || (continuation && /(^|\n)> $/.test(s))) break;
-    }
-    let s = this.since(from).replace(/\r\n/g, '\n');
-    s = s.replace(/(^|\n)>>? $/, '$1');
-    const echo = line + '\n';
-    const at = s.indexOf(echo);
-    if (at >= 0 && at < 4) s = s.slice(at + echo.length);
-    this.trace?.(`< ${JSON.stringify(s)}`);
-    return s.replace(/\n$/, '');
+  async waitByte(from: number, ch: string, n: number, stop: RegExp, ms: number): Promise<number> {
+    let pos = -1;
+    let stopped = false;
+    const ok = await this.wait(
+      from,
+      (s) => {
+        let c = 0;
+        for (let i = 0; i < s.length; i++) {
+          if (s[i] === ch && ++c === n) {
+            pos = from + i + 1;
+            return true;
+          }
+        }
+        if (stop.test(s)) {
+          stopped = true;
+          return true;
+        }
+        return false;
+      },
+      ms,
+    );
+    if (stopped) return -1;
+    if (!ok) throw new TimeoutError(`no acknowledgement from the module within ${ms} ms (chunk ${n})`, { ms, chunk: n });
+    return pos;
   }
 
   /** Lines starting with a marker in some output. */
@@ -296,6 +351,98 @@ function findReply(text: string, id: number): { type: string; values?: unknown[]
   return undefined;
 }
 
+/** Default baud rate of the upload when the port can switch (4x 115200; every ESP8266 USB bridge in common use takes it). */
+export const DEFAULT_UPLOAD_BAUD = 460800;
+
+/** Rates NodeMCU's `uart.setup` takes (app/driver/uart.c; others silently become 9600). */
+export const NODEMCU_BAUDS = [300, 600, 1200, 2400, 4800, 9600, 19200, 31250, 38400, 57600, 74880, 115200, 230400, 256000, 460800, 921600, 1843200, 3686400];
+
+/** Block size of the loader: the largest count `uart.on("data", n)` takes (n < 256, app/modules/uart.c). */
+export const LOADER_BLOCK = 255;
+
+/**
+ * The session's helpers, typed at the prompt (text, opens/continues a chunk):
+ * `__tc(name)` prints `@TC size a b` (Adler-32 halves of the file read back from flash, -1 when
+ * missing); `__tl(name, size, block)` opens `name` for writing and takes `size` raw bytes in
+ * `block`-byte blocks (the last one padded), one `K` per block, `@TF size` at the end,
+ * `@TW reason` when it gives up (write failure, no data for 2-4 s: the file is removed);
+ * `__tb(rate, fallback)` switches UART 0 to `rate` 5 ms after its prompt went out and back to
+ * `fallback` after 2 s unless the host confirms by stopping `__tx`.
+ */
+const LOADER: Array<[string, boolean]> = [
+  ['function __tc(n) local f=file.open(n,"r") if not f then print("@T".."C -1 0 0") return end', true],
+  ['local a,b,s=1,0,0 while true do local d=f:read(256) if not d then break end', true],
+  ['for i=1,#d do a=(a+d:byte(i))%65521 b=(b+a)%65521 end s=s+#d end', true],
+  ['f:close() print("@T".."C",s,a,b) end', false],
+  ['function __tl(n,z,c) local f=file.open(n,"w") if not f then print("@T".."L0") return end', true],
+  ['local g,h,w,t=0,0,-1,tmr.create() local function q(m,x) t:unregister() f:close() uart.on("data") if x then file.remove(n) end print("@T"..m) end', true],
+  ['t:alarm(2000,tmr.ALARM_AUTO,function() if h==w then q("W no data for 2 s",1) end w=h end)', true],
+  ['uart.on("data",c,function(d) h=h+1 uart.write(0,"K") local r=z-g if #d>r then d=d:sub(1,r) end', true],
+  ['if not f:write(d) then q("W file.write failed",1) return end g=g+#d if g>=z then q("F "..g) end end,0) print("@T".."L1") end', false],
+  ['function __tb(r,o) print("@T".."B") tmr.create():alarm(5,tmr.ALARM_SINGLE,function() uart.setup(0,r,8,0,1,1)', true],
+  ['__tx=tmr.create() __tx:alarm(2000,tmr.ALARM_SINGLE,function() __tx=nil uart.setup(0,o,8,0,1,1) end) end) end', false],
+];
+
+const hex32 = (x: { a: number; b: number }) => ((x.b * 65536 + x.a) >>> 0).toString(16).padStart(8, '0');
+
+/** Send `content` to the module's loader as raw blocks, one acknowledged block at a time. */
+async function sendRaw(repl: Repl, tmp: string, content: Buffer, lineMs: number, onDone: (done: number) => void): Promise<void> {
+  if (content.length === 0) throw new TetherError('INVALID_ARGUMENT', `refusing to upload an empty ${tmp}`);
+  const opened = await repl.exec(`__tl(${JSON.stringify(tmp)},${content.length},${LOADER_BLOCK})`, lineMs);
+  if (!/(^|\n)@TL1/.test(opened)) throw new TetherError('PROTOCOL', `cannot create ${tmp} on the module (file.open returned nil: file system full or not formatted?)${opened.trim() ? `; it said ${JSON.stringify(opened.trim().slice(0, 200))}` : ''}`);
+  const aborted = /(^|\n)@TW([^\n]*)\n/;
+  let from = repl.mark;
+  for (let off = 0; off < content.length; off += LOADER_BLOCK) {
+    let block = content.subarray(off, off + LOADER_BLOCK);
+    // the counted data mode calls back only on a full block: pad the last one (the loader cuts it)
+    if (block.length < LOADER_BLOCK) block = Buffer.concat([block, Buffer.alloc(LOADER_BLOCK - block.length)]);
+    await repl.writeRaw(block);
+    const pos = await repl.waitByte(from, 'K', 1, aborted, lineMs);
+    if (pos < 0) throw new TetherError('PROTOCOL', `the module stopped the upload of ${tmp} at byte ${off}: ${aborted.exec(repl.since(from).replace(/\r\n/g, '\n'))?.[2].trim() ?? '?'}`);
+    from = pos;
+    onDone(Math.min(off + LOADER_BLOCK, content.length));
+  }
+  const fin = /(^|\n)@TF (\d+)\n/;
+  const ok = await repl.wait(from, (s) => fin.test(s.replace(/\r\n/g, '\n')) || aborted.test(s.replace(/\r\n/g, '\n')), lineMs);
+  const said = repl.since(from).replace(/\r\n/g, '\n');
+  const m = fin.exec(said);
+  if (!ok || !m) throw new TetherError('PROTOCOL', `the module did not finish ${tmp}: ${ok ? said.trim().slice(0, 200) : `nothing within ${lineMs} ms`}`);
+  if (Number(m[2]) !== content.length) throw new TetherError('PROTOCOL', `the module wrote ${m[2]} of ${content.length} bytes of ${tmp}`);
+}
+
+/**
+ * Switch both ends to `want` baud (the module first, 5 ms after its prompt; then the port),
+ * confirmed by a marker at the new rate; when none comes within 1.5 s the port goes back to
+ * `fallback`, which the module returns to by its own 2 s timer.
+ * @returns the rate both ends run at afterwards.
+ * @throws TetherError HANDSHAKE when the module answers at neither rate.
+ */
+async function switchBaud(repl: Repl, t: Transport, want: number, fallback: number, lineMs: number, progress: (p: FlashProgress) => void): Promise<number> {
+  progress({ phase: 'baud', message: `switching to ${want} baud` });
+  const out = await repl.exec(`__tb(${want},${fallback})`, lineMs);
+  if (!/(^|\n)@TB/.test(out)) throw new TetherError('PROTOCOL', `the module did not take the baud switch: ${JSON.stringify(out.trim().slice(0, 200))}`);
+  await t.setBaudRate!(want);
+  if (await syncAt(repl, 1500, 'if __tx then __tx:unregister() __tx=nil end ')) return want;
+  await t.setBaudRate!(fallback);
+  if (await syncAt(repl, 4000, '')) {
+    progress({ phase: 'baud', message: `the module did not answer at ${want} baud: staying at ${fallback}` });
+    return fallback;
+  }
+  throw new TetherError('HANDSHAKE', `after a switch to ${want} baud the module answers neither at ${want} nor at ${fallback}: reset it (it boots at 115200)`);
+}
+
+/** Retry a marker line (every 200 ms, up to `ms`) until its output and a prompt come back. */
+async function syncAt(repl: Repl, ms: number, pre: string): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (let k = 1; Date.now() < deadline; k++) {
+    const from = repl.mark;
+    await repl.write(`\n${pre}print("@T".."Y${k}")\n`);
+    const ok = await repl.wait(from, (s) => new RegExp(`@TY${k}\\n[\\s\\S]*> $`).test(s.replace(/\r\n/g, '\n')), Math.min(200, Math.max(1, deadline - Date.now())));
+    if (ok) return true;
+  }
+  return false;
+}
+
 /**
  * Upload the agent over the stock REPL of the module on `transport` (see the file header).
  * Leaves the transport open; when `start` is set the agent runs on it afterwards.
@@ -312,14 +459,19 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const lineMs = o.lineTimeoutMs ?? 5000;
   const progress = o.onProgress ?? (() => {});
   const repl = new Repl(transport, o.trace);
-  const result: FlashResult = { uploaded: false, initWritten: false, bytes: 0, files: [], encoding: 'hex', name, started: false, agentWasRunning: false, ms: 0 };
+  const result: FlashResult = { uploaded: false, initWritten: false, bytes: 0, files: [], baud: o.currentBaud ?? 115200, name, started: false, agentWasRunning: false, ms: 0 };
 
   // 1. A running agent owns the UART: ask it for the prompt.
+  // The prompt's marker line goes along (an agent counts it as line noise), so a module
+  // already at its prompt answers at once instead of after the agent's 700 ms.
   progress({ phase: 'sync', message: 'looking for a running agent' });
+  const atPrompt = (s: string) => /@TS0\n[\s\S]*> $/.test(s.replace(/\r\n/g, '\n'));
+  let synced = false;
   {
     const from = repl.mark;
-    await repl.write(sessionCall(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]));
-    const got = await repl.wait(from, (s) => findReply(s, 1) !== undefined, 700);
+    await repl.write(sessionCall(1, 'hello', [PROTOCOL_VERSION, HOST_MAX_FRAME]) + '\nTETHER_NOSTART=true print("@T".."S0")\n');
+    const got = (await repl.wait(from, (s) => findReply(s, 1) !== undefined || atPrompt(s), 700)) && findReply(repl.since(from), 1) !== undefined;
+    synced = !got && atPrompt(repl.since(from));
     if (got) {
       result.agentWasRunning = true;
       const hello = findReply(repl.since(from), 1)?.values?.[0];
@@ -336,13 +488,11 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
       if (reply && reply.type === 'X') {
         throw new TetherError('UNSUPPORTED', `the running tether agent refused agent.repl (${String((reply.values ?? [])[1] ?? '')}): reset the module and type TETHER_NOSTART=true at the prompt before init.lua starts it, then flash with --allow-repl`);
       }
-      await new Promise((res) => setTimeout(res, 200));
     }
   }
 
   // 2. Get a prompt: a marker only the command's output contains, retried.
   const deadline = Date.now() + (o.syncTimeoutMs ?? 15000);
-  let synced = false;
   for (let k = 1; !synced && Date.now() < deadline; k++) {
     const from = repl.mark;
     // end a half-typed line; TETHER_NOSTART keeps an init.lua from starting the agent under us
@@ -364,33 +514,28 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
         (heard.length ? ` It sent ${heard.length} bytes, the last: ${JSON.stringify(heard.slice(-120))}` : ' It sent nothing.'),
     );
   }
-  await repl.settle(50);
 
   // 3. What the firmware has.
   progress({ phase: 'probe' });
-  const probe = Repl.field(await repl.exec('print("@T".."P", encoder and encoder.fromBase64 and 1 or 0, node.heap())', lineMs), '@TP');
-  if (!probe) throw new TetherError('PROTOCOL', 'the module did not answer the firmware probe (print of encoder / node.heap)');
-  const encoding = o.encoding ?? (probe[0] === '1' ? 'base64' : 'hex');
-  result.encoding = encoding;
-  result.heapBefore = Number(probe[1]) || undefined;
+  const probe = Repl.field(await repl.exec('print("@T".."P", node.heap())', lineMs), '@TP');
+  if (!probe) throw new TetherError('PROTOCOL', 'the module did not answer the firmware probe (print of node.heap)');
+  result.heapBefore = Number(probe[0]) || undefined;
 
-  // helpers, defined for this session only
-  const helpers = [
-    ['function __tc(n) local f=file.open(n,"r") if not f then print("@T".."C -1 0 0") return end', true],
-    ['local a,b,s=1,0,0 while true do local d=f:read(256) if not d then break end', true],
-    ['for i=1,#d do a=(a+d:byte(i))%65521 b=(b+a)%65521 end s=s+#d end', true],
-    ['f:close() print("@T".."C",s,a,b) end', false],
-    ['function __td(n,o) local f=file.open(n,"r") if not f then print("@T".."E") return end f:seek("set",o)', true],
-    ['for k=1,8 do local d=f:read(128) if not d then break end', true],
-    ['print("@T".."D"..(d:gsub(".",function(c) return string.format("%02X",c:byte()) end))) end f:close() print("@T".."E") end', false],
-    encoding === 'base64'
-      ? ['function __tw(s) if not __tf:write(encoder.fromBase64(s)) then error("write failed") end end', false]
-      : ['function __tw(h) if not __tf:write((h:gsub("%x%x",function(x) return string.char(tonumber(x,16)) end))) then error("write failed") end end', false],
-  ] as Array<[string, boolean]>;
-  for (const [line, cont] of helpers) {
+  // helpers, defined for this session only (NodeMCU-Tool #83: a helper cached from an older session gave 0-byte files)
+  for (const [line, cont] of LOADER) {
     const out = await repl.exec(line, lineMs, cont);
     if (out.trim()) throw new TetherError('PROTOCOL', `defining the upload helpers failed: the module said ${JSON.stringify(out.trim())}`);
   }
+
+  // 4. A faster line for the upload, when both ends can change it (esptool's way, with a fallback)
+  const fromBaud = o.currentBaud ?? 115200;
+  const wantBaud = o.baudRate ?? 0;
+  let baud = fromBaud;
+  if (wantBaud && wantBaud !== fromBaud) {
+    if (!transport.setBaudRate) throw new TetherError('UNSUPPORTED', `${transport.description} cannot change its baud rate: leave --baud out (or 0) to upload at ${fromBaud}`);
+    baud = await switchBaud(repl, transport, wantBaud, fromBaud, lineMs, progress);
+  }
+  result.baud = baud;
 
   const checksum = async (file: string) => {
     const f = Repl.field(await repl.exec(`__tc(${JSON.stringify(file)})`, lineMs * 4), '@TC');
@@ -407,36 +552,19 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
       progress({ phase: 'check', file, message: `${file} on the module is identical (${content.length} bytes): not uploaded again` });
       return false;
     }
-    const open = Repl.field(await repl.exec(`file.remove(${JSON.stringify(tmp)}) __tf=file.open(${JSON.stringify(tmp)},"w") print("@T".."O",__tf and 1 or 0)`, lineMs), '@TO');
-    if (!open || open[0] !== '1') throw new TetherError('PROTOCOL', `cannot create ${tmp} on the module (file.open returned nil: file system full or not formatted?)`);
     try {
-      const per = encoding === 'base64' ? 180 : 120;
-      for (let off = 0; off < content.length; off += per) {
-        const piece = content.subarray(off, off + per);
-        const text = encoding === 'base64' ? piece.toString('base64') : piece.toString('hex');
-        const out = await repl.exec(`__tw("${text}")`, lineMs);
-        if (out.trim()) throw new TetherError('PROTOCOL', `writing ${tmp} failed at byte ${off}: the module said ${JSON.stringify(out.trim().slice(0, 300))}`);
-        progress({ phase: 'upload', file, done: Math.min(off + per, content.length), total: content.length });
+      await sendRaw(repl, tmp, content, lineMs, (done) => progress({ phase: 'upload', file, done, total: content.length }));
+      // verify: the module reads the file back from its flash and computes size + Adler-32 itself
+      progress({ phase: 'verify', file, done: 0, total: content.length });
+      const got = await checksum(tmp);
+      if (got.size !== content.length || got.a !== want.a || got.b !== want.b) {
+        throw new TetherError('PROTOCOL', `verification of ${tmp} failed: the module has ${got.size} bytes with Adler-32 ${hex32(got)}, expected ${content.length} bytes with ${hex32(want)}`, { context: { file: tmp, got, want: { size: content.length, ...want } } });
       }
-      const closed = await repl.exec('__tf:close() __tf=nil', lineMs);
-      if (closed.trim()) throw new TetherError('PROTOCOL', `closing ${tmp} failed: ${closed.trim()}`);
-      // read back every byte
-      const back: Buffer[] = [];
-      for (let off = 0; off < content.length; off += 1024) {
-        const out = await repl.exec(`__td(${JSON.stringify(tmp)},${off})`, lineMs * 2);
-        for (const l of out.split('\n')) if (l.startsWith('@TD')) back.push(Buffer.from(l.slice(3).trim(), 'hex'));
-        if (!out.includes('@TE')) throw new TetherError('PROTOCOL', `reading ${tmp} back failed at byte ${off}`);
-        progress({ phase: 'verify', file, done: Math.min(off + 1024, content.length), total: content.length });
-      }
-      const got = Buffer.concat(back);
-      if (!got.equals(content)) {
-        let at = 0;
-        while (at < got.length && got[at] === content[at]) at++;
-        throw new TetherError('PROTOCOL', `verification of ${tmp} failed: read back ${got.length} of ${content.length} bytes, first difference at byte ${at}`, { context: { file: tmp, got: got.length, want: content.length, at } });
-      }
+      progress({ phase: 'verify', file, done: content.length, total: content.length });
     } catch (e) {
-      // best effort: leave no partial file behind
-      await repl.exec(`__tf=nil file.remove(${JSON.stringify(tmp)})`, lineMs).catch(() => undefined);
+      // best effort: leave no partial file behind (a newline first ends a data mode the loader may still be in)
+      await repl.write('\n').catch(() => undefined);
+      await repl.exec(`file.remove(${JSON.stringify(tmp)})`, lineMs).catch(() => undefined);
       throw e;
     }
     progress({ phase: 'rename', file });
@@ -455,7 +583,8 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
     result.files.push({ name: f.name, bytes: body.length, uploaded: written });
   }
   if (o.init) result.initWritten = await upload('init.lua', Buffer.from(initLua(name, o.initDelayMs ?? 2000, o.allowRepl === true), 'latin1'));
-  await repl.exec('__tc,__td,__tw,__tf=nil', lineMs).catch(() => undefined);
+  if (baud !== fromBaud) await switchBaud(repl, transport, fromBaud, fromBaud, lineMs, progress);
+  await repl.exec('__tc,__tl,__tb=nil', lineMs).catch(() => undefined);
 
   if (o.start !== false) {
     progress({ phase: 'start', message: `dofile("${name}")` });

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
+import { DEFAULT_UPLOAD_BAUD, NODEMCU_BAUDS } from './flash-repl.js';
 import { MAX_NODEMCU_TIMER_MS, intInRange, numberOption, portArg, positiveMs } from '../validate.js';
 
 export interface FlashArgs extends CommonArgs {
@@ -13,7 +14,7 @@ export interface FlashArgs extends CommonArgs {
   name: string;
   file?: string;
   minify: boolean;
-  encoding?: 'base64' | 'hex';
+  'upload-baud'?: number;
   'sync-timeout': number;
   'line-timeout': number;
 }
@@ -34,6 +35,13 @@ function luaFileName(raw: unknown): string {
   return v;
 }
 
+/** `--upload-baud`: 0 or one of the rates NodeMCU's uart.setup takes (app/driver/uart.c). */
+function uploadBaud(raw: unknown): number {
+  const v = Number(Array.isArray(raw) ? raw[raw.length - 1] : raw);
+  if (v === 0 || NODEMCU_BAUDS.includes(v)) return v;
+  throw new Error(`--upload-baud must be 0 or one of ${NODEMCU_BAUDS.join(', ')}, got ${JSON.stringify(raw)}`);
+}
+
 /** `tether flash --port URL`: put the NodeMCU agent on a module through its stock Lua REPL. */
 export const flashCommand = (ctx: CliContext): CommandModule<object, FlashArgs> => ({
   command: 'flash',
@@ -49,7 +57,7 @@ export const flashCommand = (ctx: CliContext): CommandModule<object, FlashArgs> 
       .option('name', { type: 'string', default: 'tether.lua', requiresArg: true, coerce: luaFileName, describe: 'File name of the agent on the module' })
       .option('file', { type: 'string', requiresArg: true, describe: 'Upload this Lua file instead of the bundled agent (dist/agents/nodemcu/main.lua, built by npm run build; `tether agent --family nodemcu` copies it out)' })
       .option('minify', { type: 'boolean', default: true, describe: 'Drop comment lines and indentation before the upload (--no-minify to keep the file as is)' })
-      .option('encoding', { type: 'string', choices: ['base64', 'hex'], describe: 'Transfer encoding (default: base64 when the firmware has encoder, else hex)' })
+      .option('upload-baud', numberOption(`Baud rate for the upload: the module and the port switch to it and back, falling back to 115200 when the module does not answer at it; 0 = no switch (default ${DEFAULT_UPLOAD_BAUD} on serial ports and rfc2217://, 0 on raw tcp://)`, uploadBaud))
       .option('sync-timeout', numberOption('Milliseconds to get a Lua prompt (boards that reset on open need a few seconds)', positiveMs('sync-timeout'), 15000))
       .option('line-timeout', numberOption('Milliseconds for one REPL line to come back', positiveMs('line-timeout'), 5000))
       .example('$0 flash --port /dev/ttyUSB0 --init', 'upload the agent, make it start at boot, start it now')

@@ -56,6 +56,17 @@ export interface SimNetworkOptions {
   /** Per-server SNTP timeout, milliseconds (firmware: NTP_TIMEOUT_MS = 2000). @default 2000 */
   sntpTimeoutMs?: number;
   /**
+   * With `net: 'loopback'` the simulated network has an SNTP server (src/sim/sntp-server.ts,
+   * RFC 4330, serving the host's clock; started on the first query, stopped with the module):
+   * the firmware's default server names (ntp.aliyun.com, ntp.ntsc.ac.cn,
+   * time1.cloud.tencent.com) resolve to it, and an SNTP query to UDP port 123 of a loopback
+   * address reaches it (a process without privileges cannot bind port 123, so the simulated
+   * network carries the datagram to the server's own port). false: no server; the default names
+   * then fail to resolve and NTP_ERROR follows. Not used with `net: 'host'` (real servers
+   * answer). @default true
+   */
+  sntpServer?: boolean;
+  /**
    * How `socket.accept` behaves (the firmware decides per adapter, `no_accept`; which one the
    * Air780E's lwIP port uses is not confirmed). 'multi': every accept returns a new ctrl
    * (true, new_ctrl, ip, port); 'single': the listening ctrl itself becomes the connection and

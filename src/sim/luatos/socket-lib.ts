@@ -25,7 +25,8 @@ import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import fengari from 'fengari';
 import { LightUserdata, type LuaArgs, type LuaIn, type LuaLibFn, type LuaRef, type LuaVm } from '../lua-vm.js';
-import { mayReach, simResolve, unreachableText } from '../network.js';
+import { DEFAULT_SIM_NET, isLoopbackAddress, mayReach, simResolve, unreachableText } from '../network.js';
+import { startSntpServer, type SntpServer } from '../sntp-server.js';
 import { checkZbuff, zbuffAppend, zbuffUsedBytes } from './zbuff.js';
 import type { SimEnv, SocketLib } from './sim-env.js';
 
@@ -296,6 +297,8 @@ class SocketLibImpl implements SocketLib {
   private readonly finalizer = new FinalizationRegistry<SocketCtrl>((ctrl) => {
     if (!ctrl.released && !this.down) this.releaseCtrl(ctrl);
   });
+  /** The simulated network's SNTP server (sim-env.ts `sntpServer`), started on first use. */
+  private ntpServer?: Promise<SntpServer>;
   private readonly sntp: SntpCtx = {
     servers: [...DEFAULT_SNTP_SERVERS],
     port: 0,
@@ -336,6 +339,12 @@ class SocketLibImpl implements SocketLib {
     this.sntpStop();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    void this.ntpServer?.then((srv) => srv.close(), () => undefined);
+  }
+
+  /** True when SNTP queries on loopback go to the simulated network's own server. */
+  private get localNtp(): boolean {
+    return (this.net.net ?? DEFAULT_SIM_NET) === 'loopback' && this.net.sntpServer !== false;
   }
 
   openSockets(): number {
@@ -1157,10 +1166,21 @@ class SocketLibImpl implements SocketLib {
       });
       u.bind(0, '127.0.0.1', () => {
         if (s.token !== token) return;
-        if (mayReach(this.net, ip)) u.send(this.sntpRequest(), port, ip); // else: no answer, the timeout moves on
+        if (!mayReach(this.net, ip)) return; // no answer, the timeout moves on
+        if (!(this.localNtp && port === 123 && isLoopbackAddress(ip))) {
+          u.send(this.sntpRequest(), port, ip);
+          return;
+        }
+        // loopback port 123 is the simulated network's SNTP server (sim-env.ts sntpServer)
+        this.ntpServer ??= startSntpServer();
+        this.ntpServer.then(
+          (srv) => s.token === token && !this.down && u.send(this.sntpRequest(), srv.port, '127.0.0.1'),
+          (e: Error) => this.env.log(`sntp: the simulated network's SNTP server did not start: ${e.message}`),
+        );
       });
     };
     if (lit) go(lit);
+    else if (this.localNtp && DEFAULT_SNTP_SERVERS.includes(host.toLowerCase())) go('127.0.0.1');
     else
       this.resolve(host).then(
         (ips) => (ips.length ? go(ips[0]) : s.token === token && this.sntpNext()),
@@ -1363,7 +1383,10 @@ class SocketLibImpl implements SocketLib {
     if (a.isInteger(2)) intIp = intToIp(a.int(2));
     else host = Buffer.from(a.bytes(2)).toString('latin1');
     const port = a.int(3) & 0xffff;
-    this.dbg(c, `connect to ${intIp ?? host},${port}`);
+    // LS:486 l_socket_connect leaves `ip` NULL for an integer host and logs it with "%s"
+    // (LLOGD "connect to %s,%d", luat_lib_socket.c:507): newlib prints "(null)" (another libc may
+    // crash; the agent passes integer hosts as dotted text for that reason, issue 8 C10)
+    this.dbg(c, `connect to ${intIp !== undefined ? '(null)' : host},${port}`);
     // NA: network_connect
     if (c.conn) return [this.b1(false), false];
     c.serverMode = false;

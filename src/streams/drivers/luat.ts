@@ -1,6 +1,6 @@
 /**
  * Luat legacy driver (Air724UG `socketcore`), on {@link LuatSocketcore} and {@link LuatConnection}
- * (src/api/luat/connection.ts: one `sock_send` in flight confirmed by SEND_CNF, every RECV_IND
+ * (src/streams/drivers/luat-conn.ts: one `sock_send` in flight confirmed by SEND_CNF, every RECV_IND
  * drained, teardown close / CLOSE_CNF / destroy). Firmware facts it relies on
  * (docs/firmware/luat-socketcore.md, as cited in src/sim/luat/socketcore.ts):
  * - connect: `CONN_CNF` result 0 = connected, anything else = failed (`ECONNREFUSED`);
@@ -12,7 +12,7 @@
  */
 import { firstValueFrom, lastValueFrom, type Subscription } from 'rxjs';
 import type { TetherModule } from '../../api/connect.js';
-import { openConnection, type LuatConnection } from '../../api/luat/connection.js';
+import { openConnection, type LuatConnection } from './luat-conn.js';
 import { IPPROTO_TCP, LIB_TCP_CHUNK, SO_KEEPALIVE, SOL_SOCKET, TCP_KEEPIDLE } from '../../api/luat/constants.js';
 import type { LuatSocketcore } from '../../api/luat/socketcore.js';
 import { TetherError } from '../../errors.js';
@@ -33,6 +33,9 @@ class LuatDriverConnection implements DriverConnection {
     this.sendBuffer = Math.min(LIB_TCP_CHUNK, conn.sc.rpc.hello.maxmsg - 96);
   }
   readonly localAddress = undefined;
+  get stats(): Readonly<Record<string, number>> {
+    return { ...this.conn.stats };
+  }
   start(sink: ConnectionSink): void {
     this.sub = this.conn.data().subscribe({
       next: (b) => sink.data(b),

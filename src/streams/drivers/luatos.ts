@@ -1,6 +1,6 @@
 /**
  * LuatOS driver (Air780E `socket` library), on {@link LuatosSocket} and {@link LuatosConnection}
- * (src/api/luatos/connection.ts: the send loop with the agent's tx hold and TX_OK, the event-driven
+ * (src/streams/drivers/luatos-conn.ts: the send loop with the agent's tx hold and TX_OK, the event-driven
  * reader). Firmware facts it relies on (LS = luat/modules/luat_lib_socket.c of openLuat/LuatOS, as
  * cited in src/sim/luatos/socket-lib.ts):
  * - connect: `ON_LINE` 0 = online, -1 = refused / unreachable / DNS failure (one code: `ECONNREFUSED`);
@@ -10,9 +10,10 @@
  *   `ON_LINE` 0; `socket.accept(ctrl)` (LS:1036) gives `(true, new_ctrl, ip, port)`.
  * - UDP is connected: `socket.connect` sets the one peer; `rx` pushes the sender's address.
  */
+import { isIPv4 } from 'node:net';
 import { firstValueFrom, lastValueFrom, type Subscription } from 'rxjs';
 import type { TetherModule } from '../../api/connect.js';
-import { LuatosConnection, openSocket } from '../../api/luatos/connection.js';
+import { LuatosConnection, openSocket } from './luatos-conn.js';
 import { SocketEvent } from '../../api/luatos/constants.js';
 import { notOk, type LuatosSocket, type SocketCtrl } from '../../api/luatos/socket.js';
 import { TetherError } from '../../errors.js';
@@ -40,9 +41,20 @@ class LuatosDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
-  // no pause/resume (read backpressure): after the peer's FIN the firmware allows one more rx
-  // only (see src/api/luatos/connection.ts data()), so leaving bytes on the module risks losing
-  // them; they are taken as they come and wait in the stream's buffer instead
+  // read backpressure: after the peer's FIN the firmware allows one more rx only (see
+  // src/streams/drivers/luatos-conn.ts data()). An agent with hello rxdrain takes everything the
+  // socket holds in that read, so the stream may leave bytes on the module while paused; with an
+  // older agent that would lose them, so then bytes are taken as they come and wait in the
+  // stream's buffer instead
+  pause(): void {
+    if (this.drains) this.conn.pauseReading();
+  }
+  resume(): void {
+    this.conn.resumeReading();
+  }
+  private get drains(): boolean {
+    return this.conn.socket.rpc.hello.raw.get('rxdrain') === true;
+  }
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes), { defaultValue: 0 });
@@ -71,6 +83,21 @@ async function localIp(socket: LuatosSocket): Promise<string | undefined> {
   }
 }
 
+/**
+ * The peer's address: `host` when it is an IPv4 literal, else the first address the module's DNS
+ * gave for it (`socket.remoteIP(ctrl)`, LS: l_socket_remote_ip, filled only after a DNS lookup),
+ * or `host` when the firmware does not tell.
+ */
+async function remoteIp(socket: LuatosSocket, ctrl: SocketCtrl, host: string): Promise<string> {
+  if (isIPv4(host)) return host;
+  try {
+    const ips = await firstValueFrom(socket.remoteIP(ctrl));
+    return ips.find((x) => typeof x === 'string' && x !== '') ?? host;
+  } catch {
+    return host;
+  }
+}
+
 async function releaseQuietly(socket: LuatosSocket, ctrl: SocketCtrl): Promise<void> {
   if (ctrl.epoch !== socket.rpc.currentEpoch || socket.rpc.isClosed) return;
   await lastValueFrom(socket.close(ctrl), { defaultValue: undefined }).catch(() => undefined);
@@ -94,7 +121,7 @@ export class LuatosDriver implements StreamDriver {
     } catch (e) {
       throw toStreamError(e, 'ECONNREFUSED');
     }
-    return new LuatosDriverConnection(conn, o.host, o.port, await localIp(this.socket), o.localPort);
+    return new LuatosDriverConnection(conn, await remoteIp(this.socket, conn.ctrl, o.host), o.port, await localIp(this.socket), o.localPort);
   }
 
   async listen(o: { port: number; backlog?: number }, sink: ListenSink): Promise<DriverListener> {

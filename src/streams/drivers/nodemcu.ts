@@ -1,6 +1,6 @@
 /**
  * NodeMCU driver (ESP8266 `net` module), on {@link NodeMcuNet} and the helpers of
- * src/api/nodemcu/connection.ts ({@link connectTcp}, {@link NodeMcuConnection}, `sendAll`: chunks
+ * src/streams/drivers/nodemcu-conn.ts ({@link connectTcp}, {@link NodeMcuConnection}, `sendAll`: chunks
  * within the 2920-byte send buffer, "sent" (ACK) accounting). Firmware facts it relies on
  * (app/modules/net.c of nodemcu/nodemcu-firmware, as cited in src/sim/nodemcu/net-lib.ts):
  * - connect: "connection" = up; "reconnection"/"disconnection" err -9 (ERR_RST) = refused
@@ -20,7 +20,7 @@
  */
 import { firstValueFrom, lastValueFrom, type Subscription } from 'rxjs';
 import type { TetherModule } from '../../api/connect.js';
-import { NodeMcuConnection, connectTcp } from '../../api/nodemcu/connection.js';
+import { NodeMcuConnection, connectTcp } from './nodemcu-conn.js';
 import { isNetError } from '../../api/nodemcu/errors.js';
 import { TCP_MSS, TCP_SEND_BUFFER, type NodeMcuNet, type TcpSocket } from '../../api/nodemcu/net.js';
 import { TetherError } from '../../errors.js';

@@ -1,13 +1,14 @@
 /**
- * Helpers on top of the raw `socket` calls, following the firmware's rules
+ * The LuatOS driver's socket I/O (src/streams/drivers/luatos.ts builds the stream layer on it),
+ * on top of the raw `socket` facade calls, following the firmware's rules
  * (docs/firmware/luatos.md, usual structure with libnet): connect and wait
  * for ON_LINE, read on every EVENT until the peer closes, send in chunks that
  * respect a full buffer and TX_OK, close gracefully and release.
  */
 import { Observable, Subscription, firstValueFrom, lastValueFrom } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
-import { SocketEvent, eventName } from './constants.js';
-import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo, checkOpenSocketArgs } from './socket.js';
+import { SocketEvent, eventName } from '../../api/luatos/constants.js';
+import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo, checkOpenSocketArgs } from '../../api/luatos/socket.js';
 
 /** Options of {@link openSocket}. */
 export interface OpenOptions {
@@ -62,6 +63,8 @@ export class LuatosConnection {
   private failure?: Error;
   private readonly sub: Subscription;
   private readonly txWaiters = new Set<() => void>();
+  private readPaused = false;
+  private readonly resumeWaiters = new Set<() => void>();
 
   /** @internal */
   constructor(
@@ -98,21 +101,39 @@ export class LuatosConnection {
    * Bytes as they arrive (TCP). Cold: on subscribe it reads what is pending, then
    * reads again on every EVENT 0 until nothing is left; completes after the peer
    * closed (EVENT -1) or CLOSED, once everything received before the close was read
-   * (`rx` then answers `(false, 0)`). Errors with TetherError `SOCKET` (`context.reason`
-   * `ECONNRESET`) instead of completing short when bytes pending at the peer's FIN could not all be
-   * read (the firmware allows one read after it). Errors with `RESET` ({@link ResetError}) when the
+   * (`rx` then answers `(false, 0)`). Errors with `RESET` ({@link ResetError}) when the
    * module resets (at once for a socket of a previous boot).
+   *
+   * After the peer's FIN the firmware allows ONE more read with a buffer (network_rx in
+   * components/network/adapter/luat_network_adapter.c of openLuat/LuatOS returns -1 once
+   * `need_close` is set and `new_rx_flag` was cleared by a read). The agent (hello `rxdrain`,
+   * firmware-shim/luatos/agent.lua `socket.rx`) makes every firmware read take all the socket
+   * holds and hands it out `limit` bytes per call, so the whole tail arrives and the stream then
+   * completes. With an older agent (no `rxdrain`) the last read asks for everything pending, up to
+   * what one reply carries, and the stream errors with TetherError `SOCKET` (`context.reason`
+   * `ECONNRESET`) instead of completing short when more was pending.
    */
   data(): Observable<Uint8Array> {
     const limit = this.socket.readLimit();
-    // after the peer's FIN the firmware lets what is pending be read by ONE more rx only
-    // (network_rx returns -1 once `need_close` is set and `new_rx_flag` was cleared by a read:
-    // components/network/adapter/luat_network_adapter.c of openLuat/LuatOS, network_rx), so the
-    // last read asks for everything pending, up to what one reply of the agent can carry
+    const drains = this.socket.rpc.hello.raw.get('rxdrain') === true;
+    if (drains) {
+      return this.reader<Uint8Array>(
+        async () => {
+          const buf = new ZBuff(0);
+          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
+          if (!r.ok) return 'end';
+          return buf.used === 0 ? 'empty' : buf.toBuffer();
+        },
+        (e) => (e.event === SocketEvent.EVENT && e.param === -1) || e.event === SocketEvent.CLOSED,
+        this.closedByPeer,
+        { depth: READ_DEPTH, full: (b) => b.length >= limit, pausable: true },
+      );
+    }
+    // an agent without rxdrain: the last read after the FIN asks for everything pending
     const lastLimit = Math.max(limit, this.socket.rpc.hello.maxmsg - 64);
     let lastFull = false;
     const truncated = () =>
-      new TetherError('SOCKET', `the peer closed while more than ${limit} bytes were pending on the module; the firmware allows one read after the FIN and the rest was lost (the agent's rx reads at most ${limit} bytes per call)`, {
+      new TetherError('SOCKET', `the peer closed while more than ${limit} bytes were pending on the module; the firmware allows one read after the FIN and the rest was lost (this agent's rx reads at most ${limit} bytes per call: update it for hello rxdrain)`, {
         context: { readable: limit, reason: 'ECONNRESET' },
       });
     return this.reader<Uint8Array>(
@@ -125,7 +146,7 @@ export class LuatosConnection {
           }
           const pending = p[1];
           if (pending > lastLimit) {
-            throw new TetherError('SOCKET', `the peer closed with ${pending} bytes unread on the module; the firmware allows one more read only and the agent's reply carries at most ${lastLimit}: ${pending - lastLimit} bytes would be lost`, {
+            throw new TetherError('SOCKET', `the peer closed with ${pending} bytes unread on the module; the firmware allows one more read only and this agent's reply carries at most ${lastLimit}: ${pending - lastLimit} bytes would be lost (update the agent for hello rxdrain)`, {
               context: { pending, readable: lastLimit, reason: 'ECONNRESET' },
             });
           }
@@ -141,8 +162,6 @@ export class LuatosConnection {
         const buf = new ZBuff(0);
         const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
         if (!r.ok) {
-          // the previous read took a full `limit`: more was pending when the FIN came and that
-          // read used up the one the firmware allows after it (see above): the rest is lost
           if (lastFull) throw truncated();
           return 'end';
         }
@@ -153,6 +172,23 @@ export class LuatosConnection {
       this.closedByPeer,
       { depth: READ_DEPTH, full: (b) => b.length >= limit },
     );
+  }
+
+  /**
+   * Read backpressure for {@link data}: stop issuing `socket.rx` (reads in flight still deliver)
+   * until {@link resumeReading}; the bytes wait on the module (TCP flow control holds the peer).
+   * Only safe with an agent that says hello `rxdrain` (see {@link data}: otherwise bytes left on
+   * the module at the peer's FIN would be lost). Idempotent.
+   */
+  pauseReading(): void {
+    this.readPaused = true;
+  }
+
+  /** Read again after {@link pauseReading}. Idempotent. */
+  resumeReading(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    for (const w of [...this.resumeWaiters]) w();
   }
 
   /** Datagrams as they arrive (UDP). Cold; one `rx` per datagram. Never completes by itself; errors with `RESET` when the module resets. */
@@ -187,14 +223,16 @@ export class LuatosConnection {
     readOne: () => Promise<T | 'empty' | 'end'>,
     endsOn: (e: SocketEventInfo) => boolean,
     endingAlready: boolean,
-    o: { depth?: number; full?: (v: T) => boolean } = {},
+    o: { depth?: number; full?: (v: T) => boolean; pausable?: boolean } = {},
   ): Observable<T> {
     const depth = o.depth ?? 1;
+    const paused = () => o.pausable === true && this.readPaused;
     return new Observable<T>((sub) => {
       let running = false;
       let again = false;
       let ending = endingAlready;
       let stopped = false;
+      let held = false; // the last drain stopped early because reading is paused
       const drain = async () => {
         if (running) {
           again = true;
@@ -204,11 +242,12 @@ export class LuatosConnection {
         try {
           do {
             again = false;
+            held = false;
             const q: Promise<T | 'empty' | 'end'>[] = [];
             let exhausted = false; // a read found nothing, or a short one took all that was pending
             let want = 1; // reads to keep outstanding: `depth` once more is known to be pending
             for (;;) {
-              while (!exhausted && q.length < want) {
+              while (!exhausted && q.length < want && !paused()) {
                 const p = readOne();
                 p.catch(() => {}); // awaited below in order; never unhandled when the reader stops
                 q.push(p);
@@ -225,8 +264,10 @@ export class LuatosConnection {
               else if (o.full && !ending) exhausted = true;
               sub.next(r);
             }
-          } while (again && !stopped);
-          if (ending && !stopped) sub.complete();
+            // paused with more possibly pending: stop here; resumeReading drains again
+            if (!exhausted && paused()) held = true;
+          } while (again && !stopped && !held);
+          if (ending && !stopped && !held) sub.complete();
         } catch (e) {
           if (!stopped) sub.error(e);
         } finally {
@@ -246,9 +287,12 @@ export class LuatosConnection {
         },
       });
       if (stopped) return () => evs.unsubscribe();
+      const wake = () => void drain();
+      if (o.pausable) this.resumeWaiters.add(wake);
       void drain();
       return () => {
         stopped = true;
+        this.resumeWaiters.delete(wake);
         evs.unsubscribe();
       };
     });

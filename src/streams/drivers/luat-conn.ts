@@ -9,12 +9,12 @@
  *    a failed CONN_CNF needs `sock_destroy` only. Otherwise the 10 slots leak;
  * 4. SSL with the `{hostName, caCert, clientCert, clientKey}` table of PEM text.
  */
-import { checkOpenConnectionArgs } from './socketcore.js';
+import { checkOpenConnectionArgs } from '../../api/luat/socketcore.js';
 import { Observable, Subscription, firstValueFrom, type Subscriber } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
-import { endOnReset, resetAsError, resetError } from '../reset.js';
-import { CONN_EXT_DNS_FAILED, IPPROTO_TCP, LIB_TCP_CHUNK, LIB_UDP_CHUNK, MAX_RECV_IND, MAX_SOCKETS, SO_KEEPALIVE, SOL_SOCKET, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, errName } from './constants.js';
-import type { CertTable, LuatSocketcore, SocketMessage } from './socketcore.js';
+import { endOnReset, resetAsError, resetError } from '../../api/reset.js';
+import { CONN_EXT_DNS_FAILED, IPPROTO_TCP, LIB_TCP_CHUNK, LIB_UDP_CHUNK, MAX_RECV_IND, MAX_SOCKETS, SO_KEEPALIVE, SOL_SOCKET, SocketType, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, errName } from '../../api/luat/constants.js';
+import type { CertTable, LuatSocketcore, SocketMessage } from '../../api/luat/socketcore.js';
 
 /** Options of {@link openConnection}. */
 export interface OpenOptions {

@@ -8,8 +8,8 @@
 import { Observable, Subscription, firstValueFrom, lastValueFrom, merge, take, timer } from 'rxjs';
 import { map } from 'rxjs';
 import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
-import { isNetError } from './errors.js';
-import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName, checkConnectTcpArgs } from './net.js';
+import { isNetError } from '../../api/nodemcu/errors.js';
+import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName, checkConnectTcpArgs } from '../../api/nodemcu/net.js';
 
 /** Options of {@link sendAll}. */
 export interface SendAllOptions {
