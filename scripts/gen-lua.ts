@@ -49,7 +49,7 @@ export function renderProtocolLua(): string {
 /**
  * Families whose core is split (issue 8, the ESP8266's small heap): each block of
  * firmware-shim/common/core.lua between `-- @lazy NAME` and `-- @end` (a function
- * `local function tether_X(A, N) ... end -- tether_X`) is left out of the resident bundle and
+ * `function A.tether_X(A, N) ... end -- tether_X`) is left out of the resident bundle and
  * becomes the file tether_NAME.lua, loaded on first use: `call` (tether_calls: value decoding,
  * call dispatch) and `core` (tether_builtins: hello and the agent.* calls); the core then asks
  * `HAL.calls()` / `HAL.builtins()`. Other families keep the blocks in their one file, where they
@@ -57,7 +57,7 @@ export function renderProtocolLua(): string {
  */
 export const SPLIT_CORE_FAMILIES = ['nodemcu'];
 
-const LAZY_BLOCK = /^-- @lazy (\w+)[^\n]*\n(?:--[^\n]*\n)*local function (tether_\w+)\(A, N\)\n([\s\S]*?)^end -- \2\n-- @end\n/gm;
+const LAZY_BLOCK = /^-- @lazy (\w+)[^\n]*\n(?:--[^\n]*\n)*function A\.(tether_\w+)\(A, N\)\n([\s\S]*?)^end -- \2\n-- @end\n/gm;
 
 /** core.lua and, for a split family, the blocks cut out of it: lazy name -> function body. */
 function coreParts(family: string, root: string): { core: string; lazy: Map<string, string> } {
@@ -65,7 +65,7 @@ function coreParts(family: string, root: string): { core: string; lazy: Map<stri
   const lazy = new Map<string, string>();
   if (!SPLIT_CORE_FAMILIES.includes(family)) return { core, lazy };
   for (const m of core.matchAll(LAZY_BLOCK)) lazy.set(m[1], m[3]);
-  if (!lazy.has('call') || !lazy.has('core')) throw new Error('firmware-shim/common/core.lua: the "-- @lazy call" and "-- @lazy core" blocks (local function tether_X(A, N) ... end -- tether_X, then -- @end) are missing');
+  if (!lazy.has('call') || !lazy.has('core')) throw new Error('firmware-shim/common/core.lua: the "-- @lazy call" and "-- @lazy core" blocks (function A.tether_X(A, N) ... end -- tether_X, then -- @end) are missing');
   return { core: core.replace(LAZY_BLOCK, ''), lazy };
 }
 

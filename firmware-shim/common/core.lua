@@ -31,9 +31,9 @@ local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 
 -- @lazy call: the host's calls (docs/protocol.md section 8): decoding the argument values,
 -- dispatch and the reply. A function of (A, N) with N.K the core's shared
--- state; returns { call = call }. In one-file agents it runs once at load (resident); the NodeMCU
+-- state (a field of A, not a main-chunk local: those are few on NodeMCU); returns { call = call }. In one-file agents it runs once at load (resident); the NodeMCU
 -- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
-local function tether_calls(A, N)
+function A.tether_calls(A, N)
   local K = N.K
   local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals
   local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
@@ -164,7 +164,7 @@ end -- tether_calls
 -- @lazy core: the built-in calls (hello, agent.caps, agent.stats, agent.ping,
 -- agent.release_all), listed first in agent.caps. A function of (A, N) like tether_calls; returns
 -- name -> function. Resident in one-file agents; NodeMCU's build cuts it out into tether_core.lua.
-local function tether_builtins(A, N)
+function A.tether_builtins(A, N)
   local K = N.K
   local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
   local unpack = unpack or table.unpack
@@ -690,8 +690,9 @@ local function tether_core()
   -- the built-in calls (their code is in tether_calls): first in agent.caps
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
-  if tether_calls then K.calls = tether_calls(A, { K = K }) end
-  if tether_builtins then K.builtins = tether_builtins(A, { K = K }) end
+  -- the @lazy blocks, when this file has them (no main-chunk locals: NodeMCU's parser limit)
+  if A.tether_calls then K.calls, A.tether_calls = A.tether_calls(A, { K = K }), nil end
+  if A.tether_builtins then K.builtins, A.tether_builtins = A.tether_builtins(A, { K = K }), nil end
 
   function A.start()
     L.epoch = HAL.epoch()
