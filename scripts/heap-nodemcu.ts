@@ -16,6 +16,13 @@
  * through its own ld-linux.so.2; on a kernel without 32-bit support, through qemu-i386
  * (Debian package qemu-user) when that is installed.
  *
+ * Every agent file is measured the way it lives on the module: the resident tether.lua and the
+ * files it loads on first use (dist/agents/nodemcu/tether_*.lua, what node.compile turns into
+ * tether_*.lc on the module) are all compiled with `luac -s` into one directory, the driver's
+ * `file.exists` sees them there and the agent's loadfile reads them (the driver runs in that
+ * directory), so a group loaded at the peak is counted at the peak, and the idle figure counts
+ * only what stays resident.
+ *
  * Figures (KB = 1024 bytes of `collectgarbage("count")`, after full GCs):
  * - idle: resident after loading, a session (S + hello) and timer ticks, everything acknowledged;
  * - peak: the largest live heap seen at any firmware entry point (every uart.write, socket
@@ -30,7 +37,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { callMessage, encodeFrame, fragment } from '../src/codec/frame.js';
 import { Handle, type WireValue } from '../src/codec/values.js';
-import { agentBundlePath } from '../src/util/repo-root.js';
+import { agentBundlePath, readLazyAgentFiles } from '../src/util/repo-root.js';
 
 /** Result of one measurement. */
 export interface NodemcuHeap {
@@ -40,8 +47,10 @@ export interface NodemcuHeap {
   idleKB: number;
   /** Largest live heap while receiving and sending 1460 bytes (KB). */
   peakKB: number;
-  /** Size of the stripped bytecode file (bytes). */
+  /** Size of the stripped bytecode of the resident file (bytes). */
   bytecodeBytes: number;
+  /** Size of the stripped bytecode of the files loaded on first use (bytes, all of them). */
+  lazyBytecodeBytes: number;
   /** Payload bytes the stubbed socket really sent (1460 when the call worked). */
   sentBytes: number;
   /** Bytes of the 1460-byte receive found in the agent's event frames (1460 when forwarded). */
@@ -181,6 +190,12 @@ tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() retur
     t.unregister = function(self) self.fn = nil end
     return t
   end }
+-- the agent's files loaded on first use (compiled, paths in arg[3..]) stand for SPIFFS: the agent
+-- reads them by name with file.exists and loadfile
+local LAZY = {}
+for i = 3, #arg do LAZY[string.match(arg[i], "[^/]+$")] = arg[i] end
+file = { exists = function(n) return LAZY[n] ~= nil end }
+do local lf = loadfile loadfile = function(n) return lf(LAZY[n] or n) end end
 node = { heap = function() return 40000 end, chipid = function() return 4242 end, random = function() return 777 end,
   info = function(g) if g == "sw_version" then return { node_version_major = 3, node_version_minor = 0, node_version_revision = 0, git_release = "" } end
     if g == "build_config" then return { modules = "bit,file,net,node,tmr,uart,wifi", number_type = "double" } end end,
@@ -241,10 +256,11 @@ function exec(cmd: string[] | LuaExec, args: string[]): { status: number | null;
 
 /**
  * Measure. `lua` and `luac` are command prefixes or {@link LuaExec} functions (the i386 build
- * by default).
+ * by default); `agentFile` is the resident agent file (default the bundle,
+ * dist/agents/nodemcu/main.lua; for experiments).
  * @throws Error when no interpreter is available or the agent fails under it.
  */
-export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string } = {}): NodemcuHeap {
+export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string; agentFile?: string } = {}): NodemcuHeap {
   let lua = o.lua;
   let luac = o.luac;
   let interpreter = o.interpreter ?? (Array.isArray(lua) ? lua.join(' ') : '');
@@ -259,16 +275,28 @@ export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[
   const dir = mkdtempSync(join(tmpdir(), 'tether-heap-'));
   try {
     const bc = join(dir, 'tether.lc');
-    const c = exec(luac, ['-s', '-o', bc, agentBundlePath('nodemcu')]);
-    if (c.status !== 0) throw new Error(`luac -s failed: ${c.stderr || c.error?.message}`);
+    const compile = (src: string, out: string) => {
+      const c = exec(luac!, ['-s', '-o', out, src]);
+      if (c.status !== 0) throw new Error(`luac -s failed: ${c.stderr || c.error?.message}`);
+      return Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout.trim());
+    };
+    const size = compile(o.agentFile ?? agentBundlePath('nodemcu'), bc);
+    let lazy = 0;
+    const lazyFiles: string[] = [];
+    for (const [name, text] of readLazyAgentFiles('nodemcu')) {
+      const src = join(dir, `src-${name}`);
+      writeFileSync(src, text);
+      const out = join(dir, name.replace(/\.lua$/, '.lc'));
+      lazy += compile(src, out);
+      lazyFiles.push(out);
+    }
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.bin'), hostInput());
-    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin')]);
+    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), ...lazyFiles]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
-    if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured: the driver's acknowledgements failed`);
+    if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured (idle ${m[1]} KB, peak ${m[2]} KB): the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
-    const size = spawnSync('stat', ['-c', '%s', bc], { encoding: 'utf8' }).stdout.trim();
-    return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: Number(size) };
+    return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: size, lazyBytecodeBytes: lazy };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -280,7 +308,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const li = args.indexOf('--lua');
   try {
     const r = li >= 0 ? measureNodemcuHeap({ lua: [args[li + 1]], luac: [args[li + 1].replace(/^lua/, 'luac')] }) : measureNodemcuHeap();
-    console.log(`NodeMCU agent heap (${r.interpreter}, luac -s bytecode ${r.bytecodeBytes} bytes): idle ${r.idleKB.toFixed(1)} KB, peak ${r.peakKB.toFixed(1)} KB while receiving and sending 1460 bytes (goal <= 16 / <= 24 KB)`);
+    console.log(`NodeMCU agent heap (${r.interpreter}, luac -s bytecode ${r.bytecodeBytes} bytes resident + ${r.lazyBytecodeBytes} bytes loaded on first use): idle ${r.idleKB.toFixed(1)} KB, peak ${r.peakKB.toFixed(1)} KB while receiving and sending 1460 bytes (goal <= 16 / <= 24 KB)`);
     if (r.sentBytes !== 1460 || r.forwardedBytes !== 1460) console.log(`warning: sent ${r.sentBytes} / forwarded ${r.forwardedBytes} of 1460 bytes`);
   } catch (e) {
     console.log((e as Error).message);

@@ -23,13 +23,15 @@ function tether(...args: string[]) {
   return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30000 });
 }
 
-test('nodemcu: tether.lua (what tether flash uploads) and README.txt; --init adds init.lua; the file runs on the simulated ESP8266', async () => {
+const LAZY = ['tether_call.lua', 'tether_core.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua'];
+
+test('nodemcu: tether.lua and the tether_*.lua it loads on first use (what tether flash uploads) and README.txt; --init adds init.lua; the files run on the simulated ESP8266', async () => {
   const out = join(tmp, 'esp');
   const r = tether('agent', '--family', 'nodemcu', '--out', out, '--json');
   assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(readdirSync(out).sort(), ['README.txt', 'tether.lua']);
+  assert.deepEqual(readdirSync(out).sort(), ['README.txt', 'tether.lua', ...LAZY]);
   const report = JSON.parse(r.stdout);
-  assert.deepEqual(report.files.map((f: { name: string }) => f.name), ['tether.lua', 'README.txt']);
+  assert.deepEqual(report.files.map((f: { name: string }) => f.name), ['tether.lua', ...LAZY, 'README.txt']);
   const lua = readFileSync(join(out, 'tether.lua'), 'latin1');
   // flash-impl uploads minifyLua(readFileSync(agentBundlePath('nodemcu'))) by default
   assert.equal(lua, minifyLua(readFileSync(agentBundlePath('nodemcu'), 'latin1')));
@@ -38,14 +40,19 @@ test('nodemcu: tether.lua (what tether flash uploads) and README.txt; --init add
 
   const withInit = join(tmp, 'esp-init');
   assert.equal(tether('agent', '--family', 'nodemcu', '--out', withInit, '--init', '--init-delay', '3000').status, 0);
-  assert.deepEqual(readdirSync(withInit).sort(), ['README.txt', 'init.lua', 'tether.lua']);
+  assert.deepEqual(readdirSync(withInit).sort(), ['README.txt', 'init.lua', 'tether.lua', ...LAZY]);
   assert.match(readFileSync(join(withInit, 'init.lua'), 'utf8'), /alarm\(3000, tmr\.ALARM_SINGLE.*dofile\("tether\.lua"\)/);
 
-  const sim = await SimulatedModule.start(nodemcuFamily(), { agentSource: lua, bootNoise: false });
+  // the written files on the simulated SPIFFS (in place of the bundled ones), the agent loads them from there
+  const files = Object.fromEntries(LAZY.map((n) => [n, readFileSync(join(out, n), 'latin1')]));
+  const sim = await SimulatedModule.start(nodemcuFamily({ files }), { agentSource: lua, bootNoise: false });
   try {
     const rpc = await RpcClient.open(sim.connect());
     try {
       assert.equal(rpc.hello.family, 'nodemcu');
+      assert.equal(rpc.hello.fw?.endsWith('-sim'), true, 'hello\'s firmware fields come from tether_sys.lua');
+      const [h] = await rpc.call('net.createConnection', []);
+      assert.ok(h !== null && typeof h === 'object', 'net.createConnection (tether_net.lua) made a socket handle');
     } finally {
       await rpc.close();
     }

@@ -16,11 +16,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
 import { maxActiveLocals, type LocalRange } from '../src/sim/lua-vm.js';
-import { renderAgent } from '../scripts/gen-lua.js';
+import { lazyAgentFiles, renderAgent } from '../scripts/gen-lua.js';
 import { SimulatedModule } from '../src/sim/module.js';
 import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
 import { dumpChunk51, luacCheck } from './helpers/lua.js';
@@ -121,10 +121,14 @@ test('the count matches stock Lua 5.1: 200 active locals compile and count 200, 
 test('every NodeMCU agent file and the generated bundle: at most 50 active locals and 60 upvalues per function', () => {
   const root = repoRoot();
   const files: Record<string, string> = {};
-  for (const p of ['common/core.lua', 'nodemcu/config.lua', 'nodemcu/agent.lua']) {
+  const lazy = readdirSync(join(root, 'firmware-shim', 'nodemcu')).filter((n) => /^tether_.*\.lua$/.test(n)).map((n) => `nodemcu/${n}`);
+  assert.ok(lazy.length >= 5, 'the files the agent loads on first use are checked too');
+  for (const p of ['common/core.lua', 'nodemcu/config.lua', 'nodemcu/agent.lua', ...lazy]) {
     files[p.replace('/', '-')] = readFileSync(join(root, 'firmware-shim', p), 'utf8');
   }
   files['bundle.lua'] = renderAgent('nodemcu', root);
+  // and the generated files loaded on first use (tether_call.lua, tether_core.lua: parts of the core)
+  for (const [n, text] of lazyAgentFiles('nodemcu', root)) files[`lazy-${n}`] = text;
   for (const name of Object.keys(files)) {
     const { fns, error } = luacFunctions(files[name]!, name);
     assert.equal(error, undefined, `${name}: ${error}`);

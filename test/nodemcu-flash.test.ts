@@ -16,7 +16,7 @@ import { nodemcuFamily, nodemcuAgentSource } from '../src/sim/nodemcu/family.js'
 import { RpcClient } from '../src/rpc/client.js';
 import { SerialTransport } from '../src/transport/serial.js';
 import type { Transport } from '../src/transport/transport.js';
-import { repoRoot } from '../src/util/repo-root.js';
+import { readLazyAgentFiles, repoRoot } from '../src/util/repo-root.js';
 import { flashNodemcu, minifyLua, adler, type FlashProgress } from '../src/cli/commands/flash-repl.js';
 import { isTetherError } from '../src/errors.js';
 import { AGENT_VERSION } from '../src/codec/constants.js';
@@ -73,6 +73,14 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       const onModule = fam.files.get('tether.lua')!;
       assert.ok(onModule.equals(Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')), 'the file on the module is exactly the (minified) agent');
       assert.equal(fam.files.has('tether.tmp'), false, 'no temporary file left');
+      // the files the agent loads on first use went up too, each verified, under its own name
+      const lazy = readLazyAgentFiles('nodemcu');
+      assert.deepEqual(out.files.map((f: { name: string }) => f.name), [...lazy.keys()]);
+      assert.ok(lazy.size >= 5, 'the NodeMCU agent has its call groups in files');
+      for (const [n, text] of lazy) {
+        assert.ok(fam.files.get(n)?.equals(Buffer.from(minifyLua(text), 'latin1')), `${n} on the module is exactly the (minified) file`);
+        assert.equal(fam.files.has(n.replace(/\.lua$/, '.tmp')), false);
+      }
       assert.equal(fam.esp!.uartTaken, true, 'the agent runs');
 
       // hello through the same pty, as `tether info` would
@@ -80,6 +88,10 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       const rpc = await RpcClient.open(t, { handshakeTimeoutMs: 5000 });
       assert.equal(rpc.hello.family, 'nodemcu');
       assert.equal(rpc.hello.agent, AGENT_VERSION);
+      // hello's firmware fields and net.createConnection come from files loaded from the module's flash
+      assert.match(String(rpc.hello.fw), /-sim$/);
+      const [h] = await rpc.call('net.createConnection', []);
+      assert.ok(h !== null && typeof h === 'object', 'net.createConnection answered with a handle');
       await rpc.close();
 
       // idempotent: the running agent gives the prompt back, the identical file is not written again
@@ -88,6 +100,7 @@ describe('tether flash over a pseudo-terminal (the CLI as a user runs it)', () =
       const o2 = JSON.parse(again.stdout);
       assert.equal(o2.uploaded, false);
       assert.equal(o2.init, false);
+      assert.ok(o2.files.every((f: { uploaded: boolean }) => !f.uploaded), 'identical agent files are not written again');
       assert.equal(o2.agentWasRunning, true);
       assert.match(again.stderr, /identical/);
 
@@ -147,8 +160,10 @@ describe('flash engine (in-process)', () => {
       assert.equal(r.started, false);
       assert.equal(r.baud, 115200, 'no switch asked');
       assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(nodemcuAgentSource(), 'latin1')));
-      const up = phases.filter((p) => p.phase === 'upload');
+      const up = phases.filter((p) => p.phase === 'upload' && p.file === 'tether.lua');
       assert.equal(up.length, Math.ceil(r.bytes / 255), 'one acknowledged 255-byte block per progress step');
+      // then the files the agent loads on first use, the same way
+      for (const f of r.files) assert.equal(phases.filter((p) => p.phase === 'upload' && p.file === f.name).length, Math.ceil(f.bytes / 255), f.name);
       const verify = phases.filter((p) => p.phase === 'verify');
       assert.equal(verify.at(-1)!.done, verify.at(-1)!.total);
       assert.equal(fam.esp!.rxDropped, 0, 'one block at a time: the RX ring never overflowed');

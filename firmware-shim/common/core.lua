@@ -9,6 +9,8 @@
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
 --   HAL.window       receive window (bytes, at most the UART RX buffer)
 --   HAL.txwin        retransmit queue limit (bytes)
+--   HAL.obmax        backlog limit for the host in a session (bytes of messages not yet sent;
+--                    optional, default 4 * txwin); see send below
 --   HAL.maxmsg       longest message accepted after reassembly (bytes)
 --   HAL.baud         UART baud rate (line time in the retransmission timeout)
 --   HAL.heap()       Lua heap in KB (integer)
@@ -17,9 +19,190 @@
 --   HAL.sweep()      release every module object the agent made for a host (sockets, servers,
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
+--   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
+--   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
+--                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
+--   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
+--                    by one space, listed in agent.caps after the registered ones; the core calls
+--                    HAL.load(name), which returns the function (or nil), when the host calls one
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
+
+-- @lazy call: the host's calls (docs/protocol.md section 8): decoding the argument values,
+-- dispatch and the reply. A function of (A, N) with N.K the core's shared
+-- state (a field of A, not a main-chunk local: those are few on NodeMCU); returns { call = call }. In one-file agents it runs once at load (resident); the NodeMCU
+-- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
+function A.tether_calls(A, N)
+  local K = N.K
+  local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals
+  local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
+  local HUGE = math and math.huge
+  local function pack(...) return { n = select("#", ...), ... } end
+  local function badarg(m) error({ TP.E_ARG, m }, 0) end
+
+  -- the value token at s[i]; returns it and the index of the next token
+  local function dec(s, i, depth)
+    local c = ssub(s, i, i)
+    if c == "b" then
+      local _, e, n = sfind(s, "^b(%d+):", i)
+      n = tonumber(n)
+      if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
+      return ssub(s, e + 1, e + n), e + n + 2
+    end
+    if c == "{" then
+      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
+      local tb = {}
+      i = i + 2
+      while ssub(s, i, i) ~= "}" do
+        if i > #s then badarg("unterminated table") end
+        local k, v
+        k, i = dec(s, i, depth + 1)
+        v, i = dec(s, i, depth + 1)
+        if k ~= nil then tb[k] = v end
+      end
+      return tb, i + 2
+    end
+    local j = sfind(s, " ", i, true) or #s + 1
+    local t = ssub(s, i, j - 1)
+    j = j + 1
+    if t == "_" then return nil, j end
+    if t == "T" then return true, j end
+    if t == "F" then return false, j end
+    if c == "'" then return ssub(t, 2), j end
+    if c == "h" then
+      local id = tonumber(ssub(t, 2))
+      local o = id and A.handles[id]
+      if o == nil then
+        error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
+      end
+      return o, j
+    end
+    if c == "d" then
+      local r = ssub(t, 2)
+      if r == "inf" then return HUGE, j end
+      if r == "-inf" then return -HUGE, j end
+      if r == "nan" then return HUGE and (HUGE - HUGE), j end
+      local x = tonumber(r)
+      if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
+      return x, j
+    end
+    if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
+    return tonumber(t), j
+  end
+
+  -- the values of s from index i on (the message itself: no copy of a payload is made first)
+  local function decvals(s, i)
+    local out, n = {}, 0
+    while i <= #s do
+      local v
+      v, i = dec(s, i, 0)
+      n = n + 1
+      out[n] = v
+    end
+    out.n = n
+    return out
+  end
+
+  local function fail(id, e, code)
+    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
+    xerr(id, code, tostring(e))
+  end
+
+  -- the name of capability number n (registered ones first, then HAL.lazy's)
+  local function capname(n)
+    local nm = A.caps[n]
+    if nm or not HAL.lazy then return nm end
+    n = n - #A.caps
+    for w in string.gmatch(HAL.lazy, "(%S+) ") do
+      n = n - 1
+      if n == 0 then return w end
+    end
+  end
+
+  K.capname = capname
+  local BUILTIN = { hello = true, ["agent.caps"] = true, ["agent.stats"] = true, ["agent.ping"] = true, ["agent.release_all"] = true }
+  -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
+  local function lookup(fname)
+    local f = A.fns[fname]
+    if f == nil and BUILTIN[fname] then f = (K.builtins or HAL.builtins())[fname] end
+    return f
+  end
+
+  -- call id: fname with the values of the message K.m from index i on (the core hands the message
+  -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded)
+  local function call(id, fname, i)
+    local s = K.m
+    K.m = nil
+    local ok0, f = pcall(lookup, fname)
+    if ok0 and f == nil and sfind(fname, "^%d+$") then
+      fname = capname(tonumber(fname)) or fname
+      ok0, f = pcall(lookup, fname)
+    end
+    if not ok0 then return fail(id, f, TP.E_ERR) end
+    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
+      local ok, g = pcall(HAL.load, fname)
+      if not ok then return fail(id, g, TP.E_ERR) end
+      f = g
+    end
+    if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
+    local ok, args = pcall(decvals, s, i)
+    s = nil
+    if not ok then return fail(id, args, TP.E_ARG) end
+    ST.calls = ST.calls + 1
+    local r = pack(pcall(f, unpack(args, 1, args.n)))
+    if not r[1] then return fail(id, r[2], TP.E_ERR) end
+    local body
+    ok, body = pcall(encvals, r, 2, r.n)
+    if not ok then return fail(id, body, TP.E_ERR) end
+    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
+  end
+  return { call = call }
+end -- tether_calls
+-- @end
+
+-- @lazy core: the built-in calls (hello, agent.caps, agent.stats, agent.ping,
+-- agent.release_all), listed first in agent.caps. A function of (A, N) like tether_calls; returns
+-- name -> function. Resident in one-file agents; NodeMCU's build cuts it out into tether_core.lua.
+function A.tether_builtins(A, N)
+  local K = N.K
+  local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
+  local unpack = unpack or table.unpack
+  local B = {}
+  B.hello = function()
+    local t = {
+      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
+      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
+      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
+      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
+      released = L.freed or 0,
+    }
+    HAL.info(t)
+    return t
+  end
+  B["agent.caps"] = function(first, count)
+    first = first or 1
+    if first < 1 then first = 1 end
+    local out = {}
+    for i = first, first + (count or 4096) - 1 do
+      local nm = K.capname(i)
+      if nm == nil then break end
+      out[#out + 1] = nm
+    end
+    return unpack(out)
+  end
+  B["agent.stats"] = function()
+    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
+      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
+  end
+  B["agent.ping"] = function(...) return L.epoch, ... end
+  -- release every object the agent made for any host (a clean close, tether reset-sockets)
+  B["agent.release_all"] = K.sweep
+
+  return B
+end -- tether_builtins
+-- @end
 
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
 local function tether_core()
@@ -97,18 +280,26 @@ local function tether_core()
         end
       end
     end
+    local d = A.ondrain -- the family's flow control: the backlog went down (bytes still waiting)
+    if d then d(L.ob) end
   end
 
-  -- a message (type char .. body) for the host; the backlog is bounded (without a session: txwin)
-  local function send(m)
-    local lim = L.nonce == 0 and HAL.txwin or 4 * HAL.txwin
-    if L.ob > 0 and L.ob + #m > lim then
+  -- a message (type char .. body) for the host; the backlog is bounded (without a session: txwin,
+  -- in one: HAL.obmax or 4 * txwin). Replies (R, X) always go in: a call is never left without its
+  -- answer. Anything else over the limit is refused: counted (agent.stats lost) and false is
+  -- returned, so the family part tells the host its own way (NodeMCU closes the socket and reports
+  -- it); true when the message was queued.
+  local function send(m, force)
+    local lim = L.nonce == 0 and HAL.txwin or (HAL.obmax or 4 * HAL.txwin)
+    local t = ssub(m, 1, 1)
+    if not force and t ~= "R" and t ~= "X" and L.ob > 0 and L.ob + #m > lim then
       ST.lost = ST.lost + 1
-      return
+      return false
     end
     L.out[#L.out + 1] = m
     L.ob = L.ob + #m
     flush()
+    return true
   end
   A.send = send
 
@@ -163,7 +354,7 @@ local function tether_core()
   end
 
   -- ---------------------------------------------------------------- values (section 7)
-  local encstr, encvals, decvals = (function()
+  local encstr, encvals = (function()
     local mtype = math and math.type
     local HUGE = math and math.huge
     local function encstr(v)
@@ -206,103 +397,32 @@ local function tether_core()
       return tconcat(out, " ")
     end
 
-    local function badarg(m) error({ TP.E_ARG, m }, 0) end
-
-    -- the value token at s[i]; returns it and the index of the next token
-    local function dec(s, i, depth)
-      local c = ssub(s, i, i)
-      if c == "b" then
-        local _, e, n = sfind(s, "^b(%d+):", i)
-        n = tonumber(n)
-        if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
-        return ssub(s, e + 1, e + n), e + n + 2
-      end
-      if c == "{" then
-        if depth >= TP.MAX_DEPTH then badarg("table too deep") end
-        local tb = {}
-        i = i + 2
-        while ssub(s, i, i) ~= "}" do
-          if i > #s then badarg("unterminated table") end
-          local k, v
-          k, i = dec(s, i, depth + 1)
-          v, i = dec(s, i, depth + 1)
-          if k ~= nil then tb[k] = v end
-        end
-        return tb, i + 2
-      end
-      local j = sfind(s, " ", i, true) or #s + 1
-      local t = ssub(s, i, j - 1)
-      j = j + 1
-      if t == "_" then return nil, j end
-      if t == "T" then return true, j end
-      if t == "F" then return false, j end
-      if c == "'" then return ssub(t, 2), j end
-      if c == "h" then
-        local id = tonumber(ssub(t, 2))
-        local o = id and A.handles[id]
-        if o == nil then
-          error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
-        end
-        return o, j
-      end
-      if c == "d" then
-        local r = ssub(t, 2)
-        if r == "inf" then return HUGE, j end
-        if r == "-inf" then return -HUGE, j end
-        if r == "nan" then return HUGE and (HUGE - HUGE), j end
-        local x = tonumber(r)
-        if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
-        return x, j
-      end
-      if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
-      return tonumber(t), j
-    end
-
-    local function decvals(s)
-      local out, n, i = {}, 0, 1
-      while i <= #s do
-        local v
-        v, i = dec(s, i, 0)
-        n = n + 1
-        out[n] = v
-      end
-      out.n = n
-      return out
-    end
-    return encstr, encvals, decvals
+    return encstr, encvals
   end)()
 
   -- ---------------------------------------------------------------- calls (section 8)
   local function xerr(id, code, msg)
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
-  local function fail(id, e, code)
-    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
-    xerr(id, code, tostring(e))
-  end
-
-  local function call(id, fname, argstr)
-    local f = A.fns[fname]
-    if f == nil and sfind(fname, "^%d+$") then
-      local nm = A.caps[tonumber(fname)]
-      f = nm and A.fns[nm]
-    end
-    if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
-    local ok, args = pcall(decvals, argstr)
-    if not ok then return fail(id, args, TP.E_ARG) end
-    ST.calls = ST.calls + 1
-    local r = pack(pcall(f, unpack(args, 1, args.n)))
-    if not r[1] then return fail(id, r[2], TP.E_ERR) end
-    local body
-    ok, body = pcall(encvals, r, 2, r.n)
-    if not ok then return fail(id, body, TP.E_ERR) end
-    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
-  end
-
   -- a whole message from the host (only calls travel this way)
+  local K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
+  A.K = K
   local function message(m)
-    local id, fname, rest = smatch(m, "^C(%d+) ([^ ]+)(.*)$")
-    if id and #id < 6 then return call(id, fname, ssub(rest, 2)) end
+    local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
+    if id and #id < 6 then
+      -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
+      -- missing on the module) is the call's error reply: the call still settles
+      local ok, C = true, K.calls
+      if not C then ok, C = pcall(HAL.calls) end
+      if not ok then
+        if type(C) == "table" then return xerr(id, tostring(C[1]), tostring(C[2])) end
+        return xerr(id, TP.E_ERR, tostring(C))
+      end
+      K.m, m = m, nil
+      C.call(id, fname, p + 1)
+      if HAL.called then HAL.called() end
+      return
+    end
     ST.bad = ST.bad + 1
   end
 
@@ -361,6 +481,8 @@ local function tether_core()
     local ok, n = pcall(HAL.sweep)
     return ok and tonumber(n) or 0
   end
+
+  K.sweep = sweep
 
   local function clamp(size)
     size = tonumber(size) or TP.BASE_FRAME
@@ -535,11 +657,15 @@ local function tether_core()
     A.dead[id] = true
   end
 
+  -- an event for handle h; returns false when the backlog refused it (see send)
   function A.event(h, ...)
     local p = pack(...)
     local body = encvals(p, 1, p.n)
-    send("E" .. h .. (body ~= "" and (" " .. body) or ""))
+    return send("E" .. h .. (body ~= "" and (" " .. body) or ""))
   end
+
+  -- bytes of messages waiting to be sent to the host (the family's flow control reads it)
+  function A.backlog() return L.ob end
 
   function A.publish(topic, ...)
     local p = pack(topic, ...)
@@ -547,6 +673,7 @@ local function tether_core()
   end
 
   function A.log(level, msg)
+    if type(msg) == "table" then msg = msg[2] or msg[1] end -- a { code, message } error
     send("L" .. level .. " " .. encstr(tostring(msg)))
   end
 
@@ -560,35 +687,12 @@ local function tether_core()
   -- true when every frame sent was acknowledged and nothing waits
   function A.idle() return L.q[1] == nil and L.out[1] == nil end
 
-  A.reg("hello", function()
-    local t = {
-      proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
-      intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
-      maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
-      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch, ncaps = #A.caps,
-      released = L.freed or 0,
-    }
-    HAL.info(t)
-    return t
-  end)
+  -- the built-in calls (their code is in tether_calls): first in agent.caps
+  for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
-  A.reg("agent.caps", function(first, count)
-    first = first or 1
-    if first < 1 then first = 1 end
-    local last = first + (count or #A.caps) - 1
-    if last > #A.caps then last = #A.caps end
-    return unpack(A.caps, first, last)
-  end)
-
-  A.reg("agent.stats", function()
-    return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap() }
-  end)
-
-  A.reg("agent.ping", function(...) return L.epoch, ... end)
-
-  -- release every object the agent made for any host (a clean close, tether reset-sockets)
-  A.reg("agent.release_all", sweep)
+  -- the @lazy blocks, when this file has them (no main-chunk locals: NodeMCU's parser limit)
+  if A.tether_calls then K.calls, A.tether_calls = A.tether_calls(A, { K = K }), nil end
+  if A.tether_builtins then K.builtins, A.tether_builtins = A.tether_builtins(A, { K = K }), nil end
 
   function A.start()
     L.epoch = HAL.epoch()

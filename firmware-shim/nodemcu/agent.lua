@@ -36,6 +36,15 @@ HAL.maxframe = 255
 HAL.window = 240
 HAL.outmax = 1024
 HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its acknowledgement
+-- Flow control of TCP receive data (issue #10): a socket is held (sock:hold()) once the backlog
+-- for the host passes HOLD_AT bytes after one of its "receive" events, and every held socket is
+-- unheld once the backlog is down to UNHOLD_AT. A held pcb still delivers what the peer had in
+-- flight, at most one TCP window (TCP_WND, 4 * 1460 bytes by default: nodemcu-firmware
+-- app/modules/net.c net_tcp_recv_cb calls tcp_recved(pcb, hold ? 0 : TCP_WND) after each
+-- "receive", net.c:231-242; net_unhold re-opens the window, net.c:579-589), so the backlog limit
+-- obmax leaves room for HOLD_AT + one window of events (with their few bytes of framing each).
+local HOLD_AT, UNHOLD_AT = 1024, 256
+HAL.obmax = tonumber(TETHER_BACKLOG) or 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
 HAL.heap = function()
@@ -49,23 +58,8 @@ HAL.epoch = function()
   e = tmr.now() % 2147483646
   return e - e % 1 + 1
 end
-HAL.info = function(t)
-  t.family = "nodemcu"
-  t.bsp = "ESP8266"
-  t.nodeheap = node.heap()
-  t.chipid = node.chipid()
-  local ok, v = pcall(node.info, "sw_version")
-  if ok and type(v) == "table" and v.node_version_major then
-    t.fw = v.node_version_major .. "." .. v.node_version_minor .. "." .. v.node_version_revision ..
-      ((v.git_release and v.git_release ~= "") and ("-" .. v.git_release) or "")
-  end
-  ok, v = pcall(node.info, "build_config")
-  if ok and type(v) == "table" then
-    t.modules = v.modules
-    t.numbers = v.number_type
-    if v.number_type == "integer" and t.intbits == 53 then t.intbits = 32 end
-  end
-end
+-- hello's family fields (tether_sys.lua)
+HAL.info = function(t) return HAL.group("sys").info(t) end
 
 -- ---------------------------------------------------------------------------
 -- Handles: every module object the host sees gets an integer; `kinds` says what it is.
@@ -96,116 +90,38 @@ local function fwd(id, ev)
   return function(_, ...) A.guard(emit, id, ev, ...) end
 end
 
-local DEFAULT_EVS = { "connection", "receive", "sent", "disconnection" }
-
-local function method(kind, name, f)
-  A.reg(kind .. "." .. name, function(o, ...)
-    local id = chk(o, kind)
-    if f then return f(o, id, ...) end
-    return o[name](o, ...)
-  end)
-end
-
-local function on(o, id, ev, enable)
-  if enable then return o:on(ev, fwd(id, ev)) end
-  return o:on(ev, nil)
-end
-
--- net.* constructors: arguments go to the firmware unchanged (its quirks included)
-A.reg("net.createConnection", function(...)
-  local s = net.createConnection(...)
-  new(s, "tcpsocket")
-  return s
-end)
-A.reg("net.createServer", function(...)
-  local s = net.createServer(...)
-  new(s, "tcpserver")
-  return s
-end)
-A.reg("net.createUDPSocket", function(...)
-  local s = net.createUDPSocket(...)
-  new(s, "udpsocket")
-  return s
-end)
-for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave" }) do
-  if net[name] then A.reg("net." .. name, net[name]) end
-end
-A.reg("net.dns.getdnsserver", net.dns.getdnsserver)
-A.reg("net.dns.setdnsserver", net.dns.setdnsserver)
-
--- resolve(host) -> request id; the callback (nil, ip|nil) arrives as E<id> 'dns _ <ip>
--- (before the reply when the firmware calls it synchronously: IP literals, cached names).
--- Request ids are numbers from the handle sequence with no table entry: nothing to free.
--- (The host never calls with them: not h<n> tokens.)
-A.reg("net.dns.resolve", function(host)
-  local id = A.newHandle(nil)
-  local ok, e = pcall(net.dns.resolve, host, function(...) A.guard(emit, id, "dns", ...) end)
-  if not ok then error(e, 0) end
-  return id
-end)
-
--- ping(host, count) -> request id; E<id> 'recv bytes ip seq rtt per reply, then
--- E<id> 'sent ip total timeouts bytes ms at the end (or 'recv 0 alone when DNS failed)
-if net.ping then
-  A.reg("net.ping", function(host, count)
-    local id = A.newHandle(nil)
-    local function recv(...) A.guard(emit, id, "recv", ...) end
-    local function sent(...) A.guard(emit, id, "sent", ...) end
-    local ok, e
-    if count ~= nil then ok, e = pcall(net.ping, host, count, recv, sent)
-    else ok, e = pcall(net.ping, host, recv, sent) end
-    if not ok then error(e, 0) end
-    return id
-  end)
-end
-
--- tcpsocket methods (handle first)
-for _, name in ipairs({ "connect", "close", "getpeer", "getaddr", "hold", "unhold", "ttl" }) do
-  method("tcpsocket", name)
-end
-method("tcpsocket", "on", on)
--- send(h, data, withcb): withcb registers the agent's "sent" forwarder as send's fn argument
-method("tcpsocket", "send", function(o, id, data, withcb)
-  if withcb then return o:send(data, fwd(id, "sent")) end
-  return o:send(data)
-end)
-method("tcpsocket", "dns", function(o, id, domain, withcb)
-  if withcb then return o:dns(domain, fwd(id, "dns")) end
-  return o:dns(domain)
-end)
-
--- tcpserver: listen(h, port, ip, events) where events lists what the agent registers on
--- every accepted socket before the firmware's own "connection" callback (default below)
-method("tcpserver", "listen", function(o, id, port, ip, evs)
-  if evs == nil then evs = DEFAULT_EVS end
-  local function acc(c)
+-- TCP "receive": the event, then flow control (see HOLD_AT). An event the backlog still refuses
+-- (a peer that went past the window, or several sockets at once) is never dropped silently: the
+-- agent closes that socket and reports reconnection(-1) (ERR_MEM, "out of memory": the module had
+-- no room for the data), which the host's stream turns into an error.
+local holding = {}
+local function onrecv(id)
+  return function(o, data)
     A.guard(function()
-      local cid = new(c, "tcpsocket")
-      for _, ev in ipairs(evs) do c:on(ev, fwd(cid, ev)) end
-      emit(id, "accept", c)
+      if not A.event(id, "receive", data) then
+        for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
+        pcall(o.close, o)
+        holding[o] = nil
+        A.send("E" .. id .. " 'reconnection -1", true)
+        return
+      end
+      local hook = rawget(_G, "tether_hook")
+      if hook then hook(id, "receive", data) end
+      if A.backlog() > HOLD_AT and not holding[o] then
+        holding[o] = true
+        A.stats.held = (A.stats.held or 0) + 1
+        o:hold()
+      end
     end)
   end
-  if port ~= nil and ip ~= nil then return o:listen(port, ip, acc) end
-  if port ~= nil then return o:listen(port, acc) end
-  if ip ~= nil then return o:listen(ip, acc) end
-  return o:listen(acc)
-end)
-method("tcpserver", "close")
-method("tcpserver", "getaddr")
-
--- udpsocket methods
-for _, name in ipairs({ "listen", "close", "getaddr", "ttl" }) do
-  method("udpsocket", name)
 end
-method("udpsocket", "on", on)
-method("udpsocket", "send", function(o, id, port, ip, data, withcb)
-  if withcb then return o:send(port, ip, data, fwd(id, "sent")) end
-  return o:send(port, ip, data)
-end)
-method("udpsocket", "dns", function(o, id, domain, withcb)
-  if withcb then return o:dns(domain, fwd(id, "dns")) end
-  return o:dns(domain)
-end)
+A.ondrain = function(n)
+  if n > UNHOLD_AT or next(holding) == nil then return end
+  for o in pairs(holding) do
+    holding[o] = nil
+    pcall(o.unhold, o)
+  end
+end
 
 -- release(h): the host is done with an object: unregister its callbacks, close it
 -- (errors ignored: it may be closed already) and forget the handle; the userdata's last
@@ -218,15 +134,11 @@ local function drop(o, id)
     for _, ev in ipairs({ "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
   end
   pcall(o.close, o)
+  holding[o] = nil
   kinds[id] = nil
   A.release(id)
   A.dead[id] = nil -- keep no record per released handle: the heap must not grow with every connection
 end
-A.reg("agent.release", function(o)
-  local id = A.hid[o]
-  if id == nil then error({ TP.E_HANDLE, "not a handle" }) end
-  drop(o, id)
-end)
 HAL.sweep = function()
   local n = 0
   for id in pairs(kinds) do
@@ -236,21 +148,6 @@ HAL.sweep = function()
   end
   return n
 end
-
--- status for `tether info` / diag
-A.reg("wifi.sta.status", wifi.sta.status)
-A.reg("wifi.sta.getip", wifi.sta.getip)
-A.reg("wifi.getmode", wifi.getmode)
-A.reg("node.heap", node.heap)
-A.reg("node.chipid", node.chipid)
--- remote REPL and restart: refused unless the settings enable them (config.lua)
-local function allowed(on, setting, what)
-  if not on then error({ TP.E_ERR, what .. " is off on this module: set " .. setting .. " = true in the agent's settings (tether.lua, or as a global before dofile)" }, 0) end
-end
-A.reg("node.restart", function()
-  allowed(TETHER_ALLOW_RESTART, "TETHER_ALLOW_RESTART", "node.restart")
-  tmr.create():alarm(50, tmr.ALARM_SINGLE, function() node.restart() end)
-end)
 
 -- print() output goes to the host as L3 notices, never raw onto the RPC UART
 local function output(p)
@@ -266,28 +163,60 @@ local function output(p)
   return false
 end
 
--- the link's retransmission timer
-local ticker = tmr.create()
-ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function() A.guard(A.tick) end)
+-- ---------------------------------------------------------------------------
+-- Functions loaded on first use (issue 8: a small resident agent). The calls live in flash files,
+-- one per group, tether_<group>.lua, compiled to tether_<group>.lc by node.compile when the agent
+-- starts (when the firmware has it). A group file is a chunk called with (A, N) that returns a
+-- table: function name -> function. The core's own calls part (decoding, dispatch, hello and the
+-- agent.* calls) is the groups "call" and "core". A call's group is dropped when the call is done, the calls
+-- part at the next timer tick; then only their files are left: the heap holds none of their code.
+local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, drop = drop, TP = TP,
+  allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
+local loaded = {} -- group -> its table, until the next tick
+function HAL.group(g)
+  local t = loaded[g]
+  if t == nil then
+    local f = "tether_" .. g
+    f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
+    local chunk, e = loadfile(f)
+    if not chunk then error({ TP.E_ERR, "cannot load " .. f .. ": " .. tostring(e) }, 0) end
+    t = chunk(A, N)
+    loaded[g] = t
+  end
+  return t
+end
+-- the core's calls part (common/core.lua tether_calls, cut out into tether_call.lua by gen-lua);
+-- a call's group is dropped when the call is done (the calls part itself stays until the tick)
+HAL.calls = function() return HAL.group("call") end
+HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
+HAL.called = function() loaded = { call = loaded.call } end
+-- the group of a function: by the name's prefix
+HAL.load = function(name)
+  local p = string.match(name, "^(%a+)%.")
+  return HAL.group(p == "tcpsocket" and "tcp" or p == "tcpserver" and "srv" or p == "udpsocket" and "udp" or p == "net" and "net" or "sys")[name]
+end
+HAL.lazy = "net.createConnection net.createServer net.createUDPSocket net.dns.getdnsserver net.dns.setdnsserver net.dns.resolve " ..
+  "tcpsocket.connect tcpsocket.close tcpsocket.getpeer tcpsocket.getaddr tcpsocket.hold tcpsocket.unhold tcpsocket.ttl " ..
+  "tcpsocket.on tcpsocket.send tcpsocket.dns tcpserver.listen tcpserver.close tcpserver.getaddr " ..
+  "udpsocket.listen udpsocket.close udpsocket.getaddr udpsocket.ttl udpsocket.on udpsocket.send udpsocket.dns " ..
+  "agent.release wifi.sta.status wifi.sta.getip wifi.getmode node.heap node.chipid node.restart agent.repl "
+for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave", "ping" }) do
+  if net[name] then HAL.lazy = HAL.lazy .. "net." .. name .. " " end
+end
 
--- give the Lua prompt back: once the reply is acknowledged (at most ~1 s), stop the timer,
--- restore the interpreter and print()
-A.reg("agent.repl", function()
-  allowed(TETHER_ALLOW_REPL, "TETHER_ALLOW_REPL", "agent.repl (the remote Lua prompt)")
-  local n = 0
-  ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
-    n = n + 1
-    A.guard(A.tick)
-    if n < 20 and not A.idle() then return end
-    ticker:unregister()
-    uart.on("data")
-    node.output()
-    if node.setonerror then node.setonerror() end
-    print("tether agent stopped")
-  end)
-  return true
+-- the link's retransmission timer; it also drops the group loaded last
+local ticker = tmr.create()
+N.ticker = ticker
+ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
+  if next(loaded) then loaded = {} end
+  A.guard(A.tick)
 end)
 
+if node.compile then
+  for _, g in ipairs({ "call", "core", "tcp", "srv", "udp", "net", "sys" }) do
+    if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
+  end
+end
 if TETHER_BAUD then uart.setup(0, TETHER_BAUD, 8, 0, 1, 0) end
 if node.setonerror then
   node.setonerror(function(msg) pcall(A.log, 1, "lua error: " .. tostring(msg)) end)

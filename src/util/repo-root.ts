@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TetherError } from '../errors.js';
@@ -87,4 +87,23 @@ export function readAgentBundle(family: AgentFamily): string {
   } catch {
     throw new TetherError('UNSUPPORTED', `the ${family} agent bundle ${p} is missing: it is a build output, run "npm run build"`, { context: { path: p } });
   }
+}
+
+/**
+ * A family's agent files loaded on first use, next to its bundle: `dist/agents/<family>/tether_*.lua`
+ * (NodeMCU: the call groups the resident agent loads from the module's flash; see
+ * firmware-shim/nodemcu/agent.lua `HAL.group`). They go onto the module with the bundle.
+ * @returns file name on the module → text, sorted by name (empty for a family without any).
+ */
+export function readLazyAgentFiles(family: AgentFamily): Map<string, string> {
+  const dir = dirname(agentBundlePath(family));
+  const m = new Map<string, string>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return m;
+  }
+  for (const n of names.filter((x) => /^tether_[a-z0-9]+\.lua$/.test(x)).sort()) m.set(n, readFileSync(join(dir, n), 'utf8'));
+  return m;
 }

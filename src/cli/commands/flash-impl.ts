@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { openTransport, parsePortUrl } from '../../transport/index.js';
 import type { Transport } from '../../transport/transport.js';
 import { RpcClient } from '../../rpc/client.js';
@@ -53,6 +54,12 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       throw new InvalidArgumentError(`cannot read ${path}: ${(e as Error).message}`);
     }
     if (agentSource.length === 0) throw new InvalidArgumentError(`${path} is empty: refusing to upload a 0-byte agent`);
+    // the files the agent loads on first use: the tether_*.lua next to the agent file (the bundle's,
+    // or those `tether agent --out DIR` wrote next to the --file given)
+    const files: Array<{ name: string; text: string }> = [];
+    for (const n of readdirSync(dirname(path)).filter((x) => /^tether_[a-z0-9]+\.lua$/.test(x)).sort()) {
+      files.push({ name: n, text: readFileSync(join(dirname(path), n), 'latin1') });
+    }
     checkPort(argv.port);
     try {
       transport = await openTransport(argv.port, { baudRate: argv.baud });
@@ -62,6 +69,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
     process.stderr.write(`tether flash: ${transport.description}\n`);
     const r = await flashNodemcu(transport, {
       agentSource,
+      files,
       name: argv.name,
       init: argv.init,
       allowRepl: argv['allow-repl'],
@@ -90,6 +98,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
       file: r.name,
       bytes: r.bytes,
       uploaded: r.uploaded,
+      files: r.files,
       init: r.initWritten,
       baud: r.baud,
       started: r.started,
@@ -101,6 +110,7 @@ export async function runFlash(argv: FlashArgs, ctx: CliContext): Promise<void> 
     if (argv.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else {
       process.stdout.write(`${r.uploaded ? `wrote ${r.name} (${r.bytes} bytes at ${r.baud} baud, verified)` : `${r.name} is up to date (${r.bytes} bytes)`}${r.initWritten ? ', init.lua written' : ''} in ${(r.ms / 1000).toFixed(1)} s\n`);
+      for (const f of r.files) process.stdout.write(`${f.uploaded ? `wrote ${f.name} (${f.bytes} bytes, verified)` : `${f.name} is up to date (${f.bytes} bytes)`}\n`);
       if (hello) process.stdout.write(`agent ${String(hello.agent)} running: ${String(hello.family)} ${String(hello.fw ?? '')}, ${String(hello.lua ?? '')}, Lua heap ${String(hello.heapKB ?? '?')} KB\n`);
     }
   } catch (e) {

@@ -31,6 +31,7 @@ import { callMessage, decodeMessage, encodeFrame, fragment, parseLine } from '..
 import { PROTOCOL_VERSION, HOST_MAX_FRAME, BASE_MAX_FRAME } from '../../codec/constants.js';
 import { toText, field } from '../../codec/values.js';
 import { TetherError, TimeoutError } from '../../errors.js';
+import { readLazyAgentFiles } from '../../util/repo-root.js';
 
 /** Longest REPL line sent (the firmware discards its buffer at 256 characters). */
 export const MAX_REPL_LINE = 250;
@@ -52,6 +53,14 @@ export interface FlashOptions {
   agentSource: string;
   /** File name of the agent on the module (<= 31 characters). @default "tether.lua" */
   name?: string;
+  /**
+   * The agent's files loaded on first use (NodeMCU: tether_*.lua, the call groups; see
+   * firmware-shim/nodemcu/agent.lua `HAL.group`), uploaded next to it the same way (checked,
+   * written to a temporary name, read back, renamed; minified like the agent), each under its own
+   * name; a stale compiled copy (`.lc`) of an uploaded file is removed (the agent compiles them
+   * again when it starts). @default the bundled ones, dist/agents/nodemcu/tether_*.lua
+   */
+  files?: Array<{ name: string; text: string }>;
   /** Also write an init.lua that starts the agent at boot. @default false */
   init?: boolean;
   /**
@@ -98,6 +107,8 @@ export interface FlashResult {
   initWritten: boolean;
   /** Bytes of the agent file on the module. */
   bytes: number;
+  /** The files loaded on first use (FlashOptions.files): name, bytes on the module, written (false: identical). */
+  files: Array<{ name: string; bytes: number; uploaded: boolean }>;
   /** Baud rate the file(s) went over (the starting rate when no switch happened or it fell back). */
   baud: number;
   name: string;
@@ -440,11 +451,15 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const t0 = Date.now();
   const name = o.name ?? 'tether.lua';
   if (!/^[A-Za-z0-9_.-]{1,27}\.lua$/.test(name)) throw new TetherError('INVALID_ARGUMENT', `--name must be a .lua file name of at most 31 characters (letters, digits, _ . -), got "${name}"`);
+  const files = o.files ?? [...readLazyAgentFiles('nodemcu')].map(([n, text]) => ({ name: n, text }));
+  for (const f of files) {
+    if (!/^[A-Za-z0-9_.-]{1,27}\.lua$/.test(f.name) || f.name === name || f.name === 'init.lua') throw new TetherError('INVALID_ARGUMENT', `agent file name "${f.name}" must be a .lua file name of at most 31 characters, other than ${name} and init.lua`);
+  }
   const tmpName = name.replace(/\.lua$/, '.tmp');
   const lineMs = o.lineTimeoutMs ?? 5000;
   const progress = o.onProgress ?? (() => {});
   const repl = new Repl(transport, o.trace);
-  const result: FlashResult = { uploaded: false, initWritten: false, bytes: 0, baud: o.currentBaud ?? 115200, name, started: false, agentWasRunning: false, ms: 0 };
+  const result: FlashResult = { uploaded: false, initWritten: false, bytes: 0, files: [], baud: o.currentBaud ?? 115200, name, started: false, agentWasRunning: false, ms: 0 };
 
   // 1. A running agent owns the UART: ask it for the prompt.
   // The prompt's marker line goes along (an agent counts it as line noise), so a module
@@ -561,6 +576,12 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
   const agent = Buffer.from(o.minify === false ? o.agentSource : minifyLua(o.agentSource), 'latin1');
   result.bytes = agent.length;
   result.uploaded = await upload(name, agent);
+  for (const f of files) {
+    const body = Buffer.from(o.minify === false ? f.text : minifyLua(f.text), 'latin1');
+    const written = await upload(f.name, body);
+    if (written) await repl.exec(`file.remove(${JSON.stringify(f.name.replace(/\.lua$/, '.lc'))})`, lineMs);
+    result.files.push({ name: f.name, bytes: body.length, uploaded: written });
+  }
   if (o.init) result.initWritten = await upload('init.lua', Buffer.from(initLua(name, o.initDelayMs ?? 2000, o.allowRepl === true), 'latin1'));
   if (baud !== fromBaud) await switchBaud(repl, transport, fromBaud, fromBaud, lineMs, progress);
   await repl.exec('__tc,__tl,__tb=nil', lineMs).catch(() => undefined);

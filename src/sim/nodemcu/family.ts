@@ -4,7 +4,7 @@
  * agent, then the `> ` prompt), and its SPIFFS, which survives resets of the module.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { readAgentBundle } from '../../util/repo-root.js';
+import { readAgentBundle, readLazyAgentFiles } from '../../util/repo-root.js';
 import { Esp } from './firmware.js';
 import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
 import { installNet, type NetLib } from './net-lib.js';
@@ -29,6 +29,12 @@ const ROM_NOISE = '\x00\xe0\x1c\x8c\x9e\x12\x8c\x8c\xe2|\x00\x8c\x1c\x9c\x1c\x9c
 export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   const files = new Map<string, Buffer>();
   for (const [k, v] of Object.entries(opts.files ?? {})) files.set(k, Buffer.from(typeof v === 'string' ? Buffer.from(v, 'utf8') : v));
+  // Booting the agent means it was flashed: its files loaded on first use (tether_*.lua, what
+  // `tether flash` uploads next to tether.lua) are on SPIFFS, unless the options put others there.
+  // The agent reads them with file.exists + loadfile like on the module (libs.ts BASE_LUA).
+  if ((opts.boot ?? 'agent') === 'agent') {
+    for (const [k, v] of readLazyAgentFiles('nodemcu')) if (!files.has(k)) files.set(k, Buffer.from(v, 'utf8'));
+  }
   const modules = [...DEFAULT_MODULES, ...(opts.extraModules ?? [])].sort();
   const release = opts.release ?? 'sim';
   let esp: Esp | undefined;
@@ -119,7 +125,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   };
 }
 
-/** The bundled agent text (what `tether flash` uploads and `sim:nodemcu` runs). */
+/** The bundled agent text (what `tether flash` uploads as tether.lua and `sim:nodemcu` runs). */
 export function nodemcuAgentSource(): string {
   return readAgentBundle('nodemcu');
 }

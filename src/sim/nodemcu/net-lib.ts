@@ -30,6 +30,12 @@ export const TCP_MSS = 1460;
 export const TCP_SND_BUF = 2920;
 /** TCP_SND_QUEUELEN. */
 export const TCP_SND_QUEUELEN = 8;
+/**
+ * TCP_WND, the receive window (bytes). nodemcu-firmware app/include/lwipopts.h (commit 06c8a47,
+ * the TCP_WND definition) reads it at run time from a register the SDK sets; the SDK's default is
+ * 4 * TCP_MSS. The simulation uses that default.
+ */
+export const TCP_WND = 4 * TCP_MSS;
 /** DNS_TABLE_SIZE: concurrent lookups. */
 export const DNS_TABLE_SIZE = 4;
 /** MEMP_NUM_TCP_PCB_LISTEN. */
@@ -90,7 +96,14 @@ class TcpSock extends NetObj {
   sentPosted = false;
   /** After a local close() the firmware has released self_ref: nothing is called any more. */
   silenced = false;
+  /** socket:hold() was called: the window is not re-opened after a "receive" (see pump). */
   held = false;
+  /** What the peer may still send before lwIP's receive window is closed (bytes). */
+  wnd = TCP_WND;
+  /** Bytes the peer sent that lwIP has not handed to "receive" yet (the window gates them). */
+  rx: Buffer[] = [];
+  /** The peer's FIN came after the bytes in rx: disconnection once they are delivered. */
+  fin = false;
 }
 
 class TcpServerObj extends NetObj {
@@ -221,21 +234,56 @@ export function installNet(esp: Esp): NetLib {
     sock.setNoDelay(true);
     sock.on('data', (d: Buffer) => {
       if (!alive() || s.pcb !== 'est') return;
-      // one "receive" per segment (<= TCP_MSS), never coalesced
-      for (let off = 0; off < d.length; off += TCP_MSS) {
-        if (!fire(s, 'receive', Uint8Array.from(d.subarray(off, off + TCP_MSS)))) return;
-      }
+      s.rx.push(d);
+      pump(s);
     });
     sock.on('end', () => {
       if (s.pcb !== 'est') return;
-      // remote FIN: net.c closes the pcb and reports disconnection(0)
-      s.pcb = 'none';
-      sock.end();
-      tcpSocks.delete(s);
-      sched.post(() => fire(s, 'disconnection', 0));
+      // remote FIN: it follows the data in sequence space, so it is processed once every byte
+      // before it went through "receive" (net.c closes the pcb and reports disconnection(0))
+      s.fin = true;
+      pump(s);
     });
     sock.on('error', (e: NodeJS.ErrnoException) => ended(s, e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' || e.code === 'EPIPE' ? ERR_RST : ERR_ABRT));
-    sock.on('close', () => ended(s, ERR_RST));
+    sock.on('close', () => {
+      if (!s.fin) ended(s, ERR_RST);
+    });
+  };
+
+  /**
+   * lwIP's receive side of an established pcb: hand the peer's bytes to "receive", one call per
+   * segment (<= TCP_MSS, never coalesced), while the receive window is open.
+   * nodemcu-firmware app/modules/net.c (commit 06c8a47) net_tcp_recv_cb, net.c:231-242: the Lua
+   * "receive" callback runs first, then tcp_recved(tpcb, hold ? 0 : TCP_WND): an un-held pcb re-opens
+   * the whole window after every segment, a held one (net_hold, net.c:568-576, only sets the flag)
+   * does not, so the window shrinks by every segment that still arrives and the peer stops once it
+   * is 0: after hold() at most one window (TCP_WND) of bytes already in flight is still delivered.
+   * net_unhold (net.c:579-589) sets TF_ACK_NOW and tcp_recved(TCP_WND): the window opens again and
+   * the peer resumes. The simulation closes the window by pausing the Node socket (the kernel's
+   * buffers fill and the real peer's TCP window closes).
+   */
+  const pump = (s: TcpSock): void => {
+    const sock = s.sock;
+    while (s.rx.length > 0 && s.wnd > 0 && alive() && s.pcb === 'est') {
+      const head = s.rx[0];
+      const n = Math.min(TCP_MSS, s.wnd, head.length);
+      const seg = head.subarray(0, n);
+      if (n === head.length) s.rx.shift();
+      else s.rx[0] = head.subarray(n);
+      s.wnd -= n;
+      if (!fire(s, 'receive', Uint8Array.from(seg))) return;
+      if (!s.held) s.wnd = TCP_WND; // tcp_recved(tpcb, TCP_WND) (net.c:240)
+    }
+    if (sock && !sock.destroyed) {
+      if (s.rx.length > 0 || s.wnd <= 0) sock.pause();
+      else sock.resume();
+    }
+    if (s.fin && s.rx.length === 0 && s.pcb === 'est') {
+      s.pcb = 'none';
+      sock?.end();
+      tcpSocks.delete(s);
+      sched.post(() => fire(s, 'disconnection', 0));
+    }
   };
 
   /** The pcb died (RST, abort): reconnection(err) if registered, else disconnection(err). */
@@ -369,18 +417,20 @@ export function installNet(esp: Esp): NetLib {
       if (s.pcb === 'est') writeOut(s, data);
       else s.queued.push(data); // SYN_SENT: queued until the connection is up
     },
+    // net_hold (net.c:568-576): only a flag, set when the socket has a pcb; lwIP keeps calling
+    // "receive" for what arrives inside the window that is still open (see pump)
     hold: (a) => {
       const s = selfOf(a, TcpSock);
-      if (s.pcb === 'est' && s.sock) {
-        s.held = true;
-        s.sock.pause();
-      }
+      if (!s.held && s.pcb !== 'none') s.held = true;
     },
+    // net_unhold (net.c:579-589): tcp_recved(TCP_WND) re-opens the window; the peer's next segments
+    // arrive later, from lwIP, never inside this call
     unhold: (a) => {
       const s = selfOf(a, TcpSock);
-      if (s.pcb === 'est' && s.sock) {
+      if (s.held && s.pcb !== 'none') {
         s.held = false;
-        s.sock.resume();
+        s.wnd = TCP_WND;
+        sched.post(() => pump(s));
       }
     },
     dns: (a) => void dnsMethod(a, selfOf(a, TcpSock)),

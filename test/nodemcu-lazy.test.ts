@@ -1,0 +1,41 @@
+/**
+ * The NodeMCU agent's files loaded on first use (firmware-shim/nodemcu/agent.lua HAL.group): a
+ * call group that fails to load is that call's error reply, never silence (every call settles),
+ * and the other calls go on working; a core part that fails to load fails the handshake at once
+ * instead of leaving the host waiting. The simulated ESP8266 loads the files from its SPIFFS.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SimulatedModule } from '../src/sim/module.js';
+import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
+import { RpcClient } from '../src/rpc/client.js';
+import { isTetherError } from '../src/errors.js';
+
+test('a broken tether_net.lua on the module: net.* calls fail with its error, hello and wifi.* still work', async () => {
+  const sim = await SimulatedModule.start(nodemcuFamily({ files: { 'tether_net.lua': 'error("tether_net is broken")' } }), { bootNoise: false });
+  try {
+    const rpc = await RpcClient.open(sim.connect(), { handshakeTimeoutMs: 5000 });
+    try {
+      assert.equal(rpc.hello.family, 'nodemcu');
+      await assert.rejects(rpc.call('net.createConnection', []), (e) => isTetherError(e, 'REMOTE') && /tether_net is broken/.test(e.message));
+      const [ip] = await rpc.call('wifi.sta.getip', []);
+      assert.equal(Buffer.from(ip as Uint8Array).toString(), '127.0.0.1');
+      await assert.rejects(rpc.call('net.createServer', []), (e) => isTetherError(e, 'REMOTE'), 'and again: nothing is left half-loaded');
+    } finally {
+      await rpc.close();
+    }
+  } finally {
+    await sim.stop();
+  }
+});
+
+test('a broken tether_call.lua: the handshake fails with an error, it does not wait for its timeout', async () => {
+  const sim = await SimulatedModule.start(nodemcuFamily({ files: { 'tether_call.lua': 'error("tether_call is broken")' } }), { bootNoise: false });
+  try {
+    const t0 = Date.now();
+    await assert.rejects(RpcClient.open(sim.connect(), { handshakeTimeoutMs: 20000 }), (e) => isTetherError(e) && /tether_call is broken/.test(String((e as Error).message) + JSON.stringify((e as { context?: unknown }).context ?? '')));
+    assert.ok(Date.now() - t0 < 15000, 'answered, not timed out');
+  } finally {
+    await sim.stop();
+  }
+});
