@@ -70,9 +70,9 @@ class NodeMcuDriverConnection implements DriverConnection {
       error: (e) => sink.error(toStreamError(e)),
     });
   }
-  // no pause/resume (read backpressure): `socket:unhold()` re-opens a whole TCP window at once
-  // (tcp_recved(TCP_WND)), and a burst above the agent's 4 KiB event backlog is dropped on the
-  // module (firmware-shim/nodemcu/main.lua `send`); bytes are taken as they come instead
+  // no pause/resume (read backpressure) from the host: the agent itself holds the socket
+  // (`sock:hold()`) while its backlog for the host is high and unholds it when that drains, so
+  // a fast peer waits in TCP on the module; bytes are taken here as they come
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await lastValueFrom(this.conn.send(bytes, { chunkSize: TCP_MSS }), { defaultValue: 0 });
