@@ -93,6 +93,11 @@ export class LightUserdata {
 /** A reference to a Lua value kept alive in the registry. Call `release()` when done. */
 export class LuaRef {
   constructor(readonly vm: LuaVm, readonly ref: number, readonly type: 'function' | 'table' | 'userdata') {}
+  /** A second reference to the same value (released on its own). */
+  dup(): LuaRef {
+    lua.lua_rawgeti(this.vm.L, lua.LUA_REGISTRYINDEX, this.ref);
+    return new LuaRef(this.vm, lauxlib.luaL_ref(this.vm.L, lua.LUA_REGISTRYINDEX), this.type);
+  }
   release(): void {
     if (this.vm.closed) return;
     lauxlib.luaL_unref(this.vm.L, lua.LUA_REGISTRYINDEX, this.ref);

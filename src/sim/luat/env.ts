@@ -249,9 +249,9 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
       setup: (a) => {
         const id = a.int(1);
         const baud = a.int(2);
-        a.int(3);
-        a.int(4);
-        a.int(5);
+        const dataBits = a.int(3);
+        const parity = a.int(4);
+        const stop = a.int(5);
         const msgmode = a.optInt(6, 0);
         const txReport = a.optInt(7, 0);
         if (!validId(id)) throw new LuaRaise(`uart.setup: uart id ${id} does not exist`);
@@ -265,6 +265,10 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
           // the shared wire only relays: bytes move at once into this ring (which overwrites)
           wire.rxBufferSize = 1 << 30;
           wire.listening = true;
+          // the simulated line follows the module's own settings (l_uart.c uart_setup hands them to
+          // platform_uart_setup); uart.USB is a USB CDC port: no baud, no pacing
+          wire.paced = id !== UART_USB;
+          if (id !== UART_USB) wire.moduleLine = { baud, dataBits, parity: parity !== 2, stopBits: stop === 2 ? 2 : stop === 1 ? 1.5 : 1 };
         }
         return [baud];
       },

@@ -4,7 +4,8 @@
  * Differences from the module: docs/fidelity-luat.md.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
+import { applyAgentSettings, withLineBaud, type AgentSettings } from '../agent-settings.js';
+import { checkBaud } from '../module.js';
 import { installLuatEnv, type LuatEnv } from './env.js';
 import { CSDK_MSG_IDS, type LuatMsgIds } from './loop.js';
 import { installRadio, type LuatRadio, type LuatRadioOptions } from './radio.js';
@@ -41,6 +42,13 @@ export interface LuatSimOptions {
    * @default {} (the agent's own defaults: restart off)
    */
   agentSettings?: AgentSettings;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
 }
 
 /** The libraries of the current boot, for tests (undefined while the module is off). */
@@ -64,7 +72,9 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
   const msgIds: LuatMsgIds = { ...CSDK_MSG_IDS, ...opts.msgIds };
   const flash = new Map<string, Buffer>();
   let current: LuatBoot | undefined;
+  checkBaud(opts.baud, 'baud');
   return {
+    lineBaud: opts.baud,
     name: 'luat',
     moduleName: 'Air724UG',
     agentFile: 'dist/agents/luat/main.lua',
@@ -104,7 +114,7 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
       radio.onLinkDown(() => sc.linkDown());
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
-      applyAgentSettings(ctx.vm, opts.agentSettings);
+      applyAgentSettings(ctx.vm, withLineBaud(opts.agentSettings, opts.baud));
       const boot: LuatBoot = { env, radio, socketcore: sc };
       current = boot;
       return {

@@ -158,6 +158,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   const FULL_REPORT_UART = 1;
   let rxIdleMs = uartIdleMs();
   let rxFull = false; // the buffer filled (or overflowed) since the last report
+  let fullReported = false; // the -1 report of the buffer being full went out, and it is still full
   let rxGen = 0; // a newer byte (or report) voids the pending report
   let cancelIdle: (() => void) | undefined;
   const report = () => {
@@ -185,9 +186,23 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   };
   wire.onReceive = (overflow) => {
     const full = overflow || wire.buffered >= wire.rxBufferSize;
-    if (full) rxFull = true;
-    // full on UART1: UART_CB_RX_BUFFER_FULL, reported now (as an rtos message: the next loop turn)
-    if (full && h.uartId === FULL_REPORT_UART) schedule(0);
+    // full on UART1: UART_CB_RX_BUFFER_FULL, reported now (as an rtos message: the next loop turn),
+    // once: the bytes that keep arriving into the still full buffer are lost without another report
+    if (full && h.uartId === FULL_REPORT_UART) {
+      if (!fullReported) {
+        fullReported = true;
+        rxFull = true;
+        schedule(0);
+      }
+      return;
+    }
+    fullReported = false;
+    // the paced line still carries bytes of this burst: no idle gap yet, the next slice decides
+    if (wire.rxInFlight > 0) {
+      ++rxGen;
+      cancelIdle?.();
+      cancelIdle = undefined;
+    }
     // otherwise every byte restarts the idle timer: one report per burst
     else schedule(rxIdleMs);
   };
@@ -206,6 +221,8 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
           rxIdleMs = uartIdleMs(baud, dataBits, stopBits, parity);
+          // the simulated line follows the module's own settings (a host at another rate reads garbage)
+          wire.moduleLine = { baud: baud >= 1 ? baud : DEFAULT_BAUD, dataBits, parity: parity !== 0, stopBits };
         }
         return [0];
       },

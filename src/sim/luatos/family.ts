@@ -2,7 +2,8 @@
  * The simulated Air780E (EC618, LuatOS): which libraries it has and which agent it runs.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
+import { applyAgentSettings, withLineBaud, type AgentSettings } from '../agent-settings.js';
+import { checkBaud } from '../module.js';
 import { installLuatosEnv, type LuatosIdentity } from './env.js';
 import { SYS_LUA } from './sys-lua.js';
 import { installSocketLib } from './socket-lib.js';
@@ -20,11 +21,20 @@ export interface LuatosSimOptions {
    * @default {} (the agent's own defaults: restart off)
    */
   agentSettings?: AgentSettings;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
 }
 
 /** Create the LuatOS family for {@link SimulatedModule.start}. */
 export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
+  checkBaud(opts.baud, 'baud');
   return {
+    lineBaud: opts.baud,
     name: 'luatos',
     moduleName: 'Air780E',
     agentFile: 'dist/agents/luatos/main.lua',
@@ -48,7 +58,7 @@ export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
       });
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
-      applyAgentSettings(ctx.vm, opts.agentSettings);
+      applyAgentSettings(ctx.vm, withLineBaud(opts.agentSettings, opts.baud));
       installZbuff(ctx.vm);
       const socketLib = installSocketLib(ctx.vm, {
         post: (fn) => ctx.scheduler.post(fn),

@@ -9,6 +9,8 @@ import { Esp } from './firmware.js';
 import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
 import { installNet, type NetLib } from './net-lib.js';
 import type { NodemcuSimOptions } from './options.js';
+import { withLineBaud } from '../agent-settings.js';
+import { checkBaud } from '../module.js';
 
 export type { NodemcuSimOptions, NodemcuNetworkOptions } from './options.js';
 
@@ -33,7 +35,9 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   const release = opts.release ?? 'sim';
   let esp: Esp | undefined;
   let netLib: NetLib | undefined;
+  checkBaud(opts.baud, 'baud');
   return {
+    lineBaud: opts.baud,
     name: 'nodemcu',
     moduleName: 'ESP8266',
     agentFile: 'dist/agents/nodemcu/main.lua',
@@ -93,7 +97,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
         vm.runString = run;
         let r: string | undefined;
         if ((opts.boot ?? 'agent') === 'agent') {
-          const settings = Object.entries(opts.agentSettings ?? {});
+          const settings = Object.entries(withLineBaud(opts.agentSettings, opts.baud) ?? {});
           for (const [k, v] of settings) {
             if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
           }

@@ -80,4 +80,11 @@ export interface NodemcuSimOptions {
   maxLocals?: number;
   /** Firmware release string in `node.info("sw_version").git_release`. @default "sim" (tools recognise a simulator by fw ending in -sim) */
   release?: string;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
 }
