@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { LuaVm } from './lua-vm.js';
+import { LuaVm, MEMERRMSG } from './lua-vm.js';
 import { Scheduler } from './scheduler.js';
 import { UartWire, line8N1 } from './uart-wire.js';
 import { createMemoryPair } from '../transport/memory.js';
@@ -159,7 +159,9 @@ export class SimulatedModule {
       reboot: () => this.restart('rtos.reboot'),
     };
     this.familyBoot = this.family.install(ctx);
-    const err = vm.runString(this.agentText, '@main.lua');
+    let err = vm.runString(this.agentText, '@main.lua');
+    // the budget's count hook may not have walked the heap since the agent's last allocations
+    if (err === undefined && !vm.heapLoadHandled && !vm.closed && vm.overBudget()) err = `main.lua: ${MEMERRMSG}`;
     const waiters = this.bootWaiters;
     this.bootWaiters = [];
     for (const w of waiters) w();
@@ -297,5 +299,16 @@ export function checkBaud(v: unknown, name: string): void {
   if (v === undefined) return;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 300 || v > 4_000_000) {
     throw new InvalidArgumentError(`${name} must be an integer from 300 to 4000000 (bits per second), got ${String(v)}`);
+  }
+}
+
+/**
+ * Check a heap budget option: undefined, or an integer number of bytes from 4096 to 1 GiB.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function checkHeapBytes(v: unknown, name: string): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 4096 || v > 1 << 30) {
+    throw new InvalidArgumentError(`${name} must be an integer number of bytes from 4096 to 1073741824, got ${String(v)}`);
   }
 }

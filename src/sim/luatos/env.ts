@@ -310,8 +310,9 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
     meminfo: (a) => {
       const kind = a.optStr(1) ?? 'lua';
       if (kind === 'sys') return [4194304, 1572864, 1638400];
-      const used = Math.round((vm.callGlobal('collectgarbage', 'count').values?.[0] as number) * 1024) || 0;
-      return [1048576, used, used];
+      // (total, used, max used): the heap budget of the simulated module and the Lua 5.1 estimate
+      const used = vm.heapUsed();
+      return [vm.heapLimit ?? 204800, used, Math.max(used, vm.heapPeak)];
     },
     reboot: () => {
       scheduler.post(() => h.reboot());

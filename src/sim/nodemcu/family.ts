@@ -10,7 +10,11 @@ import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installF
 import { installNet, type NetLib } from './net-lib.js';
 import type { NodemcuSimOptions } from './options.js';
 import { withLineBaud } from '../agent-settings.js';
-import { checkBaud } from '../module.js';
+import { MEMERRMSG } from '../lua-vm.js';
+
+/** Free heap (bytes) of an ESP8266 on the default NodeMCU build after boot, before any Lua code (docs/firmware/nodemcu.md). */
+export const NODEMCU_FREE_HEAP = 44000;
+import { checkBaud, checkHeapBytes } from '../module.js';
 
 export type { NodemcuSimOptions, NodemcuNetworkOptions } from './options.js';
 
@@ -36,6 +40,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   let esp: Esp | undefined;
   let netLib: NetLib | undefined;
   checkBaud(opts.baud, 'baud');
+  checkHeapBytes(opts.heapBytes, 'heapBytes');
   return {
     lineBaud: opts.baud,
     name: 'nodemcu',
@@ -82,11 +87,14 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       const err = vm.runString(BASE_LUA, '=nodemcu');
       if (err) throw new Error(`NodeMCU base library failed to load: ${err}`);
       // The firmware's libraries live in flash (ROTables): only what Lua code builds counts as heap.
-      vm.runString(
-        `do local cg = collectgarbage local base = cg("count")
-         collectgarbage = function(opt, ...) if opt == "count" then local k = cg("count") - base if k < 1 then k = 1 end return k, 0 end return cg(opt, ...) end end`,
-        '=heap',
-      );
+      vm.setHeapBase();
+      // The Lua heap lives in the ESP8266's system heap: ~44 KB free after boot on the default
+      // build (nodemcu-firmware docs/lfs.md; docs/firmware/nodemcu.md "Heap after boot"). Over it,
+      // Lua 5.1's allocator fails with "not enough memory" (lstate.h MEMERRMSG, after the emergency
+      // GC, app/lua/lgc.c); the error takes the path of any Lua error at that point: at load,
+      // init.lua's report and the prompt; in a tmr/uart/task callback, node.setonerror (default:
+      // print, restart after 2 s); in a net callback, PANIC and reset.
+      if (opts.enforceHeap ?? false) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP });
       const lib = netLib;
       // The module runs the agent file as '@main.lua' right after install(). With boot
       // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots
@@ -103,6 +111,9 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
           }
           if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
           if (r === undefined) r = run(source, '@tether.lua');
+          // loading ran out of heap after the budget's last check: the same error, at the end
+          if (r === undefined && vm.overBudget()) r = MEMERRMSG;
+          vm.heapLoadHandled = true;
         }
         else if (files.has('init.lua')) r = run('dofile("init.lua")', '=init');
         if (r !== undefined) e.console(`${r}\n`); // lua.c reports an init.lua error and goes on to the prompt

@@ -106,10 +106,8 @@ export function installNode(esp: Esp, chipId: number, release: string, modules: 
   });
   esp.setPipe(newUserdataRef(vm, vm.L, {}, 'pipe.obj'));
   const heapBase = esp.opts.heapBytes ?? 44000;
-  const luaBytes = () => {
-    const kb = vm.callGlobal('collectgarbage', 'count').values?.[0];
-    return typeof kb === 'number' ? Math.round(kb * 1024) : 0;
-  };
+  // system_get_free_heap_size(): the free heap at boot less the Lua heap (lua-vm.ts estimateLua51Heap)
+  const luaBytes = () => vm.heapUsed();
   vm.registerLib('node', {
     heap: () => [Math.max(0, heapBase - luaBytes())],
     chipid: () => [chipId],
