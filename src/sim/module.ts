@@ -204,6 +204,7 @@ export class SimulatedModule {
     this.logSink(`module reset (${reason})`);
     const booted = this.nextBoot();
     this.halt();
+    this.wire.clearTx();
     this.powerOn();
     await booted;
   }

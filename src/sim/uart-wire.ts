@@ -81,9 +81,14 @@ export const SLICE_MS = 2;
 
 interface Slice {
   data: Buffer;
-  /** performance.now() at which its last byte is through. */
+  /** performance.now() at which its last byte is through (before `lag`). */
   due: number;
+  /** Bytes one delivery may carry at this slice's rate (about SLICE_MS of line time). */
+  per: number;
 }
+
+/** Lateness (ms) of a timer that is jitter, not the simulator falling behind the line. */
+const LAG_TOLERANCE_MS = 4;
 
 /** One direction of the line: slices in flight and the time the line is free again. */
 class Direction {
@@ -108,7 +113,8 @@ class Direction {
     for (let off = 0; off < data.length; off += per) {
       const part = data.subarray(off, off + per);
       t += part.length * cm;
-      this.queue.push({ data: part, due: t });
+      this.queue.push({ data: part, due: t, per });
+      this.inFlight += part.length;
     }
     this.end = t;
     if (this.timer === undefined && this.immediate === undefined) this.pump();
@@ -126,8 +132,18 @@ class Direction {
     const now = performance.now();
     if (this.queue.length > 0 && this.queue[0].due + this.lag <= now) {
       const late = now - (this.queue[0].due + this.lag);
-      if (late > 1) this.lag += late;
-      this.deliver(this.queue.shift()!.data);
+      if (late > LAG_TOLERANCE_MS) this.lag += late;
+      // small writes (a byte of echo each) that are all due go as one delivery, up to a slice
+      const first = this.queue.shift()!;
+      const parts = [first.data];
+      let n = first.data.length;
+      while (this.queue.length > 0 && this.queue[0].due + this.lag <= now && n + this.queue[0].data.length <= first.per) {
+        const next = this.queue.shift()!;
+        parts.push(next.data);
+        n += next.data.length;
+      }
+      this.inFlight -= n;
+      this.deliver(parts.length === 1 ? first.data : Buffer.concat(parts, n));
     }
     if (this.queue.length === 0 || this.timer !== undefined || this.immediate !== undefined) return;
     const wait = this.queue[0].due + this.lag - performance.now();
@@ -136,11 +152,7 @@ class Direction {
   };
 
   /** Bytes still on the line. */
-  get inFlight(): number {
-    let n = 0;
-    for (const s of this.queue) n += s.data.length;
-    return n;
-  }
+  inFlight = 0;
 
   clear(): void {
     if (this.timer) clearTimeout(this.timer);
@@ -148,6 +160,7 @@ class Direction {
     this.timer = undefined;
     this.immediate = undefined;
     this.queue = [];
+    this.inFlight = 0;
     this.end = 0;
     this.lag = 0;
   }
@@ -230,6 +243,11 @@ export class UartWire {
     return this.rxLine.inFlight;
   }
 
+  /** Module bytes still on the line towards the host (0: everything it wrote was delivered). */
+  get txInFlight(): number {
+    return this.txLine.inFlight;
+  }
+
   /** performance.now() at which the module's TX line is free (its last written byte is out). */
   get txFreeAt(): number {
     return this.paced ? this.txLine.freeAt : 0;
@@ -251,11 +269,19 @@ export class UartWire {
     return Buffer.from(out);
   }
 
-  /** Drop everything buffered and on the line (module reset: the FIFOs are cleared). */
+  /**
+   * Drop what the module has not received yet: the RX buffer and the bytes on the line towards it
+   * (the module resets or closes its UART). What the module already wrote keeps going out (a
+   * crashing firmware's last words reach the host); {@link clearTx} drops that too.
+   */
   clear(): void {
     this.rx = [];
     this.rxLen = 0;
     this.rxLine.clear();
+  }
+
+  /** Drop the module's bytes still on the line (RESET pulled: the TX FIFO is cleared). */
+  clearTx(): void {
     this.txLine.clear();
   }
 
