@@ -89,7 +89,10 @@ describe('emulated Luat core libraries', () => {
       big.write('OLDEST', 0);
       big.write('NEWEST', 2994);
       await host.write(big);
-      await sleep(50);
+      // the UART is paced: 3000 bytes take 260 ms at 115200
+      await sleep(5);
+      await m.until(() => m.sim.wire.rxInFlight === 0, 'the 3000 bytes on the line');
+      await sleep(20);
       m.lua('local s = uart.read(1, 4096) __rec("big", #s, s:sub(-6), (s:find("OLDEST", 1, true)) ~= nil)');
       assert.deepEqual(m.rec[m.rec.length - 1], ['big', 2048, 'NEWEST', false]);
       assert.equal(m.fam.current!.env.ring.overwritten, 952);
@@ -255,7 +258,7 @@ describe('emulated Luat core libraries', () => {
       const host = m.sim.connect();
       host.onData((d) => got.push(Buffer.from(d)));
       m.lua('uart.setup(1, 115200, 8, uart.PAR_NONE, uart.STOP_1) log.openTrace(true, 1, 115200) print("noise")');
-      await sleep(20);
+      await m.until(() => /noise/.test(Buffer.concat(got).toString()), 'the trace line on the paced UART');
       assert.match(Buffer.concat(got).toString(), /noise/);
       assert.equal(m.fam.current!.env.traceUart(), 1);
       await host.close();

@@ -16,6 +16,10 @@ import { garble } from '../src/sim/uart-wire.js';
 import { connect } from '../src/api/connect.js';
 import { isTetherError } from '../src/errors.js';
 import type { LuaOut } from '../src/sim/lua-vm.js';
+import { execFile, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { repoRoot } from '../src/util/repo-root.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -196,5 +200,48 @@ describe('the agents run the line at the configured baud', () => {
       await assert.rejects(connect('sim', { sim: { baud: b } }), (e) => isTetherError(e, 'INVALID_ARGUMENT'));
       await assert.rejects(SimulatedModule.start(luatosFamily(), { baud: b as number }), (e) => isTetherError(e, 'INVALID_ARGUMENT'));
     }
+  });
+});
+
+describe('tether sim --baud N --heap BYTES', () => {
+  const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
+
+  it('serves a module whose line and agent run at N, with the heap budget given; a session over its tcp:// URL works', async () => {
+    const child = spawn(process.execPath, [BIN, 'sim', '--no-pty', '--json', '--baud', '921600', '--heap', '300000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('tether sim printed nothing in 20 s')), 20000);
+        createInterface({ input: child.stdout! }).once('line', (l) => {
+          clearTimeout(t);
+          resolve(l);
+        });
+      });
+      const info = JSON.parse(line) as { baud: number; ports: { tcp: string } };
+      assert.equal(info.baud, 921600);
+      const m = await connect(info.ports.tcp);
+      try {
+        assert.equal(m.family, 'luatos');
+        const [t] = await m.rpc.call('rtos.meminfo', ['lua']);
+        assert.equal(t, 300000, 'rtos.meminfo("lua") reports the budget');
+      } finally {
+        await m.close();
+      }
+    } finally {
+      child.kill('SIGINT');
+      await new Promise((r) => child.once('exit', r));
+    }
+  });
+
+  it('a heap below 4096 bytes or a baud the simulator cannot run is refused before anything starts', async () => {
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        execFile(process.execPath, [BIN, ...args], { timeout: 20000 }, (e, _o, err) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }));
+      });
+    const h = await run(['sim', '--no-pty', '--heap', '100']);
+    assert.equal(h.code, 2);
+    assert.match(h.err, /--heap/);
+    const b = await run(['sim', '--no-pty', '--baud', '5000000']);
+    assert.notEqual(b.code, 0);
+    assert.match(b.err, /baud must be an integer from 300 to 4000000/);
   });
 });
