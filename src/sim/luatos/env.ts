@@ -221,7 +221,9 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
           rxIdleMs = uartIdleMs(baud, dataBits, stopBits, parity);
-          // the simulated line follows the module's own settings (a host at another rate reads garbage)
+          // the simulated line follows the module's own settings (a host at another rate reads garbage):
+          // openLuat/LuatOS luat/modules/luat_lib_uart.c l_uart_setup (at 04b3a4a): baud (arg 2, default
+          // 115200; its table goes up to 2000000), data bits (3), stop bits (4), parity (5, uart.None = 0)
           wire.moduleLine = { baud: baud >= 1 ? baud : DEFAULT_BAUD, dataBits, parity: parity !== 0, stopBits };
         }
         return [0];
@@ -245,6 +247,8 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
         const id = a.int(1);
         const data = a.bytes(2);
         if (id === h.uartId) {
+          // luat_lib_uart.c l_uart_write hands the bytes to the driver (luat_uart_write) and returns:
+          // the call does not wait for the line (the simulated line queues them)
           wire.toHost(data);
           const cb = sentCb.get(id);
           if (cb) scheduler.post(() => runCallback(cb, false, id));
