@@ -10,7 +10,10 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   try {
     if (!Object.hasOwn(SIM_FAMILIES, argv.family)) throw new InvalidArgumentError(`no simulator for family "${argv.family}" (available: ${simFamilyNames().join(', ')})`);
     const famOpts: Record<string, unknown> = { network: { net: argv.net }, baud: argv.baud };
-    if (argv.heap !== undefined) famOpts.heapBytes = argv.heap;
+    if (argv.heap !== undefined) {
+      famOpts.heapBytes = argv.heap;
+      famOpts.enforceHeap = true; // a budget given is a budget enforced (NodeMCU's default is off for now)
+    }
     sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(famOpts), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
     if (argv.pty) {
