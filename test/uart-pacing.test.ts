@@ -146,6 +146,28 @@ for (const [name, f] of Object.entries(FAMILIES)) {
   });
 }
 
+describe('LuatOS: uart.write returns at once; the "sent" event comes when the bytes are out on the line', () => {
+  it('2000 bytes at 115200: the write returns, "sent" comes no sooner than 2000 * 10 / 115200 s later', async () => {
+    const sim = await FAMILIES.luatos.start();
+    try {
+      const { recs, lua } = board(sim);
+      let t0 = 0;
+      sim.currentVm!.registerGlobal('mark', () => void (t0 = performance.now()));
+      lua(`${FAMILIES.luatos.setup(115200)}
+           uart.on(1, "sent", function(id) rec("sent", id) end)
+           mark()
+           rec("n", uart.write(1, string.rep("s", 2000)))`);
+      assert.deepEqual(recs[0], ['n', 0], 'uart.write returned');
+      await until(() => recs.length >= 2, 'the sent event');
+      const took = performance.now() - t0;
+      assert.deepEqual(recs[1], ['sent', 1]);
+      assert.ok(took >= (2000 * 10 * 1000) / 115200 - 1, `"sent" after ${took.toFixed(1)} ms`);
+    } finally {
+      await sim.stop();
+    }
+  });
+});
+
 describe('NodeMCU: uart.write holds the Lua VM while the TX FIFO is full', () => {
   it('a 1-ms timer armed before a 3000-byte uart.write runs only after all but 126 bytes are on the line', async () => {
     const sim = await FAMILIES.nodemcu.start();

@@ -31,10 +31,11 @@ const MiB = 1 << 20;
 /**
  * Line rate of the simulated UART in the bulk tests (the simulators pace bytes at the baud; 1 MiB
  * at 115200 would take 91 s each way): rates each module really supports, given to the simulator
- * (`baud`), which also makes the agent set its UART up at it (TETHER_BAUD). LuatOS (EC618) and
- * NodeMCU (app/platform/platform.c platform_uart_setup): 921600; Luat (8910 l_uart.c): 2000000.
+ * (`baud`), which also makes the agent set its UART up at it (TETHER_BAUD). LuatOS (EC618; the baud
+ * table of luat_lib_uart.c's uart.setup goes up to 2000000) and Luat (8910 l_uart.c): 2000000;
+ * NodeMCU (app/platform/platform.c platform_uart_setup): 921600.
  */
-const BULK_BAUD: Record<string, number> = { luatos: 921600, luat: 2000000, nodemcu: 921600 };
+const BULK_BAUD: Record<string, number> = { luatos: 2000000, luat: 2000000, nodemcu: 921600 };
 
 /** Fault options at rate `p` with a seed derived from the base seed and a test number. */
 function faultsAt(p: number, n: number): FaultOptions {

@@ -13,6 +13,7 @@ import { jsonToLua, luaToJson } from '../lua-json.js';
 import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
+import { performance } from 'node:perf_hooks';
 import { RtosLoop, WAIT_MSG_TIMEOUT, type LuatMsgIds } from './loop.js';
 
 /** `uart.ATC`: the virtual AT channel (owned by ril.lua). */
@@ -306,7 +307,12 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
         const data = Buffer.concat(parts);
         if (id === h.uartId && rpcOpen) {
           wire.toHost(data);
-          if (txDone.has(id)) loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id });
+          // MSG_UART_TX_DONE when the bytes are out on the (paced) line
+          if (txDone.has(id)) {
+            const wait = wire.txFreeAt - performance.now();
+            if (wait >= 1) scheduler.after(wait, () => loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id }));
+            else loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id });
+          }
         }
         return [data.length];
       },

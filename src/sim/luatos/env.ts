@@ -10,6 +10,7 @@ import { jsonToLua, luaToJson } from '../lua-json.js';
 import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
+import { performance } from 'node:perf_hooks';
 import { crc16 as crc16Modbus } from '../../codec/frame.js';
 
 /** Identity and radio state the emulated firmware reports. */
@@ -251,7 +252,12 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           // the call does not wait for the line (the simulated line queues them)
           wire.toHost(data);
           const cb = sentCb.get(id);
-          if (cb) scheduler.post(() => runCallback(cb, false, id));
+          // "sent" when the bytes are out on the (paced) line
+          const wait = wire.txFreeAt - performance.now();
+          if (cb) {
+            if (wait >= 1) scheduler.after(wait, () => runCallback(cb, false, id));
+            else scheduler.post(() => runCallback(cb, false, id));
+          }
         }
         return [0];
       },
