@@ -431,7 +431,8 @@ export class LuaVm {
 
   /**
    * Give the VM a heap budget: while Lua code runs, a count hook walks the heap every
-   * `everyMs` ms and, over `limit`, raises the error a Lua core raises when its allocator fails
+   * `everyMs` ms or `everyHooks` hook calls, and so does every entry into the VM (a callback, a
+   * chunk) when the last walk is `everyMs` old; over `limit`, the running code gets the error a Lua core raises when its allocator fails
    * ({@link MEMERRMSG}, no position), at the point the code had reached. The family decides what
    * the firmware does with it (the error takes the path any Lua error takes there). Live data is
    * counted, as after the emergency GC both cores run before failing an allocation.
@@ -465,6 +466,11 @@ export class LuaVm {
       lua.LUA_MASKCOUNT,
       this.budget.everyInstructions,
     );
+  }
+
+  /** True when a budget is set and its last walk is `everyMs` old. */
+  private budgetDue(): boolean {
+    return this.budget !== undefined && Date.now() - this.lastHeapCheck >= this.budget.everyMs;
   }
 
   /** The heap budget's limit (bytes), undefined without one. */
@@ -681,6 +687,7 @@ export class LuaVm {
   /** Run a chunk of Lua source. Returns an error message, or undefined on success. */
   runString(source: string | Uint8Array, chunkName: string): string | undefined {
     const L = this.L;
+    if (this.budgetDue() && this.overBudget()) return MEMERRMSG;
     const code = typeof source === 'string' ? to_luastring(source) : source;
     const st = lauxlib.luaL_loadbuffer(L, code, null, to_luastring(chunkName));
     if (st !== lua.LUA_OK) {
@@ -701,6 +708,8 @@ export class LuaVm {
    */
   callRef(ref: LuaRef, ...args: LuaIn[]): { values?: LuaOut[]; error?: string } {
     if (this.closed) return { error: 'VM closed' };
+    // over the heap budget: the callback's first allocation fails (checked every `everyMs` ms)
+    if (this.budgetDue() && this.overBudget()) return { error: MEMERRMSG };
     const L = this.L;
     const base = lua.lua_gettop(L);
     lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref.ref);
