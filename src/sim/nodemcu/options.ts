@@ -61,8 +61,8 @@ export interface NodemcuSimOptions {
    */
   heapBytes?: number;
   /**
-   * Enforce `heapBytes` (false: report the heap but never fail an allocation). Off for now: today's
-   * agent (about 45 KB, docs/fidelity.md "Heap") does not fit the 44000 bytes. @default false
+   * Enforce `heapBytes` (false: report the heap but never fail an allocation). An agent that does
+   * not fit fails to load as on the module (docs/fidelity.md, "Heap"). @default true
    */
   enforceHeap?: boolean;
   /** `node.chipid()`. @default 1193046 */
