@@ -85,7 +85,8 @@ test('tether sim --family luat serves tcp://, and info/call/diag work through it
 
 test('runDiag on a Luat module reports each check, and failures without throwing', async () => {
   const echo = await startEchoServers();
-  const mod = await connect('sim:luat');
+  // 921600 baud: 20000 bytes each way take 1.7 s on the paced UART at 115200, too close to the 3 s check timeout
+  const mod = await connect('sim:luat', { baudRate: 921600 });
   try {
     const report = await runDiag(mod, { tcp: echo.tcp, udp: { host: '127.0.0.1', port: 9 }, timeoutMs: 3000, echoBytes: 20000 });
     const by = Object.fromEntries(report.checks.map((c) => [c.name.replace(/ \(.*\)$/, ''), c]));

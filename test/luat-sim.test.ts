@@ -84,8 +84,9 @@ describe('emulated Luat core libraries', () => {
       big.write('OLDEST', 0);
       big.write('NEWEST', 2994);
       await host.write(big);
+      // the UART is paced: 3000 bytes take 260 ms at 115200
       const ring = m.fam.current!.env.ring;
-      await m.until(() => ring.length + ring.overwritten === 3000, 'all 3000 bytes in the ring');
+      await m.until(() => m.sim.wire.rxInFlight === 0 && ring.length + ring.overwritten === 3000, 'all 3000 bytes through the paced line into the ring');
       m.lua('local s = uart.read(1, 4096) __rec("big", #s, s:sub(-6), (s:find("OLDEST", 1, true)) ~= nil)');
       assert.deepEqual(m.rec[m.rec.length - 1], ['big', 2048, 'NEWEST', false]);
       assert.equal(m.fam.current!.env.ring.overwritten, 952);
@@ -250,7 +251,8 @@ describe('emulated Luat core libraries', () => {
       const host = m.sim.connect();
       host.onData((d) => got.push(Buffer.from(d)));
       m.lua('uart.setup(1, 115200, 8, uart.PAR_NONE, uart.STOP_1) log.openTrace(true, 1, 115200) print("noise")');
-      await m.until(() => /noise/.test(Buffer.concat(got).toString()), 'the trace on the wire');
+      await m.until(() => /noise/.test(Buffer.concat(got).toString()), 'the trace line on the paced UART');
+      assert.match(Buffer.concat(got).toString(), /noise/);
       assert.equal(m.fam.current!.env.traceUart(), 1);
       await host.close();
     } finally {

@@ -131,7 +131,10 @@ describe('Luat socketcore through the simulated Air724UG and the real agent', ()
 
   before(async () => {
     echo = await startEchoServers({ tls: { key: KEY, cert: CERT } });
-    m = await boot();
+    // the UART at 2 Mbaud (the 8910 supports it): pipelined calls reach the agent together, as the
+    // overlapping-send test needs (the simulated SEND_CNF comes as soon as the host kernel took the
+    // bytes, far sooner than a real peer's ACK, so at 115200 the sends would not overlap)
+    m = await boot({ baud: 2000000 });
   });
 
   after(async () => {
@@ -724,8 +727,11 @@ describe('Luat agent variants on the simulated module', () => {
       // bypass the RPC client: 6000 bytes at once into a ring of 2048
       const t = m.sim.connect();
       const junk = Buffer.from(('~C9 agent.ping ' + 'x'.repeat(40) + ' 0000\n').repeat(100));
+      // faster than the agent drains (at 115200 the paced line lets it keep up): unpaced, as over USB
+      m.sim.wire.paced = false;
       await t.write(junk);
       await until(() => m.fam.current!.env.ring.overwritten > 0, 'the ring overwriting its oldest bytes');
+      m.sim.wire.paced = true;
       await t.close();
       // the windowed client still works
       const [epoch] = await m.rpc.call('agent.ping');

@@ -43,6 +43,9 @@ class Board {
     b.uart = b.sim.connect();
     b.uart.onData((d) => (b.rx += Buffer.from(d).toString('latin1')));
     b.install();
+    // the UART is paced at 115200: let the boot banner and prompt finish on the line
+    while (b.sim.wire.txInFlight > 0) await sleep(5);
+    await sleep(5);
     return b;
   }
   install(): void {
@@ -91,7 +94,15 @@ describe('simulated ESP8266: boot, REPL and UART', () => {
     const t = sim2.connect();
     t.onData((d) => (rx += Buffer.from(d).toString('latin1')));
     await sim2.restart('test');
-    await sleep(30);
+    // the UART is paced at 115200: wait for the banner and the prompt to be through
+    const rxUntil = async (pred: () => boolean, what: string) => {
+      const end = Date.now() + 4000;
+      while (!pred()) {
+        if (Date.now() > end) throw new Error(`timeout waiting for ${what}: ${JSON.stringify(rx)}`);
+        await sleep(5);
+      }
+    };
+    await rxUntil(() => rx.endsWith('> '), 'the prompt after boot');
     assert.match(rx, /[\x80-\xff]/, 'ROM output at 74880 baud is garbage at 115200');
     assert.match(rx, /NodeMCU 3\.0\.0\.0 built/);
     assert.match(rx, /modules: .*net.*/);
@@ -101,16 +112,16 @@ describe('simulated ESP8266: boot, REPL and UART', () => {
     assert.ok(rx.endsWith('> '), `prompt after boot: ${JSON.stringify(rx.slice(-20))}`);
     rx = '';
     await t.write(Buffer.from('print("a\\nb", 1+1)\r\n'));
-    await sleep(40);
+    await rxUntil(() => rx.endsWith('> '), 'the prompt');
     assert.equal(rx, 'print("a\\nb", 1+1)\r\na\r\nb\t2\r\n> ', 'echo, then output with \\n -> \\r\\n, then the prompt');
     rx = '';
     await t.write(Buffer.from('for i=1,2 do\nprint(i) end\n'));
-    await sleep(40);
+    await rxUntil(() => rx.endsWith('\r\n> '), 'the prompt after the chunk');
     assert.match(rx, />> /, 'continuation prompt for an incomplete chunk');
     assert.match(rx, /1\r\n2\r\n> $/);
     rx = '';
     await t.write(Buffer.from('error("boom")\n'));
-    await sleep(40);
+    await rxUntil(() => rx.endsWith('> '), 'the prompt after the error');
     assert.match(rx, /Lua error: stdin:1: boom/);
     assert.ok(rx.endsWith('> '), 'an error does not reboot: the prompt comes back');
     assert.equal(sim2.boots, 2);
@@ -120,7 +131,7 @@ describe('simulated ESP8266: boot, REPL and UART', () => {
     await t.write(Buffer.from('x'.repeat(200)));
     await sleep(20);
     await t.write(Buffer.from('x'.repeat(56) + 'print("tail")\n'));
-    await sleep(60);
+    await rxUntil(() => rx.endsWith('> '), 'the prompt after the long line');
     assert.match(rx, /\r\ntail\r\n> $/, 'only what followed the 256th character ran');
     await sim2.stop();
   });
@@ -152,6 +163,9 @@ describe('simulated ESP8266: boot, REPL and UART', () => {
     try {
       b.ok('uart.on("data", "\\n", function(d) rec("line", d) end, 0)');
       const burst = Array.from({ length: 10 }, (_, i) => `line-${i}-${'z'.repeat(44)}\n`).join(''); // 530 bytes at once
+      // the UART is paced: the input task keeps up at 115200 unless Lua holds the VM, here a
+      // 1200-byte uart.write (~93 ms) while the 530 bytes (~46 ms) arrive
+      b.ok('uart.write(0, string.rep("-", 1200))');
       await b.type(burst);
       await b.until(() => b.recs.length > 0, 'lines');
       await sleep(30);

@@ -113,16 +113,19 @@ function assertRefusalsResent(tx: TxRecord[]): number {
 
 for (const invertedBool of [false, true]) {
   test(`LuatOS: a small firmware tx buffer refuses chunks as full; the echo stays byte-exact, refused chunks are resent with resume${invertedBool ? ' (pre-2023 firmware, inverted first boolean)' : ''}`, async () => {
-    const mod = await connect('sim', { sim: { network: { txBufferBytes: 4096, invertedBool } } });
+    // the UART at 2000000 baud (the simulated line is paced; at 115200 the module's tx buffer never
+    // fills and 256 KiB take 22 s each way)
+    const mod = await connect('sim', { baudRate: 2000000, sim: { network: { txBufferBytes: 4096, invertedBool } } });
     // the simulated firmware counts bytes as pending until Node's write callback (handed to the
     // kernel); on loopback that is next tick, too soon for a refusal: hold the callbacks of the
     // module's connection to the echo server for a few ms (in order) so the buffer fills up
+    // (25 ms: about 5 KB of the paced UART's 200 KB/s)
     const write = Socket.prototype.write;
     Socket.prototype.write = function (this: Socket, ...a: unknown[]) {
       const i = a.findIndex((x) => typeof x === 'function');
       if (this.remotePort === echo.tcp.port && i >= 0) {
         const cb = a[i] as (e?: Error | null) => void;
-        a[i] = (e?: Error | null) => setTimeout(() => cb(e), 5);
+        a[i] = (e?: Error | null) => setTimeout(() => cb(e), 25);
       }
       return (write as (...x: unknown[]) => boolean).apply(this, a);
     } as typeof write;

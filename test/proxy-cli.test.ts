@@ -25,6 +25,12 @@ const LOOP = '127.0.0.1';
  * (the same with the helper alone, without the proxy); the Duplex layer of issue 10 replaces it.
  */
 const SIZES = { sim: 1 << 20, 'sim:luat': 1 << 20, 'sim:nodemcu': 4096 } as const;
+/**
+ * Line rate of the simulated UART (the simulators pace bytes at the baud; 1 MiB at 115200 would
+ * take 91 s): `--baud`, a rate each module supports, which the agent also sets its UART up at.
+ * LuatOS (luat_lib_uart.c's baud table) and Luat (8910 l_uart.c) 2000000, NodeMCU (platform.c) 921600.
+ */
+const BULK_BAUD = { sim: 2000000, 'sim:luat': 2000000, 'sim:nodemcu': 921600 } as const;
 
 const body = randomBytes(1 << 20);
 let http: HttpServer;
@@ -120,7 +126,7 @@ async function until(cond: () => boolean, what: string, ms = 15000): Promise<voi
 for (const [port, size] of Object.entries(SIZES)) {
   test(`curl --socks5-hostname through tether proxy --port ${port} fetches ${size} bytes byte-exact; --json logs the connection`, async () => {
     await requireCurl();
-    const p = await startProxy(['--port', port]);
+    const p = await startProxy(['--port', port, '--baud', String(BULK_BAUD[port as keyof typeof BULK_BAUD])]);
     try {
       assert.equal(p.lines[0].family, { sim: 'luatos', 'sim:luat': 'luat', 'sim:nodemcu': 'nodemcu' }[port]);
       const r = await curl(['--socks5-hostname', `${LOOP}:${p.port}`, `http://${LOOP}:${httpPort}/file?n=${size}`]);

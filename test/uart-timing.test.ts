@@ -181,9 +181,11 @@ describe('NodeMCU (ESP8266) UART RX', () => {
       assert.deepEqual(recs, [['d', 'aaaa'], ['d', 'bbbb'], ['d', 'cccc']], 'one delivery per task, in order');
       assert.equal(fam.esp!.ringFill, 0);
       recs.length = 0;
-      // 300 bytes in one burst: the ring keeps the newest 256
+      // 300 bytes in one burst while the VM is held by a 1000-byte uart.write (~76 ms of line time
+      // at 115200 less the 126-byte FIFO): the drain task cannot run, the ring keeps the newest 256
       const burst = Buffer.alloc(300);
       for (let i = 0; i < 75; i++) burst.write(String(i % 10).repeat(4), i * 4);
+      lua('uart.write(0, string.rep("x", 1000))');
       sim.wire.fromHost(burst);
       await until(() => recs.length >= 64, 'the ring drained');
       await sleep(30);

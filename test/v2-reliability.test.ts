@@ -28,6 +28,15 @@ import { isTetherError } from '../src/errors.js';
 const BASE_SEED = Number(process.env.TETHER_FAULT_SEED ?? 20240611) >>> 0;
 const MiB = 1 << 20;
 
+/**
+ * Line rate of the simulated UART in the bulk tests (the simulators pace bytes at the baud; 1 MiB
+ * at 115200 would take 91 s each way): rates each module really supports, given to the simulator
+ * (`baud`), which also makes the agent set its UART up at it (TETHER_BAUD). LuatOS (EC618; the baud
+ * table of luat_lib_uart.c's uart.setup goes up to 2000000) and Luat (8910 l_uart.c): 2000000;
+ * NodeMCU (app/platform/platform.c platform_uart_setup): 921600.
+ */
+const BULK_BAUD: Record<string, number> = { luatos: 2000000, luat: 2000000, nodemcu: 921600 };
+
 /** Fault options at rate `p` with a seed derived from the base seed and a test number. */
 function faultsAt(p: number, n: number): FaultOptions {
   return { seed: (BASE_SEED + n) >>> 0, both: faultRates(p) };
@@ -110,7 +119,7 @@ after(async () => {
 FAMILIES.forEach((family: Family, fi) => {
   describe(`${family} through a faulty link`, () => {
     it('1 MiB TCP echo is byte-exact at 1e-3 (flip, drop, dup, garbage lines)', { timeout: 1_320_000 }, async () => {
-      const s = await openFaultySim(family, { faults: faultsAt(1e-3, 10 + fi), rpc: RPC });
+      const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: faultsAt(1e-3, 10 + fi), rpc: RPC });
       try {
         const conn = await openTcp(s.mod, echo.tcp, 60000);
         const payload = seededPayload(MiB, BASE_SEED + fi);
@@ -133,7 +142,7 @@ FAMILIES.forEach((family: Family, fi) => {
     });
 
     it('1,000 pipelined calls at 1e-3 each settle once with their own values; none ran twice on the agent', { timeout: 300_000 }, async () => {
-      const s = await openFaultySim(family, { faults: faultsAt(1e-3, 20 + fi), rpc: RPC });
+      const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: faultsAt(1e-3, 20 + fi), rpc: RPC });
       try {
         const a1 = await agentStats(s);
         const h1 = hostCalls(s);
@@ -161,7 +170,7 @@ FAMILIES.forEach((family: Family, fi) => {
       [1e-2, 40, 20, 240_000],
     ] as const) {
       it(`at ${p} the handshake completes and calls succeed`, { timeout: tmo }, async () => {
-        const s = await openFaultySim(family, { faults: faultsAt(p, n + fi), rpc: { ...RPC, handshakeTimeoutMs: p >= 1e-2 ? 120_000 : RPC.handshakeTimeoutMs } });
+        const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: faultsAt(p, n + fi), rpc: { ...RPC, handshakeTimeoutMs: p >= 1e-2 ? 120_000 : RPC.handshakeTimeoutMs } });
         try {
           assert.equal(s.mod.hello.proto, 2);
           assert.ok(s.mod.hello.caps.includes('agent.ping'), 'the capability list was read in full');
@@ -177,7 +186,7 @@ FAMILIES.forEach((family: Family, fi) => {
 
   describe(`${family} resets`, () => {
     it('a call in flight when the module restarts fails with RESET; the next call works', { timeout: 60_000 }, async () => {
-      const s = await openFaultySim(family, { faults: { seed: BASE_SEED + 50 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
+      const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: { seed: BASE_SEED + 50 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
       try {
         const epoch = s.mod.rpc.currentEpoch;
         const reset = firstValueFrom(s.mod.rpc.resets);
@@ -196,7 +205,7 @@ FAMILIES.forEach((family: Family, fi) => {
     });
 
     it('an idle data() reader errors with RESET when the module restarts', { timeout: 60_000 }, async () => {
-      const s = await openFaultySim(family, { faults: { seed: BASE_SEED + 60 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
+      const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: { seed: BASE_SEED + 60 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
       try {
         const conn = await openTcp(s.mod, echo.tcp, 20000);
         const ended = new Promise<unknown>((resolve) => {
@@ -219,7 +228,7 @@ FAMILIES.forEach((family: Family, fi) => {
     });
 
     it('a reset whose boot frame is lost is still detected, and the next call works', { timeout: 60_000 }, async () => {
-      const s = await openFaultySim(family, { faults: { seed: BASE_SEED + 70 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
+      const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: { seed: BASE_SEED + 70 + fi }, rpc: { timeoutMs: 20000, handshakeTimeoutMs: 20000 } });
       try {
         const epoch = s.mod.rpc.currentEpoch;
         const reset = firstValueFrom(s.mod.rpc.resets);

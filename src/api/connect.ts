@@ -59,7 +59,10 @@ const REGISTRATION = ['not registered', 'registered', 'searching', 'denied', 'un
 
 /** Options of {@link connect}. */
 export interface ConnectOptions extends RpcClientOptions {
-  /** Serial baud rate. @default 115200 */
+  /**
+   * Serial baud rate. For `sim:` ports the simulated line's rate: the host side and the agent's
+   * `TETHER_BAUD` (the family's `baud` option, which `sim.baud` overrides). @default 115200
+   */
   baudRate?: number;
   /**
    * Network ports (`tcp://`, `rfc2217://`): reconnect when the connection drops, with this policy
@@ -243,7 +246,8 @@ export async function connect(port: string, opts: ConnectOptions = {}): Promise<
     const fam = port === 'sim' ? 'luatos' : port.slice(4);
     const f = Object.hasOwn(SIM_FAMILIES, fam) ? SIM_FAMILIES[fam] : undefined;
     if (!f) throw new InvalidArgumentError(`no simulator for family "${fam}" (available: ${simFamilyNames().join(', ')})`);
-    simulator = await SimulatedModule.start(f.create(opts.sim as never), { log: opts.sim?.log });
+    const simOpts = opts.baudRate !== undefined && opts.sim?.baud === undefined ? { ...opts.sim, baud: opts.baudRate } : opts.sim;
+    simulator = await SimulatedModule.start(f.create(simOpts as never), { log: opts.sim?.log });
     transport = simulator.connect();
   } else {
     transport = await openTransport(port, { baudRate: opts.baudRate, reconnect: opts.reconnect ?? true });

@@ -22,3 +22,12 @@ export function applyAgentSettings(vm: LuaVm, settings: AgentSettings | undefine
   const err = vm.runString(src, '=settings');
   if (err) throw new Error(`agentSettings failed: ${err}`);
 }
+
+/**
+ * The agent settings with `TETHER_BAUD` = `baud` added when a line baud was given and the settings
+ * do not name one (every agent's config.lua reads TETHER_BAUD: the rate its `uart.setup` asks for).
+ */
+export function withLineBaud(settings: AgentSettings | undefined, baud: number | undefined): AgentSettings | undefined {
+  if (baud === undefined || (settings && 'TETHER_BAUD' in settings)) return settings;
+  return { ...settings, TETHER_BAUD: baud };
+}

@@ -93,6 +93,11 @@ export class LightUserdata {
 /** A reference to a Lua value kept alive in the registry. Call `release()` when done. */
 export class LuaRef {
   constructor(readonly vm: LuaVm, readonly ref: number, readonly type: 'function' | 'table' | 'userdata') {}
+  /** A second reference to the same value (released on its own). */
+  dup(): LuaRef {
+    lua.lua_rawgeti(this.vm.L, lua.LUA_REGISTRYINDEX, this.ref);
+    return new LuaRef(this.vm, lauxlib.luaL_ref(this.vm.L, lua.LUA_REGISTRYINDEX), this.type);
+  }
   release(): void {
     if (this.vm.closed) return;
     lauxlib.luaL_unref(this.vm.L, lua.LUA_REGISTRYINDEX, this.ref);
@@ -226,12 +231,139 @@ export interface LuaVmOptions {
  * invoked from JS events with {@link callRef} (protected; an error is reported to
  * `onUncaughtError`, the way the firmware logs it and reboots).
  */
+/**
+ * Bytes the live Lua objects would take in a Lua 5.1 core on a 32-bit target with double numbers
+ * (NodeMCU's default build; also the scale of the i386 `lua5.1` measurement in
+ * scripts/heap-nodemcu.ts), walking everything reachable from the registry (globals, loaded
+ * modules, references the firmware holds), the type metatables and the live coroutines' stacks.
+ * Sizes (Lua 5.1 lobject.h / lstate.h, i386 alignment: a TValue is 12 bytes):
+ * - string: 16-byte header + length + 1, each distinct string once (strings are interned), plus
+ *   4 bytes per slot of the string table (a power of two);
+ * - table: 32 + 12 per array slot + 28 per hash node (the hash part a power of two); the keys
+ *   1..n of a sequence count as array slots;
+ * - Lua function: closure 20 + 4 per upvalue; each distinct upvalue 24; each distinct prototype
+ *   76 + 4 per instruction + 12 per constant + 4 per nested prototype, debug info stripped
+ *   (`luac -s`: no line info, no local or upvalue names);
+ * - C closure 20 + 12 per upvalue (light C functions, the firmware's ROM libraries, cost nothing);
+ * - userdata 20 + its size (unknown here: 0); coroutine 112 + 12 per stack slot + 192.
+ * An estimate (fengari keeps its own JS objects): docs/fidelity.md, "Heap".
+ */
+export function estimateLua51Heap(L: any): number {
+  const seen = new Set<unknown>();
+  const strings = new Set<string>();
+  let total = 0;
+  const stack: any[] = [];
+  const str = (ts: any) => {
+    const b: Uint8Array = ts?.realstring ?? ts;
+    if (!b || typeof b.length !== 'number') return;
+    const k = Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
+    if (strings.has(k)) return;
+    strings.add(k);
+    total += 17 + b.length;
+  };
+  const tv = (v: any) => {
+    if (!v || v.value === null || v.value === undefined) return;
+    const t = v.type & 0x0f;
+    if (t === 4) str(v.value);
+    else if (t === 5 || t === 6 || t === 7 || t === 8) {
+      if (v.type === 0x16) return; // light C function
+      if (!seen.has(v.value)) {
+        seen.add(v.value);
+        stack.push(v);
+      }
+    }
+  };
+  const proto = (p: any) => {
+    if (!p || seen.has(p)) return;
+    seen.add(p);
+    total += 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length;
+    for (const k of p.k) tv(k);
+    for (const q of p.p) proto(q);
+  };
+  tv(L.l_G.l_registry);
+  for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+  while (stack.length > 0) {
+    const v = stack.pop();
+    const o = v.value;
+    switch (v.type & 0x0f) {
+      case 5: {
+        // table: sequence keys 1..n are the array part
+        let n = 0;
+        while (o.strong.has(n + 1)) n++;
+        const nh = o.strong.size - n;
+        total += 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0);
+        for (const e of o.strong.values()) {
+          tv(e.key);
+          tv(e.value);
+        }
+        if (o.metatable) tv({ type: 5, value: o.metatable });
+        break;
+      }
+      case 6:
+        if (v.type === 0x26) {
+          // C closure
+          total += 20 + 12 * o.nupvalues;
+          for (const u of o.upvalue) tv(u);
+        } else {
+          total += 20 + 4 * o.nupvalues;
+          for (const u of o.upvals) {
+            if (!u || seen.has(u)) continue;
+            seen.add(u);
+            total += 24;
+            tv(u);
+          }
+          proto(o.p);
+        }
+        break;
+      case 7:
+        total += 20;
+        if (o.metatable) tv({ type: 5, value: o.metatable });
+        tv(o.uservalue);
+        break;
+      case 8: {
+        const th = o;
+        const top = Number.isFinite(th.top) ? th.top : 0;
+        total += 112 + 12 * Math.max(45, th.stack?.length ?? 0) + 192;
+        for (let i = 0; i < top; i++) tv(th.stack[i]);
+        break;
+      }
+    }
+  }
+  // the string table: 4 bytes per slot, slots a power of two at least the number of strings
+  total += 4 * (1 << Math.ceil(Math.log2(Math.max(32, strings.size))));
+  return total;
+}
+
+/** The error a Lua core raises when its allocator fails (Lua 5.1/5.3 lstate.h MEMERRMSG). */
+export const MEMERRMSG = 'not enough memory';
+
+/** Options of {@link LuaVm.setHeapBudget}. */
+export interface HeapBudget {
+  /** Lua heap the firmware gives the VM (bytes), as {@link LuaVm.heapUsed} counts it. */
+  limit: number;
+  /** Instructions between checks (a count hook). @default 1000 */
+  everyInstructions?: number;
+  /** Milliseconds between two walks of the heap (each walk costs about a millisecond). @default 20 */
+  everyMs?: number;
+  /** Or after this many hook calls (`everyInstructions` each), whichever comes first. @default 200 */
+  everyHooks?: number;
+}
+
 export class LuaVm {
   readonly L: any;
   closed = false;
   private readonly opts: LuaVmOptions;
   /** LUAI_MAXVARS of the simulated firmware's Lua parser, when stricter than fengari's 200. */
   private maxLocals: number | undefined;
+  /** Bytes of {@link estimateLua51Heap} that do not count as the Lua heap (the firmware's own, in ROM). */
+  private heapBase = 0;
+  private budget?: Required<HeapBudget>;
+  private lastHeapCheck = 0;
+  private hooksSinceCheck = 0;
+  /** Highest {@link heapUsed} seen by a budget check (bytes). */
+  heapPeak = 0;
+  /** Set by a family that already handled the agent load running out of heap (its own way). */
+  heapLoadHandled = false;
 
   constructor(opts: LuaVmOptions = {}) {
     this.opts = opts;
@@ -267,49 +399,95 @@ export class LuaVm {
          package.loaded[name] = v
          return v
        end
-       -- fengari has no collectgarbage("count"): estimate the heap by walking what is reachable
-       -- (strings, tables, closures and their upvalues). An estimate; see docs/fidelity.md.
-       do
-         local getupvalue, getregistry, getmetatable, next, type = debug.getupvalue, debug.getregistry, getmetatable, next, type
-         local function estimate()
-           local seen, total = {}, 0
-           local function walk(v, d)
-             local t = type(v)
-             if t == "string" then total = total + 24 + #v return end
-             if (t ~= "table" and t ~= "function") or seen[v] or d > 24 then return end
-             seen[v] = true
-             if t == "function" then
-               total = total + 48
-               local i = 1
-               while true do
-                 local n, uv = getupvalue(v, i)
-                 if not n then break end
-                 walk(uv, d + 1)
-                 i = i + 1
-               end
-               return
-             end
-             total = total + 56
-             for k, x in next, v do
-               total = total + 32
-               walk(k, d + 1)
-               walk(x, d + 1)
-             end
-             local mt = getmetatable(v)
-             if type(mt) == "table" then walk(mt, d + 1) end
-           end
-           walk(_G, 0)
-           walk(getregistry(), 0)
-           return total
-         end
-         collectgarbage = function(opt)
-           if opt == "count" then local b = estimate() return b / 1024, b % 1024 end
-           if opt == "isrunning" then return true end
-           return 0
-         end
-       end`,
+       -- fengari has no collectgarbage("count"): estimateLua51Heap (registered below)
+`,
       '=vm-init',
     );
+    // collectgarbage: "count" is the Lua 5.1 32-bit estimate (KB, and the bytes modulo 1024, as
+    // Lua 5.1 returns); "collect"/"step" free nothing fengari would not free anyway
+    this.registerGlobal('collectgarbage', (a) => {
+      const opt = a.optStr(1) ?? 'collect';
+      if (opt === 'count') {
+        const b = this.heapUsed();
+        return [new LuaFloat(b / 1024), b % 1024];
+      }
+      if (opt === 'isrunning') return [true];
+      return [0];
+    });
+  }
+
+  /** The Lua heap in use (bytes): {@link estimateLua51Heap} less what {@link setHeapBase} excluded. */
+  heapUsed(): number {
+    return Math.max(0, estimateLua51Heap(this.L) - this.heapBase);
+  }
+
+  /**
+   * Count what exists now as the firmware's own (ROM tables, libraries in flash): later
+   * {@link heapUsed} figures count only what Lua code builds on top.
+   */
+  setHeapBase(): void {
+    this.heapBase = estimateLua51Heap(this.L);
+  }
+
+  /**
+   * Give the VM a heap budget: while Lua code runs, a count hook walks the heap every
+   * `everyMs` ms or `everyHooks` hook calls, and so does every entry into the VM (a callback, a
+   * chunk) when the last walk is `everyMs` old; over `limit`, the running code gets the error a Lua core raises when its allocator fails
+   * ({@link MEMERRMSG}, no position), at the point the code had reached. The family decides what
+   * the firmware does with it (the error takes the path any Lua error takes there). Live data is
+   * counted, as after the emergency GC both cores run before failing an allocation.
+   * @param b the budget; undefined removes it.
+   */
+  setHeapBudget(b: HeapBudget | undefined): void {
+    const L = this.L;
+    if (!b) {
+      this.budget = undefined;
+      lua.lua_sethook(L, null, 0, 0);
+      return;
+    }
+    this.budget = { everyInstructions: 1000, everyMs: 20, everyHooks: 200, ...b };
+    this.lastHeapCheck = 0;
+    lua.lua_sethook(
+      L,
+      (L2: any) => {
+        const bud = this.budget;
+        if (!bud) return;
+        const now = Date.now();
+        if (++this.hooksSinceCheck < bud.everyHooks && now - this.lastHeapCheck < bud.everyMs) return;
+        this.lastHeapCheck = now;
+        this.hooksSinceCheck = 0;
+        const used = this.heapUsed();
+        if (used > this.heapPeak) this.heapPeak = used;
+        if (used > bud.limit) {
+          lua.lua_pushstring(L2, to_luastring(MEMERRMSG));
+          lua.lua_error(L2);
+        }
+      },
+      lua.LUA_MASKCOUNT,
+      this.budget.everyInstructions,
+    );
+  }
+
+  /** True when a budget is set and its last walk is `everyMs` old. */
+  private budgetDue(): boolean {
+    return this.budget !== undefined && Date.now() - this.lastHeapCheck >= this.budget.everyMs;
+  }
+
+  /** The heap budget's limit (bytes), undefined without one. */
+  get heapLimit(): number | undefined {
+    return this.budget?.limit;
+  }
+
+  /**
+   * Check the budget now (outside Lua code, e.g. after a chunk ran).
+   * @returns true when the heap in use is over the budget.
+   */
+  overBudget(): boolean {
+    if (!this.budget) return false;
+    this.lastHeapCheck = Date.now();
+    const used = this.heapUsed();
+    if (used > this.heapPeak) this.heapPeak = used;
+    return used > this.budget.limit;
   }
 
   /** Register `fns` as fields of the global table `name` (created if missing), plus constants. */
@@ -509,6 +687,7 @@ export class LuaVm {
   /** Run a chunk of Lua source. Returns an error message, or undefined on success. */
   runString(source: string | Uint8Array, chunkName: string): string | undefined {
     const L = this.L;
+    if (this.budgetDue() && this.overBudget()) return MEMERRMSG;
     const code = typeof source === 'string' ? to_luastring(source) : source;
     const st = lauxlib.luaL_loadbuffer(L, code, null, to_luastring(chunkName));
     if (st !== lua.LUA_OK) {
@@ -529,6 +708,8 @@ export class LuaVm {
    */
   callRef(ref: LuaRef, ...args: LuaIn[]): { values?: LuaOut[]; error?: string } {
     if (this.closed) return { error: 'VM closed' };
+    // over the heap budget: the callback's first allocation fails (checked every `everyMs` ms)
+    if (this.budgetDue() && this.overBudget()) return { error: MEMERRMSG };
     const L = this.L;
     const base = lua.lua_gettop(L);
     lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref.ref);

@@ -8,14 +8,14 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { LuaVm } from './lua-vm.js';
+import { LuaVm, MEMERRMSG } from './lua-vm.js';
 import { Scheduler } from './scheduler.js';
-import { UartWire } from './uart-wire.js';
+import { UartWire, line8N1 } from './uart-wire.js';
 import { createMemoryPair } from '../transport/memory.js';
 import { BaseTransport, type Transport } from '../transport/transport.js';
 import { createPty } from '../transport/pty.js';
 import { repoRoot } from '../util/repo-root.js';
-import { TetherError } from '../errors.js';
+import { InvalidArgumentError, TetherError } from '../errors.js';
 
 /** What a family installs for one boot of the module. */
 export interface FamilyBoot {
@@ -54,6 +54,12 @@ export interface SimFamily {
   bootNoise(): string[];
   /** Install the emulated libraries into a fresh VM. */
   install(ctx: FamilyContext): FamilyBoot;
+  /**
+   * Baud rate of the host's serial line given in the family's options (`baud`), which the family
+   * also hands to the agent as its `TETHER_BAUD`. {@link SimulatedModuleOptions.baud} wins over it.
+   * @default undefined (115200)
+   */
+  readonly lineBaud?: number;
 }
 
 export interface SimulatedModuleOptions {
@@ -69,6 +75,14 @@ export interface SimulatedModuleOptions {
   log?: (line: string) => void;
   /** Milliseconds from a fatal Lua error to the reboot. @default 50 */
   rebootDelayMs?: number;
+  /**
+   * Baud rate (bits per second) of the host's side of the UART: every byte the host sends takes
+   * (1 start + 8 data + 1 stop) bits at this rate to reach the module; the module's side runs at
+   * what its firmware's `uart.setup` set (115200 at boot). Differing rates garble the bytes
+   * (docs/fidelity.md, "UART pacing"). To move the agent to another rate too, give the family's
+   * `baud` option instead (it sets both). @default the family's `baud` option, else 115200
+   */
+  baud?: number;
 }
 
 /** A running simulated module. Create with {@link SimulatedModule.start}; stop with {@link stop}. */
@@ -100,6 +114,7 @@ export class SimulatedModule {
 
   /** Power the module on. Resolves when the agent file has been started. */
   static async start(family: SimFamily, opts: SimulatedModuleOptions = {}): Promise<SimulatedModule> {
+    checkBaud(opts.baud, 'baud');
     const m = new SimulatedModule(family, opts);
     const booted = m.nextBoot();
     m.powerOn();
@@ -117,6 +132,10 @@ export class SimulatedModule {
     this.wire.listening = false;
     this.wire.rxBufferSize = 0;
     this.wire.clear();
+    // the host's port keeps its rate; the module's UART starts at the firmware's boot default
+    this.wire.hostLine = line8N1(this.opts.baud ?? this.family.lineBaud);
+    this.wire.moduleLine = line8N1();
+    this.wire.paced = true;
     const sched = this.scheduler;
     if (this.opts.bootNoise ?? true) {
       for (const l of this.family.bootNoise()) this.wire.toHost(Buffer.from(l + '\r\n', 'latin1'));
@@ -140,7 +159,9 @@ export class SimulatedModule {
       reboot: () => this.restart('rtos.reboot'),
     };
     this.familyBoot = this.family.install(ctx);
-    const err = vm.runString(this.agentText, '@main.lua');
+    let err = vm.runString(this.agentText, '@main.lua');
+    // the budget's count hook may not have walked the heap since the agent's last allocations
+    if (err === undefined && !vm.heapLoadHandled && !vm.closed && vm.overBudget()) err = `main.lua: ${MEMERRMSG}`;
     const waiters = this.bootWaiters;
     this.bootWaiters = [];
     for (const w of waiters) w();
@@ -183,6 +204,7 @@ export class SimulatedModule {
     this.logSink(`module reset (${reason})`);
     const booted = this.nextBoot();
     this.halt();
+    this.wire.clearTx();
     this.powerOn();
     await booted;
   }
@@ -267,5 +289,27 @@ class SocketDevice extends BaseTransport {
   }
   async close(): Promise<void> {
     this.sock.destroy();
+  }
+}
+
+/**
+ * Check a baud option: undefined, or an integer from 300 to 4000000 bits per second.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function checkBaud(v: unknown, name: string): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 300 || v > 4_000_000) {
+    throw new InvalidArgumentError(`${name} must be an integer from 300 to 4000000 (bits per second), got ${String(v)}`);
+  }
+}
+
+/**
+ * Check a heap budget option: undefined, or an integer number of bytes from 4096 to 1 GiB.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function checkHeapBytes(v: unknown, name: string): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 4096 || v > 1 << 30) {
+    throw new InvalidArgumentError(`${name} must be an integer number of bytes from 4096 to 1073741824, got ${String(v)}`);
   }
 }

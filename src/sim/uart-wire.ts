@@ -4,15 +4,171 @@
  * Bytes from the host go into the module's RX buffer, which has a fixed size
  * and drops what overflows, like the real UART driver. Bytes the module writes
  * go to every attached endpoint.
+ *
+ * Pacing: the wire is a serial line. A byte costs (1 start + data + parity + stop) bits at
+ * the sender's baud (`hostLine` for host → module, `moduleLine` for module → host), and it
+ * reaches the other side only when its last bit has, never earlier. Bytes travel in slices
+ * of about {@link SLICE_MS} ms of line time (a timer per slice), so a long write reaches the
+ * module's RX buffer piece by piece as on a real line. When the two sides' settings differ
+ * (baud by more than {@link BAUD_TOLERANCE}, data bits or parity), every byte arrives
+ * garbled (see {@link garble}). `paced = false` turns pacing off (a USB CDC port has no baud).
  */
 import type { Transport } from '../transport/transport.js';
+import { performance } from 'node:perf_hooks';
 
 /** Statistics of the wire (bytes). */
 export interface UartStats {
   rxBytes: number;
   txBytes: number;
-  /** Bytes dropped because the RX buffer was full. */
+  /** Bytes dropped because the RX buffer was full (or the UART was not set up). */
   rxDropped: number;
+  /** Bytes that arrived garbled because the two sides' line settings differ (both directions). */
+  garbled: number;
+}
+
+/** Line settings of one side of a UART (what `uart.setup` sets). */
+export interface UartLine {
+  /** Bits per second. */
+  baud: number;
+  /** Data bits per character (5..9). @default 8 */
+  dataBits: number;
+  /** A parity bit is sent. @default false */
+  parity: boolean;
+  /** Stop bits (1, 1.5, 2). @default 1 */
+  stopBits: number;
+}
+
+/** The line every family's firmware sets up at boot: 115200 8N1. */
+export const DEFAULT_BAUD = 115200;
+
+/** A fresh 8N1 line at `baud` (bits per second). @param baud @default 115200 */
+export function line8N1(baud = DEFAULT_BAUD): UartLine {
+  return { baud, dataBits: 8, parity: false, stopBits: 1 };
+}
+
+/** Bits one character costs on the line: 1 start + data + parity + stop. */
+export function lineCharBits(l: UartLine): number {
+  return 1 + l.dataBits + (l.parity ? 1 : 0) + l.stopBits;
+}
+
+/** Milliseconds one character occupies the line. */
+export function lineCharMs(l: UartLine): number {
+  return (lineCharBits(l) * 1000) / (l.baud > 0 ? l.baud : DEFAULT_BAUD);
+}
+
+/**
+ * Relative baud difference a UART receiver still samples correctly (±3 %: the middle-of-bit
+ * sampling of a 10-bit character drifts half a bit at 5 %, and both ends have a tolerance).
+ */
+export const BAUD_TOLERANCE = 0.03;
+
+/** True when a receiver at `rx` reads what a sender at `tx` sends. */
+export function linesAgree(tx: UartLine, rx: UartLine): boolean {
+  return Math.abs(tx.baud - rx.baud) <= BAUD_TOLERANCE * rx.baud && tx.dataBits === rx.dataBits && tx.parity === rx.parity;
+}
+
+/**
+ * What a receiver at the wrong baud makes of a byte: a deterministic other byte value (never the
+ * byte sent). A real line also loses or adds characters (framing errors, a start bit found in the
+ * middle of a character); the simulator keeps the count and only changes every value.
+ */
+export function garble(b: number): number {
+  return (b ^ 0xa5) & 0xff;
+}
+
+/** Line time carried per timer (ms): at 115200 8N1 about 23 bytes, at 2000000 about 400. */
+export const SLICE_MS = 2;
+
+interface Slice {
+  data: Buffer;
+  /** performance.now() at which its last byte is through (before `lag`). */
+  due: number;
+  /** Bytes one delivery may carry at this slice's rate (about SLICE_MS of line time). */
+  per: number;
+}
+
+/** Lateness (ms) of a timer that is jitter, not the simulator falling behind the line. */
+const LAG_TOLERANCE_MS = 4;
+
+/** One direction of the line: slices in flight and the time the line is free again. */
+class Direction {
+  queue: Slice[] = [];
+  /** When the line is free again, in queue time (add `lag` for performance.now()). */
+  private end = 0;
+  /**
+   * Milliseconds the line has fallen behind real time because the simulator lagged (a slow
+   * callback, a busy host): every later byte moves by it, so the line never carries bytes faster
+   * than its baud, even after a stall.
+   */
+  private lag = 0;
+  private timer?: NodeJS.Timeout;
+  private immediate?: NodeJS.Immediate;
+  constructor(private readonly deliver: (data: Buffer) => void) {}
+
+  send(data: Buffer, l: UartLine): void {
+    const now = performance.now();
+    const cm = lineCharMs(l);
+    const per = Math.max(1, Math.floor(SLICE_MS / cm));
+    let t = Math.max(now - this.lag, this.end);
+    for (let off = 0; off < data.length; off += per) {
+      const part = data.subarray(off, off + per);
+      t += part.length * cm;
+      this.queue.push({ data: part, due: t, per });
+      this.inFlight += part.length;
+    }
+    this.end = t;
+    if (this.timer === undefined && this.immediate === undefined) this.pump();
+  }
+
+  /**
+   * Deliver the slice that is due, one per turn of Node's event loop: when the simulator lags
+   * behind the line (a slow callback, a busy host), the due slices still arrive one by one with
+   * the receiver's tasks in between, as they would on the line, not as one lump that overflows
+   * a buffer the real module would have drained. Later than due is allowed, earlier never.
+   */
+  private pump = (): void => {
+    this.timer = undefined;
+    this.immediate = undefined;
+    const now = performance.now();
+    if (this.queue.length > 0 && this.queue[0].due + this.lag <= now) {
+      const late = now - (this.queue[0].due + this.lag);
+      if (late > LAG_TOLERANCE_MS) this.lag += late;
+      // small writes (a byte of echo each) that are all due go as one delivery, up to a slice
+      const first = this.queue.shift()!;
+      const parts = [first.data];
+      let n = first.data.length;
+      while (this.queue.length > 0 && this.queue[0].due + this.lag <= now && n + this.queue[0].data.length <= first.per) {
+        const next = this.queue.shift()!;
+        parts.push(next.data);
+        n += next.data.length;
+      }
+      this.inFlight -= n;
+      this.deliver(parts.length === 1 ? first.data : Buffer.concat(parts, n));
+    }
+    if (this.queue.length === 0 || this.timer !== undefined || this.immediate !== undefined) return;
+    const wait = this.queue[0].due + this.lag - performance.now();
+    if (wait <= 0) this.immediate = setImmediate(this.pump);
+    else this.timer = setTimeout(this.pump, Math.max(1, Math.ceil(wait)));
+  };
+
+  /** Bytes still on the line. */
+  inFlight = 0;
+
+  clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = undefined;
+    this.immediate = undefined;
+    this.queue = [];
+    this.inFlight = 0;
+    this.end = 0;
+    this.lag = 0;
+  }
+
+  /** performance.now() at which the last queued byte is through. */
+  get freeAt(): number {
+    return this.end + this.lag;
+  }
 }
 
 export class UartWire {
@@ -23,9 +179,17 @@ export class UartWire {
   rxBufferSize = 0;
   /** Called when bytes entered the RX buffer (the emulated driver schedules its receive event). */
   onReceive?: (overflowed: boolean) => void;
-  readonly stats: UartStats = { rxBytes: 0, txBytes: 0, rxDropped: 0 };
+  readonly stats: UartStats = { rxBytes: 0, txBytes: 0, rxDropped: 0, garbled: 0 };
   /** While false (module booting / resetting), incoming bytes are discarded. */
   listening = false;
+  /** The host's serial port settings (the sender of host → module bytes). @default 115200 8N1 */
+  hostLine: UartLine = line8N1();
+  /** The module's UART settings (set by the emulated `uart.setup`; the firmware's boot default at power-on). @default 115200 8N1 */
+  moduleLine: UartLine = line8N1();
+  /** Pace bytes at the baud (false: a USB port, bytes move as fast as the transport carries them). @default true */
+  paced = true;
+  private readonly rxLine = new Direction((d) => this.arrive(d));
+  private readonly txLine = new Direction((d) => this.emit(d));
 
   /** Attach an endpoint (its device side): its incoming bytes are the host's TX. */
   attach(t: Transport): void {
@@ -34,18 +198,32 @@ export class UartWire {
     t.onClose(() => this.endpoints.delete(t));
   }
 
+  /** Detach every endpoint and drop what is on the line (power off). */
   detachAll(): void {
     this.endpoints.clear();
+    this.rxLine.clear();
+    this.txLine.clear();
   }
 
-  /** Bytes arriving from the host side. */
+  /** Bytes arriving from the host side: on the line for their time at `hostLine`, then into the RX buffer. */
   fromHost(chunk: Uint8Array): void {
     this.stats.rxBytes += chunk.length;
+    const data = Buffer.from(chunk);
+    if (!this.paced) this.arrive(data);
+    else this.rxLine.send(data, this.hostLine);
+  }
+
+  /** Bytes whose last bit reached the module's UART. */
+  private arrive(chunk: Buffer): void {
     if (!this.listening || this.rxBufferSize <= 0) {
       this.stats.rxDropped += chunk.length;
       return;
     }
-    let data = Buffer.from(chunk);
+    let data = chunk;
+    if (this.paced && !linesAgree(this.hostLine, this.moduleLine)) {
+      data = Buffer.from(chunk.map(garble));
+      this.stats.garbled += data.length;
+    }
     let overflow = false;
     const room = this.rxBufferSize - this.rxLen;
     if (data.length > room) {
@@ -58,6 +236,21 @@ export class UartWire {
       this.rxLen += data.length;
     }
     this.onReceive?.(overflow);
+  }
+
+  /** Host bytes still on the line towards the module (a burst is not over while this is above 0). */
+  get rxInFlight(): number {
+    return this.rxLine.inFlight;
+  }
+
+  /** Module bytes still on the line towards the host (0: everything it wrote was delivered). */
+  get txInFlight(): number {
+    return this.txLine.inFlight;
+  }
+
+  /** performance.now() at which the module's TX line is free (its last written byte is out). */
+  get txFreeAt(): number {
+    return this.paced ? this.txLine.freeAt : 0;
   }
 
   /** Bytes waiting in the RX buffer. */
@@ -76,15 +269,35 @@ export class UartWire {
     return Buffer.from(out);
   }
 
-  /** Drop everything buffered (module reset). */
+  /**
+   * Drop what the module has not received yet: the RX buffer and the bytes on the line towards it
+   * (the module resets or closes its UART). What the module already wrote keeps going out (a
+   * crashing firmware's last words reach the host); {@link clearTx} drops that too.
+   */
   clear(): void {
     this.rx = [];
     this.rxLen = 0;
+    this.rxLine.clear();
   }
 
-  /** Bytes the module writes. */
+  /** Drop the module's bytes still on the line (RESET pulled: the TX FIFO is cleared). */
+  clearTx(): void {
+    this.txLine.clear();
+  }
+
+  /** Bytes the module writes: on the line for their time at `moduleLine`, then to every endpoint. */
   toHost(data: Uint8Array): void {
     this.stats.txBytes += data.length;
+    if (!this.paced) this.emit(Buffer.from(data));
+    else this.txLine.send(Buffer.from(data), this.moduleLine);
+  }
+
+  private emit(chunk: Buffer): void {
+    let data = chunk;
+    if (this.paced && !linesAgree(this.moduleLine, this.hostLine)) {
+      data = Buffer.from(chunk.map(garble));
+      this.stats.garbled += data.length;
+    }
     for (const t of this.endpoints) {
       if (t.isOpen) t.write(data).catch(() => {});
     }

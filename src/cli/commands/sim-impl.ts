@@ -9,7 +9,12 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;
   try {
     if (!Object.hasOwn(SIM_FAMILIES, argv.family)) throw new InvalidArgumentError(`no simulator for family "${argv.family}" (available: ${simFamilyNames().join(', ')})`);
-    sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create({ network: { net: argv.net } }), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
+    const famOpts: Record<string, unknown> = { network: { net: argv.net }, baud: argv.baud };
+    if (argv.heap !== undefined) {
+      famOpts.heapBytes = argv.heap;
+      famOpts.enforceHeap = true; // a budget given is a budget enforced (NodeMCU's default is off for now)
+    }
+    sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(famOpts), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };
     if (argv.pty) {
       try {
@@ -18,9 +23,9 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
         process.stderr.write(`tether: no pseudo-terminal: ${(e as Error).message}\n`);
       }
     }
-    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, ports: urls }) + '\n');
+    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, baud: sim.wire.hostLine.baud, ports: urls }) + '\n');
     else {
-      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}\n`);
+      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}, UART at ${sim.wire.hostLine.baud} baud\n`);
       for (const [k, v] of Object.entries(urls)) process.stdout.write(`  ${k.padEnd(4)} ${v}\n`);
       process.stdout.write(`try: tether diag --port ${urls.tcp}\nCtrl-C to stop.\n`);
     }

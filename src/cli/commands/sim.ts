@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { CliContext } from './index.js';
 import type { CommonArgs } from '../output.js';
 import { SIM_FAMILIES, simFamilyNames } from '../../sim/families.js';
-import { numberOption, portNumber } from '../validate.js';
+import { intInRange, numberOption, portNumber } from '../validate.js';
 
 export interface SimArgs extends CommonArgs {
   family: string;
@@ -10,6 +10,10 @@ export interface SimArgs extends CommonArgs {
   pty: boolean;
   link?: string;
   net: 'loopback' | 'host';
+  /** The global --baud: the simulated line's rate (host side and the agent's TETHER_BAUD). */
+  baud?: number;
+  /** Lua heap budget of the simulated module (bytes). */
+  heap?: number;
 }
 
 /** `tether sim`: start a simulated module, print its port URLs, run until Ctrl-C. */
@@ -27,7 +31,9 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
         default: 'loopback' as const,
         describe: 'What the simulated module reaches: loopback = only 127.0.0.0/8, names only from its hosts table and localhost; host = the host\'s resolver and network',
       })
-      .example('$0 sim', 'start a simulated Air780E')
+      .option('heap', numberOption("Lua heap budget of the simulated module in bytes (default: the real module's free Lua heap after boot, docs/fidelity.md)", intInRange('heap', 4096, 1 << 30, 'bytes')))
+      .example('$0 sim', 'start a simulated Air780E, its UART paced at 115200 baud')
+      .example('$0 sim --baud 921600', 'the agent sets its UART up at 921600 and the line is paced at it')
       .example('$0 sim --net host', 'one that may resolve names and connect beyond this machine')
       .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
   handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),

@@ -13,6 +13,7 @@ import { jsonToLua, luaToJson } from '../lua-json.js';
 import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
+import { performance } from 'node:perf_hooks';
 import { RtosLoop, WAIT_MSG_TIMEOUT, type LuatMsgIds } from './loop.js';
 
 /** `uart.ATC`: the virtual AT channel (owned by ril.lua). */
@@ -249,9 +250,9 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
       setup: (a) => {
         const id = a.int(1);
         const baud = a.int(2);
-        a.int(3);
-        a.int(4);
-        a.int(5);
+        const dataBits = a.int(3);
+        const parity = a.int(4);
+        const stop = a.int(5);
         const msgmode = a.optInt(6, 0);
         const txReport = a.optInt(7, 0);
         if (!validId(id)) throw new LuaRaise(`uart.setup: uart id ${id} does not exist`);
@@ -265,6 +266,10 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
           // the shared wire only relays: bytes move at once into this ring (which overwrites)
           wire.rxBufferSize = 1 << 30;
           wire.listening = true;
+          // the simulated line follows the module's own settings (l_uart.c uart_setup hands them to
+          // platform_uart_setup); uart.USB is a USB CDC port: no baud, no pacing
+          wire.paced = id !== UART_USB;
+          if (id !== UART_USB) wire.moduleLine = { baud, dataBits, parity: parity !== 2, stopBits: stop === 2 ? 2 : stop === 1 ? 1.5 : 1 };
         }
         return [baud];
       },
@@ -302,7 +307,12 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
         const data = Buffer.concat(parts);
         if (id === h.uartId && rpcOpen) {
           wire.toHost(data);
-          if (txDone.has(id)) loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id });
+          // MSG_UART_TX_DONE when the bytes are out on the (paced) line
+          if (txDone.has(id)) {
+            const wait = wire.txFreeAt - performance.now();
+            if (wait >= 1) scheduler.after(wait, () => loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id }));
+            else loop.post({ id: h.msgIds.MSG_UART_TX_DONE, param: id });
+          }
         }
         return [data.length];
       },

@@ -4,7 +4,11 @@
  * Differences from the module: docs/fidelity-luat.md.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
+import { applyAgentSettings, withLineBaud, type AgentSettings } from '../agent-settings.js';
+import { checkBaud, checkHeapBytes } from '../module.js';
+
+/** The module's Lua heap (bytes): the default heap budget (see the option `heapBytes`). */
+export const LUAT_LUA_HEAP = 1426063;
 import { installLuatEnv, type LuatEnv } from './env.js';
 import { CSDK_MSG_IDS, type LuatMsgIds } from './loop.js';
 import { installRadio, type LuatRadio, type LuatRadioOptions } from './radio.js';
@@ -41,6 +45,23 @@ export interface LuatSimOptions {
    * @default {} (the agent's own defaults: restart off)
    */
   agentSettings?: AgentSettings;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
+  /**
+   * Lua heap budget (bytes): Lua code that needs more fails with Lua 5.1's "not enough memory"
+   * (the error escapes to the core, which reboots: docs/fidelity.md, "Heap").
+   * `collectgarbage("count")` reports against it.
+   * @default 1426063: "roughly 1.36 MB" of Lua heap on the 8910 (Luat_CSDK_Air724U core/readme.txt,
+   * docs/firmware/luat-socketcore.md)
+   */
+  heapBytes?: number;
+  /** Enforce `heapBytes` (false: report the heap but never fail an allocation). @default true */
+  enforceHeap?: boolean;
 }
 
 /** The libraries of the current boot, for tests (undefined while the module is off). */
@@ -64,7 +85,10 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
   const msgIds: LuatMsgIds = { ...CSDK_MSG_IDS, ...opts.msgIds };
   const flash = new Map<string, Buffer>();
   let current: LuatBoot | undefined;
+  checkBaud(opts.baud, 'baud');
+  checkHeapBytes(opts.heapBytes, 'heapBytes');
   return {
+    lineBaud: opts.baud,
     name: 'luat',
     moduleName: 'Air724UG',
     agentFile: 'dist/agents/luat/main.lua',
@@ -102,9 +126,13 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
         fatal: ctx.fatal,
       });
       radio.onLinkDown(() => sc.linkDown());
+      // the core's libraries are C (luaL_register tables: on the 8910 in RAM, counted as the
+      // firmware's here); what Lua code builds counts from here
+      ctx.vm.setHeapBase();
+      if (opts.enforceHeap ?? true) ctx.vm.setHeapBudget({ limit: opts.heapBytes ?? LUAT_LUA_HEAP });
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
-      applyAgentSettings(ctx.vm, opts.agentSettings);
+      applyAgentSettings(ctx.vm, withLineBaud(opts.agentSettings, opts.baud));
       const boot: LuatBoot = { env, radio, socketcore: sc };
       current = boot;
       return {

@@ -10,6 +10,7 @@ import { jsonToLua, luaToJson } from '../lua-json.js';
 import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
+import { performance } from 'node:perf_hooks';
 import { crc16 as crc16Modbus } from '../../codec/frame.js';
 
 /** Identity and radio state the emulated firmware reports. */
@@ -158,6 +159,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   const FULL_REPORT_UART = 1;
   let rxIdleMs = uartIdleMs();
   let rxFull = false; // the buffer filled (or overflowed) since the last report
+  let fullReported = false; // the -1 report of the buffer being full went out, and it is still full
   let rxGen = 0; // a newer byte (or report) voids the pending report
   let cancelIdle: (() => void) | undefined;
   const report = () => {
@@ -185,9 +187,23 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
   };
   wire.onReceive = (overflow) => {
     const full = overflow || wire.buffered >= wire.rxBufferSize;
-    if (full) rxFull = true;
-    // full on UART1: UART_CB_RX_BUFFER_FULL, reported now (as an rtos message: the next loop turn)
-    if (full && h.uartId === FULL_REPORT_UART) schedule(0);
+    // full on UART1: UART_CB_RX_BUFFER_FULL, reported now (as an rtos message: the next loop turn),
+    // once: the bytes that keep arriving into the still full buffer are lost without another report
+    if (full && h.uartId === FULL_REPORT_UART) {
+      if (!fullReported) {
+        fullReported = true;
+        rxFull = true;
+        schedule(0);
+      }
+      return;
+    }
+    fullReported = false;
+    // the paced line still carries bytes of this burst: no idle gap yet, the next slice decides
+    if (wire.rxInFlight > 0) {
+      ++rxGen;
+      cancelIdle?.();
+      cancelIdle = undefined;
+    }
     // otherwise every byte restarts the idle timer: one report per burst
     else schedule(rxIdleMs);
   };
@@ -206,6 +222,10 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
           rxIdleMs = uartIdleMs(baud, dataBits, stopBits, parity);
+          // the simulated line follows the module's own settings (a host at another rate reads garbage):
+          // openLuat/LuatOS luat/modules/luat_lib_uart.c l_uart_setup (at 04b3a4a): baud (arg 2, default
+          // 115200; its table goes up to 2000000), data bits (3), stop bits (4), parity (5, uart.None = 0)
+          wire.moduleLine = { baud: baud >= 1 ? baud : DEFAULT_BAUD, dataBits, parity: parity !== 0, stopBits };
         }
         return [0];
       },
@@ -228,9 +248,16 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
         const id = a.int(1);
         const data = a.bytes(2);
         if (id === h.uartId) {
+          // luat_lib_uart.c l_uart_write hands the bytes to the driver (luat_uart_write) and returns:
+          // the call does not wait for the line (the simulated line queues them)
           wire.toHost(data);
           const cb = sentCb.get(id);
-          if (cb) scheduler.post(() => runCallback(cb, false, id));
+          // "sent" when the bytes are out on the (paced) line
+          const wait = wire.txFreeAt - performance.now();
+          if (cb) {
+            if (wait >= 1) scheduler.after(wait, () => runCallback(cb, false, id));
+            else scheduler.post(() => runCallback(cb, false, id));
+          }
         }
         return [0];
       },
@@ -293,8 +320,9 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
     meminfo: (a) => {
       const kind = a.optStr(1) ?? 'lua';
       if (kind === 'sys') return [4194304, 1572864, 1638400];
-      const used = Math.round((vm.callGlobal('collectgarbage', 'count').values?.[0] as number) * 1024) || 0;
-      return [1048576, used, used];
+      // (total, used, max used): the heap budget of the simulated module and the Lua 5.1 estimate
+      const used = vm.heapUsed();
+      return [vm.heapLimit ?? 204800, used, Math.max(used, vm.heapPeak)];
     },
     reboot: () => {
       scheduler.post(() => h.reboot());

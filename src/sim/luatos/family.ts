@@ -2,7 +2,11 @@
  * The simulated Air780E (EC618, LuatOS): which libraries it has and which agent it runs.
  */
 import type { FamilyBoot, FamilyContext, SimFamily } from '../module.js';
-import { applyAgentSettings, type AgentSettings } from '../agent-settings.js';
+import { applyAgentSettings, withLineBaud, type AgentSettings } from '../agent-settings.js';
+import { checkBaud, checkHeapBytes } from '../module.js';
+
+/** The module's Lua heap (bytes): the default heap budget (see the option `heapBytes`). */
+export const LUATOS_LUA_HEAP = 204800;
 import { installLuatosEnv, type LuatosIdentity } from './env.js';
 import { SYS_LUA } from './sys-lua.js';
 import { installSocketLib } from './socket-lib.js';
@@ -20,11 +24,31 @@ export interface LuatosSimOptions {
    * @default {} (the agent's own defaults: restart off)
    */
   agentSettings?: AgentSettings;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
+  /**
+   * Lua heap budget (bytes): Lua code that needs more fails with Lua's "not enough memory" (the
+   * error escapes to the firmware, which logs it and reboots: docs/fidelity.md, "Heap").
+   * `collectgarbage("count")` and `rtos.meminfo("lua")` report against it.
+   * @default 204800: LUAT_HEAP_SIZE, "default 200k, adjustable 128 ~ 300k" (openLuat/luatos-soc-2022
+   * project/luatos/inc/luat_conf_bsp.h:11-13 at 005e726, the EC618 LuatOS build)
+   */
+  heapBytes?: number;
+  /** Enforce `heapBytes` (false: report the heap but never fail an allocation). @default true */
+  enforceHeap?: boolean;
 }
 
 /** Create the LuatOS family for {@link SimulatedModule.start}. */
 export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
+  checkBaud(opts.baud, 'baud');
+  checkHeapBytes(opts.heapBytes, 'heapBytes');
   return {
+    lineBaud: opts.baud,
     name: 'luatos',
     moduleName: 'Air780E',
     agentFile: 'dist/agents/luatos/main.lua',
@@ -46,9 +70,12 @@ export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
         ticks: ctx.ticks,
         reboot: ctx.reboot,
       });
+      // the firmware's libraries are ROM tables (rotable): what Lua code builds counts from here
+      ctx.vm.setHeapBase();
+      if (opts.enforceHeap ?? true) ctx.vm.setHeapBudget({ limit: opts.heapBytes ?? LUATOS_LUA_HEAP });
       const err = ctx.vm.runString(SYS_LUA, '=sys.lua');
       if (err) throw new Error(`sys.lua failed to load: ${err}`);
-      applyAgentSettings(ctx.vm, opts.agentSettings);
+      applyAgentSettings(ctx.vm, withLineBaud(opts.agentSettings, opts.baud));
       installZbuff(ctx.vm);
       const socketLib = installSocketLib(ctx.vm, {
         post: (fn) => ctx.scheduler.post(fn),

@@ -9,6 +9,12 @@ import { Esp } from './firmware.js';
 import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installFile, installNode, installTmr, installUart, installWifi } from './libs.js';
 import { installNet, type NetLib } from './net-lib.js';
 import type { NodemcuSimOptions } from './options.js';
+import { withLineBaud } from '../agent-settings.js';
+import { MEMERRMSG } from '../lua-vm.js';
+
+/** Free heap (bytes) of an ESP8266 on the default NodeMCU build after boot, before any Lua code (docs/firmware/nodemcu.md). */
+export const NODEMCU_FREE_HEAP = 44000;
+import { checkBaud, checkHeapBytes } from '../module.js';
 
 export type { NodemcuSimOptions, NodemcuNetworkOptions } from './options.js';
 
@@ -39,7 +45,10 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   const release = opts.release ?? 'sim';
   let esp: Esp | undefined;
   let netLib: NetLib | undefined;
+  checkBaud(opts.baud, 'baud');
+  checkHeapBytes(opts.heapBytes, 'heapBytes');
   return {
+    lineBaud: opts.baud,
     name: 'nodemcu',
     moduleName: 'ESP8266',
     agentFile: 'dist/agents/nodemcu/main.lua',
@@ -84,11 +93,14 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       const err = vm.runString(BASE_LUA, '=nodemcu');
       if (err) throw new Error(`NodeMCU base library failed to load: ${err}`);
       // The firmware's libraries live in flash (ROTables): only what Lua code builds counts as heap.
-      vm.runString(
-        `do local cg = collectgarbage local base = cg("count")
-         collectgarbage = function(opt, ...) if opt == "count" then local k = cg("count") - base if k < 1 then k = 1 end return k, 0 end return cg(opt, ...) end end`,
-        '=heap',
-      );
+      vm.setHeapBase();
+      // The Lua heap lives in the ESP8266's system heap: ~44 KB free after boot on the default
+      // build (nodemcu-firmware docs/lfs.md; docs/firmware/nodemcu.md "Heap after boot"). Over it,
+      // Lua 5.1's allocator fails with "not enough memory" (lstate.h MEMERRMSG, after the emergency
+      // GC, app/lua/lgc.c); the error takes the path of any Lua error at that point: at load,
+      // init.lua's report and the prompt; in a tmr/uart/task callback, node.setonerror (default:
+      // print, restart after 2 s); in a net callback, PANIC and reset.
+      if (opts.enforceHeap ?? true) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP });
       const lib = netLib;
       // The module runs the agent file as '@main.lua' right after install(). With boot
       // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots
@@ -99,12 +111,15 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
         vm.runString = run;
         let r: string | undefined;
         if ((opts.boot ?? 'agent') === 'agent') {
-          const settings = Object.entries(opts.agentSettings ?? {});
+          const settings = Object.entries(withLineBaud(opts.agentSettings, opts.baud) ?? {});
           for (const [k, v] of settings) {
             if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
           }
           if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
           if (r === undefined) r = run(source, '@tether.lua');
+          // loading ran out of heap after the budget's last check: the same error, at the end
+          if (r === undefined && vm.overBudget()) r = MEMERRMSG;
+          vm.heapLoadHandled = true;
         }
         else if (files.has('init.lua')) r = run('dofile("init.lua")', '=init');
         if (r !== undefined) e.console(`${r}\n`); // lua.c reports an init.lua error and goes on to the prompt

@@ -13,6 +13,14 @@ import type { LuaIn, LuaRef, LuaVm } from '../lua-vm.js';
 import type { Scheduler } from '../scheduler.js';
 import type { UartWire } from '../uart-wire.js';
 import type { NodemcuSimOptions } from './options.js';
+import { lineCharMs } from '../uart-wire.js';
+
+/**
+ * Bytes the ESP8266's UART TX FIFO may still hold when `uart_tx_one_char` returns: it spins
+ * while the FIFO count is 126 or more (nodemcu-firmware app/driver/uart.c:125-130 at 0069f00,
+ * `uart_tx_one_char`; the FIFO holds 128).
+ */
+export const TX_FIFO_SPIN_AT = 126;
 
 /** LUA_MAXINPUT: the REPL discards its line buffer at the 256th character. */
 export const REPL_MAX_INPUT = 256;
@@ -97,6 +105,15 @@ export class Esp {
   uartTx(data: Uint8Array | string): void {
     if (this.dead) return;
     this.wire.toHost(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+    // Every UART 0 write (uart.write, print, echo: uart0_tx_buffer / uart0_putc) pushes byte by byte
+    // with uart_tx_one_char, which spins while the TX FIFO is full (app/driver/uart.c:123-134 at
+    // 0069f00): the Lua VM is held until all but TX_FIFO_SPIN_AT bytes are on the line, ~11.5 KB/s
+    // at 115200, also inside lwIP callbacks. Modelled as a busy-until time: timers, tasks and
+    // socket callbacks due meanwhile wait for it (Scheduler.busyUntil); Node is never blocked.
+    if (this.wire.paced) {
+      const until = this.wire.txFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine);
+      if (until > this.sched.busyUntil) this.sched.busyUntil = until;
+    }
   }
 
   /** Console output (print, REPL prompt and errors): `node.output` pipe and/or the UART with `\n` -> `\r\n`. */
@@ -184,6 +201,15 @@ export class Esp {
    */
   unprotectedCall(fn: LuaRef, ...args: LuaIn[]): boolean {
     if (this.dead) return false;
+    if (this.sched.mustWait) {
+      // the VM is held by a blocking uart.write: lwIP's event waits for it, in order
+      const own = fn.dup();
+      this.sched.whenFree(() => {
+        this.unprotectedCall(own, ...args);
+        own.release();
+      });
+      return true;
+    }
     const r = this.vm.callRef(fn, ...args);
     if (r.error === undefined) return true;
     this.uartTx(`PANIC: unprotected error in call to Lua API (${r.error.split('\n')[0]})\r\n`);

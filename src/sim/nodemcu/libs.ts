@@ -16,6 +16,9 @@ export const DEFAULT_MODULES = ['adc', 'bit', 'dht', 'file', 'gpio', 'i2c', 'mqt
 
 const i32 = (n: number) => n | 0;
 
+/** Rates NodeMCU's platform_uart_setup accepts (app/platform/platform.c); any other runs at 9600. */
+export const UART_RATES = new Set([300, 600, 1200, 2400, 4800, 9600, 19200, 31250, 38400, 57600, 74880, 115200, 230400, 256000, 460800, 921600, 1843200, 3686400]);
+
 export function installUart(esp: Esp): void {
   const { vm } = esp;
   const baud = { rate: 115200, databits: 8, parity: 0, stopbits: 1 };
@@ -30,6 +33,16 @@ export function installUart(esp: Esp): void {
         baud.databits = a.optInt(3, 8);
         baud.parity = a.optInt(4, 0);
         baud.stopbits = a.optInt(5, 1);
+        if (id === 0) {
+          // the simulated line follows: an unsupported rate runs at 9600 (app/platform/platform.c
+          // platform_uart_setup, `default: UartDev.baut_rate = BIT_RATE_9600`); stop bits 1, 2, 3 = 1.5
+          esp.wire.moduleLine = {
+            baud: UART_RATES.has(rate) ? rate : 9600,
+            dataBits: baud.databits >= 5 && baud.databits <= 8 ? baud.databits : 8,
+            parity: baud.parity !== 0,
+            stopBits: baud.stopbits === 2 ? 2 : baud.stopbits === 3 ? 1.5 : 1,
+          };
+        }
         if (id === 0 && !a.isNil(6)) esp.setEcho(a.int(6) !== 0);
         return [rate]; // the requested rate, even when the driver fell back to 9600
       },
@@ -93,10 +106,8 @@ export function installNode(esp: Esp, chipId: number, release: string, modules: 
   });
   esp.setPipe(newUserdataRef(vm, vm.L, {}, 'pipe.obj'));
   const heapBase = esp.opts.heapBytes ?? 44000;
-  const luaBytes = () => {
-    const kb = vm.callGlobal('collectgarbage', 'count').values?.[0];
-    return typeof kb === 'number' ? Math.round(kb * 1024) : 0;
-  };
+  // system_get_free_heap_size(): the free heap at boot less the Lua heap (lua-vm.ts estimateLua51Heap)
+  const luaBytes = () => vm.heapUsed();
   vm.registerLib('node', {
     heap: () => [Math.max(0, heapBase - luaBytes())],
     chipid: () => [chipId],

@@ -53,8 +53,18 @@ export interface NodemcuSimOptions {
   extraModules?: string[];
   /** Network behaviour. */
   network?: NodemcuNetworkOptions;
-  /** Free system heap (bytes) at boot before any Lua code (`node.heap()` subtracts the Lua heap estimate). @default 44000 */
+  /**
+   * Free system heap (bytes) at boot before any Lua code: the Lua heap's budget. `node.heap()` and
+   * `collectgarbage("count")` report against it (the Lua 5.1 32-bit estimate, lua-vm.ts
+   * estimateLua51Heap); Lua code that needs more fails with "not enough memory" (docs/fidelity.md,
+   * "Heap"). @default 44000 (nodemcu-firmware docs/lfs.md: ~44 KB free on the default build)
+   */
   heapBytes?: number;
+  /**
+   * Enforce `heapBytes` (false: report the heap but never fail an allocation). An agent that does
+   * not fit fails to load as on the module (docs/fidelity.md, "Heap"). @default true
+   */
+  enforceHeap?: boolean;
   /** `node.chipid()`. @default 1193046 */
   chipId?: number;
   /** Delay of the default `node.setonerror` handler's restart (ms). @default 2000 (the firmware's) */
@@ -80,4 +90,11 @@ export interface NodemcuSimOptions {
   maxLocals?: number;
   /** Firmware release string in `node.info("sw_version").git_release`. @default "sim" (tools recognise a simulator by fw ending in -sim) */
   release?: string;
+  /**
+   * Baud rate of the simulated serial line (bits per second): the host's side, and the rate the
+   * agent sets up its UART with (its `TETHER_BAUD` setting, unless `agentSettings` names one).
+   * Bytes are paced at it in both directions (docs/fidelity.md, "UART pacing").
+   * @default 115200
+   */
+  baud?: number;
 }
