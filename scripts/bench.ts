@@ -35,9 +35,13 @@
  *    `socket.rx` on every EVENT, a window of two reads in flight) fetching the same bytes from the same local
  *    server in the same run.
  *
+ * 8. Agent upload: `tether flash` (raw blocks, 460800 baud for the upload, verified by the
+ *    module's checksum) against NodeMCU-Tool's method (hex lines, stop-and-wait) uploading the
+ *    same NodeMCU agent files to the same simulated ESP8266 paced at 115200 baud (goal ≥ 3x).
+ *
  * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only PARTS` (a comma
  * list of parts to run, by number or name: 1 `goodput`, 2 `faults` (runs 1 at 115200 for its
- * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `streams` (or `proxy`); part 4 runs
+ * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `streams` (or `proxy`), 8 `flash`; part 4 runs
  * part 5 for its baseline). Every part runs by default.
  */
 import { connect } from '../src/api/connect.js';
@@ -73,10 +77,10 @@ const ONLY = args.includes('--only')
         .filter(Boolean),
     )
   : undefined;
-const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy'];
-/** True when part `n` (1..7) was asked for itself (every part is when `--only` is absent). */
+const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy', 'flash'];
+/** True when part `n` (1..8) was asked for itself (every part is when `--only` is absent). */
 const asked = (n: number): boolean => !ONLY || ONLY.has(String(n)) || ONLY.has(PART_NAMES[n]) || (n === 7 && ONLY.has('streams'));
-/** True when part `n` (1..7) was asked for, directly or as the baseline of another part. */
+/** True when part `n` (1..8) was asked for, directly or as the baseline of another part. */
 const wants = (n: number): boolean => {
   if (asked(n)) return true;
   if (n === 1 && asked(2)) return true; // the fault run's baseline: the clean one
@@ -511,6 +515,9 @@ async function main(): Promise<void> {
   // 7. goodput through the Duplex (src/streams) and tether proxy (SOCKS5) against the raw facade path
   if (wants(7)) await streamsSection();
 
+  // 8. agent upload: tether flash against NodeMCU-Tool's method, the same files, the same simulated module
+  if (wants(8)) await flashSection();
+
   await echo?.close();
   printRows();
 }
@@ -522,6 +529,59 @@ async function streamsSection(): Promise<void> {
     const g = await streamGoodput(size);
     row(`goodput module→host through the Duplex (mod.createConnection, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.duplex), `raw facade ${fmtRate(g.raw)}`, r2(g.duplex / g.raw), 'info');
     row(`goodput module→host through tether proxy (SOCKS5 CONNECT, ${size / KiB} KiB, LuatOS sim, no pacing)`, fmtRate(g.proxy), `raw facade ${fmtRate(g.raw)}`, r2(g.proxy / g.raw), 'info');
+  });
+}
+
+/**
+ * 8. `tether flash` (raw blocks, upload baud 460800, verified by the module) against NodeMCU-Tool's
+ * method (scripts/nodemcu-tool-upload.ts: hex lines, stop-and-wait, no verification), both
+ * uploading the NodeMCU agent's files to a simulated ESP8266 at its prompt, its UART paced at
+ * 115200 baud (the rate both start at); best of 2 runs each.
+ */
+async function flashSection(): Promise<void> {
+  await section('agent upload', async () => {
+    const { SimulatedModule } = await import('../src/sim/module.js');
+    const { nodemcuFamily, nodemcuAgentSource } = await import('../src/sim/nodemcu/family.js');
+    const { flashNodemcu, minifyLua } = await import('../src/cli/commands/flash-repl.js');
+    const { readLazyAgentFiles } = await import('../src/util/repo-root.js');
+    const { nodemcuToolUpload } = await import('./nodemcu-tool-upload.js');
+    const files: Array<[string, Buffer]> = [['tether.lua', Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')]];
+    for (const [n, text] of readLazyAgentFiles('nodemcu')) files.push([n, Buffer.from(minifyLua(text), 'latin1')]);
+    const total = files.reduce((a, [, b]) => a + b.length, 0);
+    const atPrompt = async () => {
+      const fam = nodemcuFamily({ boot: 'repl' });
+      const sim = await SimulatedModule.start(fam, { baud: 115200 });
+      return { fam, sim, t: sim.connect() };
+    };
+    const best = async (run: () => Promise<number>) => Math.min(await run(), await run());
+    const tool = await best(async () => {
+      const { fam, sim, t } = await atPrompt();
+      try {
+        let ms = 0;
+        for (const [n, b] of files) ms += await nodemcuToolUpload(t, n, b);
+        for (const [n, b] of files) if (!fam.files.get(n)?.equals(b)) throw new Error(`NodeMCU-Tool method: ${n} differs on the module`);
+        return ms;
+      } finally {
+        await sim.stop();
+      }
+    });
+    const ours = async (baudRate: number) =>
+      best(async () => {
+        const { fam, sim, t } = await atPrompt();
+        try {
+          const r = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false, force: true, baudRate, currentBaud: 115200 });
+          for (const [n, b] of files) if (!fam.files.get(n)?.equals(b)) throw new Error(`tether flash: ${n} differs on the module`);
+          if (baudRate && r.baud !== baudRate) throw new Error(`tether flash fell back to ${r.baud} baud`);
+          return r.ms;
+        } finally {
+          await sim.stop();
+        }
+      });
+    const fast = await ours(460800);
+    const same = await ours(0);
+    const base = `NodeMCU-Tool method ${(tool / 1000).toFixed(2)} s`;
+    row(`agent upload, ${files.length} files ${total} B, 115200 start (tether flash, 460800 for the upload)`, `${(fast / 1000).toFixed(2)} s`, base, `${r2(tool / fast)}x faster`, meets(tool / fast >= 3, '≥ 3x faster'));
+    row('agent upload, no baud switch (tether flash --upload-baud 0)', `${(same / 1000).toFixed(2)} s`, base, `${r2(tool / same)}x faster`, 'info: raw blocks alone');
   });
 }
 

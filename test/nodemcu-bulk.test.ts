@@ -1,6 +1,6 @@
 /**
  * NodeMCU never drops `receive` data (issue #10): a TCP server this test starts on 127.0.0.1 pushes
- * 1 MiB as fast as it can and closes; through a simulated NodeMCU (agent at TETHER_BAUD 921600)
+ * 1 MiB as fast as it can and closes; through a simulated NodeMCU (its UART at 921600 baud, host side and agent)
  * the host's stream (src/streams createConnection) gets every byte, in order, then 'end'.
  * The agent holds the socket (`sock:hold()`) while its backlog for the host is above its high-water
  * mark and unholds it once drained; the simulated lwIP closes the TCP window of a held pcb
@@ -29,8 +29,9 @@ describe('NodeMCU bulk receive (issue #10)', () => {
     });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const port = (srv.address() as net.AddressInfo).port;
-    const mod = await connect('sim:nodemcu', { sim: { agentSettings: { TETHER_BAUD: 921600 } } as never });
+    let mod: Awaited<ReturnType<typeof connect>> | undefined;
     try {
+      mod = await connect('sim:nodemcu', { baudRate: 921600 });
       const s = createConnection(mod, { port, host: '127.0.0.1' });
       const parts: Buffer[] = [];
       let n = 0;
@@ -50,7 +51,7 @@ describe('NodeMCU bulk receive (issue #10)', () => {
       const held = Number(stats.get('held'));
       assert.ok(held > 0, `the agent held the socket (held=${stats.get('held')})`);
     } finally {
-      await mod.close();
+      await mod?.close();
       await new Promise((r) => srv.close(r));
     }
   });
@@ -65,8 +66,9 @@ describe('NodeMCU bulk receive (issue #10)', () => {
     });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const port = (srv.address() as net.AddressInfo).port;
-    const mod = await connect('sim:nodemcu', { sim: { agentSettings: { TETHER_BAUD: 921600, TETHER_BACKLOG: 2048 } } as never });
+    let mod: Awaited<ReturnType<typeof connect>> | undefined;
     try {
+      mod = await connect('sim:nodemcu', { baudRate: 921600, sim: { agentSettings: { TETHER_BACKLOG: 2048 } } as never });
       const s = createConnection(mod, { port, host: '127.0.0.1' });
       let n = 0;
       s.on('data', (d: Buffer) => (n += d.length));
@@ -81,7 +83,7 @@ describe('NodeMCU bulk receive (issue #10)', () => {
       const stats = (await mod.rpc.call('agent.stats'))[0] as Map<unknown, unknown>;
       assert.ok(Number(stats.get('lost')) >= 1, 'the refused segment is counted');
     } finally {
-      await mod.close();
+      await mod?.close();
       await new Promise((r) => srv.close(r));
     }
   });

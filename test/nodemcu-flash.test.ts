@@ -229,6 +229,23 @@ describe('flash engine (in-process)', () => {
     }
   });
 
+  it('on a paced line: both ends switch to 460800 for the upload and back to 115200 before the agent starts', async () => {
+    const fam = nodemcuFamily({ boot: 'repl' });
+    const sim = await SimulatedModule.start(fam, { baud: 115200 });
+    const t = sim.connect();
+    try {
+      const phases: FlashProgress[] = [];
+      const r = await flashNodemcu(t, { agentSource: nodemcuAgentSource(), start: false, baudRate: 460800, currentBaud: 115200, onProgress: (p) => phases.push(p) });
+      assert.equal(r.baud, 460800, 'the upload ran at 460800');
+      assert.ok(phases.some((p) => p.phase === 'baud' && /switching to 460800/.test(p.message ?? '')));
+      assert.equal(sim.wire.moduleLine.baud, 115200, "the module's UART is back at 115200");
+      assert.equal(sim.wire.hostLine.baud, 115200, 'and so is the port');
+      assert.ok(fam.files.get('tether.lua')!.equals(Buffer.from(minifyLua(nodemcuAgentSource()), 'latin1')));
+    } finally {
+      await sim.stop();
+    }
+  });
+
   it('a faster baud the module does not answer at: both ends fall back to the starting rate and the upload completes', async () => {
     const fam = nodemcuFamily({ boot: 'repl' });
     const sim = await SimulatedModule.start(fam);

@@ -209,11 +209,21 @@ export class SimulatedModule {
     await booted;
   }
 
-  /** An in-process connection to the module's UART (host end of a memory pair). */
+  /**
+   * An in-process connection to the module's UART (host end of a memory pair). Its
+   * `setBaudRate(baud)` changes the host side of the simulated line, as a USB serial adapter's
+   * would (8N1; bytes at a rate the module's UART is not set to arrive garbled, docs/fidelity.md).
+   */
   connect(): Transport {
     const [host, device] = createMemoryPair(`sim-${this.family.name}`);
     this.wire.attach(device);
-    return host;
+    return Object.assign(host, {
+      setBaudRate: async (baud: number): Promise<number> => {
+        checkBaud(baud, 'baud');
+        this.wire.hostLine = line8N1(baud);
+        return baud;
+      },
+    });
   }
 
   /**
