@@ -22,7 +22,7 @@
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
---   HAL.part(name)   the table of the @lazy block "enc", "gap" or "sess" below when the build
+--   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
@@ -289,35 +289,6 @@ function A.tether_gap(A, N)
 end -- tether_gap
 -- @end
 
--- @lazy sess: session set-up (docs/protocol.md section 3), the host's S frame. A function of
--- (A, N); returns { S = S }. Resident in one-file agents; NodeMCU's build cuts it out into
--- tether_sess.lua, loaded when an S frame comes.
-function A.tether_sess(A, N)
-  local K = N.K
-  local L, ST = K.L, K.ST
-  -- s: the unescaped frame without "~" and CRC ("S<nonce> <size>")
-  local function S(s)
-    local nonce, size = string.match(s, "^S(%d+) (%d+)$")
-    nonce = tonumber(nonce)
-    if not nonce or nonce < 1 or nonce > 2147483646 then
-      ST.bad = ST.bad + 1
-      return
-    end
-    if nonce ~= L.nonce then -- a new session: reset the link, keep the backlog only from before the first one
-      if L.nonce ~= 0 then
-        L.freed = K.sweep() -- what the previous session left (a crashed or vanished host)
-        L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
-      end
-      L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
-    end
-    L.size = K.clamp(size)
-    K.sendA()
-    K.flush()
-  end
-  return { S = S }
-end -- tether_sess
--- @end
-
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
 local function tether_core()
   local sfind, ssub, sbyte, smatch, tconcat = string.find, string.sub, string.byte, string.match, table.concat
@@ -578,7 +549,6 @@ local function tether_core()
     if size > HAL.outmax then return HAL.outmax end
     return size
   end
-  K.clamp, K.sendA, K.flush = clamp, sendA, flush
 
   -- one line (without its \n)
   local function line(l)
@@ -623,8 +593,23 @@ local function tether_core()
         L.size = clamp(size)
         onack(a, miss)
       end
-    elseif t == "S" then
-      part("sess").S(s) -- session set-up (tether_sess)
+    elseif t == "S" then -- resident: without a session no error could reach the host
+      local nonce, size = smatch(s, "^S(%d+) (%d+)$")
+      nonce = tonumber(nonce)
+      if not nonce or nonce < 1 or nonce > 2147483646 then
+        ST.bad = ST.bad + 1
+        return
+      end
+      if nonce ~= L.nonce then -- a new session: reset the link, keep the backlog only from before the first one
+        if L.nonce ~= 0 then
+          L.freed = sweep() -- what the previous session left (a crashed or vanished host)
+          L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
+        end
+        L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
+      end
+      L.size = clamp(size)
+      sendA()
+      flush()
     elseif t == "Y" then
       local probe = smatch(s, "^Y(%d%d?%d?%d?)$")
       if probe then sendA(nil, probe) else ST.bad = ST.bad + 1 end
@@ -749,7 +734,7 @@ local function tether_core()
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
   -- the @lazy blocks, when this file has them (no main-chunk locals: NodeMCU's parser limit)
-  for _, nm in ipairs({ "enc", "gap", "sess" }) do
+  for _, nm in ipairs({ "enc", "gap" }) do
     local f = A["tether_" .. nm]
     if f then K[nm], A["tether_" .. nm] = f(A, { K = K }), nil end
   end

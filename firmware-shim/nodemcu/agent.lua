@@ -190,8 +190,7 @@ end
 HAL.calls = function() return HAL.group("call") end
 HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
 -- the core's other parts loaded when needed: "enc" (value encoder, tether_enc.lua), "gap" (gap
--- repair, tether_gap.lua), "sess" (session set-up, tether_sess.lua); dropped at the next tick
--- like a group
+-- repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
 HAL.called = function() loaded = { call = loaded.call } end
 -- the group of a function: by the name's prefix
@@ -217,7 +216,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
 end)
 
 if node.compile then
-  for _, g in ipairs({ "call", "core", "enc", "gap", "sess", "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "core", "enc", "gap", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end
