@@ -51,9 +51,11 @@ export function renderProtocolLua(): string {
  * firmware-shim/common/core.lua between `-- @lazy NAME` and `-- @end` (a function
  * `function A.tether_X(A, N) ... end -- tether_X`) is left out of the resident bundle and
  * becomes the file tether_NAME.lua, loaded on first use: `call` (tether_calls: value decoding,
- * call dispatch) and `core` (tether_builtins: hello and the agent.* calls); the core then asks
- * `HAL.calls()` / `HAL.builtins()`. Other families keep the blocks in their one file, where they
- * run once at load.
+ * call dispatch) and `core` (tether_builtins: hello and the agent.* calls), which the core asks
+ * for with `HAL.calls()` / `HAL.builtins()`, and `enc` (tether_enc: the value encoder) and `gap`
+ * (tether_gap: the list of missing frames), which it asks for with `HAL.part(name)` when it needs
+ * them. Session set-up stays resident: without a session no error could reach the host. Other families keep the blocks in their one
+ * file, where they run once at load.
  */
 export const SPLIT_CORE_FAMILIES = ['nodemcu'];
 

@@ -39,3 +39,13 @@ test('a broken tether_call.lua: the handshake fails with an error, it does not w
     await sim.stop();
   }
 });
+
+test('a broken tether_enc.lua (the value encoder): hello (a table in its reply) answers with its error, the handshake fails with it', async () => {
+  const sim = await SimulatedModule.start(nodemcuFamily({ files: { 'tether_enc.lua': 'error("tether_enc is broken")' } }), { bootNoise: false });
+  try {
+    // hello replies with a table: its encoding needs tether_enc.lua, so the handshake gets the error reply
+    await assert.rejects(RpcClient.open(sim.connect(), { handshakeTimeoutMs: 20000 }), (e) => isTetherError(e) && /tether_enc is broken/.test(String((e as Error).message) + JSON.stringify((e as { context?: unknown }).context ?? '')));
+  } finally {
+    await sim.stop();
+  }
+});

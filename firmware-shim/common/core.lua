@@ -22,6 +22,8 @@
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
+--   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
+--                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
 --                    HAL.load(name), which returns the function (or nil), when the host calls one
@@ -35,7 +37,7 @@ local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 -- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
 function A.tether_calls(A, N)
   local K = N.K
-  local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals
+  local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals -- encvals: resident (loads tether_enc)
   local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
   local HUGE = math and math.huge
   local function pack(...) return { n = select("#", ...), ... } end
@@ -151,6 +153,7 @@ function A.tether_calls(A, N)
     if not ok then return fail(id, args, TP.E_ARG) end
     ST.calls = ST.calls + 1
     local r = pack(pcall(f, unpack(args, 1, args.n)))
+    args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
     if not r[1] then return fail(id, r[2], TP.E_ERR) end
     local body
     ok, body = pcall(encvals, r, 2, r.n)
@@ -204,18 +207,101 @@ function A.tether_builtins(A, N)
 end -- tether_builtins
 -- @end
 
+-- @lazy enc: the value encoder (docs/protocol.md section 7) for replies, events and publishes.
+-- A function of (A, N) like tether_calls; returns { encvals = encvals }. Resident in one-file
+-- agents; NodeMCU's build cuts it out into tether_enc.lua, loaded when a message carries values.
+function A.tether_enc(A, N)
+  local K = N.K
+  local TP, encstr = K.TP, K.encstr
+  local mtype = math and math.type
+  local HUGE = math and math.huge
+
+  local function encnum(v)
+    if mtype then
+      if mtype(v) == "integer" then return tostring(v) end
+    elseif v % 1 == 0 and v >= -2147483647 and v <= 2147483647 then
+      return string.format("%d", v)
+    end
+    if v ~= v then return "dnan" end
+    if HUGE and v == HUGE then return "dinf" end
+    if HUGE and v == -HUGE then return "d-inf" end
+    return "d" .. string.format("%.17g", v)
+  end
+
+  local function enc(v, depth, out)
+    local t, n = type(v), #out + 1
+    if v == nil then out[n] = "_"
+    elseif t == "boolean" then out[n] = v and "T" or "F"
+    elseif t == "number" then out[n] = encnum(v)
+    elseif t == "string" then out[n] = encstr(v)
+    elseif A.hid[v] then out[n] = "h" .. A.hid[v]
+    elseif t == "table" and depth < TP.MAX_DEPTH then
+      out[n] = "{"
+      for k, x in pairs(v) do
+        enc(k, depth + 1, out)
+        enc(x, depth + 1, out)
+      end
+      out[#out + 1] = "}"
+    else out[n] = encstr(tostring(v)) end
+  end
+
+  -- the values p[from..to] as tokens separated by spaces
+  local function encvals(p, from, to)
+    local out = {}
+    for i = from, to do enc(p[i], 0, out) end
+    return table.concat(out, " ")
+  end
+  return { encvals = encvals }
+end -- tether_enc
+-- @end
+
+-- @lazy gap: gap repair (docs/protocol.md section 5), needed only while host frames are kept
+-- ahead of a gap or after a corrupt line. A function of (A, N); returns { holes = holes }.
+-- Resident in one-file agents; NodeMCU's build cuts it out into tether_gap.lua.
+function A.tether_gap(A, N)
+  local K = N.K
+  local TP, L = K.TP, K.L
+  local MOD = TP.SEQ_MOD
+  -- the " seq" list of missing frames below the highest kept one, plus the one after it after a
+  -- corrupt line (bl); nil when there is none or the same list was sent this tick
+  local function holes(bl)
+    local top = -1
+    for k in pairs(L.ah) do
+      local d = (k - L.rx) % MOD
+      if d < 0 then d = d + MOD end
+      if d > top then top = d end
+    end
+    local out, k = {}, 0
+    for d = 0, top - 1 do
+      if k >= TP.MAX_MISS then break end
+      if L.ah[(L.rx + d) % MOD] == nil then
+        k = k + 1
+        out[k] = " " .. ((L.rx + d) % MOD)
+      end
+    end
+    if bl and k < TP.MAX_MISS then out[k + 1] = " " .. ((L.rx + top + 1) % MOD) end
+    local m = table.concat(out)
+    if m == "" or (m == L.lastnak and L.nakt == L.tk) then return nil end
+    L.lastnak, L.nakt = m, L.tk
+    return m
+  end
+  return { holes = holes }
+end -- tether_gap
+-- @end
+
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
 local function tether_core()
   local sfind, ssub, sbyte, smatch, tconcat = string.find, string.sub, string.byte, string.match, table.concat
   local unpack = unpack or table.unpack
   local MOD = TP.SEQ_MOD
   -- counters (agent.stats) and link state; L.q holds the wire lines sent and not yet acknowledged
-  -- (seq tx-#q .. tx-1), L.out the messages not yet sent, L.pend the calls received while blocked
+  -- (seq tx-#q .. tx-1), L.out the messages not yet sent (L.out[L.oh] .. L.out[L.ot]: head and tail
+  -- indexes, no table.remove shifting the rest), L.pend the calls received while blocked
   local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
   -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
   -- bytes), L.rq the tick at which a frame was last repaired (by seq), L.tk counts ticks
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
-    q = {}, qb = 0, out = {}, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
+    q = {}, qb = 0, out = {}, oh = 1, ot = 0, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
     ah = {}, ahb = 0, rq = {}, tk = 0 }
   A.stats = ST
 
@@ -263,8 +349,11 @@ local function tether_core()
   -- send queued messages while the retransmit queue has room; each is cut to the frame size now
   local function flush()
     local out = L.out
-    while out[1] and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
-      local m = table.remove(out, 1)
+    while out[L.oh] and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
+      local h = L.oh
+      local m = out[h]
+      out[h] = nil
+      if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
       L.ob = L.ob - #m
       local e = esc(m)
       local room = L.size - 22 -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
@@ -296,7 +385,8 @@ local function tether_core()
       ST.lost = ST.lost + 1
       return false
     end
-    L.out[#L.out + 1] = m
+    L.ot = L.ot + 1
+    L.out[L.ot] = m
     L.ob = L.ob + #m
     flush()
     return true
@@ -316,12 +406,13 @@ local function tether_core()
     local n = #q
     local d = umod(a - L.tx + n, MOD) -- frames it acknowledges
     if d > 0 and d <= n then
-      local nq = {}
-      for i = 1, n do
-        if i > d then nq[#nq + 1] = q[i] else L.qb = L.qb - #q[i] end
-      end
-      L.q, L.t, L.m, L.rq = nq, 0, 1, {}
-      q, n = nq, #nq
+      -- shift the queue down in place (no new table per acknowledgement)
+      local qb = L.qb
+      for i = 1, d do qb = qb - #q[i] end
+      for i = 1, n do q[i] = q[i + d] end
+      L.qb, L.t, L.m = qb, 0, 1
+      if next(L.rq) then L.rq = {} end
+      n = n - d
     end
     if miss and n > 0 then
       -- a listed frame never repeated is lost for sure (the line keeps order); a repair is only
@@ -354,58 +445,26 @@ local function tether_core()
   end
 
   -- ---------------------------------------------------------------- values (section 7)
-  local encstr, encvals = (function()
-    local mtype = math and math.type
-    local HUGE = math and math.huge
-    local function encstr(v)
-      if #v <= TP.COMPACT_MAX and sfind(v, TP.SAFE) then return "'" .. v end
-      return "b" .. #v .. ":" .. v
-    end
-
-    local function encnum(v)
-      if mtype then
-        if mtype(v) == "integer" then return tostring(v) end
-      elseif v % 1 == 0 and v >= -2147483647 and v <= 2147483647 then
-        return string.format("%d", v)
-      end
-      if v ~= v then return "dnan" end
-      if HUGE and v == HUGE then return "dinf" end
-      if HUGE and v == -HUGE then return "d-inf" end
-      return "d" .. string.format("%.17g", v)
-    end
-
-    local function enc(v, depth, out)
-      local t, n = type(v), #out + 1
-      if v == nil then out[n] = "_"
-      elseif t == "boolean" then out[n] = v and "T" or "F"
-      elseif t == "number" then out[n] = encnum(v)
-      elseif t == "string" then out[n] = encstr(v)
-      elseif A.hid[v] then out[n] = "h" .. A.hid[v]
-      elseif t == "table" and depth < TP.MAX_DEPTH then
-        out[n] = "{"
-        for k, x in pairs(v) do
-          enc(k, depth + 1, out)
-          enc(x, depth + 1, out)
-        end
-        out[#out + 1] = "}"
-      else out[n] = encstr(tostring(v)) end
-    end
-
-    local function encvals(p, from, to)
-      local out = {}
-      for i = from, to do enc(p[i], 0, out) end
-      return tconcat(out, " ")
-    end
-
-    return encstr, encvals
-  end)()
+  local function encstr(v)
+    if #v <= TP.COMPACT_MAX and sfind(v, TP.SAFE) then return "'" .. v end
+    return "b" .. #v .. ":" .. v
+  end
+  local K -- the core's shared state for the @lazy parts (below)
+  -- a @lazy block's table: made at load (one-file agents) or HAL.part(name) (loaded on first use)
+  local function part(nm) return K[nm] or HAL.part(nm) end
+  -- the values p[from..to] encoded (tether_enc)
+  -- (no values, the reply of most calls: "" without loading it)
+  local function encvals(p, from, to)
+    if from > to then return "" end
+    return part("enc").encvals(p, from, to)
+  end
 
   -- ---------------------------------------------------------------- calls (section 8)
   local function xerr(id, code, msg)
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
   -- a whole message from the host (only calls travel this way)
-  local K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
+  K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
   A.K = K
   local function message(m)
     local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
@@ -473,7 +532,7 @@ local function tether_core()
     if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
   end
 
-  local function blocked() return L.out[1] ~= nil or L.qb >= HAL.txwin end
+  local function blocked() return L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
 
   -- session ownership (docs/protocol.md section 3): every object the agent made for a host
   -- belongs to the session that made it; a new session and agent.release_all free them all
@@ -534,7 +593,7 @@ local function tether_core()
         L.size = clamp(size)
         onack(a, miss)
       end
-    elseif t == "S" then
+    elseif t == "S" then -- resident: without a session no error could reach the host
       local nonce, size = smatch(s, "^S(%d+) (%d+)$")
       nonce = tonumber(nonce)
       if not nonce or nonce < 1 or nonce > 2147483646 then
@@ -544,7 +603,7 @@ local function tether_core()
       if nonce ~= L.nonce then -- a new session: reset the link, keep the backlog only from before the first one
         if L.nonce ~= 0 then
           L.freed = sweep() -- what the previous session left (a crashed or vanished host)
-          L.out, L.ob = {}, 0
+          L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
         end
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
       end
@@ -607,29 +666,13 @@ local function tether_core()
 
   -- after a gap or a corrupt line: the " seq" list of missing frames below the highest kept one,
   -- plus the one after it after a corrupt line (section 5); the same list at most once a tick
+  -- (tether_gap, loaded only then)
   function A.holes()
     A.drain()
     local gap, bl = L.gap, L.bl
     L.gap, L.bl = false, false
     if L.nonce == 0 or not (gap or bl or next(L.ah)) then return nil end
-    local top = -1
-    for k in pairs(L.ah) do
-      local d = umod(k - L.rx, MOD)
-      if d > top then top = d end
-    end
-    local out, k = {}, 0
-    for d = 0, top - 1 do
-      if k >= TP.MAX_MISS then break end
-      if L.ah[(L.rx + d) % MOD] == nil then
-        k = k + 1
-        out[k] = " " .. ((L.rx + d) % MOD)
-      end
-    end
-    if bl and k < TP.MAX_MISS then out[k + 1] = " " .. ((L.rx + top + 1) % MOD) end
-    local m = tconcat(out)
-    if m == "" or (m == L.lastnak and L.nakt == L.tk) then return nil end
-    L.lastnak, L.nakt = m, L.tk
-    return m
+    return part("gap").holes(bl)
   end
 
   -- ---------------------------------------------------------------- for the family parts
@@ -685,12 +728,16 @@ local function tether_core()
   end
 
   -- true when every frame sent was acknowledged and nothing waits
-  function A.idle() return L.q[1] == nil and L.out[1] == nil end
+  function A.idle() return L.q[1] == nil and L.out[L.oh] == nil end
 
   -- the built-in calls (their code is in tether_calls): first in agent.caps
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
   -- the @lazy blocks, when this file has them (no main-chunk locals: NodeMCU's parser limit)
+  for _, nm in ipairs({ "enc", "gap" }) do
+    local f = A["tether_" .. nm]
+    if f then K[nm], A["tether_" .. nm] = f(A, { K = K }), nil end
+  end
   if A.tether_calls then K.calls, A.tether_calls = A.tether_calls(A, { K = K }), nil end
   if A.tether_builtins then K.builtins, A.tether_builtins = A.tether_builtins(A, { K = K }), nil end
 

@@ -189,6 +189,9 @@ end
 -- a call's group is dropped when the call is done (the calls part itself stays until the tick)
 HAL.calls = function() return HAL.group("call") end
 HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
+-- the core's other parts loaded when needed: "enc" (value encoder, tether_enc.lua), "gap" (gap
+-- repair, tether_gap.lua); dropped at the next tick like a group
+HAL.part = HAL.group
 HAL.called = function() loaded = { call = loaded.call } end
 -- the group of a function: by the name's prefix
 HAL.load = function(name)
@@ -213,7 +216,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
 end)
 
 if node.compile then
-  for _, g in ipairs({ "call", "core", "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "core", "enc", "gap", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end
