@@ -130,34 +130,6 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
     }
   });
 
-  it('NodeMCU, default budget (enforced): the real agent comes up exactly when its heap fits the 44000 bytes', async () => {
-    // its size, measured without enforcement
-    const probe = await connect('sim:nodemcu', { sim: { enforceHeap: false } });
-    let used: number;
-    try {
-      await sleep(200);
-      used = probe.simulator!.currentVm!.heapUsed();
-    } finally {
-      await probe.close();
-    }
-    if (used > NODEMCU_FREE_HEAP) {
-      // as on an ESP8266: the agent's work fails with "not enough memory" (its guard reports it
-      // as the handshake's answer, or the handshake never completes)
-      await assert.rejects(
-        connect('sim:nodemcu', { handshakeTimeoutMs: 3000 }),
-        (e) => isTetherError(e) && (/not enough memory/.test(e.message) || e.code === 'HANDSHAKE'),
-        `agent ${used} bytes > ${NODEMCU_FREE_HEAP}`,
-      );
-    } else {
-      const m = await connect('sim:nodemcu');
-      try {
-        assert.equal(m.family, 'nodemcu', `the agent (${used} bytes) fits`);
-      } finally {
-        await m.close();
-      }
-    }
-  });
-
   it('NodeMCU: a timer callback that allocates past the budget gets "not enough memory" through node.setonerror', async () => {
     const sim = await SimulatedModule.start(nodemcuFamily({ enforceHeap: true, boot: 'repl' }), { bootNoise: false });
     try {
