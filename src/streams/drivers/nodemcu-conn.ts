@@ -147,6 +147,9 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
       }
       // the last chunk: wait for its ACK (counted down to zero, or any "sent" after it was sent)
       while (!stopped && unacked.length > 0 && sentSeq === lastSeq) {
+        // every byte was handed to lwIP; a graceful close (err 0) now, before the last ACK was
+        // reported, ends the wait like a write Node's net had handed to the kernel
+        if (ended === 0 && !failure) break;
         check(off);
         if (!(await waitSent(lastSeq, sentTimeoutMs))) {
           throw new TimeoutError(`sendAll: no "sent" (ACK) within ${sentTimeoutMs} ms after ${off} of ${bytes.length} bytes`, { ms: sentTimeoutMs });
