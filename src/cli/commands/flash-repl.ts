@@ -439,6 +439,8 @@ async function syncAt(repl: Repl, ms: number, pre: string): Promise<boolean> {
     await repl.write(`\n${pre}print("@T".."Y${k}")\n`);
     const ok = await repl.wait(from, (s) => new RegExp(`@TY${k}\\n[\\s\\S]*> $`).test(s.replace(/\r\n/g, '\n')), Math.min(200, Math.max(1, deadline - Date.now())));
     if (ok) return true;
+    // a chunk left open (`>>`, e.g. by line noise after a reset) swallows the marker: a syntax error ends it
+    if (/>> $/.test(repl.since(from))) await repl.write(')\n');
   }
   return false;
 }
@@ -499,7 +501,7 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
     await repl.write(`\nTETHER_NOSTART=true print("@T".."S${k}")\n`);
     // the output may follow the empty line's prompt on the same line: `> @TS3`
     synced = await repl.wait(from, (s) => new RegExp(`@TS${k}\\n[\\s\\S]*> $`).test(s.replace(/\r\n/g, '\n')), Math.min(1000, Math.max(1, deadline - Date.now())));
-    if (!synced && /(^|\n)>> $/.test(repl.since(from).replace(/\r\n/g, '\n'))) await repl.write(')\n'); // leave a >> continuation
+    if (!synced && />> $/.test(repl.since(from))) await repl.write(')\n'); // leave a >> continuation
     if (!synced && repl.agentBoot && o.allowRepl) {
       repl.agentBoot = false;
       await repl.write(sessionCall(3, 'agent.repl', []));
@@ -562,9 +564,12 @@ export async function flashNodemcu(transport: Transport, o: FlashOptions): Promi
       }
       progress({ phase: 'verify', file, done: content.length, total: content.length });
     } catch (e) {
-      // best effort: leave no partial file behind (a newline first ends a data mode the loader may still be in)
+      // best effort: leave no partial file behind. The module may have reset meanwhile (its boot
+      // noise and the rest of a block arrive at its prompt): find the prompt again first.
       await repl.write('\n').catch(() => undefined);
-      await repl.exec(`file.remove(${JSON.stringify(tmp)})`, lineMs).catch(() => undefined);
+      if (await syncAt(repl, Math.max(lineMs * 2, 8000), "").catch(() => false)) {
+        await repl.exec(`file.remove(${JSON.stringify(tmp)})`, Math.max(lineMs, 2000)).catch(() => undefined);
+      }
       throw e;
     }
     progress({ phase: 'rename', file });
