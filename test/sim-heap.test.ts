@@ -16,16 +16,8 @@ import { nodemcuFamily, NODEMCU_FREE_HEAP } from '../src/sim/nodemcu/family.js';
 import { connect } from '../src/api/connect.js';
 import { isTetherError } from '../src/errors.js';
 import { measureNodemcuHeap } from '../scripts/heap-nodemcu.js';
+import { sleep, until } from './helpers/until.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 function run(sim: SimulatedModule, code: string): void {
   const e = sim.currentVm!.runString(code, '=test');
