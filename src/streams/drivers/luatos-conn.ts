@@ -216,7 +216,9 @@ export class LuatosConnection {
    * outstanding, so the line does not idle for a round trip between two reads. It issues no
    * more after a short read (all that was pending was taken; bytes arriving later raise an
    * EVENT, which drains again) unless the stream is ending (then it reads on until 'empty' /
-   * 'end', to complete), nor after 'empty' / 'end'. Results are emitted strictly in call
+   * 'end', to complete, or an EVENT came while reading was paused: a drain that was held then saw
+   * none of it, and with hello rxdrain a short read may be the tail of what the agent kept from an
+   * earlier firmware read while the new bytes wait behind it), nor after 'empty' / 'end'. Results are emitted strictly in call
    * order whatever order they settle in. Unsubscribing drops what outstanding reads return.
    */
   private reader<T>(
@@ -233,6 +235,10 @@ export class LuatosConnection {
       let ending = endingAlready;
       let stopped = false;
       let held = false; // the last drain stopped early because reading is paused
+      // an EVENT came while paused: its bytes may sit behind what the agent still hands out of its
+      // last firmware read (hello rxdrain: that stash comes first, and its last piece is short), so
+      // the next drain reads until the module says 'empty' instead of stopping at a short read
+      let missed = false;
       const drain = async () => {
         if (running) {
           again = true;
@@ -243,6 +249,8 @@ export class LuatosConnection {
           do {
             again = false;
             held = false;
+            const thorough = missed;
+            missed = false;
             const q: Promise<T | 'empty' | 'end'>[] = [];
             let exhausted = false; // a read found nothing, or a short one took all that was pending
             let want = 1; // reads to keep outstanding: `depth` once more is known to be pending
@@ -261,11 +269,14 @@ export class LuatosConnection {
                 continue; // the reads behind it settle (and may still bring bytes that came meanwhile)
               }
               if (o.full?.(r)) want = depth;
-              else if (o.full && !ending) exhausted = true;
+              else if (o.full && !ending && !thorough) exhausted = true;
               sub.next(r);
             }
             // paused with more possibly pending: stop here; resumeReading drains again
-            if (!exhausted && paused()) held = true;
+            if (!exhausted && paused()) {
+              held = true;
+              if (thorough) missed = true; // not read through yet
+            }
           } while (again && !stopped && !held);
           if (ending && !stopped && !held) sub.complete();
         } catch (e) {
@@ -277,6 +288,7 @@ export class LuatosConnection {
       const evs = this.socket.events(this.ctrl).subscribe({
         next: (e) => {
           if (endsOn(e)) ending = true;
+          if (e.event === SocketEvent.EVENT && paused()) missed = true;
           if (e.event === SocketEvent.EVENT || e.event === SocketEvent.CLOSED) void drain();
         },
         // module reset: the socket is gone, end at once (an rx in flight fails with RESET too)
