@@ -332,3 +332,46 @@ describe('bad arguments never reach the wire (INVALID_ARGUMENT, zero bytes)', ()
     });
   });
 });
+
+// One rule for every timeout (src/util/timer.ts): a finite number of ms, > 0, at most 2^31-1 (a
+// longer one, Infinity included, would fire after 1 ms in Node). The stream layer and the RPC
+// client follow it as the facades above do; 0 is "off" where net.Socket allows it.
+describe('timeouts follow one rule in every layer', () => {
+  let s: Session;
+  before(async () => {
+    s = await open('luatos');
+  });
+  after(async () => {
+    await s.rpc.close();
+    await s.sim.stop();
+  });
+
+  it('createConnection, setTimeout and RpcClient.open refuse what a Node timer cannot honour, before a byte is sent', async () => {
+    const { connect } = await import('../src/api/connect.js');
+    const { createConnection } = await import('../src/streams/index.js');
+    const mod = await connect('sim');
+    try {
+      const before = mod.rpc.stats.framesOut;
+      const refused = (name: string, f: () => unknown) =>
+        assert.throws(f, (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `${name} was accepted`);
+      for (const t of BAD_TIMEOUTS) {
+        refused(`connectTimeoutMs ${String(t)}`, () => createConnection(mod, { port: 80, connectTimeoutMs: t as number }));
+        refused(`queue.timeoutMs ${String(t)}`, () => createConnection(mod, { port: 80, queue: { timeoutMs: t as number } }));
+        refused(`queue.retryMs ${String(t)}`, () => createConnection(mod, { port: 80, queue: { retryMs: t as number } }));
+        if (t !== 0) refused(`timeout ${String(t)}`, () => createConnection(mod, { port: 80, timeout: t as number }));
+      }
+      assert.equal(mod.rpc.stats.framesOut, before, 'nothing was sent');
+      // a valid idle timeout, then setTimeout's own checks on the stream
+      const sock = createConnection(mod, { port: 1, timeout: 0 });
+      sock.on('error', () => {});
+      for (const t of [-1, NaN, Infinity, 2 ** 31, 'x']) refused(`setTimeout(${String(t)})`, () => sock.setTimeout(t as number));
+      assert.doesNotThrow(() => sock.setTimeout(0));
+      sock.destroy();
+      for (const t of [Infinity, 2 ** 31, -5, NaN]) {
+        await assert.rejects(RpcClient.open(s.t, { timeoutMs: t }), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT'), `RpcClient.open timeoutMs ${t}`);
+      }
+    } finally {
+      await mod.close();
+    }
+  });
+});

@@ -6,6 +6,7 @@
  * the facade methods cite them.
  */
 import { InvalidArgumentError } from '../errors.js';
+import { isTimerMs, MAX_TIMER_MS } from '../util/timer.js';
 
 /** True for a safe integer (no NaN, no Infinity, no fraction). */
 export const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
@@ -35,8 +36,8 @@ export function checkCallOptions(opts: unknown, what: string): void {
 /** `timeoutMs`, when given: finite, > 0, at most 2^31-1 ms. @throws InvalidArgumentError */
 export function checkTimeoutMs(ms: unknown, what: string, name = 'timeoutMs'): void {
   if (ms === undefined) return;
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0 || ms > 0x7fffffff) {
-    throw new InvalidArgumentError(`${what}: ${name} must be a positive number of milliseconds (at most 2147483647), got ${show(ms)}`, { fn: what, [name]: show(ms) });
+  if (!isTimerMs(ms)) {
+    throw new InvalidArgumentError(`${what}: ${name} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${show(ms)}`, { fn: what, [name]: show(ms) });
   }
 }
 

@@ -14,6 +14,7 @@ import { filter, type Subscription } from 'rxjs';
 import type { RpcClient } from '../rpc/client.js';
 import { toNumber } from '../codec/values.js';
 import { InvalidArgumentError, TetherError, TimeoutError, isTetherError } from '../errors.js';
+import { isTimerMs } from '../util/timer.js';
 
 /** The agent function that reboots the module, by family (all off unless `TETHER_ALLOW_RESTART = true`). */
 export const REBOOT_FUNCTIONS: Readonly<Record<string, string>> = Object.freeze({
@@ -78,7 +79,7 @@ export async function releaseAll(rpc: RpcClient, opts: { timeoutMs?: number } = 
  */
 export async function rebootModule(rpc: RpcClient, opts: RebootOptions = {}): Promise<RebootResult> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_REBOOT_TIMEOUT_MS;
-  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2_147_483_647) {
+  if (!isTimerMs(timeoutMs)) {
     throw new InvalidArgumentError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
   }
   const family = rpc.hello.family;

@@ -24,6 +24,7 @@ import { parseDocument } from 'yaml';
 import { InvalidArgumentError } from '../errors.js';
 import { parsePortUrl } from '../transport/index.js';
 import { isSerialNumberPort, parseSerialNumberPort } from '../transport/serial-number.js';
+import { MAX_TIMER_MS } from '../util/timer.js';
 import type { ModuleFamily } from '../transport/ports.js';
 
 /** The families a bench module can be. */
@@ -31,8 +32,6 @@ export const BENCH_FAMILIES: readonly ModuleFamily[] = ['luatos', 'luat', 'nodem
 
 /** Highest baud rate accepted (the serial transport's limit, MAX_BAUD_RATE). */
 const MAX_BAUD = 20_000_000;
-/** Longest timeout accepted (ms): Node's timer limit. */
-const MAX_MS = 2_147_483_647;
 /** Bounds of `echo-bytes` (as `diag --echo-bytes`). */
 const ECHO_BYTES_MAX = 65536;
 
@@ -196,7 +195,7 @@ function common(obj: Record<string, unknown>, path: string, baseDir: string, p: 
     else {
       unknownKeys(t, ['handshake', 'call', 'check'], `${path}.timeouts`, p);
       for (const k of ['handshake', 'call', 'check'] as const) {
-        const ms = intIn(t[k], 1, MAX_MS, 'milliseconds', `${path}.timeouts.${k}`, p);
+        const ms = intIn(t[k], 1, MAX_TIMER_MS, 'milliseconds', `${path}.timeouts.${k}`, p);
         if (ms !== undefined) out.timeouts[k] = ms;
       }
     }

@@ -11,8 +11,10 @@
 import type { Options } from 'yargs';
 import { SIM_FAMILIES, simFamilyNames } from '../sim/families.js';
 
-/** Largest delay a Node timer supports (ms); longer ones fire at once with a warning. */
-export const MAX_TIMER_MS = 2_147_483_647;
+import { MAX_TIMER_MS } from '../util/timer.js';
+
+/** Largest delay a Node timer supports (ms), src/util/timer.ts. */
+export { MAX_TIMER_MS };
 /** Highest baud rate accepted (the serial transport's limit, src/transport/serial.ts MAX_BAUD_RATE). */
 export const MAX_BAUD = 20_000_000;
 /** Bounds of `diag --echo-bytes`. */

@@ -14,6 +14,7 @@ import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../c
 import { field, toNumber, toText, type WireValue } from '../codec/values.js';
 import { Link, type LinkCounters, type LinkReset, type QueuedMessage } from '../link/link.js';
 import { InvalidArgumentError, RemoteError, ResetError, TetherError, TimeoutError } from '../errors.js';
+import { isTimerMs, MAX_TIMER_MS } from '../util/timer.js';
 
 /** What the agent said about itself in hello (docs/protocol.md section 9), clamped. */
 export interface HelloInfo {
@@ -153,8 +154,6 @@ class DeadlineQueue {
   live = 0;
 }
 
-/** Longest delay a Node timer takes (longer ones fire at once). */
-const TIMER_MAX_MS = 0x7fffffff;
 
 const MAX_ID = 65535;
 /** Functions every v2 agent answers by name. */
@@ -163,8 +162,8 @@ const BUILTIN = new Set(['hello', 'agent.caps', 'agent.stats']);
 const CAPS_PAGE = 24;
 
 function checkTimeout(ms: number | undefined, what: string): void {
-  if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms > 0)) {
-    throw new InvalidArgumentError(`${what}: timeoutMs must be a positive number of milliseconds, got ${String(ms)}`);
+  if (ms !== undefined && !isTimerMs(ms)) {
+    throw new InvalidArgumentError(`${what}: timeoutMs must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${String(ms)}`);
   }
 }
 
@@ -497,7 +496,7 @@ export class RpcClient {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepAt = deadline;
     this.sweepRef = true;
-    this.sweepTimer = setTimeout(() => this.sweep(), Math.min(TIMER_MAX_MS, Math.max(1, deadline - now)));
+    this.sweepTimer = setTimeout(() => this.sweep(), Math.min(MAX_TIMER_MS, Math.max(1, deadline - now)));
   }
 
   /** Fail every call whose deadline passed with `TIMEOUT`; re-arm for the earliest one left. */

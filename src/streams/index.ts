@@ -13,6 +13,7 @@
  */
 import { TetherModule } from '../api/connect.js';
 import { InvalidArgumentError, TetherError } from '../errors.js';
+import { isTimerMs, MAX_TIMER_MS } from '../util/timer.js';
 import type { StreamDriver } from './driver.js';
 import { LuatDriver } from './drivers/luat.js';
 import { LuatosDriver } from './drivers/luatos.js';
@@ -66,10 +67,17 @@ export function createConnection(mod: TetherModule, options: ConnectionOptions |
   if (o.tls !== undefined && typeof o.tls !== 'boolean') throw new InvalidArgumentError('createConnection: tls must be a boolean');
   if (o.ca !== undefined && typeof o.ca !== 'string') throw new InvalidArgumentError('createConnection: ca must be PEM text');
   const ms = o.connectTimeoutMs ?? 15000;
-  if (typeof ms !== 'number' || !(ms > 0)) throw new InvalidArgumentError('createConnection: connectTimeoutMs must be a positive number (ms)');
-  if (o.timeout !== undefined && (typeof o.timeout !== 'number' || o.timeout < 0)) throw new InvalidArgumentError('createConnection: timeout must be a non-negative number (ms)');
+  if (!isTimerMs(ms)) throw new InvalidArgumentError(`createConnection: connectTimeoutMs must be a positive number of milliseconds (at most ${MAX_TIMER_MS})`);
+  // 0 turns the idle timeout off, as net.Socket#setTimeout(0)
+  if (o.timeout !== undefined && o.timeout !== 0 && !isTimerMs(o.timeout)) throw new InvalidArgumentError(`createConnection: timeout must be 0 (off) or a positive number of milliseconds (at most ${MAX_TIMER_MS})`);
   if (o.localPort !== undefined && (!Number.isInteger(o.localPort) || o.localPort < 0 || o.localPort > 65535)) throw new InvalidArgumentError('createConnection: localPort must be an integer 0..65535');
   if (o.queue !== undefined && typeof o.queue !== 'boolean' && (typeof o.queue !== 'object' || o.queue === null)) throw new InvalidArgumentError('createConnection: queue must be a boolean or { timeoutMs, retryMs }');
+  if (typeof o.queue === 'object' && o.queue !== null) {
+    for (const k of ['timeoutMs', 'retryMs'] as const) {
+      const v = o.queue[k];
+      if (v !== undefined && !isTimerMs(v)) throw new InvalidArgumentError(`createConnection: queue.${k} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${String(v)}`);
+    }
+  }
   if (listener !== undefined && typeof listener !== 'function') throw new InvalidArgumentError('createConnection: the connect listener must be a function');
   const { driver, sockets } = driverOf(mod);
   const sendBuffer = driver.family === 'nodemcu' ? 2920 : driver.family === 'luat' ? Math.min(11200, mod.hello.maxmsg - 96) : 8192;

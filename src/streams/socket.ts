@@ -6,6 +6,7 @@
  */
 import { Duplex } from 'node:stream';
 import { InvalidArgumentError, TimeoutError } from '../errors.js';
+import { isTimerMs, MAX_TIMER_MS } from '../util/timer.js';
 import type { DriverConnection, StreamDriver } from './driver.js';
 import { SocketError, isSocketError, toStreamError } from './errors.js';
 import type { ModuleSockets } from './limits.js';
@@ -178,7 +179,7 @@ export class SocketStream extends Duplex {
    * `net.Socket#setTimeout`: the socket stays open; the listener decides.
    */
   setTimeout(ms: number, callback?: () => void): this {
-    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError(`setTimeout: ms must be a non-negative number, got ${String(ms)}`);
+    if (ms !== 0 && !isTimerMs(ms)) throw new InvalidArgumentError(`setTimeout: ms must be 0 (off) or a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${String(ms)}`);
     this.timeoutMs = ms;
     if (callback) {
       if (ms === 0) this.off('timeout', callback);
