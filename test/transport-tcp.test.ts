@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import * as net from 'node:net';
 import { test } from 'node:test';
 import { isTetherError } from '../src/errors.js';
 import { TcpTransport, openTransport } from '../src/transport/index.js';
@@ -137,9 +138,17 @@ test('local close calls onClose without an error, sends FIN, and is idempotent',
   await srv.close();
 });
 
-test('setNoDelay: write-write-read exchanges do not stall on Nagle + delayed ACK', async () => {
-  // The server answers only after both bytes of a request arrived. With Nagle on, the
-  // second byte waits for the ACK of the first, which the server delays (~40 ms on Linux).
+test('setNoDelay: the transport turns Nagle off on its socket before the first write', async () => {
+  // With Nagle on, the second small frame of a write-write-read exchange waits for the ACK of
+  // the first, which the peer delays (~40 ms on Linux): every call would stall. What is checked
+  // here is the cause, not a duration (tests do not assert timing): the transport's socket gets
+  // setNoDelay(true) before anything is written on it, and exchanges still work.
+  const calls: Array<{ sock: net.Socket; noDelay: boolean | undefined; bytesWritten: number }> = [];
+  const orig = net.Socket.prototype.setNoDelay;
+  net.Socket.prototype.setNoDelay = function (this: net.Socket, noDelay?: boolean) {
+    calls.push({ sock: this, noDelay, bytesWritten: this.bytesWritten });
+    return orig.call(this, noDelay);
+  };
   const srv = await startServer((s) => {
     let n = 0;
     s.on('data', (chunk: Buffer) => {
@@ -150,21 +159,24 @@ test('setNoDelay: write-write-read exchanges do not stall on Nagle + delayed ACK
       }
     });
   });
-  const t = await TcpTransport.open('127.0.0.1', srv.port);
+  let t: TcpTransport | undefined;
   try {
+    t = await TcpTransport.open('127.0.0.1', srv.port);
+    const client = calls.filter((c) => c.sock.remotePort === srv.port);
+    assert.equal(client.length >= 1, true, 'setNoDelay was called on the transport socket');
+    assert.equal(client.at(-1)!.noDelay, true, 'with true');
+    assert.equal(client[0].bytesWritten, 0, 'before the first write');
     let resolveByte!: () => void;
     t.onData(() => resolveByte());
-    const start = Date.now();
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 10; i++) {
       const got = new Promise<void>((r) => (resolveByte = r));
       await t.write(Uint8Array.of(i));
       await t.write(Uint8Array.of(i));
       await got;
     }
-    const ms = Date.now() - start;
-    assert.ok(ms < 600, `40 exchanges took ${ms} ms`);
   } finally {
-    await t.close();
+    net.Socket.prototype.setNoDelay = orig;
+    await t?.close();
     await srv.close();
   }
 });
