@@ -32,10 +32,6 @@ describe('NodeMCU bulk receive (issue #10)', () => {
     let mod: Awaited<ReturnType<typeof connect>> | undefined;
     try {
       mod = await connect('sim:nodemcu', { baudRate: 921600 });
-      // KNOWN GAP (issue #10 note): on the paced UART the agent's backlog still overflows after
-      // about 9 segments (err -1 after 13 KB) although stream-clients' 1 MiB GET through the same
-      // paced module passes; this case runs the line unpaced until that is understood and fixed
-      mod.simulator!.wire.paced = false;
       const s = createConnection(mod, { port, host: '127.0.0.1' });
       const parts: Buffer[] = [];
       let n = 0;
