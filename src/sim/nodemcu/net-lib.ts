@@ -32,8 +32,13 @@ export const TCP_SND_BUF = 2920;
 export const TCP_SND_QUEUELEN = 8;
 /**
  * TCP_WND, the receive window (bytes). nodemcu-firmware app/include/lwipopts.h (commit 06c8a47,
- * the TCP_WND definition) reads it at run time from a register the SDK sets; the SDK's default is
- * 4 * TCP_MSS. The simulation uses that default.
+ * `#define TCP_WND (*(volatile uint32*)0x600011F0)`) is no constant: it reads a word the SDK's
+ * closed libraries initialise, and espconn_tcp_set_wnd(num) (app/lwip/app/espconn.c, commit
+ * 0f09d23) stores `num * TCP_MSS` there. No caller of espconn_tcp_set_wnd turned up in the tree's
+ * modules, so the value is the SDK's start-up default, which no open source shows: the simulation assumes
+ * 4 * TCP_MSS (5840 bytes; unverified on hardware, docs/fidelity.md "net: receive window and
+ * hold"). lwIP's tcp_recved (app/lwip/core/tcp.c, commit 587cdab) re-opens the window by `len`,
+ * never beyond TCP_WND; the agent's backlog limit (TETHER_BACKLOG) must cover one window after hold().
  */
 export const TCP_WND = 4 * TCP_MSS;
 /** DNS_TABLE_SIZE: concurrent lookups. */
