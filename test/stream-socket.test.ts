@@ -199,14 +199,6 @@ for (const fam of FAMILIES) {
     }
 
     it('a peer that sends 100 KiB and closes at once: every byte, then end', { timeout: 20000 }, async () => {
-      // KNOWN GAP on NodeMCU (issue #10 note, as test/nodemcu-bulk): on the paced UART its hold flow
-      // control still overflows the agent's backlog for a peer that writes everything at once;
-      // this case runs NodeMCU's line unpaced until that is fixed
-      const wire = fam === 'sim:nodemcu' ? mod.simulator?.wire : undefined;
-      if (wire) wire.paced = false;
-      after(() => {
-        if (wire) wire.paced = true;
-      });
       const data = crypto.randomBytes(100 * 1024);
       const burst = await startPeer((c) => c.end(data));
       try {
@@ -223,7 +215,6 @@ for (const fam of FAMILIES) {
         assert.equal(sha(Buffer.concat(parts)), sha(data), 'ended: with every byte');
         await closed(s);
       } finally {
-        if (wire) wire.paced = true;
         await burst.close();
       }
     });

@@ -32,8 +32,13 @@ export const TCP_SND_BUF = 2920;
 export const TCP_SND_QUEUELEN = 8;
 /**
  * TCP_WND, the receive window (bytes). nodemcu-firmware app/include/lwipopts.h (commit 06c8a47,
- * the TCP_WND definition) reads it at run time from a register the SDK sets; the SDK's default is
- * 4 * TCP_MSS. The simulation uses that default.
+ * `#define TCP_WND (*(volatile uint32*)0x600011F0)`) is no constant: it reads a word the SDK's
+ * closed libraries initialise, and espconn_tcp_set_wnd(num) (app/lwip/app/espconn.c, commit
+ * 0f09d23) stores `num * TCP_MSS` there. No caller of espconn_tcp_set_wnd turned up in the tree's
+ * modules, so the value is the SDK's start-up default, which no open source shows: the simulation assumes
+ * 4 * TCP_MSS (5840 bytes; unverified on hardware, docs/fidelity.md "net: receive window and
+ * hold"). lwIP's tcp_recved (app/lwip/core/tcp.c, commit 587cdab) re-opens the window by `len`,
+ * never beyond TCP_WND; the agent's backlog limit (TETHER_BACKLOG) must cover one window after hold().
  */
 export const TCP_WND = 4 * TCP_MSS;
 /** DNS_TABLE_SIZE: concurrent lookups. */
@@ -104,6 +109,8 @@ class TcpSock extends NetObj {
   rx: Buffer[] = [];
   /** The peer's FIN came after the bytes in rx: disconnection once they are delivered. */
   fin = false;
+  /** A pump run waits for the VM (Scheduler.whenFree): no second one is queued. */
+  pumpWaiting = false;
 }
 
 class TcpServerObj extends NetObj {
@@ -261,10 +268,30 @@ export function installNet(esp: Esp): NetLib {
    * net_unhold (net.c:579-589) sets TF_ACK_NOW and tcp_recved(TCP_WND): the window opens again and
    * the peer resumes. The simulation closes the window by pausing the Node socket (the kernel's
    * buffers fill and the real peer's TCP window closes).
+   *
+   * One segment is one step: "receive", then its tcp_recved, both done before lwIP looks at the
+   * next segment. The ESP8266 runs lwIP and Lua in one task (nothing preempts a callback), and a
+   * "receive" callback whose uart.write spins on the TX FIFO (firmware.ts uartTx) holds lwIP with
+   * it, so while the VM is busy the next segment waits (Scheduler.whenFree, in order with the other
+   * jobs that wait, the UART RX drain among them). Before, a busy VM deferred only the Lua callback
+   * while this loop went on re-opening the window as if it had run: its hold() came too late and the
+   * whole Node chunk (64 KiB) went to the agent, overflowing its backlog (issue #10, paced UART).
    */
   const pump = (s: TcpSock): void => {
+    if (s.pumpWaiting) return; // a run already waits for the VM: it sees the new bytes too
     const sock = s.sock;
+    const later = () => {
+      s.pumpWaiting = true;
+      if (sock && !sock.destroyed && s.rx.length > 0) sock.pause();
+      sched.whenFree(() => {
+        s.pumpWaiting = false;
+        pump(s);
+      });
+    };
+    if (sched.mustWait) return later();
     while (s.rx.length > 0 && s.wnd > 0 && alive() && s.pcb === 'est') {
+      // the last "receive" made the VM busy: the next segment when it is free
+      if (sched.mustWait) return later();
       const head = s.rx[0];
       const n = Math.min(TCP_MSS, s.wnd, head.length);
       const seg = head.subarray(0, n);
