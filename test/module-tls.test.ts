@@ -7,9 +7,11 @@
  *   src/sim/luat/socketcore.ts), so a lost one stalls the socket for good. The test makes the two
  *   messages arrive in one synchronous turn on purpose (a view of the real message stream that holds
  *   each CONN_CNF back until the slot's next message), for TCP and SSL;
- * - LuatOS (`socket`, hello `rxdrain`) and Luat: a TLS server writes a 256 KiB body and closes at
- *   once (close_notify, then FIN); the module-side TLS stream gets every byte, then 'end', on the
- *   paced simulated UART.
+ * - LuatOS (`socket`, hello `rxdrain`) and Luat: a TLS server writes a body and closes at once
+ *   (close_notify, then FIN), on the paced simulated UART. One record unread at the FIN: every byte,
+ *   then 'end' on both. 256 KiB: every byte on Luat; on LuatOS the records still unread at the FIN are
+ *   lost (firmware: one read after the FIN, at most one record per read on a TLS socket), the stream
+ *   ends with an exact prefix (docs/module-tls.md).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -121,41 +123,83 @@ describe('Luat: a RECV_IND in the same UART read as its CONN_CNF', () => {
   }
 });
 
+/** The large body (bytes): many TLS records. */
 const TAIL = 256 * 1024;
+/** A body that travels as one TLS record (node:tls puts one write of up to 2^14 bytes in one record). */
+const ONE_RECORD = 12 * 1024;
+
+/**
+ * A module on a paced simulated UART (the simulator paces at the baud): 2000000 is in both modules'
+ * baud tables (see test/stream-clients.test.ts). Luat: CLOSE_IND 5000 ms after the FIN instead of
+ * 500 (a completed read restarts it), room for a busy machine: the timer is not what these tests are about.
+ */
+async function pacedModule(fam: string): Promise<TetherModule> {
+  const mod = await connect(fam, { baudRate: 2000000, sim: fam === 'sim:luat' ? { network: { closeIndDelayMs: 5000 } } : undefined });
+  assert.equal(mod.simulator?.wire.paced, true);
+  return mod;
+}
+
+/** Open a module-side TLS stream to `port` and collect it until 'end' or 'error'. */
+async function readAll(mod: TetherModule, port: number, want: number): Promise<{ got: Buffer; failure?: Error }> {
+  const s = mod.createConnection({ port, host: '127.0.0.1', tls: true, ca: CERT });
+  const parts: Buffer[] = [];
+  let ended = false;
+  let failure: Error | undefined;
+  s.on('data', (d: Buffer) => parts.push(d));
+  s.on('end', () => (ended = true));
+  s.on('error', (e: Error) => (failure = e));
+  try {
+    await until(() => ended || failure !== undefined, 'the TLS stream to end', { timeoutMs: 50000, detail: () => `read ${Buffer.concat(parts).length} of ${want} bytes` });
+    return { got: Buffer.concat(parts), failure };
+  } finally {
+    s.destroy();
+  }
+}
 
 for (const fam of ['sim', 'sim:luat']) {
-  describe(`${fam}: module-side TLS, a ${TAIL}-byte body then close_notify and FIN at once`, () => {
+  describe(`${fam}: module-side TLS, the server writes and closes at once (close_notify, FIN)`, () => {
     let mod: TetherModule;
-    let server: { port: number; close(): Promise<void> };
-    const body = crypto.randomBytes(TAIL);
+    const big = crypto.randomBytes(TAIL);
+    const small = crypto.randomBytes(ONE_RECORD);
+    let bigServer: { port: number; close(): Promise<void> };
+    let smallServer: { port: number; close(): Promise<void> };
     before(async () => {
-      // a paced line (the simulator paces at the baud): 2000000 is in both modules' baud tables (see test/stream-clients.test.ts)
-      mod = await connect(fam, { baudRate: 2000000 });
-      assert.equal(mod.simulator?.wire.paced, true);
-      server = await serve(true, (s) => s.end(body));
+      mod = await pacedModule(fam);
+      bigServer = await serve(true, (s) => s.end(big));
+      smallServer = await serve(true, (s) => s.end(small));
     });
     after(async () => {
       await mod?.close();
-      await server?.close();
+      await bigServer?.close();
+      await smallServer?.close();
     });
 
-    it('the stream gets every byte, then end', { timeout: 60000 }, async () => {
-      const s = mod.createConnection({ port: server.port, host: '127.0.0.1', tls: true, ca: CERT });
-      const parts: Buffer[] = [];
-      let ended = false;
-      let failure: Error | undefined;
-      s.on('data', (d: Buffer) => parts.push(d));
-      s.on('end', () => (ended = true));
-      s.on('error', (e: Error) => (failure = e));
-      try {
-        await until(() => ended || failure !== undefined, 'the TLS stream to end', { timeoutMs: 50000, detail: () => `read ${Buffer.concat(parts).length} of ${TAIL} bytes` });
-        assert.equal(failure, undefined, String(failure));
-        const got = Buffer.concat(parts);
-        assert.equal(got.length, TAIL);
-        assert.equal(sha(got), sha(body));
-      } finally {
-        s.destroy();
-      }
+    it(`a ${ONE_RECORD}-byte body (one record, unread at the FIN): every byte, then end`, { timeout: 60000 }, async () => {
+      const { got, failure } = await readAll(mod, smallServer.port, ONE_RECORD);
+      assert.equal(failure, undefined, String(failure));
+      assert.equal(got.length, ONE_RECORD);
+      assert.equal(sha(got), sha(small));
     });
+
+    if (fam === 'sim:luat') {
+      it(`a ${TAIL}-byte body: every byte, then end`, { timeout: 60000 }, async () => {
+        // the core keeps reading after the FIN until CLOSE_IND, and a completed read restarts its timer
+        const { got, failure } = await readAll(mod, bigServer.port, TAIL);
+        assert.equal(failure, undefined, String(failure));
+        assert.equal(got.length, TAIL);
+        assert.equal(sha(got), sha(big));
+      });
+    } else {
+      it(`a ${TAIL}-byte body: the stream ends, and what it delivered is the body's exact beginning`, { timeout: 60000 }, async (t) => {
+        // KNOWN GAP (issue #10, docs/module-tls.md): after the FIN LuatOS allows one read, and on a TLS
+        // socket a read takes at most the record being read (network_rx answers in_msglen): records
+        // still unread on the module at the FIN are lost on the firmware, and so in the simulator
+        const { got, failure } = await readAll(mod, bigServer.port, TAIL);
+        assert.equal(failure, undefined, String(failure));
+        assert.ok(got.length > 0 && got.length <= TAIL, `${got.length} bytes`);
+        assert.equal(sha(got), sha(big.subarray(0, got.length)), 'an exact prefix: nothing reordered, duplicated or corrupted');
+        t.diagnostic(`delivered ${got.length} of ${TAIL} bytes; ${TAIL - got.length} were unread on the module at the FIN`);
+      });
+    }
   });
 }
