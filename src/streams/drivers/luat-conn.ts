@@ -469,7 +469,7 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
     // CONN_CNF resumes. Lost, it would never be repeated: the core posts the next RECV_IND only after
     // the announced bytes were read (CSDK platform_socket.c, see src/sim/luat/socketcore.ts maybeInd).
     const log: SocketMessage[] = [];
-    const logSub = sc.messages.subscribe({ next: (m) => log.push(m), error: () => {} });
+    const logSub = sc.messages.subscribe({ next: (m) => (index === undefined || m.socket_index === index) && log.push(m), error: () => {} });
     (async () => {
       if (o.waitReady ?? true) await waitReady(sc, timeoutMs);
       const args = {
