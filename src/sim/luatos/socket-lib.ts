@@ -122,6 +122,9 @@ const RAW_CODE: Partial<Record<NetEv['t'], number>> = {
   new_connect: 12,
 };
 
+/** Largest plaintext of one TLS record (2^14 bytes, RFC 8446 section 5.1 / RFC 5246 section 6.2.1). */
+const TLS_RECORD_MAX = 16384;
+
 /** One lwIP socket equivalent: a Node TCP/TLS socket, UDP socket or TCP server, plus its receive cache. */
 class Conn {
   raw?: net.Socket;
@@ -1069,11 +1072,21 @@ class SocketLibImpl implements SocketLib {
     return { result: 1, txLen: len };
   }
 
-  /** NA: network_rx with no buffer: bytes waiting (TCP) or the next datagram's length (UDP); -1 on failure. */
+  /**
+   * NA: network_rx with no buffer: bytes waiting (TCP) or the next datagram's length (UDP); -1 on failure.
+   *
+   * TLS: NOT the total. With no buffer, network_rx's tls_mode branch calls `mbedtls_ssl_read(ssl, NULL, 0)`
+   * and answers `ssl->in_msglen`: what is left of the ONE record being read (openLuat/LuatOS
+   * components/network/adapter/luat_network_adapter.c, network_rx, the `else` branch of `if (data)`;
+   * commit 00286331). l_socket_rx (components/network/libs/luat_lib_socket.c, l_socket_rx) sizes its read
+   * to that answer, so one `socket.rx` takes at most one record (plaintext at most 2^14 bytes,
+   * RFC 8446 section 5.1). Records are modelled by the TLS socket's 'data' chunks, capped at 2^14.
+   */
   private rxTotal(c: SocketCtrl): number {
     const conn = c.conn;
     if ((c.needClose && !c.newRx) || !conn || c.state !== S.ONLINE) return -1;
     c.autoMode = true;
+    if (conn.kind === 'tcp' && c.tls) return Math.min(conn.rx[0]?.length ?? 0, TLS_RECORD_MAX);
     if (conn.kind === 'tcp') return conn.rxLen;
     if (conn.kind === 'udp') return conn.dgrams.length ? conn.dgrams[0].data.length : 0;
     return 0;

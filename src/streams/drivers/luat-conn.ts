@@ -167,6 +167,10 @@ class MessageTap {
       this.waiters.push(w);
     });
   }
+  /** Keep `ms` as if they had come now (messages seen before this tap listened). */
+  remember(ms: readonly SocketMessage[]): void {
+    this.seen.push(...ms);
+  }
   /** Stop listening; waits still pending reject with `CLOSED`. */
   close(): void {
     this.sub.unsubscribe();
@@ -206,22 +210,32 @@ export class LuatConnection {
     private readonly highWater = 1 << 20,
     /** Boot the slot belongs to. @default the current boot */
     epoch: number = sc.rpc.currentEpoch,
+    /**
+     * Messages of this slot that came after its CONN_CNF and before this constructor ran (they are
+     * handled first, in order). The core posts no further RECV_IND until the announced bytes are
+     * read, so a RECV_IND missed here would stall the socket for good. @default none
+     */
+    early: readonly SocketMessage[] = [],
   ) {
     this.epoch = epoch;
     this.tap = new MessageTap(sc.messagesOf(index, epoch), ['SEND_CNF', 'CLOSE_IND']);
+    this.tap.remember(early.filter((m) => m.name === 'SEND_CNF' || m.name === 'CLOSE_IND'));
+    for (const m of early) this.onMessage(m);
     // the slot's messages end with RESET when the module resets (src/api/reset.ts): so does the connection
     this.sub = sc.messagesOf(index, epoch).subscribe({
-      next: (m) => {
-        if (m.name === 'RECV_IND') this.onRecvInd(m);
-        else if (m.name === 'CLOSE_IND') {
-          this.peerClosed = true;
-          // everything before CLOSE_IND was announced earlier: end once those reads are done
-          this.recvChain = this.recvChain.then(() => this.end());
-        }
-      },
+      next: (m) => this.onMessage(m),
       error: (e) => this.end(e),
       complete: () => this.end(new TetherError('DISCONNECTED', 'the link to the module closed')),
     });
+  }
+
+  private onMessage(m: SocketMessage): void {
+    if (m.name === 'RECV_IND') this.onRecvInd(m);
+    else if (m.name === 'CLOSE_IND') {
+      this.peerClosed = true;
+      // everything before CLOSE_IND was announced earlier: end once those reads are done
+      this.recvChain = this.recvChain.then(() => this.end());
+    }
   }
 
   /** True once the peer closed (CLOSE_IND). */
@@ -450,6 +464,12 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
     let cancelled = false;
     const epoch = sc.rpc.currentEpoch;
     const tap = new MessageTap(sc.messages.pipe(endOnReset(sc.rpc, `openConnection(${host}, ${port})`, epoch)), ['CONN_CNF']);
+    // Every socket message from now until the connection listens itself, in order: a RECV_IND (or
+    // CLOSE_IND) can be decoded in the same read of the UART as its CONN_CNF, before the await on
+    // CONN_CNF resumes. Lost, it would never be repeated: the core posts the next RECV_IND only after
+    // the announced bytes were read (CSDK platform_socket.c, see src/sim/luat/socketcore.ts maybeInd).
+    const log: SocketMessage[] = [];
+    const logSub = sc.messages.subscribe({ next: (m) => (index === undefined || m.socket_index === index) && log.push(m), error: () => {} });
     (async () => {
       if (o.waitReady ?? true) await waitReady(sc, timeoutMs);
       const args = {
@@ -486,7 +506,11 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
           context: { host, port, index: idx, result: cnf.result, destroyed: d, reason: 'ECONNREFUSED' },
         });
       }
-      conn = new LuatConnection(sc, idx, kind, undefined, epoch);
+      // synchronously after the CONN_CNF resumed us: nothing can come between the log and the connection's own subscription
+      const early = log.slice(log.indexOf(cnf) + 1).filter((m) => m.socket_index === idx);
+      logSub.unsubscribe();
+      log.length = 0;
+      conn = new LuatConnection(sc, idx, kind, undefined, epoch, early);
       if (o.keepAlive && kind !== 'udp' && sc.hasSetopt) {
         const k = o.keepAlive;
         await firstValueFrom(sc.sock_setopt(idx, SOL_SOCKET, SO_KEEPALIVE, 1));
@@ -504,13 +528,17 @@ export function openConnection(sc: LuatSocketcore, host: string, port: number, o
       sub.complete();
     })().catch(async (e) => {
       tap.close();
+      logSub.unsubscribe();
       if (conn) await conn.close().catch(() => {});
       else if (index !== undefined) await teardown(sc, index, 5000, epoch).catch(() => {});
       if (!cancelled) sub.error(e);
     });
     return () => {
       cancelled = true;
-      if (!done) tap.close();
+      if (!done) {
+        tap.close();
+        logSub.unsubscribe();
+      }
     };
   });
 }
