@@ -14,6 +14,13 @@ import { DEFAULT_RX_WINDOW, installSocketLib, SOCKET_EVENTS } from '../src/sim/l
 import { installZbuff } from '../src/sim/luatos/zbuff.js';
 import type { SimNetworkOptions, SocketLib } from '../src/sim/luatos/sim-env.js';
 import { sleep, until } from './helpers/until.js';
+import { concatMap, firstValueFrom, from, map } from 'rxjs';
+import { SimulatedModule } from '../src/sim/module.js';
+import { luatFamily } from '../src/sim/luat/family.js';
+import { RpcClient } from '../src/rpc/client.js';
+import { LuatSocketcore, type SocketMessage } from '../src/api/luat/socketcore.js';
+import { waitReady } from '../src/streams/drivers/luat-conn.js';
+import { SocketType } from '../src/api/luat/constants.js';
 
 const { ON_LINE, EVENT } = SOCKET_EVENTS;
 
@@ -177,6 +184,65 @@ describe('simulated Air780E TCP receive window', () => {
       assert.deepEqual(Buffer.concat([data.subarray(0, 300), ...parts]), data);
     } finally {
       sim.shutdown();
+      await srv.close();
+    }
+  });
+});
+
+describe('simulated Air724UG TCP receive buffer', () => {
+  it('an app that does not sock_recv holds at most the receive buffer; the FIN behind unread bytes waits; reading brings every byte in order', async () => {
+    const fam = luatFamily();
+    const sim = await SimulatedModule.start(fam, { log: () => {} });
+    const rpc = await RpcClient.open(sim.connect(), { timeoutMs: 10000 });
+    const sc = new LuatSocketcore(rpc);
+    const data = pattern(96 * 1024);
+    const srv = await sender(data, true);
+    try {
+      await waitReady(sc, 5000);
+      const msgs: SocketMessage[] = [];
+      const sub = sc.messages.subscribe((x) => msgs.push(x));
+      // every RECV_IND is answered by sock_recv(idx, recv_len), but only once the gate opens
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      const got: Buffer[] = [];
+      let n = 0;
+      let idx = -1;
+      const all = new Promise<void>((resolve, reject) => {
+        const s = sc.recvInd
+          .pipe(
+            concatMap((ind) => from(gate).pipe(concatMap(() => sc.sock_recv(ind.socket_index, ind.recv_len!)))),
+            map(([d]) => d),
+          )
+          .subscribe({
+            next: (d) => {
+              assert.ok(core().rxUnread(idx) <= 4096);
+              got.push(Buffer.from(d));
+              n += d.length;
+              if (n >= data.length) {
+                s.unsubscribe();
+                resolve();
+              }
+            },
+            error: reject,
+          });
+      });
+      const core = () => fam.current!.socketcore;
+      const [i] = await firstValueFrom(sc.sock_conn(SocketType.TCP, '127.0.0.1', srv.port, { recvBufferLen: 4096 }));
+      assert.ok(typeof i === 'number' && i >= 0, `sock_conn: ${i}`);
+      idx = i;
+      await until(() => core().rxUnread(idx) === 4096, 'a full receive buffer', { detail: () => `unread ${core().rxUnread(idx)}` });
+      await sleep(700); // longer than the 500 ms CLOSE_IND delay: the FIN is still behind the unread bytes
+      assert.equal(core().rxUnread(idx), 4096, 'no more than the receive buffer');
+      assert.equal(msgs.some((x) => x.name === 'CLOSE_IND'), false, 'CLOSE_IND before the data');
+      open();
+      await all;
+      assert.ok(Buffer.concat(got).equals(data), 'byte-exact, in order');
+      await until(() => msgs.some((x) => x.name === 'CLOSE_IND' && x.socket_index === idx), 'CLOSE_IND after the data');
+      sub.unsubscribe();
+      assert.deepEqual(await firstValueFrom(sc.sock_destroy(idx)), [1]);
+    } finally {
+      await rpc.close();
+      await sim.stop();
       await srv.close();
     }
   });
