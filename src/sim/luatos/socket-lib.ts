@@ -877,12 +877,12 @@ class SocketLibImpl implements SocketLib {
   }
 
   /**
-   * TCP receive window (issue #8). The EC618 adapter queues each received pbuf on the socket's
-   * rx list (luatos-soc-2022 ships the same port as LuatOS components/network/adapter_lwip2/
-   * net_lwip2.c, commit 05e31472: net_lwip2_tcp_recv_cb leaves `tcp_recved` commented out) and
-   * gives the window back only when the app has read a whole node (net_lwip2_socket_read_data
-   * posts EV_LWIP_SOCKET_RX_DONE with the node's length; the lwIP task calls
-   * `tcp_recved(pcb, len)`). So at most TCP_WND unread bytes wait on a socket; then the window is
+   * TCP receive window (issue #8). LuatOS's lwIP adapter queues each received pbuf on the
+   * socket's rx list (components/network/adapter_lwip2/net_lwip2.c, commit 05e31472:
+   * net_lwip2_tcp_recv_cb leaves `tcp_recved` commented out) and gives the window back only when
+   * the app has read a whole node (net_lwip2_socket_read_data posts EV_LWIP_SOCKET_RX_DONE with
+   * the node's length; the lwIP task calls `tcp_recved(pcb, len)`). The EC618's own adapter is
+   * not in the stored sources: we take it to work the same way (unverified). So at most TCP_WND unread bytes wait on a socket; then the window is
    * closed and the peer stops. TCP_WND of the Air780E build: {@link DEFAULT_RX_WINDOW}.
    *
    * Node delivers chunks of any size: bytes beyond the window wait in `rxHeld` (as in the
