@@ -347,6 +347,14 @@ export interface HeapBudget {
   everyMs?: number;
   /** Or after this many hook calls (`everyInstructions` each), whichever comes first. @default 200 */
   everyHooks?: number;
+  /**
+   * Also walk the heap inside a library call (a C function of the firmware) once the strings
+   * library calls have handed into Lua since the last walk reach this many bytes (`socket.read`,
+   * `uart.read`, `sock_recv`, `zbuff:toStr`, ...): over `limit`, that call fails with
+   * {@link MEMERRMSG}, as the firmware's `lua_pushlstring` of the result would. 0 = never.
+   * A walk costs about 0.5 ms with an agent loaded (issue #8 measurement). @default 16384
+   */
+  everyBridgeBytes?: number;
 }
 
 export class LuaVm {
@@ -360,6 +368,8 @@ export class LuaVm {
   private budget?: Required<HeapBudget>;
   private lastHeapCheck = 0;
   private hooksSinceCheck = 0;
+  /** Bytes of strings library calls pushed into Lua since the last walk (see `everyBridgeBytes`). */
+  private bridgeBytes = 0;
   /** Highest {@link heapUsed} seen by a budget check (bytes). */
   heapPeak = 0;
   /** Set by a family that already handled the agent load running out of heap (its own way). */
@@ -445,8 +455,9 @@ export class LuaVm {
       lua.lua_sethook(L, null, 0, 0);
       return;
     }
-    this.budget = { everyInstructions: 1000, everyMs: 20, everyHooks: 200, ...b };
+    this.budget = { everyInstructions: 1000, everyMs: 20, everyHooks: 200, everyBridgeBytes: 16384, ...b };
     this.lastHeapCheck = 0;
+    this.bridgeBytes = 0;
     lua.lua_sethook(
       L,
       (L2: any) => {
@@ -456,6 +467,7 @@ export class LuaVm {
         if (++this.hooksSinceCheck < bud.everyHooks && now - this.lastHeapCheck < bud.everyMs) return;
         this.lastHeapCheck = now;
         this.hooksSinceCheck = 0;
+        this.bridgeBytes = 0;
         const used = this.heapUsed();
         if (used > this.heapPeak) this.heapPeak = used;
         if (used > bud.limit) {
@@ -485,6 +497,7 @@ export class LuaVm {
   overBudget(): boolean {
     if (!this.budget) return false;
     this.lastHeapCheck = Date.now();
+    this.bridgeBytes = 0;
     const used = this.heapUsed();
     if (used > this.heapPeak) this.heapPeak = used;
     return used > this.budget.limit;
@@ -561,7 +574,21 @@ export class LuaVm {
       }
       if (!out) return 0;
       lauxlib.luaL_checkstack(L, out.length + 2, null);
-      for (const v of out) vm.push(L, v);
+      let bytes = 0;
+      for (const v of out) {
+        vm.push(L, v);
+        if (v instanceof Uint8Array || typeof v === 'string') bytes += v.length;
+      }
+      // an allocation-heavy call: check the heap now, at the allocation, instead of up to 20 ms
+      // (or everyHooks * everyInstructions instructions) later
+      const bud = vm.budget;
+      if (bud && bytes > 0 && bud.everyBridgeBytes > 0 && (vm.bridgeBytes += bytes) >= bud.everyBridgeBytes) {
+        vm.bridgeBytes = 0;
+        if (vm.overBudget()) {
+          lua.lua_pushstring(L, to_luastring(MEMERRMSG));
+          return lua.lua_error(L);
+        }
+      }
       return out.length;
     });
   }

@@ -301,8 +301,21 @@ export function installLuatEnv(h: LuatEnvHost): LuatEnv {
         const id = a.int(1);
         const parts: Buffer[] = [];
         for (let i = 2; i <= a.count; i++) {
-          if (a.isNumber(i)) parts.push(Buffer.from([a.int(i) & 255]));
-          else parts.push(Buffer.from(a.bytes(i)));
+          if (a.isNumber(i)) {
+            // l_uart.c uart_write: a number outside 0..255 is luaL_error "invalid number"
+            const n = a.int(i);
+            if (n < 0 || n > 255) throw new LuaRaise('invalid number');
+            parts.push(Buffer.from([n]));
+          } else {
+            // l_uart.c uart_write passes each string's size_t length to the platform's send_buff,
+            // whose length is a u16 (CSDK commit 9fa34023, app/elua/platform/openat/src/platform_uart.c,
+            // platform_s_uart_send_buff(unsigned id, const u8 *buff, u16 len) -> uart_phy_write(...,
+            // uint16 length)): a string over 65535 bytes is cut to len & 0xffff, and that count is
+            // what uart.write adds to its result (issue #8). What the core's write_uart does when the
+            // app writes faster than the line drains is closed source: here every byte is queued.
+            const b = a.bytes(i);
+            parts.push(Buffer.from(b.subarray(0, b.length & 0xffff)));
+          }
         }
         const data = Buffer.concat(parts);
         if (id === h.uartId && rpcOpen) {

@@ -135,6 +135,11 @@ export interface Socketcore {
   slotState(idx: number): SlotState | undefined;
   /** Node sockets still open. */
   openHandles(): number;
+  /**
+   * TCP bytes the core holds for slot `idx` and the app has not read yet (bytes), at most the
+   * slot's receive buffer (the rest waits with the peer: closed window). 0 for a free slot.
+   */
+  rxUnread(idx: number): number;
   /** The data link went down: every connection breaks (CLOSE_IND), connects fail. */
   linkDown(): void;
   shutdown(): void;
@@ -158,6 +163,14 @@ class Slot {
   udp?: dgram.Socket;
   rx: Buffer[] = [];
   rxLen = 0;
+  /**
+   * TCP bytes Node delivered beyond the receive buffer: the core's lwIP would not have taken them
+   * yet (its window is closed; the peer keeps them). Invisible to RECV_IND; moved into `rx` as the
+   * app reads. See {@link SocketcoreImpl.rxFill}.
+   */
+  rxHeld: Buffer[] = [];
+  /** The peer's FIN/close came while `rxHeld` was not empty: it counts once they went in. */
+  finHeld = false;
   /** Bytes announced by the pending RECV_IND and not yet read. */
   reqLen = 0;
   indPending = false;
@@ -232,6 +245,10 @@ class SocketcoreImpl implements Socketcore {
 
   slotState(idx: number): SlotState | undefined {
     return this.slots[idx]?.state;
+  }
+
+  rxUnread(idx: number): number {
+    return this.slots[idx]?.rxLen ?? 0;
   }
 
   openHandles(): number {
@@ -434,16 +451,16 @@ class SocketcoreImpl implements Socketcore {
     s.stream = st;
     st.on('data', (d: Buffer) => {
       if (this.slots[s.idx] !== s || s.state !== 'connected') return;
-      s.rx.push(d);
-      s.rxLen += d.length;
-      if (s.rxLen >= s.recvBuf && !s.paused) {
-        s.paused = true;
-        st.pause();
-      }
-      this.maybeInd(s);
+      s.rxHeld.push(d);
+      this.rxFill(s);
     });
-    st.on('end', () => this.peerGone(s));
-    st.on('close', () => this.peerGone(s));
+    // the FIN is in sequence after the data: the core sees it only once the held bytes went in
+    const fin = () => {
+      if (s.rxHeld.length) s.finHeld = true;
+      else this.peerGone(s);
+    };
+    st.on('end', fin);
+    st.on('close', fin);
     st.on('error', (e) => {
       if (this.slots[s.idx] !== s) return;
       if (s.state === 'connecting') this.connFail(s, e.message);
@@ -481,6 +498,8 @@ class SocketcoreImpl implements Socketcore {
       this.kill(s);
       s.state = 'peerclosed';
       s.rx = [];
+      s.rxHeld = [];
+      s.finHeld = false;
       s.rxLen = 0;
       s.dgrams = [];
       s.indPending = false;
@@ -493,6 +512,44 @@ class SocketcoreImpl implements Socketcore {
     }, this.net.closeIndDelayMs ?? 500);
     s.closeIndTimer = t;
     s.timers.add(t);
+  }
+
+  /**
+   * TCP receive window (issue #8). The core reads with the lwIP socket API (OPENAT_socket_recv in
+   * platform_socket_recv, CSDK app/elua/platform/openat/src/platform_socket.c), and lwIP gives
+   * window back only for bytes the app has taken from the socket, so a module whose app does not
+   * `sock_recv` closes its window: the core posts no further RECV_IND until the announced bytes
+   * were read, and the peer stops once the buffer is full. The size is the slot's receive buffer
+   * (`recvBufferBytes` / the `recvBufferLen` argument; the 8910 core's lwIP options are not in
+   * the published CSDK: unverified). Node delivers chunks of any size: what does not fit waits in
+   * `rxHeld` and the Node socket is paused (the peer then sees the kernel's window close).
+   */
+  private rxFill(s: Slot): void {
+    while (s.rxHeld.length) {
+      const room = s.recvBuf - s.rxLen;
+      if (room <= 0) break;
+      const head = s.rxHeld[0];
+      const take = Math.min(room, head.length);
+      s.rx.push(take === head.length ? head : head.subarray(0, take));
+      s.rxLen += take;
+      if (take === head.length) s.rxHeld.shift();
+      else s.rxHeld[0] = head.subarray(take);
+    }
+    const st = s.stream;
+    if (st && !st.destroyed) {
+      if (s.rxHeld.length && !s.paused) {
+        s.paused = true;
+        st.pause();
+      } else if (!s.rxHeld.length && s.paused) {
+        s.paused = false;
+        st.resume();
+      }
+    }
+    this.maybeInd(s);
+    if (!s.rxHeld.length && s.finHeld) {
+      s.finHeld = false;
+      this.peerGone(s);
+    }
   }
 
   private maybeInd(s: Slot): void {
@@ -610,11 +667,8 @@ class SocketcoreImpl implements Socketcore {
     }
     if (s.reqLen === 0) {
       s.indPending = false;
-      if (s.paused && s.rxLen < s.recvBuf && s.stream) {
-        s.paused = false;
-        s.stream.resume();
-      }
-      this.maybeInd(s);
+      // the read gave window back: bytes the peer held come in (may post the next RECV_IND)
+      this.rxFill(s);
       // platform_socket.c:906-913 (platform_socket_recv): a completed read restarts a pending remote-close timer
       if (s.closeIndTimer) this.armCloseInd(s);
     }
@@ -656,6 +710,8 @@ class SocketcoreImpl implements Socketcore {
     this.kill(s);
     s.state = 'closed';
     s.rx = [];
+    s.rxHeld = [];
+    s.finHeld = false;
     s.rxLen = 0;
     s.dgrams = [];
     s.indPending = false;

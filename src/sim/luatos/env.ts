@@ -9,9 +9,16 @@ import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaOut, type LuaRef,
 import { jsonToLua, luaToJson } from '../lua-json.js';
 import { crc32 } from '../checksums.js';
 import type { Scheduler } from '../scheduler.js';
-import type { UartWire } from '../uart-wire.js';
+import { lineCharMs, type UartWire } from '../uart-wire.js';
 import { performance } from 'node:perf_hooks';
 import { crc16 as crc16Modbus } from '../../codec/frame.js';
+
+/**
+ * TX cache of the EC618 UART driver, bytes: `Uart_BaseInitEx(id, baud, 1024, rxbuf, ...)` in
+ * luat_uart_setup (luatos-soc-2022 interface/src/luat_uart_ec618.c, commit 1a4c51c2). A
+ * `uart.write` returns once the rest of its bytes fit in it.
+ */
+export const UART_TX_CACHE = 1024;
 
 /** Identity and radio state the emulated firmware reports. */
 export interface LuatosIdentity {
@@ -248,9 +255,18 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
         const id = a.int(1);
         const data = a.bytes(2);
         if (id === h.uartId) {
-          // luat_lib_uart.c l_uart_write hands the bytes to the driver (luat_uart_write) and returns:
-          // the call does not wait for the line (the simulated line queues them)
+          // luat_lib_uart.c l_uart_write hands the bytes to the driver: luat_uart_write ->
+          // Uart_TxTaskSafe (luatos-soc-2022 interface/src/luat_uart_ec618.c, commit 1a4c51c2,
+          // luat_uart_write), a blocking TX in the calling task through the driver's 1024-byte TX
+          // cache (Uart_BaseInitEx(id, baud, 1024, ...) in luat_uart_setup). Nothing is dropped;
+          // the Lua VM is held until all but the last cache-full are on the line (issue #8).
+          // Modelled as a busy-until time: timers, socket and UART callbacks due meanwhile wait
+          // (Scheduler.busyUntil); Node is never blocked.
           wire.toHost(data);
+          if (wire.paced) {
+            const until = wire.txFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine);
+            if (until > scheduler.busyUntil) scheduler.busyUntil = until;
+          }
           const cb = sentCb.get(id);
           // "sent" when the bytes are out on the (paced) line
           const wait = wire.txFreeAt - performance.now();

@@ -41,6 +41,13 @@ export interface SimNetworkOptions {
    */
   txBufferBytes?: number;
   /**
+   * TCP receive window per socket, bytes: at most this many unread bytes wait on a socket
+   * (`socket.rx` without a buffer never reports more); then the window is closed and the peer
+   * stops sending until the app reads a whole received block. @default 42880 (TCP_WND of the
+   * Air780E build, 32 * TCP_MSS 1340; see DEFAULT_RX_WINDOW in socket-lib.ts)
+   */
+  rxWindowBytes?: number;
+  /**
    * What `socket.rx_cache()` reports: the lwIP receive-cache block count of the build (issue 8
    * part C7: 32 by default, 6 on EC718/716 builds; not found in the stored LuatOS sources).
    * @default 32

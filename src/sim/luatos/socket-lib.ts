@@ -38,6 +38,14 @@ const { lua, lauxlib, to_luastring } = fengari as unknown as {
   to_luastring: (s: string) => Uint8Array;
 };
 
+/**
+ * TCP_WND of the Air780E (EC618) build, bytes: luatos-soc-2022
+ * PLAT/middleware/thirdparty/lwip/src/include/lwip_config_ec6180h00.h (commit 1850c1e2, the
+ * TCP_WND and TCP_MSS definitions): `32 * TCP_MSS` when `__USER_CODE__` is defined (the SDK's
+ * xmake builds define it), TCP_MSS 1340. The other branch (6 * 1024) is the SDK's own build.
+ */
+export const DEFAULT_RX_WINDOW = 32 * 1340;
+
 /** Metatable name of socket ctrl userdata, also the `sys_pub` topic of ctrls without callback (LS: LUAT_NW_CTRL_TYPE). */
 export const NW_CTRL_TYPE = 'NWCTRL*';
 
@@ -136,6 +144,18 @@ class Conn {
   pending: net.Socket[] = [];
   rx: Buffer[] = [];
   rxLen = 0;
+  /**
+   * Bytes already taken from the head node of `rx` (the firmware grants window back only for a
+   * fully read node, net_lwip2.c `net_lwip2_socket_read_data`): they still count against the window.
+   */
+  rxHeadRead = 0;
+  /**
+   * Bytes Node delivered beyond the receive window: lwIP would not have accepted them yet (the
+   * peer keeps them while the window is closed). Invisible to `rx`; moved in as the window opens.
+   */
+  rxHeld: Buffer[] = [];
+  /** The peer's FIN/close came while `rxHeld` was not empty: reported once it is drained. */
+  rxEndHeld = false;
   dgrams: Array<{ data: Buffer; ip: string; port: number }> = [];
   /** No more adapter events from this socket (error/peer close seen, or handles killed). */
   failed = false;
@@ -290,6 +310,8 @@ class SocketLibImpl implements SocketLib {
   private readonly net;
   private readonly maxSockets: number;
   private readonly txBufferBytes: number;
+  /** Receive window per TCP socket, bytes (sim-env.ts `rxWindowBytes`). */
+  private readonly rxWindow: number;
   private ready: boolean;
   private defaultAdapter: number = ADAPTERS.LWIP_GP;
   private dnsServers: string[];
@@ -323,6 +345,7 @@ class SocketLibImpl implements SocketLib {
     this.net = env.network;
     this.maxSockets = this.net.maxSockets ?? 8;
     this.txBufferBytes = this.net.txBufferBytes ?? 8192;
+    this.rxWindow = Math.max(1, Math.floor(this.net.rxWindowBytes ?? DEFAULT_RX_WINDOW));
     this.rxCacheBlocks = this.net.rxCacheBlocks ?? 32;
     this.dnsServers = [...(this.net.dnsServers ?? [])];
     const delay = this.net.adapterReadyDelayMs ?? 0;
@@ -842,14 +865,56 @@ class SocketLibImpl implements SocketLib {
     conn.stream = s;
     s.on('data', (d: Buffer) => {
       if (conn.dead) return;
-      conn.rx.push(d);
-      conn.rxLen += d.length;
-      this.netEvent(c, conn, { t: 'rx_new' });
+      conn.rxHeld.push(d);
+      this.rxWindowFill(c, conn);
     });
-    s.on('end', () => this.netEvent(c, conn, { t: 'remote_close' }));
+    const peerClosed = () => {
+      // the FIN is in sequence after the data: lwIP sees it only once the held bytes went in
+      if (conn.rxHeld.length) conn.rxEndHeld = true;
+      else this.netEvent(c, conn, { t: 'remote_close' });
+    };
+    s.on('end', peerClosed);
     s.on('close', () => {
-      if (!conn.closing) this.netEvent(c, conn, { t: 'remote_close' });
+      if (!conn.closing) peerClosed();
     });
+  }
+
+  /**
+   * TCP receive window (issue #8). LuatOS's lwIP adapter queues each received pbuf on the
+   * socket's rx list (components/network/adapter_lwip2/net_lwip2.c, commit 05e31472:
+   * net_lwip2_tcp_recv_cb leaves `tcp_recved` commented out) and gives the window back only when
+   * the app has read a whole node (net_lwip2_socket_read_data posts EV_LWIP_SOCKET_RX_DONE with
+   * the node's length; the lwIP task calls `tcp_recved(pcb, len)`). The EC618's own adapter is
+   * not in the stored sources: we take it to work the same way (unverified). So at most TCP_WND unread bytes wait on a socket; then the window is
+   * closed and the peer stops. TCP_WND of the Air780E build: {@link DEFAULT_RX_WINDOW}.
+   *
+   * Node delivers chunks of any size: bytes beyond the window wait in `rxHeld` (as in the
+   * peer's send buffer) and the Node socket is paused (the host kernel's receive buffer then
+   * fills and the peer sees a zero window).
+   */
+  private rxWindowFill(c: SocketCtrl, conn: Conn): void {
+    let moved = false;
+    while (conn.rxHeld.length) {
+      const room = this.rxWindow - (conn.rxLen + conn.rxHeadRead);
+      if (room <= 0) break;
+      const head = conn.rxHeld[0];
+      const take = Math.min(room, head.length);
+      conn.rx.push(take === head.length ? head : head.subarray(0, take));
+      conn.rxLen += take;
+      if (take === head.length) conn.rxHeld.shift();
+      else conn.rxHeld[0] = head.subarray(take);
+      moved = true;
+    }
+    const s = conn.stream;
+    if (s && !s.destroyed) {
+      if (conn.rxHeld.length) s.pause();
+      else if (s.isPaused()) s.resume();
+    }
+    if (moved) this.netEvent(c, conn, { t: 'rx_new' });
+    if (!conn.rxHeld.length && conn.rxEndHeld) {
+      conn.rxEndHeld = false;
+      this.netEvent(c, conn, { t: 'remote_close' });
+    }
   }
 
   private startTls(c: SocketCtrl, conn: Conn): void {
@@ -952,6 +1017,9 @@ class SocketLibImpl implements SocketLib {
     conn.pending = [];
     conn.rx = [];
     conn.rxLen = 0;
+    conn.rxHeadRead = 0;
+    conn.rxHeld = [];
+    conn.rxEndHeld = false;
     conn.dgrams = [];
   }
 
@@ -1105,10 +1173,18 @@ class SocketLibImpl implements SocketLib {
         const take = Math.min(head.length, len - got);
         parts.push(head.subarray(0, take));
         got += take;
-        if (take === head.length) conn.rx.shift();
-        else conn.rx[0] = head.subarray(take);
+        if (take === head.length) {
+          // whole node read: RX_DONE gives its bytes back to the window (net_lwip2_socket_read_data)
+          conn.rx.shift();
+          conn.rxHeadRead = 0;
+        } else {
+          conn.rx[0] = head.subarray(take);
+          conn.rxHeadRead += take;
+        }
       }
       conn.rxLen -= got;
+      // the window opened: the peer's next segments arrive as new data (a later turn, like lwIP)
+      if (conn.rxHeld.length && conn.rxLen + conn.rxHeadRead < this.rxWindow) this.after(0, () => this.rxWindowFill(c, conn));
       return { data: Buffer.concat(parts) };
     }
     if (conn.kind === 'udp') {

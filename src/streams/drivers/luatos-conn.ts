@@ -268,8 +268,13 @@ export class LuatosConnection {
                 exhausted = true;
                 continue; // the reads behind it settle (and may still bring bytes that came meanwhile)
               }
-              if (o.full?.(r)) want = depth;
-              else if (o.full && !ending && !thorough) exhausted = true;
+              // a full read behind a short one: a pipelined read found new bytes (with hello rxdrain
+              // the agent's firmware read takes at most the module's TCP window and keeps the rest
+              // for the next rx calls; their EVENT may already have been seen), so read on
+              if (o.full?.(r)) {
+                want = depth;
+                exhausted = false;
+              } else if (o.full && !ending && !thorough) exhausted = true;
               sub.next(r);
             }
             // paused with more possibly pending: stop here; resumeReading drains again
