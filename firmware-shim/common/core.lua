@@ -26,7 +26,9 @@
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
---                    HAL.load(name), which returns the function (or nil), when the host calls one
+--                    HAL.load(name), which returns the function (or nil), when the host calls one.
+--                    Or a function returning that string (NodeMCU: the list lives in a flash file,
+--                    not in the heap): then HAL.load alone decides, nil for a name it does not offer
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
@@ -111,18 +113,6 @@ function A.tether_calls(A, N)
     xerr(id, code, tostring(e))
   end
 
-  -- the name of capability number n (registered ones first, then HAL.lazy's)
-  local function capname(n)
-    local nm = A.caps[n]
-    if nm or not HAL.lazy then return nm end
-    n = n - #A.caps
-    for w in string.gmatch(HAL.lazy, "(%S+) ") do
-      n = n - 1
-      if n == 0 then return w end
-    end
-  end
-
-  K.capname = capname
   local BUILTIN = { hello = true, ["agent.caps"] = true, ["agent.stats"] = true, ["agent.ping"] = true, ["agent.release_all"] = true }
   -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
   local function lookup(fname)
@@ -137,12 +127,16 @@ function A.tether_calls(A, N)
     local s = K.m
     K.m = nil
     local ok0, f = pcall(lookup, fname)
-    if ok0 and f == nil and sfind(fname, "^%d+$") then
-      fname = capname(tonumber(fname)) or fname
-      ok0, f = pcall(lookup, fname)
+    if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
+      ok0, f = pcall(function() return (K.builtins or HAL.builtins()).capname(tonumber(fname)) end)
+      if ok0 then
+        fname = f or fname
+        ok0, f = pcall(lookup, fname)
+      end
     end
     if not ok0 then return fail(id, f, TP.E_ERR) end
-    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
+    local z = HAL.lazy
+    if f == nil and z and (type(z) == "function" or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
       local ok, g = pcall(HAL.load, fname)
       if not ok then return fail(id, g, TP.E_ERR) end
       f = g
@@ -172,13 +166,31 @@ function A.tether_builtins(A, N)
   local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
   local unpack = unpack or table.unpack
   local B = {}
+  -- HAL.lazy's list (a string, or a function returning it)
+  local function lazy()
+    local z = HAL.lazy
+    if type(z) == "function" then z = z() end
+    return z
+  end
+  -- the name of capability number n (registered ones first, then HAL.lazy's); not a call (the
+  -- BUILTIN list of tether_calls gates what the host can call here)
+  function B.capname(n)
+    local nm = A.caps[n]
+    local z = lazy()
+    if nm or not z then return nm end
+    n = n - #A.caps
+    for w in string.gmatch(z, "(%S+) ") do
+      n = n - 1
+      if n == 0 then return w end
+    end
+  end
   B.hello = function()
     local t = {
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
       maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
-      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
       released = L.freed or 0,
     }
     HAL.info(t)
@@ -189,7 +201,7 @@ function A.tether_builtins(A, N)
     if first < 1 then first = 1 end
     local out = {}
     for i = first, first + (count or 4096) - 1 do
-      local nm = K.capname(i)
+      local nm = B.capname(i)
       if nm == nil then break end
       out[#out + 1] = nm
     end
