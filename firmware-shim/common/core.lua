@@ -41,7 +41,6 @@ function A.tether_calls(A, N)
   local K = N.K
   local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals -- encvals: resident (loads tether_enc)
   local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
-  local HUGE = math and math.huge
   local function pack(...) return { n = select("#", ...), ... } end
   local function badarg(m) error({ TP.E_ARG, m }, 0) end
 
@@ -54,19 +53,7 @@ function A.tether_calls(A, N)
       if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
       return ssub(s, e + 1, e + n), e + n + 2
     end
-    if c == "{" then
-      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
-      local tb = {}
-      i = i + 2
-      while ssub(s, i, i) ~= "}" do
-        if i > #s then badarg("unterminated table") end
-        local k, v
-        k, i = dec(s, i, depth + 1)
-        v, i = dec(s, i, depth + 1)
-        if k ~= nil then tb[k] = v end
-      end
-      return tb, i + 2
-    end
+    if c == "{" or c == "d" then return K.part("enc").dec(s, i, depth, dec) end -- tables, floats: tether_enc
     local j = sfind(s, " ", i, true) or #s + 1
     local t = ssub(s, i, j - 1)
     j = j + 1
@@ -81,15 +68,6 @@ function A.tether_calls(A, N)
         error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
       end
       return o, j
-    end
-    if c == "d" then
-      local r = ssub(t, 2)
-      if r == "inf" then return HUGE, j end
-      if r == "-inf" then return -HUGE, j end
-      if r == "nan" then return HUGE and (HUGE - HUGE), j end
-      local x = tonumber(r)
-      if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
-      return x, j
     end
     if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
     return tonumber(t), j
@@ -219,9 +197,10 @@ function A.tether_builtins(A, N)
 end -- tether_builtins
 -- @end
 
--- @lazy enc: the value encoder (docs/protocol.md section 7) for replies, events and publishes.
--- A function of (A, N) like tether_calls; returns { encvals = encvals }. Resident in one-file
--- agents; NodeMCU's build cuts it out into tether_enc.lua, loaded when a message carries values.
+-- @lazy enc: the value encoder (docs/protocol.md section 7) for replies, events and publishes
+-- whose values are not all strings and integers, and the decoder's rare tokens (tables, floats).
+-- A function of (A, N) like tether_calls; returns { encvals = encvals, dec = dec }. Resident in
+-- one-file agents; NodeMCU's build cuts it out into tether_enc.lua, loaded when needed.
 function A.tether_enc(A, N)
   local K = N.K
   local TP, encstr = K.TP, K.encstr
@@ -263,12 +242,41 @@ function A.tether_enc(A, N)
     for i = from, to do enc(p[i], 0, out) end
     return table.concat(out, " ")
   end
-  return { encvals = encvals }
+
+  -- the decoder's rare tokens (a call's table and float arguments; tether_calls decodes the rest)
+  local sfind, ssub = string.find, string.sub
+  local function badarg(m) error({ TP.E_ARG, m }, 0) end
+  -- the table or float token at s[i] and the index of the next token; dec1 is the caller's
+  -- decoder (tether_calls), for a table's keys and values
+  local function dec(s, i, depth, dec1)
+    if ssub(s, i, i) == "{" then
+      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
+      local tb = {}
+      i = i + 2
+      while ssub(s, i, i) ~= "}" do
+        if i > #s then badarg("unterminated table") end
+        local k, v
+        k, i = dec1(s, i, depth + 1)
+        v, i = dec1(s, i, depth + 1)
+        if k ~= nil then tb[k] = v end
+      end
+      return tb, i + 2
+    end
+    local j = sfind(s, " ", i, true) or #s + 1
+    local r = ssub(s, i + 1, j - 1)
+    if r == "inf" then return HUGE, j + 1 end
+    if r == "-inf" then return -HUGE, j + 1 end
+    if r == "nan" then return HUGE and (HUGE - HUGE), j + 1 end
+    local x = tonumber(r)
+    if x == nil then badarg("bad float " .. ssub(ssub(s, i, j - 1), 1, 16)) end
+    return x, j + 1
+  end
+  return { encvals = encvals, dec = dec }
 end -- tether_enc
 -- @end
 
 -- @lazy gap: gap repair (docs/protocol.md section 5), needed only while host frames are kept
--- ahead of a gap or after a corrupt line. A function of (A, N); returns { holes = holes }.
+-- ahead of a gap or after a corrupt line. A function of (A, N); returns { holes, ahead, drain }.
 -- Resident in one-file agents; NodeMCU's build cuts it out into tether_gap.lua.
 function A.tether_gap(A, N)
   local K = N.K
@@ -297,7 +305,25 @@ function A.tether_gap(A, N)
     L.lastnak, L.nakt = m, L.tk
     return m
   end
-  return { holes = holes }
+  -- a host frame ahead of the one expected: kept (selective repeat, at most a window of bytes)
+  local function ahead(t, seq, body)
+    K.ST.ahead = K.ST.ahead + 1
+    L.gap = true
+    if L.ah[seq] == nil and L.ahb + #body <= K.HAL.window then
+      L.ah[seq] = { t, body }
+      L.ahb = L.ahb + #body
+    end
+  end
+  -- hand on the kept frames that now follow in order
+  local function drain()
+    local H = L.ah
+    while H[L.rx] and not K.blocked() do
+      local f = H[L.rx]
+      local ok, e = pcall(K.deliver, f[1], L.rx, f[2])
+      if not ok then pcall(A.log, 1, e) end
+    end
+  end
+  return { holes = holes, ahead = ahead, drain = drain }
 end -- tether_gap
 -- @end
 
@@ -464,11 +490,19 @@ local function tether_core()
   local K -- the core's shared state for the @lazy parts (below)
   -- a @lazy block's table: made at load (one-file agents) or HAL.part(name) (loaded on first use)
   local function part(nm) return K[nm] or HAL.part(nm) end
-  -- the values p[from..to] encoded (tether_enc)
-  -- (no values, the reply of most calls: "" without loading it)
+  -- the values p[from..to] encoded: strings and integers here (most events: a "receive"
+  -- forwards without loading anything), anything else with tether_enc
   local function encvals(p, from, to)
-    if from > to then return "" end
-    return part("enc").encvals(p, from, to)
+    local out = {}
+    for i = from, to do
+      local v = p[i]
+      if type(v) == "string" then v = encstr(v)
+      elseif type(v) == "number" and v % 1 == 0 and v >= -2147483647 and v <= 2147483647 and not (math and math.type) then
+        v = string.format("%d", v)
+      else return part("enc").encvals(p, from, to) end
+      out[i - from + 1] = v
+    end
+    return tconcat(out, " ")
   end
 
   -- ---------------------------------------------------------------- calls (section 8)
@@ -476,7 +510,7 @@ local function tether_core()
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
   -- a whole message from the host (only calls travel this way)
-  K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
+  K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr, part = part }
   A.K = K
   local function message(m)
     local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
@@ -503,16 +537,8 @@ local function tether_core()
   local function deliver(t, seq, body)
     local d = umod(seq - L.rx, MOD)
     if d ~= 0 then
-      if d + d < MOD then
-        ST.ahead = ST.ahead + 1
-        L.gap = true
-        if L.ah[seq] == nil and L.ahb + #body <= HAL.window then
-          L.ah[seq] = { t, body }
-          L.ahb = L.ahb + #body
-        end
-      else
-        ST.dup = ST.dup + 1
-      end
+      if d + d < MOD then return part("gap").ahead(t, seq, body) end -- kept (tether_gap)
+      ST.dup = ST.dup + 1
       return
     end
     local k = L.ah[seq] -- a kept copy of this frame is no longer needed
@@ -666,14 +692,10 @@ local function tether_core()
     if miss then sendA(miss) elseif L.ackdue then sendA() end
   end
 
-  -- hand on the kept frames that now follow in order
+  -- hand on the kept frames that now follow in order (tether_gap, only when frames are kept)
+  K.deliver, K.blocked = deliver, blocked
   function A.drain()
-    local H = L.ah
-    while H[L.rx] and not blocked() do
-      local f = H[L.rx]
-      local ok, e = pcall(deliver, f[1], L.rx, f[2])
-      if not ok then pcall(A.log, 1, e) end
-    end
+    if next(L.ah) then part("gap").drain() end
   end
 
   -- after a gap or a corrupt line: the " seq" list of missing frames below the highest kept one,

@@ -166,8 +166,8 @@ end
 -- a call's group is dropped when the call is done (the calls part itself stays until the tick)
 HAL.calls = function() return HAL.group("call") end
 HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
--- the core's other parts loaded when needed: "enc" (value encoder, tether_enc.lua), "gap" (gap
--- repair, tether_gap.lua); dropped at the next tick like a group
+-- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
+-- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
 HAL.called = function() loaded = { call = loaded.call } end
 -- the group of a function: by the name's prefix (nil for a name the agent does not offer: the
