@@ -618,6 +618,7 @@ local function tether_core()
         end
         return
       end
+      l, s = nil, nil -- the line and its unescaped copy are not kept while a call runs (the peak)
       deliver(t, seq, ssub(rest, 2))
       return A.drain()
     end

@@ -95,25 +95,25 @@ end
 -- agent closes that socket and reports reconnection(-1) (ERR_MEM, "out of memory": the module had
 -- no room for the data), which the host's stream turns into an error.
 local holding = {}
-local function onrecv(id)
-  return function(o, data)
-    A.guard(function()
-      if not A.event(id, "receive", data) then
-        for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
-        pcall(o.close, o)
-        holding[o] = nil
-        A.send("E" .. id .. " 'reconnection -1", true)
-        return
-      end
-      local hook = rawget(_G, "tether_hook")
-      if hook then hook(id, "receive", data) end
-      if A.backlog() > HOLD_AT and not holding[o] then
-        holding[o] = true
-        A.stats.held = (A.stats.held or 0) + 1
-        o:hold()
-      end
-    end)
+-- (one function for every socket and segment: no closure is made per "receive")
+local function recv(o, id, data)
+  if not A.event(id, "receive", data) then
+    for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
+    pcall(o.close, o)
+    holding[o] = nil
+    A.send("E" .. id .. " 'reconnection -1", true)
+    return
   end
+  local hook = rawget(_G, "tether_hook")
+  if hook then hook(id, "receive", data) end
+  if A.backlog() > HOLD_AT and not holding[o] then
+    holding[o] = true
+    A.stats.held = (A.stats.held or 0) + 1
+    o:hold()
+  end
+end
+local function onrecv(id)
+  return function(o, data) A.guard(recv, o, id, data) end
 end
 A.ondrain = function(n)
   if n > UNHOLD_AT or next(holding) == nil then return end
