@@ -20,6 +20,9 @@
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
+--   HAL.spent()      (optional) forget the loaded copy of tether_calls: called by it after it
+--                    decoded a call of over 512 bytes, before the function runs (it then drops
+--                    its decoder; the next call loads the part again)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
@@ -121,8 +124,16 @@ function A.tether_calls(A, N)
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, s, i)
+    local big = #s > 512
     s = nil
     if not ok then return fail(id, args, TP.E_ARG) end
+    -- a call carrying a payload, on a build that loads this part from flash: the decoder is
+    -- dropped before the function runs (HAL.spent forgets this copy of the part; the next call
+    -- loads it again), so the payload and the decoder are not in the heap together
+    if big and HAL.spent then
+      HAL.spent()
+      dec, decvals = nil, nil
+    end
     ST.calls = ST.calls + 1
     local r = pack(pcall(f, unpack(args, 1, args.n)))
     args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)

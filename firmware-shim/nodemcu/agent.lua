@@ -170,6 +170,7 @@ HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tet
 -- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
 HAL.called = function() loaded = { call = loaded.call } end
+HAL.spent = function() loaded.call = nil end -- a call with a payload: its decoder goes before it runs
 -- the group of a function: by the name's prefix (nil for a name the agent does not offer: the
 -- core then answers E_NOFN; the groups hold only the offered names under these prefixes)
 local GROUP = { tcpsocket = "tcp", tcpserver = "srv", udpsocket = "udp", net = "net", wifi = "sys", node = "sys", agent = "sys" }
