@@ -202,4 +202,5 @@ end
 node.output(output, 0)
 uart.on("data", "\n", function(d) A.guard(A.feed, d) end, 0)
 A.start()
+A.start, HAL.epoch = nil, nil -- used once: their code leaves the heap
 return A

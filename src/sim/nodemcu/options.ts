@@ -62,7 +62,7 @@ export interface NodemcuSimOptions {
   heapBytes?: number;
   /**
    * Enforce `heapBytes` (false: report the heap but never fail an allocation). Off by default
-   * for now, a deliberate and temporary difference: today's NodeMCU agent (32.1 KB idle, 40.3 KB
+   * for now, a deliberate and temporary difference: today's NodeMCU agent (31.6 KB idle, 39.8 KB
    * at the peak of a 1460-byte receive and send, i386 lua5.1) still runs out of the 44000 bytes an
    * ESP8266 has free under a stream's backlog (docs/fidelity.md, "Heap"); with `true` it fails as
    * it would on the module. @default false
