@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { generatedFiles, staleFiles, families, bundleFiles, renderAgent, ROOT } from '../scripts/gen-lua.js';
+import { generatedFiles, staleFiles, families, bundleFiles, renderAgent, inlineConstants, SPLIT_CORE_FAMILIES, ROOT } from '../scripts/gen-lua.js';
 import { LUA_CONSTANTS } from '../src/codec/constants.js';
 import { agentBundlePath } from '../src/util/repo-root.js';
 
@@ -19,11 +19,24 @@ test('agent bundles are build outputs: dist/agents/<family>/main.lua is what the
   for (const f of families()) {
     const p = `dist/agents/${f}/main.lua`;
     assert.equal(agentBundlePath(f as 'luat'), join(ROOT, p));
-    assert.ok(bundles.get(p)!.includes('local TP = {'), f);
+    if (SPLIT_CORE_FAMILIES.includes(f)) {
+      // the constants are inlined (issue 8): no TP table in the heap, no TP.X lookup left anywhere
+      assert.ok(bundles.get(p)!.includes('local TP = {}\n'), f);
+      for (const [q, text] of bundles) if (q.startsWith(`dist/agents/${f}/`)) assert.doesNotMatch(text, /\bTP\.[A-Za-z_]/, q);
+      assert.match(bundles.get(p)!, /local MOD = 4096\n/, 'TP.SEQ_MOD written as its value');
+    } else {
+      assert.ok(bundles.get(p)!.includes('local TP = {'), f);
+    }
     assert.equal(readFileSync(join(ROOT, p), 'utf8'), renderAgent(f), `${p} is stale: run npm run build`);
     assert.equal(existsSync(join(ROOT, 'firmware-shim', f, 'main.lua')), false, `firmware-shim/${f}/main.lua must not exist: bundles live in dist/agents/`);
   }
   // and git tracks none (a stale copy in a checkout would be shipped by the package's files)
   const ls = spawnSync('git', ['ls-files', 'firmware-shim'], { cwd: ROOT, encoding: 'utf8' });
   if (ls.status === 0) assert.ok(!/main\.lua/.test(ls.stdout), ls.stdout);
+});
+
+test('inlineConstants writes a protocol constant as its Lua literal and refuses a name that is not one', () => {
+  assert.equal(inlineConstants('local m, e = TP.SEQ_MOD, TP.E_HANDLE', 'x.lua'), 'local m, e = 4096, "BADHANDLE"');
+  assert.equal(inlineConstants('if sfind(v, TP.SAFE) then', 'x.lua'), 'if sfind(v, "^[%w%._:/%-]*$") then');
+  assert.throws(() => inlineConstants('x = TP.NOPE', 'x.lua'), /x\.lua: TP\.NOPE is not a protocol constant/);
 });

@@ -20,13 +20,18 @@
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
+--   HAL.spent()      (optional) forget the loaded copy of tether_calls: called by it after it
+--                    decoded a call of over 512 bytes, before the function runs (it then drops
+--                    its decoder; the next call loads the part again)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
---                    HAL.load(name), which returns the function (or nil), when the host calls one
+--                    HAL.load(name), which returns the function (or nil), when the host calls one.
+--                    Or a function returning that string (NodeMCU: the list lives in a flash file,
+--                    not in the heap): then HAL.load alone decides, nil for a name it does not offer
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
@@ -39,7 +44,6 @@ function A.tether_calls(A, N)
   local K = N.K
   local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals -- encvals: resident (loads tether_enc)
   local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
-  local HUGE = math and math.huge
   local function pack(...) return { n = select("#", ...), ... } end
   local function badarg(m) error({ TP.E_ARG, m }, 0) end
 
@@ -52,19 +56,7 @@ function A.tether_calls(A, N)
       if not e or e + n > #s or (e + n < #s and sbyte(s, e + n + 1) ~= 32) then badarg("bad string token") end
       return ssub(s, e + 1, e + n), e + n + 2
     end
-    if c == "{" then
-      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
-      local tb = {}
-      i = i + 2
-      while ssub(s, i, i) ~= "}" do
-        if i > #s then badarg("unterminated table") end
-        local k, v
-        k, i = dec(s, i, depth + 1)
-        v, i = dec(s, i, depth + 1)
-        if k ~= nil then tb[k] = v end
-      end
-      return tb, i + 2
-    end
+    if c == "{" or c == "d" then return K.part("enc").dec(s, i, depth, dec) end -- tables, floats: tether_enc
     local j = sfind(s, " ", i, true) or #s + 1
     local t = ssub(s, i, j - 1)
     j = j + 1
@@ -79,15 +71,6 @@ function A.tether_calls(A, N)
         error({ TP.E_HANDLE, (id and A.dead[id]) and ("handle " .. id .. " was released") or ("unknown handle " .. ssub(t, 1, 16)) }, 0)
       end
       return o, j
-    end
-    if c == "d" then
-      local r = ssub(t, 2)
-      if r == "inf" then return HUGE, j end
-      if r == "-inf" then return -HUGE, j end
-      if r == "nan" then return HUGE and (HUGE - HUGE), j end
-      local x = tonumber(r)
-      if x == nil then badarg("bad float " .. ssub(t, 1, 16)) end
-      return x, j
     end
     if not sfind(t, "^%-?%d+$") then badarg("bad token " .. ssub(t, 1, 16)) end
     return tonumber(t), j
@@ -111,18 +94,6 @@ function A.tether_calls(A, N)
     xerr(id, code, tostring(e))
   end
 
-  -- the name of capability number n (registered ones first, then HAL.lazy's)
-  local function capname(n)
-    local nm = A.caps[n]
-    if nm or not HAL.lazy then return nm end
-    n = n - #A.caps
-    for w in string.gmatch(HAL.lazy, "(%S+) ") do
-      n = n - 1
-      if n == 0 then return w end
-    end
-  end
-
-  K.capname = capname
   local BUILTIN = { hello = true, ["agent.caps"] = true, ["agent.stats"] = true, ["agent.ping"] = true, ["agent.release_all"] = true }
   -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
   local function lookup(fname)
@@ -137,20 +108,32 @@ function A.tether_calls(A, N)
     local s = K.m
     K.m = nil
     local ok0, f = pcall(lookup, fname)
-    if ok0 and f == nil and sfind(fname, "^%d+$") then
-      fname = capname(tonumber(fname)) or fname
-      ok0, f = pcall(lookup, fname)
+    if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
+      ok0, f = pcall(function() return (K.builtins or HAL.builtins()).capname(tonumber(fname)) end)
+      if ok0 then
+        fname = f or fname
+        ok0, f = pcall(lookup, fname)
+      end
     end
     if not ok0 then return fail(id, f, TP.E_ERR) end
-    if f == nil and HAL.lazy and sfind(" " .. HAL.lazy, " " .. fname .. " ", 1, true) then
+    local z = HAL.lazy
+    if f == nil and z and (type(z) == "function" or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
       local ok, g = pcall(HAL.load, fname)
       if not ok then return fail(id, g, TP.E_ERR) end
       f = g
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, s, i)
+    local big = #s > 512
     s = nil
     if not ok then return fail(id, args, TP.E_ARG) end
+    -- a call carrying a payload, on a build that loads this part from flash: the decoder is
+    -- dropped before the function runs (HAL.spent forgets this copy of the part; the next call
+    -- loads it again), so the payload and the decoder are not in the heap together
+    if big and HAL.spent then
+      HAL.spent()
+      dec, decvals = nil, nil
+    end
     ST.calls = ST.calls + 1
     local r = pack(pcall(f, unpack(args, 1, args.n)))
     args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
@@ -172,13 +155,31 @@ function A.tether_builtins(A, N)
   local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
   local unpack = unpack or table.unpack
   local B = {}
+  -- HAL.lazy's list (a string, or a function returning it)
+  local function lazy()
+    local z = HAL.lazy
+    if type(z) == "function" then z = z() end
+    return z
+  end
+  -- the name of capability number n (registered ones first, then HAL.lazy's); not a call (the
+  -- BUILTIN list of tether_calls gates what the host can call here)
+  function B.capname(n)
+    local nm = A.caps[n]
+    local z = lazy()
+    if nm or not z then return nm end
+    n = n - #A.caps
+    for w in string.gmatch(z, "(%S+) ") do
+      n = n - 1
+      if n == 0 then return w end
+    end
+  end
   B.hello = function()
     local t = {
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
       maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
-      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(HAL.lazy, " ", "")) or 0),
+      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
       released = L.freed or 0,
     }
     HAL.info(t)
@@ -189,7 +190,7 @@ function A.tether_builtins(A, N)
     if first < 1 then first = 1 end
     local out = {}
     for i = first, first + (count or 4096) - 1 do
-      local nm = K.capname(i)
+      local nm = B.capname(i)
       if nm == nil then break end
       out[#out + 1] = nm
     end
@@ -207,9 +208,10 @@ function A.tether_builtins(A, N)
 end -- tether_builtins
 -- @end
 
--- @lazy enc: the value encoder (docs/protocol.md section 7) for replies, events and publishes.
--- A function of (A, N) like tether_calls; returns { encvals = encvals }. Resident in one-file
--- agents; NodeMCU's build cuts it out into tether_enc.lua, loaded when a message carries values.
+-- @lazy enc: the value encoder (docs/protocol.md section 7) for replies, events and publishes
+-- whose values are not all strings and integers, and the decoder's rare tokens (tables, floats).
+-- A function of (A, N) like tether_calls; returns { encvals = encvals, dec = dec }. Resident in
+-- one-file agents; NodeMCU's build cuts it out into tether_enc.lua, loaded when needed.
 function A.tether_enc(A, N)
   local K = N.K
   local TP, encstr = K.TP, K.encstr
@@ -251,12 +253,41 @@ function A.tether_enc(A, N)
     for i = from, to do enc(p[i], 0, out) end
     return table.concat(out, " ")
   end
-  return { encvals = encvals }
+
+  -- the decoder's rare tokens (a call's table and float arguments; tether_calls decodes the rest)
+  local sfind, ssub = string.find, string.sub
+  local function badarg(m) error({ TP.E_ARG, m }, 0) end
+  -- the table or float token at s[i] and the index of the next token; dec1 is the caller's
+  -- decoder (tether_calls), for a table's keys and values
+  local function dec(s, i, depth, dec1)
+    if ssub(s, i, i) == "{" then
+      if depth >= TP.MAX_DEPTH then badarg("table too deep") end
+      local tb = {}
+      i = i + 2
+      while ssub(s, i, i) ~= "}" do
+        if i > #s then badarg("unterminated table") end
+        local k, v
+        k, i = dec1(s, i, depth + 1)
+        v, i = dec1(s, i, depth + 1)
+        if k ~= nil then tb[k] = v end
+      end
+      return tb, i + 2
+    end
+    local j = sfind(s, " ", i, true) or #s + 1
+    local r = ssub(s, i + 1, j - 1)
+    if r == "inf" then return HUGE, j + 1 end
+    if r == "-inf" then return -HUGE, j + 1 end
+    if r == "nan" then return HUGE and (HUGE - HUGE), j + 1 end
+    local x = tonumber(r)
+    if x == nil then badarg("bad float " .. ssub(ssub(s, i, j - 1), 1, 16)) end
+    return x, j + 1
+  end
+  return { encvals = encvals, dec = dec }
 end -- tether_enc
 -- @end
 
 -- @lazy gap: gap repair (docs/protocol.md section 5), needed only while host frames are kept
--- ahead of a gap or after a corrupt line. A function of (A, N); returns { holes = holes }.
+-- ahead of a gap or after a corrupt line. A function of (A, N); returns { holes, ahead, drain }.
 -- Resident in one-file agents; NodeMCU's build cuts it out into tether_gap.lua.
 function A.tether_gap(A, N)
   local K = N.K
@@ -285,7 +316,25 @@ function A.tether_gap(A, N)
     L.lastnak, L.nakt = m, L.tk
     return m
   end
-  return { holes = holes }
+  -- a host frame ahead of the one expected: kept (selective repeat, at most a window of bytes)
+  local function ahead(t, seq, body)
+    K.ST.ahead = K.ST.ahead + 1
+    L.gap = true
+    if L.ah[seq] == nil and L.ahb + #body <= K.HAL.window then
+      L.ah[seq] = { t, body }
+      L.ahb = L.ahb + #body
+    end
+  end
+  -- hand on the kept frames that now follow in order
+  local function drain()
+    local H = L.ah
+    while H[L.rx] and not K.blocked() do
+      local f = H[L.rx]
+      local ok, e = pcall(K.deliver, f[1], L.rx, f[2])
+      if not ok then pcall(A.log, 1, e) end
+    end
+  end
+  return { holes = holes, ahead = ahead, drain = drain }
 end -- tether_gap
 -- @end
 
@@ -452,11 +501,19 @@ local function tether_core()
   local K -- the core's shared state for the @lazy parts (below)
   -- a @lazy block's table: made at load (one-file agents) or HAL.part(name) (loaded on first use)
   local function part(nm) return K[nm] or HAL.part(nm) end
-  -- the values p[from..to] encoded (tether_enc)
-  -- (no values, the reply of most calls: "" without loading it)
+  -- the values p[from..to] encoded: strings and integers here (most events: a "receive"
+  -- forwards without loading anything), anything else with tether_enc
   local function encvals(p, from, to)
-    if from > to then return "" end
-    return part("enc").encvals(p, from, to)
+    local out = {}
+    for i = from, to do
+      local v = p[i]
+      if type(v) == "string" then v = encstr(v)
+      elseif type(v) == "number" and v % 1 == 0 and v >= -2147483647 and v <= 2147483647 and not (math and math.type) then
+        v = string.format("%d", v)
+      else return part("enc").encvals(p, from, to) end
+      out[i - from + 1] = v
+    end
+    return tconcat(out, " ")
   end
 
   -- ---------------------------------------------------------------- calls (section 8)
@@ -464,7 +521,7 @@ local function tether_core()
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
   -- a whole message from the host (only calls travel this way)
-  K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr }
+  K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr, part = part }
   A.K = K
   local function message(m)
     local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
@@ -491,16 +548,8 @@ local function tether_core()
   local function deliver(t, seq, body)
     local d = umod(seq - L.rx, MOD)
     if d ~= 0 then
-      if d + d < MOD then
-        ST.ahead = ST.ahead + 1
-        L.gap = true
-        if L.ah[seq] == nil and L.ahb + #body <= HAL.window then
-          L.ah[seq] = { t, body }
-          L.ahb = L.ahb + #body
-        end
-      else
-        ST.dup = ST.dup + 1
-      end
+      if d + d < MOD then return part("gap").ahead(t, seq, body) end -- kept (tether_gap)
+      ST.dup = ST.dup + 1
       return
     end
     local k = L.ah[seq] -- a kept copy of this frame is no longer needed
@@ -580,6 +629,7 @@ local function tether_core()
         end
         return
       end
+      l, s = nil, nil -- the line and its unescaped copy are not kept while a call runs (the peak)
       deliver(t, seq, ssub(rest, 2))
       return A.drain()
     end
@@ -654,14 +704,10 @@ local function tether_core()
     if miss then sendA(miss) elseif L.ackdue then sendA() end
   end
 
-  -- hand on the kept frames that now follow in order
+  -- hand on the kept frames that now follow in order (tether_gap, only when frames are kept)
+  K.deliver, K.blocked = deliver, blocked
   function A.drain()
-    local H = L.ah
-    while H[L.rx] and not blocked() do
-      local f = H[L.rx]
-      local ok, e = pcall(deliver, f[1], L.rx, f[2])
-      if not ok then pcall(A.log, 1, e) end
-    end
+    if next(L.ah) then part("gap").drain() end
   end
 
   -- after a gap or a corrupt line: the " seq" list of missing frames below the highest kept one,

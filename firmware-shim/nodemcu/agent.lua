@@ -95,25 +95,25 @@ end
 -- agent closes that socket and reports reconnection(-1) (ERR_MEM, "out of memory": the module had
 -- no room for the data), which the host's stream turns into an error.
 local holding = {}
-local function onrecv(id)
-  return function(o, data)
-    A.guard(function()
-      if not A.event(id, "receive", data) then
-        for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
-        pcall(o.close, o)
-        holding[o] = nil
-        A.send("E" .. id .. " 'reconnection -1", true)
-        return
-      end
-      local hook = rawget(_G, "tether_hook")
-      if hook then hook(id, "receive", data) end
-      if A.backlog() > HOLD_AT and not holding[o] then
-        holding[o] = true
-        A.stats.held = (A.stats.held or 0) + 1
-        o:hold()
-      end
-    end)
+-- (one function for every socket and segment: no closure is made per "receive")
+local function recv(o, id, data)
+  if not A.event(id, "receive", data) then
+    for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
+    pcall(o.close, o)
+    holding[o] = nil
+    A.send("E" .. id .. " 'reconnection -1", true)
+    return
   end
+  local hook = rawget(_G, "tether_hook")
+  if hook then hook(id, "receive", data) end
+  if A.backlog() > HOLD_AT and not holding[o] then
+    holding[o] = true
+    A.stats.held = (A.stats.held or 0) + 1
+    o:hold()
+  end
+end
+local function onrecv(id)
+  return function(o, data) A.guard(recv, o, id, data) end
 end
 A.ondrain = function(n)
   if n > UNHOLD_AT or next(holding) == nil then return end
@@ -123,31 +123,8 @@ A.ondrain = function(n)
   end
 end
 
--- release(h): the host is done with an object: unregister its callbacks, close it
--- (errors ignored: it may be closed already) and forget the handle; the userdata's last
--- reference goes with it (its __gc unrefs the espconn). HAL.sweep does it for every object.
-local function drop(o, id)
-  local k = kinds[id]
-  if k == "tcpsocket" then
-    for _, ev in ipairs({ "connection", "reconnection", "disconnection", "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
-  elseif k == "udpsocket" then
-    for _, ev in ipairs({ "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
-  end
-  pcall(o.close, o)
-  holding[o] = nil
-  kinds[id] = nil
-  A.release(id)
-  A.dead[id] = nil -- keep no record per released handle: the heap must not grow with every connection
-end
-HAL.sweep = function()
-  local n = 0
-  for id in pairs(kinds) do
-    local o = A.handles[id]
-    if o ~= nil then drop(o, id) else kinds[id] = nil end
-    n = n + 1
-  end
-  return n
-end
+-- release(h) and the sweep of a session's objects (drop, HAL.sweep) live in tether_sys.lua
+HAL.sweep = function() return HAL.group("sys").sweep() end
 
 -- print() output goes to the host as L3 notices, never raw onto the RPC UART
 local function output(p)
@@ -170,7 +147,7 @@ end
 -- table: function name -> function. The core's own calls part (decoding, dispatch, hello and the
 -- agent.* calls) is the groups "call" and "core". A call's group is dropped when the call is done, the calls
 -- part at the next timer tick; then only their files are left: the heap holds none of their code.
-local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, drop = drop, TP = TP,
+local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, holding = holding, TP = TP,
   allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
 local loaded = {} -- group -> its table, until the next tick
 function HAL.group(g)
@@ -189,23 +166,21 @@ end
 -- a call's group is dropped when the call is done (the calls part itself stays until the tick)
 HAL.calls = function() return HAL.group("call") end
 HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
--- the core's other parts loaded when needed: "enc" (value encoder, tether_enc.lua), "gap" (gap
--- repair, tether_gap.lua); dropped at the next tick like a group
+-- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
+-- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
 HAL.called = function() loaded = { call = loaded.call } end
--- the group of a function: by the name's prefix
+HAL.spent = function() loaded.call = nil end -- a call with a payload: its decoder goes before it runs
+-- the group of a function: by the name's prefix (nil for a name the agent does not offer: the
+-- core then answers E_NOFN; the groups hold only the offered names under these prefixes)
+local GROUP = { tcpsocket = "tcp", tcpserver = "srv", udpsocket = "udp", net = "net", wifi = "sys", node = "sys", agent = "sys" }
 HAL.load = function(name)
-  local p = string.match(name, "^(%a+)%.")
-  return HAL.group(p == "tcpsocket" and "tcp" or p == "tcpserver" and "srv" or p == "udpsocket" and "udp" or p == "net" and "net" or "sys")[name]
+  local g = GROUP[string.match(name, "^(%a+)%.") or ""]
+  return g and HAL.group(g)[name]
 end
-HAL.lazy = "net.createConnection net.createServer net.createUDPSocket net.dns.getdnsserver net.dns.setdnsserver net.dns.resolve " ..
-  "tcpsocket.connect tcpsocket.close tcpsocket.getpeer tcpsocket.getaddr tcpsocket.hold tcpsocket.unhold tcpsocket.ttl " ..
-  "tcpsocket.on tcpsocket.send tcpsocket.dns tcpserver.listen tcpserver.close tcpserver.getaddr " ..
-  "udpsocket.listen udpsocket.close udpsocket.getaddr udpsocket.ttl udpsocket.on udpsocket.send udpsocket.dns " ..
-  "agent.release wifi.sta.status wifi.sta.getip wifi.getmode node.heap node.chipid node.restart agent.repl "
-for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave", "ping" }) do
-  if net[name] then HAL.lazy = HAL.lazy .. "net." .. name .. " " end
-end
+-- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_sys.lua, not kept
+-- in the heap
+HAL.lazy = function() return HAL.group("sys").lazy end
 
 -- the link's retransmission timer; it also drops the group loaded last
 local ticker = tmr.create()
@@ -227,4 +202,5 @@ end
 node.output(output, 0)
 uart.on("data", "\n", function(d) A.guard(A.feed, d) end, 0)
 A.start()
+A.start, HAL.epoch = nil, nil -- used once: their code leaves the heap
 return A

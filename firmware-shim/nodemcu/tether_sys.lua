@@ -22,10 +22,38 @@ H.info = function(t)
 end
 
 
+-- release(h): the host is done with an object: unregister its callbacks, close it
+-- (errors ignored: it may be closed already) and forget the handle; the userdata's last
+-- reference goes with it (its __gc unrefs the espconn). sweep does it for every object.
+local kinds = N.kinds
+local function drop(o, id)
+  local k = kinds[id]
+  if k == "tcpsocket" then
+    for _, ev in ipairs({ "connection", "reconnection", "disconnection", "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
+  elseif k == "udpsocket" then
+    for _, ev in ipairs({ "receive", "sent", "dns" }) do pcall(o.on, o, ev, nil) end
+  end
+  pcall(o.close, o)
+  N.holding[o] = nil
+  kinds[id] = nil
+  A.release(id)
+  A.dead[id] = nil -- keep no record per released handle: the heap must not grow with every connection
+end
+-- every object the agent made for a host (agent.lua HAL.sweep: a new session, agent.release_all)
+H.sweep = function()
+  local n = 0
+  for id in pairs(kinds) do
+    local o = A.handles[id]
+    if o ~= nil then drop(o, id) else kinds[id] = nil end
+    n = n + 1
+  end
+  return n
+end
+
 H["agent.release"] = function(o)
   local id = A.hid[o]
   if id == nil then error({ TP.E_HANDLE, "not a handle" }) end
-  N.drop(o, id)
+  drop(o, id)
 end
 
 -- status for `tether info` / diag
@@ -60,4 +88,15 @@ H["agent.repl"] = function()
   end)
   return true
 end
+-- the functions of the groups (tether_net/tcp/srv/udp/sys.lua), for agent.caps: each name
+-- followed by one space (core.lua HAL.lazy); net.ping and the like only where the firmware has them
+local lazy = "net.createConnection net.createServer net.createUDPSocket net.dns.getdnsserver net.dns.setdnsserver net.dns.resolve " ..
+  "tcpsocket.connect tcpsocket.close tcpsocket.getpeer tcpsocket.getaddr tcpsocket.hold tcpsocket.unhold tcpsocket.ttl " ..
+  "tcpsocket.on tcpsocket.send tcpsocket.dns tcpserver.listen tcpserver.close tcpserver.getaddr " ..
+  "udpsocket.listen udpsocket.close udpsocket.getaddr udpsocket.ttl udpsocket.on udpsocket.send udpsocket.dns " ..
+  "agent.release wifi.sta.status wifi.sta.getip wifi.getmode node.heap node.chipid node.restart agent.repl "
+for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave", "ping" }) do
+  if net[name] then lazy = lazy .. "net." .. name .. " " end
+end
+H.lazy = lazy
 return H

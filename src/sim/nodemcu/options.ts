@@ -62,9 +62,10 @@ export interface NodemcuSimOptions {
   heapBytes?: number;
   /**
    * Enforce `heapBytes` (false: report the heap but never fail an allocation). Off by default
-   * for now, a deliberate and temporary difference: today's NodeMCU agent (34.5 KB idle, 45.7 KB
-   * at the peak of a 1460-byte call, i386 lua5.1) does not fit the 44000 bytes an ESP8266 has free
-   * (docs/fidelity.md, "Heap"); with `true` it fails as it would on the module. @default false
+   * for now, a deliberate and temporary difference: today's NodeMCU agent (31.6 KB idle, 39.8 KB
+   * at the peak of a 1460-byte receive and send, i386 lua5.1) still runs out of the 44000 bytes an
+   * ESP8266 has free under a stream's backlog (docs/fidelity.md, "Heap"); with `true` it fails as
+   * it would on the module. @default false
    */
   enforceHeap?: boolean;
   /** `node.chipid()`. @default 1193046 */
