@@ -558,7 +558,9 @@ local function tether_core()
     local s = ssub(l, 1, -10)
     if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
       ST.bad = ST.bad + 1
-      L.bl = true
+      -- only a line that starts like a host's sequenced frame was probably one (section 5): a stray
+      -- "~" line (noise) named the frame after the highest kept, a repeat the host did not need
+      if sfind(l, "^~[C&$]%d") then L.bl = true end
       return
     end
     s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
