@@ -424,8 +424,9 @@ local function tether_core()
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
         local last = L.rq[sq]
-        -- a repair waits for its own round trip (the timeout) before it is repeated
-        if i <= n and (last == nil or (L.tk - last) * HAL.baud >= TP.RTO_TICKS * HAL.baud + L.qb * 200) then retx(i) end
+        -- a repair waits RTO_TICKS before it is repeated, not the line time of the whole queue too:
+        -- most of the queue left before the repair, and a lost repair then held the window ~0.5 s
+        if i <= n and (last == nil or L.tk - last >= TP.RTO_TICKS) then retx(i) end
       end
     end
     flush()
