@@ -251,6 +251,10 @@ test('selective repeat: frames ahead of a gap are kept and the hole is listed; d
   c5[8] ^= 1;
   got = a.exchange(c5);
   assert.deepEqual(got, [{ type: 'A', ack: 4, epoch: 4242, size: 240, nonce: 1234567, miss: [4] }]);
+  // a stray "~" line (line noise) names no frame: no repair of a frame that may be on its way
+  a.tick(1);
+  got = a.exchange(Buffer.from('~x9 noise, not a frame\n', 'latin1'));
+  assert.deepEqual(got, [], 'no A for a line that does not start like a host frame');
 });
 
 test('retransmission: the oldest unacknowledged frame on timeout (backing off); listed holes at once, a repair again only after a timeout', () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
-import { LossEstimator } from '../src/link/link.js';
+import { LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
 import { encodeFrame, crc16 } from '../src/codec/frame.js';
 import { startStubAgent } from './helpers/v2-stub.js';
 import type { WireValue } from '../src/codec/values.js';
@@ -229,4 +229,27 @@ test('the in-memory pipe: writes before its next turn arrive as one chunk, in or
   assert.deepEqual(chunks, ['one two three', 'four']);
   assert.deepEqual(events, ['data', 'data', 'close'], 'the bytes written before close() arrive before the close');
   await assert.rejects(a.write(Buffer.from('late')), /closed/);
+});
+
+test('a corrupt line counts as a lost agent frame only when it starts like one, and its head names its seq', () => {
+  const line = (t: string) => Buffer.from(t, 'latin1');
+  // a sequenced frame with a broken CRC keeps its head: a loss, and its seq is the hint
+  const f = encodeFrame('R12.7 5 T').subarray(0, -1); // without its \n, as the splitter hands it on
+  f[f.length - 2] ^= 0x01; // one bit of the CRC flipped
+  assert.equal(looksLikeAgentFrame(f), true);
+  assert.equal(seqHint(f), 12);
+  assert.equal(seqHint(line('~&4095.0 abc')), 4095);
+  assert.equal(seqHint(line('~$0.3 x')), 0);
+  // an A or B from the agent is a frame but carries no seq
+  assert.equal(looksLikeAgentFrame(line('~A3 88 240 1 0 HHHH')), true);
+  assert.equal(seqHint(line('~A3 88 240 1 0 HHHH')), -1);
+  // line noise after a ~ is neither
+  for (const g of ['~hello world', '~~R1.2', '~R', '~Rx.1', '~C1.2 host type', 'R1.2 no tilde']) {
+    assert.equal(looksLikeAgentFrame(line(g)) && seqHint(line(g)) >= 0, false, g);
+  }
+  assert.equal(looksLikeAgentFrame(line('~hello world')), false);
+  // heads that do not read as a seq below SEQ_MOD give no hint
+  assert.equal(seqHint(line('~R12345.1 x')), -1);
+  assert.equal(seqHint(line('~R9999.1 x')), -1);
+  assert.equal(seqHint(line('~R.1 x')), -1);
 });

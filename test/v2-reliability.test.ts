@@ -165,16 +165,18 @@ FAMILIES.forEach((family: Family, fi) => {
       }
     });
 
-    for (const [p, n, calls, tmo] of [
-      [1e-4, 30, 200, 120_000],
-      [1e-2, 40, 20, 240_000],
+    // at 1e-2 the 20 calls go out together: in two rounds of 10 the first round's slowest call
+    // (tens of seconds of repairs at 1e-2) held the second round back for nothing
+    for (const [p, n, calls, batch, tmo] of [
+      [1e-4, 30, 200, 10, 120_000],
+      [1e-2, 40, 20, 20, 240_000],
     ] as const) {
       it(`at ${p} the handshake completes and calls succeed`, { timeout: tmo }, async () => {
         const s = await openFaultySim(family, { family: { baud: BULK_BAUD[family] }, faults: faultsAt(p, n + fi), rpc: { ...RPC, handshakeTimeoutMs: p >= 1e-2 ? 120_000 : RPC.handshakeTimeoutMs } });
         try {
           assert.equal(s.mod.hello.proto, 2);
           assert.ok(s.mod.hello.caps.includes('agent.ping'), 'the capability list was read in full');
-          const ok = await pings(s, calls, 10, { tolerateFailures: true });
+          const ok = await pings(s, calls, batch, { tolerateFailures: true });
           assert.ok(ok > 0, `some calls succeeded (${ok} of ${calls}; ${describeLink(s)})`);
           if (p <= 1e-4) assert.equal(ok, calls, 'at 1e-4 every call succeeds');
         } finally {

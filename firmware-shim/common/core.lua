@@ -473,8 +473,9 @@ local function tether_core()
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
         local last = L.rq[sq]
-        -- a repair waits for its own round trip (the timeout) before it is repeated
-        if i <= n and (last == nil or (L.tk - last) * HAL.baud >= TP.RTO_TICKS * HAL.baud + L.qb * 200) then retx(i) end
+        -- a repair waits RTO_TICKS before it is repeated, not the line time of the whole queue too:
+        -- most of the queue left before the repair, and a lost repair then held the window ~0.5 s
+        if i <= n and (last == nil or L.tk - last >= TP.RTO_TICKS) then retx(i) end
       end
     end
     flush()
@@ -607,7 +608,9 @@ local function tether_core()
     local s = ssub(l, 1, -10)
     if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
       ST.bad = ST.bad + 1
-      L.bl = true
+      -- only a line that starts like a host's sequenced frame was probably one (section 5): a stray
+      -- "~" line (noise) named the frame after the highest kept, a repeat the host did not need
+      if sfind(l, "^~[C&$]%d") then L.bl = true end
       return
     end
     s = string.gsub(ssub(s, 2), "\16(.)", UNESC)

@@ -481,7 +481,7 @@ export class Link {
    * frame that was corrupted: this covers losses at the tail). At most 16; the same list
    * is not repeated within a round trip.
    */
-  private nak(badLine: boolean): void {
+  private nak(badLine: boolean, hint = -1): void {
     if (this.state !== 'open') return;
     let top = -1; // highest distance ahead of `expect` received
     for (const k of this.ahead.keys()) top = Math.max(top, mod(k - this.expect));
@@ -490,7 +490,17 @@ export class Link {
       const sq = mod(this.expect + d);
       if (!this.ahead.has(sq)) miss.push(sq);
     }
-    if (badLine && miss.length < 16) miss.push(mod(this.expect + top + 1));
+    if (badLine && miss.length < 16) {
+      // the corrupt line's own sequence number, when its head survived (unchecked, so only a
+      // hint): a frame already received or below `expect` needs no repair, one beyond the
+      // highest held is named itself instead of guessing the one after the highest
+      const h = hint < 0 ? -1 : mod(hint - this.expect);
+      if (h < 0 || h >= MAX_UNACKED_FRAMES) {
+        if (hint < 0) miss.push(mod(this.expect + top + 1));
+      } else if (h > top && h <= top + 16) {
+        for (let d = top + 1; d <= h && miss.length < 16; d++) miss.push(mod(this.expect + d));
+      }
+    }
     if (miss.length === 0) return;
     const key = miss.join(' ');
     const now = performance.now();
@@ -562,6 +572,11 @@ export class Link {
     }
   }
 
+  /** Fewest frames the congestion window goes down to: what fills the agent's window at the frame size in force, at least 4. */
+  private cwndFloor(): number {
+    return Math.max(4, Math.floor((this.agentWindow - WINDOW_RESERVE) / Math.max(MIN_FRAME, this.frameSize)));
+  }
+
   private lineTimeMs(bytes: number): number {
     return this.opts.baud > 0 ? (bytes * 10000) / this.opts.baud : 0;
   }
@@ -618,8 +633,10 @@ export class Link {
     this.counters.timeouts++;
     // noise, not congestion, loses frames on a UART: back off little (the timer also covers a dead agent)
     this.backoff = Math.min(this.backoff * 2, 4);
-    // nothing heard for a whole timeout: send less until acks come back
-    this.cwnd = Math.max(4, this.cwnd / 2);
+    // nothing heard for a whole timeout: send less until acks come back, but never fewer frames
+    // than fill the agent's window (noise, not congestion, loses them: a floor of 4 small frames
+    // left most of the line idle at 10⁻³)
+    this.cwnd = Math.max(this.cwndFloor(), this.cwnd / 2);
     this.counters.cwnd = this.cwnd;
     // the original may still sit unread in the module's UART buffer (a slow agent, not a lost
     // frame): repeating it blindly could overflow that buffer. Ask with a Y instead; the answer
@@ -771,8 +788,13 @@ export class Link {
         return;
       }
       this.counters.badFrames++;
-      this.rxSample(true, Math.min(line.length + 1, this.agentFrame));
-      this.nak(true);
+      // only a line that starts like a frame of the agent tells of a lost frame: a stray `~` line
+      // (boot noise, line garbage) says nothing of the frames, and counting it as a loss shrank
+      // the agent's frame size to the minimum and made the agent repeat frames still on their way
+      if (looksLikeAgentFrame(line)) {
+        this.rxSample(true, Math.min(line.length + 1, this.agentFrame));
+        this.nak(true, seqHint(line));
+      }
       return;
     }
     this.onFrame(r.frame);
@@ -863,7 +885,11 @@ export class Link {
       this.scheduleAck(body.length + 24);
     } else if (d < MAX_UNACKED_FRAMES) {
       this.counters.outOfOrder++;
-      if (!this.ahead.has(seq)) this.ahead.set(seq, { kind, body });
+      if (!this.ahead.has(seq)) {
+        this.ahead.set(seq, { kind, body });
+        // a good frame, even ahead of a gap: without it the loss estimate saw mostly losses
+        this.rxSample(false, body.length + 24);
+      }
       this.nak(false);
     } else {
       this.counters.duplicates++;
@@ -1012,6 +1038,36 @@ export class LossEstimator {
     this.cached = 0;
     this.dirty = true;
   }
+}
+
+/**
+ * True when a line that failed the frame checks starts like a frame the agent sends: `~`, a type
+ * the agent uses (`R X E P L & $ A B`) and a digit. Random text after a `~` rarely does (about 1
+ * in 100 for printable bytes), a frame hit by a flip, a drop, a duplicate or inserted text
+ * mostly does (its first three bytes are hit with probability about 3 in 1,000 at 10⁻³).
+ */
+export function looksLikeAgentFrame(line: Uint8Array): boolean {
+  if (line.length < 3 || line[0] !== 0x7e) return false;
+  const t = line[1];
+  const typeOk = t === 0x52 || t === 0x58 || t === 0x45 || t === 0x50 || t === 0x4c || t === 0x26 || t === 0x24 || t === 0x41 || t === 0x42;
+  return typeOk && line[2] >= 0x30 && line[2] <= 0x39;
+}
+
+/**
+ * The sequence number a corrupt line's head names (`~R12.` ...: type, digits, a dot), or -1 when
+ * its head does not read as a sequenced frame's. It is not covered by a good CRC: a hint only.
+ */
+export function seqHint(line: Uint8Array): number {
+  const t = line[1];
+  if (!(t === 0x52 || t === 0x58 || t === 0x45 || t === 0x50 || t === 0x4c || t === 0x26 || t === 0x24)) return -1;
+  let v = 0;
+  for (let i = 2; i < Math.min(line.length, 7); i++) {
+    const c = line[i];
+    if (c === 0x2e) return i > 2 && v < SEQ_MOD ? v : -1;
+    if (c < 0x30 || c > 0x39) return -1;
+    v = v * 10 + (c - 0x30);
+  }
+  return -1;
 }
 
 /** Bytes a sequenced frame adds to its payload at most (head with 4-digit numbers, trailer). */
