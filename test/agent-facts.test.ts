@@ -59,7 +59,10 @@ describe('LuatOS: the tail after the peer FIN', () => {
   });
 
   it('the simulated firmware is that strict: after the FIN, one read of part of the pending bytes, and the rest is gone', { timeout: 30000 }, async () => {
-    const data = crypto.randomBytes(64 * 1024);
+    // 32 KiB: all of it fits the module's TCP receive window (42880 bytes on the Air780E build,
+    // docs/fidelity.md), so the FIN reaches the firmware behind it; with more, the peer keeps the
+    // rest and its FIN until the app reads (test/sim-rx-window)
+    const data = crypto.randomBytes(32 * 1024);
     const srv = await burstServer(data);
     const mod = await connect('sim');
     const s = mod.socket;
@@ -82,7 +85,7 @@ describe('LuatOS: the tail after the peer FIN', () => {
       assert.equal(first[0], true);
       assert.ok(Buffer.from(first[1]!).equals(data.subarray(0, 1000)));
       const again = await firstValueFrom(s.read(c, 1000));
-      assert.equal(again[0], false, 'a second read after the FIN fails: 63 KiB were lost on the module');
+      assert.equal(again[0], false, 'a second read after the FIN fails: 31 KiB were lost on the module');
       await firstValueFrom(s.close(c));
       await firstValueFrom(s.release(c));
     } finally {

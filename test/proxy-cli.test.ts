@@ -19,12 +19,13 @@ const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
 const LOOP = '127.0.0.1';
 
 /**
- * Bytes fetched per family. LuatOS and Luat: 1 MiB (about 4 s each through the simulators).
- * NodeMCU: 4 KiB: through today's NodeMCU connection helper (no hold/unhold flow control) a
- * body of 8 KiB or more sent at full speed arrives corrupted after ~4.2 KB and ends early
- * (the same with the helper alone, without the proxy); the Duplex layer of issue 10 replaces it.
+ * Bytes fetched per family: 1 MiB each, the size issue 10 asks for. LuatOS and Luat take about
+ * 4 s each through the simulators; NodeMCU about 25 s on an idle machine (the agent holds the
+ * socket while its UART backlog is full, so lwIP's 5840-byte window paces the server).
  */
-const SIZES = { sim: 1 << 20, 'sim:luat': 1 << 20, 'sim:nodemcu': 4096 } as const;
+const SIZES = { sim: 1 << 20, 'sim:luat': 1 << 20, 'sim:nodemcu': 1 << 20 } as const;
+/** curl's --max-time per family (seconds): room for a loaded machine, not a speed assertion. */
+const MAX_TIME = { sim: 60, 'sim:luat': 60, 'sim:nodemcu': 150 } as const;
 /**
  * Line rate of the simulated UART (the simulators pace bytes at the baud; 1 MiB at 115200 would
  * take 91 s): `--baud`, a rate each module supports, which the agent also sets its UART up at.
@@ -66,10 +67,10 @@ interface Curl {
   stderr: string;
   ms: number;
 }
-function curl(args: string[]): Promise<Curl> {
+function curl(args: string[], maxTimeS = 60): Promise<Curl> {
   const t0 = Date.now();
   return new Promise((resolve) => {
-    execFile('curl', ['-sS', '--max-time', '60', ...args], { encoding: 'buffer', maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+    execFile('curl', ['-sS', '--max-time', String(maxTimeS), ...args], { encoding: 'buffer', maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout, stderr: stderr.toString(), ms: Date.now() - t0 });
     });
@@ -129,7 +130,7 @@ for (const [port, size] of Object.entries(SIZES)) {
     const p = await startProxy(['--port', port, '--baud', String(BULK_BAUD[port as keyof typeof BULK_BAUD])]);
     try {
       assert.equal(p.lines[0].family, { sim: 'luatos', 'sim:luat': 'luat', 'sim:nodemcu': 'nodemcu' }[port]);
-      const r = await curl(['--socks5-hostname', `${LOOP}:${p.port}`, `http://${LOOP}:${httpPort}/file?n=${size}`]);
+      const r = await curl(['--socks5-hostname', `${LOOP}:${p.port}`, `http://${LOOP}:${httpPort}/file?n=${size}`], MAX_TIME[port as keyof typeof MAX_TIME]);
       assert.equal(r.code, 0, `curl exit ${r.code}: ${r.stderr}\nproxy: ${p.stderr()}`);
       assert.equal(r.stdout.length, size);
       assert.ok(r.stdout.equals(body.subarray(0, size)), 'the fetched bytes are byte-exact');
