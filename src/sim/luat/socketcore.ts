@@ -33,6 +33,7 @@ import tls from 'node:tls';
 import { mayReach, simResolve, unreachableText, type SimNet } from '../network.js';
 import { LuaRaise, type LuaArgs, type LuaIn, type LuaVm } from '../lua-vm.js';
 import type { RtosLoop, LuatMsgIds } from './loop.js';
+import { fillFromHeld } from '../rx-window.js';
 
 /** `socketcore.*` option constants (lwIP values, am_openat_socket.h). */
 export const SOCKETCORE_OPTS = {
@@ -525,16 +526,7 @@ class SocketcoreImpl implements Socketcore {
    * `rxHeld` and the Node socket is paused (the peer then sees the kernel's window close).
    */
   private rxFill(s: Slot): void {
-    while (s.rxHeld.length) {
-      const room = s.recvBuf - s.rxLen;
-      if (room <= 0) break;
-      const head = s.rxHeld[0];
-      const take = Math.min(room, head.length);
-      s.rx.push(take === head.length ? head : head.subarray(0, take));
-      s.rxLen += take;
-      if (take === head.length) s.rxHeld.shift();
-      else s.rxHeld[0] = head.subarray(take);
-    }
+    s.rxLen += fillFromHeld(s.rxHeld, s.rx, s.recvBuf - s.rxLen);
     const st = s.stream;
     if (st && !st.destroyed) {
       if (s.rxHeld.length && !s.paused) {

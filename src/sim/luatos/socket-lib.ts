@@ -29,6 +29,7 @@ import { DEFAULT_SIM_NET, isLoopbackAddress, mayReach, simResolve, unreachableTe
 import { startSntpServer, type SntpServer } from '../sntp-server.js';
 import { checkZbuff, zbuffAppend, zbuffUsedBytes } from './zbuff.js';
 import type { SimEnv, SocketLib } from './sim-env.js';
+import { fillFromHeld } from '../rx-window.js';
 
 export type { SimEnv, SimNetworkOptions, SocketLib } from './sim-env.js';
 
@@ -893,18 +894,9 @@ class SocketLibImpl implements SocketLib {
    * fills and the peer sees a zero window).
    */
   private rxWindowFill(c: SocketCtrl, conn: Conn): void {
-    let moved = false;
-    while (conn.rxHeld.length) {
-      const room = this.rxWindow - (conn.rxLen + conn.rxHeadRead);
-      if (room <= 0) break;
-      const head = conn.rxHeld[0];
-      const take = Math.min(room, head.length);
-      conn.rx.push(take === head.length ? head : head.subarray(0, take));
-      conn.rxLen += take;
-      if (take === head.length) conn.rxHeld.shift();
-      else conn.rxHeld[0] = head.subarray(take);
-      moved = true;
-    }
+    const took = fillFromHeld(conn.rxHeld, conn.rx, this.rxWindow - (conn.rxLen + conn.rxHeadRead));
+    conn.rxLen += took;
+    const moved = took > 0;
     const s = conn.stream;
     if (s && !s.destroyed) {
       if (conn.rxHeld.length) s.pause();
