@@ -160,6 +160,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     const out = bundlesOnly ? bundleFiles() : new Map([...generatedFiles(), ...bundleFiles()]);
     for (const [p, text] of out) {
       const abs = join(ROOT, p);
+      // unchanged files are left alone: a simulator starting during a build never reads a
+      // half-written agent, and file times say when an agent really changed
+      if (existsSync(abs) && readFileSync(abs, 'utf8') === text) continue;
       mkdirSync(dirname(abs), { recursive: true });
       writeFileSync(abs, text);
       if (!bundlesOnly) console.log(`wrote ${p}`);
