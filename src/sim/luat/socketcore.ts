@@ -570,7 +570,11 @@ class SocketcoreImpl implements Socketcore {
     if (st && 'setKeepAlive' in st && s.keepAlive) st.setKeepAlive(true, Math.max(1, s.keepIdle) * 1000);
   }
 
-  /** `sock_send(idx, data)` -> ok (1/0), err (ERR_*). */
+  /**
+   * `sock_send(idx, data)` -> ok (1/0), err (ERR_*): CSDK commit 9fa34023, tcpipsock.c:166-185
+   * (`l_sock_send`: the string's length goes to `platform_socket_send`; the second value is
+   * ERR_OK on success, else `platform_socket_error(idx)`, tcpipsock.c:180-183).
+   */
   private send(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
     const raw = a.bytes(2);
@@ -634,9 +638,10 @@ class SocketcoreImpl implements Socketcore {
    * `sock_recv(idx, len)` -> string: at most min(len, announced) bytes; "" when nothing was announced.
    *
    * CSDK commit 9fa34023 (the core with `sock_setopt` and two-value `sock_send` this simulator
-   * models): app/elua/modules/src/tcpipsock.c `l_sock_recv` mallocs `len` bytes (a negative `len`
-   * is a huge size_t: the malloc fails and "" comes back) and passes `len` to
-   * `platform_socket_recv` as a `kal_uint16`, which starts with
+   * models): app/elua/modules/src/tcpipsock.c `l_sock_recv` (tcpipsock.c:197-273) mallocs `len`
+   * bytes (tcpipsock.c:212; a negative `len` is a huge size_t: the malloc fails and "" comes back,
+   * tcpipsock.c:213-216) and passes `len` to `platform_socket_recv` (tcpipsock.c:218) as a
+   * `kal_uint16`, which starts with
    * `ASSERT(data != NULL && length > 0)` (app/elua/platform/openat/src/platform_socket.c:827),
    * before it looks at the slot. So `len` 0 (or any multiple of 65536) asserts: the core halts and
    * the module reboots, whatever the slot. Modelled as a fatal error (reboot); the agent must
@@ -654,7 +659,7 @@ class SocketcoreImpl implements Socketcore {
       throw new LuaRaise(why);
     }
     const s = this.slotArg(a);
-    if (want < 0) return ['']; // tcpipsock.c l_sock_recv: platform_malloc((size_t)len) fails -> ""
+    if (want < 0) return ['']; // tcpipsock.c:212-216 (9fa34023) l_sock_recv: platform_malloc((size_t)len) fails -> ""
     if (!s || !s.indPending) return [''];
     const n = Math.min(want & 0xffff, s.reqLen);
     let out: Buffer;
@@ -739,7 +744,13 @@ class SocketcoreImpl implements Socketcore {
     return [1];
   }
 
-  /** `sock_setopt(idx, level, opt, value)` -> 0 / -1. */
+  /**
+   * `sock_setopt(idx, level, opt, value)` -> 0 / -1: CSDK commit 9fa34023, tcpipsock.c:285-320
+   * (`l_sock_setopt`: a non-number value, a negative index, a level other than SOL_SOCKET /
+   * IPPROTO_TCP or an option other than the five it lists gives -1 without calling the core,
+   * tcpipsock.c:295-311). The simulator also requires each option's own level (SO_* with
+   * SOL_SOCKET, TCP_* with IPPROTO_TCP); what the core does with a mismatched pair is unverified.
+   */
   private setopt(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
     const level = a.isNumber(2) ? a.int(2) : NaN;
