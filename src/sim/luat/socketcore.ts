@@ -4,7 +4,10 @@
  * servers (in the tests: on 127.0.0.1).
  *
  * Model (docs/firmware/luat-socketcore.md, socketcore functions, from the CSDK's
- * tcpipsock.c / platform_socket.c): 10 slots; results arrive as rtos messages, tables
+ * tcpipsock.c / platform_socket.c; `tcpipsock.c:N` and `platform_socket.c:N` are lines of
+ * openLuat/Luat_CSDK_Air724U at commit 9fa34023, app/elua/modules/src/ and
+ * app/elua/platform/openat/src/): 10 slots (LUA_MAX_SOCKET_SUPPORT, platform_socket.c:25);
+ * results arrive as rtos messages, tables
  * `{id, socket_index, result[, send_len | recv_len]}` posted to the core queue.
  * - `sock_conn` / `sock_conn_ext`: index at once, MSG_SOCK_CONN_CNF later (0 ok, 1 fail);
  *   UDP gets its success CNF at once (no handshake); `_ext` returns -1 (no slot, address over
@@ -12,11 +15,14 @@
  * - `sock_send`: two integers (ok 1/0, ERR_*). Not connected / invalid: 0 and NO CNF. TCP:
  *   SEND_CNF when the acknowledged bytes equal `readySendLen` exactly; `readySendLen` is
  *   overwritten by the next send, so two overlapping sends leave no SEND_CNF ever again on that
- *   socket (platform_socket.c sendAckCnf). SSL: when every byte of the send is written (one CNF
+ *   socket (platform_socket.c:428-447 `platform_socket_sendAckCnf`; `readySendLen = length` at
+ *   platform_socket.c:719 in `platform_socket_send`). SSL: when every byte of the send is written (one CNF
  *   for overlapping sends, with the second length). UDP: CNF after sendto.
  *   Length is a uint16 (data over 65535 bytes is cut to `len & 0xffff`).
- * - RECV_IND announces at most 2048 bytes; the next one is posted only after that amount was
- *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
+ * - RECV_IND announces at most 2048 bytes (LUA_MAX_RECV_IND_LEN, platform_socket.c:35;
+ *   `platform_socket_recvInd` posts only when nothing is announced, :281-323); the next one is
+ *   posted only after that amount was read with `sock_recv` (:876-904). UDP: one datagram per
+ *   RECV_IND (a shorter read drops the rest; `reqLen = 0` after any UDP read, :879-880).
  * - Remote close: CLOSE_IND 500 ms after FIN/RST even with data unread; a completed read restarts the 500 ms.
  * - `sock_close` closes at once and posts CLOSE_CNF (its result is uninitialised on the module:
  *   here an arbitrary number), and returns 1 with a CLOSE_CNF even for a free slot; the slot is
@@ -178,7 +184,7 @@ class Slot {
   /** Bytes written and not yet confirmed. */
   pending = 0;
   readySendLen = 0;
-  /** TCP bytes acknowledged since the last SEND_CNF (platform_socket.c `alreadySendLen`). */
+  /** TCP bytes acknowledged since the last SEND_CNF (platform_socket.c `alreadySendLen`, :435 at 9fa34023). */
   alreadySendLen = 0;
   /** Overlapping sends pushed alreadySendLen past readySendLen: SEND_CNF is gone for good. */
   cnfLost = false;
@@ -516,7 +522,8 @@ class SocketcoreImpl implements Socketcore {
 
   /**
    * TCP receive window (issue #8). The core reads with the lwIP socket API (OPENAT_socket_recv in
-   * platform_socket_recv, CSDK app/elua/platform/openat/src/platform_socket.c), and lwIP gives
+   * platform_socket_recv, CSDK app/elua/platform/openat/src/platform_socket.c:823-923 at 9fa34023,
+   * the call at :852, at most the announced `reqLen` bytes, :845-848), and lwIP gives
    * window back only for bytes the app has taken from the socket, so a module whose app does not
    * `sock_recv` closes its window: the core posts no further RECV_IND until the announced bytes
    * were read, and the peer stops once the buffer is full. The size is the slot's receive buffer
