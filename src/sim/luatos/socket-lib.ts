@@ -10,7 +10,8 @@
  *   00286331 (002863319db3f4d415a1fef2ceafe7451c345103), the per-socket state machine
  *   `network_default_statemachine` (NA:1045-1100) and the `network_*` calls behind each binding;
  *   each citation names the line range and the C function;
- * - SN:<func>  = components/network/libsntp/luat_sntp.c + luat_lib_sntp.c.
+ * - SN:<func>  = components/network/libsntp/luat_sntp.c + luat_lib_sntp.c (the Lua bindings
+ *   l_sntp_get / l_sntp_tm / l_sntp_port also by line: luat_lib_sntp.c:N at commit bba8964).
  * Semantics summary: docs/firmware/luatos.md. Known differences from the
  * real module: docs/fidelity-luatos-socket.md.
  *
@@ -1797,7 +1798,7 @@ class SocketLibImpl implements SocketLib {
     return [this.rxCacheBlocks];
   }
 
-  /** `socket.sntp(server|{servers}?, adapter?)` SN:l_sntp_get: nothing; NTP_UPDATE or NTP_ERROR published later. */
+  /** `socket.sntp(server|{servers}?, adapter?)` SN:l_sntp_get (luat_lib_sntp.c:97-145): nothing; NTP_UPDATE or NTP_ERROR published later. */
   private lSntp(a: LuaArgs): LuaIn[] {
     const s = this.sntp;
     const L = a.L;
@@ -1837,7 +1838,7 @@ class SocketLibImpl implements SocketLib {
   }
 
   /**
-   * `socket.ntptm()` SN:l_sntp_tm: {tsec, tms, vaild, ndeley, ssec, sms, lsec, lms}. `tsec` is
+   * `socket.ntptm()` SN:l_sntp_tm (luat_lib_sntp.c:175-211): {tsec, tms, vaild, ndeley, ssec, sms, lsec, lms}. `tsec` is
    * Unix seconds (the code converts the NTP era, whatever the doc says) and every value is pushed
    * with lua_pushinteger, so with the module's 32-bit integers it wraps (from 2038 for tsec).
    * The delay field is spelled `ndeley`: openLuat/LuatOS commit bba8964,
@@ -1864,7 +1865,7 @@ class SocketLibImpl implements SocketLib {
     return [tm];
   }
 
-  /** `socket.sntp_port(p?)` SN:l_sntp_port: sets the port when p is a number > 0; returns the port (default 123). */
+  /** `socket.sntp_port(p?)` SN:l_sntp_port (luat_lib_sntp.c:222-231): sets the port when p is a number > 0; returns the port (default 123). */
   private lSntpPort(a: LuaArgs): LuaIn[] {
     if (a.isNumber(1)) {
       const p = a.int(1) & 0xffff;
