@@ -1170,7 +1170,8 @@ class SocketLibImpl implements SocketLib {
    * TLS: NOT the total. With no buffer, network_rx's tls_mode branch calls `mbedtls_ssl_read(ssl, NULL, 0)`
    * and answers `ssl->in_msglen`: what is left of the ONE record being read (openLuat/LuatOS
    * components/network/adapter/luat_network_adapter.c, network_rx, the `else` branch of `if (data)`,
-   * NA:2626-2665; commit 00286331). l_socket_rx (components/network/libs/luat_lib_socket.c, l_socket_rx) sizes its read
+   * NA:2626-2665; commit 00286331). l_socket_rx (LS:723, components/network/adapter/luat_lib_socket.c)
+   * sizes its read
    * to that answer, so one `socket.rx` takes at most one record (plaintext at most 2^14 bytes,
    * RFC 8446 section 5.1). Records are modelled by the TLS socket's 'data' chunks, capped at 2^14.
    */
