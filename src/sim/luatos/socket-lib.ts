@@ -150,7 +150,8 @@ class Conn {
   rxLen = 0;
   /**
    * Bytes already taken from the head node of `rx` (the firmware grants window back only for a
-   * fully read node, net_lwip2.c `net_lwip2_socket_read_data`): they still count against the window.
+   * fully read node, net_lwip2.c:1178-1196 `net_lwip2_socket_read_data` at 05e31472): they still
+   * count against the window.
    */
   rxHeadRead = 0;
   /**
@@ -905,9 +906,10 @@ class SocketLibImpl implements SocketLib {
   /**
    * TCP receive window (issue #8). LuatOS's lwIP adapter queues each received pbuf on the
    * socket's rx list (components/network/adapter_lwip2/net_lwip2.c, commit 05e31472:
-   * net_lwip2_tcp_recv_cb leaves `tcp_recved` commented out) and gives the window back only when
-   * the app has read a whole node (net_lwip2_socket_read_data posts EV_LWIP_SOCKET_RX_DONE with
-   * the node's length; the lwIP task calls `tcp_recved(pcb, len)`). The EC618's own adapter is
+   * net_lwip2_tcp_recv_cb, net_lwip2.c:272-305, leaves `tcp_recved` commented out at :280) and
+   * gives the window back only when the app has read a whole node (net_lwip2_socket_read_data,
+   * :1178-1196, posts EV_LWIP_SOCKET_RX_DONE with the node's length at :1188; the lwIP task calls
+   * `tcp_recved(pcb, len)` on it, :707-715). The EC618's own adapter is
    * not in the stored sources: we take it to work the same way (unverified). So at most TCP_WND unread bytes wait on a socket; then the window is
    * closed and the peer stops. TCP_WND of the Air780E build: {@link DEFAULT_RX_WINDOW}.
    *
@@ -1202,7 +1204,7 @@ class SocketLibImpl implements SocketLib {
         parts.push(head.subarray(0, take));
         got += take;
         if (take === head.length) {
-          // whole node read: RX_DONE gives its bytes back to the window (net_lwip2_socket_read_data)
+          // whole node read: RX_DONE gives its bytes back to the window (net_lwip2.c:1184-1189 at 05e31472)
           conn.rx.shift();
           conn.rxHeadRead = 0;
         } else {
