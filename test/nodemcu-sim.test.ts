@@ -291,7 +291,7 @@ describe('simulated ESP8266: net', () => {
       rec("e2port", pcall(s.connect, s, 0, "127.0.0.1"))`);
     assert.deepEqual(b.named('e1')[0], [false, 'not connected']);
     assert.deepEqual(b.named('e2')[0], [false, 'already connected']);
-    // net.c:415-419 (nodemcu-firmware 06c8a47): "already connected" is checked before the port
+    // net.c:428-432 (nodemcu-firmware 06c8a47): "already connected" is checked before the port
     assert.deepEqual(b.named('e2port')[0], [false, 'already connected'], 'not "specify port"');
     await b.until(() => b.named('connection').length === 1, 'connection');
     assert.deepEqual(b.named('connection')[0], [true, null], 'the callback gets the same socket object');
@@ -306,7 +306,7 @@ describe('simulated ESP8266: net', () => {
     assert.deepEqual(b.named('empty')[0], [false, 'no data to send']);
     assert.deepEqual(b.named('over')[0], [false, 'out of memory'], 'only 920 bytes are free until the ACK');
     await b.until(() => b.named('sent').length >= 1, 'sent');
-    // net.c:522-528: "no data to send" is raised before the call's sent callback is registered
+    // net.c:535-541 (06c8a47): "no data to send" is raised before the call's sent callback is registered
     assert.equal(b.named('wrongcb').length, 0, 'send("", fn) did not replace the sent callback');
     b.ok('rec("ok", pcall(s.send, s, string.rep("c", 2920)))');
     assert.deepEqual(b.named('ok')[0], [true], 'after "sent" the whole buffer is free again');

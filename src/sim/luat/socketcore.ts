@@ -4,7 +4,10 @@
  * servers (in the tests: on 127.0.0.1).
  *
  * Model (docs/firmware/luat-socketcore.md, socketcore functions, from the CSDK's
- * tcpipsock.c / platform_socket.c): 10 slots; results arrive as rtos messages, tables
+ * tcpipsock.c / platform_socket.c; `tcpipsock.c:N` and `platform_socket.c:N` are lines of
+ * openLuat/Luat_CSDK_Air724U at commit 9fa34023, app/elua/modules/src/ and
+ * app/elua/platform/openat/src/): 10 slots (LUA_MAX_SOCKET_SUPPORT, platform_socket.c:25);
+ * results arrive as rtos messages, tables
  * `{id, socket_index, result[, send_len | recv_len]}` posted to the core queue.
  * - `sock_conn` / `sock_conn_ext`: index at once, MSG_SOCK_CONN_CNF later (0 ok, 1 fail);
  *   UDP gets its success CNF at once (no handshake); `_ext` returns -1 (no slot, address over
@@ -12,11 +15,14 @@
  * - `sock_send`: two integers (ok 1/0, ERR_*). Not connected / invalid: 0 and NO CNF. TCP:
  *   SEND_CNF when the acknowledged bytes equal `readySendLen` exactly; `readySendLen` is
  *   overwritten by the next send, so two overlapping sends leave no SEND_CNF ever again on that
- *   socket (platform_socket.c sendAckCnf). SSL: when every byte of the send is written (one CNF
+ *   socket (platform_socket.c:428-447 `platform_socket_sendAckCnf`; `readySendLen = length` at
+ *   platform_socket.c:719 in `platform_socket_send`). SSL: when every byte of the send is written (one CNF
  *   for overlapping sends, with the second length). UDP: CNF after sendto.
  *   Length is a uint16 (data over 65535 bytes is cut to `len & 0xffff`).
- * - RECV_IND announces at most 2048 bytes; the next one is posted only after that amount was
- *   read with `sock_recv`. UDP: one datagram per RECV_IND (a shorter read drops the rest).
+ * - RECV_IND announces at most 2048 bytes (LUA_MAX_RECV_IND_LEN, platform_socket.c:35;
+ *   `platform_socket_recvInd` posts only when nothing is announced, :281-323); the next one is
+ *   posted only after that amount was read with `sock_recv` (:876-904). UDP: one datagram per
+ *   RECV_IND (a shorter read drops the rest; `reqLen = 0` after any UDP read, :879-880).
  * - Remote close: CLOSE_IND 500 ms after FIN/RST even with data unread; a completed read restarts the 500 ms.
  * - `sock_close` closes at once and posts CLOSE_CNF (its result is uninitialised on the module:
  *   here an arbitrary number), and returns 1 with a CLOSE_CNF even for a free slot; the slot is
@@ -179,7 +185,7 @@ class Slot {
   /** Bytes written and not yet confirmed. */
   pending = 0;
   readySendLen = 0;
-  /** TCP bytes acknowledged since the last SEND_CNF (platform_socket.c `alreadySendLen`). */
+  /** TCP bytes acknowledged since the last SEND_CNF (platform_socket.c `alreadySendLen`, :435 at 9fa34023). */
   alreadySendLen = 0;
   /** Overlapping sends pushed alreadySendLen past readySendLen: SEND_CNF is gone for good. */
   cnfLost = false;
@@ -517,7 +523,8 @@ class SocketcoreImpl implements Socketcore {
 
   /**
    * TCP receive window (issue #8). The core reads with the lwIP socket API (OPENAT_socket_recv in
-   * platform_socket_recv, CSDK app/elua/platform/openat/src/platform_socket.c), and lwIP gives
+   * platform_socket_recv, CSDK app/elua/platform/openat/src/platform_socket.c:823-923 at 9fa34023,
+   * the call at :852, at most the announced `reqLen` bytes, :845-848), and lwIP gives
    * window back only for bytes the app has taken from the socket, so a module whose app does not
    * `sock_recv` closes its window: the core posts no further RECV_IND until the announced bytes
    * were read, and the peer stops once the buffer is full. The size is the slot's receive buffer
@@ -562,7 +569,11 @@ class SocketcoreImpl implements Socketcore {
     if (st && 'setKeepAlive' in st && s.keepAlive) st.setKeepAlive(true, Math.max(1, s.keepIdle) * 1000);
   }
 
-  /** `sock_send(idx, data)` -> ok (1/0), err (ERR_*). */
+  /**
+   * `sock_send(idx, data)` -> ok (1/0), err (ERR_*): CSDK commit 9fa34023, tcpipsock.c:166-185
+   * (`l_sock_send`: the string's length goes to `platform_socket_send`; the second value is
+   * ERR_OK on success, else `platform_socket_error(idx)`, tcpipsock.c:180-183).
+   */
   private send(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
     const raw = a.bytes(2);
@@ -626,9 +637,10 @@ class SocketcoreImpl implements Socketcore {
    * `sock_recv(idx, len)` -> string: at most min(len, announced) bytes; "" when nothing was announced.
    *
    * CSDK commit 9fa34023 (the core with `sock_setopt` and two-value `sock_send` this simulator
-   * models): app/elua/modules/src/tcpipsock.c `l_sock_recv` mallocs `len` bytes (a negative `len`
-   * is a huge size_t: the malloc fails and "" comes back) and passes `len` to
-   * `platform_socket_recv` as a `kal_uint16`, which starts with
+   * models): app/elua/modules/src/tcpipsock.c `l_sock_recv` (tcpipsock.c:197-273) mallocs `len`
+   * bytes (tcpipsock.c:212; a negative `len` is a huge size_t: the malloc fails and "" comes back,
+   * tcpipsock.c:213-216) and passes `len` to `platform_socket_recv` (tcpipsock.c:218) as a
+   * `kal_uint16`, which starts with
    * `ASSERT(data != NULL && length > 0)` (app/elua/platform/openat/src/platform_socket.c:827),
    * before it looks at the slot. So `len` 0 (or any multiple of 65536) asserts: the core halts and
    * the module reboots, whatever the slot. Modelled as a fatal error (reboot); the agent must
@@ -646,7 +658,7 @@ class SocketcoreImpl implements Socketcore {
       throw new LuaRaise(why);
     }
     const s = this.slotArg(a);
-    if (want < 0) return ['']; // tcpipsock.c l_sock_recv: platform_malloc((size_t)len) fails -> ""
+    if (want < 0) return ['']; // tcpipsock.c:212-216 (9fa34023) l_sock_recv: platform_malloc((size_t)len) fails -> ""
     if (!s || !s.indPending) return [''];
     const n = Math.min(want & 0xffff, s.reqLen);
     let out: Buffer;
@@ -731,7 +743,13 @@ class SocketcoreImpl implements Socketcore {
     return [1];
   }
 
-  /** `sock_setopt(idx, level, opt, value)` -> 0 / -1. */
+  /**
+   * `sock_setopt(idx, level, opt, value)` -> 0 / -1: CSDK commit 9fa34023, tcpipsock.c:285-320
+   * (`l_sock_setopt`: a non-number value, a negative index, a level other than SOL_SOCKET /
+   * IPPROTO_TCP or an option other than the five it lists gives -1 without calling the core,
+   * tcpipsock.c:295-311). The simulator also requires each option's own level (SO_* with
+   * SOL_SOCKET, TCP_* with IPPROTO_TCP); what the core does with a mismatched pair is unverified.
+   */
   private setopt(a: LuaArgs): LuaIn[] {
     const s = this.slotArg(a);
     const level = a.isNumber(2) ? a.int(2) : NaN;

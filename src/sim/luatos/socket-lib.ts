@@ -6,9 +6,12 @@
  * The emulation ports the firmware's logic, not just its documentation:
  * - LS:<line>  = components/network/adapter/luat_lib_socket.c (the Lua binding: argument
  *   checks, return values and arities, how events reach Lua);
- * - NA:<func>  = components/network/adapter/luat_network_adapter.c (the per-socket state
- *   machine `network_default_statemachine` and the `network_*` calls behind each binding);
- * - SN:<func>  = components/network/libsntp/luat_sntp.c + luat_lib_sntp.c.
+ * - NA:<line>  = components/network/adapter/luat_network_adapter.c at openLuat/LuatOS commit
+ *   00286331 (002863319db3f4d415a1fef2ceafe7451c345103), the per-socket state machine
+ *   `network_default_statemachine` (NA:1045-1100) and the `network_*` calls behind each binding;
+ *   each citation names the line range and the C function;
+ * - SN:<func>  = components/network/libsntp/luat_sntp.c + luat_lib_sntp.c (the Lua bindings
+ *   l_sntp_get / l_sntp_tm / l_sntp_port also by line: luat_lib_sntp.c:N at commit bba8964).
  * Semantics summary: docs/firmware/luatos.md. Known differences from the
  * real module: docs/fidelity-luatos-socket.md.
  *
@@ -59,11 +62,12 @@ export const SOCKET_EVENTS = {
   EVENT: 0x2000014,
 } as const;
 
-/** `EV_NW_RESULT_BASE & 0x0fffffff`: result event = base + wait target (NA: network_default_statemachine). */
+/** `EV_NW_RESULT_BASE & 0x0fffffff`: result event = base + wait target (NA:1077-1085, network_default_statemachine). */
 const EV_RESULT_BASE = 0x200000f;
 /**
  * Raw adapter events (`EV_NW_x & 0x0fffffff`) a ctrl not yet in "auto mode" receives
- * unprocessed (NA: network_default_socket_callback): only accepted ctrls before any call.
+ * unprocessed (NA:1128-1143, network_default_socket_callback: only an `auto_mode` ctrl goes through
+ * the state machine, any other gets the raw event): only accepted ctrls before any call.
  */
 const RAW_EVENT_BASE = 0x2000000;
 
@@ -91,7 +95,7 @@ export const ADAPTERS = {
 /** NW_ADAPTER_QTY: valid adapter indexes are 0..18. */
 const ADAPTER_QTY = 19;
 
-/** `socket.state` strings (NA: prv_network_ctrl_state_string); index 8 for anything else. */
+/** `socket.state` strings (NA:71-82, prv_network_ctrl_state_string); index 8 for anything else (NA:113-120). */
 export const STATE_STRINGS = ['硬件离线', '离线', '等待DNS', '正在连接', '正在TLS握手', '在线', '在监听', '正在离线', '未知'];
 
 /** NW_STATE_x. */
@@ -147,7 +151,8 @@ class Conn {
   rxLen = 0;
   /**
    * Bytes already taken from the head node of `rx` (the firmware grants window back only for a
-   * fully read node, net_lwip2.c `net_lwip2_socket_read_data`): they still count against the window.
+   * fully read node, net_lwip2.c:1178-1196 `net_lwip2_socket_read_data` at 05e31472): they still
+   * count against the window.
    */
   rxHeadRead = 0;
   /**
@@ -518,12 +523,16 @@ class SocketLibImpl implements SocketLib {
 
   // ---------------------------------------------------------------- adapter events
 
-  /** A socket event from Node (NA: network_default_socket_callback): stale sockets are ignored. */
+  /**
+   * A socket event from Node (NA:1103-1187, network_default_socket_callback): stale sockets are
+   * ignored (the tag check, NA:1121; a mismatch is only logged, NA:1145-1152).
+   */
   private netEvent(c: SocketCtrl, conn: Conn, ev: NetEv): void {
     if (this.down || c.released || c.conn !== conn || conn.dead) return;
     // After a failure the Node handle yields nothing the module would see, except during a TLS
     // handshake: NA network_default_statemachine keeps feeding every adapter event to the
-    // SHAKEHAND state, whose handler returns -1 once need_close is set (network_state_shakehand),
+    // SHAKEHAND state (NA:1065), whose handler returns -1 once need_close is set (NA:789,
+    // network_state_shakehand),
     // so the module reports EVENT -1 for each further event (issue 8 part C9). Here the further
     // event is the TCP close that follows the failed handshake.
     if (conn.failed && ev.t !== 'close_ok' && c.state !== S.SHAKEHAND) return;
@@ -537,7 +546,11 @@ class SocketLibImpl implements SocketLib {
     this.statemachine(c, ev);
   }
 
-  /** NA: network_default_statemachine. */
+  /**
+   * NA:1045-1100, network_default_statemachine: a handler result > 0 gives no result event, only
+   * EVENT 0 while unread data is flagged (NA:1066-1075); otherwise CLOSED after a close, else
+   * base + wait target (NA:1077-1085); the wait is cleared unless listening (NA:1087-1090).
+   */
   private statemachine(c: SocketCtrl, ev: NetEv): void {
     const closeFlag = c.state === S.DISCONNECTING && c.wait === W.OFF_LINE;
     this.dbg(c, `event ${ev.t} state ${c.state} wait ${c.wait}`);
@@ -576,6 +589,7 @@ class SocketLibImpl implements SocketLib {
     this.emit(c, id, r < 0 ? -1 : 0);
   }
 
+  /** NA:576-610, network_state_link_off. (NW_STATE_OFF_LINE always gives 1: NA:612-615.) */
   private stLinkOff(c: SocketCtrl, ev: NetEv): number {
     if (ev.t !== 'state' || !ev.up) return 1;
     c.state = S.OFF_LINE;
@@ -590,6 +604,7 @@ class SocketLibImpl implements SocketLib {
     return 1;
   }
 
+  /** NA:617-675, network_state_wait_dns. */
   private stWaitDns(c: SocketCtrl, ev: NetEv): number {
     if (c.needClose || c.wait !== W.ON_LINE) return -1;
     switch (ev.t) {
@@ -619,6 +634,7 @@ class SocketLibImpl implements SocketLib {
     }
   }
 
+  /** NA:677-785, network_state_connecting: on failure the next DNS address is tried (NA:684-707). */
   private stConnecting(c: SocketCtrl, ev: NetEv): number {
     if (c.needClose || c.wait !== W.ON_LINE) return -1;
     switch (ev.t) {
@@ -655,6 +671,7 @@ class SocketLibImpl implements SocketLib {
     }
   }
 
+  /** NA:787-863, network_state_shakehand. */
   private stShakehand(c: SocketCtrl, ev: NetEv): number {
     if (c.needClose || (c.wait !== W.ON_LINE && c.wait !== W.TX_OK)) return -1;
     switch (ev.t) {
@@ -681,6 +698,10 @@ class SocketLibImpl implements SocketLib {
     }
   }
 
+  /**
+   * NA:865-962, network_state_on_line: TX_OK 0 once ack_size == tx_size (NA:887-917); new data
+   * flags new_rx_flag and gives EVENT 0 unless a tx waits (NA:952-957).
+   */
   private stOnline(c: SocketCtrl, ev: NetEv): number {
     if (c.needClose || c.wait === W.OFF_LINE) return -1;
     switch (ev.t) {
@@ -708,6 +729,7 @@ class SocketLibImpl implements SocketLib {
     }
   }
 
+  /** NA:964-996, network_state_listen (`max_wait_accept` keeps it listening: NA:987-989). */
   private stListen(c: SocketCtrl, ev: NetEv): number {
     if (c.needClose || c.wait === W.OFF_LINE) return -1;
     switch (ev.t) {
@@ -732,6 +754,7 @@ class SocketLibImpl implements SocketLib {
     }
   }
 
+  /** NA:998-1030, network_state_disconnecting. */
   private stDisconnecting(c: SocketCtrl, ev: NetEv): number {
     if (c.wait !== W.OFF_LINE) return -1;
     switch (ev.t) {
@@ -754,12 +777,13 @@ class SocketLibImpl implements SocketLib {
 
   // ---------------------------------------------------------------- sockets
 
-  /** NA: network_prepare_connect. 0 = started, -1 = failed. */
+  /** NA:541-574, network_prepare_connect. 0 = started, -1 = failed. */
   private prepareConnect(c: SocketCtrl): number {
     if (!c.remoteIp) {
-      // NA network_connect copies the host into a zalloc(len + 1) buffer, so domain_name is never
-      // NULL after socket.connect, even for "": network_prepare_connect then starts the DNS
-      // (network_dns -> the adapter's dns op queues the lookup and returns 0), and the lookup of an
+      // NA network_connect copies the host into a zalloc(len + 1) buffer (NA:2200-2202), so
+      // domain_name is never NULL after socket.connect, even for "": network_prepare_connect then
+      // starts the DNS (NA:548-558; network_dns NA:1750-1761 -> the adapter's dns op queues the
+      // lookup and returns 0), and the lookup of an
       // empty name fails later (ON_LINE -1).
       const lit = c.domain ? ipaddrAton(c.domain) : undefined;
       if (lit) c.remoteIp = lit;
@@ -804,13 +828,13 @@ class SocketLibImpl implements SocketLib {
 
   private dnsResult(c: SocketCtrl, token: number, ips: string[] | null): void {
     if (this.down || c.released || c.dnsToken !== token) return;
-    // NA: network_default_socket_callback drops DNS results unless the ctrl waits for ON_LINE.
+    // NA:1123-1127 (network_default_socket_callback) drops DNS results unless the ctrl waits for ON_LINE.
     if (c.wait !== W.ON_LINE) return;
     this.dbg(c, `dns ${c.domain} -> ${ips ? ips.join(',') : 'fail'}`);
     this.statemachine(c, { t: 'dns', ips });
   }
 
-  /** NA: network_base_connect: (re)create the socket, connect to `ip` or listen when undefined. 0 / -1. */
+  /** NA:427-490 (the LUAT_USE_LWIP branch), network_base_connect: (re)create the socket, connect to `ip` or listen when undefined. 0 / -1. */
   private baseConnect(c: SocketCtrl, ip: string | undefined): number {
     if (c.conn) {
       this.freeConn(c.conn);
@@ -883,9 +907,10 @@ class SocketLibImpl implements SocketLib {
   /**
    * TCP receive window (issue #8). LuatOS's lwIP adapter queues each received pbuf on the
    * socket's rx list (components/network/adapter_lwip2/net_lwip2.c, commit 05e31472:
-   * net_lwip2_tcp_recv_cb leaves `tcp_recved` commented out) and gives the window back only when
-   * the app has read a whole node (net_lwip2_socket_read_data posts EV_LWIP_SOCKET_RX_DONE with
-   * the node's length; the lwIP task calls `tcp_recved(pcb, len)`). The EC618's own adapter is
+   * net_lwip2_tcp_recv_cb, net_lwip2.c:272-305, leaves `tcp_recved` commented out at :280) and
+   * gives the window back only when the app has read a whole node (net_lwip2_socket_read_data,
+   * :1178-1196, posts EV_LWIP_SOCKET_RX_DONE with the node's length at :1188; the lwIP task calls
+   * `tcp_recved(pcb, len)` on it, :707-715). The EC618's own adapter is
    * not in the stored sources: we take it to work the same way (unverified). So at most TCP_WND unread bytes wait on a socket; then the window is
    * closed and the peer stops. TCP_WND of the Air780E build: {@link DEFAULT_RX_WINDOW}.
    *
@@ -1020,13 +1045,13 @@ class SocketLibImpl implements SocketLib {
     this.slots.delete(conn.id);
   }
 
-  /** NA: network_socket_force_close: drop the socket only. */
+  /** NA:1707-1716, network_socket_force_close: drop the socket only. */
   private socketForceClose(c: SocketCtrl): void {
     if (c.conn) this.freeConn(c.conn);
     c.conn = undefined;
   }
 
-  /** NA: network_force_close_socket (`socket.close`): drop the socket and the pending operation; state unchanged. */
+  /** NA:1795-1824, network_force_close_socket (`socket.close`): drop the socket and the pending operation; state unchanged. */
   private forceCloseSocket(c: SocketCtrl): void {
     this.socketForceClose(c);
     c.needClose = false;
@@ -1047,7 +1072,7 @@ class SocketLibImpl implements SocketLib {
     this.ctrls.delete(c);
   }
 
-  /** Start a graceful TCP close (NA: network_socket_disconnect). 0 = started, -1 = failed. */
+  /** Start a graceful TCP close (NA:1685-1693, network_socket_disconnect). 0 = started, -1 = failed. */
   private socketDisconnect(c: SocketCtrl): number {
     const conn = c.conn!;
     if (conn.kind === 'server') {
@@ -1064,7 +1089,7 @@ class SocketLibImpl implements SocketLib {
     return 0;
   }
 
-  /** NA: network_close. 0 = closed now, 1 = CLOSED event follows. */
+  /** NA:2347-2402, network_close (non-blocking part). 0 = closed now, 1 = CLOSED event follows. */
   private networkClose(c: SocketCtrl): number {
     const old = c.state;
     c.autoMode = true;
@@ -1084,7 +1109,7 @@ class SocketLibImpl implements SocketLib {
     return 0;
   }
 
-  /** NA: network_tx. result -1/0/1 and bytes accepted. */
+  /** NA:2437-2531 (network_tx, non-blocking part; network_base_tx NA:220-247). result -1/0/1 and bytes accepted. */
   private networkTx(c: SocketCtrl, data: Uint8Array, ip: string | undefined, port: number): { result: number; txLen: number } {
     const conn = c.conn;
     if (c.needClose || !conn || c.state !== S.ONLINE) return { result: -1, txLen: -1 };
@@ -1133,12 +1158,14 @@ class SocketLibImpl implements SocketLib {
   }
 
   /**
-   * NA: network_rx with no buffer: bytes waiting (TCP) or the next datagram's length (UDP); -1 on failure.
+   * NA:2565-2684, network_rx with no buffer (NA:2624-2671): bytes waiting (TCP) or the next
+   * datagram's length (UDP) (NA:1717-1718); -1 on failure (NA:2568-2571).
    *
    * TLS: NOT the total. With no buffer, network_rx's tls_mode branch calls `mbedtls_ssl_read(ssl, NULL, 0)`
    * and answers `ssl->in_msglen`: what is left of the ONE record being read (openLuat/LuatOS
-   * components/network/adapter/luat_network_adapter.c, network_rx, the `else` branch of `if (data)`;
-   * commit 00286331). l_socket_rx (components/network/libs/luat_lib_socket.c, l_socket_rx) sizes its read
+   * components/network/adapter/luat_network_adapter.c, network_rx, the `else` branch of `if (data)`,
+   * NA:2626-2665; commit 00286331). l_socket_rx (LS:723, components/network/adapter/luat_lib_socket.c)
+   * sizes its read
    * to that answer, so one `socket.rx` takes at most one record (plaintext at most 2^14 bytes,
    * RFC 8446 section 5.1). Records are modelled by the TLS socket's 'data' chunks, capped at 2^14.
    */
@@ -1152,7 +1179,10 @@ class SocketLibImpl implements SocketLib {
     return 0;
   }
 
-  /** NA: network_rx with a buffer of `len` bytes. TCP keeps the rest; UDP discards the rest of the datagram. */
+  /**
+   * NA:2565-2684, network_rx with a buffer of `len` bytes (NA:2579-2623). TCP keeps the rest; UDP
+   * returns one datagram per read (NA:1717-1718) and discards the rest of it.
+   */
   private rxRead(c: SocketCtrl, len: number): { data: Buffer; ip?: string; port?: number } | undefined {
     const conn = c.conn;
     if ((c.needClose && !c.newRx) || !conn || c.state !== S.ONLINE) return undefined;
@@ -1166,7 +1196,7 @@ class SocketLibImpl implements SocketLib {
         parts.push(head.subarray(0, take));
         got += take;
         if (take === head.length) {
-          // whole node read: RX_DONE gives its bytes back to the window (net_lwip2_socket_read_data)
+          // whole node read: RX_DONE gives its bytes back to the window (net_lwip2.c:1184-1189 at 05e31472)
           conn.rx.shift();
           conn.rxHeadRead = 0;
         } else {
@@ -1468,7 +1498,7 @@ class SocketLibImpl implements SocketLib {
     // (LLOGD "connect to %s,%d", luat_lib_socket.c:507): newlib prints "(null)" (another libc may
     // crash; the agent passes integer hosts as dotted text for that reason, issue 8 C10)
     this.dbg(c, `connect to ${intIp !== undefined ? '(null)' : host},${port}`);
-    // NA: network_connect
+    // NA:2173-2234, network_connect (a socket still open: -1, NA:2176-2179)
     if (c.conn) return [this.b1(false), false];
     c.serverMode = false;
     c.txSize = 0;
@@ -1572,7 +1602,7 @@ class SocketLibImpl implements SocketLib {
     return [true, new Uint8Array(got.data), ipToLuatBytes(got.ip!), got.port!];
   }
 
-  /** `socket.wait(c)` LS:969: (true,true) data pending; (true,false) EVENT later; (false,false) not online. */
+  /** `socket.wait(c)` LS:969: (true,true) data pending; (true,false) EVENT later; (false,false) not online (NA:2686-2705, network_wait_event). */
   private lWait(a: LuaArgs): LuaIn[] {
     const c = this.ctrlArg(a);
     if (!c) return [];
@@ -1590,7 +1620,7 @@ class SocketLibImpl implements SocketLib {
    * `socket.listen(c, n?)` LS:993: (true,false), ON_LINE 0 when a client connects (listens on
    * 127.0.0.1 at the config'd local port); (false,false) when a socket is already open. With
    * n > 0 the server stays in state 6 and reports every client; without, it goes to state 5 at
-   * the first client.
+   * the first client. NA:2266-2302, network_listen.
    */
   private lListen(a: LuaArgs): LuaIn[] {
     const c = this.ctrlArg(a);
@@ -1616,7 +1646,11 @@ class SocketLibImpl implements SocketLib {
     return [this.b1(true), false];
   }
 
-  /** `socket.accept(c, cb|name?)` LS:1036: (true, new_ctrl, ip, port) or (false, nil). */
+  /**
+   * `socket.accept(c, cb|name?)` LS:1036: (true, new_ctrl, ip, port) or (false, nil). The new ctrl
+   * copies the listener's settings and is ONLINE, without `auto_mode` (NA:1645-1682,
+   * network_socket_accept; the multi-client branch NA:1663-1681).
+   */
   private lAccept(a: LuaArgs): LuaIn[] {
     const old = this.ctrlArg(a);
     if (!old) return [];
@@ -1656,7 +1690,8 @@ class SocketLibImpl implements SocketLib {
 
   /**
    * Single-client accept (adapters with `no_accept`): the listening ctrl itself becomes the
-   * connection; (true, nil, ip, port). The C call reports success even with no client waiting.
+   * connection; (true, nil, ip, port). The C call reports success even with no client waiting
+   * (NA:1652-1657, network_socket_accept ignores the adapter's answer and returns 0).
    */
   private acceptSingle(c: SocketCtrl): LuaIn[] {
     const conn = c.conn;
@@ -1758,7 +1793,7 @@ class SocketLibImpl implements SocketLib {
     return [this.rxCacheBlocks];
   }
 
-  /** `socket.sntp(server|{servers}?, adapter?)` SN:l_sntp_get: nothing; NTP_UPDATE or NTP_ERROR published later. */
+  /** `socket.sntp(server|{servers}?, adapter?)` SN:l_sntp_get (luat_lib_sntp.c:97-145): nothing; NTP_UPDATE or NTP_ERROR published later. */
   private lSntp(a: LuaArgs): LuaIn[] {
     const s = this.sntp;
     const L = a.L;
@@ -1798,7 +1833,7 @@ class SocketLibImpl implements SocketLib {
   }
 
   /**
-   * `socket.ntptm()` SN:l_sntp_tm: {tsec, tms, vaild, ndeley, ssec, sms, lsec, lms}. `tsec` is
+   * `socket.ntptm()` SN:l_sntp_tm (luat_lib_sntp.c:175-211): {tsec, tms, vaild, ndeley, ssec, sms, lsec, lms}. `tsec` is
    * Unix seconds (the code converts the NTP era, whatever the doc says) and every value is pushed
    * with lua_pushinteger, so with the module's 32-bit integers it wraps (from 2038 for tsec).
    * The delay field is spelled `ndeley`: openLuat/LuatOS commit bba8964,
@@ -1825,7 +1860,7 @@ class SocketLibImpl implements SocketLib {
     return [tm];
   }
 
-  /** `socket.sntp_port(p?)` SN:l_sntp_port: sets the port when p is a number > 0; returns the port (default 123). */
+  /** `socket.sntp_port(p?)` SN:l_sntp_port (luat_lib_sntp.c:222-231): sets the port when p is a number > 0; returns the port (default 123). */
   private lSntpPort(a: LuaArgs): LuaIn[] {
     if (a.isNumber(1)) {
       const p = a.int(1) & 0xffff;

@@ -155,7 +155,7 @@ export function installNet(esp: Esp): NetLib {
   // ------------------------------------------------------------------ helpers
   const alive = () => !esp.dead;
 
-  /** Fire a socket callback (unprotected, as net.c does). */
+  /** Fire a socket callback (unprotected, as net.c does: lua_call, never lua_pcall, e.g. net.c:143, 218, 251 at 06c8a47). */
   const fire = (o: NetObj, ev: string, ...args: LuaIn[]): boolean => {
     if (!alive() || (o instanceof TcpSock && o.silenced)) return true;
     const cb = o.cbs.get(ev);
@@ -247,7 +247,8 @@ export function installNet(esp: Esp): NetLib {
     sock.on('end', () => {
       if (s.pcb !== 'est') return;
       // remote FIN: it follows the data in sequence space, so it is processed once every byte
-      // before it went through "receive" (net.c closes the pcb and reports disconnection(0))
+      // before it went through "receive" (net.c closes the pcb and reports disconnection(0):
+      // net_tcp_recv_cb with p == NULL, net.c:235-238, calls net_err_cb, net.c:130-151, at 06c8a47)
       s.fin = true;
       pump(s);
     });
@@ -262,10 +263,10 @@ export function installNet(esp: Esp): NetLib {
    * segment (<= TCP_MSS, never coalesced), while the receive window is open.
    * nodemcu-firmware app/modules/net.c (commit 06c8a47) net_tcp_recv_cb, net.c:231-242: the Lua
    * "receive" callback runs first, then tcp_recved(tpcb, hold ? 0 : TCP_WND): an un-held pcb re-opens
-   * the whole window after every segment, a held one (net_hold, net.c:568-576, only sets the flag)
+   * the whole window after every segment, a held one (net_hold, net.c:581-589, only sets the flag)
    * does not, so the window shrinks by every segment that still arrives and the peer stops once it
    * is 0: after hold() at most one window (TCP_WND) of bytes already in flight is still delivered.
-   * net_unhold (net.c:579-589) sets TF_ACK_NOW and tcp_recved(TCP_WND): the window opens again and
+   * net_unhold (net.c:592-602) sets TF_ACK_NOW and tcp_recved(TCP_WND): the window opens again and
    * the peer resumes. The simulation closes the window by pausing the Node socket (the kernel's
    * buffers fill and the real peer's TCP window closes).
    *
@@ -323,7 +324,8 @@ export function installNet(esp: Esp): NetLib {
   };
 
   const writeOut = (s: TcpSock, data: Buffer) => {
-    // net.c never calls tcp_output(): the data leaves at the next lwIP opportunity
+    // net.c never calls tcp_output() (net_send only tcp_write()s, net.c:575 at 06c8a47): the data
+    // leaves at the next lwIP opportunity
     sched.post(() => {
       const sock = s.sock;
       if (!sock || sock.destroyed) return;
@@ -348,7 +350,8 @@ export function installNet(esp: Esp): NetLib {
 
   const startConnect = (s: TcpSock, ip: string, port: number) => {
     s.remote = { ip, port };
-    // After a failed lookup net_dns_cb (net.c) still calls tcp_connect, to 255.255.255.255: the SYN
+    // After a failed lookup net_dns_cb (net.c:169-198 at 06c8a47) still calls tcp_connect, to
+    // 255.255.255.255 (net.c:172, 190-191): the SYN
     // is never answered, so the socket ends with reconnection/disconnection ERR_ABRT (-8) once lwIP
     // gives up (issue 8 part C4), like any unreachable address below.
     s.pcb = 'syn';
@@ -382,7 +385,7 @@ export function installNet(esp: Esp): NetLib {
     connect: (a) => {
       const s = selfOf(a, TcpSock);
       // nodemcu-firmware app/modules/net.c (commit 06c8a47) net_connect: "already connected" is
-      // checked before the port (net.c:415-419), so a connected socket never reports "specify port"
+      // checked before the port (net.c:428-432), so a connected socket never reports "specify port"
       if (s.pcb !== 'none') throw new LuaRaise('already connected');
       const port = checkInt(a, 2, 'connect', 1) & 0xffff; // uint16: 65536 wraps to 0
       if (port === 0) throw new LuaRaise('specify port');
@@ -396,7 +399,7 @@ export function installNet(esp: Esp): NetLib {
       const hit = literal(host);
       if (hit) {
         // dns_gethostbyname answers an IP literal with ERR_OK and net_connect calls net_dns_cb at
-        // once (net.c:447-449): the "dns" callback runs inside connect(), unprotected (an error in
+        // once (net.c:460-462): the "dns" callback runs inside connect(), unprotected (an error in
         // it leaves the pcb allocated), then tcp_connect if the callback did not close the socket.
         s.pcb = 'dns';
         const cb = s.cbs.get('dns');
@@ -432,7 +435,7 @@ export function installNet(esp: Esp): NetLib {
     send: (a) => {
       const s = selfOf(a, TcpSock);
       const data = Buffer.from(checkBytes(a, 2, 'send', 1));
-      // net.c net_send (commit 06c8a47, net.c:522-528): "no data to send" is raised before the
+      // net.c net_send (commit 06c8a47, net.c:535-541): "no data to send" is raised before the
       // sent callback of the call is registered, so send("", fn) keeps the old callback
       if (data.length === 0) throw new LuaRaise('no data to send');
       if (a.isFunction(3)) s.setCb('sent', a.fnRef(3));
@@ -444,13 +447,13 @@ export function installNet(esp: Esp): NetLib {
       if (s.pcb === 'est') writeOut(s, data);
       else s.queued.push(data); // SYN_SENT: queued until the connection is up
     },
-    // net_hold (net.c:568-576): only a flag, set when the socket has a pcb; lwIP keeps calling
+    // net_hold (net.c:581-589): only a flag, set when the socket has a pcb; lwIP keeps calling
     // "receive" for what arrives inside the window that is still open (see pump)
     hold: (a) => {
       const s = selfOf(a, TcpSock);
       if (!s.held && s.pcb !== 'none') s.held = true;
     },
-    // net_unhold (net.c:579-589): tcp_recved(TCP_WND) re-opens the window; the peer's next segments
+    // net_unhold (net.c:592-602): tcp_recved(TCP_WND) re-opens the window; the peer's next segments
     // arrive later, from lwIP, never inside this call
     unhold: (a) => {
       const s = selfOf(a, TcpSock);
@@ -625,11 +628,11 @@ export function installNet(esp: Esp): NetLib {
       const ip = latin1(checkBytes(a, 3, 'send', 2));
       if (!isDottedQuad(ip)) throw new LuaRaise('invalid IP address');
       const data = Buffer.from(checkBytes(a, 4, 'send', 3));
-      // net.c:522-528 (commit 06c8a47): "no data to send" before the sent callback is registered
+      // net.c:535-541 (commit 06c8a47): "no data to send" before the sent callback is registered
       if (data.length === 0) throw new LuaRaise('no data to send');
       if (a.isFunction(5)) u.setCb('sent', a.fnRef(5));
       if (!u.bound) bindUdp(u, 0); // auto-bind to 0.0.0.0:random: a later listen() says "already listening"
-      // "sent" fires synchronously inside send(), before any lwIP error
+      // "sent" fires synchronously inside send(), before any lwIP error is raised (net.c:567-577 at 06c8a47)
       const sent = u.cbs.get('sent');
       if (sent) callNow(vm, a, sent, u.ud);
       if (mayReach(net, ip)) u.sock?.send(data, port, ip); // else dropped (hermetic: src/sim/network.ts)
