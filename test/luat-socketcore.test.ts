@@ -341,6 +341,8 @@ describe('Luat socketcore through the simulated Air724UG and the real agent', ()
     assert.deepEqual(await first(sc.sock_setopt(i, SOL_SOCKET, SO_REUSEADDR, 1)), [0]);
     assert.deepEqual(await first(sc.sock_setopt(i, IPPROTO_TCP, SO_KEEPALIVE, 1)), [-1], 'wrong level for the option');
     assert.deepEqual(await m.rpc.call('socketcore.sock_setopt', [i, SOL_SOCKET, SO_KEEPALIVE, 'on']), [-1], 'a non-number value gives -1');
+    // level and opt are luaL_checkinteger on the module (tcpipsock.c:305-306): a string raises, not -1
+    await assert.rejects(m.rpc.call('socketcore.sock_setopt', [i, 'socket', SO_KEEPALIVE, 1]), /bad argument|number expected/);
     assert.deepEqual(await first(sc.sock_setopt(9, SOL_SOCKET, SO_KEEPALIVE, 1)), [-1], 'no such socket');
     // sock_getremainbuf: the whole send buffer while idle
     assert.deepEqual(await first(sc.sock_getremainbuf(i)), [65536]);

@@ -29,7 +29,8 @@
  *   reusable only after `sock_destroy`, which returns 1 only in the CLOSE state (after
  *   `sock_close`, CLOSE_IND or a failed CONN_CNF).
  * - `sock_recv(i, 0)` asserts in the core: the module reboots (platform_socket.c:827).
- * - `sock_setopt`: 0 / -1, only the lwIP option pairs, a non-number value gives -1.
+ * - `sock_setopt`: 0 / -1, only the lwIP option pairs, a non-number value gives -1; a non-integer
+ *   idx, level or opt raises "bad argument" (luaL_checkinteger).
  * - `sock_getremainbuf`: free bytes of the send buffer (later cores only: feature flag).
  * Differences from the module: docs/fidelity-luat.md.
  */
@@ -751,9 +752,11 @@ class SocketcoreImpl implements Socketcore {
    * SOL_SOCKET, TCP_* with IPPROTO_TCP); what the core does with a mismatched pair is unverified.
    */
   private setopt(a: LuaArgs): LuaIn[] {
+    // idx, level and opt go through luaL_checkinteger (tcpipsock.c:304-306 at 9fa34023): anything
+    // else raises "bad argument"; only the value is type-tested and gives -1 (tcpipsock.c:307-314)
     const s = this.slotArg(a);
-    const level = a.isNumber(2) ? a.int(2) : NaN;
-    const opt = a.isNumber(3) ? a.int(3) : NaN;
+    const level = a.int(2);
+    const opt = a.int(3);
     if (!s || !a.isNumber(4)) return [-1];
     const v = a.int(4);
     const O = SOCKETCORE_OPTS;
