@@ -11,6 +11,8 @@
  *                                                `dpkg --add-architecture i386 && apt-get update`)
  *                                                and unpack them privately (dpkg-deb -x)
  *   --lua CMD                                    measure with another interpreter (e.g. lua5.1)
+ *   TETHER_HEAP_SAMPLE_ALL=1 node dist/scripts/heap-nodemcu.js   the peak over the whole run, the
+ *                                                session's hello included (loads its parts at once)
  *
  * The i386 tree lives in $TETHER_LUA51_I386 (default ~/.cache/tether/lua5.1-i386). It runs
  * through its own ld-linux.so.2; on a kernel without 32-bit support, through qemu-i386
@@ -168,7 +170,7 @@ local function hex8(s)
 end
 local function live() collectgarbage("collect") collectgarbage("collect") return collectgarbage("count") end
 local BASE, PEAK, SENT, FWD, TOP = 0, 0, 0, 0, nil
-local sampling = false
+local sampling = (os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1")
 local function sample() if sampling then local k = live() if k > PEAK then PEAK = k end end end
 local out = io.stdout
 uart = {
@@ -232,7 +234,7 @@ while pos <= #input do
   if m == "K" then ackall()
   elseif m == "TICK" then tick(25)
   elseif m == "IDLE" then IDLE = live() - BASE IDLEOK = AG.idle()
-  elseif m == "BASEPEAK" then sampling = true PEAK = live()
+  elseif m == "BASEPEAK" then if not sampling then sampling = true PEAK = live() end
   elseif m == "RECV" then local s = SOCKS[1] sample() s.cb.receive(s, RECV)
   elseif m == "END" then sampling = false
   else UARTCB(piece) sample() end

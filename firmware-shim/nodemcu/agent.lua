@@ -43,7 +43,7 @@ HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its ackno
 -- app/modules/net.c net_tcp_recv_cb calls tcp_recved(pcb, hold ? 0 : TCP_WND) after each
 -- "receive", net.c:231-242; net_unhold re-opens the window, net.c:579-589), so the backlog limit
 -- obmax leaves room for HOLD_AT + one window of events (with their few bytes of framing each).
-local HOLD_AT, UNHOLD_AT = 1024, 256
+local HOLD_AT, UNHOLD_AT = 0, 0
 HAL.obmax = tonumber(TETHER_BACKLOG) or 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
@@ -58,8 +58,8 @@ HAL.epoch = function()
   e = tmr.now() % 2147483646
   return e - e % 1 + 1
 end
--- hello's family fields (tether_sys.lua)
-HAL.info = function(t) return HAL.group("sys").info(t) end
+-- hello's family fields (tether_info.lua)
+HAL.info = function(t) return HAL.group("info").info(t) end
 
 -- ---------------------------------------------------------------------------
 -- Handles: every module object the host sees gets an integer; `kinds` says what it is.
@@ -178,9 +178,9 @@ HAL.load = function(name)
   local g = GROUP[string.match(name, "^(%a+)%.") or ""]
   return g and HAL.group(g)[name]
 end
--- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_sys.lua, not kept
+-- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_info.lua, not kept
 -- in the heap
-HAL.lazy = function() return HAL.group("sys").lazy end
+HAL.lazy = function() return HAL.group("info").lazy end
 
 -- the link's retransmission timer; it also drops the group loaded last
 local ticker = tmr.create()
@@ -191,7 +191,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
 end)
 
 if node.compile then
-  for _, g in ipairs({ "call", "core", "enc", "gap", "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "core", "enc", "gap", "info", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end
