@@ -249,6 +249,38 @@ export interface LuaVmOptions {
  * An estimate (fengari keeps its own JS objects): docs/fidelity.md, "Heap".
  */
 export function estimateLua51Heap(L: any): number {
+  return heapWalk(L);
+}
+
+/**
+ * {@link estimateLua51Heap}, attributing each object to the first root that reaches it: the type
+ * metatables, then each field of the globals table, then the rest of the registry (debugging:
+ * `TETHER_HEAP_DEBUG=1` prints it when a budget check fails).
+ * @returns root name -> bytes, largest first.
+ */
+export function heapBreakdown(L: any): Array<[string, number]> {
+  const out = new Map<string, number>();
+  heapWalk(L, out);
+  return [...out.entries()].sort((a, b) => b[1] - a[1]);
+}
+
+function heapDebug(vm: LuaVm, used: number): void {
+  const kinds = new Map<string, number>();
+  const big: Array<[number, string]> = [];
+  heapWalk(vm.L, undefined, (kind, bytes, what) => {
+    kinds.set(kind, (kinds.get(kind) ?? 0) + bytes);
+    if (kind === 'proto') {
+      const f = `proto ${what.replace(/:\d+$/, '')}`;
+      kinds.set(f, (kinds.get(f) ?? 0) + bytes);
+    }
+    if (bytes >= 200) big.push([bytes, `${kind}:${what}`]);
+  });
+  big.sort((a, b) => b[0] - a[0]);
+  const k = [...kinds.entries()].map(([n, b]) => `${n}=${b}`).join(' ');
+  process.stderr.write(`[heap] over budget: used ${used} > ${vm.heapLimit} (base ${(vm as any).heapBase}): ${k}\n  big: ${big.slice(0, 30).map(([b, w]) => `${b} ${w}`).join(' | ')}\n  at: ${new Error().stack?.split('\n').slice(2, 6).join(' <- ')}\n`);
+}
+
+function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, bytes: number, what: string) => void): number {
   const seen = new Set<unknown>();
   const strings = new Set<string>();
   let total = 0;
@@ -260,6 +292,7 @@ export function estimateLua51Heap(L: any): number {
     if (strings.has(k)) return;
     strings.add(k);
     total += 17 + b.length;
+    note?.('string', 17 + b.length, JSON.stringify(k.slice(0, 24)));
   };
   const tv = (v: any) => {
     if (!v || v.value === null || v.value === undefined) return;
@@ -277,11 +310,11 @@ export function estimateLua51Heap(L: any): number {
     if (!p || seen.has(p)) return;
     seen.add(p);
     total += 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length;
+    note?.('proto', 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length, `${p.source ? Buffer.from(p.source.realstring ?? p.source).toString('latin1') : '?'}:${p.linedefined}`);
     for (const k of p.k) tv(k);
     for (const q of p.p) proto(q);
   };
-  tv(L.l_G.l_registry);
-  for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+  const drain = () => {
   while (stack.length > 0) {
     const v = stack.pop();
     const o = v.value;
@@ -292,6 +325,10 @@ export function estimateLua51Heap(L: any): number {
         while (o.strong.has(n + 1)) n++;
         const nh = o.strong.size - n;
         total += 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0);
+        if (note) {
+          const keys = [...o.strong.values()].slice(0, 6).map((e: any) => { const kb = e.key?.value?.realstring ?? e.key?.value; return kb && typeof kb.length === 'number' ? Buffer.from(kb).toString('latin1') : String(kb); });
+          note('table', 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0), `[${n}+${nh}] ${keys.join(',')}`);
+        }
         for (const e of o.strong.values()) {
           tv(e.key);
           tv(e.value);
@@ -306,10 +343,12 @@ export function estimateLua51Heap(L: any): number {
           for (const u of o.upvalue) tv(u);
         } else {
           total += 20 + 4 * o.nupvalues;
+          note?.('closure', 20 + 4 * o.nupvalues, '');
           for (const u of o.upvals) {
             if (!u || seen.has(u)) continue;
             seen.add(u);
             total += 24;
+            note?.('upval', 24, '');
             tv(u);
           }
           proto(o.p);
@@ -323,11 +362,53 @@ export function estimateLua51Heap(L: any): number {
       case 8: {
         const th = o;
         const top = Number.isFinite(th.top) ? th.top : 0;
-        total += 112 + 12 * Math.max(45, th.stack?.length ?? 0) + 192;
+        // the stack as Lua 5.1 sizes it after a full collection: lgc.c checkstacksizes halves a
+        // stack more than 4 times larger than its part in use (down to 2 * 45 slots); fengari
+        // never shrinks it outside errors. NodeMCU's default EGC mode, ALWAYS, runs that full
+        // collection before every allocation (nodemcu-firmware docs/modules/node.md
+        // node.egc.setmode; app/lua/lauxlib.c l_alloc).
+        let used = top;
+        for (let ci = th.ci; ci; ci = ci.previous) if (Number.isFinite(ci.top) && ci.top > used) used = ci.top;
+        let slots = Math.max(45, th.stack?.length ?? 0);
+        while (slots > 90 && 4 * (used + 1) < slots) slots = Math.floor(slots / 2);
+        total += 112 + 12 * slots + 192;
+        note?.('thread', 112 + 12 * slots + 192, `stack ${th.stack?.length} counted ${slots}`);
         for (let i = 0; i < top; i++) tv(th.stack[i]);
         break;
       }
     }
+  }
+  };
+  if (parts) {
+    const root = (name: string, f: () => void) => {
+      const before = total;
+      f();
+      drain();
+      parts.set(name, (parts.get(name) ?? 0) + total - before);
+    };
+    root('(metatables)', () => {
+      for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+    });
+    const reg = L.l_G.l_registry?.value;
+    const g = reg?.strong?.get(2); // LUA_RIDX_GLOBALS
+    const gt = g?.value?.value;
+    if (gt) {
+      seen.add(gt);
+      for (const e of gt.strong.values()) {
+        const kb = e.key?.value?.realstring ?? e.key?.value;
+        const name = kb && typeof kb.length === 'number' ? Buffer.from(kb.buffer, kb.byteOffset, kb.length).toString('latin1') : String(e.key?.value);
+        root(name, () => {
+          tv(e.key);
+          tv(e.value);
+        });
+      }
+      total += 32 + 28 * (1 << Math.ceil(Math.log2(Math.max(1, gt.strong.size))));
+    }
+    root('(registry)', () => tv(L.l_G.l_registry));
+  } else {
+    tv(L.l_G.l_registry);
+    for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+    drain();
   }
   // the string table: 4 bytes per slot, slots a power of two at least the number of strings
   total += 4 * (1 << Math.ceil(Math.log2(Math.max(32, strings.size))));
@@ -471,6 +552,12 @@ export class LuaVm {
         const used = this.heapUsed();
         if (used > this.heapPeak) this.heapPeak = used;
         if (used > bud.limit) {
+          if (process.env.TETHER_HEAP_DEBUG) {
+            heapDebug(this, used);
+            lauxlib.luaL_traceback(L2, L2, null, 0);
+            process.stderr.write(`  lua: ${lua.lua_tojsstring(L2, -1)}\n`);
+            lua.lua_pop(L2, 1);
+          }
           lua.lua_pushstring(L2, to_luastring(MEMERRMSG));
           lua.lua_error(L2);
         }
@@ -500,6 +587,7 @@ export class LuaVm {
     this.bridgeBytes = 0;
     const used = this.heapUsed();
     if (used > this.heapPeak) this.heapPeak = used;
+    if (used > this.budget.limit && process.env.TETHER_HEAP_DEBUG) heapDebug(this, used);
     return used > this.budget.limit;
   }
 

@@ -552,6 +552,15 @@ export function installFile(esp: Esp): void {
       const v = files.get(a.str(1));
       return [v ? Uint8Array.from(v) : null];
     },
+    // a piece of a file (bytes from offset, 0-based; nil past the end or for no file): loadfile's
+    // reader, as the firmware's luaL_loadfile reads a file through a C buffer (app/lua/lauxlib.c
+    // getF, LUAL_BUFFERSIZE): the file's text never becomes one Lua string in the heap
+    piece: (a) => {
+      const v = files.get(a.str(1));
+      const at = a.num(2);
+      if (!v || at >= v.length) return [null];
+      return [Uint8Array.from(v.subarray(at, at + a.num(3)))];
+    },
   });
 }
 
@@ -565,7 +574,7 @@ function luaPatternToRegExp(p: string): string {
  * SPIFFS, and the REPL's executor. NodeMCU has no `os` and no `io`.
  */
 export const BASE_LUA = `
-local console, contents = __nm_console, __nm_fs.contents
+local console, contents, piece = __nm_console, __nm_fs.contents, __nm_fs.piece
 __nm_console, __nm_fs = nil, nil
 local select, tostring, tconcat, load, error = select, tostring, table.concat, load, error
 function print(...)
@@ -575,9 +584,16 @@ function print(...)
   console(tconcat(t, "\\t") .. "\\n")
 end
 function loadfile(name)
-  local s = contents(tostring(name))
-  if s == nil then return nil, "cannot open " .. tostring(name) end
-  return load(s, "@" .. tostring(name))
+  name = tostring(name)
+  if piece(name, 0, 1) == nil and contents(name) == nil then return nil, "cannot open " .. name end
+  local at = 0
+  -- read through a small buffer like the firmware's C reader (lauxlib.c getF): no Lua string
+  -- holds the whole file while it compiles
+  return load(function()
+    local p = piece(name, at, 256)
+    if p then at = at + #p end
+    return p
+  end, "@" .. name)
 end
 function dofile(name)
   local f, e = loadfile(name)
