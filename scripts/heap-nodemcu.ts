@@ -171,7 +171,8 @@ end
 local function live() collectgarbage("collect") collectgarbage("collect") return collectgarbage("count") end
 local BASE, PEAK, SENT, FWD, TOP = 0, 0, 0, 0, nil
 local sampling = (os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1")
-local function sample() if sampling then local k = live() if k > PEAK then PEAK = k end end end
+local PHASE, PEAKAT = "start", ""
+local function sample() if sampling then local k = live() if k > PEAK then PEAK = k PEAKAT = PHASE end end end
 local out = io.stdout
 uart = {
   on = function(ev, term, fn, run) UARTCB = fn end,
@@ -231,6 +232,7 @@ while pos <= #input do
   local stop = nl and math.min(nl, pos + 254) or math.min(#input, pos + 254)
   local piece = input:sub(pos, stop)
   local m = piece:match("^%%%%(%u+)\n$")
+  PHASE = m or piece:sub(1, 24)
   if m == "K" then ackall()
   elseif m == "TICK" then tick(25)
   elseif m == "IDLE" then IDLE = live() - BASE IDLEOK = AG.idle()
@@ -241,6 +243,7 @@ while pos <= #input do
   piece = nil
   pos = stop + 1
 end
+if os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1" then io.stderr:write("PEAKAT " .. PEAKAT .. "\n") end
 io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, SENT, FWD, tostring(IDLEOK and AG.idle())))
 `.replace('${NONCE}', String(NONCE));
 
@@ -296,6 +299,8 @@ export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[
     writeFileSync(join(dir, 'input.bin'), hostInput());
     const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), ...lazyFiles]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
+    const at = /PEAKAT ([^\n]*)/.exec(r.stderr ?? '');
+    if (at) process.stderr.write(`peak at: ${JSON.stringify(at[1])}\n`);
     if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured (idle ${m[1]} KB, peak ${m[2]} KB): the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
     return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: size, lazyBytecodeBytes: lazy };

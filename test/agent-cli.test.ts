@@ -50,7 +50,7 @@ test('nodemcu: tether.lua and the tether_*.lua it loads on first use (what tethe
     const rpc = await RpcClient.open(sim.connect());
     try {
       assert.equal(rpc.hello.family, 'nodemcu');
-      assert.equal(rpc.hello.fw?.endsWith('-sim'), true, 'hello\'s firmware fields come from tether_sys.lua');
+      assert.equal(rpc.hello.fw?.endsWith('-sim'), true, 'hello\'s firmware fields come from tether_info.lua');
       const [h] = await rpc.call('net.createConnection', []);
       assert.ok(h !== null && typeof h === 'object', 'net.createConnection (tether_net.lua) made a socket handle');
     } finally {

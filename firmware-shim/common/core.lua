@@ -27,6 +27,8 @@
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
+--   HAL.capname(n)   (optional) the name of capability number n, as tether_builtins' capname
+--                    (registered ones first, then HAL.lazy's); a call by number uses it when set
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
 --                    HAL.load(name), which returns the function (or nil), when the host calls one.
@@ -109,7 +111,8 @@ function A.tether_calls(A, N)
     K.m = nil
     local ok0, f = pcall(lookup, fname)
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
-      ok0, f = pcall(function() return (K.builtins or HAL.builtins()).capname(tonumber(fname)) end)
+      -- HAL.capname: the family's own lookup (NodeMCU: a small flash file, not tether_builtins)
+      ok0, f = pcall(HAL.capname or function(n) return (K.builtins or HAL.builtins()).capname(n) end, tonumber(fname))
       if ok0 then
         fname = f or fname
         -- NodeMCU: the list (tether_core, tether_sys) goes before the function's group is loaded

@@ -169,7 +169,9 @@ HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tet
 -- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
 -- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
-HAL.called = function() loaded = { call = loaded.call } end
+-- the calls part stays for the next call of a burst, unless messages wait for the host (a stream
+-- receiving): then the heap needs the room for them (44000 bytes), the next call loads it again
+HAL.called = function() loaded = A.backlog() == 0 and { call = loaded.call } or {} end
 HAL.spent = function() loaded.call = nil end -- a call with a payload: its decoder goes before it runs
 -- the group of a function: by the name's prefix (nil for a name the agent does not offer: the
 -- core then answers E_NOFN; the groups hold only the offered names under these prefixes)
@@ -181,6 +183,8 @@ end
 -- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_info.lua, not kept
 -- in the heap
 HAL.lazy = function() return HAL.group("info").lazy end
+-- a call by capability number: the name from tether_info.lua (tether_core.lua is not loaded)
+HAL.capname = function(n) return HAL.group("info").capname(n) end
 
 -- the link's retransmission timer; it also drops the group loaded last
 local ticker = tmr.create()

@@ -1,5 +1,6 @@
 -- NodeMCU agent, loaded on first use: hello's family fields (info) and the names of the functions
--- loaded on first use (lazy, for agent.caps and hello's ncaps). A chunk called with (A, N)
+-- loaded on first use (lazy, for agent.caps and hello's ncaps; capname, for a call by number).
+-- A chunk called with (A, N)
 -- (agent.lua HAL.group). Kept apart from tether_sys.lua so that hello, agent.caps and a call by
 -- capability number load this small file and not the status/REPL calls: on an ESP8266 (44000
 -- bytes free) the agent's peak is a call with its parts loaded (docs/nodemcu.md, "Heap").
@@ -33,4 +34,15 @@ for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave", "ping" }) d
   if net[name] then lazy = lazy .. "net." .. name .. " " end
 end
 H.lazy = lazy
+-- the name of capability number n (agent.lua HAL.capname, for a call by number): the registered
+-- names first, then the list above, as tether_core.lua's capname, without loading that file
+H.capname = function(n)
+  local nm = A.caps[n]
+  if nm then return nm end
+  n = n - #A.caps
+  for w in string.gmatch(lazy, "(%S+) ") do
+    n = n - 1
+    if n == 0 then return w end
+  end
+end
 return H

@@ -92,6 +92,8 @@ export class LightUserdata {
 
 /** A reference to a Lua value kept alive in the registry. Call `release()` when done. */
 export class LuaRef {
+  /** Release the reference once pushed into Lua (a value handed over once, e.g. a loaded chunk). */
+  releaseOnPush = false;
   constructor(readonly vm: LuaVm, readonly ref: number, readonly type: 'function' | 'table' | 'userdata') {}
   /** A second reference to the same value (released on its own). */
   dup(): LuaRef {
@@ -240,7 +242,8 @@ export interface LuaVmOptions {
  * - string: 16-byte header + length + 1, each distinct string once (strings are interned), plus
  *   4 bytes per slot of the string table (a power of two);
  * - table: 32 + 12 per array slot + 28 per hash node (the hash part a power of two); the keys
- *   1..n of a sequence count as array slots;
+ *   1..n of a sequence count as array slots, and so do the integer keys Lua's rehash would put
+ *   in the array part (ltable.c computesizes: more than half of 1..2^i used);
  * - Lua function: closure 20 + 4 per upvalue; each distinct upvalue 24; each distinct prototype
  *   76 + 4 per instruction + 12 per constant + 4 per nested prototype, debug info stripped
  *   (`luac -s`: no line info, no local or upvalue names);
@@ -274,14 +277,31 @@ function heapDebug(vm: LuaVm, used: number): void {
       kinds.set(f, (kinds.get(f) ?? 0) + bytes);
     }
     if (bytes >= 200) big.push([bytes, `${kind}:${what}`]);
-  });
+  }, new Set(vm.finalizables), []);
   big.sort((a, b) => b[0] - a[0]);
   const k = [...kinds.entries()].map(([n, b]) => `${n}=${b}`).join(' ');
   process.stderr.write(`[heap] over budget: used ${used} > ${vm.heapLimit} (base ${(vm as any).heapBase}): ${k}\n  big: ${big.slice(0, 30).map(([b, w]) => `${b} ${w}`).join(' | ')}\n  at: ${new Error().stack?.split('\n').slice(2, 6).join(' <- ')}\n`);
 }
 
-function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, bytes: number, what: string) => void): number {
+/**
+ * A firmware object whose userdata Lua may drop (a closed socket or server): the registry
+ * references the firmware keeps for it (`udRef`, its self reference, and `refs()`, its
+ * callbacks) keep nothing alive by themselves. When the heap walk does not reach the userdata
+ * from anywhere else, it is garbage: {@link LuaVm.heapUsed} calls `finalize()` (the userdata's
+ * `__gc`, e.g. nodemcu-firmware app/modules/net.c net_delete unrefs every callback), as the full
+ * collection of NodeMCU's default EGC mode would before the next allocation.
+ */
+export interface Finalizable {
+  readonly udRef: number;
+  refs(): number[];
+  finalize(): void;
+}
+
+function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, bytes: number, what: string) => void, fin?: Set<Finalizable>, dead?: Finalizable[]): number {
   const seen = new Set<unknown>();
+  const reg = L.l_G.l_registry?.value;
+  const skip = new Set<number>();
+  if (fin) for (const f of fin) for (const r of [f.udRef, ...f.refs()]) skip.add(r);
   const strings = new Set<string>();
   let total = 0;
   const stack: any[] = [];
@@ -321,8 +341,26 @@ function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, byt
     switch (v.type & 0x0f) {
       case 5: {
         // table: sequence keys 1..n are the array part
+        // the array part as Lua's rehash sizes it (ltable.c computesizes): the largest 2^i with
+        // more than half of 1..2^i used, counted as its used keys (a constructor's exact size);
+        // a sequence 1..n is n slots. The registry's references (luaL_ref) are such keys.
         let n = 0;
         while (o.strong.has(n + 1)) n++;
+        if (n < o.strong.size) {
+          const nums = new Array<number>(32).fill(0);
+          let total = 0;
+          for (const k of o.strong.keys()) {
+            if (typeof k === 'number' && Number.isInteger(k) && k > 0 && k <= 2 ** 26) {
+              nums[Math.ceil(Math.log2(k))]++;
+              total++;
+            }
+          }
+          let a = 0;
+          for (let i = 0, twotoi = 1; i < 32 && twotoi / 2 < total; i++, twotoi *= 2) {
+            a += nums[i];
+            if (a > twotoi / 2) n = Math.max(n, a);
+          }
+        }
         const nh = o.strong.size - n;
         total += 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0);
         if (note) {
@@ -330,6 +368,7 @@ function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, byt
           note('table', 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0), `[${n}+${nh}] ${keys.join(',')}`);
         }
         for (const e of o.strong.values()) {
+          if (o === reg && skip.size > 0 && typeof e.key?.value === 'number' && skip.has(e.key.value)) continue;
           tv(e.key);
           tv(e.value);
         }
@@ -409,6 +448,14 @@ function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, byt
     tv(L.l_G.l_registry);
     for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
     drain();
+    // firmware objects closed: counted when Lua still reaches their userdata, else garbage
+    for (const f of fin ?? []) {
+      const ud = reg?.strong?.get(f.udRef)?.value;
+      if (ud && seen.has(ud.value)) {
+        for (const r of [f.udRef, ...f.refs()]) tv(reg.strong.get(r)?.value);
+        drain();
+      } else dead?.push(f);
+    }
   }
   // the string table: 4 bytes per slot, slots a power of two at least the number of strings
   total += 4 * (1 << Math.ceil(Math.log2(Math.max(32, strings.size))));
@@ -509,8 +556,17 @@ export class LuaVm {
 
   /** The Lua heap in use (bytes): {@link estimateLua51Heap} less what {@link setHeapBase} excluded. */
   heapUsed(): number {
-    return Math.max(0, estimateLua51Heap(this.L) - this.heapBase);
+    const dead: Finalizable[] = [];
+    const used = Math.max(0, heapWalk(this.L, undefined, undefined, this.finalizables, dead) - this.heapBase);
+    for (const f of dead) {
+      this.finalizables.delete(f);
+      f.finalize();
+    }
+    return used;
   }
+
+  /** Closed firmware objects whose userdata Lua may drop (see {@link Finalizable}). */
+  readonly finalizables = new Set<Finalizable>();
 
   /**
    * Count what exists now as the firmware's own (ROM tables, libraries in flash): later
@@ -692,7 +748,10 @@ export class LuaVm {
     else if (v instanceof Uint8Array) lua.lua_pushstring(L, v);
     else if (v instanceof LuaFloat) lua.lua_pushnumber(L, v.value);
     else if (v instanceof LightUserdata) lua.lua_pushlightuserdata(L, v.ptr);
-    else if (v instanceof LuaRef) lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, v.ref);
+    else if (v instanceof LuaRef) {
+      lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, v.ref);
+      if (v.releaseOnPush) v.release();
+    }
     else if (v instanceof UserdataBox) {
       const data = lua.lua_newuserdata(L, 0) as { obj?: object };
       data.obj = v.obj;

@@ -4,7 +4,10 @@
  * base functions that touch the firmware (print, dofile, loadfile, require).
  * Semantics: docs/firmware/nodemcu.md (other agent-side APIs).
  */
-import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import { LuaFloat, LuaRaise, LuaRef as LuaRefClass, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import fengari from 'fengari';
+
+const { lua: flua, lauxlib: flauxlib, to_luastring: fto } = fengari as unknown as { lua: any; lauxlib: any; to_luastring: (s: string) => Uint8Array };
 import type { Esp } from './firmware.js';
 import { badArg, checkBytes, isNumberLike, isStringLike, latin1, newUserdataRef, toInt, typeName } from './lua-util.js';
 
@@ -552,14 +555,24 @@ export function installFile(esp: Esp): void {
       const v = files.get(a.str(1));
       return [v ? Uint8Array.from(v) : null];
     },
-    // a piece of a file (bytes from offset, 0-based; nil past the end or for no file): loadfile's
-    // reader, as the firmware's luaL_loadfile reads a file through a C buffer (app/lua/lauxlib.c
-    // getF, LUAL_BUFFERSIZE): the file's text never becomes one Lua string in the heap
-    piece: (a) => {
-      const v = files.get(a.str(1));
-      const at = a.num(2);
-      if (!v || at >= v.length) return [null];
-      return [Uint8Array.from(v.subarray(at, at + a.num(3)))];
+    // loadfile: the compiled chunk straight from the file's bytes, or nil and the message. The
+    // firmware's luaL_loadfile reads a file through a C buffer (app/lua/lauxlib.c getF): the
+    // file's text never becomes one Lua string in the heap; and the agent loads the .lc files
+    // node.compile made, so no parser runs in the heap either (no Lua code runs while it loads)
+    load: (a) => {
+      const name = a.str(1);
+      const v = files.get(name);
+      if (!v) return [null, `cannot open ${name}`];
+      const L = a.L;
+      const st = flauxlib.luaL_loadbuffer(L, Uint8Array.from(v), v.length, fto(`@${name}`));
+      if (st !== flua.LUA_OK) {
+        const msg = flua.lua_tojsstring(L, -1);
+        flua.lua_pop(L, 1);
+        return [null, msg];
+      }
+      const ref = new LuaRefClass(vm, flauxlib.luaL_ref(L, flua.LUA_REGISTRYINDEX), 'function');
+      ref.releaseOnPush = true; // handed over as the result: nothing else keeps the chunk
+      return [ref];
     },
   });
 }
@@ -574,7 +587,7 @@ function luaPatternToRegExp(p: string): string {
  * SPIFFS, and the REPL's executor. NodeMCU has no `os` and no `io`.
  */
 export const BASE_LUA = `
-local console, contents, piece = __nm_console, __nm_fs.contents, __nm_fs.piece
+local console, contents, loadf = __nm_console, __nm_fs.contents, __nm_fs.load
 __nm_console, __nm_fs = nil, nil
 local select, tostring, tconcat, load, error = select, tostring, table.concat, load, error
 function print(...)
@@ -584,16 +597,7 @@ function print(...)
   console(tconcat(t, "\\t") .. "\\n")
 end
 function loadfile(name)
-  name = tostring(name)
-  if piece(name, 0, 1) == nil and contents(name) == nil then return nil, "cannot open " .. name end
-  local at = 0
-  -- read through a small buffer like the firmware's C reader (lauxlib.c getF): no Lua string
-  -- holds the whole file while it compiles
-  return load(function()
-    local p = piece(name, at, 256)
-    if p then at = at + #p end
-    return p
-  end, "@" .. name)
+  return loadf(tostring(name))
 end
 function dofile(name)
   local f, e = loadfile(name)
