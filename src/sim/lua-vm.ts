@@ -844,8 +844,11 @@ export class LuaVm {
     }
   }
 
-  /** The parser's error for the function at `idx` if it breaks the local limit, else undefined. */
-  private localLimitError(L: any, idx: number, chunkName: string): string | undefined {
+  /**
+   * The parser's error for the function at `idx` (just loaded as `chunkName`) if it breaks the
+   * simulated firmware's local limit ({@link setLocalLimit}, LUAI_MAXVARS), else undefined.
+   */
+  localLimitError(L: any, idx: number, chunkName: string): string | undefined {
     if (this.maxLocals === undefined) return undefined;
     const cl = lua.lua_topointer(L, idx) as { p?: unknown } | null;
     if (!cl || !cl.p) return undefined;

@@ -570,6 +570,12 @@ export function installFile(esp: Esp): void {
         flua.lua_pop(L, 1);
         return [null, msg];
       }
+      // the firmware's parser limits (LUAI_MAXVARS 50) hold for a file too
+      const limit = vm.localLimitError(L, -1, `@${name}`);
+      if (limit !== undefined) {
+        flua.lua_pop(L, 1);
+        return [null, limit];
+      }
       const ref = new LuaRefClass(vm, flauxlib.luaL_ref(L, flua.LUA_REGISTRYINDEX), 'function');
       ref.releaseOnPush = true; // handed over as the result: nothing else keeps the chunk
       return [ref];
