@@ -11,6 +11,8 @@
  *                                                `dpkg --add-architecture i386 && apt-get update`)
  *                                                and unpack them privately (dpkg-deb -x)
  *   --lua CMD                                    measure with another interpreter (e.g. lua5.1)
+ *   TETHER_HEAP_SAMPLE_ALL=1 node dist/scripts/heap-nodemcu.js   the peak over the whole run, the
+ *                                                session's hello included (loads its parts at once)
  *
  * The i386 tree lives in $TETHER_LUA51_I386 (default ~/.cache/tether/lua5.1-i386). It runs
  * through its own ld-linux.so.2; on a kernel without 32-bit support, through qemu-i386
@@ -168,8 +170,9 @@ local function hex8(s)
 end
 local function live() collectgarbage("collect") collectgarbage("collect") return collectgarbage("count") end
 local BASE, PEAK, SENT, FWD, TOP = 0, 0, 0, 0, nil
-local sampling = false
-local function sample() if sampling then local k = live() if k > PEAK then PEAK = k end end end
+local sampling = (os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1")
+local PHASE, PEAKAT = "start", ""
+local function sample() if sampling then local k = live() if k > PEAK then PEAK = k PEAKAT = PHASE end end end
 local out = io.stdout
 uart = {
   on = function(ev, term, fn, run) UARTCB = fn end,
@@ -229,16 +232,18 @@ while pos <= #input do
   local stop = nl and math.min(nl, pos + 254) or math.min(#input, pos + 254)
   local piece = input:sub(pos, stop)
   local m = piece:match("^%%%%(%u+)\n$")
+  PHASE = m or piece:sub(1, 24)
   if m == "K" then ackall()
   elseif m == "TICK" then tick(25)
   elseif m == "IDLE" then IDLE = live() - BASE IDLEOK = AG.idle()
-  elseif m == "BASEPEAK" then sampling = true PEAK = live()
+  elseif m == "BASEPEAK" then if not sampling then sampling = true PEAK = live() end
   elseif m == "RECV" then local s = SOCKS[1] sample() s.cb.receive(s, RECV)
   elseif m == "END" then sampling = false
   else UARTCB(piece) sample() end
   piece = nil
   pos = stop + 1
 end
+if os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1" then io.stderr:write("PEAKAT " .. PEAKAT .. "\n") end
 io.stderr:write(string.format("RESULT %.3f %.3f %d %d %s\n", IDLE, PEAK - BASE, SENT, FWD, tostring(IDLEOK and AG.idle())))
 `.replace('${NONCE}', String(NONCE));
 
@@ -294,6 +299,8 @@ export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[
     writeFileSync(join(dir, 'input.bin'), hostInput());
     const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), ...lazyFiles]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
+    const at = /PEAKAT ([^\n]*)/.exec(r.stderr ?? '');
+    if (at) process.stderr.write(`peak at: ${JSON.stringify(at[1])}\n`);
     if (r.status === 0 && m && m[5] !== 'true') throw new Error(`the agent under ${interpreter} still had unacknowledged frames when measured (idle ${m[1]} KB, peak ${m[2]} KB): the driver's acknowledgements failed`);
     if (r.status !== 0 || !m) throw new Error(`the agent failed under ${interpreter}: ${(r.stderr || r.error?.message || '').slice(0, 800)}`);
     return { interpreter, idleKB: Number(m[1]), peakKB: Number(m[2]), sentBytes: Number(m[3]), forwardedBytes: Number(m[4]), bytecodeBytes: size, lazyBytecodeBytes: lazy };

@@ -68,7 +68,7 @@ describe('NodeMCU bulk receive (issue #10)', () => {
   });
 
   it('data the agent still cannot keep is never dropped silently: the stream errors (err -1), the agent counts it', { timeout: 60000 }, async () => {
-    // a backlog limit below one TCP window (TETHER_BACKLOG 2048 < 1 KiB + 5840): after hold() the
+    // a backlog limit below one TCP window (TETHER_BACKLOG 2048 < 5840): after hold() the
     // peer's bytes in flight overflow it; the agent closes that socket and reports reconnection(-1)
     const data = crypto.randomBytes(256 * 1024);
     const srv = net.createServer((c) => {

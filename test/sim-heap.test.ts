@@ -94,7 +94,7 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
   const bigAgent = (bytes: number) => `big = {} for i = 1, ${Math.ceil(bytes / 40)} do big[i] = string.format("%030d", i) end`;
 
   it('NodeMCU: loading reports "not enough memory" and the stock prompt comes up; node.heap() is the budget less the Lua heap', async () => {
-    const fam = nodemcuFamily({ enforceHeap: true });
+    const fam = nodemcuFamily(); // the budget is enforced by default, as on the module
     const sim = await SimulatedModule.start(fam, { bootNoise: false, agentSource: bigAgent(NODEMCU_FREE_HEAP + 8000) });
     try {
       const host = sim.connect();
@@ -122,8 +122,24 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
     }
   });
 
+  it('NodeMCU: loadfile reads through a small buffer like the firmware: a 60 KB file (comments) loads under the 44000-byte budget', async () => {
+    // lauxlib.c getF: the firmware's reader hands the parser one buffer at a time, the file's text
+    // never is one Lua string; a 60 KB string alone would be over the budget
+    const big = `-- ${'x'.repeat(60000)}\nreturn 42\n`;
+    const sim = await SimulatedModule.start(nodemcuFamily({ boot: 'repl', files: { 'big.lua': big } }), { bootNoise: false });
+    try {
+      const got: unknown[] = [];
+      sim.currentVm!.registerGlobal('rec', (a) => void got.push(a.num(1)));
+      run(sim, 'rec(dofile("big.lua"))');
+      assert.deepEqual(got, [42]);
+      assert.ok(sim.currentVm!.heapUsed() < NODEMCU_FREE_HEAP, 'and nothing of it stays');
+    } finally {
+      await sim.stop();
+    }
+  });
+
   it('NodeMCU: a timer callback that allocates past the budget gets "not enough memory" through node.setonerror', async () => {
-    const sim = await SimulatedModule.start(nodemcuFamily({ enforceHeap: true, boot: 'repl' }), { bootNoise: false });
+    const sim = await SimulatedModule.start(nodemcuFamily({ boot: 'repl' }), { bootNoise: false });
     try {
       const errs: string[] = [];
       sim.currentVm!.registerGlobal('rec', (a) => void errs.push(a.str(1)));

@@ -27,6 +27,8 @@
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
+--   HAL.capname(n)   (optional) the name of capability number n, as tether_builtins' capname
+--                    (registered ones first, then HAL.lazy's); a call by number uses it when set
 --   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
 --                    by one space, listed in agent.caps after the registered ones; the core calls
 --                    HAL.load(name), which returns the function (or nil), when the host calls one.
@@ -109,9 +111,12 @@ function A.tether_calls(A, N)
     K.m = nil
     local ok0, f = pcall(lookup, fname)
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
-      ok0, f = pcall(function() return (K.builtins or HAL.builtins()).capname(tonumber(fname)) end)
+      -- HAL.capname: the family's own lookup (NodeMCU: a small flash file, not tether_builtins)
+      ok0, f = pcall(HAL.capname or function(n) return (K.builtins or HAL.builtins()).capname(n) end, tonumber(fname))
       if ok0 then
         fname = f or fname
+        -- NodeMCU: the list (tether_core, tether_sys) goes before the function's group is loaded
+        if HAL.called then HAL.called() end
         ok0, f = pcall(lookup, fname)
       end
     end
@@ -137,6 +142,9 @@ function A.tether_calls(A, N)
     ST.calls = ST.calls + 1
     local r = pack(pcall(f, unpack(args, 1, args.n)))
     args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
+    -- NodeMCU: the function's group (and what it loaded) goes before the reply is encoded, so
+    -- hello's tether_core + tether_sys and tether_enc are never in the heap together
+    if HAL.called then HAL.called() end
     if not r[1] then return fail(id, r[2], TP.E_ERR) end
     local body
     ok, body = pcall(encvals, r, 2, r.n)
@@ -385,6 +393,7 @@ local function tether_core()
   -- a new sequenced frame: kept in the retransmit queue until acknowledged
   local function push(t, body)
     local s = "~" .. t .. L.tx .. "." .. L.rx .. (body ~= "" and (" " .. body) or "")
+    body = nil -- in the frame now: the piece need not stay while the CRC is computed
     s = s .. " " .. crchex(s) .. "\n"
     local q = L.q
     if q[1] == nil then L.t, L.m = 0, 1 end
@@ -405,6 +414,7 @@ local function tether_core()
       if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
       L.ob = L.ob - #m
       local e = esc(m)
+      m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
       local room = L.size - 22 -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
       if #e <= room + 1 then
         push(ssub(e, 1, 1), ssub(e, 2))

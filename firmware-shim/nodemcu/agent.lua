@@ -43,7 +43,7 @@ HAL.txwin = 1024 -- ~40 KB heap: at most 1 KB of sent frames waits for its ackno
 -- app/modules/net.c net_tcp_recv_cb calls tcp_recved(pcb, hold ? 0 : TCP_WND) after each
 -- "receive", net.c:231-242; net_unhold re-opens the window, net.c:579-589), so the backlog limit
 -- obmax leaves room for HOLD_AT + one window of events (with their few bytes of framing each).
-local HOLD_AT, UNHOLD_AT = 1024, 256
+local HOLD_AT, UNHOLD_AT = 0, 0
 HAL.obmax = tonumber(TETHER_BACKLOG) or 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
@@ -58,8 +58,8 @@ HAL.epoch = function()
   e = tmr.now() % 2147483646
   return e - e % 1 + 1
 end
--- hello's family fields (tether_sys.lua)
-HAL.info = function(t) return HAL.group("sys").info(t) end
+-- hello's family fields (tether_info.lua)
+HAL.info = function(t) return HAL.group("info").info(t) end
 
 -- ---------------------------------------------------------------------------
 -- Handles: every module object the host sees gets an integer; `kinds` says what it is.
@@ -169,7 +169,9 @@ HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tet
 -- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
 -- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
 HAL.part = HAL.group
-HAL.called = function() loaded = { call = loaded.call } end
+-- the calls part stays for the next call of a burst, unless messages wait for the host (a stream
+-- receiving): then the heap needs the room for them (44000 bytes), the next call loads it again
+HAL.called = function() loaded = A.backlog() == 0 and { call = loaded.call } or {} end
 HAL.spent = function() loaded.call = nil end -- a call with a payload: its decoder goes before it runs
 -- the group of a function: by the name's prefix (nil for a name the agent does not offer: the
 -- core then answers E_NOFN; the groups hold only the offered names under these prefixes)
@@ -178,9 +180,11 @@ HAL.load = function(name)
   local g = GROUP[string.match(name, "^(%a+)%.") or ""]
   return g and HAL.group(g)[name]
 end
--- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_sys.lua, not kept
+-- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_info.lua, not kept
 -- in the heap
-HAL.lazy = function() return HAL.group("sys").lazy end
+HAL.lazy = function() return HAL.group("info").lazy end
+-- a call by capability number: the name from tether_info.lua (tether_core.lua is not loaded)
+HAL.capname = function(n) return HAL.group("info").capname(n) end
 
 -- the link's retransmission timer; it also drops the group loaded last
 local ticker = tmr.create()
@@ -191,7 +195,7 @@ ticker:alarm(TP.TICK_MS, tmr.ALARM_AUTO, function()
 end)
 
 if node.compile then
-  for _, g in ipairs({ "call", "core", "enc", "gap", "tcp", "srv", "udp", "net", "sys" }) do
+  for _, g in ipairs({ "call", "core", "enc", "gap", "info", "tcp", "srv", "udp", "net", "sys" }) do
     if file.exists("tether_" .. g .. ".lua") then pcall(node.compile, "tether_" .. g .. ".lua") end
   end
 end

@@ -1,27 +1,9 @@
--- NodeMCU agent, loaded on first use: status calls, agent.release, the remote REPL and restart,
--- and hello's family fields (info). A chunk called with (A, N) (agent.lua HAL.group).
+-- NodeMCU agent, loaded on first use: status calls, agent.release, the remote REPL and restart.
+-- A chunk called with (A, N) (agent.lua HAL.group). hello's family fields and the list of names
+-- loaded on first use are in tether_info.lua (small: hello and agent.caps load only that).
 local A, N = ...
 local TP = N.TP
 local H = {}
-H.info = function(t)
-  t.family = "nodemcu"
-  t.bsp = "ESP8266"
-  t.nodeheap = node.heap()
-  t.chipid = node.chipid()
-  local ok, v = pcall(node.info, "sw_version")
-  if ok and type(v) == "table" and v.node_version_major then
-    t.fw = v.node_version_major .. "." .. v.node_version_minor .. "." .. v.node_version_revision ..
-      ((v.git_release and v.git_release ~= "") and ("-" .. v.git_release) or "")
-  end
-  ok, v = pcall(node.info, "build_config")
-  if ok and type(v) == "table" then
-    t.modules = v.modules
-    t.numbers = v.number_type
-    if v.number_type == "integer" and t.intbits == 53 then t.intbits = 32 end
-  end
-end
-
-
 -- release(h): the host is done with an object: unregister its callbacks, close it
 -- (errors ignored: it may be closed already) and forget the handle; the userdata's last
 -- reference goes with it (its __gc unrefs the espconn). sweep does it for every object.
@@ -88,15 +70,4 @@ H["agent.repl"] = function()
   end)
   return true
 end
--- the functions of the groups (tether_net/tcp/srv/udp/sys.lua), for agent.caps: each name
--- followed by one space (core.lua HAL.lazy); net.ping and the like only where the firmware has them
-local lazy = "net.createConnection net.createServer net.createUDPSocket net.dns.getdnsserver net.dns.setdnsserver net.dns.resolve " ..
-  "tcpsocket.connect tcpsocket.close tcpsocket.getpeer tcpsocket.getaddr tcpsocket.hold tcpsocket.unhold tcpsocket.ttl " ..
-  "tcpsocket.on tcpsocket.send tcpsocket.dns tcpserver.listen tcpserver.close tcpserver.getaddr " ..
-  "udpsocket.listen udpsocket.close udpsocket.getaddr udpsocket.ttl udpsocket.on udpsocket.send udpsocket.dns " ..
-  "agent.release wifi.sta.status wifi.sta.getip wifi.getmode node.heap node.chipid node.restart agent.repl "
-for _, name in ipairs({ "ifinfo", "multicastJoin", "multicastLeave", "ping" }) do
-  if net[name] then lazy = lazy .. "net." .. name .. " " end
-end
-H.lazy = lazy
 return H

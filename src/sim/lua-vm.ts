@@ -92,6 +92,8 @@ export class LightUserdata {
 
 /** A reference to a Lua value kept alive in the registry. Call `release()` when done. */
 export class LuaRef {
+  /** Release the reference once pushed into Lua (a value handed over once, e.g. a loaded chunk). */
+  releaseOnPush = false;
   constructor(readonly vm: LuaVm, readonly ref: number, readonly type: 'function' | 'table' | 'userdata') {}
   /** A second reference to the same value (released on its own). */
   dup(): LuaRef {
@@ -240,7 +242,8 @@ export interface LuaVmOptions {
  * - string: 16-byte header + length + 1, each distinct string once (strings are interned), plus
  *   4 bytes per slot of the string table (a power of two);
  * - table: 32 + 12 per array slot + 28 per hash node (the hash part a power of two); the keys
- *   1..n of a sequence count as array slots;
+ *   1..n of a sequence count as array slots, and so do the integer keys Lua's rehash would put
+ *   in the array part (ltable.c computesizes: more than half of 1..2^i used);
  * - Lua function: closure 20 + 4 per upvalue; each distinct upvalue 24; each distinct prototype
  *   76 + 4 per instruction + 12 per constant + 4 per nested prototype, debug info stripped
  *   (`luac -s`: no line info, no local or upvalue names);
@@ -249,7 +252,56 @@ export interface LuaVmOptions {
  * An estimate (fengari keeps its own JS objects): docs/fidelity.md, "Heap".
  */
 export function estimateLua51Heap(L: any): number {
+  return heapWalk(L);
+}
+
+/**
+ * {@link estimateLua51Heap}, attributing each object to the first root that reaches it: the type
+ * metatables, then each field of the globals table, then the rest of the registry (debugging:
+ * `TETHER_HEAP_DEBUG=1` prints it when a budget check fails).
+ * @returns root name -> bytes, largest first.
+ */
+export function heapBreakdown(L: any): Array<[string, number]> {
+  const out = new Map<string, number>();
+  heapWalk(L, out);
+  return [...out.entries()].sort((a, b) => b[1] - a[1]);
+}
+
+function heapDebug(vm: LuaVm, used: number): void {
+  const kinds = new Map<string, number>();
+  const big: Array<[number, string]> = [];
+  heapWalk(vm.L, undefined, (kind, bytes, what) => {
+    kinds.set(kind, (kinds.get(kind) ?? 0) + bytes);
+    if (kind === 'proto') {
+      const f = `proto ${what.replace(/:\d+$/, '')}`;
+      kinds.set(f, (kinds.get(f) ?? 0) + bytes);
+    }
+    if (bytes >= 200) big.push([bytes, `${kind}:${what}`]);
+  }, new Set(vm.finalizables), []);
+  big.sort((a, b) => b[0] - a[0]);
+  const k = [...kinds.entries()].map(([n, b]) => `${n}=${b}`).join(' ');
+  process.stderr.write(`[heap] over budget: used ${used} > ${vm.heapLimit} (base ${(vm as any).heapBase}): ${k}\n  big: ${big.slice(0, 30).map(([b, w]) => `${b} ${w}`).join(' | ')}\n  at: ${new Error().stack?.split('\n').slice(2, 6).join(' <- ')}\n`);
+}
+
+/**
+ * A firmware object whose userdata Lua may drop (a closed socket or server): the registry
+ * references the firmware keeps for it (`udRef`, its self reference, and `refs()`, its
+ * callbacks) keep nothing alive by themselves. When the heap walk does not reach the userdata
+ * from anywhere else, it is garbage: {@link LuaVm.heapUsed} calls `finalize()` (the userdata's
+ * `__gc`, e.g. nodemcu-firmware app/modules/net.c net_delete unrefs every callback), as the full
+ * collection of NodeMCU's default EGC mode would before the next allocation.
+ */
+export interface Finalizable {
+  readonly udRef: number;
+  refs(): number[];
+  finalize(): void;
+}
+
+function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, bytes: number, what: string) => void, fin?: Set<Finalizable>, dead?: Finalizable[]): number {
   const seen = new Set<unknown>();
+  const reg = L.l_G.l_registry?.value;
+  const skip = new Set<number>();
+  if (fin) for (const f of fin) for (const r of [f.udRef, ...f.refs()]) skip.add(r);
   const strings = new Set<string>();
   let total = 0;
   const stack: any[] = [];
@@ -260,6 +312,7 @@ export function estimateLua51Heap(L: any): number {
     if (strings.has(k)) return;
     strings.add(k);
     total += 17 + b.length;
+    note?.('string', 17 + b.length, JSON.stringify(k.slice(0, 24)));
   };
   const tv = (v: any) => {
     if (!v || v.value === null || v.value === undefined) return;
@@ -277,22 +330,45 @@ export function estimateLua51Heap(L: any): number {
     if (!p || seen.has(p)) return;
     seen.add(p);
     total += 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length;
+    note?.('proto', 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length, `${p.source ? Buffer.from(p.source.realstring ?? p.source).toString('latin1') : '?'}:${p.linedefined}`);
     for (const k of p.k) tv(k);
     for (const q of p.p) proto(q);
   };
-  tv(L.l_G.l_registry);
-  for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+  const drain = () => {
   while (stack.length > 0) {
     const v = stack.pop();
     const o = v.value;
     switch (v.type & 0x0f) {
       case 5: {
         // table: sequence keys 1..n are the array part
+        // the array part as Lua's rehash sizes it (ltable.c computesizes): the largest 2^i with
+        // more than half of 1..2^i used, counted as its used keys (a constructor's exact size);
+        // a sequence 1..n is n slots. The registry's references (luaL_ref) are such keys.
         let n = 0;
         while (o.strong.has(n + 1)) n++;
+        if (n < o.strong.size) {
+          const nums = new Array<number>(32).fill(0);
+          let total = 0;
+          for (const k of o.strong.keys()) {
+            if (typeof k === 'number' && Number.isInteger(k) && k > 0 && k <= 2 ** 26) {
+              nums[Math.ceil(Math.log2(k))]++;
+              total++;
+            }
+          }
+          let a = 0;
+          for (let i = 0, twotoi = 1; i < 32 && twotoi / 2 < total; i++, twotoi *= 2) {
+            a += nums[i];
+            if (a > twotoi / 2) n = Math.max(n, a);
+          }
+        }
         const nh = o.strong.size - n;
         total += 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0);
+        if (note) {
+          const keys = [...o.strong.values()].slice(0, 6).map((e: any) => { const kb = e.key?.value?.realstring ?? e.key?.value; return kb && typeof kb.length === 'number' ? Buffer.from(kb).toString('latin1') : String(kb); });
+          note('table', 32 + 12 * n + (nh > 0 ? 28 * (1 << Math.ceil(Math.log2(nh))) : 0), `[${n}+${nh}] ${keys.join(',')}`);
+        }
         for (const e of o.strong.values()) {
+          if (o === reg && skip.size > 0 && typeof e.key?.value === 'number' && skip.has(e.key.value)) continue;
           tv(e.key);
           tv(e.value);
         }
@@ -306,10 +382,12 @@ export function estimateLua51Heap(L: any): number {
           for (const u of o.upvalue) tv(u);
         } else {
           total += 20 + 4 * o.nupvalues;
+          note?.('closure', 20 + 4 * o.nupvalues, '');
           for (const u of o.upvals) {
             if (!u || seen.has(u)) continue;
             seen.add(u);
             total += 24;
+            note?.('upval', 24, '');
             tv(u);
           }
           proto(o.p);
@@ -323,10 +401,60 @@ export function estimateLua51Heap(L: any): number {
       case 8: {
         const th = o;
         const top = Number.isFinite(th.top) ? th.top : 0;
-        total += 112 + 12 * Math.max(45, th.stack?.length ?? 0) + 192;
+        // the stack as Lua 5.1 sizes it after a full collection: lgc.c checkstacksizes halves a
+        // stack more than 4 times larger than its part in use (down to 2 * 45 slots); fengari
+        // never shrinks it outside errors. NodeMCU's default EGC mode, ALWAYS, runs that full
+        // collection before every allocation (nodemcu-firmware docs/modules/node.md
+        // node.egc.setmode; app/lua/lauxlib.c l_alloc).
+        let used = top;
+        for (let ci = th.ci; ci; ci = ci.previous) if (Number.isFinite(ci.top) && ci.top > used) used = ci.top;
+        let slots = Math.max(45, th.stack?.length ?? 0);
+        while (slots > 90 && 4 * (used + 1) < slots) slots = Math.floor(slots / 2);
+        total += 112 + 12 * slots + 192;
+        note?.('thread', 112 + 12 * slots + 192, `stack ${th.stack?.length} counted ${slots}`);
         for (let i = 0; i < top; i++) tv(th.stack[i]);
         break;
       }
+    }
+  }
+  };
+  if (parts) {
+    const root = (name: string, f: () => void) => {
+      const before = total;
+      f();
+      drain();
+      parts.set(name, (parts.get(name) ?? 0) + total - before);
+    };
+    root('(metatables)', () => {
+      for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+    });
+    const reg = L.l_G.l_registry?.value;
+    const g = reg?.strong?.get(2); // LUA_RIDX_GLOBALS
+    const gt = g?.value?.value;
+    if (gt) {
+      seen.add(gt);
+      for (const e of gt.strong.values()) {
+        const kb = e.key?.value?.realstring ?? e.key?.value;
+        const name = kb && typeof kb.length === 'number' ? Buffer.from(kb.buffer, kb.byteOffset, kb.length).toString('latin1') : String(e.key?.value);
+        root(name, () => {
+          tv(e.key);
+          tv(e.value);
+        });
+      }
+      total += 32 + 28 * (1 << Math.ceil(Math.log2(Math.max(1, gt.strong.size))));
+    }
+    root('(registry)', () => tv(L.l_G.l_registry));
+  } else {
+    tv(L.l_G.l_registry);
+    for (const mt of L.l_G.mt ?? []) if (mt) tv({ type: 5, value: mt });
+    drain();
+    // firmware objects closed: counted when Lua still reaches their userdata, else garbage
+    for (const f of fin ?? []) {
+      const ud = reg?.strong?.get(f.udRef)?.value;
+      if (ud && seen.has(ud.value)) {
+        for (const r of [f.udRef, ...f.refs()]) tv(reg.strong.get(r)?.value);
+        drain();
+      } else dead?.push(f);
     }
   }
   // the string table: 4 bytes per slot, slots a power of two at least the number of strings
@@ -428,8 +556,17 @@ export class LuaVm {
 
   /** The Lua heap in use (bytes): {@link estimateLua51Heap} less what {@link setHeapBase} excluded. */
   heapUsed(): number {
-    return Math.max(0, estimateLua51Heap(this.L) - this.heapBase);
+    const dead: Finalizable[] = [];
+    const used = Math.max(0, heapWalk(this.L, undefined, undefined, this.finalizables, dead) - this.heapBase);
+    for (const f of dead) {
+      this.finalizables.delete(f);
+      f.finalize();
+    }
+    return used;
   }
+
+  /** Closed firmware objects whose userdata Lua may drop (see {@link Finalizable}). */
+  readonly finalizables = new Set<Finalizable>();
 
   /**
    * Count what exists now as the firmware's own (ROM tables, libraries in flash): later
@@ -471,6 +608,12 @@ export class LuaVm {
         const used = this.heapUsed();
         if (used > this.heapPeak) this.heapPeak = used;
         if (used > bud.limit) {
+          if (process.env.TETHER_HEAP_DEBUG) {
+            heapDebug(this, used);
+            lauxlib.luaL_traceback(L2, L2, null, 0);
+            process.stderr.write(`  lua: ${lua.lua_tojsstring(L2, -1)}\n`);
+            lua.lua_pop(L2, 1);
+          }
           lua.lua_pushstring(L2, to_luastring(MEMERRMSG));
           lua.lua_error(L2);
         }
@@ -500,6 +643,7 @@ export class LuaVm {
     this.bridgeBytes = 0;
     const used = this.heapUsed();
     if (used > this.heapPeak) this.heapPeak = used;
+    if (used > this.budget.limit && process.env.TETHER_HEAP_DEBUG) heapDebug(this, used);
     return used > this.budget.limit;
   }
 
@@ -604,7 +748,10 @@ export class LuaVm {
     else if (v instanceof Uint8Array) lua.lua_pushstring(L, v);
     else if (v instanceof LuaFloat) lua.lua_pushnumber(L, v.value);
     else if (v instanceof LightUserdata) lua.lua_pushlightuserdata(L, v.ptr);
-    else if (v instanceof LuaRef) lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, v.ref);
+    else if (v instanceof LuaRef) {
+      lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, v.ref);
+      if (v.releaseOnPush) v.release();
+    }
     else if (v instanceof UserdataBox) {
       const data = lua.lua_newuserdata(L, 0) as { obj?: object };
       data.obj = v.obj;
@@ -697,8 +844,11 @@ export class LuaVm {
     }
   }
 
-  /** The parser's error for the function at `idx` if it breaks the local limit, else undefined. */
-  private localLimitError(L: any, idx: number, chunkName: string): string | undefined {
+  /**
+   * The parser's error for the function at `idx` (just loaded as `chunkName`) if it breaks the
+   * simulated firmware's local limit ({@link setLocalLimit}, LUAI_MAXVARS), else undefined.
+   */
+  localLimitError(L: any, idx: number, chunkName: string): string | undefined {
     if (this.maxLocals === undefined) return undefined;
     const cl = lua.lua_topointer(L, idx) as { p?: unknown } | null;
     if (!cl || !cl.p) return undefined;

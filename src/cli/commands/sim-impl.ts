@@ -12,7 +12,7 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
     const famOpts: Record<string, unknown> = { network: { net: argv.net }, baud: argv.baud };
     if (argv.heap !== undefined) {
       famOpts.heapBytes = argv.heap;
-      famOpts.enforceHeap = true; // a budget given is a budget enforced (NodeMCU's default is off for now)
+      famOpts.enforceHeap = true; // a budget given is a budget enforced (every family's default too)
     }
     sim = await SimulatedModule.start(SIM_FAMILIES[argv.family].create(famOpts), { log: argv.verbose ? (l) => process.stderr.write(`[module] ${l}\n`) : undefined });
     const urls: Record<string, string> = { tcp: await sim.serveTcp(argv['tcp-port']) };

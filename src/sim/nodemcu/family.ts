@@ -100,7 +100,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       // GC, app/lua/lgc.c); the error takes the path of any Lua error at that point: at load,
       // init.lua's report and the prompt; in a tmr/uart/task callback, node.setonerror (default:
       // print, restart after 2 s); in a net callback, PANIC and reset.
-      if (opts.enforceHeap ?? false) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP });
+      if (opts.enforceHeap ?? true) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP });
       const lib = netLib;
       // The module runs the agent file as '@main.lua' right after install(). With boot
       // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots

@@ -4,7 +4,10 @@
  * base functions that touch the firmware (print, dofile, loadfile, require).
  * Semantics: docs/firmware/nodemcu.md (other agent-side APIs).
  */
-import { LuaFloat, LuaRaise, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import { LuaFloat, LuaRaise, LuaRef as LuaRefClass, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import fengari from 'fengari';
+
+const { lua: flua, lauxlib: flauxlib, to_luastring: fto } = fengari as unknown as { lua: any; lauxlib: any; to_luastring: (s: string) => Uint8Array };
 import type { Esp } from './firmware.js';
 import { badArg, checkBytes, isNumberLike, isStringLike, latin1, newUserdataRef, toInt, typeName } from './lua-util.js';
 
@@ -552,6 +555,31 @@ export function installFile(esp: Esp): void {
       const v = files.get(a.str(1));
       return [v ? Uint8Array.from(v) : null];
     },
+    // loadfile: the compiled chunk straight from the file's bytes, or nil and the message. The
+    // firmware's luaL_loadfile reads a file through a C buffer (app/lua/lauxlib.c getF): the
+    // file's text never becomes one Lua string in the heap; and the agent loads the .lc files
+    // node.compile made, so no parser runs in the heap either (no Lua code runs while it loads)
+    load: (a) => {
+      const name = a.str(1);
+      const v = files.get(name);
+      if (!v) return [null, `cannot open ${name}`];
+      const L = a.L;
+      const st = flauxlib.luaL_loadbuffer(L, Uint8Array.from(v), v.length, fto(`@${name}`));
+      if (st !== flua.LUA_OK) {
+        const msg = flua.lua_tojsstring(L, -1);
+        flua.lua_pop(L, 1);
+        return [null, msg];
+      }
+      // the firmware's parser limits (LUAI_MAXVARS 50) hold for a file too
+      const limit = vm.localLimitError(L, -1, `@${name}`);
+      if (limit !== undefined) {
+        flua.lua_pop(L, 1);
+        return [null, limit];
+      }
+      const ref = new LuaRefClass(vm, flauxlib.luaL_ref(L, flua.LUA_REGISTRYINDEX), 'function');
+      ref.releaseOnPush = true; // handed over as the result: nothing else keeps the chunk
+      return [ref];
+    },
   });
 }
 
@@ -565,7 +593,7 @@ function luaPatternToRegExp(p: string): string {
  * SPIFFS, and the REPL's executor. NodeMCU has no `os` and no `io`.
  */
 export const BASE_LUA = `
-local console, contents = __nm_console, __nm_fs.contents
+local console, contents, loadf = __nm_console, __nm_fs.contents, __nm_fs.load
 __nm_console, __nm_fs = nil, nil
 local select, tostring, tconcat, load, error = select, tostring, table.concat, load, error
 function print(...)
@@ -575,9 +603,7 @@ function print(...)
   console(tconcat(t, "\\t") .. "\\n")
 end
 function loadfile(name)
-  local s = contents(tostring(name))
-  if s == nil then return nil, "cannot open " .. tostring(name) end
-  return load(s, "@" .. tostring(name))
+  return loadf(tostring(name))
 end
 function dofile(name)
   local f, e = loadfile(name)

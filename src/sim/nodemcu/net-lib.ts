@@ -20,7 +20,7 @@
 import { createServer, Socket, type Server } from 'node:net';
 import { createSocket, type Socket as UdpNodeSocket } from 'node:dgram';
 import { mayReach, simResolve } from '../network.js';
-import { LuaRaise, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import { LuaRaise, type Finalizable, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
 import type { Esp } from './firmware.js';
 import { badArg, callNow, checkBytes, checkInt, isDottedQuad, isNumberLike, isStringLike, latin1, newUserdataRef, toInt, typeName } from './lua-util.js';
 
@@ -120,6 +120,8 @@ class TcpServerObj extends NetObj {
   port?: number;
   ip = '0.0.0.0';
   accept?: LuaRef;
+  /** While closed: its registry refs keep nothing alive (lua-vm.ts Finalizable). */
+  fin?: Finalizable;
 }
 
 class UdpSock extends NetObj {
@@ -503,6 +505,7 @@ export function installNet(esp: Esp): NetLib {
       if (port !== 0 && heldTcpPorts.has(port)) throw new LuaRaise(LWIP_ERRORS[-13]);
       srv.accept?.release();
       srv.accept = a.fnRef(stack);
+      if (srv.fin) vm.finalizables.delete(srv.fin); // listening again: its self reference holds it
       srv.ip = ip;
       srv.port = port || undefined;
       srv.listening = true;
@@ -527,6 +530,9 @@ export function installNet(esp: Esp): NetLib {
       const srv = selfOf(a, TcpServerObj);
       if (!srv.listening) throw new LuaRaise(LWIP_ERRORS[-11]);
       stopServer(srv);
+      // closed: net.c net_close drops the server's self reference; its accept callback stays
+      // registered until the userdata is collected (net_delete, its __gc): emulated by the heap walk
+      unheld(srv);
     },
     getaddr: (a) => {
       const srv = selfOf(a, TcpServerObj);
@@ -535,6 +541,27 @@ export function installNet(esp: Esp): NetLib {
     },
   });
 
+  // a server not listening (new, or closed) has no self reference (net.c sets self_ref at listen
+  // and drops it at close): once Lua drops its userdata it is garbage, and its __gc (net.c
+  // net_delete) unrefs the accept callback. The heap walk finds that out (lua-vm.ts Finalizable).
+  const unheld = (srv: TcpServerObj) => {
+    const ud = srv.ud;
+    if (!ud) return;
+    srv.fin = {
+      udRef: ud.ref,
+      refs: () => [...srv.cbs.values()].map((r) => r.ref).concat(srv.accept ? [srv.accept.ref] : []),
+      finalize: () => {
+        srv.releaseAll();
+        srv.accept?.release();
+        srv.accept = undefined;
+        if (srv.ud === ud) {
+          ud.release();
+          srv.ud = undefined;
+        }
+      },
+    };
+    vm.finalizables.add(srv.fin);
+  };
   const stopServer = (srv: TcpServerObj) => {
     srv.listening = false;
     if (srv.port !== undefined) {
@@ -686,6 +713,7 @@ export function installNet(esp: Esp): NetLib {
         const srv = new TcpServerObj();
         srv.timeout = timeout;
         srv.ud = newUserdataRef(vm, a.L, srv, 'net.tcpserver');
+        unheld(srv);
         return [srv.ud];
       },
       createUDPSocket: (a) => {

@@ -61,11 +61,11 @@ export interface NodemcuSimOptions {
    */
   heapBytes?: number;
   /**
-   * Enforce `heapBytes` (false: report the heap but never fail an allocation). Off by default
-   * for now, a deliberate and temporary difference: today's NodeMCU agent (31.6 KB idle, 39.8 KB
-   * at the peak of a 1460-byte receive and send, i386 lua5.1) still runs out of the 44000 bytes an
-   * ESP8266 has free under a stream's backlog (docs/fidelity.md, "Heap"); with `true` it fails as
-   * it would on the module. @default false
+   * Enforce `heapBytes`, as the firmware does: Lua code that needs more gets "not enough memory"
+   * (false: report the heap but never fail an allocation, for experiments). The failure point is
+   * that of NodeMCU's default emergency GC mode, `node.egc.ALWAYS` (a full collection before every
+   * allocation, nodemcu-firmware docs/modules/node.md): only live data counts (docs/fidelity.md,
+   * "Heap"). @default true
    */
   enforceHeap?: boolean;
   /** `node.chipid()`. @default 1193046 */
