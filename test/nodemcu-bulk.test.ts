@@ -30,73 +30,60 @@ import { sleep, until } from './helpers/until.js';
 
 const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
 
+/**
+ * A server on 127.0.0.1 that writes `size` random bytes to its client and closes at once, read
+ * through a simulated NodeMCU's stream at `baud`: resolves when the stream ends or errors, with
+ * the sent bytes, the bytes read, how it ended and the agent's `agent.stats` map.
+ */
+async function burstThroughModule(
+  size: number,
+  baud: number,
+  sim?: Record<string, unknown>,
+): Promise<{ data: Buffer; got: Buffer; how: { end?: true; error?: Error }; stats: Map<unknown, unknown>; paced: boolean }> {
+  const data = crypto.randomBytes(size);
+  const srv = net.createServer((c) => {
+    c.on('error', () => {});
+    c.end(data);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  let mod: Awaited<ReturnType<typeof connect>> | undefined;
+  try {
+    mod = await connect('sim:nodemcu', { baudRate: baud, ...(sim ? { sim: sim as never } : {}) });
+    const s = createConnection(mod, { port, host: '127.0.0.1' });
+    const parts: Buffer[] = [];
+    s.on('data', (d: Buffer) => parts.push(d));
+    const how = await new Promise<{ end?: true; error?: Error }>((resolve) => {
+      s.once('end', () => resolve({ end: true }));
+      s.once('error', (error) => resolve({ error }));
+    });
+    const stats = (await mod.rpc.call('agent.stats'))[0] as Map<unknown, unknown>;
+    return { data, got: Buffer.concat(parts), how, stats, paced: mod.simulator!.wire.paced };
+  } finally {
+    await mod?.close();
+    await new Promise((r) => srv.close(r));
+  }
+}
+
 describe('NodeMCU bulk receive (issue #10)', () => {
   it('1 MiB from a 127.0.0.1 server reaches the host byte-exact, then end', { timeout: 90000 }, async () => {
-    const total = 1024 * 1024;
-    const data = crypto.randomBytes(total);
-    const srv = net.createServer((c) => {
-      c.on('error', () => {});
-      c.end(data);
-    });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const port = (srv.address() as net.AddressInfo).port;
-    let mod: Awaited<ReturnType<typeof connect>> | undefined;
-    try {
-      mod = await connect('sim:nodemcu', { baudRate: 921600 });
-      const s = createConnection(mod, { port, host: '127.0.0.1' });
-      const parts: Buffer[] = [];
-      let n = 0;
-      s.on('data', (d: Buffer) => {
-        parts.push(d);
-        n += d.length;
-      });
-      const how = await new Promise<string>((resolve) => {
-        s.once('end', () => resolve('end'));
-        s.once('error', (e) => resolve(`error ${String(e)}`));
-      });
-      assert.equal(how, 'end', `stream ended with ${how} after ${n} of ${total} bytes`);
-      assert.equal(n, total);
-      assert.equal(sha(Buffer.concat(parts)), sha(data));
-      const stats = (await mod.rpc.call('agent.stats'))[0] as Map<unknown, unknown>;
-      assert.equal(stats.get('lost'), 0, 'no message dropped on the module');
-      const held = Number(stats.get('held'));
-      assert.ok(held > 0, `the agent held the socket (held=${stats.get('held')})`);
-    } finally {
-      await mod?.close();
-      await new Promise((r) => srv.close(r));
-    }
+    const { data, got, how, stats } = await burstThroughModule(1024 * 1024, 921600);
+    assert.ok(how.end, `stream ended with ${String(how.error)} after ${got.length} of ${data.length} bytes`);
+    assert.equal(got.length, data.length);
+    assert.equal(sha(got), sha(data));
+    assert.equal(stats.get('lost'), 0, 'no message dropped on the module');
+    assert.ok(Number(stats.get('held')) > 0, `the agent held the socket (held=${stats.get('held')})`);
   });
 
   it('data the agent still cannot keep is never dropped silently: the stream errors (err -1), the agent counts it', { timeout: 60000 }, async () => {
-    // a backlog limit below one TCP window (TETHER_BACKLOG 2048 < 5840): after hold() the
+    // a backlog limit below one TCP window (TETHER_BACKLOG 2048 < 1 KiB + 5840): after hold() the
     // peer's bytes in flight overflow it; the agent closes that socket and reports reconnection(-1)
-    const data = crypto.randomBytes(256 * 1024);
-    const srv = net.createServer((c) => {
-      c.on('error', () => {});
-      c.end(data);
-    });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const port = (srv.address() as net.AddressInfo).port;
-    let mod: Awaited<ReturnType<typeof connect>> | undefined;
-    try {
-      mod = await connect('sim:nodemcu', { baudRate: 921600, sim: { agentSettings: { TETHER_BACKLOG: 2048 } } as never });
-      const s = createConnection(mod, { port, host: '127.0.0.1' });
-      let n = 0;
-      s.on('data', (d: Buffer) => (n += d.length));
-      const how = await new Promise<{ end?: true; error?: Error }>((resolve) => {
-        s.once('end', () => resolve({ end: true }));
-        s.once('error', (error) => resolve({ error }));
-      });
-      assert.ok(how.error, `the stream must not end quietly after ${n} of ${data.length} bytes`);
-      assert.ok(isSocketError(how.error, 'ECONNRESET'), String(how.error));
-      assert.match(String(how.error), /err -1/);
-      assert.ok(n < data.length);
-      const stats = (await mod.rpc.call('agent.stats'))[0] as Map<unknown, unknown>;
-      assert.ok(Number(stats.get('lost')) >= 1, 'the refused segment is counted');
-    } finally {
-      await mod?.close();
-      await new Promise((r) => srv.close(r));
-    }
+    const { data, got, how, stats } = await burstThroughModule(256 * 1024, 921600, { agentSettings: { TETHER_BACKLOG: 2048 } });
+    assert.ok(how.error, `the stream must not end quietly after ${got.length} of ${data.length} bytes`);
+    assert.ok(isSocketError(how.error, 'ECONNRESET'), String(how.error));
+    assert.match(String(how.error), /err -1/);
+    assert.ok(got.length < data.length);
+    assert.ok(Number(stats.get('lost')) >= 1, 'the refused segment is counted');
   });
 });
 
@@ -106,37 +93,12 @@ describe('NodeMCU hold on the paced UART (issue #10 hold gap)', () => {
     [921600, 128 * 1024],
   ] as const) {
     it(`a peer that writes ${size >> 10} KiB at once and closes, at ${baud} baud: every byte, then end`, { timeout: 90000 }, async () => {
-      const data = crypto.randomBytes(size);
-      const srv = net.createServer((c) => {
-        c.on('error', () => {});
-        c.end(data);
-      });
-      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-      const port = (srv.address() as net.AddressInfo).port;
-      let mod: Awaited<ReturnType<typeof connect>> | undefined;
-      try {
-        mod = await connect('sim:nodemcu', { baudRate: baud });
-        assert.equal(mod.simulator!.wire.paced, true, 'the line is paced');
-        const s = createConnection(mod, { port, host: '127.0.0.1' });
-        const parts: Buffer[] = [];
-        let n = 0;
-        s.on('data', (d: Buffer) => {
-          parts.push(d);
-          n += d.length;
-        });
-        const how = await new Promise<string>((resolve) => {
-          s.once('end', () => resolve('end'));
-          s.once('error', (e) => resolve(`error ${String(e)}`));
-        });
-        assert.equal(how, 'end', `stream ended with ${how} after ${n} of ${size} bytes`);
-        assert.equal(sha(Buffer.concat(parts)), sha(data));
-        const stats = (await mod.rpc.call('agent.stats'))[0] as Map<unknown, unknown>;
-        assert.equal(stats.get('lost'), 0, 'no message dropped on the module');
-        assert.ok(Number(stats.get('held')) > 0, `the agent held the socket (held=${stats.get('held')})`);
-      } finally {
-        await mod?.close();
-        await new Promise((r) => srv.close(r));
-      }
+      const { data, got, how, stats, paced } = await burstThroughModule(size, baud);
+      assert.equal(paced, true, 'the line is paced');
+      assert.ok(how.end, `stream ended with ${String(how.error)} after ${got.length} of ${size} bytes`);
+      assert.equal(sha(got), sha(data));
+      assert.equal(stats.get('lost'), 0, 'no message dropped on the module');
+      assert.ok(Number(stats.get('held')) > 0, `the agent held the socket (held=${stats.get('held')})`);
     });
   }
 
