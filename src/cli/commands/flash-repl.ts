@@ -366,8 +366,11 @@ export const LOADER_BLOCK = 255;
  * missing); `__tl(name, size, block)` opens `name` for writing and takes `size` raw bytes in
  * `block`-byte blocks (the last one padded), one `K` per block, `@TF size` at the end,
  * `@TW reason` when it gives up (write failure, no data for 2-4 s: the file is removed);
- * `__tb(rate, fallback)` switches UART 0 to `rate` 5 ms after its prompt went out and back to
- * `fallback` after 2 s unless the host confirms by stopping `__tx`.
+ * `__tb(rate, fallback)` switches UART 0 to `rate` 20 ms after it ran and back to `fallback`
+ * after 2 s unless the host confirms by stopping `__tx`. The 20 ms must cover what the UART still
+ * has to send at the old rate when the timer fires: the echo of the `__tb` line, `@TB`, the marker
+ * and the prompt, about 60 bytes, 5.2 ms at 115200 (a `uart.setup` in the middle of them garbles
+ * the rest: with 5 ms the prompt was lost on a busy simulated module).
  */
 const LOADER: Array<[string, boolean]> = [
   ['function __tc(n) local f=file.open(n,"r") if not f then print("@T".."C -1 0 0") return end', true],
@@ -379,7 +382,7 @@ const LOADER: Array<[string, boolean]> = [
   ['t:alarm(2000,tmr.ALARM_AUTO,function() if h==w then q("W no data for 2 s",1) end w=h end)', true],
   ['uart.on("data",c,function(d) h=h+1 uart.write(0,"K") local r=z-g if #d>r then d=d:sub(1,r) end', true],
   ['if not f:write(d) then q("W file.write failed",1) return end g=g+#d if g>=z then q("F "..g) end end,0) print("@T".."L1") end', false],
-  ['function __tb(r,o) print("@T".."B") tmr.create():alarm(5,tmr.ALARM_SINGLE,function() uart.setup(0,r,8,0,1,1)', true],
+  ['function __tb(r,o) print("@T".."B") tmr.create():alarm(20,tmr.ALARM_SINGLE,function() uart.setup(0,r,8,0,1,1)', true],
   ['__tx=tmr.create() __tx:alarm(2000,tmr.ALARM_SINGLE,function() __tx=nil uart.setup(0,o,8,0,1,1) end) end) end', false],
 ];
 
@@ -410,8 +413,11 @@ async function sendRaw(repl: Repl, tmp: string, content: Buffer, lineMs: number,
   if (Number(m[2]) !== content.length) throw new TetherError('PROTOCOL', `the module wrote ${m[2]} of ${content.length} bytes of ${tmp}`);
 }
 
+/** Ms the host waits after switching its port before its first marker at the new rate: the module switches 20 ms after `__tb` ran. */
+const BAUD_SETTLE_MS = 40;
+
 /**
- * Switch both ends to `want` baud (the module first, 5 ms after its prompt; then the port),
+ * Switch both ends to `want` baud (the module first, 20 ms after `__tb` ran; then the port),
  * confirmed by a marker at the new rate; when none comes within 1.5 s the port goes back to
  * `fallback`, which the module returns to by its own 2 s timer.
  * @returns the rate both ends run at afterwards.
@@ -422,6 +428,7 @@ async function switchBaud(repl: Repl, t: Transport, want: number, fallback: numb
   const out = await repl.exec(`__tb(${want},${fallback})`, lineMs);
   if (!/(^|\n)@TB/.test(out)) throw new TetherError('PROTOCOL', `the module did not take the baud switch: ${JSON.stringify(out.trim().slice(0, 200))}`);
   await t.setBaudRate!(want);
+  await new Promise((r) => setTimeout(r, BAUD_SETTLE_MS)); // a marker sent before the module switched would be garbled
   if (await syncAt(repl, 1500, 'if __tx then __tx:unregister() __tx=nil end ')) return want;
   await t.setBaudRate!(fallback);
   if (await syncAt(repl, 4000, '')) {
