@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LuaVm } from '../src/sim/lua-vm.js';
+import { LuaRaise, LuaVm } from '../src/sim/lua-vm.js';
 import { crc32, encodeFrame, fragment, callMessage } from '../src/codec/frame.js';
 import { Handle } from '../src/codec/values.js';
 import { HOST_MAX_FRAME } from '../src/codec/constants.js';
@@ -20,6 +20,8 @@ interface AgentOpts {
   maxmsg?: number;
   txwin?: number;
   outmax?: number;
+  /** Makes the CRC of the n-th fragment frame (`~&`) from now raise "not enough memory" (once). */
+  fragCrcFail?: { n: number };
 }
 
 function agent(opts: AgentOpts = {}) {
@@ -27,7 +29,12 @@ function agent(opts: AgentOpts = {}) {
   const out: Buffer[] = [];
   vm.registerLib('hal_js', {
     write: (a) => void out.push(Buffer.from(a.bytes(1))),
-    crc32: (a) => [crc32(a.bytes(1))], // unsigned (the firmwares give signed: both must work)
+    crc32: (a) => {
+      const b = a.bytes(1);
+      const f = opts.fragCrcFail;
+      if (f && b[1] === 0x26 && f.n > 0 && --f.n === 0) throw new LuaRaise('not enough memory');
+      return [crc32(b)]; // unsigned (the firmwares give signed: both must work)
+    },
   });
   const root = repoRoot();
   const src = [
@@ -290,6 +297,20 @@ test('retransmission: the oldest unacknowledged frame on timeout (backing off); 
   assert.equal(a.feed(a.host.ack(3, 255, 99)).length, 0);
   assert.equal(a.feed(a.host.ack(77)).length, 0);
   assert.match(a.tick(5).toString('latin1'), /^~R2\.3 /, 'frame 2 is still unacknowledged');
+});
+
+test('an error part way through cutting a message (out of memory in a fragment\'s CRC) pauses it: the host still gets it whole, then the next', () => {
+  const fail = { n: 0 };
+  const a = session({ fragCrcFail: fail }, 100);
+  fail.n = 3; // the third fragment of the 900-byte reply: two pieces are out, the rest waits
+  a.exchange(a.host.call(1, 'big', [900]));
+  assert.equal(a.host.reply(1), undefined, 'cut short for now');
+  assert.equal(a.stat('ferr'), 1, 'agent.stats ferr counts it');
+  // the next message: the cut goes on where it stopped, and the second reply follows it whole
+  a.exchange(a.host.call(2, 'echo', ['next']));
+  assert.equal(txt(a.host.values(1)[0]), 'x'.repeat(900));
+  assert.deepEqual(a.host.values(2).map(txt), ['next']);
+  a.host.assertClean();
 });
 
 test('a full retransmit queue stops call handling (no reply, no new frame) until acks free room', () => {

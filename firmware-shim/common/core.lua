@@ -206,7 +206,7 @@ function A.tether_builtins(A, N)
   end
   B["agent.stats"] = function()
     return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held }
+      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held, ferr = ST.ferr }
   end
   B["agent.ping"] = function(...) return L.epoch, ... end
   -- release every object the agent made for any host (a clean close, tether reset-sockets)
@@ -404,30 +404,41 @@ local function tether_core()
     HAL.write(s)
   end
 
-  -- send queued messages while the retransmit queue has room; each is cut to the frame size now
-  local function flush()
+  -- send queued messages while the retransmit queue has room; each is cut to the frame size now.
+  -- The message being cut is L.ce (escaped) from L.ci on: an error part way (a module out of
+  -- memory in the CRC of a piece) leaves it there and the next flush goes on with the next piece,
+  -- so a message is never cut short and the next one never joins its fragments
+  local function cut()
     local out = L.out
-    while out[L.oh] and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
-      local h = L.oh
-      local m = out[h]
-      out[h] = nil
-      if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
-      L.ob = L.ob - #m
-      local e = esc(m)
-      m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
-      local room = L.size - 22 -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
-      if #e <= room + 1 then
+    while (L.ce or out[L.oh]) and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
+      if not L.ce then
+        local h = L.oh
+        local m = out[h]
+        out[h] = nil
+        if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
+        L.ob = L.ob - #m
+        L.ce, L.ci = esc(m), 1
+        m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
+      end
+      local e = L.ce
+      local room, n = L.size - 22, #e -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
+      if L.ci == 1 and n <= room + 1 then
         push(ssub(e, 1, 1), ssub(e, 2))
       else
-        local i, n = 1, #e
-        while i <= n do
+        while L.ci <= n do
+          local i = L.ci
           local j = i + room - 1
           if j >= n then j = n elseif sbyte(e, j) == 16 then j = j - 1 end -- never split an escape
           push(j == n and "$" or "&", ssub(e, i, j))
-          i = j + 1
+          L.ci = j + 1
         end
       end
+      L.ce = nil
     end
+  end
+  local function flush()
+    local ok = pcall(cut)
+    if not ok then ST.ferr = (ST.ferr or 0) + 1 end -- agent.stats ferr; the next flush goes on
     local d = A.ondrain -- the family's flow control: the backlog went down (bytes still waiting)
     if d then d(L.ob) end
   end
@@ -592,7 +603,7 @@ local function tether_core()
     if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
   end
 
-  local function blocked() return L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
+  local function blocked() return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
 
   -- session ownership (docs/protocol.md section 3): every object the agent made for a host
   -- belongs to the session that made it; a new session and agent.release_all free them all
@@ -668,7 +679,7 @@ local function tether_core()
           L.freed = sweep() -- what the previous session left (a crashed or vanished host)
           L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
         end
-        L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}
+        L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
       end
       L.size = clamp(size)
       sendA()
@@ -787,7 +798,7 @@ local function tether_core()
   end
 
   -- true when every frame sent was acknowledged and nothing waits
-  function A.idle() return L.q[1] == nil and L.out[L.oh] == nil end
+  function A.idle() return L.q[1] == nil and L.out[L.oh] == nil and L.ce == nil end
 
   -- the built-in calls (their code is in tether_calls): first in agent.caps
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end

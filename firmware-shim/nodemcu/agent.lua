@@ -93,11 +93,13 @@ end
 -- TCP "receive": the event, then flow control (see HOLD_AT). An event the backlog still refuses
 -- (a peer that went past the window, or several sockets at once) is never dropped silently: the
 -- agent closes that socket and reports reconnection(-1) (ERR_MEM, "out of memory": the module had
--- no room for the data), which the host's stream turns into an error.
+-- no room for the data), which the host's stream turns into an error. So is a segment whose event
+-- could not even be encoded (the heap ran out: "not enough memory" raised inside A.event).
 local holding = {}
 -- (one function for every socket and segment: no closure is made per "receive")
 local function recv(o, id, data)
-  if not A.event(id, "receive", data) then
+  local ok, queued = pcall(A.event, id, "receive", data)
+  if not (ok and queued) then
     for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
     pcall(o.close, o)
     holding[o] = nil
