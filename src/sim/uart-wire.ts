@@ -85,6 +85,12 @@ interface Slice {
   due: number;
   /** Bytes one delivery may carry at this slice's rate (about SLICE_MS of line time). */
   per: number;
+  /**
+   * The sender's line settings these bytes go out with: its settings when it wrote them, or the
+   * new ones when it changed them before the slice was due (bytes still in its TX FIFO go out at
+   * the new rate, as a UART does when its divisor changes).
+   */
+  line: UartLine;
 }
 
 /** Lateness (ms) of a timer that is jitter, not the simulator falling behind the line. */
@@ -103,7 +109,7 @@ class Direction {
   private lag = 0;
   private timer?: NodeJS.Timeout;
   private immediate?: NodeJS.Immediate;
-  constructor(private readonly deliver: (data: Buffer) => void) {}
+  constructor(private readonly deliver: (data: Buffer, line: UartLine) => void) {}
 
   send(data: Buffer, l: UartLine): void {
     const now = performance.now();
@@ -113,7 +119,7 @@ class Direction {
     for (let off = 0; off < data.length; off += per) {
       const part = data.subarray(off, off + per);
       t += part.length * cm;
-      this.queue.push({ data: part, due: t, per });
+      this.queue.push({ data: part, due: t, per, line: l });
       this.inFlight += part.length;
     }
     this.end = t;
@@ -137,13 +143,13 @@ class Direction {
       const first = this.queue.shift()!;
       const parts = [first.data];
       let n = first.data.length;
-      while (this.queue.length > 0 && this.queue[0].due + this.lag <= now && n + this.queue[0].data.length <= first.per) {
+      while (this.queue.length > 0 && this.queue[0].due + this.lag <= now && n + this.queue[0].data.length <= first.per && this.queue[0].line === first.line) {
         const next = this.queue.shift()!;
         parts.push(next.data);
         n += next.data.length;
       }
       this.inFlight -= n;
-      this.deliver(parts.length === 1 ? first.data : Buffer.concat(parts, n));
+      this.deliver(parts.length === 1 ? first.data : Buffer.concat(parts, n), first.line);
     }
     if (this.queue.length === 0 || this.timer !== undefined || this.immediate !== undefined) return;
     const wait = this.queue[0].due + this.lag - performance.now();
@@ -153,6 +159,16 @@ class Direction {
 
   /** Bytes still on the line. */
   inFlight = 0;
+
+  /**
+   * The sender changed its line settings: the slices not due yet (in line time: a timer of the
+   * simulator that runs late does not hold bytes back that were through before the change) go
+   * out with `l`.
+   */
+  retag(l: UartLine): void {
+    const now = performance.now();
+    for (const sl of this.queue) if (sl.due + this.lag > now) sl.line = l;
+  }
 
   clear(): void {
     if (this.timer) clearTimeout(this.timer);
@@ -182,14 +198,34 @@ export class UartWire {
   readonly stats: UartStats = { rxBytes: 0, txBytes: 0, rxDropped: 0, garbled: 0 };
   /** While false (module booting / resetting), incoming bytes are discarded. */
   listening = false;
-  /** The host's serial port settings (the sender of host → module bytes). @default 115200 8N1 */
-  hostLine: UartLine = line8N1();
-  /** The module's UART settings (set by the emulated `uart.setup`; the firmware's boot default at power-on). @default 115200 8N1 */
-  moduleLine: UartLine = line8N1();
+  private hostLine_: UartLine = line8N1();
+  private moduleLine_: UartLine = line8N1();
+  /**
+   * The host's serial port settings (the sender of host → module bytes). A change applies to the
+   * host's bytes not through yet. @default 115200 8N1
+   */
+  get hostLine(): UartLine {
+    return this.hostLine_;
+  }
+  set hostLine(l: UartLine) {
+    this.hostLine_ = l;
+    this.rxLine.retag(l);
+  }
+  /**
+   * The module's UART settings (set by the emulated `uart.setup`; the firmware's boot default at
+   * power-on). A change applies to the module's bytes not through yet (its TX FIFO). @default 115200 8N1
+   */
+  get moduleLine(): UartLine {
+    return this.moduleLine_;
+  }
+  set moduleLine(l: UartLine) {
+    this.moduleLine_ = l;
+    this.txLine.retag(l);
+  }
   /** Pace bytes at the baud (false: a USB port, bytes move as fast as the transport carries them). @default true */
   paced = true;
-  private readonly rxLine = new Direction((d) => this.arrive(d));
-  private readonly txLine = new Direction((d) => this.emit(d));
+  private readonly rxLine = new Direction((d, l) => this.arrive(d, l));
+  private readonly txLine = new Direction((d, l) => this.emit(d, l));
 
   /** Attach an endpoint (its device side): its incoming bytes are the host's TX. */
   attach(t: Transport): void {
@@ -214,13 +250,13 @@ export class UartWire {
   }
 
   /** Bytes whose last bit reached the module's UART. */
-  private arrive(chunk: Buffer): void {
+  private arrive(chunk: Buffer, sent: UartLine = this.hostLine): void {
     if (!this.listening || this.rxBufferSize <= 0) {
       this.stats.rxDropped += chunk.length;
       return;
     }
     let data = chunk;
-    if (this.paced && !linesAgree(this.hostLine, this.moduleLine)) {
+    if (this.paced && !linesAgree(sent, this.moduleLine)) {
       data = Buffer.from(chunk.map(garble));
       this.stats.garbled += data.length;
     }
@@ -292,9 +328,9 @@ export class UartWire {
     else this.txLine.send(Buffer.from(data), this.moduleLine);
   }
 
-  private emit(chunk: Buffer): void {
+  private emit(chunk: Buffer, sent: UartLine = this.moduleLine): void {
     let data = chunk;
-    if (this.paced && !linesAgree(this.moduleLine, this.hostLine)) {
+    if (this.paced && !linesAgree(sent, this.hostLine)) {
       data = Buffer.from(chunk.map(garble));
       this.stats.garbled += data.length;
     }
