@@ -91,6 +91,12 @@ interface Slice {
    * the new rate, as a UART does when its divisor changes).
    */
   line: UartLine;
+  /**
+   * performance.now() at which its last byte is through as planned when it was written (`due` with
+   * the lag of that moment): a stall of the simulator after that delays its delivery, but the
+   * module's timers stall with it, so a change of settings is judged against this time.
+   */
+  at: number;
 }
 
 /** Lateness (ms) of a timer that is jitter, not the simulator falling behind the line. */
@@ -119,7 +125,7 @@ class Direction {
     for (let off = 0; off < data.length; off += per) {
       const part = data.subarray(off, off + per);
       t += part.length * cm;
-      this.queue.push({ data: part, due: t, per, line: l });
+      this.queue.push({ data: part, due: t, per, line: l, at: t + this.lag });
       this.inFlight += part.length;
     }
     this.end = t;
@@ -161,13 +167,13 @@ class Direction {
   inFlight = 0;
 
   /**
-   * The sender changed its line settings: the slices not due yet (in line time: a timer of the
-   * simulator that runs late does not hold bytes back that were through before the change) go
-   * out with `l`.
+   * The sender changed its line settings: the slices not through yet as planned when they were
+   * written go out with `l` (a stall of the simulator that made their delivery late does not make
+   * bytes that were through before the change take the new settings).
    */
   retag(l: UartLine): void {
     const now = performance.now();
-    for (const sl of this.queue) if (sl.due + this.lag > now) sl.line = l;
+    for (const sl of this.queue) if (sl.at > now) sl.line = l;
   }
 
   clear(): void {
