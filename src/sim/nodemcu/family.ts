@@ -10,11 +10,15 @@ import { BASE_LUA, DEFAULT_MODULES, SIM_FW, installBit, installEncoder, installF
 import { installNet, type NetLib } from './net-lib.js';
 import type { NodemcuSimOptions } from './options.js';
 import { withLineBaud } from '../agent-settings.js';
-import { MEMERRMSG } from '../lua-vm.js';
+import { MEMERRMSG, type HeapBudget } from '../lua-vm.js';
+
+/** The walks of `heapCheck: 'exact'`: every 100 instructions and at every callback entry (options.ts). */
+const HEAP_CHECK_EXACT: Partial<HeapBudget> = { everyInstructions: 100, everyHooks: 1, everyMs: 0 };
 
 /** Free heap (bytes) of an ESP8266 on the default NodeMCU build after boot, before any Lua code (docs/firmware/nodemcu.md). */
 export const NODEMCU_FREE_HEAP = 44000;
 import { checkBaud, checkHeapBytes } from '../module.js';
+import { InvalidArgumentError } from '../../errors.js';
 
 export type { NodemcuSimOptions, NodemcuNetworkOptions } from './options.js';
 
@@ -47,6 +51,11 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   let netLib: NetLib | undefined;
   checkBaud(opts.baud, 'baud');
   checkHeapBytes(opts.heapBytes, 'heapBytes');
+  // TETHER_HEAP_CHECK=exact in the environment: every simulated ESP8266 checks exactly (a test run)
+  const heapCheck = opts.heapCheck ?? (process.env.TETHER_HEAP_CHECK || undefined);
+  if (heapCheck !== undefined && heapCheck !== 'sampled' && heapCheck !== 'exact') {
+    throw new InvalidArgumentError(`heapCheck (or TETHER_HEAP_CHECK) must be 'sampled' or 'exact', got ${JSON.stringify(heapCheck)}`);
+  }
   return {
     lineBaud: opts.baud,
     name: 'nodemcu',
@@ -100,7 +109,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       // GC, app/lua/lgc.c); the error takes the path of any Lua error at that point: at load,
       // init.lua's report and the prompt; in a tmr/uart/task callback, node.setonerror (default:
       // print, restart after 2 s); in a net callback, PANIC and reset.
-      if (opts.enforceHeap ?? true) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP });
+      if (opts.enforceHeap ?? true) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP, ...(heapCheck === 'exact' ? HEAP_CHECK_EXACT : {}) });
       const lib = netLib;
       // The module runs the agent file as '@main.lua' right after install(). With boot
       // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots

@@ -68,6 +68,16 @@ export interface NodemcuSimOptions {
    * "Heap"). @default true
    */
   enforceHeap?: boolean;
+  /**
+   * When the enforced budget is checked. `'sampled'`: a walk of the heap every 20 ms or 200 000
+   * instructions of Lua code, at callback entries and inside big library calls (fast enough for
+   * bulk transfers, but a peak as short as one call may pass between two walks). `'exact'`: a
+   * walk every 100 instructions and at every callback entry, so a transient peak over the budget
+   * fails as it would on the module (about 10 times slower: for tests of the agent's peaks).
+   * `TETHER_HEAP_CHECK=exact` in the environment sets it for every simulated ESP8266 that does not
+   * set it. docs/fidelity.md, "Heap". @default 'sampled'
+   */
+  heapCheck?: 'sampled' | 'exact';
   /** `node.chipid()`. @default 1193046 */
   chipId?: number;
   /** Delay of the default `node.setonerror` handler's restart (ms). @default 2000 (the firmware's) */
