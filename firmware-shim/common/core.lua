@@ -193,11 +193,15 @@ function A.tether_builtins(A, N)
     HAL.info(t)
     return t
   end
+  -- at most CAPS_PAGE names a call (docs/protocol.md section 9): the whole list in one reply was
+  -- the NodeMCU agent's highest heap (43.9 of 44 KB)
   B["agent.caps"] = function(first, count)
     first = first or 1
     if first < 1 then first = 1 end
+    count = count or TP.CAPS_PAGE
+    if count > TP.CAPS_PAGE then count = TP.CAPS_PAGE end
     local out = {}
-    for i = first, first + (count or 4096) - 1 do
+    for i = first, first + count - 1 do
       local nm = B.capname(i)
       if nm == nil then break end
       out[#out + 1] = nm
@@ -772,6 +776,12 @@ local function tether_core()
 
   -- an event for handle h; returns false when the backlog refused it (see send)
   function A.event(h, ...)
+    local ev, d = ...
+    -- the common event, a name and one long string ("receive", data): one concatenation, so the
+    -- bytes are copied once (encvals would make the token, then the body, then the message)
+    if select("#", ...) == 2 and type(ev) == "string" and type(d) == "string" and #d > TP.COMPACT_MAX then
+      return send("E" .. h .. " " .. encstr(ev) .. " b" .. #d .. ":" .. d)
+    end
     local p = pack(...)
     local body = encvals(p, 1, p.n)
     return send("E" .. h .. (body ~= "" and (" " .. body) or ""))

@@ -12,6 +12,7 @@ local TP = {
   RTO_MAX = 40,
   MAX_DEPTH = 4,
   COMPACT_MAX = 64,
+  CAPS_PAGE = 24,
   SAFE = "^[%w%._:/%-]*$",
   E_ERR = "ERR",
   E_NOFN = "NOFN",

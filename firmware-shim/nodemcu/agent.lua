@@ -96,8 +96,12 @@ end
 -- no room for the data), which the host's stream turns into an error. So is a segment whose event
 -- could not even be encoded (the heap ran out: "not enough memory" raised inside A.event).
 local holding = {}
+local loaded = {} -- group -> its table, until the next tick (HAL.group below)
 -- (one function for every socket and segment: no closure is made per "receive")
 local function recv(o, id, data)
+  -- messages wait for the host: the groups a call loaded (the call decoder, 4-5 KB) go now
+  -- rather than at the next tick, the room is this segment's (the peak of a bulk receive)
+  if A.backlog() > 0 then loaded = {} end
   local ok, queued = pcall(A.event, id, "receive", data)
   if not (ok and queued) then
     for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end
@@ -151,10 +155,12 @@ end
 -- part at the next timer tick; then only their files are left: the heap holds none of their code.
 local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, holding = holding, TP = TP,
   allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
-local loaded = {} -- group -> its table, until the next tick
 function HAL.group(g)
   local t = loaded[g]
   if t == nil then
+    -- one group besides the calls part at a time: a group a running call still uses stays
+    -- reachable from its stack; hello's sweep (sys) is gone before its info loads (the peak)
+    loaded = { call = loaded.call }
     local f = "tether_" .. g
     f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
     local chunk, e = loadfile(f)

@@ -44,6 +44,8 @@ export const HOST_MAX_MSG = 1 << 20;
 export const MAX_TABLE_DEPTH = 4;
 /** Longest compact (`'`) string (section 7). */
 export const COMPACT_MAX = 64;
+/** Most names one `agent.caps` call returns (section 9): a page fits the ESP8266 agent's heap. */
+export const CAPS_PAGE = 24;
 
 /** Clamp ranges the host applies to hello numbers (section 9): [min, max]. */
 export const HELLO_CLAMP = {
@@ -103,6 +105,7 @@ export const LUA_CONSTANTS: ReadonlyArray<[string, string | number]> = [
   ['RTO_MAX', RTO_MAX_TICKS],
   ['MAX_DEPTH', MAX_TABLE_DEPTH],
   ['COMPACT_MAX', COMPACT_MAX],
+  ['CAPS_PAGE', CAPS_PAGE],
   ['SAFE', SAFE_STRING_LUA_PATTERN],
   ['E_ERR', RemoteCode.Error],
   ['E_NOFN', RemoteCode.NoFunction],

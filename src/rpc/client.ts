@@ -9,7 +9,7 @@
  */
 import { Subject, Observable } from 'rxjs';
 import type { Transport } from '../transport/transport.js';
-import { BASE_MAX_FRAME, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
+import { BASE_MAX_FRAME, CAPS_PAGE, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
 import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../codec/frame.js';
 import { field, toNumber, toText, type WireValue } from '../codec/values.js';
 import { Link, type LinkCounters, type LinkReset, type QueuedMessage } from '../link/link.js';
@@ -158,8 +158,6 @@ class DeadlineQueue {
 const MAX_ID = 65535;
 /** Functions every v2 agent answers by name. */
 const BUILTIN = new Set(['hello', 'agent.caps', 'agent.stats']);
-/** Capability names read per `agent.caps` call. */
-const CAPS_PAGE = 24;
 
 function checkTimeout(ms: number | undefined, what: string): void {
   if (ms !== undefined && !isTimerMs(ms)) {
