@@ -129,12 +129,13 @@ function A.tether_calls(A, N)
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, s, i)
-    local big = #s > 512
+    local big = #s > 512 or BUILTIN[fname]
     s = nil
     if not ok then return fail(id, args, TP.E_ARG) end
-    -- a call carrying a payload, on a build that loads this part from flash: the decoder is
-    -- dropped before the function runs (HAL.spent forgets this copy of the part; the next call
-    -- loads it again), so the payload and the decoder are not in the heap together
+    -- a call carrying a payload, or a built-in one (hello loads tether_core.lua and
+    -- tether_info.lua, once a session), on a build that loads this part from flash: the decoder
+    -- is dropped before the function runs (HAL.spent forgets this copy of the part; the next call
+    -- loads it again), so the payload (or those parts) and the decoder are not in the heap together
     if big and HAL.spent then
       HAL.spent()
       dec, decvals = nil, nil
@@ -142,6 +143,17 @@ function A.tether_calls(A, N)
     ST.calls = ST.calls + 1
     local r = pack(pcall(f, unpack(args, 1, args.n)))
     args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
+    -- a reply with a table (hello, agent.stats) loads tether_enc.lua: on a build that loads this
+    -- part from flash the decoder goes first, so the two are not in the heap together
+    if HAL.spent and dec then
+      for k = 2, r.n do
+        if type(r[k]) == "table" then
+          HAL.spent()
+          dec, decvals = nil, nil
+          break
+        end
+      end
+    end
     -- NodeMCU: the function's group (and what it loaded) goes before the reply is encoded, so
     -- hello's tether_core + tether_sys and tether_enc are never in the heap together
     if HAL.called then HAL.called() end
