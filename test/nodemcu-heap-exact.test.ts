@@ -26,6 +26,13 @@ async function exactSim(): Promise<SimulatedModule> {
   return SimulatedModule.start(SIM_FAMILIES.nodemcu.create({ heapCheck: 'exact' }));
 }
 
+/** A TCP echo server on 127.0.0.1. */
+async function startEcho(): Promise<{ echo: net.Server; port: number }> {
+  const echo = net.createServer((s) => s.pipe(s)).listen(0, '127.0.0.1');
+  await once(echo, 'listening');
+  return { echo, port: (echo.address() as net.AddressInfo).port };
+}
+
 function peak(sim: SimulatedModule): number {
   const vm = sim.currentVm;
   assert.ok(vm, 'the module is running');
@@ -34,9 +41,7 @@ function peak(sim: SimulatedModule): number {
 
 describe('NodeMCU agent peaks with the heap checked every 100 instructions (44000 bytes)', () => {
   it('a new session sweeps the two listening servers and the connection a crashed session left', async (t) => {
-    const echo = net.createServer((s) => s.pipe(s)).listen(0, '127.0.0.1');
-    await once(echo, 'listening');
-    const { port } = echo.address() as net.AddressInfo;
+    const { echo, port } = await startEcho();
     const sim = await exactSim();
     try {
       const t1 = sim.connect();
@@ -64,9 +69,7 @@ describe('NodeMCU agent peaks with the heap checked every 100 instructions (4400
   });
 
   it('a page of capability names (the most one reply carries), then 32 KiB echoed through a module socket, byte-exact', async (t) => {
-    const echo = net.createServer((s) => s.pipe(s)).listen(0, '127.0.0.1');
-    await once(echo, 'listening');
-    const { port } = echo.address() as net.AddressInfo;
+    const { echo, port } = await startEcho();
     const sim = await exactSim();
     try {
       const mod = new TetherModule(await RpcClient.open(sim.connect()), 'sim');
