@@ -76,3 +76,26 @@ describe('Luat uart.write: u16 lengths, numbers 0..255', () => {
     }
   });
 });
+
+describe('USB virtual ports have no baud (LuatOS uart.VUART_0, Luat uart.USB)', () => {
+  // openLuat/LuatOS demo/usb_uart/EC618/main.lua: VUART_0 is set up at 115200, "the baud does not
+  // matter, a purely virtual port". On a UART the same mismatch garbles every byte.
+  for (const [family, usb] of [['luatos', 32], ['luat', 129]] as const) {
+    it(`${family}: an agent on port ${usb} set up at 921600 answers a host at 9600; on UART1 it does not`, async () => {
+      const { connect } = await import('../src/api/connect.js');
+      const mod = await connect(`sim:${family}`, { baudRate: 9600, sim: { agentSettings: { TETHER_UART: usb, TETHER_BAUD: 921600 } } });
+      try {
+        assert.equal(mod.simulator!.wire.paced, false, 'a USB port is not paced');
+        const payload = 'u'.repeat(3000);
+        const r = await mod.rpc.call('agent.ping', [payload]);
+        assert.equal(Buffer.from(r[1] as Uint8Array).toString('latin1'), payload, 'a 3000-byte argument comes back whole');
+      } finally {
+        await mod.close();
+      }
+      await assert.rejects(
+        connect(`sim:${family}`, { baudRate: 9600, handshakeTimeoutMs: 1500, sim: { agentSettings: { TETHER_BAUD: 921600 } } }),
+        (e: Error & { code?: string }) => e.code === 'HANDSHAKE',
+      );
+    });
+  }
+});

@@ -3,9 +3,11 @@
  * fault-injecting and/or paced link instead of the plain in-memory pair that
  * `connect('sim:...')` uses.
  *
- *   host RpcClient ── [paced pair at `baud`] ── [fault wrapper] ── sim.wire
+ *   host RpcClient ── [in-memory pair] ── [fault wrapper] ── sim.wire (a UART paced at `baud`)
  *
- * (faults on top of pacing: the host's writes still wait for the line).
+ * The simulated UART paces both directions (docs/fidelity.md, "UART pacing"): `pace.baud` sets the
+ * family's `baud` option (the host's side and the agent's `uart.setup`), so the line is paced once,
+ * by the simulator, as `connect('sim:...')` does. Faults act on the bytes as they leave the line.
  * No side effects on import (node --test also loads this file).
  */
 import { TetherModule } from '../../src/api/connect.js';
@@ -14,7 +16,6 @@ import { SimulatedModule, type SimulatedModuleOptions } from '../../src/sim/modu
 import { SIM_FAMILIES } from '../../src/sim/families.js';
 import { createMemoryPair } from '../../src/transport/memory.js';
 import { FaultyLink, type FaultOptions } from '../../src/transport/faulty.js';
-import { createPacedPair, type PacedLink, type PaceOptions } from '../../src/transport/paced.js';
 import type { Transport } from '../../src/transport/transport.js';
 
 /** The three simulated families. */
@@ -25,8 +26,11 @@ export type Family = (typeof FAMILIES)[number];
 export interface FaultySimOptions {
   /** Fault settings (seed, rates per direction). Omit for a clean link (the link still exists, at rate 0, so it can blackhole). */
   faults?: FaultOptions;
-  /** Pace the link at this speed (see src/transport/paced.ts). Omit for an unpaced in-memory link. */
-  pace?: PaceOptions;
+  /**
+   * The line's speed: the family's `baud` option (a `baud` in `family` wins). Omit for the family's
+   * default (115200; a LuatOS/Luat agent on its USB port, `agentSettings.TETHER_UART`, is unpaced).
+   */
+  pace?: { baud: number };
   /** RPC client options (timeouts, handshake timeout). */
   rpc?: RpcClientOptions;
   /** The family's simulator options (e.g. LuatOS `LuatosSimOptions`). */
@@ -40,7 +44,6 @@ export interface FaultySim {
   mod: TetherModule;
   sim: SimulatedModule;
   faults: FaultyLink;
-  pace?: PacedLink;
   /** The host-side transport the RpcClient uses. */
   hostEnd: Transport;
   close(): Promise<void>;
@@ -54,16 +57,10 @@ export interface FaultySim {
 export async function openFaultySim(family: Family, o: FaultySimOptions = {}): Promise<FaultySim> {
   const f = SIM_FAMILIES[family];
   if (!f) throw new Error(`no simulator for ${family}`);
-  const sim = await SimulatedModule.start(f.create(o.family as never), o.sim ?? {});
+  const famOpts = o.pace ? { baud: o.pace.baud, ...o.family } : o.family;
+  const sim = await SimulatedModule.start(f.create(famOpts as never), o.sim ?? {});
   const faults = new FaultyLink({ name: `faulty-${family}`, ...o.faults });
-  let hostEnd: Transport;
-  let deviceEnd: Transport;
-  let pace: PacedLink | undefined;
-  if (o.pace) {
-    [hostEnd, deviceEnd, pace] = createPacedPair({ name: `sim-${family}`, ...o.pace });
-  } else {
-    [hostEnd, deviceEnd] = createMemoryPair(`sim-${family}`);
-  }
+  const [hostEnd, deviceEnd] = createMemoryPair(`sim-${family}`);
   sim.wire.attach(faults.wrapDeviceSide(deviceEnd));
   let rpc: RpcClient;
   try {
@@ -71,7 +68,6 @@ export async function openFaultySim(family: Family, o: FaultySimOptions = {}): P
     rpc = await RpcClient.open(hostEnd, o.pace ? { baud: o.pace.baud, ...o.rpc } : (o.rpc ?? {}));
   } catch (e) {
     await sim.stop();
-    pace?.close();
     throw e;
   }
   const mod = new TetherModule(rpc, `sim:${family}`, sim);
@@ -79,12 +75,10 @@ export async function openFaultySim(family: Family, o: FaultySimOptions = {}): P
     mod,
     sim,
     faults,
-    pace,
     hostEnd,
     close: async () => {
       await mod.close().catch(() => {});
       await sim.stop().catch(() => {});
-      pace?.close();
     },
   };
 }

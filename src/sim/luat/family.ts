@@ -41,8 +41,10 @@ export interface LuatSimOptions {
   network?: LuatNetworkOptions;
   /**
    * Globals set before the agent runs, as a user sets them before `require("tether")`, e.g.
-   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luat/config.lua).
-   * @default {} (the agent's own defaults: restart off)
+   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luat/config.lua). `TETHER_UART` also picks
+   * the simulated port the host is wired to: `{ TETHER_UART: 129 }` is the Air724UG's USB port
+   * (`uart.USB`), which has no baud: bytes are not paced (docs/fidelity.md, "UART pacing").
+   * @default {} (the agent's own defaults: restart off, UART1)
    */
   agentSettings?: AgentSettings;
   /**
@@ -92,7 +94,8 @@ export function luatFamily(opts: LuatSimOptions = {}): LuatFamily {
     name: 'luat',
     moduleName: 'Air724UG',
     agentFile: 'dist/agents/luat/main.lua',
-    defaultUartId: 1,
+    // the agent's RPC UART: its TETHER_UART setting when given (config.lua), else UART1
+    defaultUartId: typeof opts.agentSettings?.TETHER_UART === 'number' ? opts.agentSettings.TETHER_UART : 1,
     // the 8910's boot log goes to the USB trace port, not to UART1..3
     bootNoise: () => [],
     get current() {

@@ -58,6 +58,8 @@ const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
 
 /** `uart.setup`'s default baud rate (bits per second). */
 export const DEFAULT_BAUD = 115200;
+/** `uart.VUART_0`: the USB CDC virtual port (LUAT_VUART_ID_0, 0x20); `uart.VUART_1` is 33. */
+export const VUART_0 = 32;
 /** Character times of silence after which the emulated driver reports the RX idle timeout. */
 export const RX_IDLE_CHARS = 2;
 
@@ -228,11 +230,17 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
         if (id === h.uartId) {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
-          rxIdleMs = uartIdleMs(baud, dataBits, stopBits, parity);
+          // uart.VUART_0/1 (32, 33) are the USB CDC virtual ports: no baud, no pacing, no RX idle
+          // timeout (openLuat/LuatOS demo/usb_uart/EC618/main.lua sets VUART_0 up at 115200 with the
+          // comment "the baud does not matter, a purely virtual port"; LUAT_VUART_ID_0 = 0x20 in
+          // luat_uart.h). A USB packet is reported when it arrives: the next turn of the loop.
+          const usb = id >= VUART_0;
+          wire.paced = !usb;
+          rxIdleMs = usb ? 0 : uartIdleMs(baud, dataBits, stopBits, parity);
           // the simulated line follows the module's own settings (a host at another rate reads garbage):
           // openLuat/LuatOS luat/modules/luat_lib_uart.c l_uart_setup (at 04b3a4a): baud (arg 2, default
           // 115200; its table goes up to 2000000), data bits (3), stop bits (4), parity (5, uart.None = 0)
-          wire.moduleLine = { baud: baud >= 1 ? baud : DEFAULT_BAUD, dataBits, parity: parity !== 0, stopBits };
+          if (!usb) wire.moduleLine = { baud: baud >= 1 ? baud : DEFAULT_BAUD, dataBits, parity: parity !== 0, stopBits };
         }
         return [0];
       },
@@ -285,7 +293,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
       },
       exist: (a) => [UART_IDS.has(a.int(1))],
     },
-    { None: 0, Even: 2, Odd: 1, LSB: 0, MSB: 1, VUART_0: 32, VUART_1: 33 },
+    { None: 0, Even: 2, Odd: 1, LSB: 0, MSB: 1, VUART_0, VUART_1: VUART_0 + 1 },
   );
 
   // --- crypto

@@ -20,8 +20,10 @@ export interface LuatosSimOptions {
   network?: SimNetworkOptions;
   /**
    * Globals set before the agent runs, as a user sets them before `require("tether")`, e.g.
-   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luatos/config.lua).
-   * @default {} (the agent's own defaults: restart off)
+   * `{ TETHER_ALLOW_RESTART: true }` (firmware-shim/luatos/config.lua). `TETHER_UART` also picks
+   * the simulated port the host is wired to: `{ TETHER_UART: 32 }` is the Air780E's USB virtual
+   * port (`uart.VUART_0`), which has no baud: bytes are not paced (docs/fidelity.md, "UART pacing").
+   * @default {} (the agent's own defaults: restart off, UART1)
    */
   agentSettings?: AgentSettings;
   /**
@@ -52,7 +54,8 @@ export function luatosFamily(opts: LuatosSimOptions = {}): SimFamily {
     name: 'luatos',
     moduleName: 'Air780E',
     agentFile: 'dist/agents/luatos/main.lua',
-    defaultUartId: 1,
+    // the agent's RPC UART: its TETHER_UART setting when given (config.lua), else UART1
+    defaultUartId: typeof opts.agentSettings?.TETHER_UART === 'number' ? opts.agentSettings.TETHER_UART : 1,
     bootNoise: () => [
       '',
       `[00000.012] I/boot ${opts.identity?.bsp ?? 'EC618'} LuatOS@${opts.identity?.version ?? 'V1112'} starting`,
