@@ -12,6 +12,9 @@ import assert from 'node:assert/strict';
 import { UartWire, garble, line8N1 } from '../src/sim/uart-wire.js';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { until } from './helpers/until.js';
+import { SimulatedModule } from '../src/sim/module.js';
+import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
+import { TX_FIFO_SPIN_AT } from '../src/sim/nodemcu/firmware.js';
 
 function wireToHost(): { wire: UartWire; got: Buffer[] } {
   const wire = new UartWire();
@@ -54,5 +57,49 @@ describe('simulated UART: a baud change and the bytes on the line', () => {
     assert.ok(intact > 0 && intact < 1000, `the bytes through by the change (about 230) are intact, then garbage: first garbled at ${intact}`);
     assert.ok(all.subarray(intact).every((b) => b === garble(0x55)), 'everything after the change is garbled');
     assert.equal(wire.stats.garbled, text.length - intact);
+  });
+});
+
+describe("NodeMCU's uart.setup resets the TX FIFO", () => {
+  // platform_uart_setup -> uart_setup -> uart_config sets the divisor and then resets both FIFOs
+  // (nodemcu-firmware app/driver/uart.c:61, 69-71 at 0069f00). uart.write spins until all but
+  // 126 bytes are in the FIFO (uart.c:123-134), so a uart.setup right after it loses those.
+  async function esp() {
+    const sim = await SimulatedModule.start(nodemcuFamily({ boot: 'repl' }), { bootNoise: false });
+    const host = sim.connect();
+    const got: Buffer[] = [];
+    host.onData((c) => void got.push(Buffer.from(c)));
+    await until(() => Buffer.concat(got).includes('> '), 'the prompt');
+    const count = (ch: string) => Buffer.concat(got).toString('latin1').split(ch).length - 1;
+    const lua = (code: string) => assert.equal(sim.currentVm!.runString(code, '=test'), undefined);
+    return { sim, host, count, lua };
+  }
+
+  it('right after a 1000-byte uart.write: what the FIFO held is lost (126 bytes and the slice in flight)', async () => {
+    const { sim, host, count, lua } = await esp();
+    try {
+      lua('uart.write(0, string.rep("x", 1000)) uart.setup(0, 115200, 8, 0, 1, 0)');
+      await until(() => sim.wire.txInFlight === 0, 'the line drained');
+      const lost = 1000 - count('x');
+      assert.equal(sim.wire.stats.txDropped, lost);
+      assert.ok(lost >= TX_FIFO_SPIN_AT && lost <= TX_FIFO_SPIN_AT + 24, `lost ${lost} bytes: the FIFO's ${TX_FIFO_SPIN_AT} (and part of a 2 ms slice)`);
+    } finally {
+      await host.close();
+      await sim.stop();
+    }
+  });
+
+  it("20 ms later (tether flash's loader waits that long before it switches) nothing is lost", async () => {
+    const { sim, host, count, lua } = await esp();
+    try {
+      lua('uart.write(0, string.rep("y", 1000)) tmr.create():alarm(20, tmr.ALARM_SINGLE, function() uart.setup(0, 115200, 8, 0, 1, 0) print("@done") end)');
+      await until(() => count('@done') === 1, 'the timer ran');
+      await until(() => sim.wire.txInFlight === 0, 'the line drained');
+      assert.equal(count('y'), 1000);
+      assert.equal(sim.wire.stats.txDropped, 0);
+    } finally {
+      await host.close();
+      await sim.stop();
+    }
   });
 });

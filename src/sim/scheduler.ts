@@ -86,6 +86,16 @@ export class Scheduler {
     };
   }
 
+  /**
+   * A timer Lua code arms (`tmr:alarm`, `rtos.timer_start`): `ms` counts from when the VM is free.
+   * On the chip, Lua code after a blocking call (NodeMCU's `uart.write` spinning on the TX FIFO)
+   * runs only once that call let go, so its timers start then; here that code runs at once, with
+   * {@link busyUntil} ahead. Returns a cancel function.
+   */
+  afterFromVm(ms: number, fn: () => void): () => void {
+    return this.after(Math.max(0, this.busyUntil - performance.now()) + ms, fn);
+  }
+
   /** Cancel everything; later post/after calls do nothing. */
   stop(): void {
     this.stopped = true;

@@ -24,6 +24,8 @@ export interface UartStats {
   rxDropped: number;
   /** Bytes that arrived garbled because the two sides' line settings differ (both directions). */
   garbled: number;
+  /** Module bytes lost in its TX FIFO when its driver reset the FIFO ({@link UartWire.resetTxFifo}). */
+  txDropped: number;
 }
 
 /** Line settings of one side of a UART (what `uart.setup` sets). */
@@ -176,6 +178,21 @@ class Direction {
     for (const sl of this.queue) if (sl.at > now) sl.line = l;
   }
 
+  /**
+   * Drop the slices not through as planned by `after` (performance.now() time): a TX FIFO reset.
+   * A slice partly through at `after` goes too (its bytes would leave cut). @returns bytes dropped
+   */
+  dropAfter(after: number): number {
+    let n = 0;
+    while (this.queue.length > 0 && this.queue[this.queue.length - 1].at > after) {
+      const sl = this.queue.pop()!;
+      n += sl.data.length;
+    }
+    this.inFlight -= n;
+    if (n > 0) this.end = this.queue.length > 0 ? this.queue[this.queue.length - 1].due : Math.min(this.end, after - this.lag);
+    return n;
+  }
+
   clear(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
@@ -201,7 +218,7 @@ export class UartWire {
   rxBufferSize = 0;
   /** Called when bytes entered the RX buffer (the emulated driver schedules its receive event). */
   onReceive?: (overflowed: boolean) => void;
-  readonly stats: UartStats = { rxBytes: 0, txBytes: 0, rxDropped: 0, garbled: 0 };
+  readonly stats: UartStats = { rxBytes: 0, txBytes: 0, rxDropped: 0, garbled: 0, txDropped: 0 };
   /** While false (module booting / resetting), incoming bytes are discarded. */
   listening = false;
   private hostLine_: UartLine = line8N1();
@@ -325,6 +342,17 @@ export class UartWire {
   /** Drop the module's bytes still on the line (RESET pulled: the TX FIFO is cleared). */
   clearTx(): void {
     this.txLine.clear();
+  }
+
+  /**
+   * The module's UART driver resets its TX FIFO at `at` (performance.now() time; default now):
+   * the module's bytes not through the line by then are lost (NodeMCU's `uart.setup`, which
+   * resets both FIFOs). Counted in `stats.txDropped`. @returns bytes dropped
+   */
+  resetTxFifo(at = performance.now()): number {
+    const n = this.txLine.dropAfter(at);
+    this.stats.txDropped += n;
+    return n;
   }
 
   /** Bytes the module writes: on the line for their time at `moduleLine`, then to every endpoint. */

@@ -369,8 +369,9 @@ export const LOADER_BLOCK = 255;
  * `__tb(rate, fallback)` switches UART 0 to `rate` 20 ms after it ran and back to `fallback`
  * after 2 s unless the host confirms by stopping `__tx`. The 20 ms must cover what the UART still
  * has to send at the old rate when the timer fires: the echo of the `__tb` line, `@TB`, the marker
- * and the prompt, about 60 bytes, 5.2 ms at 115200 (a `uart.setup` in the middle of them garbles
- * the rest: with 5 ms the prompt was lost on a busy simulated module).
+ * and the prompt, about 60 bytes, 5.2 ms at 115200: a `uart.setup` in the middle of them loses the
+ * rest, since it resets the TX FIFO (app/driver/uart.c:69-71 at 0069f00; with 5 ms the prompt was
+ * lost on a busy simulated module).
  */
 const LOADER: Array<[string, boolean]> = [
   ['function __tc(n) local f=file.open(n,"r") if not f then print("@T".."C -1 0 0") return end', true],

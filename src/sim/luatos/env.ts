@@ -100,7 +100,8 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
       const id = ++timerSeq;
       timers.set(
         id,
-        scheduler.after(ms, () => {
+        // armed by Lua code: counts from when a blocking uart.write let the task go (Scheduler.afterFromVm)
+        scheduler.afterFromVm(ms, () => {
           timers.delete(id);
           runCallback(fn, true);
         }),

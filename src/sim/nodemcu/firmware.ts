@@ -8,6 +8,7 @@
  * PANIC and reboot the chip.
  * Semantics: docs/firmware/nodemcu.md (REPL; TCP send and the sent event).
  */
+import { performance } from 'node:perf_hooks';
 import type { FamilyContext } from '../module.js';
 import type { LuaIn, LuaRef, LuaVm } from '../lua-vm.js';
 import type { Scheduler } from '../scheduler.js';
@@ -114,6 +115,17 @@ export class Esp {
       const until = this.wire.txFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine);
       if (until > this.sched.busyUntil) this.sched.busyUntil = until;
     }
+  }
+
+  /**
+   * The UART driver resets its TX FIFO (`uart.setup`): the bytes still in it when the Lua code got
+   * there are lost. On the chip the VM reaches that code only when the spin of its last write let
+   * go ({@link uartTx}); here it runs at once, so the cut is at the busy-until time, not now.
+   * @returns bytes dropped
+   */
+  resetTxFifo(): number {
+    if (!this.wire.paced) return 0;
+    return this.wire.resetTxFifo(Math.max(performance.now(), this.sched.busyUntil));
   }
 
   /** Console output (print, REPL prompt and errors): `node.output` pipe and/or the UART with `\n` -> `\r\n`. */

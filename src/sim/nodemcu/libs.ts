@@ -37,6 +37,11 @@ export function installUart(esp: Esp): void {
         baud.parity = a.optInt(4, 0);
         baud.stopbits = a.optInt(5, 1);
         if (id === 0) {
+          // platform_uart_setup -> uart_setup -> uart_config resets the RX and TX FIFOs after it set
+          // the divisor (nodemcu-firmware app/driver/uart.c:61 and 69-71 at 0069f00): what the FIFO
+          // still held is lost, not sent at the new rate. The Lua code reaches this call only once
+          // uart_tx_one_char let go of its last write (all but TX_FIFO_SPIN_AT bytes out: busyUntil).
+          esp.resetTxFifo();
           // the simulated line follows: an unsupported rate runs at 9600 (app/platform/platform.c
           // platform_uart_setup, `default: UartDev.baut_rate = BIT_RATE_9600`); stop bits 1, 2, 3 = 1.5
           esp.wire.moduleLine = {
@@ -204,7 +209,7 @@ export function installTmr(esp: Esp): void {
   const arm = (t: Timer) => {
     t.cancel?.();
     t.running = true;
-    t.cancel = sched.after(t.ms, () => {
+    t.cancel = sched.afterFromVm(t.ms, () => {
       t.cancel = undefined;
       if (!t.fn) return;
       const fn = t.fn;
