@@ -10,7 +10,8 @@
  *    - host→module: payload / time until the last `socket.tx` was accepted;
  *    - module→host: bytes after the first echoed chunk / time from it to the last byte.
  * 2. The same at 115200 with 1e-3 faults (flip, drop, dup per byte, plus garbage
- *    lines; src/transport/faulty.ts) as a ratio of the clean run (goal ≥ 0.50).
+ *    lines; src/transport/faulty.ts) as a ratio of the clean run (goal ≥ 0.50), and the
+ *    time of that session's handshake against the clean one's (goal ≤ 2 s).
  * 3. Minimal call (`socket.sntp_port()` → 123): bytes and frames both ways, counted
  *    by the host link and the simulated UART, against the physical minimum: one
  *    byte of call id, one of function index and one of framing for the call; one
@@ -110,6 +111,7 @@ async function section(name: string, fn: () => Promise<void>): Promise<void> {
 interface Goodput {
   up: number; // bytes/s host→module
   down: number; // bytes/s module→host
+  handshakeMs: number; // the session's handshake (hello), ms
 }
 
 /** TCP echo of `size` bytes through the simulated LuatOS module over a paced (optionally faulty) link. */
@@ -126,6 +128,7 @@ async function pacedEcho(echo: EchoServers, baud: number, size: number, faultP: 
       const r = await echoSha256(conn, payload, Math.max(120000, ((size * 10) / baud) * 1000 * 20));
       if (r.backSha256 !== r.sentSha256) throw new Error('echo differs from what was sent');
       return {
+        handshakeMs: s.mod.rpc.stats.handshakeMs,
         up: size / (r.sendDoneMs / 1000),
         down: (size - r.firstChunkBytes) / ((r.lastByteMs - r.firstByteMs) / 1000),
       };
@@ -406,6 +409,7 @@ async function main(): Promise<void> {
     if (!c) throw new Error('no clean run to compare with');
     row('goodput host→module @115200, 1e-3 faults', fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up), meets(g.up / c.up >= 0.5, '≥ 0.50'));
     row('goodput module→host @115200, 1e-3 faults', fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down), meets(g.down / c.down >= 0.5, '≥ 0.50'));
+    row('handshake @115200, 1e-3 faults', `${(g.handshakeMs / 1000).toFixed(2)} s`, `clean ${(c.handshakeMs / 1000).toFixed(2)} s`, `${r2(g.handshakeMs / c.handshakeMs)}x`, meets(g.handshakeMs <= 2000, '≤ 2 s'));
   });
 
   // 3. minimal call: bytes and frames (in-process sim on its USB port, no pacing), latency at 115200
