@@ -218,7 +218,7 @@ describe('the agents run the line at the configured baud', () => {
   });
 });
 
-describe('tether sim --baud N --heap BYTES', () => {
+describe('tether sim --baud N --heap BYTES --usb', () => {
   const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
 
   it('serves a module whose line and agent run at N, with the heap budget given; a session over its tcp:// URL works', async () => {
@@ -245,6 +245,37 @@ describe('tether sim --baud N --heap BYTES', () => {
       child.kill('SIGINT');
       await new Promise((r) => child.once('exit', r));
     }
+  });
+
+  it('--usb: the agent on the USB port (LuatOS uart.VUART_0): no baud in the JSON, a session over its tcp:// URL works; NodeMCU has none (exit 2)', async () => {
+    const child = spawn(process.execPath, [BIN, 'sim', '--no-pty', '--json', '--usb'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('tether sim printed nothing in 20 s')), 20000);
+        createInterface({ input: child.stdout! }).once('line', (l) => {
+          clearTimeout(t);
+          resolve(l);
+        });
+      });
+      const info = JSON.parse(line) as { baud: number | null; usb: boolean; ports: { tcp: string } };
+      assert.deepEqual([info.baud, info.usb], [null, true]);
+      const m = await connect(info.ports.tcp);
+      try {
+        const payload = 'v'.repeat(3000);
+        const r = await m.rpc.call('agent.ping', [payload]);
+        assert.equal(Buffer.from(r[1] as Uint8Array).toString('latin1'), payload);
+      } finally {
+        await m.close();
+      }
+    } finally {
+      child.kill('SIGINT');
+      await new Promise((r) => child.once('exit', r));
+    }
+    const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
+      execFile(process.execPath, [BIN, 'sim', '--no-pty', '--usb', '--family', 'nodemcu'], { timeout: 20000 }, (e, _o, err) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }));
+    });
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--usb: the ESP8266 has no USB port of its own/);
   });
 
   it('a heap below 4096 bytes or a baud the simulator cannot run is refused before anything starts', async () => {

@@ -5,11 +5,16 @@ import { reportError } from '../output.js';
 import type { CliContext } from './index.js';
 import type { SimArgs } from './sim.js';
 
+/** The USB port's id in each family's `uart` library (TETHER_UART). */
+const USB_PORT: Record<string, number> = { luatos: 32, luat: 129 };
+
 export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;
   try {
     if (!Object.hasOwn(SIM_FAMILIES, argv.family)) throw new InvalidArgumentError(`no simulator for family "${argv.family}" (available: ${simFamilyNames().join(', ')})`);
     const famOpts: Record<string, unknown> = { network: { net: argv.net }, baud: argv.baud };
+    // the agent's TETHER_UART picks the simulated port (LuatOS uart.VUART_0, Luat uart.USB): no baud
+    if (argv.usb) famOpts.agentSettings = { TETHER_UART: USB_PORT[argv.family] };
     if (argv.heap !== undefined) {
       famOpts.heapBytes = argv.heap;
       famOpts.enforceHeap = true; // a budget given is a budget enforced (every family's default too)
@@ -23,9 +28,10 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
         process.stderr.write(`tether: no pseudo-terminal: ${(e as Error).message}\n`);
       }
     }
-    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, baud: sim.wire.hostLine.baud, ports: urls }) + '\n');
+    const baud = sim.wire.paced ? sim.wire.hostLine.baud : null;
+    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, baud, usb: argv.usb === true, ports: urls }) + '\n');
     else {
-      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}, UART at ${sim.wire.hostLine.baud} baud\n`);
+      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}, ${baud === null ? 'on its USB port (no baud, not paced)' : `UART at ${baud} baud`}\n`);
       for (const [k, v] of Object.entries(urls)) process.stdout.write(`  ${k.padEnd(4)} ${v}\n`);
       process.stdout.write(`try: tether diag --port ${urls.tcp}\nCtrl-C to stop.\n`);
     }

@@ -14,6 +14,8 @@ export interface SimArgs extends CommonArgs {
   baud?: number;
   /** Lua heap budget of the simulated module (bytes). */
   heap?: number;
+  /** Wire the host to the module's USB port (no baud, not paced) instead of UART1. */
+  usb: boolean;
 }
 
 /** `tether sim`: start a simulated module, print its port URLs, run until Ctrl-C. */
@@ -31,9 +33,19 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
         default: 'loopback' as const,
         describe: 'What the simulated module reaches: loopback = only 127.0.0.0/8, names only from its hosts table and localhost; host = the host\'s resolver and network',
       })
+      .option('usb', {
+        type: 'boolean',
+        default: false,
+        describe: "Wire the host to the module's USB port instead of UART1: LuatOS uart.VUART_0 (32), Luat uart.USB (129). A USB port has no baud, so bytes are not paced and --baud does not apply (NodeMCU: the ESP8266 has no USB port of its own)",
+      })
+      .check((a) => {
+        if (a.usb && a.family === 'nodemcu') throw new Error('--usb: the ESP8266 has no USB port of its own (its USB-serial chip is wired to UART0); use --family luatos or luat');
+        return true;
+      })
       .option('heap', numberOption("Lua heap budget of the simulated module in bytes (default: the real module's free Lua heap after boot, docs/fidelity.md)", intInRange('heap', 4096, 1 << 30, 'bytes')))
       .example('$0 sim', 'start a simulated Air780E, its UART paced at 115200 baud')
       .example('$0 sim --baud 921600', 'the agent sets its UART up at 921600 and the line is paced at it')
+      .example('$0 sim --usb', 'the agent on the USB virtual port: not paced, as fast as the simulator runs')
       .example('$0 sim --net host', 'one that may resolve names and connect beyond this machine')
       .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
   handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),
