@@ -220,9 +220,13 @@ describe('the agents run the line at the configured baud', () => {
 
 describe('tether sim --baud N --heap BYTES --usb', () => {
   const BIN = join(repoRoot(), 'dist/src/cli/bin.js');
-
-  it('serves a module whose line and agent run at N, with the heap budget given; a session over its tcp:// URL works', async () => {
-    const child = spawn(process.execPath, [BIN, 'sim', '--no-pty', '--json', '--baud', '921600', '--heap', '300000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `tether sim ARGS --no-pty --json` in a child process, its first line parsed; `stop()` sends SIGINT and waits. */
+  async function startSim<T>(args: string[]): Promise<{ info: T; stop(): Promise<void> }> {
+    const child = spawn(process.execPath, [BIN, 'sim', '--no-pty', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const stop = async () => {
+      child.kill('SIGINT');
+      if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
+    };
     try {
       const line = await new Promise<string>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('tether sim printed nothing in 20 s')), 20000);
@@ -231,7 +235,21 @@ describe('tether sim --baud N --heap BYTES --usb', () => {
           resolve(l);
         });
       });
-      const info = JSON.parse(line) as { baud: number; ports: { tcp: string } };
+      return { info: JSON.parse(line) as T, stop };
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+  }
+  /** `tether ARGS` run to its end: exit code and stderr. */
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; err: string }>((resolve) => {
+      execFile(process.execPath, [BIN, ...args], { timeout: 20000 }, (e, _o, err) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }));
+    });
+
+  it('serves a module whose line and agent run at N, with the heap budget given; a session over its tcp:// URL works', async () => {
+    const { info, stop } = await startSim<{ baud: number; ports: { tcp: string } }>(['--baud', '921600', '--heap', '300000']);
+    try {
       assert.equal(info.baud, 921600);
       const m = await connect(info.ports.tcp);
       try {
@@ -242,22 +260,13 @@ describe('tether sim --baud N --heap BYTES --usb', () => {
         await m.close();
       }
     } finally {
-      child.kill('SIGINT');
-      await new Promise((r) => child.once('exit', r));
+      await stop();
     }
   });
 
   it('--usb: the agent on the USB port (LuatOS uart.VUART_0): no baud in the JSON, a session over its tcp:// URL works; NodeMCU has none (exit 2)', async () => {
-    const child = spawn(process.execPath, [BIN, 'sim', '--no-pty', '--json', '--usb'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { info, stop } = await startSim<{ baud: number | null; usb: boolean; ports: { tcp: string } }>(['--usb']);
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error('tether sim printed nothing in 20 s')), 20000);
-        createInterface({ input: child.stdout! }).once('line', (l) => {
-          clearTimeout(t);
-          resolve(l);
-        });
-      });
-      const info = JSON.parse(line) as { baud: number | null; usb: boolean; ports: { tcp: string } };
       assert.deepEqual([info.baud, info.usb], [null, true]);
       const m = await connect(info.ports.tcp);
       try {
@@ -268,21 +277,14 @@ describe('tether sim --baud N --heap BYTES --usb', () => {
         await m.close();
       }
     } finally {
-      child.kill('SIGINT');
-      await new Promise((r) => child.once('exit', r));
+      await stop();
     }
-    const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
-      execFile(process.execPath, [BIN, 'sim', '--no-pty', '--usb', '--family', 'nodemcu'], { timeout: 20000 }, (e, _o, err) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }));
-    });
+    const r = await run(['sim', '--no-pty', '--usb', '--family', 'nodemcu']);
     assert.equal(r.code, 2);
     assert.match(r.err, /--usb: the ESP8266 has no USB port of its own/);
   });
 
   it('a heap below 4096 bytes or a baud the simulator cannot run is refused before anything starts', async () => {
-    const run = (args: string[]) =>
-      new Promise<{ code: number | null; err: string }>((resolve) => {
-        execFile(process.execPath, [BIN, ...args], { timeout: 20000 }, (e, _o, err) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }));
-      });
     const h = await run(['sim', '--no-pty', '--heap', '100']);
     assert.equal(h.code, 2);
     assert.match(h.err, /--heap/);
