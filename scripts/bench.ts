@@ -47,6 +47,7 @@
  * part 5 for its baseline). Every part runs by default.
  */
 import { connect } from '../src/api/connect.js';
+import { VUART_0 } from '../src/sim/luatos/env.js';
 import { openSocket } from '../src/streams/drivers/luatos-conn.js';
 import { startEchoServers, type EchoServers } from '../src/diag/echo-servers.js';
 import { callMessage, decodeMessage, encodeFrame, encodeMessage, LineSplitter, parseLine, seqHead } from '../src/codec/frame.js';
@@ -145,7 +146,7 @@ async function pacedEcho(echo: EchoServers, baud: number, size: number, faultP: 
  * port has no baud, so the simulator does not pace it (docs/fidelity.md, "UART pacing"). Parts 3,
  * 4 and 7 measure the protocol and the simulator, not the line.
  */
-const USB_SIM = { sim: { agentSettings: { TETHER_UART: 32 } } };
+const USB_SIM = { sim: { agentSettings: { TETHER_UART: VUART_0 } } };
 
 /** Line time (ms) of `bytes` at `baud`, 8N1 (10 bits a byte). */
 const lineTimeMs = (bytes: number, baud: number) => (bytes * 10 * 1000) / baud;

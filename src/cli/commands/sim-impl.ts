@@ -2,11 +2,13 @@ import { SimulatedModule } from '../../sim/module.js';
 import { SIM_FAMILIES, simFamilyNames } from '../../sim/families.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { reportError } from '../output.js';
+import { VUART_0 } from '../../sim/luatos/env.js';
+import { UART_USB } from '../../sim/luat/env.js';
 import type { CliContext } from './index.js';
 import type { SimArgs } from './sim.js';
 
 /** The USB port's id in each family's `uart` library (TETHER_UART). */
-const USB_PORT: Record<string, number> = { luatos: 32, luat: 129 };
+const USB_PORT: Record<string, number> = { luatos: VUART_0, luat: UART_USB };
 
 export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
   let sim: SimulatedModule | undefined;

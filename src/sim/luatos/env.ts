@@ -232,9 +232,11 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           wire.rxBufferSize = Math.max(bufsz, 64);
           wire.listening = true;
           // uart.VUART_0/1 (32, 33) are the USB CDC virtual ports: no baud, no pacing, no RX idle
-          // timeout (openLuat/LuatOS demo/usb_uart/EC618/main.lua sets VUART_0 up at 115200 with the
-          // comment "the baud does not matter, a purely virtual port"; LUAT_VUART_ID_0 = 0x20 in
-          // luat_uart.h). A USB packet is reported when it arrives: the next turn of the loop.
+          // timeout (openLuat/LuatOS demo/usb_uart/EC618/main.lua:36-41 in the version that says so
+          // sets VUART_0, "the fixed id of the USB virtual serial port", up at 115200 with the comment
+          // "the baud does not matter, a purely virtual port"; LUAT_VUART_ID_0 is 0x20 in luat_uart.h).
+          // A USB packet is reported when it arrives: the next turn of the loop (USB's own packet
+          // timing is not modelled, docs/fidelity.md).
           const usb = id >= VUART_0;
           wire.paced = !usb;
           rxIdleMs = usb ? 0 : uartIdleMs(baud, dataBits, stopBits, parity);
