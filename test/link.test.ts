@@ -253,3 +253,76 @@ test('a corrupt line counts as a lost agent frame only when it starts like one, 
   assert.equal(seqHint(line('~R9999.1 x')), -1);
   assert.equal(seqHint(line('~R.1 x')), -1);
 });
+
+test('an `ahead` call overtakes queued calls not yet started, never a message being cut', async () => {
+  const [host, dev] = createMemoryPair('t');
+  const order: string[] = [];
+  // window 4096: the 20 KB call is still being cut into frames when the others are queued
+  const agent = startStubAgent(dev, { fns: { rec: (tag) => (order.push(text(tag)), [tag]) } });
+  const rpc = await RpcClient.open(host);
+  try {
+    const bulk = Buffer.alloc(20000, 0x41);
+    const calls = [
+      rpc.call('rec', [Buffer.from('big'), bulk]),
+      rpc.call('rec', [Buffer.from('a')]),
+      rpc.call('rec', [Buffer.from('b')]),
+      rpc.call('rec', [Buffer.from('r1')], { ahead: true }),
+      rpc.call('rec', [Buffer.from('c')]),
+      rpc.call('rec', [Buffer.from('r2')], { ahead: true }),
+    ];
+    await Promise.all(calls);
+    // the ahead calls keep their own order, go after the message being cut, and before a, b, c
+    assert.deepEqual(order, ['big', 'r1', 'r2', 'a', 'b', 'c']);
+    await assert.rejects(rpc.call('rec', [Buffer.from('x')], { ahead: 1 as unknown as boolean }), { code: 'INVALID_ARGUMENT' });
+  } finally {
+    agent.stop();
+    await rpc.close();
+  }
+});
+
+test('with the baud known, the link leaves the line quiet after about 1 KB of frames (paceFrames)', async () => {
+  // the host's writes as they reach the transport, with their time
+  const run = async (opts: { baud?: number; paceFrames?: boolean }) => {
+    const [host, dev] = createMemoryPair('t');
+    const agent = startStubAgent(dev);
+    const rpc = await RpcClient.open(host, opts);
+    const writes: Array<{ at: number; n: number }> = [];
+    const write = host.write.bind(host);
+    host.write = (b: Uint8Array) => {
+      writes.push({ at: performance.now(), n: b.length });
+      return write(b);
+    };
+    try {
+      await rpc.call('echo', [Buffer.alloc(3500, 0x42)]);
+      return writes;
+    } finally {
+      agent.stop();
+      await rpc.close();
+    }
+  };
+  const baud = 100_000; // 0.1 ms a byte
+  // writes that came after >= 1 KB written in a row: `early` ones started before the line
+  // (estimated at `baud`) was free, `quiet` ones after
+  const check = (writes: Array<{ at: number; n: number }>) => {
+    let inRow = 0;
+    let freeAt = 0;
+    let early = 0;
+    let quiet = 0;
+    for (const w of writes) {
+      if (inRow >= 1024) {
+        if (w.at < freeAt - 0.5) early++;
+        else quiet++;
+      }
+      if (w.at > freeAt) inRow = 0;
+      freeAt = Math.max(w.at, freeAt) + (w.n * 10_000) / baud;
+      inRow += w.n;
+    }
+    return { early, quiet };
+  };
+  const paced = check(await run({ baud }));
+  assert.equal(paced.early, 0, 'a frame was written while the line was still busy after 1 KB in a row');
+  assert.ok(paced.quiet >= 2, `the 3.5 KB call left the line quiet ${paced.quiet} times`);
+  // without pacing, or without a baud, the frames follow each other as fast as acks allow
+  assert.ok(check(await run({ baud, paceFrames: false })).early > 0, 'paceFrames: false still paced');
+  assert.ok(check(await run({})).early > 0, 'no baud, yet paced');
+});

@@ -107,10 +107,19 @@ export interface RpcClientOptions {
   handshakeTimeoutMs?: number;
   /** Re-handshake automatically after a reset. @default true */
   autoRehandshake?: boolean;
-  /** Line rate (baud) when known: retransmission timeouts include the line time of unacknowledged bytes. @default unknown */
+  /**
+   * Line rate (baud) when known: retransmission timeouts include the line time of unacknowledged
+   * bytes, and the link paces its frames (`paceFrames`). @default unknown
+   */
   baud?: number;
   /** Send a keepalive `Y` after this long without hearing the agent (ms). @default 400 */
   keepaliveMs?: number;
+  /**
+   * With `baud` known, leave the line quiet for a moment after about 1 KB of frames, so a module
+   * UART that reports received bytes only when its line goes quiet reads them as they come
+   * (LinkOptions.paceFrames in src/link/link.ts). @default true
+   */
+  paceFrames?: boolean;
 }
 
 /** Per-call options. */
@@ -119,6 +128,14 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Abort the call (it fails with code `ABORTED`); a call already sent still runs on the module. */
   signal?: AbortSignal;
+  /**
+   * Queue the call ahead of the messages that wait on the link and have not started (after the
+   * message being cut into frames and after earlier `ahead` calls), so that it does not wait
+   * behind bulk writes: a `socket.rx` behind three 4 KB `socket.tx` waits about a second at
+   * 115200 baud. It may then run on the module before calls made earlier, so use it only where
+   * the order does not matter (reads). @default false (calls go out in the order made)
+   */
+  ahead?: boolean;
 }
 
 /** A call in flight; settled exactly once by {@link RpcClient} (`settle`). */
@@ -194,7 +211,7 @@ export class RpcClient {
   private sweepTimer?: NodeJS.Timeout;
   private sweepAt = Infinity;
   private sweepRef = false;
-  private readonly opts: Required<Omit<RpcClientOptions, 'baud' | 'keepaliveMs'>>;
+  private readonly opts: Required<Omit<RpcClientOptions, 'baud' | 'keepaliveMs' | 'paceFrames'>>;
   private readonly capIndex = new Map<string, number>();
   private readonly extra = { resets: 0, handshakeMs: 0, calls: 0, lateReplies: 0, badMessages: 0 };
   private nextId = 1;
@@ -224,7 +241,7 @@ export class RpcClient {
     this.events = this.events$.asObservable();
     this.publishes = this.publishes$.asObservable();
     this.resets = this.resets$.asObservable();
-    this.link = new Link(transport, { baud: opts.baud, keepaliveMs: opts.keepaliveMs });
+    this.link = new Link(transport, { baud: opts.baud, keepaliveMs: opts.keepaliveMs, paceFrames: opts.paceFrames });
     this.link.handlers = {
       message: (m, kind) => this.onMessage(m, kind),
       log: (text) => this.logs$.next({ source: 'uart', level: 3, text }),
@@ -364,6 +381,7 @@ export class RpcClient {
   call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
     try {
       checkTimeout(opts.timeoutMs, fn);
+      if (opts.ahead !== undefined && typeof opts.ahead !== 'boolean') throw new InvalidArgumentError(`${fn}: ahead must be a boolean, got ${typeof opts.ahead}`);
       if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
       if (opts.signal?.aborted) throw new TetherError('ABORTED', `${fn}: aborted before it was sent`);
       // no handshake under way: send now (no promise and microtask spent on waiting for none)
@@ -390,7 +408,7 @@ export class RpcClient {
       const h = this.hello;
       return Promise.reject(new TetherError('UNSUPPORTED', `${fn} is not exposed by the agent (family ${h.family}, agent ${h.agent})`, { context: { fn } }));
     }
-    return this.rawCall(idx !== undefined ? idx : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn);
+    return this.rawCall(idx !== undefined ? idx : fn, args, opts.timeoutMs ?? this.opts.timeoutMs, opts.signal, fn, opts.ahead === true);
   }
 
   /** Cold observable form of {@link call}: one remote call per subscription; unsubscribe aborts. */
@@ -413,7 +431,7 @@ export class RpcClient {
     });
   }
 
-  private rawCall(wireFn: string | number, args: ReadonlyArray<WireValue | undefined>, timeoutMs: number, signal?: AbortSignal, label = String(wireFn)): Promise<WireValue[]> {
+  private rawCall(wireFn: string | number, args: ReadonlyArray<WireValue | undefined>, timeoutMs: number, signal?: AbortSignal, label = String(wireFn), ahead = false): Promise<WireValue[]> {
     return new Promise<WireValue[]>((resolve, reject) => {
       const id = this.allocId();
       let content: Buffer;
@@ -450,7 +468,7 @@ export class RpcClient {
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.extra.calls++;
-      p.msg = this.link.send(content);
+      p.msg = this.link.send(content, ahead);
     });
   }
 

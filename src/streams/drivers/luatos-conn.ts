@@ -11,6 +11,13 @@ import { SocketEvent, eventName } from '../../api/luatos/constants.js';
 import { LuatosSocket, SocketCtrl, ZBuff, notOk, type Result, type SocketEventInfo, checkOpenSocketArgs } from '../../api/luatos/socket.js';
 
 /** Options of {@link openSocket}. */
+/**
+ * Reads go ahead of the writes queued on the link (CallOptions.ahead): the order of a read and a
+ * write does not matter to either, and a read behind three 4 KB `socket.tx` would wait about a
+ * second at 115200 baud while the module's bytes sit unread (docs/protocol-performance.md).
+ */
+const READ = { ahead: true } as const;
+
 export interface OpenOptions {
   /** Network adapter. @default firmware default (LWIP_GP = 1 on Air780E) */
   adapter?: number;
@@ -120,7 +127,7 @@ export class LuatosConnection {
       return this.reader<Uint8Array>(
         async () => {
           const buf = new ZBuff(0);
-          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
+          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }, READ));
           if (!r.ok) return 'end';
           return buf.used === 0 ? 'empty' : buf.toBuffer();
         },
@@ -139,7 +146,7 @@ export class LuatosConnection {
     return this.reader<Uint8Array>(
       async () => {
         if (this.closedByPeer) {
-          const p = await firstValueFrom(this.socket.rx(this.ctrl));
+          const p = await firstValueFrom(this.socket.rx(this.ctrl, undefined, {}, READ));
           if (!p.ok) {
             if (lastFull) throw truncated();
             return 'end';
@@ -151,7 +158,7 @@ export class LuatosConnection {
             });
           }
           const buf = new ZBuff(0);
-          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit: Math.max(1, pending) }));
+          const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit: Math.max(1, pending) }, READ));
           if (!r.ok) {
             if (lastFull) throw truncated();
             return 'end';
@@ -160,7 +167,7 @@ export class LuatosConnection {
           return buf.used === 0 ? 'empty' : buf.toBuffer();
         }
         const buf = new ZBuff(0);
-        const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }));
+        const r = await firstValueFrom(this.socket.rx(this.ctrl, buf, { limit }, READ));
         if (!r.ok) {
           if (lastFull) throw truncated();
           return 'end';
@@ -196,7 +203,7 @@ export class LuatosConnection {
     return this.reader<Datagram>(
       async () => {
         const buf = new ZBuff(0);
-        const r = (await firstValueFrom(this.socket.rx(this.ctrl, buf))) as unknown as [boolean, number, Uint8Array | null, number | null] & { ok: boolean };
+        const r = (await firstValueFrom(this.socket.rx(this.ctrl, buf, {}, READ))) as unknown as [boolean, number, Uint8Array | null, number | null] & { ok: boolean };
         if (!r.ok || r[1] === 0) return 'empty';
         return { data: buf.toBuffer(), ip: decodeRemoteIp(r[2]), port: r[3] ?? 0 };
       },
