@@ -15,6 +15,12 @@ import { UART_TX_CACHE } from '../src/sim/luatos/env.js';
 import { luatFamily } from '../src/sim/luat/family.js';
 import type { LuaOut } from '../src/sim/lua-vm.js';
 import { until } from './helpers/until.js';
+import { openFaultySim } from './helpers/fault-sim.js';
+import { echoSha256, openTcp, seededPayload } from './helpers/fault-echo.js';
+import { startEchoServers } from '../src/diag/echo-servers.js';
+import { openSocket } from '../src/streams/drivers/luatos-conn.js';
+import { createServer, type AddressInfo } from 'node:net';
+import { firstValueFrom, lastValueFrom, takeWhile } from 'rxjs';
 
 const conv = (v: LuaOut): unknown => (v === undefined ? null : v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : v);
 
@@ -47,11 +53,60 @@ describe('LuatOS uart.write holds the Lua VM until all but the TX cache is on th
       const waited = performance.now() - t0;
       const lineMs = ((6000 - UART_TX_CACHE) * 10 * 1000) / 115200;
       assert.ok(waited >= lineMs - 1, `the timer ran after ${waited.toFixed(1)} ms; the write holds the VM ${lineMs.toFixed(1)} ms`);
+      assert.ok(sim.longestVmHoldMs >= lineMs - 1, `longestVmHoldMs ${sim.longestVmHoldMs.toFixed(1)} ms`);
       await until(() => got >= 6000, 'every byte reaches the host (nothing dropped)');
       assert.equal(got, 6000);
     } finally {
       await host.close();
       await sim.stop();
+    }
+  });
+});
+
+describe('the LuatOS agent does not let uart.write hold it (issue 7)', () => {
+  it('its frames wait for room in the 1024-byte TX cache: 16 KB read from a module socket at 115200 hold the VM a few ms at most', async () => {
+    const payload = Buffer.alloc(16384, 0x5a);
+    const server = createServer((c) => {
+      c.on('error', () => {});
+      c.end(payload);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const s = await openFaultySim('luatos', { pace: { baud: 115200 }, rpc: { timeoutMs: 30000 } });
+    try {
+      const conn = await firstValueFrom(openSocket(s.mod.socket, '127.0.0.1', (server.address() as AddressInfo).port, { timeoutMs: 30000 }));
+      let n = 0;
+      await lastValueFrom(conn.data().pipe(takeWhile((b) => (n += b.length) < payload.length, true)));
+      assert.equal(n, payload.length);
+      await conn.close();
+      // rx replies of 4 KB: one uart.write each would hold the agent (4096 - 1024) bytes of line
+      // time, 267 ms, while host frames pile up unread in its RX buffer. Paced, the only excess
+      // over the cache is an acknowledgement written at once (tens of bytes: a few ms).
+      const oneReplyMs = ((4096 - UART_TX_CACHE) * 10 * 1000) / 115200;
+      assert.ok(s.sim.longestVmHoldMs < 25, `uart.write held the agent ${s.sim.longestVmHoldMs.toFixed(1)} ms (one unpaced 4 KB reply: ${oneReplyMs.toFixed(0)} ms)`);
+    } finally {
+      await s.close();
+      server.close();
+    }
+  });
+});
+
+describe('the host never overruns the module UART buffer with acknowledgements (issue 7)', () => {
+  it('a 64 KiB echo both ways through the simulated Air780E at 115200, host unpaced (no baud): no byte dropped at the module', async () => {
+    // While the agent writes its replies it reads its RX buffer only on the RX idle timeout; the
+    // host's window fills that buffer but for a 64-byte reserve, and an `A` every 10 ms or every
+    // agent frame overran it (5 bytes dropped in each of two runs before acks were held back).
+    const echo = await startEchoServers();
+    const s = await openFaultySim('luatos', { rpc: { timeoutMs: 60000 } });
+    try {
+      const conn = await openTcp(s.mod, echo.tcp, 30000);
+      const r = await echoSha256(conn, seededPayload(64 * 1024, 3), 120000);
+      assert.equal(r.backSha256, r.sentSha256);
+      await conn.close();
+      assert.equal(s.sim.wire.stats.rxDropped, 0, `the module's UART dropped ${s.sim.wire.stats.rxDropped} bytes`);
+      assert.ok(s.mod.rpc.stats.acksHeld > 0, 'no ack was held back: the case was not exercised');
+    } finally {
+      await s.close();
+      await echo.close();
     }
   });
 });

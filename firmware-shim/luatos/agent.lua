@@ -4,6 +4,50 @@ local sys = require("sys")
 local U = TETHER_UART
 
 HAL.write = function(s) uart.write(U, s) end
+-- TX pacing (issue 7). On the EC618 `uart.write` hands the bytes to luat_uart_write, a blocking
+-- TX through the driver's 1024-byte TX cache (Uart_TxTaskSafe; Uart_BaseInitEx(id, baud, 1024, ...)
+-- in luat_uart_setup, luatos-soc-2022 interface/src/luat_uart_ec618.c at 1a4c51c2): the Lua task
+-- is held until all but the last 1024 bytes are on the line, so a 4 KB reply would stop the agent
+-- for about 270 ms at 115200 (no received frame read, no acknowledgement sent). Frames wait here
+-- instead and go when the cache has room, estimated from the baud and mcu.ticks() (not from the
+-- "sent" event: it comes from the driver's TX-done callback, and whether that comes once per write
+-- is not known here; a pacing that waited for a missing event would stop the agent). Acknowledgements
+-- go at once. USB ports (uart.VUART_0/1) have no baud: nothing to wait for.
+local TXCACHE = 1024
+if U < 32 and mcu and mcu.ticks then
+  local Q, qh, qt, armed, free = {}, 1, 0, false, 0
+  local per = 10000 / (TETHER_BAUD or 115200) -- ms a byte (8N1)
+  local hz = mcu.hz and mcu.hz() or 1000
+  local function now() return mcu.ticks() * 1000 / hz end
+  local function put(s)
+    local t = now()
+    if free < t or free > t + 4 * TXCACHE * per then free = t end -- idle, or the tick counter wrapped
+    free = free + #s * per
+    uart.write(U, s)
+  end
+  local pump
+  pump = function()
+    armed = false
+    while Q[qh] do
+      local s = Q[qh]
+      local left = (free - now()) / per -- bytes still in the TX cache
+      if left > 0 and left + #s > TXCACHE then
+        armed = true
+        sys.timerStart(A.guard, math.max(1, math.ceil((left + #s - TXCACHE) * per)), pump)
+        return
+      end
+      Q[qh] = nil
+      qh = qh + 1
+      put(s)
+    end
+  end
+  HAL.write = function(s)
+    if s:byte(2) == 65 then return put(s) end -- "~A", an acknowledgement
+    qt = qt + 1
+    Q[qt] = s
+    if not armed then pump() end
+  end
+end
 -- crypto.crc32 is CRC-32/ISO-HDLC, pushed as a signed 32-bit integer (the core accepts that)
 HAL.crc32 = crypto.crc32
 HAL.baud = TETHER_BAUD
@@ -11,7 +55,10 @@ HAL.maxframe = 1024
 HAL.outmax = 1024
 -- the host keeps at most `window` bytes unacknowledged: the RX buffer never overflows
 HAL.window = TETHER_RXBUF - 64
-HAL.txwin = 4096
+-- two 4 KB `rx` replies: the agent goes on handling calls (and acknowledging the host's frames)
+-- while one is on the line (issue 7); the backlog limit stays 16 KB
+HAL.txwin = 8192
+HAL.obmax = 16384
 HAL.maxmsg = 8192
 HAL.heap = function() return math.floor(collectgarbage("count")) end
 HAL.epoch = function()

@@ -268,6 +268,14 @@ export class SimulatedModule {
     return link ?? pty.path;
   }
 
+  /**
+   * Longest time a blocking UART write held the module's Lua VM in this boot (ms): the firmware's
+   * `uart.write` waits for room in its TX FIFO or cache (docs/fidelity.md, "UART pacing").
+   */
+  get longestVmHoldMs(): number {
+    return this.scheduler.longestHoldMs;
+  }
+
   /** The module's VM for this boot (tests). */
   get currentVm(): LuaVm | undefined {
     return this.vm;

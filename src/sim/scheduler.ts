@@ -19,6 +19,19 @@ export class Scheduler {
   private flushTimer?: NodeJS.Timeout;
   private flushing = false;
 
+  /** Longest single hold of the VM by a blocking call ({@link hold}) in this boot (ms). */
+  longestHoldMs = 0;
+
+  /**
+   * A blocking call (a UART write waiting for room in the TX FIFO or cache) holds the VM until
+   * `until` (a `performance.now()` time); recorded in {@link longestHoldMs}.
+   */
+  hold(until: number): void {
+    const ms = until - performance.now();
+    if (ms > this.longestHoldMs) this.longestHoldMs = ms;
+    if (until > this.busyUntil) this.busyUntil = until;
+  }
+
   /** True while the VM is held by a blocking call. */
   get busy(): boolean {
     return performance.now() < this.busyUntil;

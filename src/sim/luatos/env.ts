@@ -275,8 +275,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           // (Scheduler.busyUntil); Node is never blocked.
           wire.toHost(data);
           if (wire.paced) {
-            const until = wire.txFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine);
-            if (until > scheduler.busyUntil) scheduler.busyUntil = until;
+            scheduler.hold(wire.txFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine));
           }
           const cb = sentCb.get(id);
           // "sent" when the bytes are out on the (paced) line

@@ -112,8 +112,7 @@ export class Esp {
     // at 115200, also inside lwIP callbacks. Modelled as a busy-until time: timers, tasks and
     // socket callbacks due meanwhile wait for it (Scheduler.busyUntil); Node is never blocked.
     if (this.wire.paced) {
-      const until = this.wire.txFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine);
-      if (until > this.sched.busyUntil) this.sched.busyUntil = until;
+      this.sched.hold(this.wire.txFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine));
     }
   }
 
