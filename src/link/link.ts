@@ -28,10 +28,16 @@ import { TetherError } from '../errors.js';
 /** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
 const ACK_DELAY_MS = 10;
 /**
- * Bytes of pure acks the host writes while its frames are unacknowledged, until the agent shows it
- * read them ({@link Link.pureAck}): one `A` (about 30 bytes) beside a `Y`, within the 64-byte reserve.
+ * Bytes of pure acks the host writes while its frames fill half the agent's window or more, until
+ * the agent shows it read them ({@link Link.pureAck}): one `A` (about 30 bytes) beside a `Y`,
+ * within the 64-byte reserve.
  */
 const ACK_BUDGET = 48;
+/**
+ * Longest the host holds pure acks back for want of a sign that the agent read (ms): on a noisy
+ * line the signs are lost too. One `A` per 100 ms stays within the free bytes of the agent's buffer.
+ */
+const ACK_HOLD_MAX_MS = 100;
 /** Shortest wait before a tail-loss probe (ms): agents can be slow to drain their ring. */
 const PROBE_MIN_MS = 20;
 /** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
@@ -468,6 +474,8 @@ export class Link {
   private lineFreeAt = 0;
   /** Bytes of pure `A` frames written since the agent last showed it read ({@link pureAck}). */
   private pureAckBytes = 0;
+  /** `performance.now()` of the last reset of {@link pureAckBytes}. */
+  private pureAckSince = 0;
   /** Bytes written since the line was last quiet for {@link PACE_GAP_MS} (estimate). */
   private sinceGap = 0;
   /** Pumps the queue once the line is free again ({@link LinkOptions.paceFrames}). */
@@ -531,17 +539,33 @@ export class Link {
 
   /**
    * Write the pending pure `A`, unless the agent may not have read the ones before it. While
-   * frames of ours are unacknowledged the agent's UART buffer holds up to a window of them, and
+   * frames of ours fill the agent's window (half of it or more) its UART buffer holds them and
    * only the reserve is left for unsequenced frames (section 4); an agent busy writing or waiting
    * for its RX idle timeout does not read for a while, and an `A` every 10 ms or every frame it
    * sends would overrun that buffer. So at most {@link ACK_BUDGET} bytes of pure acks go out until
-   * the agent shows it read: its ack moves on, or an `A` of its own comes (it sends one after each
-   * batch it read). The held ack goes then; a frame of ours carries it sooner.
+   * the agent shows it read (its ack moves on, or an `A` of its own comes: it sends one after each
+   * batch it read), or {@link ACK_HOLD_MAX_MS} passed. The held ack goes then; a frame of ours
+   * carries it sooner.
    */
   private pureAck(): void {
-    // an A is about 30 bytes (its exact length is known only once encoded)
-    if (this.unackedBytes > 0 && this.pureAckBytes + 30 > ACK_BUDGET) {
+    // an A is about 30 bytes (its exact length is known only once encoded). On a noisy line the
+    // agent's signs of reading get lost too: after ACK_HOLD_MAX_MS the budget is new again
+    const now = performance.now();
+    if (now - this.pureAckSince > ACK_HOLD_MAX_MS) {
+      this.pureAckBytes = 0;
+      this.pureAckSince = now;
+    }
+    if (this.unackedBytes * 2 >= this.agentWindow && this.pureAckBytes + 30 > ACK_BUDGET) {
       this.counters.acksHeld++;
+      if (!this.ackTimer) {
+        this.ackTimer = setTimeout(
+          () => {
+            this.ackTimer = undefined;
+            if (this.ackPending && this.state === 'open') this.pureAck();
+          },
+          Math.ceil(ACK_HOLD_MAX_MS - (now - this.pureAckSince)) + 1,
+        );
+      }
       return;
     }
     const line = this.ackFrame();
@@ -552,7 +576,12 @@ export class Link {
   /** The agent read what we sent (its ack moved on, or it sent an `A`): owed acks may go. */
   private agentRead(): void {
     this.pureAckBytes = 0;
-    if (this.ackPending && this.state === 'open' && !this.ackTimer) this.pureAck();
+    this.pureAckSince = performance.now();
+    if (this.ackPending && this.state === 'open') {
+      if (this.ackTimer) clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+      this.pureAck();
+    }
   }
 
   /** Holdoff before the same hole is reported or repaired again: about a round trip (ms). */
@@ -823,6 +852,7 @@ export class Link {
     const outstanding = this.unacked.length - this.uHead;
     if (n === 0 || n > outstanding) return; // nothing new, or outside (oldest .. next]: stale or bogus
     this.pureAckBytes = 0; // the agent read up to these frames, and the acks written before them
+    this.pureAckSince = performance.now();
     const now = performance.now();
     for (let k = 0; k < n; k++) {
       const u = this.unacked[this.uHead++];
