@@ -282,8 +282,10 @@ test('an `ahead` call overtakes queued calls not yet started, never a message be
 
 test('with the baud known, the link leaves the line quiet after about 1 KB of frames (paceFrames)', async () => {
   // the host's writes as they reach the transport, with their time
-  const run = async (opts: { baud?: number; paceFrames?: boolean }) => {
+  const run = async (opts: { baud?: number; paceFrames?: boolean }, lineBaud?: number) => {
     const [host, dev] = createMemoryPair('t');
+    // a transport that knows its line rate, as a serial port does (Transport.lineBaud)
+    if (lineBaud !== undefined) Object.defineProperty(host, 'lineBaud', { value: lineBaud });
     const agent = startStubAgent(dev);
     const rpc = await RpcClient.open(host, opts);
     const writes: Array<{ at: number; n: number }> = [];
@@ -325,4 +327,7 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
   // without pacing, or without a baud, the frames follow each other as fast as acks allow
   assert.ok(check(await run({ baud, paceFrames: false })).early > 0, 'paceFrames: false still paced');
   assert.ok(check(await run({})).early > 0, 'no baud, yet paced');
+  // the transport's own rate stands in for the option; `baud: 0` (a USB port) turns it off
+  assert.equal(check(await run({}, baud)).early, 0, "the transport's lineBaud did not pace the link");
+  assert.ok(check(await run({ baud: 0 }, baud)).early > 0, 'baud: 0 still paced');
 });

@@ -210,6 +210,27 @@ describe('the agents run the line at the configured baud', () => {
     });
   }
 
+  it("the simulated UART tells the link its rate (Transport.lineBaud), and that it has none on the module's USB port", async () => {
+    const m = await connect('sim:luatos', { sim: { baud: 460800 } });
+    try {
+      assert.equal(m.rpc.transport.lineBaud, 460800);
+      await m.rpc.transport.setBaudRate!(230400);
+      assert.equal(m.rpc.transport.lineBaud, 230400, 'the rate after setBaudRate');
+      await m.rpc.transport.setBaudRate!(460800);
+    } finally {
+      await m.close();
+    }
+    // the agent on uart.VUART_0 (32): a USB CDC port, not paced, so no rate to pace by
+    const u = await connect('sim:luatos', { sim: { agentSettings: { TETHER_UART: 32 } } });
+    try {
+      assert.equal(u.simulator!.wire.paced, false);
+      assert.equal(u.rpc.transport.lineBaud, undefined);
+      assert.equal((await u.rpc.call('agent.ping', [7]))[1], 7, 'a call over the USB port');
+    } finally {
+      await u.close();
+    }
+  });
+
   it('a bad baud is an InvalidArgumentError before anything starts', async () => {
     for (const b of [0, -1, 1.5, 5_000_000, '115200']) {
       await assert.rejects(connect('sim', { sim: { baud: b } }), (e) => isTetherError(e, 'INVALID_ARGUMENT'));

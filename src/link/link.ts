@@ -85,7 +85,12 @@ export interface LinkCounters {
 
 /** Options of {@link Link}. */
 export interface LinkOptions {
-  /** Line rate in baud, when known (8N1: 10 bits a byte); adds line time to timeouts. @default unknown (0) */
+  /**
+   * Line rate in baud (8N1: 10 bits a byte): adds line time to timeouts and paces frames
+   * (`paceFrames`). 0: not a paced line (a module's own USB port), nothing estimated.
+   * @default the transport's `lineBaud` when it has one (serial and RFC 2217 ports, the
+   * simulator's UART), read each time so a baud switch takes effect; else 0 (raw TCP)
+   */
   baud?: number;
   /** Send `Y` after this long without hearing the agent (ms). @default 400 (KEEPALIVE_MS) */
   keepaliveMs?: number;
@@ -215,7 +220,9 @@ export class Link {
   handlers: LinkHandlers = {};
 
   private readonly lines = new LineSplitter(HOST_MAX_FRAME);
-  private readonly opts: Required<LinkOptions>;
+  private readonly opts: Required<Omit<LinkOptions, 'baud'>>;
+  /** {@link LinkOptions.baud} as given; undefined: ask the transport. */
+  private readonly baudOpt?: number;
   private state: 'idle' | 'starting' | 'open' | 'closed' = 'idle';
   private nonce = 0;
   /** Epoch of the current (or last) session; 0 before the first. */
@@ -294,7 +301,8 @@ export class Link {
     readonly transport: Transport,
     opts: LinkOptions = {},
   ) {
-    this.opts = { baud: opts.baud ?? 0, keepaliveMs: opts.keepaliveMs ?? KEEPALIVE_MS, initialRtoMs: opts.initialRtoMs ?? 250, paceFrames: opts.paceFrames ?? true };
+    this.baudOpt = opts.baud;
+    this.opts = { keepaliveMs: opts.keepaliveMs ?? KEEPALIVE_MS, initialRtoMs: opts.initialRtoMs ?? 250, paceFrames: opts.paceFrames ?? true };
     this.rto = this.opts.initialRtoMs;
     transport.onData((chunk) => this.onData(chunk));
     transport.onClose((err) => {
@@ -482,7 +490,7 @@ export class Link {
   private paceTimer?: NodeJS.Timeout;
   private write(b: Buffer): void {
     if (this.state === 'closed' || !this.transport.isOpen) return;
-    if (this.opts.baud > 0) {
+    if (this.baud > 0) {
       const now = performance.now();
       if (this.lineFreeAt + PACE_GAP_MS <= now) this.sinceGap = 0;
       this.lineFreeAt = Math.max(now, this.lineFreeAt) + this.lineTimeMs(b.length);
@@ -684,7 +692,7 @@ export class Link {
    * timer then pumps the queue once the line is free and {@link PACE_GAP_MS} has passed.
    */
   private pacing(): boolean {
-    if (!this.opts.paceFrames || this.opts.baud <= 0) return false;
+    if (!this.opts.paceFrames || this.baud <= 0) return false;
     if (this.sinceGap < PACE_EVERY) return false;
     const wait = this.lineFreeAt + PACE_GAP_MS - performance.now();
     if (wait <= 0) return false;
@@ -710,8 +718,15 @@ export class Link {
     return Math.max(4, Math.floor((this.agentWindow - WINDOW_RESERVE) / Math.max(MIN_FRAME, this.frameSize)));
   }
 
+  /** The line rate in force (baud; 0: unknown or not paced), {@link LinkOptions.baud}. */
+  private get baud(): number {
+    const b = this.baudOpt ?? this.transport.lineBaud ?? 0;
+    return b > 0 ? b : 0;
+  }
+
   private lineTimeMs(bytes: number): number {
-    return this.opts.baud > 0 ? (bytes * 10000) / this.opts.baud : 0;
+    const baud = this.baud;
+    return baud > 0 ? (bytes * 10000) / baud : 0;
   }
 
   /** Start the retransmission timeout (and the tail-loss probe) unless it runs or nothing is unacknowledged. */

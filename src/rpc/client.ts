@@ -108,8 +108,11 @@ export interface RpcClientOptions {
   /** Re-handshake automatically after a reset. @default true */
   autoRehandshake?: boolean;
   /**
-   * Line rate (baud) when known: retransmission timeouts include the line time of unacknowledged
-   * bytes, and the link paces its frames (`paceFrames`). @default unknown
+   * Line rate (baud): retransmission timeouts include the line time of unacknowledged bytes, and
+   * the link paces its frames (`paceFrames`). Pass 0 for a module's own USB port (LuatOS
+   * `uart.VUART_0`, Luat `uart.USB`): it has no baud, and pacing would only slow it.
+   * @default the transport's `lineBaud`: a serial or RFC 2217 port's rate, the simulated UART's;
+   *   unknown (nothing estimated) for raw TCP (LinkOptions.baud in src/link/link.ts)
    */
   baud?: number;
   /** Send a keepalive `Y` after this long without hearing the agent (ms). @default 400 */

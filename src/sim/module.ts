@@ -213,10 +213,18 @@ export class SimulatedModule {
    * An in-process connection to the module's UART (host end of a memory pair). Its
    * `setBaudRate(baud)` changes the host side of the simulated line, as a USB serial adapter's
    * would (8N1; bytes at a rate the module's UART is not set to arrive garbled, docs/fidelity.md).
+   * Its `lineBaud` is the host side's rate while the line is paced (none on the USB port), so a
+   * link over it paces and times its frames as over a real serial port.
    */
   connect(): Transport {
     const [host, device] = createMemoryPair(`sim-${this.family.name}`);
     this.wire.attach(device);
+    const wire = this.wire;
+    Object.defineProperty(host, 'lineBaud', {
+      // the host side's rate while the UART is paced; none while the agent is on the USB port
+      get: (): number | undefined => (wire.paced ? wire.hostLine.baud : undefined),
+      enumerable: true,
+    });
     return Object.assign(host, {
       setBaudRate: async (baud: number): Promise<number> => {
         checkBaud(baud, 'baud');

@@ -380,6 +380,11 @@ class FaultyWrapper extends BaseTransport {
     inner.onClose((err) => this.emitClose(err));
   }
 
+  /** The wrapped transport's line rate: faults do not change the line's speed. */
+  get lineBaud(): number | undefined {
+    return this.inner.lineBaud;
+  }
+
   async write(data: Uint8Array): Promise<void> {
     if (!this.isOpen) throw new TetherError('DISCONNECTED', `${this.description} is closed`);
     const d = this.out.process(data);

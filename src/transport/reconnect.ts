@@ -98,6 +98,17 @@ export class ReconnectingTransport<T extends Transport = Transport> extends Base
     return this.inner;
   }
 
+  /**
+   * {@link Transport.lineBaud} of the connection in use; while reconnecting, the rate last set
+   * through {@link setBaudRate}, else the last connection's.
+   */
+  get lineBaud(): number | undefined {
+    const b = this.inner?.lineBaud ?? this.baud ?? this.lastLineBaud;
+    if (this.inner?.lineBaud !== undefined) this.lastLineBaud = this.inner.lineBaud;
+    return b;
+  }
+  private lastLineBaud?: number;
+
   /** True while a connection is up. */
   get connected(): boolean {
     return this.inner !== undefined;

@@ -510,6 +510,11 @@ export class Rfc2217Transport extends BaseTransport {
     return this.baud;
   }
 
+  /** {@link Transport.lineBaud}: the rate the server confirmed (baud), as {@link baudRate}. */
+  get lineBaud(): number {
+    return this.baud;
+  }
+
   /** Last NOTIFY-LINESTATE value (bits in {@link LINESTATE}); undefined until the server sent one. */
   get lineState(): number | undefined {
     return this.lineState_;

@@ -96,6 +96,11 @@ export class SerialTransport extends BaseTransport {
     return this.baud;
   }
 
+  /** {@link Transport.lineBaud}: the port's rate (baud), as {@link baudRate}. */
+  get lineBaud(): number {
+    return this.baud;
+  }
+
   /**
    * Change the line speed of the open port (termios), e.g. after the module's agent switched
    * its UART; `description` keeps the speed it was opened at.

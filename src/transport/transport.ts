@@ -31,6 +31,15 @@ export interface Transport {
    * (`rfc2217://`: SET-BAUDRATE). Resolves with the speed the port now runs at.
    */
   setBaudRate?(baud: number): Promise<number>;
+  /**
+   * Optional: the line's rate in baud (8N1, 10 bits a byte) when the bytes cross a UART at a
+   * known speed: a serial port (the rate it is set to), an RFC 2217 port (the rate the server
+   * confirmed), the simulator's UART (its host-side rate; absent while the agent is on the
+   * module's USB port, which has no baud). Absent for raw TCP, where the far end's rate is not
+   * known. The link reads it whenever it estimates line time ({@link LinkOptions.baud} in
+   * src/link/link.ts), so a `setBaudRate` takes effect at once.
+   */
+  readonly lineBaud?: number;
 }
 
 /** A reconnecting transport's connection went down (`lost`) or came back (`restored`). */
