@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
-import { USB_SERIAL_CHIPS, describePort, listPorts, listPortsFromSysfs, type PortInfo } from '../src/transport/ports.js';
+import { USB_SERIAL_CHIPS, describePort, isModuleUsbPort, listPorts, listPortsFromSysfs, type PortInfo } from '../src/transport/ports.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tether-sysfs-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -116,4 +116,27 @@ test('listPorts works on this machine (falls back to sysfs when udevadm is missi
   for (const p of ports) assert.equal(typeof p.path, 'string');
   assert.equal(new Set(ports.map((p) => p.path)).size, ports.length, 'paths are unique');
   if (process.platform !== 'win32') for (const p of ports) assert.match(p.path, /^\/dev\//);
+});
+
+test("isModuleUsbPort: true only for a port whose USB id names the module itself, through symlinks; false when the list fails", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-usbport-'));
+  try {
+    const cdc = join(dir, 'ttyACM0');
+    const bridge = join(dir, 'ttyUSB0');
+    writeFileSync(cdc, '');
+    writeFileSync(bridge, '');
+    const byId = join(dir, 'usb-Air780E-if00');
+    symlinkSync(cdc, byId);
+    const list = async (): Promise<PortInfo[]> => [
+      describePort({ path: cdc, vendorId: '19d1', productId: '0001' }),
+      describePort({ path: bridge, vendorId: '1a86', productId: '7523' }),
+    ];
+    assert.equal(await isModuleUsbPort(cdc, list), true, 'the Air780E USB port');
+    assert.equal(await isModuleUsbPort(byId, list), true, 'the same port by a /dev/serial/by-id style link');
+    assert.equal(await isModuleUsbPort(bridge, list), false, 'a CH340 bridge is a UART with a baud');
+    assert.equal(await isModuleUsbPort(join(dir, 'ttyS9'), list), false, 'a port not listed');
+    assert.equal(await isModuleUsbPort(cdc, async () => Promise.reject(new Error('no udev'))), false, 'a list that fails');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -213,3 +213,27 @@ test('pty: a second opener of the same slave gets a clear busy error', { skip },
     await dev.close();
   }
 });
+
+test("pty: the serial transport tells its line rate (lineBaud); a module's own USB port has none", { skip }, async () => {
+  const dev = await testPty();
+  try {
+    // a pty is no module's USB port (its USB id is not in the table): the rate it was opened at
+    const host = await SerialTransport.open(dev.path, { baudRate: 57600 });
+    try {
+      assert.equal(host.lineBaud, 57600);
+      await host.setBaudRate(230400);
+      assert.equal(host.lineBaud, 230400);
+    } finally {
+      await host.close();
+    }
+    const usb = await SerialTransport.open(dev.path, { baudRate: 57600, usb: true });
+    try {
+      assert.equal(usb.lineBaud, undefined, 'usb: true still has a line rate');
+      assert.equal(usb.baudRate, 57600);
+    } finally {
+      await usb.close();
+    }
+  } finally {
+    await dev.close();
+  }
+});

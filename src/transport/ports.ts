@@ -113,6 +113,37 @@ export async function listPorts(): Promise<PortInfo[]> {
   return listed.map((p) => describePort(p)).sort((a, b) => comparePaths(a.path, b.path));
 }
 
+/** How long {@link isModuleUsbPort} waits for the port list (ms). */
+const LIST_TIMEOUT_MS = 2000;
+
+/**
+ * Whether `path` is a module's own USB port: a port whose USB id names the module itself
+ * ({@link PortInfo.family}: Air780E/EC618 `19d1:0001`, Air724UG `1782:4e00`, ESP32-C3/S3
+ * USB-Serial-JTAG `303a:1001`), not a USB-UART bridge. Such a port is USB CDC: it has no baud,
+ * so nothing should be paced or timed by one. Symbolic links (`/dev/serial/by-id/...`) are
+ * followed on both sides.
+ * @param list where the ports come from. @default {@link listPorts}
+ * @returns false when it cannot be told (the ports cannot be listed within 2 s, the path is not
+ *   among them).
+ */
+export async function isModuleUsbPort(path: string, list: () => Promise<PortInfo[]> = listPorts): Promise<boolean> {
+  const real = async (p: string) => realpath(p).catch(() => p);
+  try {
+    const want = await real(path);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<PortInfo[]>((resolve) => {
+      timer = setTimeout(() => resolve([]), LIST_TIMEOUT_MS);
+    });
+    const ports = await Promise.race([list(), late]).finally(() => clearTimeout(timer));
+    for (const p of ports) {
+      if (p.family !== undefined && (p.path === path || (await real(p.path)) === want)) return true;
+    }
+  } catch {
+    // not listable: treat it as a UART (paced by its baud), the safe side
+  }
+  return false;
+}
+
 /** Sort `ttyUSB2` before `ttyUSB10`. */
 function comparePaths(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true });

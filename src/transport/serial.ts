@@ -1,6 +1,7 @@
 import { read as fsRead } from 'node:fs';
 import { SerialPort, type SerialPortOpenOptions } from 'serialport';
 import { InvalidArgumentError, TetherError } from '../errors.js';
+import { isModuleUsbPort } from './ports.js';
 import { BaseTransport } from './transport.js';
 
 /** Default baud rate of {@link SerialTransport.open}: 115200 baud (8N1). */
@@ -13,6 +14,12 @@ export const MAX_BAUD_RATE = 20_000_000;
 export interface SerialOpenOptions {
   /** Line speed in baud (bits per second), an integer 1..20 000 000. Default 115200. Frames are always 8N1, no flow control. */
   baudRate?: number;
+  /**
+   * The port is a module's own USB port (USB CDC: LuatOS `uart.VUART_0`, Luat `uart.USB`), which
+   * has no baud: `lineBaud` is then absent, and a link over it does not pace its frames.
+   * @default told from the port's USB id ({@link isModuleUsbPort}); false when it cannot be told
+   */
+  usb?: boolean;
 }
 
 /**
@@ -32,6 +39,8 @@ export class SerialTransport extends BaseTransport {
   /** Device path as given to {@link SerialTransport.open}. */
   readonly path: string;
   private baud: number;
+  /** A module's own USB port: no baud ({@link SerialOpenOptions.usb}). */
+  private usb = false;
   private readonly port: SerialPort;
   private closing?: Promise<void>;
   /** Settle functions of writes in flight; failed with DISCONNECTED when the port closes. */
@@ -88,7 +97,9 @@ export class SerialTransport extends BaseTransport {
     await new Promise<void>((resolve, reject) => {
       port.open((err) => (err ? reject(openError(path, baudRate, err)) : resolve()));
     });
-    return new SerialTransport(port, path, baudRate);
+    const t = new SerialTransport(port, path, baudRate);
+    t.usb = opts?.usb ?? (await isModuleUsbPort(path));
+    return t;
   }
 
   /** Line speed in baud (the one given to {@link open}, or the last {@link setBaudRate}). */
@@ -96,9 +107,12 @@ export class SerialTransport extends BaseTransport {
     return this.baud;
   }
 
-  /** {@link Transport.lineBaud}: the port's rate (baud), as {@link baudRate}. */
-  get lineBaud(): number {
-    return this.baud;
+  /**
+   * {@link Transport.lineBaud}: the port's rate (baud), as {@link baudRate}; absent on a module's
+   * own USB port ({@link SerialOpenOptions.usb}), which has none.
+   */
+  get lineBaud(): number | undefined {
+    return this.usb ? undefined : this.baud;
   }
 
   /**
