@@ -67,26 +67,62 @@ import { openFaultySim } from '../test/helpers/fault-sim.js';
 import { echoSha256, seededPayload } from '../test/helpers/fault-echo.js';
 import { startStubAgent } from '../test/helpers/v2-stub.js';
 import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
 import { createServer as createTcpServer, connect as tcpConnect, type AddressInfo } from 'node:net';
 import { lastValueFrom } from 'rxjs';
 import { SocksServer } from '../src/proxy/server.js';
 import { moduleDialer } from '../src/proxy/module-dialer.js';
 import { AuthMethod, Command, encodeGreeting, encodeRequest, parseMethodSelection, parseReply } from '../src/proxy/socks5.js';
 
-const args = process.argv.slice(2);
-const QUICK = args.includes('--quick');
-const SEED = Number(args[args.indexOf('--seed') + 1] ?? 1) || 1;
+const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy', 'flash'];
+const USAGE = `Usage: npm run bench -- [--quick] [--seed N] [--only PARTS]
+
+Measures tether against baselines run in the same process and prints ratios; asserts nothing.
+
+  --quick        smaller transfers and fewer calls
+  --seed N       seed of the fault injection (a positive integer) [default: 1]
+  --only PARTS   a comma list of parts, by number or name:
+                 1 goodput, 2 faults (runs 1 at 115200 for its baseline), 3 minimal,
+                 4 sim (runs 5 for its baseline), 5 host, 6 heap, 7 streams (or proxy), 8 flash
+                 [default: every part]
+  -h, --help     this text
+
+Exit codes: 0 done (whatever the figures), 2 usage error, 1 a part failed. Docs: docs/bench.md`;
+
+/** The command line, checked: unknown options, a bad seed or an unknown part are usage errors (exit 2). */
+function parseBenchArgs(argv: string[]): { quick: boolean; seed: number; only?: Set<string> } {
+  const fail = (msg: string): never => {
+    process.stderr.write(`bench: ${msg}\n\n${USAGE}\n`);
+    process.exit(2);
+  };
+  let v: { quick?: boolean; seed?: string; only?: string; help?: boolean };
+  try {
+    v = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, seed: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+  if (v.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const seed = v.seed === undefined ? 1 : Number(v.seed);
+  if (!Number.isInteger(seed) || seed < 1) fail(`--seed must be a positive integer, got ${JSON.stringify(v.seed)}`);
+  let only: Set<string> | undefined;
+  if (v.only !== undefined) {
+    only = new Set(v.only.split(',').map((x) => x.trim()).filter(Boolean));
+    const known = new Set([...PART_NAMES.slice(1), 'streams', '1', '2', '3', '4', '5', '6', '7', '8']);
+    const bad = [...only].filter((p) => !known.has(p));
+    if (only.size === 0 || bad.length > 0) fail(`--only: unknown part ${bad.length ? bad.map((b) => JSON.stringify(b)).join(', ') : '(none given)'}`);
+  }
+  return { quick: v.quick === true, seed, only };
+}
+
+const ARGS = parseBenchArgs(process.argv.slice(2));
+const QUICK = ARGS.quick;
+const SEED = ARGS.seed;
 const KiB = 1024;
 /** Parts picked with `--only` (numbers or names), or undefined for all of them. */
-const ONLY = args.includes('--only')
-  ? new Set(
-      (args[args.indexOf('--only') + 1] ?? '')
-        .split(',')
-        .map((x) => x.trim())
-        .filter(Boolean),
-    )
-  : undefined;
-const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy', 'flash'];
+const ONLY = ARGS.only;
 /** True when part `n` (1..8) was asked for itself (every part is when `--only` is absent). */
 const asked = (n: number): boolean => !ONLY || ONLY.has(String(n)) || ONLY.has(PART_NAMES[n]) || (n === 7 && ONLY.has('streams'));
 /** True when part `n` (1..8) was asked for, directly or as the baseline of another part. */

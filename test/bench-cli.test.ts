@@ -1,0 +1,33 @@
+/**
+ * `npm run bench`'s command line (scripts/bench.ts): --help, and usage errors before anything runs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../src/util/repo-root.js';
+
+const bench = (...args: string[]) => spawnSync(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'bench.js'), ...args], { encoding: 'utf8', timeout: 60000 });
+
+test('bench --help prints the options and the parts, and runs nothing', () => {
+  const r = bench('--help');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^Usage: npm run bench -- \[--quick\] \[--seed N\] \[--only PARTS\]/);
+  for (const part of ['goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'streams', 'flash']) assert.match(r.stdout, new RegExp(`\\d ${part}\\b`));
+  assert.doesNotMatch(r.stdout, /ratios against baselines measured in this run/, 'a part ran');
+});
+
+test('bench: an unknown option, a bad seed or an unknown part is a usage error (exit 2) naming it', () => {
+  for (const [args, msg] of [
+    [['--sed', '3'], /Unknown option '--sed'/],
+    [['--seed', 'x'], /--seed must be a positive integer, got "x"/],
+    [['--only', 'host,nope'], /--only: unknown part "nope"/],
+    [['--only', ','], /--only: unknown part \(none given\)/],
+  ] as const) {
+    const r = bench(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status}`);
+    assert.match(r.stderr, msg);
+    assert.match(r.stderr, /Usage: npm run bench/);
+    assert.equal(r.stdout, '', `${args.join(' ')}: something ran`);
+  }
+});
