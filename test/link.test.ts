@@ -8,7 +8,8 @@ import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
-import { encodeFrame, crc16 } from '../src/codec/frame.js';
+import { encodeFrame, crc16, parseLine } from '../src/codec/frame.js';
+import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
 import type { WireValue } from '../src/codec/values.js';
 import { setFlagsFromString } from 'node:v8';
@@ -330,4 +331,66 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
   // the transport's own rate stands in for the option; `baud: 0` (a USB port) turns it off
   assert.equal(check(await run({}, baud)).early, 0, "the transport's lineBaud did not pace the link");
   assert.ok(check(await run({ baud: 0 }, baud)).early > 0, 'baud: 0 still paced');
+});
+
+test('a Y whose answer is lost does not stop later ones: the next probe goes a probe interval later', async () => {
+  const [host, dev] = createMemoryPair('t');
+  // between the link and the stub agent, line by line: the host's first call frame is lost on
+  // the way, and so is the agent's answer to the first `Y`
+  let dropC = true;
+  let dropProbeAnswer = true;
+  const lines = (drop: (line: Buffer) => boolean) => {
+    let rest = Buffer.alloc(0);
+    return (chunk: Uint8Array, pass: (b: Buffer) => void) => {
+      rest = Buffer.concat([rest, chunk]);
+      let nl: number;
+      while ((nl = rest.indexOf(0x0a)) >= 0) {
+        const line = rest.subarray(0, nl + 1);
+        rest = rest.subarray(nl + 1);
+        if (!drop(line)) pass(Buffer.from(line));
+      }
+    };
+  };
+  const toAgent = lines((l) => {
+    if (dropC && l[0] === 0x7e && l[1] === 0x43 /* ~C */ && rpcOpen) return !(dropC = false);
+    return false;
+  });
+  const toHost = lines((l) => {
+    const p = parseLine(l.subarray(0, l.length - 1));
+    if (dropProbeAnswer && p.kind === 'frame' && p.frame.type === 'A' && p.frame.probe !== 0 && rpcOpen) return !(dropProbeAnswer = false);
+    return false;
+  });
+  let agentListener: ((c: Uint8Array) => void) | undefined;
+  dev.onData((c) => toAgent(c, (b) => agentListener?.(b)));
+  const mid: Transport = {
+    description: 'mid',
+    get isOpen() {
+      return dev.isOpen;
+    },
+    write: async (d) => {
+      const out: Buffer[] = [];
+      toHost(d, (b) => out.push(b));
+      for (const b of out) await dev.write(b);
+    },
+    onData: (l) => void (agentListener = l),
+    onClose: (l) => dev.onClose(l),
+    close: () => dev.close(),
+  };
+  let rpcOpen = false;
+  const agent = startStubAgent(mid);
+  const rpc = await RpcClient.open(host, { timeoutMs: 5000 });
+  rpcOpen = true;
+  try {
+    assert.deepEqual(await rpc.call('add', [2, 3]), [5]);
+    assert.equal(dropC, false, 'the call frame was not dropped');
+    assert.equal(dropProbeAnswer, false, 'no answer to a Y was dropped');
+    // the first Y's answer was lost; a second Y brought the answer that repaired the call frame
+    // (before, an unanswered Y held back every later one until some A came: the call then waited
+    // for the liveness repeat, LIVENESS_MS)
+    assert.ok(rpc.stats.polls >= 2, `one Y only: ${JSON.stringify(rpc.stats)}`);
+    assert.equal(rpc.stats.retransmits, 1, 'the lost call frame is repeated once');
+  } finally {
+    agent.stop();
+    await rpc.close();
+  }
 });

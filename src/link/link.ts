@@ -40,6 +40,14 @@ const ACK_BUDGET = 48;
 const ACK_HOLD_MAX_MS = 100;
 /** Shortest wait before a tail-loss probe (ms): agents can be slow to drain their ring. */
 const PROBE_MIN_MS = 20;
+/**
+ * Tail-loss probes sent in a row without an answer before only the retransmission timeout
+ * probes. Each after the first must also fit in the agent's window beside the unacknowledged
+ * frames (Link.poll): the window's reserve holds only one `Y`.
+ */
+const PROBES_MAX = 3;
+/** Longest `Y` line (bytes): `~Y9999 ` and its checksum, newline. */
+const Y_MAX_BYTES = 16;
 /** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
 const LIVENESS_MS = 500;
 
@@ -260,6 +268,10 @@ export class Link {
   private probeAt = 0;
   /** Token of the last `Y` sent (1..9999); the `A` answering it echoes it. */
   private probeToken = 0;
+  /** `Y`s sent since the last `A` came ({@link PROBES_MAX}). */
+  private probesUnanswered = 0;
+  /** `performance.now()` of the last `Y`. */
+  private lastPollAt = 0;
   /** A `Y` was sent and no `A` came since. */
   private pollOut = false;
   /** Timeouts in a row without progress. */
@@ -738,7 +750,7 @@ export class Link {
     this.rtoAt = now + ms;
     // tail-loss probe: a `Y` after about two round trips without progress asks for the ack,
     // which a lost `A` would otherwise only bring back after the timeout
-    const probeMs = Math.max(2 * this.srtt, PROBE_MIN_MS);
+    const probeMs = this.probeMs();
     this.probeDue = probeMs < ms ? now + probeMs : 0;
     this.armTimer(this.probeDue || this.rtoAt, now);
   }
@@ -766,7 +778,14 @@ export class Link {
     const now = performance.now() + 1;
     if (this.probeDue !== 0 && now >= this.probeDue) {
       this.probeDue = 0;
-      if (this.state === 'open' && this.uHead < this.unacked.length) this.poll();
+      if (this.state === 'open' && this.uHead < this.unacked.length) {
+        this.poll();
+        // the Y or its answer may be lost as well (at 10⁻³ one in five is): probe again a probe
+        // interval later, up to PROBES_MAX in a row, rather than leave the line idle until the
+        // timeout (a window's worth of frames waited 200-450 ms for it)
+        const again = now + this.probeMs();
+        if (this.probesUnanswered < PROBES_MAX && this.rtoAt !== 0 && again < this.rtoAt) this.probeDue = again;
+      }
     }
     if (this.rtoAt !== 0 && now >= this.rtoAt) {
       this.rtoAt = 0;
@@ -814,12 +833,27 @@ export class Link {
    * slow agent's small ring (NodeMCU: 256 bytes) must not fill with probes.
    */
   private poll(): void {
-    if (this.pollOut) return;
+    const now = performance.now();
+    // a Y unanswered for a probe interval is taken as lost (it or its answer): another may go,
+    // PROBES_MAX in a row for the tail-loss probe (the timeout's own probe is spaced by its backoff)
+    if (this.pollOut) {
+      if (now - this.lastPollAt < this.probeMs()) return;
+      // the earlier Ys may still sit unread in the agent's buffer (a slow agent, not a lost Y):
+      // the window's reserve holds one, so a further one must fit beside the unacknowledged frames
+      if (this.unackedBytes + this.probesUnanswered * Y_MAX_BYTES > this.agentWindow - WINDOW_RESERVE) return;
+    }
     this.pollOut = true;
+    this.probesUnanswered++;
+    this.lastPollAt = now;
     this.counters.polls++;
-    this.probeAt = performance.now();
+    this.probeAt = now;
     this.probeToken = (this.probeToken % 9999) + 1;
     this.write(encodeFrame(`Y${this.probeToken}`));
+  }
+
+  /** Wait before a tail-loss probe, and before a `Y` without an answer counts as lost (ms). */
+  private probeMs(): number {
+    return Math.max(2 * this.srtt, PROBE_MIN_MS);
   }
 
   /**
@@ -968,6 +1002,7 @@ export class Link {
       case 'A':
         this.counters.acksIn++;
         this.pollOut = false;
+        this.probesUnanswered = 0;
         if (this.state === 'starting') {
           if (f.nonce === this.nonce) this.opened(f.epoch, f.size);
           return;
