@@ -3,7 +3,8 @@
 -- operators, no goto, no math library needed, no number above 2^31-1 is ever made here.
 -- The family part fills HAL, calls A.start() once its UART is set up, feeds every chunk it reads
 -- to A.feed(s) and calls A.tick() every TP.TICK_MS ms from one periodic timer.
---   HAL.write(s)     write bytes to the RPC UART
+--   HAL.write(s, r)  write bytes to the RPC UART; r: a repeated frame (a repair), which a family
+--                    that queues its frames ahead of a slow UART may send before the queued ones
 --   HAL.crc32(s)     CRC-32/ISO-HDLC of s as an integer (signed or unsigned 32-bit)
 --   HAL.maxframe     longest line the agent accepts (bytes incl. \n, >= 255)
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
@@ -483,7 +484,7 @@ local function tether_core()
   local function retx(i)
     ST.retx = ST.retx + 1
     L.rq[umod(L.tx - #L.q + i - 1, MOD)] = L.tk
-    HAL.write(L.q[i])
+    HAL.write(L.q[i], true)
   end
 
   -- an acknowledgement, and the host's list of missing frames (a string of " seq" items)

@@ -41,10 +41,18 @@ if U < 32 and mcu and mcu.ticks then
       put(s)
     end
   end
-  HAL.write = function(s)
+  HAL.write = function(s, repair)
     if s:byte(2) == 65 then return put(s) end -- "~A", an acknowledgement
-    qt = qt + 1
-    Q[qt] = s
+    if repair then
+      -- a repeated frame goes before the queued ones: the host holds what follows the hole and
+      -- waits for this one; behind up to txwin (8 KB, 0.7 s at 115200) of queued frames it came
+      -- after the host had asked again, and was sent twice
+      qh = qh - 1
+      Q[qh] = s
+    else
+      qt = qt + 1
+      Q[qt] = s
+    end
     if not armed then pump() end
   end
 end
