@@ -160,6 +160,31 @@ describe('LuatOS: uart.write returns at once; the "sent" event comes when the by
   });
 });
 
+describe('a stall of the simulator is not charged to the module as a uart.write hold', () => {
+  it('LuatOS: Node busy 250 ms after a 2000-byte write; a 500-byte write then finds the cache free on the module\'s timeline', async () => {
+    const sim = await FAMILIES.luatos.start();
+    try {
+      const { lua } = board(sim);
+      lua(`${FAMILIES.luatos.setup(115200)} uart.write(1, string.rep("a", 2000))`);
+      // (2000 - 1024) bytes of line time: the first write holds the VM about 85 ms
+      const first = sim.longestVmHoldMs;
+      assert.ok(first > 60 && first < 110, `first hold ${first.toFixed(1)} ms`);
+      // the simulator stalls (a busy host): the line's delivery falls 250 ms behind, while a real
+      // UART would have sent the 2000 bytes (174 ms) meanwhile
+      const until = performance.now() + 250;
+      while (performance.now() < until);
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 5));
+      lua(`uart.write(1, string.rep("b", 500))`);
+      // charged by the lagging delivery it would be held about 130 ms; on the module's own
+      // timeline the cache is empty and 500 bytes fit
+      assert.equal(sim.longestVmHoldMs, first, `a hold of ${sim.longestVmHoldMs.toFixed(1)} ms after the stall`);
+    } finally {
+      await sim.stop();
+    }
+  });
+});
+
 describe('NodeMCU: uart.write holds the Lua VM while the TX FIFO is full', () => {
   it('a 1-ms timer armed before a 3000-byte uart.write runs only after all but 126 bytes are on the line', async () => {
     const sim = await FAMILIES.nodemcu.start();

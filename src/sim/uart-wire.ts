@@ -115,6 +115,11 @@ class Direction {
    * than its baud, even after a stall.
    */
   private lag = 0;
+  /**
+   * performance.now() at which the last byte would be through had the simulator never lagged:
+   * the firmware's own timeline (its UART keeps sending while Node is busy elsewhere).
+   */
+  idealEnd = 0;
   private timer?: NodeJS.Timeout;
   private immediate?: NodeJS.Immediate;
   constructor(private readonly deliver: (data: Buffer, line: UartLine) => void) {}
@@ -131,6 +136,7 @@ class Direction {
       this.inFlight += part.length;
     }
     this.end = t;
+    this.idealEnd = Math.max(now, this.idealEnd) + data.length * cm;
     if (this.timer === undefined && this.immediate === undefined) this.pump();
   }
 
@@ -189,7 +195,10 @@ class Direction {
       n += sl.data.length;
     }
     this.inFlight -= n;
-    if (n > 0) this.end = this.queue.length > 0 ? this.queue[this.queue.length - 1].due : Math.min(this.end, after - this.lag);
+    if (n > 0) {
+      this.end = this.queue.length > 0 ? this.queue[this.queue.length - 1].due : Math.min(this.end, after - this.lag);
+      this.idealEnd = Math.min(this.idealEnd, after);
+    }
     return n;
   }
 
@@ -202,6 +211,7 @@ class Direction {
     this.inFlight = 0;
     this.end = 0;
     this.lag = 0;
+    this.idealEnd = 0;
   }
 
   /** performance.now() at which the last queued byte is through. */
@@ -310,6 +320,17 @@ export class UartWire {
   /** performance.now() at which the module's TX line is free (its last written byte is out). */
   get txFreeAt(): number {
     return this.paced ? this.txLine.freeAt : 0;
+  }
+
+  /**
+   * {@link txFreeAt} on the firmware's own timeline: the time the module's UART would have its
+   * last written byte out had the simulator never fallen behind (a busy host delays the delivery
+   * of the bytes, {@link txFreeAt}, but a real UART goes on sending meanwhile). A blocking
+   * `uart.write` holds the VM by this time, so that the simulator's own stalls are not charged to
+   * the agent as holds the module would not have.
+   */
+  get txIdealFreeAt(): number {
+    return this.paced ? this.txLine.idealEnd : 0;
   }
 
   /** Bytes waiting in the RX buffer. */

@@ -275,7 +275,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           // (Scheduler.busyUntil); Node is never blocked.
           wire.toHost(data);
           if (wire.paced) {
-            scheduler.hold(wire.txFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine));
+            scheduler.hold(wire.txIdealFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine));
           }
           const cb = sentCb.get(id);
           // "sent" when the bytes are out on the (paced) line

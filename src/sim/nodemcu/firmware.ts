@@ -112,7 +112,7 @@ export class Esp {
     // at 115200, also inside lwIP callbacks. Modelled as a busy-until time: timers, tasks and
     // socket callbacks due meanwhile wait for it (Scheduler.busyUntil); Node is never blocked.
     if (this.wire.paced) {
-      this.sched.hold(this.wire.txFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine));
+      this.sched.hold(this.wire.txIdealFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine));
     }
   }
 
