@@ -99,15 +99,12 @@ export class ReconnectingTransport<T extends Transport = Transport> extends Base
   }
 
   /**
-   * {@link Transport.lineBaud} of the connection in use; while reconnecting, the rate last set
-   * through {@link setBaudRate}, else the last connection's.
+   * {@link Transport.lineBaud} of the connection in use; while reconnecting (nothing goes out
+   * then), the rate last set through {@link setBaudRate}, if any.
    */
   get lineBaud(): number | undefined {
-    const b = this.inner?.lineBaud ?? this.baud ?? this.lastLineBaud;
-    if (this.inner?.lineBaud !== undefined) this.lastLineBaud = this.inner.lineBaud;
-    return b;
+    return this.inner?.lineBaud ?? this.baud;
   }
-  private lastLineBaud?: number;
 
   /** True while a connection is up. */
   get connected(): boolean {
