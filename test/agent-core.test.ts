@@ -272,6 +272,33 @@ test('selective repeat: frames ahead of a gap are kept and the hole is listed; d
   assert.deepEqual(got, [], 'no A for a line that does not start like a host frame');
 });
 
+test('a Y is answered after its batch, with the holes (the list just sent too); lines kept unread withhold its token', () => {
+  const a = session();
+  const c1 = a.host.call(1, 'echo', ['one']);
+  const c2 = a.host.call(2, 'echo', ['two']);
+  const c3 = a.host.call(3, 'echo', ['three']);
+  let got = a.exchange(Buffer.concat([c1, c3]));
+  assert.deepEqual(got[1], { type: 'A', ack: 1, epoch: 4242, size: 240, nonce: 1234567, miss: [1] });
+  // the same list again in the same tick: a plain A would not repeat it, the answer to a Y does
+  // (the host then repeats at once what it sent before the Y and is still listed)
+  got = a.exchange(a.host.poll());
+  assert.deepEqual(got, [{ type: 'A', ack: 1, epoch: 4242, size: 240, nonce: 1234567, probe: 1, miss: [1] }]);
+  // a frame and a Y in one batch: the replies carry the ack, then one A answers the Y
+  got = a.exchange(Buffer.concat([c2, a.host.poll()]));
+  assert.deepEqual(got.map((f) => f.type), ['seq', 'seq', 'A']);
+  assert.deepEqual(got[2], { type: 'A', ack: 3, epoch: 4242, size: 240, nonce: 1234567, probe: 1 });
+  // a full retransmit queue: the next call's line waits unread, so the answer to a Y cannot
+  // show it as received; it comes without the token (the host would take the call for lost)
+  const b = session({ txwin: 1024 }, 255);
+  b.exchange(b.host.calls([[1, 'big', [900]], [2, 'big', [900]], [3, 'echo', ['after']]]));
+  assert.equal(b.host.reply(3), undefined, 'the third call waits');
+  got = b.exchange(b.host.poll());
+  assert.deepEqual(got, [{ type: 'A', ack: 2, epoch: 4242, size: 240, nonce: 1234567 }]);
+  b.exchange(b.host.ack());
+  assert.deepEqual(b.host.values(3).map(txt), ['after'], 'acks freed room: the kept call ran');
+  assert.deepEqual(b.exchange(b.host.poll()).at(-1), { type: 'A', ack: 3, epoch: 4242, size: 240, nonce: 1234567, probe: 1 }, 'nothing kept: the token again');
+});
+
 test('retransmission: the oldest unacknowledged frame on timeout (backing off); listed holes at once, a repair again only after a timeout', () => {
   const a = session();
   a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]]]));

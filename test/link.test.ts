@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
-import { LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
+import { Link, LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
 import { encodeFrame, crc16, parseLine } from '../src/codec/frame.js';
 import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
@@ -392,5 +392,65 @@ test('a Y whose answer is lost does not stop later ones: the next probe goes a p
   } finally {
     agent.stop();
     await rpc.close();
+  }
+});
+
+test('the answer to a Y proves lost what was sent before it: a listed repair goes again at once, and an answer to an earlier Y counts too', async () => {
+  const [host, dev] = createMemoryPair('t');
+  // a timeout far away: only the answers to the Ys can bring the repeats this test waits for
+  const link = new Link(host, { initialRtoMs: 10_000, keepaliveMs: 60_000 });
+  // the agent, played by hand: every line the host wrote, in order
+  const lines: string[] = [];
+  let rest = '';
+  dev.onData((c) => {
+    rest += Buffer.from(c).toString('latin1');
+    let nl: number;
+    while ((nl = rest.indexOf('\n')) >= 0) {
+      if (nl > 0) lines.push(rest.slice(0, nl));
+      rest = rest.slice(nl + 1);
+    }
+  });
+  const until = async (what: string, ok: () => boolean) => {
+    for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 1));
+    assert.ok(ok(), `waited 2 s for ${what}: ${JSON.stringify(lines)}`);
+  };
+  const copies = (seq: number) => lines.filter((l) => l.startsWith(`~C${seq}.`)).length;
+  /** The `Y`s written after line index `from`: their tokens. */
+  const ys = (from: number) => lines.slice(from).flatMap((l) => (/^~Y(\d+) /.exec(l) ? [Number(/^~Y(\d+) /.exec(l)![1])] : []));
+  let nonce = 0;
+  const answer = (ack: number, probe = 0, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 4096 ${nonce} ${probe}${miss.map((m) => ` ${m}`).join('')}`));
+  try {
+    const started = link.start();
+    await until('the S', () => lines.some((l) => l.startsWith('~S')));
+    nonce = Number(/^~S(\d+) /.exec(lines.find((l) => l.startsWith('~S'))!)![1]);
+    answer(0);
+    assert.equal(await started, 7);
+    link.send(Buffer.from('C1 a'));
+    link.send(Buffer.from('C2 b'));
+    await until('frames 0 and 1', () => copies(0) === 1 && copies(1) === 1);
+    // frame 0 was lost, frame 1 came: the agent lists 0, which never went again, so it goes at once
+    answer(0, 0, [0]);
+    await until('the repair', () => copies(0) === 2);
+    const repairAt = lines.length;
+    // the repair was lost too. Without progress the host probes; the agent read everything up to
+    // the Y and still lists 0: the repair is lost, and goes again at once (before, only after a
+    // timeout plus the line time of the unacknowledged bytes)
+    await until('a Y after the repair', () => ys(repairAt).length >= 1);
+    answer(0, ys(repairAt)[0], [0]);
+    await until('the repair listed in the answer to a later Y to go again', () => copies(0) === 3);
+    // lost once more. Two Ys go (one a probe interval after the other) before the answer to the
+    // first arrives: it still proves that frame 0, sent before it, is lost
+    const again = lines.length;
+    await until('two Ys', () => ys(again).length >= 2);
+    answer(0, ys(again)[0]);
+    await until('the answer to the earlier of two Ys to repeat the oldest frame', () => copies(0) === 4);
+    // an answer to a Y written before the last repeat proves nothing about it
+    answer(0, ys(again)[1]);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(copies(0), 4, 'an answer to a Y older than the repeat repeated it');
+    assert.equal(copies(1), 1, 'frame 1 (received) never went again');
+  } finally {
+    link.shutdown();
+    await host.close();
   }
 });

@@ -319,8 +319,9 @@ function A.tether_gap(A, N)
   local TP, L = K.TP, K.L
   local MOD = TP.SEQ_MOD
   -- the " seq" list of missing frames below the highest kept one, plus the one after it after a
-  -- corrupt line (bl); nil when there is none or the same list was sent this tick
-  local function holes(bl)
+  -- corrupt line (bl); nil when there is none or the same list was sent this tick (again: a
+  -- Y's answer, which always carries it)
+  local function holes(bl, again)
     local top = -1
     for k in pairs(L.ah) do
       local d = (k - L.rx) % MOD
@@ -337,7 +338,7 @@ function A.tether_gap(A, N)
     end
     if bl and k < TP.MAX_MISS then out[k + 1] = " " .. ((L.rx + top + 1) % MOD) end
     local m = table.concat(out)
-    if m == "" or (m == L.lastnak and L.nakt == L.tk) then return nil end
+    if m == "" or (m == L.lastnak and L.nakt == L.tk and not again) then return nil end
     L.lastnak, L.nakt = m, L.tk
     return m
   end
@@ -701,9 +702,9 @@ local function tether_core()
       L.size = clamp(size)
       sendA()
       flush()
-    elseif t == "Y" then
+    elseif t == "Y" then -- answered after the batch (A.feed), with the holes
       local probe = smatch(s, "^Y(%d%d?%d?%d?)$")
-      if probe then sendA(nil, probe) else ST.bad = ST.bad + 1 end
+      if probe then L.yp = probe else ST.bad = ST.bad + 1 end
     elseif t ~= "B" then
       ST.bad = ST.bad + 1
     end
@@ -741,8 +742,13 @@ local function tether_core()
       local ok, e = pcall(deliver, p[1], p[2], p[3])
       if not ok then pcall(A.log, 1, e) end
     end
-    local miss = A.holes()
-    if miss then sendA(miss) elseif L.ackdue then sendA() end
+    -- a Y's answer lists the holes (the same list again too): the host repeats at once what it
+    -- sent before the Y and is still listed. With lines kept unread (the queue is full) it does
+    -- not echo the token: the host would take those frames for lost
+    local y = L.yp
+    L.yp = nil
+    local miss = A.holes(y)
+    if miss or y or L.ackdue then sendA(miss, not P[1] and y or nil) end
   end
 
   -- hand on the kept frames that now follow in order (tether_gap, only when frames are kept)
@@ -754,12 +760,12 @@ local function tether_core()
   -- after a gap or a corrupt line: the " seq" list of missing frames below the highest kept one,
   -- plus the one after it after a corrupt line (section 5); the same list at most once a tick
   -- (tether_gap, loaded only then)
-  function A.holes()
+  function A.holes(again)
     A.drain()
     local gap, bl = L.gap, L.bl
     L.gap, L.bl = false, false
     if L.nonce == 0 or not (gap or bl or next(L.ah)) then return nil end
-    return part("gap").holes(bl)
+    return part("gap").holes(bl, again)
   end
 
   -- ---------------------------------------------------------------- for the family parts

@@ -46,6 +46,8 @@ const PROBE_MIN_MS = 20;
  * frames (Link.poll): the window's reserve holds only one `Y`.
  */
 const PROBES_MAX = 3;
+/** `Y`s remembered for their answers ({@link PROBES_MAX} in a row, and the timeout's). */
+const PROBES_KEPT = 4;
 /** Longest `Y` line (bytes): `~Y9999 ` and its checksum, newline. */
 const Y_MAX_BYTES = 16;
 /** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
@@ -265,8 +267,14 @@ export class Link {
   /** When {@link timer} fires (ms). */
   private timerAt = 0;
   private readonly onTimerFn = () => this.onTimer();
-  private probeAt = 0;
-  /** Token of the last `Y` sent (1..9999); the `A` answering it echoes it. */
+  /**
+   * The `Y`s sent and not yet answered, oldest first, at most {@link PROBES_KEPT}: token
+   * (1..9999, echoed by the `A` that answers it) and `performance.now()` when it was written. An
+   * answer often comes after the next `Y` went (a probe interval is two round trips, and the
+   * answer waits behind the agent's own frames): it proves as much for its own `Y`.
+   */
+  private probes: { token: number; at: number }[] = [];
+  /** Token of the last `Y` sent (1..9999). */
   private probeToken = 0;
   /** `Y`s sent since the last `A` came ({@link PROBES_MAX}). */
   private probesUnanswered = 0;
@@ -480,7 +488,7 @@ export class Link {
     this.agentFrame = BASE_MAX_FRAME;
     this.cwnd = 4;
     this.stalls = 0;
-    this.probeAt = 0;
+    this.probes = [];
     this.pollOut = false;
     this.txLoss.reset();
     this.rxLoss.reset();
@@ -846,8 +854,8 @@ export class Link {
     this.probesUnanswered++;
     this.lastPollAt = now;
     this.counters.polls++;
-    this.probeAt = now;
     this.probeToken = (this.probeToken % 9999) + 1;
+    if (this.probes.push({ token: this.probeToken, at: now }) > PROBES_KEPT) this.probes.shift();
     this.write(encodeFrame(`Y${this.probeToken}`));
   }
 
@@ -857,21 +865,38 @@ export class Link {
   }
 
   /**
-   * The `A` that answers the tail-loss probe (it echoes the `Y`'s token): the line keeps order, so
-   * once the agent answered the `Y`, a frame sent before the `Y` and still unacknowledged is lost:
-   * repeat the oldest at once. An `A` without the token may have crossed the `Y` on the line and
-   * proves nothing: repeating then could overflow a slow agent's UART buffer (section 5).
+   * When the `Y` with this token was written (`performance.now()` ms), or 0 when it is not one of
+   * the {@link PROBES_KEPT} last ones (or was answered already). An answer proves nothing about
+   * later `Y`s, so they stay; earlier ones are forgotten (their answers would prove less).
    */
-  private afterProbe(): void {
-    if (!this.probeAt || this.uHead >= this.unacked.length) return;
+  private probeAnswered(token: number): number {
+    if (token === 0) return 0;
+    const i = this.probes.findIndex((p) => p.token === token);
+    if (i < 0) return 0;
+    const at = this.probes[i].at;
+    this.probes.splice(0, i + 1);
+    return at;
+  }
+
+  /**
+   * The `A` that answers a `Y` written at `at` (it echoes the `Y`'s token) and lists no hole: the
+   * line keeps order, so once the agent answered the `Y`, a frame sent before the `Y` and still
+   * unacknowledged is lost: repeat the oldest at once. An `A` without the token may have crossed
+   * the `Y` on the line and proves nothing: repeating then could overflow a slow agent's UART
+   * buffer (section 5).
+   */
+  private afterProbe(at: number): void {
+    if (this.uHead >= this.unacked.length) return;
     const u = this.unacked[this.uHead];
-    const at = this.probeAt;
-    this.probeAt = 0;
     if (u.sentAt < at) this.retransmit(u);
   }
 
-  /** The agent listed holes: repeat each listed frame not repeated within a round trip. */
-  private onMiss(miss: number[]): void {
+  /**
+   * The agent listed holes: repeat each listed frame not repeated within a round trip, and, when
+   * the list answers a `Y` written at `probeAt` (else 0), each listed frame last sent before that
+   * `Y`: the agent read everything sent before it, so such a frame is lost, a repair too.
+   */
+  private onMiss(miss: number[], probeAt: number): void {
     const outstanding = this.unacked.length - this.uHead;
     if (outstanding === 0) return;
     const base = this.unacked[this.uHead].seq;
@@ -881,8 +906,9 @@ export class Link {
       if (i >= outstanding) continue;
       const u = this.unacked[this.uHead + i];
       // a frame never repeated is lost for sure (the line is FIFO); a repair is repeated only after
-      // a timeout's worth of time (it may still be queued behind other frames on the line)
-      if (!u.retx || now - u.sentAt > this.rto + this.lineTimeMs(this.unackedBytes)) this.retransmit(u);
+      // a timeout's worth of time (it may still be queued behind other frames on the line), or
+      // when the answer to a Y written after it still lists it
+      if (!u.retx || u.sentAt < probeAt || now - u.sentAt > this.rto + this.lineTimeMs(this.unackedBytes)) this.retransmit(u);
     }
   }
 
@@ -1011,10 +1037,11 @@ export class Link {
         if (f.nonce !== this.nonce) return this.lost('session', f.epoch);
         if (f.epoch !== this.epoch_) return this.lost('epoch', f.epoch);
         this.agentWindow = clamp(f.size, HELLO_CLAMP.window);
+        const probeAt = this.probeAnswered(f.probe);
         this.onAck(f.ack);
         this.agentRead();
-        if (f.miss.length > 0) this.onMiss(f.miss);
-        else if (f.probe !== 0 && f.probe === this.probeToken) this.afterProbe();
+        if (f.miss.length > 0) this.onMiss(f.miss, probeAt);
+        else if (probeAt !== 0) this.afterProbe(probeAt);
         return;
       case 'B':
         if (this.state === 'open' && f.epoch !== this.epoch_) this.lost('boot', f.epoch);

@@ -242,6 +242,8 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
     let sentSince = false;
     let gap = false;
     let badLine = false;
+    /** Token of a `Y` in this chunk: answered after it, with the holes (section 5). */
+    let probe = 0;
     const queuedReplies: Buffer[] = (replies = []);
     try {
       splitter.push(chunk, (line) => {
@@ -268,7 +270,7 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
           return;
         }
         if (f.type === 'Y') {
-          write(ackLine([], f.probe));
+          probe = f.probe;
           return;
         }
         if (f.type === 'A') {
@@ -324,8 +326,10 @@ export function startStubAgent(device: Transport, o: StubAgentOptions = {}): Stu
       // the replies carry the acknowledgement of everything in the chunk
       for (const m of queuedReplies) sendMessage(m);
     }
-    const miss = nonce !== 0 && (gap || badLine) ? holes(badLine) : [];
-    if (miss.length > 0) write(ackLine(miss));
+    // the answer to a Y lists the holes too (this stub never keeps lines unread, so it always
+    // echoes the token)
+    const miss = nonce !== 0 && (gap || badLine || (probe !== 0 && aheadBuf.size > 0)) ? holes(badLine) : [];
+    if (miss.length > 0 || probe !== 0) write(ackLine(miss, probe));
     else if (needAck && !sentSince && nonce !== 0) write(ackLine());
   });
   return {
