@@ -28,7 +28,8 @@ test('serial:SERIALNO is told apart from serial:///dev/... and parsed with an op
   assert.equal(isSerialNumberPort(42), false);
   assert.deepEqual(parseSerialNumberPort('serial:A50285BI'), { serialNumber: 'A50285BI' });
   assert.deepEqual(parseSerialNumberPort('serial:A50285BI?baud=921600'), { serialNumber: 'A50285BI', baudRate: 921600 });
-  for (const bad of ['serial:', 'serial:has space', 'serial:a/b', 'serial:a@115200', 'serial:A?speed=9600', 'serial:A?baud=0', 'serial:A?baud=30000000', `serial:${'x'.repeat(127)}`]) {
+  assert.deepEqual(parseSerialNumberPort('serial:A50285BI?usb=on&baud=921600'), { serialNumber: 'A50285BI', baudRate: 921600, usb: true });
+  for (const bad of ['serial:', 'serial:has space', 'serial:a/b', 'serial:a@115200', 'serial:A?speed=9600', 'serial:A?baud=0', 'serial:A?baud=30000000', `serial:${'x'.repeat(127)}`, 'serial:A?usb=maybe', 'serial:A?usb=on&usb=off', 'serial:A?baud=9600&baud=9600']) {
     assert.throws(() => parseSerialNumberPort(bad), (e: unknown) => isTetherError(e, 'INVALID_ARGUMENT') && /serial:|baud=N/.test((e as Error).message), bad);
   }
 });
@@ -75,6 +76,9 @@ test('resolveSerialNumberPort gives a port string parsePortUrl accepts; other po
   assert.deepEqual(parsePortUrl(withBaud), { kind: 'serial', path: '/dev/ttyUSB0', baudRate: 921600 });
   const win = [describePort({ path: 'COM7', serialNumber: 'W1' })];
   assert.deepEqual(parsePortUrl(await resolveSerialNumberPort('serial:W1?baud=57600', list(win))), { kind: 'serial', path: 'COM7', baudRate: 57600 });
+  // ?usb=on|off is carried over (the port is, or is not, the module's own USB port: not paced)
+  assert.deepEqual(parsePortUrl(await resolveSerialNumberPort('serial:A50285BI?usb=on', list(PLUGGED))), { kind: 'serial', path: '/dev/ttyUSB0', usb: true });
+  assert.deepEqual(parsePortUrl(await resolveSerialNumberPort('serial:W1?baud=57600&usb=off', list(win))), { kind: 'serial', path: 'COM7', baudRate: 57600, usb: false });
   let listed = 0;
   const counting = async () => {
     listed++;

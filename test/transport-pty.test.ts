@@ -7,6 +7,7 @@ import { after, test } from 'node:test';
 import { isTetherError } from '../src/errors.js';
 import { createPty, type PtyEndpoint } from '../src/transport/pty.js';
 import { SerialTransport } from '../src/transport/serial.js';
+import { openTransport } from '../src/transport/index.js';
 import type { Transport } from '../src/transport/transport.js';
 import { testPty } from './helpers/pty.js';
 import { UNTIL_TIMEOUT_MS } from './helpers/until.js';
@@ -232,6 +233,19 @@ test("pty: the serial transport tells its line rate (lineBaud); a module's own U
       assert.equal(usb.baudRate, 57600);
     } finally {
       await usb.close();
+    }
+    // the same from a port string (what the CLI's --port takes): ?usb=on, and ?usb=off wins over the USB id
+    const fromUrl = await openTransport(`serial://${dev.path}?baud=57600&usb=on`);
+    try {
+      assert.equal(fromUrl.lineBaud, undefined, '?usb=on still has a line rate');
+    } finally {
+      await fromUrl.close();
+    }
+    const off = await openTransport(`serial://${dev.path}?usb=off`, { baudRate: 9600 });
+    try {
+      assert.equal(off.lineBaud, 9600);
+    } finally {
+      await off.close();
     }
   } finally {
     await dev.close();

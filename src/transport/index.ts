@@ -55,13 +55,15 @@ export type { SerialNumberPort } from './serial-number.js';
 
 /**
  * A parsed port URL.
- * - `serial`: `path` is the device path (`/dev/ttyUSB0`, `COM3`); `baudRate` (baud) only if the URL named one.
+ * - `serial`: `path` is the device path (`/dev/ttyUSB0`, `COM3`); `baudRate` (baud) only if the URL named one;
+ *   `usb` only if the URL said (`?usb=on|off`) whether the port is a module's own USB port
+ *   ({@link SerialOpenOptions.usb}).
  * - `tcp`: `host` without IPv6 brackets (`::1`), `port` 1..65535; `reconnect` only if the URL named it.
  * - `rfc2217`: like `tcp`, plus the line settings the URL named (`baudRate` baud, `dataBits`,
  *   `parity`, `stopBits`, `dtr`, `rts`); absent ones take the defaults of {@link Rfc2217Transport.open}.
  */
 export type PortUrl =
-  | { kind: 'serial'; path: string; baudRate?: number }
+  | { kind: 'serial'; path: string; baudRate?: number; usb?: boolean }
   | { kind: 'tcp'; host: string; port: number; reconnect?: boolean }
   | {
       kind: 'rfc2217';
@@ -77,7 +79,7 @@ export type PortUrl =
     };
 
 const ACCEPTED_FORMS =
-  'accepted forms: /dev/ttyUSB0, /dev/ttyUSB0@921600, COM3, COM3@921600, serial:///dev/ttyUSB0?baud=921600, serial:SERIALNO (USB serial number, see tether ports), tcp://127.0.0.1:7000, tcp://[::1]:7000, ' +
+  'accepted forms: /dev/ttyUSB0, /dev/ttyUSB0@921600, COM3, COM3@921600, serial:///dev/ttyUSB0?baud=921600, serial:///dev/ttyACM0?usb=on, serial:SERIALNO (USB serial number, see tether ports), tcp://127.0.0.1:7000, tcp://[::1]:7000, ' +
   'tcp://127.0.0.1:7000?reconnect=off, rfc2217://127.0.0.1:7001?baud=921600&databits=8&parity=none&stopbits=1&dtr=off&rts=off&reconnect=on';
 
 function reject(url: string, why: string): never {
@@ -140,8 +142,10 @@ function parseDevice(url: string, text: string): { kind: 'serial'; path: string;
  * Forms (scheme names are case-insensitive):
  * - `/dev/ttyUSB0`, `/dev/ttyUSB0@921600`: absolute device path, optional `@<baud>` suffix.
  * - `COM3`, `COM3@921600`, `\\.\COM12`: Windows COM port.
- * - `serial:///dev/ttyUSB0`, `serial:///dev/ttyUSB0?baud=921600`, `serial://COM3?baud=921600`:
- *   the only query parameter is `baud`.
+ * - `serial:///dev/ttyUSB0`, `serial:///dev/ttyUSB0?baud=921600`, `serial://COM3?baud=921600`,
+ *   `serial:///dev/ttyACM0?usb=on`: query parameters `baud=N` and `usb=on|off` (the port is, or
+ *   is not, a module's own USB port, which has no baud: a link over it is not paced; without it
+ *   the port's USB id decides: `isModuleUsbPort` in ./ports.ts), each at most once.
  * - `tcp://host:port`: host name, IPv4 address or bracketed IPv6 address (`tcp://[::1]:7000`);
  *   the port (1..65535) is required, a trailing `/` is allowed; the only query parameter is
  *   `reconnect=on|off`.
@@ -209,14 +213,10 @@ export function parsePortUrl(url: string): PortUrl {
     if (!m) reject(url, 'a serial URL is serial:///dev/ttyUSB0?baud=921600 (or serial:SERIALNO for a USB serial number)');
     const device = m[1];
     if (device.includes('@')) reject(url, 'in a serial:// URL give the baud rate as ?baud=N');
-    const parsed = parseDevice(url, device);
-    if (m[2] !== undefined && m[2] !== '') {
-      for (const pair of m[2].split('&')) {
-        const [key, value, ...rest] = pair.split('=');
-        if (key !== 'baud' || value === undefined || rest.length > 0) reject(url, `unknown query parameter ${JSON.stringify(pair)} (only baud=N)`);
-        if (parsed.baudRate !== undefined) reject(url, 'baud given twice');
-        parsed.baudRate = parseBaud(url, value);
-      }
+    const parsed: Extract<PortUrl, { kind: 'serial' }> = parseDevice(url, device);
+    for (const [key, value] of queryPairs(url, m[2], ['baud', 'usb'])) {
+      if (key === 'baud') parsed.baudRate = parseBaud(url, value);
+      else parsed.usb = parseOnOff(url, key, value);
     }
     return parsed;
   }
@@ -262,7 +262,7 @@ export interface OpenTransportOptions {
  */
 export async function openTransport(url: string, opts?: OpenTransportOptions): Promise<Transport> {
   const parsed = parsePortUrl(await resolveSerialNumberPort(url));
-  if (parsed.kind === 'serial') return SerialTransport.open(parsed.path, { baudRate: parsed.baudRate ?? opts?.baudRate });
+  if (parsed.kind === 'serial') return SerialTransport.open(parsed.path, { baudRate: parsed.baudRate ?? opts?.baudRate, ...(parsed.usb !== undefined ? { usb: parsed.usb } : {}) });
   const r = opts?.reconnect ?? false;
   if (typeof r !== 'boolean') checkReconnectOptions(r);
   if (opts?.baudRate !== undefined) checkLineOptions({ baudRate: opts.baudRate });

@@ -15,6 +15,8 @@ export interface SerialNumberPort {
   serialNumber: string;
   /** Baud rate from `?baud=N`, when given. */
   baudRate?: number;
+  /** From `?usb=on|off`, when given: the port is (not) a module's own USB port (`SerialOpenOptions.usb`). */
+  usb?: boolean;
 }
 
 /**
@@ -26,7 +28,8 @@ export function isSerialNumberPort(url: unknown): url is string {
 }
 
 /**
- * Parse `serial:SERIALNO` or `serial:SERIALNO?baud=921600`. The serial number is 1..126
+ * Parse `serial:SERIALNO`, `serial:SERIALNO?baud=921600` or `serial:SERIALNO?usb=on` (both may be
+ * given, `&`-separated, each once). The serial number is 1..126
  * printable ASCII characters without `?`, `/`, `@` or spaces (a USB string descriptor holds
  * at most 126 UTF-16 units; USB-serial chips use letters, digits, `-`, `_`, `.`).
  * @throws InvalidArgumentError for anything else.
@@ -39,11 +42,16 @@ export function parseSerialNumberPort(url: string): SerialNumberPort {
   }
   const out: SerialNumberPort = { serialNumber: sn };
   if (m[2] !== undefined && m[2] !== '') {
-    const q = /^baud=(\d{1,8})$/.exec(m[2]);
-    if (!q || Number(q[1]) < 1 || Number(q[1]) > 20_000_000) {
-      throw new InvalidArgumentError(`unsupported port ${JSON.stringify(url)}: the only query parameter is baud=N (an integer 1..20000000)`, { url });
+    for (const pair of m[2].split('&')) {
+      const b = /^baud=(\d{1,8})$/.exec(pair);
+      const u = /^usb=(on|off|true|false|1|0)$/.exec(pair);
+      const twice = (b && out.baudRate !== undefined) || (u && out.usb !== undefined);
+      if ((!b && !u) || twice || (b && (Number(b[1]) < 1 || Number(b[1]) > 20_000_000))) {
+        throw new InvalidArgumentError(`unsupported port ${JSON.stringify(url)}: the query parameters are baud=N (an integer 1..20000000) and usb=on|off, each at most once`, { url });
+      }
+      if (b) out.baudRate = Number(b[1]);
+      else if (u) out.usb = ['on', 'true', '1'].includes(u[1]);
     }
-    out.baudRate = Number(q[1]);
   }
   return out;
 }
@@ -76,8 +84,9 @@ export function findBySerialNumber(serialNumber: string, ports: readonly PortInf
 }
 
 /**
- * Resolve `serial:SERIALNO[?baud=N]` to a device port string that parsePortUrl accepts
- * (`/dev/ttyUSB1`, `/dev/ttyUSB1@921600`, `COM3@921600`). Other ports are returned unchanged.
+ * Resolve `serial:SERIALNO[?baud=N][&usb=on|off]` to a device port string that parsePortUrl
+ * accepts (`/dev/ttyUSB1`, `/dev/ttyUSB1@921600`, `COM3@921600`; with `usb`:
+ * `serial:///dev/ttyACM0?usb=on`). Other ports are returned unchanged.
  *
  * @param url A port string.
  * @param list Lists the plugged-in ports; default {@link listPorts}. Tests inject a fixed list.
@@ -87,7 +96,8 @@ export function findBySerialNumber(serialNumber: string, ports: readonly PortInf
  */
 export async function resolveSerialNumberPort(url: string, list: () => Promise<PortInfo[]> = listPorts): Promise<string> {
   if (!isSerialNumberPort(url)) return url;
-  const { serialNumber, baudRate } = parseSerialNumberPort(url);
+  const { serialNumber, baudRate, usb } = parseSerialNumberPort(url);
   const path = findBySerialNumber(serialNumber, await list());
+  if (usb !== undefined) return `serial://${path}?${baudRate === undefined ? '' : `baud=${baudRate}&`}usb=${usb ? 'on' : 'off'}`;
   return baudRate === undefined ? path : `${path}@${baudRate}`;
 }
