@@ -416,7 +416,7 @@ test('the answer to a Y proves lost what was sent before it: a listed repair goe
   };
   const copies = (seq: number) => lines.filter((l) => l.startsWith(`~C${seq}.`)).length;
   /** The `Y`s written after line index `from`: their tokens. */
-  const ys = (from: number) => lines.slice(from).flatMap((l) => (/^~Y(\d+) /.exec(l) ? [Number(/^~Y(\d+) /.exec(l)![1])] : []));
+  const ys = (from: number) => lines.slice(from).flatMap((l) => /^~Y(\d+) /.exec(l)?.slice(1).map(Number) ?? []);
   let nonce = 0;
   const answer = (ack: number, probe = 0, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 4096 ${nonce} ${probe}${miss.map((m) => ` ${m}`).join('')}`));
   try {

@@ -23,7 +23,7 @@ import { TcpTransport } from './tcp.js';
 import { checkLineOptions, PARITY_VALUES, Rfc2217Transport, type Parity, type StopBits } from './rfc2217.js';
 import { checkReconnectOptions, ReconnectingTransport, type ReconnectOptions } from './reconnect.js';
 import type { Transport } from './transport.js';
-import { resolveSerialNumberPort } from './serial-number.js';
+import { onOffWord, resolveSerialNumberPort } from './serial-number.js';
 
 export { BaseTransport } from './transport.js';
 export type { Transport, ReconnectEvent } from './transport.js';
@@ -112,9 +112,7 @@ function queryPairs(url: string, query: string | undefined, allowed: string[]): 
 
 /** `on`/`off` (also `true`/`false`, `1`/`0`). */
 function parseOnOff(url: string, key: string, value: string): boolean {
-  if (['on', 'true', '1'].includes(value)) return true;
-  if (['off', 'false', '0'].includes(value)) return false;
-  return reject(url, `${key} must be on or off, got ${JSON.stringify(value)}`);
+  return onOffWord(value) ?? reject(url, `${key} must be on or off, got ${JSON.stringify(value)}`);
 }
 
 /** `COM3`, `com12`, `\\.\COM12`. */

@@ -20,6 +20,16 @@ export interface SerialNumberPort {
 }
 
 /**
+ * A port option's on/off word (`on`/`off`, also `true`/`false`, `1`/`0`) as a boolean; undefined
+ * for any other word. Shared with parsePortUrl (./index.ts), which imports this module.
+ */
+export function onOffWord(value: string): boolean | undefined {
+  if (['on', 'true', '1'].includes(value)) return true;
+  if (['off', 'false', '0'].includes(value)) return false;
+  return undefined;
+}
+
+/**
  * True for `serial:SERIALNO` ports (the scheme `serial:` not followed by `//`;
  * `serial:///dev/ttyUSB0` is a device URL, see parsePortUrl). Case-insensitive scheme.
  */
@@ -44,13 +54,14 @@ export function parseSerialNumberPort(url: string): SerialNumberPort {
   if (m[2] !== undefined && m[2] !== '') {
     for (const pair of m[2].split('&')) {
       const b = /^baud=(\d{1,8})$/.exec(pair);
-      const u = /^usb=(on|off|true|false|1|0)$/.exec(pair);
+      const u = /^usb=(.*)$/.exec(pair);
+      const usb = u ? onOffWord(u[1]) : undefined;
       const twice = (b && out.baudRate !== undefined) || (u && out.usb !== undefined);
-      if ((!b && !u) || twice || (b && (Number(b[1]) < 1 || Number(b[1]) > 20_000_000))) {
+      if ((!b && usb === undefined) || twice || (b && (Number(b[1]) < 1 || Number(b[1]) > 20_000_000))) {
         throw new InvalidArgumentError(`unsupported port ${JSON.stringify(url)}: the query parameters are baud=N (an integer 1..20000000) and usb=on|off, each at most once`, { url });
       }
       if (b) out.baudRate = Number(b[1]);
-      else if (u) out.usb = ['on', 'true', '1'].includes(u[1]);
+      else out.usb = usb;
     }
   }
   return out;
