@@ -110,7 +110,17 @@ function A.tether_calls(A, N)
   local function call(id, fname, i)
     local s = K.m
     K.m = nil
-    local ok0, f = pcall(lookup, fname)
+    -- a registered function by name or by its capability number (the host sends numbers: the
+    -- usual case, a table lookup each), else lookup under pcall. NodeMCU's numbers are in a flash
+    -- file (HAL.capname): the long way
+    local f = A.fns[fname]
+    if f == nil and not HAL.capname then
+      local nm = A.caps[tonumber(fname) or 0]
+      local g = nm and A.fns[nm]
+      if g and sfind(fname, "^%d+$") then fname, f = nm, g end
+    end
+    local ok0 = true
+    if f == nil then ok0, f = pcall(lookup, fname) end
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
       -- HAL.capname: the family's own lookup (NodeMCU: a small flash file, not tether_builtins)
       ok0, f = pcall(HAL.capname or function(n) return (K.builtins or HAL.builtins()).capname(n) end, tonumber(fname))
@@ -390,14 +400,22 @@ local function tether_core()
   end
 
   -- the CRC as 8 uppercase hex digits, from two 16-bit halves (the division is exact)
+  -- (umod written out: three lines a frame each way, the agent's hottest path)
   local function crchex(s)
     local c = HAL.crc32(s)
-    local lo = umod(c, 65536)
-    return string.format("%04X%04X", umod((c - lo) / 65536, 65536), lo)
+    local lo = c % 65536
+    if lo < 0 then lo = lo + 65536 end
+    c = (c - lo) / 65536 % 65536
+    if c < 0 then c = c + 65536 end
+    return string.format("%04X%04X", c, lo)
   end
 
   local ESC, UNESC = { ["\n"] = "\16J", ["\16"] = "\16P" }, { J = "\n", P = "\16" }
-  local function esc(s) return (string.gsub(s, "[\n\16]", ESC)) end
+  -- (most messages have neither byte: two plain finds are cheaper than copying by gsub)
+  local function esc(s)
+    if not sfind(s, "\16", 1, true) and not sfind(s, "\n", 1, true) then return s end
+    return (string.gsub(s, "[\n\16]", ESC))
+  end
 
   local function sendu(head) -- an unsequenced frame
     local s = "~" .. head
@@ -517,7 +535,8 @@ local function tether_core()
         if i <= n and (last == nil or L.tk - last >= TP.RTO_TICKS) then retx(i) end
       end
     end
-    flush()
+    -- room for what waits (with nothing waiting the backlog did not change: no ondrain either)
+    if L.ce or L.out[L.oh] then flush() end
   end
 
   function A.tick()
@@ -544,11 +563,15 @@ local function tether_core()
   -- the values p[from..to] encoded: strings and integers here (most events: a "receive"
   -- forwards without loading anything), anything else with tether_enc
   local function encvals(p, from, to)
-    local out = {}
+    local out, mt = {}, math and math.type
     for i = from, to do
       local v = p[i]
       if type(v) == "string" then v = encstr(v)
-      elseif type(v) == "number" and v % 1 == 0 and v >= -2147483647 and v <= 2147483647 and not (math and math.type) then
+      elseif type(v) ~= "number" then return part("enc").encvals(p, from, to)
+      elseif mt then -- Lua 5.3: an integer as tether_enc writes it (tostring), a float there
+        if mt(v) ~= "integer" then return part("enc").encvals(p, from, to) end
+        v = tostring(v)
+      elseif v % 1 == 0 and v >= -2147483647 and v <= 2147483647 then
         v = string.format("%d", v)
       else return part("enc").encvals(p, from, to) end
       out[i - from + 1] = v
@@ -645,14 +668,15 @@ local function tether_core()
     if sbyte(l, 1) ~= 126 then return end -- not a frame: boot banner, echo, noise
     local n = #l
     local s = ssub(l, 1, -10)
-    if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
+    local e = sfind(s, "\16", 1, true) -- an escape: checked and undone below (most lines have none)
+    if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or (e and (sfind(s, "\16[^JP]", e) or sbyte(s, -1) == 16)) then
       ST.bad = ST.bad + 1
       -- only a line that starts like a host's sequenced frame was probably one (section 5): a stray
       -- "~" line (noise) named the frame after the highest kept, a repeat the host did not need
       if sfind(l, "^~[C&$]%d") then L.bl = true end
       return
     end
-    s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
+    if e then s = string.gsub(ssub(s, 2), "\16(.)", UNESC) else s = ssub(s, 2) end
     local t, seq, ack, rest = smatch(s, "^([CRXEPL&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
     if t then
       seq, ack = tonumber(seq), tonumber(ack)
@@ -747,7 +771,8 @@ local function tether_core()
     -- not echo the token: the host would take those frames for lost
     local y = L.yp
     L.yp = nil
-    local miss = A.holes(y)
+    local miss -- (A.holes finds none without a gap, a bad line or a kept frame: not called then)
+    if L.gap or L.bl or next(L.ah) then miss = A.holes(y) end
     if miss or y or L.ackdue then sendA(miss, not P[1] and y or nil) end
   end
 

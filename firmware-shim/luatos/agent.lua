@@ -312,15 +312,20 @@ for _, topic in ipairs({ "NTP_UPDATE", "NTP_ERROR", "IP_READY", "IP_LOSE" }) do
 end
 
 uart.setup(U, TETHER_BAUD, 8, 1, uart.None, uart.LSB, TETHER_RXBUF)
+-- read the RX buffer until a read comes back empty, as the firmware's uart demos do (a short read
+-- is not taken for an empty buffer: whether the driver's read stops at its ring's wrap is not
+-- known here)
+local function onrx(id, len)
+  if len == -1 then A.log(2, "uart rx buffer overflow: bytes were lost") end
+  while true do
+    local s = uart.read(id, 1024)
+    if s == nil or #s == 0 then break end
+    A.feed(s)
+  end
+end
 uart.on(U, "receive", function(id, len)
-  A.guard(function()
-    if len == -1 then A.log(2, "uart rx buffer overflow: bytes were lost") end
-    while true do
-      local s = uart.read(id, 1024)
-      if s == nil or #s == 0 then break end
-      A.feed(s)
-    end
-  end)
+  local ok, e = pcall(onrx, id, len)
+  if not ok then pcall(A.log, 1, e) end
 end)
 
 A.start()
