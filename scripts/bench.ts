@@ -308,6 +308,28 @@ async function callRate(call: () => Promise<unknown>, n: number, inFlight: numbe
   return n / (ms / 1000);
 }
 
+/**
+ * The agent's work per call: Lua and C function calls and VM instructions, averaged over `n`
+ * sequential calls, counted by a call hook and a count hook of 1 in the simulator's VM. Unlike a
+ * rate this does not depend on the machine's load. The hooks replace the simulator's own (its heap
+ * checks): measure last, then close the module.
+ */
+async function agentWork(mod: Awaited<ReturnType<typeof connect>>, call: () => Promise<unknown>, n: number): Promise<{ calls: number; instructions: number }> {
+  const vm = mod.simulator?.currentVm;
+  if (!vm) throw new Error('no simulated module');
+  const run = (code: string) => {
+    const e = vm.runString(code, '=bench');
+    if (e) throw new Error(e);
+  };
+  run('BENCH_C, BENCH_I = 0, 0 debug.sethook(function(ev) if ev == "count" then BENCH_I = BENCH_I + 1 else BENCH_C = BENCH_C + 1 end end, "c", 1)');
+  for (let i = 0; i < n; i++) await call();
+  run('debug.sethook() function BENCH_GET() return BENCH_C, BENCH_I end');
+  const r = vm.callGlobal('BENCH_GET');
+  if (r.error !== undefined || !r.values) throw new Error(`agent work: ${r.error}`);
+  const [c, ins] = r.values.map(Number);
+  return { calls: c / n, instructions: ins / n };
+}
+
 /** Calls/s of the codec alone: one call and its reply encoded, split, parsed and decoded on both sides. */
 function codecRate(n: number): number {
   const hostLines = new LineSplitter(4096);
@@ -644,6 +666,9 @@ async function main(): Promise<void> {
       const simS = lastCpuUs;
       row('calls/s pipelined (in-process LuatOS sim, USB port)', `${fmtN(pipelined)}/s`, `host-only ${fmtN(hostPipelined)}/s`, r2(pipelined / hostPipelined), `${meets(pipelined >= 20000, '≥ 20,000/s')}; ${cpuNote(simP)}`);
       row('calls/s sequential (in-process LuatOS sim, USB port)', `${fmtN(sequential)}/s`, `host-only ${fmtN(hostSequential)}/s`, r2(sequential / hostSequential), `${meets(sequential >= 5000, '≥ 5,000/s')}; ${cpuNote(simS)}`);
+      // what bounds the two rates above: the agent's Lua work per call (docs/protocol-performance.md)
+      const w = await agentWork(mod, call, QUICK ? 200 : 1000);
+      row('agent work per sequential call (Lua debug hooks in the sim)', `${w.calls.toFixed(1)} function calls`, `${w.instructions.toFixed(0)} VM instructions`, '', 'info');
     } finally {
       await mod.close();
     }

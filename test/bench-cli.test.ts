@@ -31,3 +31,16 @@ test('bench: an unknown option, a bad seed or an unknown part is a usage error (
     assert.equal(r.stdout, '', `${args.join(' ')}: something ran`);
   }
 });
+
+test('bench --only sim counts the agent work per sequential call (function calls and VM instructions, not a rate)', () => {
+  const r = bench('--quick', '--only', 'sim');
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const m = /agent work per sequential call \(Lua debug hooks in the sim\)\s+([\d.]+) function calls\s+(\d+) VM instructions/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  const calls = Number(m[1]);
+  const instructions = Number(m[2]);
+  // a call is at least: the receive callback, the CRC of the line and of the reply, the header's
+  // match, the function itself and the write; and every function call is at least one instruction
+  assert.ok(calls >= 10 && calls < 1000, `function calls per call: ${calls}`);
+  assert.ok(instructions > calls, `instructions ${instructions} <= calls ${calls}`);
+});
