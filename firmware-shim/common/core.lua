@@ -110,15 +110,9 @@ function A.tether_calls(A, N)
   local function call(id, fname, i)
     local s = K.m
     K.m = nil
-    -- a registered function by name or by its capability number (the host sends numbers: the
-    -- usual case, a table lookup each), else lookup under pcall. NodeMCU's numbers are in a flash
-    -- file (HAL.capname): the long way
+    -- a registered function by name or by its capability number (A.reg keeps both: the host
+    -- sends numbers), else lookup under pcall (built-ins, NodeMCU's numbers: HAL.capname)
     local f = A.fns[fname]
-    if f == nil and not HAL.capname then
-      local nm = A.caps[tonumber(fname) or 0]
-      local g = nm and A.fns[nm]
-      if g and sfind(fname, "^%d+$") then fname, f = nm, g end
-    end
     local ok0 = true
     if f == nil then ok0, f = pcall(lookup, fname) end
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
@@ -510,7 +504,8 @@ local function tether_core()
   local function onack(a, miss)
     local q = L.q
     local n = #q
-    local d = umod(a - L.tx + n, MOD) -- frames it acknowledges
+    local d = (a - L.tx + n) % MOD -- frames it acknowledges (umod written out: every frame)
+    if d < 0 then d = d + MOD end
     if d > 0 and d <= n then
       -- shift the queue down in place (no new table per acknowledgement)
       local qb = L.qb
@@ -566,8 +561,9 @@ local function tether_core()
     local out, mt = {}, math and math.type
     for i = from, to do
       local v = p[i]
-      if type(v) == "string" then v = encstr(v)
-      elseif type(v) ~= "number" then return part("enc").encvals(p, from, to)
+      local tv = type(v)
+      if tv == "string" then v = encstr(v)
+      elseif tv ~= "number" then return part("enc").encvals(p, from, to)
       elseif mt then -- Lua 5.3: an integer as tether_enc writes it (tostring), a float there
         if mt(v) ~= "integer" then return part("enc").encvals(p, from, to) end
         v = tostring(v)
@@ -609,7 +605,8 @@ local function tether_core()
   -- already handed on is dropped, the expected one is handed on (fragments reassembled up to
   -- maxmsg) and so are the kept ones that follow it (A.drain)
   local function deliver(t, seq, body)
-    local d = umod(seq - L.rx, MOD)
+    local d = (seq - L.rx) % MOD -- (umod written out: every frame)
+    if d < 0 then d = d + MOD end
     if d ~= 0 then
       if d + d < MOD then return part("gap").ahead(t, seq, body) end -- kept (tether_gap)
       ST.dup = ST.dup + 1
@@ -697,7 +694,8 @@ local function tether_core()
       end
       l, s = nil, nil -- the line and its unescaped copy are not kept while a call runs (the peak)
       deliver(t, seq, ssub(rest, 2))
-      return A.drain()
+      if next(L.ah) then A.drain() end -- (A.drain checks too: not called for nothing)
+      return
     end
     t = ssub(s, 1, 1)
     if t == "A" then
@@ -756,7 +754,7 @@ local function tether_core()
         L.skip = true
         ST.bad = ST.bad + 1
       else
-        L.buf = ssub(s, pos)
+        L.buf = pos <= #s and ssub(s, pos) or ""
       end
     end
     local P = L.pend
@@ -797,6 +795,8 @@ local function tether_core()
   function A.reg(name, fn)
     A.fns[name] = fn
     A.caps[#A.caps + 1] = name
+    -- and by its capability number, the name a host calls it by (one lookup, not capname's way)
+    A.fns[tostring(#A.caps)] = fn
   end
 
   function A.newHandle(obj)
