@@ -273,9 +273,10 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
           // the Lua VM is held until all but the last cache-full are on the line (issue #8).
           // Modelled as a busy-until time: timers, socket and UART callbacks due meanwhile wait
           // (Scheduler.busyUntil); Node is never blocked.
+          const called = performance.now();
           wire.toHost(data);
           if (wire.paced) {
-            scheduler.hold(wire.txIdealFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine));
+            scheduler.hold(wire.txIdealFreeAt - UART_TX_CACHE * lineCharMs(wire.moduleLine), called);
           }
           const cb = sentCb.get(id);
           // "sent" when the bytes are out on the (paced) line

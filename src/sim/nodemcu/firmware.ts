@@ -105,6 +105,7 @@ export class Esp {
   /** Raw bytes on UART 0 TX (`uart.write`, echo, PANIC text). */
   uartTx(data: Uint8Array | string): void {
     if (this.dead) return;
+    const called = performance.now();
     this.wire.toHost(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
     // Every UART 0 write (uart.write, print, echo: uart0_tx_buffer / uart0_putc) pushes byte by byte
     // with uart_tx_one_char, which spins while the TX FIFO is full (app/driver/uart.c:123-134 at
@@ -112,7 +113,7 @@ export class Esp {
     // at 115200, also inside lwIP callbacks. Modelled as a busy-until time: timers, tasks and
     // socket callbacks due meanwhile wait for it (Scheduler.busyUntil); Node is never blocked.
     if (this.wire.paced) {
-      this.sched.hold(this.wire.txIdealFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine));
+      this.sched.hold(this.wire.txIdealFreeAt - TX_FIFO_SPIN_AT * lineCharMs(this.wire.moduleLine), called);
     }
   }
 
