@@ -110,10 +110,11 @@ function A.tether_calls(A, N)
   local function call(id, fname, i)
     local s = K.m
     K.m = nil
-    -- a registered function by name or by its capability number (A.reg keeps both: the host
-    -- sends numbers), else lookup under pcall (built-ins, NodeMCU's numbers: HAL.capname)
-    local f = A.fns[fname]
-    local ok0 = true
+    local f, ok0 = nil, true
+    -- @fast (a registered function by name or by its capability number, A.reg keeps both: the
+    -- host sends numbers; else lookup under pcall: built-ins, NodeMCU's numbers by HAL.capname)
+    f = A.fns[fname]
+    -- @end fast
     if f == nil then ok0, f = pcall(lookup, fname) end
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
       -- HAL.capname: the family's own lookup (NodeMCU: a small flash file, not tether_builtins)
@@ -394,20 +395,26 @@ local function tether_core()
   end
 
   -- the CRC as 8 uppercase hex digits, from two 16-bit halves (the division is exact)
-  -- (umod written out: three lines a frame each way, the agent's hottest path)
   local function crchex(s)
     local c = HAL.crc32(s)
-    local lo = c % 65536
-    if lo < 0 then lo = lo + 65536 end
-    c = (c - lo) / 65536 % 65536
-    if c < 0 then c = c + 65536 end
-    return string.format("%04X%04X", c, lo)
+    -- @fast (umod written out: a line each way per frame, the agent's hottest path)
+    do
+      local lo = c % 65536
+      if lo < 0 then lo = lo + 65536 end
+      c = (c - lo) / 65536 % 65536
+      if c < 0 then c = c + 65536 end
+      return string.format("%04X%04X", c, lo)
+    end
+    -- @end fast
+    local lo = umod(c, 65536)
+    return string.format("%04X%04X", umod((c - lo) / 65536, 65536), lo)
   end
 
   local ESC, UNESC = { ["\n"] = "\16J", ["\16"] = "\16P" }, { J = "\n", P = "\16" }
-  -- (most messages have neither byte: two plain finds are cheaper than copying by gsub)
   local function esc(s)
+    -- @fast (most messages have neither byte: two plain finds are cheaper than copying by gsub)
     if not sfind(s, "\16", 1, true) and not sfind(s, "\n", 1, true) then return s end
+    -- @end fast
     return (string.gsub(s, "[\n\16]", ESC))
   end
 
@@ -504,8 +511,12 @@ local function tether_core()
   local function onack(a, miss)
     local q = L.q
     local n = #q
-    local d = (a - L.tx + n) % MOD -- frames it acknowledges (umod written out: every frame)
+    local d -- frames it acknowledges
+    -- @fast (umod written out: every frame)
+    d = (a - L.tx + n) % MOD
     if d < 0 then d = d + MOD end
+    -- @end fast
+    d = d or umod(a - L.tx + n, MOD)
     if d > 0 and d <= n then
       -- shift the queue down in place (no new table per acknowledgement)
       local qb = L.qb
@@ -530,8 +541,14 @@ local function tether_core()
         if i <= n and (last == nil or L.tk - last >= TP.RTO_TICKS) then retx(i) end
       end
     end
-    -- room for what waits (with nothing waiting the backlog did not change: no ondrain either)
-    if L.ce or L.out[L.oh] then flush() end
+    -- room for what waits
+    -- @fast (with nothing waiting the backlog did not change: no flush, no ondrain either)
+    if L.ce or L.out[L.oh] then
+    -- @end fast
+      flush()
+    -- @fast
+    end
+    -- @end fast
   end
 
   function A.tick()
@@ -558,16 +575,15 @@ local function tether_core()
   -- the values p[from..to] encoded: strings and integers here (most events: a "receive"
   -- forwards without loading anything), anything else with tether_enc
   local function encvals(p, from, to)
-    local out, mt = {}, math and math.type
+    local out = {}
     for i = from, to do
       local v = p[i]
       local tv = type(v)
       if tv == "string" then v = encstr(v)
-      elseif tv ~= "number" then return part("enc").encvals(p, from, to)
-      elseif mt then -- Lua 5.3: an integer as tether_enc writes it (tostring), a float there
-        if mt(v) ~= "integer" then return part("enc").encvals(p, from, to) end
-        v = tostring(v)
-      elseif v % 1 == 0 and v >= -2147483647 and v <= 2147483647 then
+      -- @fast (Lua 5.3: an integer as tether_enc writes it, without loading it)
+      elseif tv == "number" and math and math.type and math.type(v) == "integer" then v = tostring(v)
+      -- @end fast
+      elseif tv == "number" and v % 1 == 0 and v >= -2147483647 and v <= 2147483647 and not (math and math.type) then
         v = string.format("%d", v)
       else return part("enc").encvals(p, from, to) end
       out[i - from + 1] = v
@@ -605,8 +621,12 @@ local function tether_core()
   -- already handed on is dropped, the expected one is handed on (fragments reassembled up to
   -- maxmsg) and so are the kept ones that follow it (A.drain)
   local function deliver(t, seq, body)
-    local d = (seq - L.rx) % MOD -- (umod written out: every frame)
+    local d
+    -- @fast (umod written out: every frame)
+    d = (seq - L.rx) % MOD
     if d < 0 then d = d + MOD end
+    -- @end fast
+    d = d or umod(seq - L.rx, MOD)
     if d ~= 0 then
       if d + d < MOD then return part("gap").ahead(t, seq, body) end -- kept (tether_gap)
       ST.dup = ST.dup + 1
@@ -665,15 +685,23 @@ local function tether_core()
     if sbyte(l, 1) ~= 126 then return end -- not a frame: boot banner, echo, noise
     local n = #l
     local s = ssub(l, 1, -10)
-    local e = sfind(s, "\16", 1, true) -- an escape: checked and undone below (most lines have none)
-    if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or (e and (sfind(s, "\16[^JP]", e) or sbyte(s, -1) == 16)) then
-      ST.bad = ST.bad + 1
-      -- only a line that starts like a host's sequenced frame was probably one (section 5): a stray
-      -- "~" line (noise) named the frame after the highest kept, a repeat the host did not need
-      if sfind(l, "^~[C&$]%d") then L.bl = true end
-      return
+    -- @fast (most lines have no escape: a good one is then taken as it is, not copied by gsub)
+    if n >= 11 and not sfind(s, "\16", 1, true) and sbyte(l, -9) == 32 and crchex(s) == ssub(l, -8) then
+      s = ssub(s, 2)
+    else
+    -- @end fast
+      if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
+        ST.bad = ST.bad + 1
+        -- only a line that starts like a host's sequenced frame was probably one (section 5): a
+        -- stray "~" line (noise) named the frame after the highest kept, a repeat the host did
+        -- not need
+        if sfind(l, "^~[C&$]%d") then L.bl = true end
+        return
+      end
+      s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
+    -- @fast
     end
-    if e then s = string.gsub(ssub(s, 2), "\16(.)", UNESC) else s = ssub(s, 2) end
+    -- @end fast
     local t, seq, ack, rest = smatch(s, "^([CRXEPL&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
     if t then
       seq, ack = tonumber(seq), tonumber(ack)
@@ -694,7 +722,13 @@ local function tether_core()
       end
       l, s = nil, nil -- the line and its unescaped copy are not kept while a call runs (the peak)
       deliver(t, seq, ssub(rest, 2))
-      if next(L.ah) then A.drain() end -- (A.drain checks too: not called for nothing)
+      -- @fast (A.drain checks too: not called for nothing)
+      if next(L.ah) then
+      -- @end fast
+        A.drain()
+      -- @fast
+      end
+      -- @end fast
       return
     end
     t = ssub(s, 1, 1)
@@ -754,7 +788,13 @@ local function tether_core()
         L.skip = true
         ST.bad = ST.bad + 1
       else
-        L.buf = pos <= #s and ssub(s, pos) or ""
+        -- @fast (no string.sub for nothing)
+        if pos > #s then L.buf = "" else
+        -- @end fast
+          L.buf = ssub(s, pos)
+        -- @fast
+        end
+        -- @end fast
       end
     end
     local P = L.pend
@@ -769,8 +809,14 @@ local function tether_core()
     -- not echo the token: the host would take those frames for lost
     local y = L.yp
     L.yp = nil
-    local miss -- (A.holes finds none without a gap, a bad line or a kept frame: not called then)
-    if L.gap or L.bl or next(L.ah) then miss = A.holes(y) end
+    local miss
+    -- @fast (A.holes finds none without a gap, a bad line or a kept frame: not called then)
+    if L.gap or L.bl or next(L.ah) then
+    -- @end fast
+      miss = A.holes(y)
+    -- @fast
+    end
+    -- @end fast
     if miss or y or L.ackdue then sendA(miss, not P[1] and y or nil) end
   end
 
@@ -795,8 +841,9 @@ local function tether_core()
   function A.reg(name, fn)
     A.fns[name] = fn
     A.caps[#A.caps + 1] = name
-    -- and by its capability number, the name a host calls it by (one lookup, not capname's way)
+    -- @fast (and by its capability number, the name a host calls it by: one lookup, not capname's)
     A.fns[tostring(#A.caps)] = fn
+    -- @end fast
   end
 
   function A.newHandle(obj)
