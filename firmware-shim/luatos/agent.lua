@@ -323,6 +323,8 @@ local function onrx(id, len)
     A.feed(s)
   end
 end
+-- what A.guard does (an error becomes an L1 notice), written out: this runs for every batch the
+-- host sends, and A.guard's pack/unpack of the results nobody reads cost three calls each time
 uart.on(U, "receive", function(id, len)
   local ok, e = pcall(onrx, id, len)
   if not ok then pcall(A.log, 1, e) end
