@@ -306,18 +306,18 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
   const baud = 100_000; // 0.1 ms a byte
   // writes that came after >= 1 KB written in a row: `early` ones started before the line
   // (estimated at `baud`) was free, `quiet` ones after
-  const check = (writes: Array<{ at: number; n: number }>) => {
+  const check = (writes: Array<{ at: number; n: number }>, every = 1024, lineBaud = baud) => {
     let inRow = 0;
     let freeAt = 0;
     let early = 0;
     let quiet = 0;
     for (const w of writes) {
-      if (inRow >= 1024) {
+      if (inRow >= every) {
         if (w.at < freeAt - 0.5) early++;
         else quiet++;
       }
       if (w.at > freeAt) inRow = 0;
-      freeAt = Math.max(w.at, freeAt) + (w.n * 10_000) / baud;
+      freeAt = Math.max(w.at, freeAt) + (w.n * 10_000) / lineBaud;
       inRow += w.n;
     }
     return { early, quiet };
@@ -331,6 +331,13 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
   // the transport's own rate stands in for the option; `baud: 0` (a USB port) turns it off
   assert.equal(check(await run({}, baud)).early, 0, "the transport's lineBaud did not pace the link");
   assert.ok(check(await run({ baud: 0 }, baud)).early > 0, 'baud: 0 still paced');
+  // at a high rate the gaps come every 20 ms of line time, at most half the window: at 1 Mbaud
+  // (0.01 ms a byte, the stub's window 4096) every 2,000 bytes, not every 1 KB
+  const fast = await run({ baud: 1_000_000 });
+  const fastCheck = check(fast, 2000, 1_000_000);
+  assert.equal(fastCheck.early, 0, 'a frame was written while the line was still busy after 2,000 bytes in a row at 1 Mbaud');
+  assert.ok(fastCheck.quiet >= 1, `the 3.5 KB call left the line quiet ${fastCheck.quiet} times at 1 Mbaud`);
+  assert.ok(check(fast, 1024, 1_000_000).early > 0, 'at 1 Mbaud the link still left the line quiet after every 1 KB');
 });
 
 test('a Y whose answer is lost does not stop later ones: the next probe goes a probe interval later', async () => {

@@ -107,9 +107,9 @@ export interface LinkOptions {
   /** Initial retransmission timeout (ms) before a round trip was measured. @default 250 */
   initialRtoMs?: number;
   /**
-   * With `baud` known: after about 1 KB written in a row, write the next data frame only once the
-   * bytes before it are through the line (estimated at `baud`, 10 bits a byte) and a millisecond
-   * more, so the line goes quiet now and then. A module UART that hands received bytes to Lua
+   * With `baud` known: after 20 ms of line time written in a row (at least 1 KB, at most half the
+   * agent's window), write the next data frame only once the bytes before it are through the line
+   * (estimated at `baud`, 10 bits a byte) and 0.75 ms more, so the line goes quiet now and then. A module UART that hands received bytes to Lua
    * only when its line goes quiet (the EC618's RX idle timeout, docs/protocol-performance.md)
    * then reads, and acknowledges, the frames as they arrive instead of one window per round
    * trip. Acknowledgements and repeats are never held. @default true (no effect without `baud`)
@@ -160,17 +160,24 @@ export interface QueuedMessage {
 
 /**
  * Quiet time (ms) after a frame's estimated end before the next data frame goes
- * ({@link LinkOptions.paceFrames}): longer than the EC618's RX idle timeout (2 character times,
- * 0.17 ms at 115200) with room for a late timer; 1 ms is also the shortest `setTimeout`.
+ * ({@link LinkOptions.paceFrames}): over 4 times the EC618's RX idle timeout (2 character times,
+ * 0.17 ms at 115200), with room for an estimate that is a little early. The timer that waits
+ * for it is set to whole milliseconds rounded down (`setTimeout` fires at the earliest then, often
+ * up to a millisecond later): rounding up made the gaps 2-3 ms, 15 % of the line at 921600.
  */
-const PACE_GAP_MS = 1;
+const PACE_GAP_MS = 0.75;
 /**
- * Bytes written in a row before the link leaves the line quiet ({@link LinkOptions.paceFrames}),
- * about a quarter of the EC618 agent's window. A gap costs about 1 % of the line at 115200 and
- * 9 % at 921600; a gap after every frame measured 0.68 of the line host→module at 921600
- * against 0.76 with this (the same at 115200).
+ * Bytes written in a row before the link leaves the line quiet ({@link LinkOptions.paceFrames}):
+ * about {@link PACE_EVERY_MS} of line time, at least {@link PACE_EVERY_MIN} bytes and at most half
+ * the agent's window (the agent then reads one half while the other arrives). At 115200 that is
+ * 1 KB (89 ms of line: a gap costs about 1 %), at 921600 about 1.8 KB (LuatOS: 1,843 bytes, under
+ * its half window of 2,016). Host→module at 921600 measured 0.68 of the line with a gap after
+ * every frame, 0.81 with one per 1 KB, 0.87 with one per half window and the rounded-down timer
+ * (docs/protocol-performance.md, "Fewer gaps in the line").
  */
-const PACE_EVERY = 1024;
+const PACE_EVERY_MIN = 1024;
+/** Line time (ms) written in a row before a gap, where that is more than {@link PACE_EVERY_MIN} bytes. */
+const PACE_EVERY_MS = 20;
 
 class OutMessage implements QueuedMessage {
   /** Bytes of `buf` already cut into frames. */
@@ -713,14 +720,16 @@ export class Link {
    */
   private pacing(): boolean {
     if (!this.opts.paceFrames || this.baud <= 0) return false;
-    if (this.sinceGap < PACE_EVERY) return false;
+    const every = Math.max(PACE_EVERY_MIN, Math.min(this.agentWindow >> 1, Math.floor((this.baud * PACE_EVERY_MS) / 10_000)));
+    if (this.sinceGap < every) return false;
     const wait = this.lineFreeAt + PACE_GAP_MS - performance.now();
     if (wait <= 0) return false;
     if (!this.paceTimer) {
+      // a timer due within the next millisecond fires on the next turn that is a millisecond on
       this.paceTimer = setTimeout(() => {
         this.paceTimer = undefined;
         this.pump();
-      }, Math.ceil(wait));
+      }, Math.max(1, Math.floor(wait + 0.25)));
     }
     return true;
   }

@@ -118,7 +118,7 @@ export interface RpcClientOptions {
   /** Send a keepalive `Y` after this long without hearing the agent (ms). @default 400 */
   keepaliveMs?: number;
   /**
-   * With `baud` known, leave the line quiet for a moment after about 1 KB of frames, so a module
+   * With `baud` known, leave the line quiet for a moment after 1 KB of frames or more, so a module
    * UART that reports received bytes only when its line goes quiet reads them as they come
    * (LinkOptions.paceFrames in src/link/link.ts). @default true
    */
