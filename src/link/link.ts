@@ -109,10 +109,10 @@ export interface LinkOptions {
   /**
    * With `baud` known: after 20 ms of line time written in a row (at least 1 KB, at most half the
    * agent's window), write the next data frame only once the bytes before it are through the line
-   * (estimated at `baud`, 10 bits a byte) and 0.75 ms more, so the line goes quiet now and then. A module UART that hands received bytes to Lua
-   * only when its line goes quiet (the EC618's RX idle timeout, docs/protocol-performance.md)
-   * then reads, and acknowledges, the frames as they arrive instead of one window per round
-   * trip. Acknowledgements and repeats are never held. @default true (no effect without `baud`)
+   * (estimated at `baud`, 10 bits a byte) and 0.75 ms more, so the line goes quiet now and then.
+   * A module UART that hands received bytes to Lua only when its line goes quiet (the EC618's RX
+   * idle timeout, docs/protocol-performance.md) then reads, and acknowledges, the frames as they
+   * arrive instead of one window per round trip. Acknowledgements and repeats are never held. @default true (no effect without `baud`)
    */
   paceFrames?: boolean;
 }
@@ -725,7 +725,8 @@ export class Link {
     const wait = this.lineFreeAt + PACE_GAP_MS - performance.now();
     if (wait <= 0) return false;
     if (!this.paceTimer) {
-      // a timer due within the next millisecond fires on the next turn that is a millisecond on
+      // whole milliseconds rounded down from a 1 ms gap (wait + 0.25): Node fires the timer at
+      // that time or up to a millisecond later; one that fires before the 0.75 ms is up re-arms
       this.paceTimer = setTimeout(() => {
         this.paceTimer = undefined;
         this.pump();
