@@ -334,6 +334,26 @@ test('retransmission: the oldest unacknowledged frame on timeout (backing off); 
   assert.match(a.tick(5).toString('latin1'), /^~R2\.3 /, 'frame 2 is still unacknowledged');
 });
 
+test('a listed repair goes again at once when the host holds a frame written after it (top); else after REPAIR_TICKS', () => {
+  const a = session();
+  a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]]]));
+  // the host lost frame 0 and holds 1: frame 0 goes again at once (never repeated)
+  assert.match(a.feed(a.host.ack(0, 255, undefined, [0], 2)).toString('latin1'), /^~R0\.1 /);
+  // listed again with the same top (frame 1 was written before the repair): it may be on its way
+  assert.equal(a.feed(a.host.ack(0, 255, undefined, [0], 2)).length, 0, 'a repair is not repeated at once');
+  // a reply written after the repair (frame 2); the host holds it and still lacks 0: lost for sure
+  a.host.rx = 0; // its call acknowledges nothing (the host still lacks frame 0)
+  assert.match(a.feed(a.host.call(3, 'echo', [3])).toString('latin1'), /^~R2\./);
+  assert.match(a.feed(a.host.ack(0, 255, undefined, [0], 3)).toString('latin1'), /^~R0\.1 /, 'the repair was lost: again at once');
+  assert.equal(a.feed(a.host.ack(0, 255, undefined, [0], 3)).length, 0, 'that proof holds once: the new repair was written after frame 2');
+  // without such proof, REPAIR_TICKS (2) ticks after the repair
+  a.tick(1);
+  assert.equal(a.feed(a.host.ack(0, 255, undefined, [0], 3)).length, 0, 'a tick later: it may still be on its way');
+  a.tick(1);
+  assert.match(a.feed(a.host.ack(0, 255, undefined, [0], 3)).toString('latin1'), /^~R0\.1 /, 'REPAIR_TICKS later it goes again');
+  assert.equal(a.stat('retx'), 3);
+});
+
 test('an error part way through cutting a message (out of memory in a fragment\'s CRC) pauses it: the host still gets it whole, then the next', () => {
   const fail = { n: 0 };
   const a = session({ fragCrcFail: fail }, 100);

@@ -402,11 +402,11 @@ test('a Y whose answer is lost does not stop later ones: the next probe goes a p
   }
 });
 
-test('the answer to a Y proves lost what was sent before it: a listed repair goes again at once, and an answer to an earlier Y counts too', async () => {
+/** A link whose agent is played by hand: every line the host writes is kept, in order. */
+async function handPlayed() {
   const [host, dev] = createMemoryPair('t');
-  // a timeout far away: only the answers to the Ys can bring the repeats this test waits for
+  // a timeout far away: what the tests wait for comes from the hole lists, not from the timer
   const link = new Link(host, { initialRtoMs: 10_000, keepaliveMs: 60_000 });
-  // the agent, played by hand: every line the host wrote, in order
   const lines: string[] = [];
   let rest = '';
   dev.onData((c) => {
@@ -421,17 +421,84 @@ test('the answer to a Y proves lost what was sent before it: a listed repair goe
     for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 1));
     assert.ok(ok(), `waited 2 s for ${what}: ${JSON.stringify(lines)}`);
   };
+  const started = link.start();
+  await until('the S', () => lines.some((l) => l.startsWith('~S')));
+  const nonce = Number(/^~S(\d+) /.exec(lines.find((l) => l.startsWith('~S'))!)![1]);
+  const answer = (ack: number, probe = 0, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 4096 ${nonce} ${probe}${miss.map((m) => ` ${m}`).join('')}`));
+  answer(0);
+  assert.equal(await started, 7);
+  /** The host's `A` lines written from line index `from`: [ack, top, ...miss]. */
+  const acks = (from = 0) =>
+    lines.slice(from).flatMap((l) => {
+      const m = /^~A(\d+) \d+ \d+ \d+ (\d+)((?: \d+)*) [0-9A-F]{8}$/.exec(l);
+      return m ? [[Number(m[1]), Number(m[2]), ...m[3].split(' ').filter(Boolean).map(Number)]] : [];
+    });
+  return { link, host, dev, lines, until, answer, acks, close: async () => { link.shutdown(); await host.close(); } };
+}
+
+test('hole lists: one per batch read, with the top the host holds; listed again when a repair fills one, and while nothing fills them', async () => {
+  const h = await handPlayed();
+  // agent notices (sequenced frames the host only logs); `L<seq>.<ack>`
+  const notice = (seq: number) => encodeFrame(`L${seq}.0 3 n${seq}`);
+  try {
+    // one batch: 0 in order, 2 and 4 ahead of holes 1 and 3: one list, naming both, top 5 (1 + 4)
+    h.dev.write(Buffer.concat([notice(0), notice(2), notice(4)]));
+    await h.until('a hole list', () => h.acks().some((a) => a.length > 2));
+    await new Promise((r) => setTimeout(r, 20));
+    const lists = () => h.acks().filter((a) => a.length > 2);
+    assert.deepEqual(lists(), [[1, 5, 1, 3]], 'one A after the batch (not one per frame ahead), with top and the holes');
+    // the repair of 1 comes: 3 is still missing and is listed again at once
+    const at = h.lines.length;
+    h.dev.write(notice(1));
+    await h.until('the list after the fill', () => h.acks(at).some((a) => a.length > 2));
+    assert.deepEqual(h.acks(at).filter((a) => a.length > 2)[0], [3, 5, 3]);
+    // nothing fills 3: the host lists it again after about a round trip (at least a tick, 50 ms)
+    const quiet = h.lines.length;
+    await h.until('the list again while nothing came', () => h.acks(quiet).some((a) => a.length > 2));
+    assert.deepEqual(h.acks(quiet).filter((a) => a.length > 2)[0], [3, 5, 3]);
+    // the hole filled: no more lists
+    h.dev.write(notice(3));
+    await new Promise((r) => setTimeout(r, 30));
+    const done = h.lines.length;
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(h.acks(done).filter((a) => a.length > 2), [], 'no list once nothing is missing');
+  } finally {
+    await h.close();
+  }
+});
+
+test('a repair the agent still lists goes again at once when the agent holds a frame first sent after it', async () => {
+  const h = await handPlayed();
+  const copies = (seq: number) => h.lines.filter((l) => l.startsWith(`~C${seq}.`)).length;
+  try {
+    for (const m of ['C1 a', 'C2 b']) h.link.send(Buffer.from(m));
+    await h.until('frames 0 and 1', () => copies(0) === 1 && copies(1) === 1);
+    h.answer(0, 0, [0]); // frame 0 lost (1 held): never repeated, so at once
+    await h.until('the repair', () => copies(0) === 2);
+    // listed again, the agent holding only frames sent before the repair: it may be on its way
+    h.answer(0, 0, [0]);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(copies(0), 2, 'a repair repeated without proof that it was lost');
+    // frames 2 and 3 go after the repair; the agent lacks 0 and 3, so it holds 2: the repair,
+    // sent before 2, is lost for sure
+    for (const m of ['C3 c', 'C4 d']) h.link.send(Buffer.from(m));
+    await h.until('frames 2 and 3', () => copies(3) === 1);
+    h.answer(0, 0, [0, 3]);
+    await h.until('the lost repair to go again', () => copies(0) === 3);
+    assert.equal(copies(3), 2, 'frame 3, never repeated, went again at once');
+    assert.equal(copies(1), 1);
+  } finally {
+    await h.close();
+  }
+});
+
+test('the answer to a Y proves lost what was sent before it: a listed repair goes again at once, and an answer to an earlier Y counts too', async () => {
+  // a timeout far away: only the answers to the Ys can bring the repeats this test waits for
+  const { link, lines, until, answer, close } = await handPlayed();
   const copies = (seq: number) => lines.filter((l) => l.startsWith(`~C${seq}.`)).length;
   /** The `Y`s written after line index `from`: their tokens. */
   const ys = (from: number) => lines.slice(from).flatMap((l) => /^~Y(\d+) /.exec(l)?.slice(1).map(Number) ?? []);
-  let nonce = 0;
-  const answer = (ack: number, probe = 0, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 4096 ${nonce} ${probe}${miss.map((m) => ` ${m}`).join('')}`));
   try {
-    const started = link.start();
-    await until('the S', () => lines.some((l) => l.startsWith('~S')));
-    nonce = Number(/^~S(\d+) /.exec(lines.find((l) => l.startsWith('~S'))!)![1]);
-    answer(0);
-    assert.equal(await started, 7);
     link.send(Buffer.from('C1 a'));
     link.send(Buffer.from('C2 b'));
     await until('frames 0 and 1', () => copies(0) === 1 && copies(1) === 1);
@@ -457,7 +524,6 @@ test('the answer to a Y proves lost what was sent before it: a listed repair goe
     assert.equal(copies(0), 4, 'an answer to a Y older than the repeat repeated it');
     assert.equal(copies(1), 1, 'frame 1 (received) never went again');
   } finally {
-    link.shutdown();
-    await host.close();
+    await close();
   }
 });

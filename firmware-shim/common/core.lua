@@ -379,7 +379,9 @@ local function tether_core()
   -- indexes, no table.remove shifting the rest), L.pend the calls received while blocked
   local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
   -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
-  -- bytes), L.rq the tick at which a frame was last repaired (by seq), L.tk counts ticks
+  -- bytes), L.rq the tick at which a frame was last repaired (by seq) and, under seq + SEQ_MOD,
+  -- the next new seq at that moment (L.tx: frames from it on went on the line after the repair),
+  -- L.tk counts ticks
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
     q = {}, qb = 0, out = {}, oh = 1, ot = 0, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
     ah = {}, ahb = 0, rq = {}, tk = 0 }
@@ -503,12 +505,14 @@ local function tether_core()
   -- send frame i of the retransmit queue again (selective repeat, section 5)
   local function retx(i)
     ST.retx = ST.retx + 1
-    L.rq[umod(L.tx - #L.q + i - 1, MOD)] = L.tk
+    local sq = umod(L.tx - #L.q + i - 1, MOD)
+    L.rq[sq], L.rq[sq + MOD] = L.tk, L.tx
     HAL.write(L.q[i], true)
   end
 
-  -- an acknowledgement, and the host's list of missing frames (a string of " seq" items)
-  local function onack(a, miss)
+  -- an acknowledgement, and the host's list of missing frames (a string of " seq" items); top:
+  -- 1 + the highest frame of ours the host holds, 0 when it did not say (section 5)
+  local function onack(a, miss, top)
     local q = L.q
     local n = #q
     local d -- frames it acknowledges
@@ -527,8 +531,10 @@ local function tether_core()
       n = n - d
     end
     if miss and n > 0 then
-      -- a listed frame never repeated is lost for sure (the line keeps order); a repair is only
-      -- repeated after a timeout's worth of ticks (it may still be on its way)
+      -- a listed frame never repeated is lost for sure (the line keeps order); so is a repair when
+      -- the host holds a frame written after it (top); else a repair is repeated once REPAIR_TICKS
+      -- ticks passed (it may still be on its way; the host lists the same holes again only after
+      -- a round trip)
       local k = 0
       for sq in string.gmatch(miss, "%d+") do
         k = k + 1
@@ -536,9 +542,9 @@ local function tether_core()
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
         local last = L.rq[sq]
-        -- a repair waits RTO_TICKS before it is repeated, not the line time of the whole queue too:
-        -- most of the queue left before the repair, and a lost repair then held the window ~0.5 s
-        if i <= n and (last == nil or L.tk - last >= TP.RTO_TICKS) then retx(i) end
+        -- not the line time of the whole queue too: most of the queue left before the repair, and
+        -- a lost repair then held the window ~0.5 s
+        if i <= n and (last == nil or L.tk - last >= TP.REPAIR_TICKS or (top > 0 and umod(top - 1 - L.rq[sq + MOD], MOD) < 2048)) then retx(i) end
       end
     end
     -- room for what waits
@@ -733,13 +739,13 @@ local function tether_core()
     end
     t = ssub(s, 1, 1)
     if t == "A" then
-      local a, _, size, nonce, _, miss = smatch(s, "^A(%d+) (%d+) (%d+) (%d+) (%d+)([%d ]*)$")
+      local a, _, size, nonce, top, miss = smatch(s, "^A(%d+) (%d+) (%d+) (%d+) (%d+)([%d ]*)$")
       a = tonumber(a)
       if not a or a >= MOD then
         ST.bad = ST.bad + 1
       elseif tonumber(nonce) == L.nonce and L.nonce ~= 0 then
         L.size = clamp(size)
-        onack(a, miss)
+        onack(a, miss, tonumber(top))
       end
     elseif t == "S" then -- resident: without a session no error could reach the host
       local nonce, size = smatch(s, "^S(%d+) (%d+)$")

@@ -9,6 +9,7 @@ local TP = {
   MAX_UNACKED = 1024,
   TICK_MS = 50,
   RTO_TICKS = 4,
+  REPAIR_TICKS = 2,
   RTO_MAX = 40,
   MAX_DEPTH = 4,
   COMPACT_MAX = 64,

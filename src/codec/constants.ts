@@ -29,6 +29,11 @@ export const WINDOW_RESERVE = 64;
 export const TICK_MS = 50;
 /** The agent's base retransmission timeout (ticks) (section 5). */
 export const RTO_TICKS = 4;
+/**
+ * Ticks after which the agent repeats a repair the host lists again, when nothing it wrote after
+ * the repair has reached the host (section 5).
+ */
+export const REPAIR_TICKS = 2;
 /** Largest agent retransmission timeout after backoff (ticks). */
 export const RTO_MAX_TICKS = 40;
 /** Bounds of the host's retransmission timeout (ms) (section 5). */
@@ -102,6 +107,7 @@ export const LUA_CONSTANTS: ReadonlyArray<[string, string | number]> = [
   ['MAX_UNACKED', MAX_UNACKED_FRAMES],
   ['TICK_MS', TICK_MS],
   ['RTO_TICKS', RTO_TICKS],
+  ['REPAIR_TICKS', REPAIR_TICKS],
   ['RTO_MAX', RTO_MAX_TICKS],
   ['MAX_DEPTH', MAX_TABLE_DEPTH],
   ['COMPACT_MAX', COMPACT_MAX],

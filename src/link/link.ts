@@ -19,6 +19,7 @@ import {
   MIN_FRAME,
   RTO_MAX_MS,
   RTO_MIN_MS,
+  TICK_MS,
   SEQ_MOD,
   WINDOW_RESERVE,
 } from '../codec/constants.js';
@@ -52,6 +53,8 @@ const PROBES_KEPT = 4;
 const Y_MAX_BYTES = 16;
 /** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
 const LIVENESS_MS = 500;
+/** Longest wait before holes are listed again while nothing fills them ({@link Link.armRelist}) (ms). */
+const RELIST_MAX_MS = 400;
 
 /** Link counters (bytes, frames). */
 export interface LinkCounters {
@@ -202,6 +205,8 @@ interface Unacked {
   line: Buffer;
   sentAt: number;
   retx: boolean;
+  /** The next new sequence number when it was last repeated: frames from it on went after it. */
+  after: number;
 }
 
 const clamp = (x: number, [lo, hi]: readonly [number, number]) => Math.min(hi, Math.max(lo, x));
@@ -302,6 +307,13 @@ export class Link {
   private agentFrame = BASE_MAX_FRAME;
   private ackPending = false;
   private ackTimer?: NodeJS.Timeout;
+  /** Lists the holes again while they remain ({@link armRelist}); its interval's multiplier. */
+  private relistTimer?: NodeJS.Timeout;
+  private relistBackoff = 1;
+  /** A hole list is due after the batch being read (its corrupt line and that line's seq hint). */
+  private nakDue = false;
+  private nakBad = false;
+  private nakHint = -1;
   /** Agent bytes received since the last ack went out. */
   private unackedIn = 0;
   private lastNak = '';
@@ -474,6 +486,9 @@ export class Link {
     this.probeDue = 0;
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
+    if (this.relistTimer) clearTimeout(this.relistTimer);
+    this.relistTimer = undefined;
+    this.relistBackoff = 1;
     if (this.paceTimer) clearTimeout(this.paceTimer);
     this.paceTimer = undefined;
     this.unackedIn = 0;
@@ -542,13 +557,18 @@ export class Link {
     });
   }
 
-  private ackFrame(miss?: number[]): Buffer {
+  /**
+   * An `A` frame from the host. `top`: 1 + the highest agent sequence number held ahead of a gap
+   * (sent with a `miss` list: a repair the agent wrote before that frame is lost for sure,
+   * section 5), 0 for none.
+   */
+  private ackFrame(miss?: number[], top = 0): Buffer {
     this.ackPending = false;
     this.unackedIn = 0;
     this.counters.acksOut++;
     const m = miss && miss.length ? ' ' + miss.join(' ') : '';
     // the epoch field is informative from the host: 0 keeps the frame short
-    return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce} 0${m}`);
+    return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce} ${top}${m}`);
   }
 
   /**
@@ -632,6 +652,16 @@ export class Link {
    */
   private nak(badLine: boolean, hint = -1): void {
     if (this.state !== 'open') return;
+    if (this.reading) {
+      // one list per batch of bytes read, after it: an A per frame ahead of a gap (a burst of
+      // them while the agent repairs) overran the module's RX buffer, which the window fills
+      this.nakDue = true;
+      if (badLine) {
+        this.nakBad = true;
+        if (hint >= 0) this.nakHint = hint;
+      }
+      return;
+    }
     let top = -1; // highest distance ahead of `expect` received
     for (const k of this.ahead.keys()) top = Math.max(top, mod(k - this.expect));
     const miss: number[] = [];
@@ -653,10 +683,30 @@ export class Link {
     if (miss.length === 0) return;
     const key = miss.join(' ');
     const now = performance.now();
-    if (key === this.lastNak && now - this.nakAt < this.holdoff()) return;
+    if (key === this.lastNak && now - this.nakAt < this.holdoff()) return this.armRelist();
     this.lastNak = key;
     this.nakAt = now;
-    this.write(this.ackFrame(miss));
+    this.write(this.ackFrame(miss, top < 0 ? 0 : mod(this.expect + top) + 1));
+    this.armRelist();
+  }
+
+  /**
+   * While holes remain, list them again after a round trip (at least a tick of the agent's, which
+   * repeats a repair only in a later tick), backing off to {@link RELIST_MAX_MS} while nothing
+   * fills them. A lost repair of the agent's, with nothing written after it (its window full of
+   * the frames behind the holes), was otherwise repaired only at the agent's retransmission
+   * timeout: 0.2-0.5 s of a still line each time (section 5).
+   */
+  private armRelist(): void {
+    if (this.relistTimer || this.ahead.size === 0) return;
+    const ms = Math.min(RELIST_MAX_MS, Math.max(this.holdoff(), TICK_MS) * this.relistBackoff);
+    this.relistTimer = setTimeout(() => {
+      this.relistTimer = undefined;
+      if (this.state !== 'open' || this.ahead.size === 0) return;
+      this.relistBackoff = Math.min(this.relistBackoff * 2, RELIST_MAX_MS / TICK_MS);
+      this.lastNak = ''; // the same list again, on purpose
+      this.nak(false);
+    }, ms);
   }
 
   /** Write frames of queued messages while the window and the frame limit allow. */
@@ -704,7 +754,7 @@ export class Link {
       m.off = end;
       if (m.off >= m.buf.length) this.popQueue();
       this.nextSeq = mod(seq + 1);
-      this.unacked.push({ seq, line, sentAt: performance.now(), retx: false });
+      this.unacked.push({ seq, line, sentAt: performance.now(), retx: false, after: 0 });
       this.unackedBytes += line.length;
       this.counters.framesOut++;
       this.ackPending = false;
@@ -841,6 +891,7 @@ export class Link {
     if (!u.retx) this.lossSample(true, u.line.length);
     u.retx = true;
     u.sentAt = now;
+    u.after = this.nextSeq;
     this.counters.retransmits++;
     this.ackPending = false;
     this.write(u.line);
@@ -911,14 +962,20 @@ export class Link {
     if (outstanding === 0) return;
     const base = this.unacked[this.uHead].seq;
     const now = performance.now();
+    // the agent holds a frame at least as far as the one before the last listed (the list names
+    // holes below the highest frame it holds, and at most the one after it)
+    let far = 0;
+    for (const sq of miss) if (mod(sq - base) < outstanding) far = Math.max(far, mod(sq - base));
+    const held = mod(base + far - 1);
     for (const sq of miss) {
       const i = mod(sq - base);
       if (i >= outstanding) continue;
       const u = this.unacked[this.uHead + i];
-      // a frame never repeated is lost for sure (the line is FIFO); a repair is repeated only after
-      // a timeout's worth of time (it may still be queued behind other frames on the line), or
-      // when the answer to a Y written after it still lists it
-      if (!u.retx || u.sentAt < probeAt || now - u.sentAt > this.rto + this.lineTimeMs(this.unackedBytes)) this.retransmit(u);
+      // a frame never repeated is lost for sure (the line is FIFO); so is a repair when the agent
+      // holds a frame first sent after it; else a repair is repeated only after a timeout's worth
+      // of time (it may still be queued behind other frames on the line), or when the answer to a
+      // Y written after it still lists it
+      if (!u.retx || mod(held - u.after) < SEQ_MOD / 2 || u.sentAt < probeAt || now - u.sentAt > this.rto + this.lineTimeMs(this.unackedBytes)) this.retransmit(u);
     }
   }
 
@@ -988,6 +1045,13 @@ export class Link {
       this.reading = false;
     }
     this.counters.overlongLines = this.lines.overlong;
+    if (this.nakDue) {
+      const bad = this.nakBad;
+      const hint = this.nakHint;
+      this.nakDue = this.nakBad = false;
+      this.nakHint = -1;
+      this.nak(bad, hint);
+    }
     if (this.pumpDue) {
       this.pumpDue = false;
       this.pump();
@@ -1105,7 +1169,12 @@ export class Link {
         this.expect = mod(this.expect + 1);
       }
       this.rxSample(false, body.length + 24);
-      this.scheduleAck(body.length + 24);
+      // a repair filled a hole and others remain: list them now (the list changed, so it goes at
+      // once). Without it the agent, its window full of frames behind the holes, sent nothing new
+      // that could show the holes, and repaired them one per retransmission timeout (0.3 s each)
+      this.relistBackoff = 1;
+      if (this.ahead.size > 0) this.nak(false);
+      else this.scheduleAck(body.length + 24);
     } else if (d < MAX_UNACKED_FRAMES) {
       this.counters.outOfOrder++;
       if (!this.ahead.has(seq)) {

@@ -48,9 +48,12 @@ export class AgentHost {
     return encodeFrame(`S${this.nonce} ${size}`);
   }
 
-  /** `A<ack> <epoch> <size> <nonce> <probe> [<miss>...]` (probe 0): acknowledges everything delivered; `miss` lists holes. */
-  ack(ack = this.rx, size = this.size, nonce = this.nonce, miss: number[] = []): Buffer {
-    return encodeFrame(`A${ack} 0 ${size} ${nonce} 0${miss.map((m) => ' ' + m).join('')}`);
+  /**
+   * `A<ack> <epoch> <size> <nonce> <top> [<miss>...]`: acknowledges everything delivered; `miss`
+   * lists holes; `top` (the host's fifth field) is 1 + the highest agent frame held, 0 for none.
+   */
+  ack(ack = this.rx, size = this.size, nonce = this.nonce, miss: number[] = [], top = 0): Buffer {
+    return encodeFrame(`A${ack} 0 ${size} ${nonce} ${top}${miss.map((m) => ' ' + m).join('')}`);
   }
 
   /** `Y`. */
