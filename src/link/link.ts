@@ -115,7 +115,8 @@ export interface LinkOptions {
    * (estimated at `baud`, 10 bits a byte) and 0.75 ms more, so the line goes quiet now and then.
    * A module UART that hands received bytes to Lua only when its line goes quiet (the EC618's RX
    * idle timeout, docs/protocol-performance.md) then reads, and acknowledges, the frames as they
-   * arrive instead of one window per round trip. Acknowledgements and repeats are never held. @default true (no effect without `baud`)
+   * arrive instead of one window per round trip. Acknowledgements and repeats are never held.
+   * @default true (no effect without `baud`)
    */
   paceFrames?: boolean;
 }
@@ -647,10 +648,11 @@ export class Link {
   /**
    * Report holes (section 5): an `A` listing the sequence numbers missing below the
    * highest frame received, and after a corrupt line also the one after it (it may be the
-   * frame that was corrupted: this covers losses at the tail). At most 16; the same list
-   * is not repeated within a round trip.
+   * frame that was corrupted: this covers losses at the tail). At most 16; one per batch of
+   * bytes read (after it); the same list is not repeated within a round trip unless `again`
+   * (the holes listed again while nothing fills them, {@link armRelist}).
    */
-  private nak(badLine: boolean, hint = -1): void {
+  private nak(badLine: boolean, hint = -1, again = false): void {
     if (this.state !== 'open') return;
     if (this.reading) {
       // one list per batch of bytes read, after it: an A per frame ahead of a gap (a burst of
@@ -683,7 +685,7 @@ export class Link {
     if (miss.length === 0) return;
     const key = miss.join(' ');
     const now = performance.now();
-    if (key === this.lastNak && now - this.nakAt < this.holdoff()) return this.armRelist();
+    if (!again && key === this.lastNak && now - this.nakAt < this.holdoff()) return this.armRelist();
     this.lastNak = key;
     this.nakAt = now;
     this.write(this.ackFrame(miss, top < 0 ? 0 : mod(this.expect + top) + 1));
@@ -704,8 +706,7 @@ export class Link {
       this.relistTimer = undefined;
       if (this.state !== 'open' || this.ahead.size === 0) return;
       this.relistBackoff = Math.min(this.relistBackoff * 2, RELIST_MAX_MS / TICK_MS);
-      this.lastNak = ''; // the same list again, on purpose
-      this.nak(false);
+      this.nak(false, -1, true); // the same list again, on purpose
     }, ms);
   }
 
