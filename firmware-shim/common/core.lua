@@ -22,8 +22,9 @@
 --                    (optional: without it nothing is released)
 --   HAL.called()     after each call from the host (optional; NodeMCU drops what it loaded for it)
 --   HAL.spent()      (optional) forget the loaded copy of tether_calls: called by it after it
---                    decoded a call of over 512 bytes, before the function runs (it then drops
---                    its decoder; the next call loads the part again)
+--                    decoded a call of over 512 bytes or a built-in one, and by the core before a
+--                    reply with a table is encoded; the core runs the function (K.run) once the
+--                    part returned, so the part is garbage by then (the next call loads it again)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
 --   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
@@ -45,9 +46,8 @@ local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 -- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
 function A.tether_calls(A, N)
   local K = N.K
-  local TP, HAL, L, ST, send, xerr, encvals = K.TP, K.HAL, K.L, K.ST, K.send, K.xerr, K.encvals -- encvals: resident (loads tether_enc)
-  local sfind, ssub, sbyte, unpack = string.find, string.sub, string.byte, unpack or table.unpack
-  local function pack(...) return { n = select("#", ...), ... } end
+  local TP, HAL, ST, xerr, fail = K.TP, K.HAL, K.ST, K.xerr, K.fail
+  local sfind, ssub, sbyte = string.find, string.sub, string.byte
   local function badarg(m) error({ TP.E_ARG, m }, 0) end
 
   -- the value token at s[i]; returns it and the index of the next token
@@ -92,11 +92,6 @@ function A.tether_calls(A, N)
     return out
   end
 
-  local function fail(id, e, code)
-    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
-    xerr(id, code, tostring(e))
-  end
-
   local BUILTIN = { hello = true, ["agent.caps"] = true, ["agent.stats"] = true, ["agent.ping"] = true, ["agent.release_all"] = true }
   -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
   local function lookup(fname)
@@ -106,7 +101,9 @@ function A.tether_calls(A, N)
   end
 
   -- call id: fname with the values of the message K.m from index i on (the core hands the message
-  -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded)
+  -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded). Returns the
+  -- function and its arguments (a table with n) for the core to run (K.run), or nothing when it
+  -- sent the call's error reply itself
   local function call(id, fname, i)
     local s = K.m
     K.m = nil
@@ -139,35 +136,11 @@ function A.tether_calls(A, N)
     s = nil
     if not ok then return fail(id, args, TP.E_ARG) end
     -- a call carrying a payload, or a built-in one (hello loads tether_core.lua and
-    -- tether_info.lua, once a session), on a build that loads this part from flash: the decoder
-    -- is dropped before the function runs (HAL.spent forgets this copy of the part; the next call
-    -- loads it again), so the payload (or those parts) and the decoder are not in the heap together
-    if big and HAL.spent then
-      HAL.spent()
-      dec, decvals = nil, nil
-    end
-    ST.calls = ST.calls + 1
-    local r = pack(pcall(f, unpack(args, 1, args.n)))
-    args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
-    -- a reply with a table (hello, agent.stats) loads tether_enc.lua: on a build that loads this
-    -- part from flash the decoder goes first, so the two are not in the heap together
-    if HAL.spent and dec then
-      for k = 2, r.n do
-        if type(r[k]) == "table" then
-          HAL.spent()
-          dec, decvals = nil, nil
-          break
-        end
-      end
-    end
-    -- NodeMCU: the function's group (and what it loaded) goes before the reply is encoded, so
-    -- hello's tether_core + tether_sys and tether_enc are never in the heap together
-    if HAL.called then HAL.called() end
-    if not r[1] then return fail(id, r[2], TP.E_ERR) end
-    local body
-    ok, body = pcall(encvals, r, 2, r.n)
-    if not ok then return fail(id, body, TP.E_ERR) end
-    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
+    -- tether_info.lua, once a session), on a build that loads this part from flash: the part is
+    -- forgotten now (HAL.spent; the next call loads it again) and is garbage once this returns, so
+    -- the payload (or those parts) and the decoder are not in the heap together
+    if big and HAL.spent then HAL.spent() end
+    return f, args
   end
   return { call = call }
 end -- tether_calls
@@ -601,9 +574,40 @@ local function tether_core()
   local function xerr(id, code, msg)
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
-  -- a whole message from the host (only calls travel this way)
   K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr, part = part }
   A.K = K
+  -- a call's error reply: an error raised as { code, message } keeps its code, anything else gets code
+  function K.fail(id, e, code)
+    if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
+    xerr(id, code, tostring(e))
+  end
+
+  -- run a decoded call and send its reply. Resident, so the calls part (tether_call.lua on NodeMCU)
+  -- is not on the stack while the function runs: a part HAL.spent forgot is garbage by then
+  function K.run(id, f, args)
+    ST.calls = ST.calls + 1
+    local r = pack(pcall(f, unpack(args, 1, args.n)))
+    args, f = nil, nil -- the arguments (a payload) are not kept while the reply goes out (the peak)
+    -- a reply with a table (hello, agent.stats) loads tether_enc.lua: on a build that loads the
+    -- calls part from flash it goes first, so the two are not in the heap together
+    if HAL.spent then
+      for k = 2, r.n do
+        if type(r[k]) == "table" then
+          HAL.spent()
+          break
+        end
+      end
+    end
+    -- NodeMCU: the function's group (and what it loaded) goes before the reply is encoded, so
+    -- hello's tether_core + tether_sys and tether_enc are never in the heap together
+    if HAL.called then HAL.called() end
+    if not r[1] then return K.fail(id, r[2], TP.E_ERR) end
+    local ok, body = pcall(encvals, r, 2, r.n)
+    if not ok then return K.fail(id, body, TP.E_ERR) end
+    send("R" .. id .. (body ~= "" and (" " .. body) or ""))
+  end
+
+  -- a whole message from the host (only calls travel this way)
   local function message(m)
     local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
     if id and #id < 6 then
@@ -616,7 +620,9 @@ local function tether_core()
         return xerr(id, TP.E_ERR, tostring(C))
       end
       K.m, m = m, nil
-      C.call(id, fname, p + 1)
+      local f, args = C.call(id, fname, p + 1)
+      C = nil -- the calls part is not on the stack while the function runs (see K.run)
+      if f then return K.run(id, f, args) end
       if HAL.called then HAL.called() end
       return
     end

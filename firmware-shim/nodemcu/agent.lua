@@ -99,9 +99,10 @@ local holding = {}
 local loaded = {} -- group -> its table, until the next tick (HAL.group below)
 -- (one function for every socket and segment: no closure is made per "receive")
 local function recv(o, id, data)
-  -- messages wait for the host: the groups a call loaded (the call decoder, 4-5 KB) go now
-  -- rather than at the next tick, the room is this segment's (the peak of a bulk receive)
-  if A.backlog() > 0 then loaded = {} end
+  -- the groups a call loaded (the call decoder and the call's group, 4-5 KB) go now rather than at
+  -- the next tick: the room is this segment's (a receive right after a call was the agent's peak,
+  -- 41.5 KB; the next call loads them again)
+  loaded = {}
   local ok, queued = pcall(A.event, id, "receive", data)
   if not (ok and queued) then
     for _, ev in ipairs({ "receive", "sent", "connection", "disconnection", "reconnection" }) do pcall(o.on, o, ev, nil) end

@@ -267,6 +267,21 @@ export function heapBreakdown(L: any): Array<[string, number]> {
   return [...out.entries()].sort((a, b) => b[1] - a[1]);
 }
 
+/**
+ * The live Lua function prototypes by the chunk that defined them: chunk name (`@tether_call.lua`,
+ * `=nodemcu`) -> bytes at the sizes of {@link estimateLua51Heap}. Shows which of an agent's files
+ * loaded on first use are in the heap at a given moment (test/nodemcu-lazy.test.ts).
+ */
+export function liveProtoChunks(L: any): Map<string, number> {
+  const out = new Map<string, number>();
+  heapWalk(L, undefined, (kind, bytes, what) => {
+    if (kind !== 'proto') return;
+    const chunk = what.replace(/:\d+$/, '');
+    out.set(chunk, (out.get(chunk) ?? 0) + bytes);
+  });
+  return out;
+}
+
 function heapDebug(vm: LuaVm, used: number): void {
   const kinds = new Map<string, number>();
   const big: Array<[number, string]> = [];
