@@ -3,7 +3,6 @@
 -- Lua 5.1 rules: no //, no bit operators, no goto, no integer division; bit work goes
 -- through the `bit` module (default build). Small tables only: the ESP8266 has ~40 KB heap.
 -- Strings travel raw (protocol v2 `b<n>:` tokens): no base64 here.
-local sfind = string.find
 
 -- CRC-32/ISO-HDLC (reflected poly 0xEDB88320, here as the signed -306674912), a nibble at a
 -- time from a 16-entry table; values are the bit module's 32-bit integers (the core takes signed ones)
@@ -133,17 +132,10 @@ end
 -- release(h) and the sweep of a session's objects (drop, HAL.sweep) live in tether_sys.lua
 HAL.sweep = function() return HAL.group("sys").sweep() end
 
--- print() output goes to the host as L3 notices, never raw onto the RPC UART
+-- print() output goes to the host as L3 notices, never raw onto the RPC UART (tether_sys.lua's
+-- output, loaded when something prints: the heap keeps only this)
 local function output(p)
-  A.guard(function()
-    while true do
-      local s = p
-      if type(p) ~= "string" then s = p:read(240) end -- 3.x hands a pipe, 2.x a string
-      if s == nil or s == "" then break end
-      if TETHER_LOG ~= false and sfind(s, "[^%s>]") then A.log(3, s) end
-      if type(p) == "string" then break end
-    end
-  end)
+  A.guard(function() HAL.group("sys").output(p) end)
   return false
 end
 
@@ -155,7 +147,7 @@ end
 -- agent.* calls) is the groups "call" and "core". A call's group is dropped when the call is done, the calls
 -- part at the next timer tick; then only their files are left: the heap holds none of their code.
 local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, holding = holding, TP = TP,
-  allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
+  log = TETHER_LOG, allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
 function HAL.group(g)
   local t = loaded[g]
   if t == nil then
@@ -215,5 +207,7 @@ end
 node.output(output, 0)
 uart.on("data", "\n", function(d) A.guard(A.feed, d) end, 0)
 A.start()
-A.start, HAL.epoch = nil, nil -- used once: their code leaves the heap
+-- used once: their code leaves the heap; so do the core's A.reg and A.publish, which this agent
+-- never uses (its calls are loaded by name, and it forwards no topics)
+A.start, HAL.epoch, A.reg, A.publish = nil, nil, nil, nil
 return A

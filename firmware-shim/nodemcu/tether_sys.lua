@@ -38,6 +38,18 @@ H["agent.release"] = function(o)
   drop(o, id)
 end
 
+-- print() output (agent.lua output): to the host as L3 notices; 3.x hands a pipe, 2.x a string.
+-- TETHER_LOG = false drops it
+H.output = function(p)
+  while true do
+    local s = p
+    if type(p) ~= "string" then s = p:read(240) end
+    if s == nil or s == "" then break end
+    if N.log ~= false and string.find(s, "[^%s>]") then A.log(3, s) end
+    if type(p) == "string" then break end
+  end
+end
+
 -- status for `tether info` / diag
 H["wifi.sta.status"] = wifi.sta.status
 H["wifi.sta.getip"] = wifi.sta.getip
