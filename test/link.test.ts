@@ -9,6 +9,7 @@ import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { Link, LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
 import { encodeFrame, crc16, parseLine } from '../src/codec/frame.js';
+import { START_FRAME } from '../src/codec/constants.js';
 import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
 import type { WireValue } from '../src/codec/values.js';
@@ -295,13 +296,16 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
     // a transport that knows its line rate, as a serial port does (Transport.lineBaud)
     if (lineBaud !== undefined) Object.defineProperty(host, 'lineBaud', { value: lineBaud });
     const agent = startStubAgent(dev);
-    const rpc = await RpcClient.open(host, opts);
-    const writes: Array<{ at: number; n: number }> = [];
+    // every write from the start: the link counts the handshake's last acks in the bytes written
+    // in a row too, when they went out just before the call
+    const writes: Array<{ at: number; n: number; data: boolean }> = [];
     const write = host.write.bind(host);
     host.write = (b: Uint8Array) => {
-      writes.push({ at: performance.now(), n: b.length });
+      // `data`: it carries a sequenced frame of the host's (pure acks are never paced)
+      writes.push({ at: performance.now(), n: b.length, data: /(^|\n)~[C&$]\d/.test(Buffer.from(b).toString('latin1')) });
       return write(b);
     };
+    const rpc = await RpcClient.open(host, opts);
     try {
       await rpc.call('echo', [Buffer.alloc(3500, 0x42)]);
       return writes;
@@ -311,19 +315,20 @@ test('with the baud known, the link leaves the line quiet after about 1 KB of fr
     }
   };
   const baud = 100_000; // 0.1 ms a byte
-  // writes that came after >= 1 KB written in a row: `early` ones started before the line
-  // (estimated at `baud`) was free, `quiet` ones after
-  const check = (writes: Array<{ at: number; n: number }>, every = 1024, lineBaud = baud) => {
+  // writes of data frames that came after >= 1 KB written in a row: `early` ones started before
+  // the line (estimated at `baud`) was free, `quiet` ones after
+  const check = (writes: Array<{ at: number; n: number; data: boolean }>, every = 1024, lineBaud = baud) => {
     let inRow = 0;
     let freeAt = 0;
     let early = 0;
     let quiet = 0;
     for (const w of writes) {
-      if (inRow >= every) {
+      if (inRow >= every && w.data) {
         if (w.at < freeAt - 0.5) early++;
         else quiet++;
       }
-      if (w.at > freeAt) inRow = 0;
+      // a row ends as the link's does: 0.75 ms (PACE_GAP_MS) of quiet line after its estimated end
+      if (w.at >= freeAt + 0.75) inRow = 0;
       freeAt = Math.max(w.at, freeAt) + (w.n * 10_000) / lineBaud;
       inRow += w.n;
     }
@@ -442,6 +447,23 @@ async function handPlayed() {
     });
   return { link, host, dev, lines, until, answer, acks, close: async () => { link.shutdown(); await host.close(); } };
 }
+
+test('a session asks the agent for START_FRAME-byte frames in S; its first good frame raises the size the next A gives', async () => {
+  // hello's reply is cut before the host has seen a frame of the session; a frame keeps its size
+  // when repeated, so at 1e-2 a reply cut to 255 bytes hardly ever arrived (the handshake hung)
+  const h = await handPlayed();
+  try {
+    const s = h.lines.find((l) => l.startsWith('~S'))!;
+    assert.match(s, new RegExp(`^~S\\d+ ${START_FRAME} [0-9A-F]{8}$`), 'S asks for START_FRAME');
+    const at = h.lines.length;
+    h.dev.write(encodeFrame('L0.0 3 n0'));
+    await h.until('an A after the good frame', () => h.lines.slice(at).some((l) => l.startsWith('~A')));
+    const size = Number(/^~A\d+ \d+ (\d+) /.exec(h.lines.slice(at).find((l) => l.startsWith('~A'))!)![1]);
+    assert.ok(size >= 200, `the size after a clean frame: ${size} (no loss seen: close to the largest, 255)`);
+  } finally {
+    await h.close();
+  }
+});
 
 test('hole lists: one per batch read, with the top the host holds; listed again when a repair fills one, and while nothing fills them', async () => {
   const h = await handPlayed();

@@ -17,6 +17,13 @@ export const ESCAPE_BYTE = 0x10;
 export const BASE_MAX_FRAME = 255;
 /** Smallest frame size (bytes incl. `\n`) the size adaptation goes down to (section 6). */
 export const MIN_FRAME = 32;
+/**
+ * Frame size (bytes incl. `\n`) the host asks of the agent in `S`, before it has seen a frame of the
+ * session (section 6): the first messages (hello's reply) are cut to it, and the host's first `A`
+ * after a good frame gives the size the loss seen calls for. A frame keeps its size when repeated,
+ * so a reply cut to 255 bytes on a line with 10⁻² errors per byte would hardly ever arrive.
+ */
+export const START_FRAME = 64;
 /** Most sequence numbers one `A` lists as missing (section 5). */
 export const MAX_MISS = 16;
 /** Sequence numbers are counted modulo this (section 2). */

@@ -11,6 +11,7 @@
 import type { Transport } from '../transport/transport.js';
 import {
   BASE_MAX_FRAME,
+  START_FRAME,
   HELLO_CLAMP,
   HOST_MAX_FRAME,
   HOST_MAX_MSG,
@@ -329,7 +330,6 @@ export class Link {
   private readonly onLineFn = (line: Buffer) => this.onLine(line);
   private keepTimer?: NodeJS.Timeout;
   private startTimer?: NodeJS.Timeout;
-  private startBad = 0;
   private startWaiter?: { resolve(epoch: number): void; reject(e: Error): void };
   private out: Buffer[] = [];
   private flushScheduled = false;
@@ -411,7 +411,6 @@ export class Link {
       this.startWaiter = { resolve, reject };
       let delay = 100;
       let attempts = 0;
-      const bad0 = this.counters.badFrames;
       const attempt = () => {
         if (this.state !== 'starting') return;
         // every repeat may be a sign of noise: ask for half the frame size each time (the size in
@@ -422,7 +421,6 @@ export class Link {
           this.txLoss.sample(true, 24);
         }
         attempts++;
-        this.startBad = this.counters.badFrames - bad0;
         // a bare newline ends any partial line the agent may hold
         this.write(Buffer.concat([Buffer.from('\n'), encodeFrame(`S${this.nonce} ${this.agentFrame}`)]));
         const jitter = 0.75 + Math.random() * 0.5;
@@ -508,7 +506,7 @@ export class Link {
     this.lastNak = '';
     this.backoff = 1;
     this.frameSize = Math.min(BASE_MAX_FRAME, this.maxOwnFrame());
-    this.agentFrame = BASE_MAX_FRAME;
+    this.agentFrame = START_FRAME; // raised by the first good frame of the session (rxSample)
     this.cwnd = 4;
     this.stalls = 0;
     this.probes = [];
@@ -1087,6 +1085,12 @@ export class Link {
 
   /** One frame outcome from the agent (a good line, or a bad line / a gap): adapt its frame size. */
   private rxSample(lost: boolean, size: number): void {
+    if (this.state === 'starting') {
+      // corrupt agent lines while starting tell of the noise from the agent: the first size
+      // the session asks for after START_FRAME follows them
+      this.rxLoss.sample(lost, size);
+      return;
+    }
     if (this.state !== 'open') return;
     this.rxLoss.sample(lost, size);
     const next = this.rxLoss.bestSize(this.agentOutMax);
@@ -1134,8 +1138,6 @@ export class Link {
   private opened(epoch: number, window: number): void {
     if (this.startTimer) clearTimeout(this.startTimer);
     this.startTimer = undefined;
-    // corrupt lines seen while starting tell of the noise from the agent
-    for (let i = 0; i < Math.min(this.startBad, 8); i++) this.rxLoss.sample(true, 40);
     this.state = 'open';
     this.epoch_ = epoch;
     this.agentWindow = clamp(window, HELLO_CLAMP.window);
