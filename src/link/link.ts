@@ -1085,14 +1085,11 @@ export class Link {
 
   /** One frame outcome from the agent (a good line, or a bad line / a gap): adapt its frame size. */
   private rxSample(lost: boolean, size: number): void {
-    if (this.state === 'starting') {
-      // corrupt agent lines while starting tell of the noise from the agent: the first size
-      // the session asks for after START_FRAME follows them
-      this.rxLoss.sample(lost, size);
-      return;
-    }
-    if (this.state !== 'open') return;
+    if (this.state !== 'open' && this.state !== 'starting') return;
     this.rxLoss.sample(lost, size);
+    // corrupt agent lines while starting tell of the noise from the agent: the first size the
+    // session asks for after START_FRAME follows them
+    if (this.state === 'starting') return;
     const next = this.rxLoss.bestSize(this.agentOutMax);
     // tell the agent when the size moved by more than an eighth
     if (Math.abs(next - this.agentFrame) * 8 > this.agentFrame) {

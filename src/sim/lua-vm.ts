@@ -267,6 +267,11 @@ export function heapBreakdown(L: any): Array<[string, number]> {
   return [...out.entries()].sort((a, b) => b[1] - a[1]);
 }
 
+/** The chunk a prototype's `source:line` (as {@link heapWalk} names it) comes from. */
+function protoChunk(what: string): string {
+  return what.replace(/:\d+$/, '');
+}
+
 /**
  * The live Lua function prototypes by the chunk that defined them: chunk name (`@tether_call.lua`,
  * `=nodemcu`) -> bytes at the sizes of {@link estimateLua51Heap}. Shows which of an agent's files
@@ -276,7 +281,7 @@ export function liveProtoChunks(L: any): Map<string, number> {
   const out = new Map<string, number>();
   heapWalk(L, undefined, (kind, bytes, what) => {
     if (kind !== 'proto') return;
-    const chunk = what.replace(/:\d+$/, '');
+    const chunk = protoChunk(what);
     out.set(chunk, (out.get(chunk) ?? 0) + bytes);
   });
   return out;
@@ -288,7 +293,7 @@ function heapDebug(vm: LuaVm, used: number): void {
   heapWalk(vm.L, undefined, (kind, bytes, what) => {
     kinds.set(kind, (kinds.get(kind) ?? 0) + bytes);
     if (kind === 'proto') {
-      const f = `proto ${what.replace(/:\d+$/, '')}`;
+      const f = `proto ${protoChunk(what)}`;
       kinds.set(f, (kinds.get(f) ?? 0) + bytes);
     }
     if (bytes >= 200) big.push([bytes, `${kind}:${what}`]);
