@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LuaRaise, LuaVm } from '../src/sim/lua-vm.js';
 import { crc32, encodeFrame, fragment, callMessage } from '../src/codec/frame.js';
+import type { WireValue } from '../src/codec/values.js';
 import { Handle } from '../src/codec/values.js';
 import { HOST_MAX_FRAME } from '../src/codec/constants.js';
 import { repoRoot } from '../src/util/repo-root.js';
@@ -401,6 +402,80 @@ test('events wait in order behind a full queue; a new S resets the link (seq 0 a
   const last = h2.frames.at(-1) as { type: string; kind: string; seq: number };
   assert.deepEqual([last.type, last.kind, last.seq], ['seq', 'R', 0]);
   assert.equal(txt(h2.values(1)[0]), 'new session');
+});
+
+test('bundles (section 2): hello with features turns them on; the calls of an M frame run once each, in order; the replies to one batch share a frame', () => {
+  const a = session();
+  // before the host said it reads them: one frame per reply, even for calls that came together
+  const before = a.exchange(a.host.calls([[1, 'echo', ['a']], [2, 'echo', ['b']]]));
+  assert.deepEqual(before.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['R', 'R']);
+  a.exchange(a.host.call(3, 'hello', [2, 4096, 1]));
+  assert.equal((a.host.values(3)[0] as Map<string, unknown>).get('bundle'), 1, 'hello says the agent reads M frames');
+  const got = a.exchange(a.host.bundle([[4, 'echo', ['x y']], [5, 'echo', [Buffer.from([10, 16, 0])]], [6, 'count'], [7, 'boom']]));
+  const seqs = got.filter((f) => f.type === 'seq') as Array<{ kind: string; ack: number }>;
+  assert.deepEqual(seqs.map((f) => f.kind), ['M'], `one frame for the four replies: ${JSON.stringify(got)}`);
+  assert.equal(seqs[0].ack, a.host.seq, 'it acknowledges the bundle');
+  assert.equal(txt(a.host.values(4)[0]), 'x y');
+  assert.deepEqual([...(a.host.values(5)[0] as Uint8Array)], [10, 16, 0], 'escaped bytes inside a bundle');
+  assert.deepEqual(a.host.values(6), [4], 'echo ran 4 times: a, b, x y and the bytes, each once');
+  assert.equal(a.host.code(7), 'ERR');
+  assert.deepEqual(a.host.messages.slice(-4).map((m) => (m as { id: number }).id), [4, 5, 6, 7], 'in order');
+  // the same bundle again (a retransmission): dropped as a duplicate, nothing runs twice
+  a.host.seq = (a.host.seq + 4095) % 4096;
+  a.exchange(a.host.bundle([[4, 'echo', ['x y']], [5, 'echo', ['again']], [6, 'count'], [7, 'boom']]));
+  a.exchange(a.host.call(8, 'count'));
+  assert.deepEqual(a.host.values(8), [4], 'a repeated bundle runs nothing');
+  assert.equal(a.host.repliesTo(5), 1);
+  // a hello without features (a diagnostic's) leaves them on; a new session turns them off
+  a.exchange(a.host.call(9, 'hello', [2, 4096]));
+  const on = a.exchange(a.host.calls([[10, 'echo', [1]], [11, 'echo', [2]]]));
+  assert.deepEqual(on.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['M']);
+  const h2 = new AgentHost(778);
+  h2.receive(a.feed(h2.start()));
+  h2.receive(a.feed(h2.calls([[1, 'echo', [1]], [2, 'echo', [2]]])));
+  assert.deepEqual(h2.frames.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['R', 'R'], 'a new session: no bundles until its hello');
+  assert.deepEqual(h2.values(2), [2]);
+});
+
+test('bundles: a body that stops being one is counted, the calls before it run; replies held for a bundle never exceed a frame', () => {
+  const a = session();
+  a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
+  const bad = (body: string) => {
+    const f = encodeFrame(`M${a.host.seq}.${a.host.rx}`, body);
+    a.host.seq = (a.host.seq + 1) % 4096;
+    return f;
+  };
+  const c = (id: number, v: string) => callMessage(id, 'echo', [v]).toString('latin1');
+  const m2 = c(2, 'ok');
+  const badBefore = a.stat('bad');
+  a.exchange(bad(`${m2.length} ${m2}12 C3 echo`)); // the second length runs past the end
+  assert.equal(txt(a.host.values(2)[0]), 'ok', 'the call before it ran');
+  assert.equal(a.stat('bad'), badBefore + 1);
+  for (const body of ['', 'x', '0 ', `${m2.length}${m2}`, '12345678 C4', `${m2.length + 1} ${m2}`]) a.exchange(bad(body));
+  assert.equal(a.stat('bad'), badBefore + 7, 'each counted once (the empty body too)');
+  const r3 = c(3, 'R3'); // a bundled message must be a call: an R from the host is counted
+  a.exchange(bad(`5 R1 23${r3.length} ${r3}`));
+  assert.equal(a.stat('bad'), badBefore + 8);
+  assert.equal(txt(a.host.values(3)[0]), 'R3', 'the call after it still runs');
+  // 30 calls whose replies are ~50 bytes, 6 to a bundle, a bundle at a time (the agent's window
+  // is 240 bytes): the replies to one bundle (~300 bytes) go out in frames within the session size
+  const host = a.host;
+  const out: Buffer[] = [];
+  for (let g = 0; g < 5; g++) {
+    const list: Array<[number, string, WireValue[]]> = [];
+    for (let i = 0; i < 6; i++) list.push([100 + g * 6 + i, 'big', [40]]);
+    out.push(a.feed(host.bundle(list)));
+    host.receive(out.at(-1)!);
+    for (let i = 0; i < 5 && list.some(([id]) => !host.reply(id)); i++) {
+      out.push(a.feed(host.ack()));
+      host.receive(out.at(-1)!);
+    }
+    for (const [id] of list) assert.equal(txt(host.values(id)[0]).length, 40, `reply ${id}`);
+  }
+  host.assertClean();
+  const lines = Buffer.concat(out).toString('latin1').split('\n').filter(Boolean);
+  assert.ok(lines.every((l) => l.length + 1 <= 255), `frames within 255 bytes: ${Math.max(...lines.map((l) => l.length + 1))}`);
+  assert.ok(host.frames.some((f) => f.type === 'seq' && f.kind === 'M'), 'replies were bundled');
 });
 
 test('a host frame can be as long as maxframe; the agent never sends a line over the host limit', () => {

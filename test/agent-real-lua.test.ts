@@ -88,6 +88,29 @@ for (const v of ['5.1', '5.3'] as LuaVersion[]) {
     assert.equal(st.get('calls'), 5, 'hello, echo, boom, echo, agent.stats (nope does not exist)');
   });
 
+  test(`under ${lua}: bundles (M frames) both ways once hello carries the host's features`, () => {
+    const h = new AgentHost();
+    const payload = Buffer.from(Array.from({ length: 40 }, (_, i) => (i * 53) % 256));
+    const input = Buffer.concat([
+      h.start(),
+      h.call(1, 'hello', [2, 4096, 1]),
+      Buffer.from('%%F\n'), // the end of a batch (the agent holds replies for bundles from the next one)
+      h.bundle([[2, 'echo', ['a']], [3, 'echo', [payload]], [4, 'boom'], [5, 'count']]),
+      h.calls([[6, 'echo', [6]], [7, 'echo', [7]]]),
+    ]);
+    h.receive(runCoreDriver(v, input, { chunk: -1 }));
+    h.assertClean(lua);
+    assert.equal((h.values(1)[0] as Map<string, unknown>).get('bundle'), 1);
+    assert.equal(txt(h.values(2)[0]), 'a');
+    assert.ok(Buffer.from(h.values(3)[0] as Uint8Array).equals(payload));
+    assert.equal(h.code(4), 'ERR');
+    assert.deepEqual(h.values(5), [2], 'each bundled call ran once');
+    assert.deepEqual([h.values(6), h.values(7)], [[6], [7]]);
+    const kinds = h.frames.flatMap((f) => (f.type === 'seq' ? [f.kind] : []));
+    assert.ok(kinds.includes('M'), `replies bundled: ${kinds.join(' ')}`);
+    assert.ok(h.messages.length >= 7);
+  });
+
   test(`under ${lua}: without acks the agent retransmits the oldest frame with backoff; duplicates never run a call twice`, () => {
     const h = new AgentHost();
     const calls = [h.call(1, 'echo', ['a']), h.call(2, 'echo', ['b']), h.call(3, 'echo', ['c'])];

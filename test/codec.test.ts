@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError } from '../src/codec/frame.js';
+import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError, bundleBody, bundledSize, unbundle } from '../src/codec/frame.js';
 import { decodeValues, encodeValues, Float, Handle, ValueSyntaxError, type WireValue } from '../src/codec/values.js';
 
 const noNl = (b: Buffer) => b.subarray(0, b.length - 1);
@@ -52,6 +52,26 @@ test('a protocol-1 frame is recognised as such', () => {
   const v1 = '~K12';
   assert.ok(isV1Frame(Buffer.from(`${v1} ${crc16(v1).toString(16).toUpperCase().padStart(4, '0')}`)));
   assert.ok(!isV1Frame(noNl(encodeFrame('Y1'))));
+});
+
+test('bundles (section 2): the M body round-trips through a frame, escapes included; where it stops being one the rest is dropped', () => {
+  const ms = [callMessage(7, 23, []), callMessage(8, 'socket.tx', [Buffer.from([10, 16, 0, 255, 32])]), encodeMessage({ type: 'R', id: 9, values: ['a b', 1] })];
+  assert.equal(bundleBody(ms.slice(0, 1)).toString('latin1'), '5 C7 23', 'length, space, message');
+  const line = encodeFrame('M12.30', bundleBody(ms));
+  const body = bundleBody(ms);
+  assert.equal(line.length, 1 + 'M12.30'.length + 1 + ms.reduce((n, m) => n + bundledSize(m), 0) + 10, 'bundledSize counts escapes');
+  assert.ok(body.length < line.length);
+  const p = parseLine(line.subarray(0, -1));
+  assert.equal(p.kind, 'frame');
+  const f = (p as { frame: { type: string; kind: string; seq: number; ack: number; body: Buffer } }).frame;
+  assert.deepEqual([f.type, f.kind, f.seq, f.ack], ['seq', 'M', 12, 30]);
+  const u = unbundle(f.body);
+  assert.equal(u.ok, true);
+  assert.deepEqual(u.messages.map((m) => Buffer.from(m)), ms.map((m) => Buffer.from(m)));
+  const bad = (s: string) => unbundle(Buffer.from(s, 'latin1'));
+  for (const s of ['', ' ', 'x', '0 ', '5C7 23', '12345678 C', '6 C7 23', '5 C7 237']) assert.equal(bad(s).ok, false, JSON.stringify(s));
+  assert.deepEqual(bad('5 C7 239 C8').messages.map(String), ['C7 23'], 'the messages before the bad length');
+  assert.deepEqual(bad('5 C7 235 Z1 23').messages.map(String), ['C7 23', 'Z1 23'], 'types are the receiver\'s to check');
 });
 
 test('fragments: lines never exceed the frame size, pieces rebuild the message', () => {

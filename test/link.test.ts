@@ -8,7 +8,7 @@ import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { Link, LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
-import { encodeFrame, crc16, parseLine } from '../src/codec/frame.js';
+import { bundleBody, callMessage, decodeMessage, encodeFrame, crc16, parseLine, unbundle } from '../src/codec/frame.js';
 import { START_FRAME } from '../src/codec/constants.js';
 import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
@@ -447,6 +447,53 @@ async function handPlayed() {
     });
   return { link, host, dev, lines, until, answer, acks, close: async () => { link.shutdown(); await host.close(); } };
 }
+
+test('bundles (protocol section 2): messages sent in one tick share an M frame once hello said the agent reads them; M frames from the agent are handed on in order', async () => {
+  const h = await handPlayed();
+  try {
+    const got: string[] = [];
+    h.link.handlers.message = (c, k) => void got.push((k === undefined ? '' : String.fromCharCode(k)) + c.toString('latin1'));
+    const seqLines = (from: number) => h.lines.slice(from).filter((l) => /^~[CM&$]/.test(l));
+    // not yet said: one frame per message
+    let at = h.lines.length;
+    h.link.send(callMessage(1, 'f', []));
+    h.link.send(callMessage(2, 'f', []));
+    await h.until('two frames', () => seqLines(at).length === 2);
+    assert.deepEqual(seqLines(at).map((l) => l[1]), ['C', 'C']);
+    h.link.configure({ maxframe: 4096, outmax: 4096, window: 4096, bundle: true });
+    at = h.lines.length;
+    for (let id = 3; id <= 40; id++) h.link.send(callMessage(id, 'f', [Buffer.from('x\ny')]));
+    // the agent acknowledges what it got (the congestion window starts at 4 frames)
+    for (let i = 0; i < 400 && h.link.counters.bundledOut < 38; i++) {
+      h.answer(h.lines.filter((l) => /^~[CM&$]/.test(l)).length);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(h.link.counters.bundledOut, 38);
+    const frames = seqLines(at);
+    assert.ok(frames.every((l) => l[1] === 'M'), `only M frames: ${JSON.stringify(frames)}`);
+    assert.ok(frames.length < 38 / 4, `38 calls in ${frames.length} frames`);
+    assert.ok(frames.every((l) => l.length + 1 <= h.link.counters.frameSize), 'each within the frame size');
+    // what the agent gets: every call once, in order, escapes intact
+    const calls = frames.flatMap((l) => {
+      const p = parseLine(Buffer.from(l, 'latin1'));
+      assert.equal(p.kind, 'frame');
+      const f = (p as { frame: { body: Buffer } }).frame;
+      return unbundle(f.body).messages.map((m) => decodeMessage(m));
+    });
+    assert.deepEqual(calls.map((c) => (c as { id: number }).id), Array.from({ length: 38 }, (_, i) => i + 3));
+    assert.deepEqual([...((calls[0] as { args: Uint8Array[] }).args[0])], [0x78, 10, 0x79]);
+    // from the agent: an M frame's messages in order; one that is not a bundle is dropped and counted
+    h.dev.write(encodeFrame('M0.2', bundleBody([Buffer.from('R1 5'), Buffer.from('E3 \'ev 7'), Buffer.from('X2 \'ERR \'no')])));
+    await h.until('three messages', () => got.length === 3);
+    assert.deepEqual(got, ['R1 5', "E3 'ev 7", "X2 'ERR 'no"]);
+    assert.equal(h.link.counters.bundledIn, 3);
+    h.dev.write(encodeFrame('M1.2', '4 R1 59 R2'));
+    await h.until('the bad bundle counted', () => h.link.counters.droppedMessages === 1);
+    assert.deepEqual(got.slice(3), ['R1 5'], 'what came before the bad length is handed on, nothing after');
+  } finally {
+    await h.close();
+  }
+});
 
 test('a session asks the agent for START_FRAME-byte frames in S; its first good frame raises the size the next A gives', async () => {
   // hello's reply is cut before the host has seen a frame of the session; a frame keeps its size

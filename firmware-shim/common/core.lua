@@ -172,14 +172,19 @@ function A.tether_builtins(A, N)
       if n == 0 then return w end
     end
   end
-  B.hello = function()
+  -- the host's hello: its protocol, its line limit and its features (docs/protocol.md section 9);
+  -- bit 1 of features: it reads M frames. An agent with the bundle part resident sends them from
+  -- then on in this session (a hello without features changes nothing: tether diag's second one)
+  B.hello = function(_, _, feats)
+    feats = tonumber(feats)
+    if feats then L.mb = K.bundle ~= nil and feats % 2 == 1 or nil end
     local t = {
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
       maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
       ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
-      released = L.freed or 0,
+      released = L.freed or 0, bundle = K.bundle and 1 or nil,
     }
     HAL.info(t)
     return t
@@ -342,6 +347,56 @@ function A.tether_gap(A, N)
 end -- tether_gap
 -- @end
 
+-- @lazy bundle: bundles (docs/protocol.md section 2): whole messages that share one M frame,
+-- both ways. A function of (A, N); returns { take, cut }. Resident in one-file agents; NodeMCU's
+-- build cuts it out into tether_bundle.lua (that agent does not offer bundles: loaded only if a
+-- host sends one anyway).
+function A.tether_bundle(A, N)
+  local K = N.K
+  local L, ST = K.L, K.ST
+  local smatch, ssub = string.match, string.sub
+  -- hand on the messages of an M frame's body ("<len> <message>" each, len in bytes), in order;
+  -- where the body stops being a bundle the rest is dropped and counted (agent.stats bad)
+  local function take(body)
+    local i, n = 1, #body
+    repeat -- at least one message (an empty body is not a bundle)
+      local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", i)
+      len = tonumber(len)
+      if not len or len < 1 or j + len - 1 > n then
+        ST.bad = ST.bad + 1
+        return
+      end
+      local ok, e = pcall(K.message, ssub(body, j, j + len - 1))
+      if not ok then pcall(A.log, 1, e) end
+      i = j + len
+    until i > n
+  end
+  -- the waiting messages from the head of the backlog that fit one frame whole, as one M frame;
+  -- false when fewer than two fit (nothing done: the core sends the first as usual)
+  local function cut()
+    local out, room = L.out, L.size - 22 -- as a frame of one message (the core's cut)
+    local b, used, h = {}, 0, L.oh
+    while h <= L.ot do
+      local m = out[h]
+      local item = #m .. " " .. K.esc(m)
+      if used + #item > room then break end
+      b[#b + 1] = item
+      used = used + #item
+      h = h + 1
+    end
+    if b[2] == nil then return false end
+    for k = L.oh, h - 1 do
+      L.ob = L.ob - #out[k]
+      out[k] = nil
+    end
+    if h > L.ot then L.oh, L.ot = 1, 0 else L.oh = h end
+    K.push("M", table.concat(b))
+    return true
+  end
+  return { take = take, cut = cut }
+end -- tether_bundle
+-- @end
+
 -- everything else lives in this function's scope (keeps the main chunk's locals few)
 local function tether_core()
   local sfind, ssub, sbyte, smatch, tconcat = string.find, string.sub, string.byte, string.match, table.concat
@@ -423,32 +478,43 @@ local function tether_core()
   local function cut()
     local out = L.out
     while (L.ce or out[L.oh]) and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
-      if not L.ce then
-        local h = L.oh
-        local m = out[h]
-        out[h] = nil
-        if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
-        L.ob = L.ob - #m
-        L.ce, L.ci = esc(m), 1
-        m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
-      end
-      local e = L.ce
-      local room, n = L.size - 22, #e -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
-      if L.ci == 1 and n <= room + 1 then
-        push(ssub(e, 1, 1), ssub(e, 2))
+      -- @fast (bundles: several whole messages waiting and a host that reads M frames, one
+      -- frame for them; the NodeMCU agent does not offer bundles)
+      if not L.ce and L.mb and L.ot > L.oh and A.K.part("bundle").cut() then
       else
-        while L.ci <= n do
-          local i = L.ci
-          local j = i + room - 1
-          if j >= n then j = n elseif sbyte(e, j) == 16 then j = j - 1 end -- never split an escape
-          push(j == n and "$" or "&", ssub(e, i, j))
-          L.ci = j + 1
+      -- @end fast
+        if not L.ce then
+          local h = L.oh
+          local m = out[h]
+          out[h] = nil
+          if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
+          L.ob = L.ob - #m
+          L.ce, L.ci = esc(m), 1
+          m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
         end
+        local e = L.ce
+        local room, n = L.size - 22, #e -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
+        if L.ci == 1 and n <= room + 1 then
+          push(ssub(e, 1, 1), ssub(e, 2))
+        else
+          while L.ci <= n do
+            local i = L.ci
+            local j = i + room - 1
+            if j >= n then j = n elseif sbyte(e, j) == 16 then j = j - 1 end -- never split an escape
+            push(j == n and "$" or "&", ssub(e, i, j))
+            L.ci = j + 1
+          end
+        end
+        L.ce = nil
+      -- @fast
       end
-      L.ce = nil
+      -- @end fast
     end
   end
   local function flush()
+    -- @fast (while a batch of lines is read with bundles on, what waits goes at its end: A.feed)
+    if L.hold then return end
+    -- @end fast
     local ok = pcall(cut)
     if not ok then ST.ferr = (ST.ferr or 0) + 1 end -- agent.stats ferr; the next flush goes on
     local d = A.ondrain -- the family's flow control: the backlog went down (bytes still waiting)
@@ -575,6 +641,9 @@ local function tether_core()
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
   K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr, part = part }
+  -- @fast (what the bundle part's cut uses: bundles are sent only by agents that offer them)
+  K.esc, K.push = esc, push
+  -- @end fast
   A.K = K
   -- a call's error reply: an error raised as { code, message } keeps its code, anything else gets code
   function K.fail(id, e, code)
@@ -653,6 +722,7 @@ local function tether_core()
     L.ackdue = true
     if t ~= "&" and t ~= "$" then
       if L.parts then L.parts, ST.bad = nil, ST.bad + 1 end
+      if t == "M" then return part("bundle").take(body) end
       return message(t .. body)
     end
     local P = L.parts or { n = 0 }
@@ -673,7 +743,12 @@ local function tether_core()
     if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
   end
 
-  local function blocked() return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
+  local function blocked()
+    -- @fast (while a batch is read with bundles on, replies up to a frame's size wait for its end)
+    if L.hold and L.ce == nil and L.ob < L.size and L.qb < HAL.txwin then return false end
+    -- @end fast
+    return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin
+  end
 
   -- session ownership (docs/protocol.md section 3): every object the agent made for a host
   -- belongs to the session that made it; a new session and agent.release_all free them all
@@ -714,7 +789,7 @@ local function tether_core()
     -- @fast
     end
     -- @end fast
-    local t, seq, ack, rest = smatch(s, "^([CRXEPL&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
+    local t, seq, ack, rest = smatch(s, "^([CRXEPLM&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
     if t then
       seq, ack = tonumber(seq), tonumber(ack)
       if seq >= MOD or ack >= MOD or (rest ~= "" and sbyte(rest, 1) ~= 32) then
@@ -766,6 +841,9 @@ local function tether_core()
           L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
         end
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
+        -- @fast (no bundles until this session's hello says the host reads them)
+        L.mb = nil
+        -- @end fast
       end
       L.size = clamp(size)
       sendA()
@@ -782,6 +860,9 @@ local function tether_core()
   function A.feed(chunk)
     local s, pos, max = L.buf .. chunk, 1, HAL.maxframe
     L.buf = ""
+    -- @fast (with bundles on, the replies to this batch's calls go out together at its end)
+    L.hold = L.mb
+    -- @end fast
     while true do
       local nl = sfind(s, "\n", pos, true)
       if not nl then break end
@@ -810,12 +891,21 @@ local function tether_core()
       end
     end
     local P = L.pend
-    while P[1] and not blocked() do
-      local p = table.remove(P, 1)
-      L.pb = L.pb - p[4]
-      local ok, e = pcall(deliver, p[1], p[2], p[3])
-      if not ok then pcall(A.log, 1, e) end
-    end
+    -- @fast
+    repeat
+    -- @end fast
+      while P[1] and not blocked() do
+        local p = table.remove(P, 1)
+        L.pb = L.pb - p[4]
+        local ok, e = pcall(deliver, p[1], p[2], p[3])
+        if not ok then pcall(A.log, 1, e) end
+      end
+    -- @fast (the replies held for bundles go now, then what still waits, without holding)
+      local held = L.hold
+      L.hold = nil
+      if held then flush() end
+    until not held
+    -- @end fast
     -- a Y's answer lists the holes (the same list again too): the host repeats at once what it
     -- sent before the Y and is still listed. With lines kept unread (the queue is full) it does
     -- not echo the token: the host would take those frames for lost
@@ -833,7 +923,7 @@ local function tether_core()
   end
 
   -- hand on the kept frames that now follow in order (tether_gap, only when frames are kept)
-  K.deliver, K.blocked = deliver, blocked
+  K.deliver, K.blocked, K.message = deliver, blocked, message
   function A.drain()
     if next(L.ah) then part("gap").drain() end
   end
@@ -917,7 +1007,7 @@ local function tether_core()
   for _, n in ipairs({ "hello", "agent.caps", "agent.stats", "agent.ping", "agent.release_all" }) do A.caps[#A.caps + 1] = n end
 
   -- the @lazy blocks, when this file has them (no main-chunk locals: NodeMCU's parser limit)
-  for _, nm in ipairs({ "enc", "gap" }) do
+  for _, nm in ipairs({ "enc", "gap", "bundle" }) do
     local f = A["tether_" .. nm]
     if f then K[nm], A["tether_" .. nm] = f(A, { K = K }), nil end
   end

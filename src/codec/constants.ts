@@ -83,11 +83,19 @@ export const FrameType = {
   Log: 'L',
   Fragment: '&',
   LastFragment: '$',
+  Bundle: 'M',
 } as const;
 export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
 
 /** Message types that travel in sequenced frames (section 2). */
 export const MESSAGE_TYPES = 'CRXEPL';
+
+/**
+ * Bits of the host's features, hello's third argument (section 9). `HOST_TAKES_BUNDLES`: the host
+ * reads `M` frames (several whole messages in one frame, section 2), so the agent may send them.
+ */
+export const HOST_TAKES_BUNDLES = 1;
+export const HOST_FEATURES = HOST_TAKES_BUNDLES;
 
 /** Error codes an agent puts in `X` messages (section 8). */
 export const RemoteCode = {

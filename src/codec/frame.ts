@@ -182,7 +182,7 @@ export type LinkFrame =
   /** `probe`: 1..9999, echoed by the `A` that answers it. */
   | { type: 'Y'; probe: number }
   | { type: 'B'; epoch: number; proto: number }
-  /** A sequenced frame: `kind` is a message type (C R X E P L) or a fragment (`&`, `$`). */
+  /** A sequenced frame: `kind` is a message type (C R X E P L), a fragment (`&`, `$`) or a bundle (`M`). */
   | { type: 'seq'; kind: string; seq: number; ack: number; body: Buffer };
 
 /** Classification of one received line. */
@@ -195,7 +195,7 @@ const MIN_LINE = 12; // "~Y1" + " " + 8 hex
 const UNSEQ_RE = /^([SAYB])([0-9 ]*)$/;
 /** One-character strings of the sequenced frame kinds, by byte value (undefined: not a kind). */
 const SEQ_KIND: Array<string | undefined> = [];
-for (const k of 'CRXEPL&$') SEQ_KIND[k.charCodeAt(0)] = k;
+for (const k of 'CRXEPL&$M') SEQ_KIND[k.charCodeAt(0)] = k;
 
 /**
  * Classify one line (without its `\n`; a trailing `\r` is ignored) (section 1).
@@ -374,6 +374,49 @@ export class LineSplitter {
     this.size = 0;
     this.skipping = false;
   }
+}
+
+/** Bytes `b` takes in a frame once escaped (section 1: 0x0A and 0x10 take two). */
+export function escapedSize(b: Uint8Array): number {
+  return escapedLength(b, 0, b.length);
+}
+
+/**
+ * Bytes one message takes in an `M` frame's body (section 2, "Bundles"), escaped: its length in
+ * decimal, a space, the message.
+ */
+export function bundledSize(message: Uint8Array): number {
+  return String(message.length).length + 1 + escapedSize(message);
+}
+
+/**
+ * The body of an `M` frame (section 2, "Bundles"): every message, type character first, as its
+ * byte length (unescaped, decimal), a space and the message, one after the other. Pure.
+ */
+export function bundleBody(messages: ReadonlyArray<Uint8Array>): Buffer {
+  const parts: Uint8Array[] = [];
+  for (const m of messages) parts.push(Buffer.from(`${m.length} `, 'latin1'), m);
+  return Buffer.concat(parts);
+}
+
+/**
+ * The messages of an `M` frame's body (unescaped), as views into it, and whether all of it was a
+ * bundle (`ok`). Where it stops being one (a length that is not 1-7 digits and a space, 0, or
+ * past the end) the messages before that point are still returned; an empty body is not a
+ * bundle. The messages' types are the receiver's to check, as for whole frames. Never throws.
+ */
+export function unbundle(body: Buffer): { messages: Buffer[]; ok: boolean } {
+  const messages: Buffer[] = [];
+  let i = 0;
+  do {
+    let n = 0;
+    const s = i;
+    while (i < body.length && i - s < 7 && body[i] >= 0x30 && body[i] <= 0x39) n = n * 10 + (body[i++] - 0x30);
+    if (i === s || body[i] !== 0x20 || n === 0 || i + 1 + n > body.length) return { messages, ok: false };
+    messages.push(body.subarray(i + 1, i + 1 + n));
+    i += 1 + n;
+  } while (i < body.length);
+  return { messages, ok: true };
 }
 
 /** Head of a sequenced frame: `<kind><seq>.<ack>`. */

@@ -24,7 +24,7 @@ import {
   SEQ_MOD,
   WINDOW_RESERVE,
 } from '../codec/constants.js';
-import { encodeFrame, fitPiece, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, type LinkFrame } from '../codec/frame.js';
+import { bundleBody, bundledSize, encodeFrame, fitPiece, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, unbundle, type LinkFrame } from '../codec/frame.js';
 import { TetherError } from '../errors.js';
 
 /** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
@@ -73,6 +73,10 @@ export interface LinkCounters {
   logLines: number;
   /** Messages dropped because they were larger than the host accepts. */
   droppedMessages: number;
+  /** Messages written inside `M` frames (section 2, "Bundles"), first copies only. */
+  bundledOut: number;
+  /** Messages received inside `M` frames. */
+  bundledIn: number;
   /** Frames the host sent again. */
   retransmits: number;
   /** Retransmission rounds started by the timer. */
@@ -228,6 +232,8 @@ export class Link {
     overlongLines: 0,
     logLines: 0,
     droppedMessages: 0,
+    bundledOut: 0,
+    bundledIn: 0,
     retransmits: 0,
     timeouts: 0,
     duplicates: 0,
@@ -327,6 +333,10 @@ export class Link {
   private reading = false;
   /** An ack opened the window while reading: pump once the chunk is read. */
   private pumpDue = false;
+  /** The agent reads `M` frames (hello `bundle`, section 2): set by {@link configure}, per session. */
+  private bundles = false;
+  /** A pump is queued as a microtask: messages sent in the same tick go out together (bundles). */
+  private pumpSoon = false;
   private readonly onLineFn = (line: Buffer) => this.onLine(line);
   private keepTimer?: NodeJS.Timeout;
   private startTimer?: NodeJS.Timeout;
@@ -431,8 +441,13 @@ export class Link {
     });
   }
 
-  /** Tell the link what hello said: the agent's line limit and largest frame it can send. */
-  configure(info: { maxframe: number; outmax: number; window?: number }): void {
+  /**
+   * Tell the link what hello said: the agent's line limit, the largest frame it can send and
+   * whether it reads `M` frames (`bundle`, section 2: then whole messages queued together share a
+   * frame). @default bundle false
+   */
+  configure(info: { maxframe: number; outmax: number; window?: number; bundle?: boolean }): void {
+    this.bundles = info.bundle === true;
     this.agentMaxFrame = clamp(info.maxframe, HELLO_CLAMP.maxframe);
     this.agentOutMax = clamp(info.outmax, HELLO_CLAMP.outmax);
     if (info.window !== undefined) this.agentWindow = clamp(info.window, HELLO_CLAMP.window);
@@ -459,7 +474,16 @@ export class Link {
       while (i < this.queue.length && this.queue[i].ahead) i++;
       this.queue.splice(i, 0, m);
     }
-    this.pump();
+    if (!this.bundles) this.pump();
+    else if (!this.pumpSoon && !this.reading) {
+      // the messages sent in this tick (calls made in a loop, or after the replies of one chunk) can
+      // share frames: pump once they are queued
+      this.pumpSoon = true;
+      queueMicrotask(() => {
+        this.pumpSoon = false;
+        this.pump();
+      });
+    } else if (this.reading) this.pumpDue = true;
     return m;
   }
 
@@ -491,6 +515,7 @@ export class Link {
     if (this.paceTimer) clearTimeout(this.paceTimer);
     this.paceTimer = undefined;
     this.unackedIn = 0;
+    this.bundles = false; // until hello says so again
     this.queue.length = 0;
     this.qHead = 0;
     this.unacked.length = 0;
@@ -729,6 +754,7 @@ export class Link {
         const whole = seqHead(String.fromCharCode(m.buf[0]), seq, this.expect);
         const n = fitPiece(m.buf, 1, this.frameSize, whole);
         if (n >= remaining - 1) {
+          if (this.bundles && this.pumpBundle(m, seq)) continue;
           head = whole;
           end = m.buf.length;
         } else {
@@ -761,6 +787,45 @@ export class Link {
       this.write(line);
       this.armRto();
     }
+  }
+
+  /**
+   * Write the queued whole messages from `m` (the head of the queue, whole in a frame) on as one
+   * `M` frame when more than one fits the frame size and the agent's window (section 2,
+   * "Bundles"); false when not, and nothing was done.
+   */
+  private pumpBundle(m: OutMessage, seq: number): boolean {
+    const head = seqHead('M', seq, this.expect);
+    const over = 2 + head.length + FRAME_TRAILER;
+    let budget = this.frameSize - over;
+    if (this.unackedBytes > 0) budget = Math.min(budget, this.agentWindow - WINDOW_RESERVE - this.unackedBytes - over);
+    const items = [m];
+    let used = bundledSize(m.buf);
+    let j = this.qHead + 1;
+    while (j < this.queue.length && used < budget) {
+      const n = this.queue[j];
+      if (!n.cancelled) {
+        const w = bundledSize(n.buf);
+        if (used + w > budget) break;
+        items.push(n);
+        used += w;
+      }
+      j++;
+    }
+    if (items.length < 2) return false;
+    const line = encodeFrame(head, bundleBody(items.map((x) => x.buf)));
+    for (const x of items) x.off = x.buf.length;
+    for (let k = j - this.qHead; k > 0; k--) this.popQueue();
+    this.nextSeq = mod(seq + 1);
+    this.unacked.push({ seq, line, sentAt: performance.now(), retx: false, after: 0 });
+    this.unackedBytes += line.length;
+    this.counters.framesOut++;
+    this.counters.bundledOut += items.length;
+    this.ackPending = false;
+    this.unackedIn = 0;
+    this.write(line);
+    this.armRto();
+    return true;
   }
 
   /**
@@ -1220,6 +1285,15 @@ export class Link {
       this.parts = [];
       this.partsSize = 0;
       this.partsTooBig = false;
+    }
+    if (kind === 'M') {
+      // whole messages, in order (section 2, "Bundles"); where the body stops being a bundle the
+      // rest is dropped and counted (it passed the CRC, so the agent made it)
+      const { messages, ok } = unbundle(body);
+      if (!ok) this.counters.droppedMessages++;
+      this.counters.bundledIn += messages.length;
+      for (const m of messages) this.handlers.message?.(m.subarray(1), m[0]);
+      return;
     }
     // a whole message: its body as it lies in the line, with its type apart (no copy)
     this.handlers.message?.(body, kind.charCodeAt(0));

@@ -9,7 +9,7 @@
  */
 import { Subject, Observable } from 'rxjs';
 import type { Transport } from '../transport/transport.js';
-import { BASE_MAX_FRAME, CAPS_PAGE, HELLO_CLAMP, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
+import { BASE_MAX_FRAME, CAPS_PAGE, HELLO_CLAMP, HOST_FEATURES, HOST_MAX_FRAME, PROTOCOL_VERSION } from '../codec/constants.js';
 import { callMessage, decodeMessage, FrameSyntaxError, type Message } from '../codec/frame.js';
 import { field, toNumber, toText, type WireValue } from '../codec/values.js';
 import { Link, type LinkCounters, type LinkReset, type QueuedMessage } from '../link/link.js';
@@ -39,6 +39,11 @@ export interface HelloInfo {
   /** The agent's Lua heap (KB). */
   heap?: number;
   epoch: number;
+  /**
+   * The agent reads `M` frames (several whole messages in one frame, protocol section 2) and,
+   * once the host's hello said it reads them too, sends them. @default false (field absent)
+   */
+  bundle: boolean;
   /** LuatOS: firmware returns the first boolean inverted (pre-2023-01-31). Undefined when unknown. */
   boolinv?: boolean;
   /** Functions the agent exposes, in index order (read with `agent.caps`). */
@@ -335,7 +340,9 @@ export class RpcClient {
         if (this.closed) throw this.closeError ?? new TetherError('CLOSED', 'client closed');
         try {
           await guard(this.link.start());
-          const [h] = await guard(this.rawCall('hello', [PROTOCOL_VERSION, HOST_MAX_FRAME], Math.max(1, left())));
+          // the third argument: what this host reads (section 9); an agent that bundles replies
+          // (hello `bundle`) starts once it has this
+          const [h] = await guard(this.rawCall('hello', [PROTOCOL_VERSION, HOST_MAX_FRAME, HOST_FEATURES], Math.max(1, left())));
           const info = parseHello(h);
           if (info.proto !== PROTOCOL_VERSION) {
             throw new TetherError('VERSION_MISMATCH', `agent speaks protocol ${info.proto}, this host speaks ${PROTOCOL_VERSION}: update the agent (tether flash / tether agent)`, {
@@ -689,6 +696,7 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     maxmsg: clampNum(num('maxmsg') ?? 1024, HELLO_CLAMP.maxmsg),
     heap: num('heap'),
     epoch,
+    bundle: num('bundle') === 1,
     boolinv: typeof bi === 'boolean' ? bi : undefined,
     caps: [],
     raw: v,

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { callMessage, decodeMessage, encodeFrame, fragment, LineSplitter, parseLine, type LinkFrame, type Message } from '../../src/codec/frame.js';
+import { bundleBody, callMessage, decodeMessage, encodeFrame, fragment, LineSplitter, parseLine, seqHead, unbundle, type LinkFrame, type Message } from '../../src/codec/frame.js';
 import { HOST_MAX_FRAME, SEQ_MOD } from '../../src/codec/constants.js';
 import type { WireValue } from '../../src/codec/values.js';
 import { repoRoot } from '../../src/util/repo-root.js';
@@ -68,6 +68,13 @@ export class AgentHost {
     return Buffer.concat(lines);
   }
 
+  /** One `M` frame (a bundle, section 2) of calls, each `[id, fn, args]`, with the next sequence number. */
+  bundle(list: Array<[number, string | number, WireValue[]?]>): Buffer {
+    const f = encodeFrame(seqHead('M', this.seq, this.rx), bundleBody(list.map(([id, fn, args]) => callMessage(id, fn, args ?? []))));
+    this.seq = (this.seq + 1) % SEQ_MOD;
+    return f;
+  }
+
   /** Several calls, each `[id, fn, args]`. */
   calls(list: Array<[number, string | number, WireValue[]?]>, frameSize = 255): Buffer {
     return Buffer.concat(list.map(([id, fn, args]) => this.call(id, fn, args ?? [], frameSize)));
@@ -117,6 +124,12 @@ export class AgentHost {
     this.rx = (this.rx + 1) % SEQ_MOD;
     if (f.kind === '&') {
       this.parts.push(f.body);
+      return;
+    }
+    if (f.kind === 'M') {
+      const { messages, ok } = unbundle(f.body);
+      assert.ok(ok, `a bundle from the agent that is not one: ${JSON.stringify(f.body.toString('latin1'))}`);
+      for (const m of messages) this.messages.push(decodeMessage(m));
       return;
     }
     let m: Buffer;
