@@ -52,9 +52,9 @@ export function renderProtocolLua(): string {
  * `function A.tether_X(A, N) ... end -- tether_X`) is left out of the resident bundle and
  * becomes the file tether_NAME.lua, loaded on first use: `call` (tether_calls: value decoding,
  * call dispatch) and `core` (tether_builtins: hello and the agent.* calls), which the core asks
- * for with `HAL.calls()` / `HAL.builtins()`, and `enc` (tether_enc: the value encoder) and `gap`
- * (tether_gap: the list of missing frames), which it asks for with `HAL.part(name)` when it needs
- * them. Session set-up stays resident: without a session no error could reach the host. Other families keep the blocks in their one
+ * for with `HAL.calls()` / `HAL.builtins()`, and `enc` (tether_enc: the value encoder), `gap`
+ * (tether_gap: the list of missing frames) and `bundle` (tether_bundle: an `M` frame's messages),
+ * which it asks for with `HAL.part(name)` when it needs them. Session set-up stays resident: without a session no error could reach the host. Other families keep the blocks in their one
  * file, where they run once at load. A split family's files also get the protocol constants
  * written as literals ({@link inlineConstants}).
  */

@@ -23,7 +23,7 @@ function tether(...args: string[]) {
   return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30000 });
 }
 
-const LAZY = ['tether_call.lua', 'tether_core.lua', 'tether_enc.lua', 'tether_gap.lua', 'tether_info.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua'];
+const LAZY = ['tether_bundle.lua', 'tether_call.lua', 'tether_core.lua', 'tether_enc.lua', 'tether_gap.lua', 'tether_info.lua', 'tether_net.lua', 'tether_srv.lua', 'tether_sys.lua', 'tether_tcp.lua', 'tether_udp.lua'];
 
 test('nodemcu: tether.lua and the tether_*.lua it loads on first use (what tether flash uploads) and README.txt; --init adds init.lua; the files run on the simulated ESP8266', async () => {
   const out = join(tmp, 'esp');

@@ -404,7 +404,7 @@ test('events wait in order behind a full queue; a new S resets the link (seq 0 a
   assert.equal(txt(h2.values(1)[0]), 'new session');
 });
 
-test('bundles (section 2): hello with features turns them on; the calls of an M frame run once each, in order; the replies to one batch share a frame', () => {
+test('bundles (section 2): hello with features turns them on; the calls of an M frame run once each, in order; their replies share a frame', () => {
   const a = session();
   // before the host said it reads them: one frame per reply, even for calls that came together
   const before = a.exchange(a.host.calls([[1, 'echo', ['a']], [2, 'echo', ['b']]]));
@@ -426,14 +426,17 @@ test('bundles (section 2): hello with features turns them on; the calls of an M 
   a.exchange(a.host.call(8, 'count'));
   assert.deepEqual(a.host.values(8), [4], 'a repeated bundle runs nothing');
   assert.equal(a.host.repliesTo(5), 1);
+  // calls in frames of their own: replies in frames of their own (the agent bundles a bundle's)
+  const single = a.exchange(a.host.calls([[12, 'echo', [1]], [13, 'echo', [2]]]));
+  assert.deepEqual(single.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['R', 'R']);
   // a hello without features (a diagnostic's) leaves them on; a new session turns them off
   a.exchange(a.host.call(9, 'hello', [2, 4096]));
-  const on = a.exchange(a.host.calls([[10, 'echo', [1]], [11, 'echo', [2]]]));
+  const on = a.exchange(a.host.bundle([[10, 'echo', [1]], [11, 'echo', [2]]]));
   assert.deepEqual(on.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['M']);
   const h2 = new AgentHost(778);
   h2.receive(a.feed(h2.start()));
-  h2.receive(a.feed(h2.calls([[1, 'echo', [1]], [2, 'echo', [2]]])));
-  assert.deepEqual(h2.frames.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['R', 'R'], 'a new session: no bundles until its hello');
+  h2.receive(a.feed(h2.bundle([[1, 'echo', [1]], [2, 'echo', [2]]])));
+  assert.deepEqual(h2.frames.filter((f) => f.type === 'seq').map((f) => (f as { kind: string }).kind), ['R', 'R'], 'a new session: it reads bundles, but sends none until its hello');
   assert.deepEqual(h2.values(2), [2]);
 });
 

@@ -27,7 +27,7 @@
 --                    part returned, so the part is garbage by then (the next call loads it again)
 --   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
 --                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
---   HAL.part(name)   the table of the @lazy block "enc" or "gap" below when the build
+--   HAL.part(name)   the table of the @lazy block "enc", "gap" or "bundle" below when the build
 --                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
 --   HAL.capname(n)   (optional) the name of capability number n, as tether_builtins' capname
 --                    (registered ones first, then HAL.lazy's); a call by number uses it when set
@@ -356,20 +356,24 @@ function A.tether_bundle(A, N)
   local L, ST = K.L, K.ST
   local smatch, ssub = string.match, string.sub
   -- hand on the messages of an M frame's body ("<len> <message>" each, len in bytes), in order;
-  -- where the body stops being a bundle the rest is dropped and counted (agent.stats bad)
+  -- where the body stops being a bundle the rest is dropped and counted (agent.stats bad). With
+  -- bundles on (L.mb) the replies wait for the last message, and go out together
   local function take(body)
-    local i, n = 1, #body
+    local i, n, hold = 1, #body, L.mb
+    L.hold = hold
     repeat -- at least one message (an empty body is not a bundle)
       local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", i)
       len = tonumber(len)
       if not len or len < 1 or j + len - 1 > n then
         ST.bad = ST.bad + 1
-        return
+        break
       end
       local ok, e = pcall(K.message, ssub(body, j, j + len - 1))
       if not ok then pcall(A.log, 1, e) end
       i = j + len
     until i > n
+    L.hold = nil
+    if hold then K.flush() end
   end
   -- the waiting messages from the head of the backlog that fit one frame whole, as one M frame;
   -- false when fewer than two fit (nothing done: the core sends the first as usual)
@@ -512,7 +516,7 @@ local function tether_core()
     end
   end
   local function flush()
-    -- @fast (while a batch of lines is read with bundles on, what waits goes at its end: A.feed)
+    -- @fast (while a bundle's calls run with bundles on, the replies wait for the last: tether_bundle)
     if L.hold then return end
     -- @end fast
     local ok = pcall(cut)
@@ -641,8 +645,8 @@ local function tether_core()
     send("X" .. id .. " '" .. code .. " " .. encstr(msg))
   end
   K = { TP = TP, HAL = HAL, L = L, ST = ST, send = send, xerr = xerr, encvals = encvals, encstr = encstr, part = part }
-  -- @fast (what the bundle part's cut uses: bundles are sent only by agents that offer them)
-  K.esc, K.push = esc, push
+  -- @fast (what the bundle part uses to send: bundles are sent only by agents that offer them)
+  K.esc, K.push, K.flush = esc, push, flush
   -- @end fast
   A.K = K
   -- a call's error reply: an error raised as { code, message } keeps its code, anything else gets code
@@ -743,12 +747,7 @@ local function tether_core()
     if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
   end
 
-  local function blocked()
-    -- @fast (while a batch is read with bundles on, replies up to a frame's size wait for its end)
-    if L.hold and L.ce == nil and L.ob < L.size and L.qb < HAL.txwin then return false end
-    -- @end fast
-    return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin
-  end
+  local function blocked() return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
 
   -- session ownership (docs/protocol.md section 3): every object the agent made for a host
   -- belongs to the session that made it; a new session and agent.release_all free them all
@@ -860,9 +859,6 @@ local function tether_core()
   function A.feed(chunk)
     local s, pos, max = L.buf .. chunk, 1, HAL.maxframe
     L.buf = ""
-    -- @fast (with bundles on, the replies to this batch's calls go out together at its end)
-    L.hold = L.mb
-    -- @end fast
     while true do
       local nl = sfind(s, "\n", pos, true)
       if not nl then break end
@@ -891,21 +887,12 @@ local function tether_core()
       end
     end
     local P = L.pend
-    -- @fast
-    repeat
-    -- @end fast
-      while P[1] and not blocked() do
-        local p = table.remove(P, 1)
-        L.pb = L.pb - p[4]
-        local ok, e = pcall(deliver, p[1], p[2], p[3])
-        if not ok then pcall(A.log, 1, e) end
-      end
-    -- @fast (the replies held for bundles go now, then what still waits, without holding)
-      local held = L.hold
-      L.hold = nil
-      if held then flush() end
-    until not held
-    -- @end fast
+    while P[1] and not blocked() do
+      local p = table.remove(P, 1)
+      L.pb = L.pb - p[4]
+      local ok, e = pcall(deliver, p[1], p[2], p[3])
+      if not ok then pcall(A.log, 1, e) end
+    end
     -- a Y's answer lists the holes (the same list again too): the host repeats at once what it
     -- sent before the Y and is still listed. With lines kept unread (the queue is full) it does
     -- not echo the token: the host would take those frames for lost

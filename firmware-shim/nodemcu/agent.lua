@@ -168,7 +168,8 @@ end
 HAL.calls = function() return HAL.group("call") end
 HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
 -- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
--- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua); dropped at the next tick like a group
+-- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua), "bundle" (an M frame, read only:
+-- this agent offers no bundles, tether_bundle.lua); dropped at the next tick like a group
 HAL.part = HAL.group
 -- the calls part stays for the next call of a burst, unless messages wait for the host (a stream
 -- receiving): then the heap needs the room for them (44000 bytes), the next call loads it again
