@@ -629,6 +629,34 @@ async function main(): Promise<void> {
     }
   });
 
+  // pipelined small calls on a paced line: what bundles (protocol.md section 2) save on the wire
+  if (wants(3)) await section('pipelined calls @115200', async () => {
+    const s = await openFaultySim('luatos', { pace: { baud: 115200 }, rpc: { timeoutMs: 60000 } });
+    try {
+      const call = () => s.mod.rpc.call('socket.sntp_port');
+      await call();
+      const n = QUICK ? 200 : 1000;
+      const b0 = s.mod.rpc.stats;
+      const rate = await callRate(call, n, 100);
+      const b1 = s.mod.rpc.stats;
+      const out = (b1.bytesOut - b0.bytesOut) / n;
+      const inn = (b1.bytesIn - b0.bytesIn) / n;
+      const bundled = b1.bundledOut - b0.bundledOut;
+      const frames = b1.framesOut - b0.framesOut;
+      // the line limit: each direction carries half the physical minimum per call
+      const limit = 115200 / 10 / (PHYS_MIN / 2);
+      row(
+        'pipelined calls @115200 (100 in flight)',
+        `${fmtN(rate)}/s`,
+        `line limit at ${PHYS_MIN / 2} B a way ${fmtN(limit)}/s`,
+        r2(rate / limit),
+        `${out.toFixed(1)} B → + ${inn.toFixed(1)} B ← a call; ${bundled} of ${n} calls in ${frames} frames (bundles)`,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
   // 5 first: host-only baseline (stub agent), and the codec alone
   let hostPipelined = NaN;
   let hostSequential = NaN;
