@@ -172,8 +172,8 @@ function A.tether_builtins(A, N)
       if n == 0 then return w end
     end
   end
-  -- the host's hello: its protocol, its line limit and its features (docs/protocol.md section 9);
-  -- bit 1 of features: it reads M frames. An agent with the bundle part resident sends them from
+  -- the host's hello: its protocol, its line limit and its features, a sum of flags (docs/protocol.md
+  -- section 9); flag 1: it reads M frames. An agent with the bundle part resident sends them from
   -- then on in this session (a hello without features changes nothing: tether diag's second one)
   B.hello = function(_, _, feats)
     feats = tonumber(feats)

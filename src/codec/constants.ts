@@ -91,8 +91,9 @@ export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
 export const MESSAGE_TYPES = 'CRXEPL';
 
 /**
- * Bits of the host's features, hello's third argument (section 9). `HOST_TAKES_BUNDLES`: the host
- * reads `M` frames (several whole messages in one frame, section 2), so the agent may send them.
+ * The host's features, hello's third argument: a sum of flags (section 9). `HOST_TAKES_BUNDLES`
+ * (1): the host reads `M` frames (several whole messages in one frame, section 2), so the agent
+ * may send them.
  */
 export const HOST_TAKES_BUNDLES = 1;
 export const HOST_FEATURES = HOST_TAKES_BUNDLES;
