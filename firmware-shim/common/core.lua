@@ -540,6 +540,9 @@ local function tether_core()
     L.ot = L.ot + 1
     L.out[L.ot] = m
     L.ob = L.ob + #m
+    -- @fast (a bundle's replies wait for its last call: no flush call per reply)
+    if L.hold then return true end
+    -- @end fast
     flush()
     return true
   end
