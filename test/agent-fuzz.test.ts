@@ -1,14 +1,14 @@
 /**
  * Hostile input against the shared agent core under stock Lua 5.1 (WebAssembly,
  * test/helpers/lua.ts; the NodeMCU default build's language): 10,000 malformed frames (random bytes, frames with a valid
- * CRC and garbage heads or bodies, floods of `&` fragments without `$`, bad escapes,
+ * CRC and garbage heads or bodies, floods of `&` fragments without `$`, bundles that are not, bad escapes,
  * overlong lines, sequence numbers and acks all over, stray S/A/Y/B), mixed with real
  * calls. The agent must keep answering every real call exactly once, a hello and an echo
  * afterwards must work, and its heap after a full GC must stay flat (< 16 KB growth).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { crc32, encodeFrame } from '../src/codec/frame.js';
+import { callMessage, crc32, encodeFrame } from '../src/codec/frame.js';
 import { SEQ_MOD } from '../src/codec/constants.js';
 import { AgentHost, runCoreDriver, txt } from './helpers/agent-host.js';
 
@@ -50,7 +50,7 @@ test('10,000 hostile frames: the agent keeps answering, runs every real call onc
   const realIds: number[] = [];
   const kinds = new Map<string, number>();
   for (let i = 0; i < 10000; i++) {
-    const k = r.int(12);
+    const k = r.int(13);
     kinds.set(String(k), (kinds.get(String(k)) ?? 0) + 1);
     switch (k) {
       case 0: // random bytes, sometimes starting with ~
@@ -119,6 +119,29 @@ test('10,000 hostile frames: the agent keeps answering, runs every real call onc
           replies++;
         }
         break;
+      case 11: {
+        // in-order bundles (M frames, docs/protocol.md section 2) that are not, or not only, calls:
+        // garbage, a length past the end, a length of 0, a message that is not a call, and that
+        // followed by a real call (which must run once: the agent reads bundles whatever hello said)
+        const junk = r.bytes(r.int(60)).map((b) => (b === 10 ? 11 : b));
+        const notCall = Buffer.concat([Buffer.from(`${junk.length + 1} x`), junk]);
+        const v = r.int(5);
+        let body: Buffer;
+        if (v === 0) body = Buffer.from(junk);
+        else if (v === 1) body = Buffer.concat([Buffer.from(`${junk.length + 5} `), junk]);
+        else if (v === 2) body = Buffer.from('0 ');
+        else if (v === 3) body = notCall;
+        else {
+          const id = 30000 + i;
+          const c = callMessage(id, 'echo', [id]);
+          body = Buffer.concat([notCall, Buffer.from(`${c.length} `), c]);
+          realIds.push(id);
+          replies++;
+        }
+        chunks.push(encodeFrame(`M${h.seq}.${h.rx}`, body));
+        h.seq = (h.seq + 1) % SEQ_MOD;
+        break;
+      }
       default: {
         // a real call, with the host's acknowledgement of everything so far
         const id = 10000 + i;
