@@ -376,17 +376,12 @@ export class LineSplitter {
   }
 }
 
-/** Bytes `b` takes in a frame once escaped (section 1: 0x0A and 0x10 take two). */
-export function escapedSize(b: Uint8Array): number {
-  return escapedLength(b, 0, b.length);
-}
-
 /**
- * Bytes one message takes in an `M` frame's body (section 2, "Bundles"), escaped: its length in
- * decimal, a space, the message.
+ * Bytes one message takes in an `M` frame's body (section 2, "Bundles"), escaped (0x0A and 0x10
+ * take two): its length in decimal, a space, the message.
  */
 export function bundledSize(message: Uint8Array): number {
-  return String(message.length).length + 1 + escapedSize(message);
+  return String(message.length).length + 1 + escapedLength(message, 0, message.length);
 }
 
 /**

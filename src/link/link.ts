@@ -475,7 +475,8 @@ export class Link {
       this.queue.splice(i, 0, m);
     }
     if (!this.bundles) this.pump();
-    else if (!this.pumpSoon && !this.reading) {
+    else if (this.reading) this.pumpDue = true; // pumped once the chunk is read
+    else if (!this.pumpSoon) {
       // the messages sent in this tick (calls made in a loop, or after the replies of one chunk) can
       // share frames: pump once they are queued
       this.pumpSoon = true;
@@ -483,7 +484,7 @@ export class Link {
         this.pumpSoon = false;
         this.pump();
       });
-    } else if (this.reading) this.pumpDue = true;
+    }
     return m;
   }
 
@@ -778,15 +779,20 @@ export class Link {
       if (this.unackedBytes > 0 && this.unackedBytes + line.length > limit) break;
       m.off = end;
       if (m.off >= m.buf.length) this.popQueue();
-      this.nextSeq = mod(seq + 1);
-      this.unacked.push({ seq, line, sentAt: performance.now(), retx: false, after: 0 });
-      this.unackedBytes += line.length;
-      this.counters.framesOut++;
-      this.ackPending = false;
-      this.unackedIn = 0;
-      this.write(line);
-      this.armRto();
+      this.sendSeq(seq, line);
     }
+  }
+
+  /** Write sequenced frame `seq` (its first copy), keep it until acknowledged; it carries our ack. */
+  private sendSeq(seq: number, line: Buffer): void {
+    this.nextSeq = mod(seq + 1);
+    this.unacked.push({ seq, line, sentAt: performance.now(), retx: false, after: 0 });
+    this.unackedBytes += line.length;
+    this.counters.framesOut++;
+    this.ackPending = false;
+    this.unackedIn = 0;
+    this.write(line);
+    this.armRto();
   }
 
   /**
@@ -816,15 +822,8 @@ export class Link {
     const line = encodeFrame(head, bundleBody(items.map((x) => x.buf)));
     for (const x of items) x.off = x.buf.length;
     for (let k = j - this.qHead; k > 0; k--) this.popQueue();
-    this.nextSeq = mod(seq + 1);
-    this.unacked.push({ seq, line, sentAt: performance.now(), retx: false, after: 0 });
-    this.unackedBytes += line.length;
-    this.counters.framesOut++;
     this.counters.bundledOut += items.length;
-    this.ackPending = false;
-    this.unackedIn = 0;
-    this.write(line);
-    this.armRto();
+    this.sendSeq(seq, line);
     return true;
   }
 
