@@ -51,6 +51,9 @@ function agent(opts: AgentOpts = {}) {
      A.reg("count", function() return runs end)
      A.reg("boom", function() error("kaboom") end)
      A.reg("tboom", function() error({ "BADARG", "my own code" }) end)
+     -- raises after the call ran, outside the core's pcall around it (as an out-of-memory error in
+     -- a family hook would): HAL.called, once
+     A.reg("trap", function() HAL.called = function() HAL.called = nil error("trapped") end end)
      A.reg("new", function() local o = setmetatable({}, {}) A.newHandle(o) return o end)
      A.reg("free", function(o) A.release(A.hid[o]) end)
      A.reg("big", function(n) return string.rep("x", n) end)
@@ -479,6 +482,19 @@ test('bundles: a body that stops being one is counted, the calls before it run; 
   const lines = Buffer.concat(out).toString('latin1').split('\n').filter(Boolean);
   assert.ok(lines.every((l) => l.length + 1 <= 255), `frames within 255 bytes: ${Math.max(...lines.map((l) => l.length + 1))}`);
   assert.ok(host.frames.some((f) => f.type === 'seq' && f.kind === 'M'), 'replies were bundled');
+});
+
+test('bundles: an error raised past a call (outside its pcall) is logged; the messages after it still run, each once', () => {
+  const a = session();
+  a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
+  const runs = Number(a.host.values((a.exchange(a.host.call(2, 'count')), 2))[0]);
+  a.exchange(a.host.bundle([[3, 'echo', ['a']], [4, 'trap'], [5, 'echo', ['b']], [6, 'count']]));
+  assert.equal(txt(a.host.values(3)[0]), 'a');
+  assert.equal(txt(a.host.values(5)[0]), 'b', 'the call after the error ran');
+  assert.deepEqual(a.host.values(6), [runs + 2], 'each echo ran once');
+  assert.equal(a.host.repliesTo(4), 0, 'the call the error cut short has no reply (the host times it out)');
+  const logs = a.host.messages.filter((m) => m.type === 'L') as Array<{ message: string }>;
+  assert.ok(logs.some((l) => /trapped/.test(l.message)), `the error was logged: ${JSON.stringify(logs)}`);
 });
 
 test('a host frame can be as long as maxframe; the agent never sends a line over the host limit', () => {

@@ -358,20 +358,33 @@ function A.tether_bundle(A, N)
   -- hand on the messages of an M frame's body ("<len> <message>" each, len in bytes), in order;
   -- where the body stops being a bundle the rest is dropped and counted (agent.stats bad). With
   -- bundles on (L.mb) the replies wait for the last message, and go out together
-  local function take(body)
-    local i, n, hold = 1, #body, L.mb
-    L.hold = hold
+  local at -- where the next message of the body being taken starts
+  -- the messages from body[at] on; at moves past each before it runs, so one that raises is not
+  -- run again: take goes on after it (one pcall a bundle, not one a message)
+  local function each(body, n)
     repeat -- at least one message (an empty body is not a bundle)
-      local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", i)
+      local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", at)
       len = tonumber(len)
       if not len or len < 1 or j + len - 1 > n then
         ST.bad = ST.bad + 1
-        break
+        at = n + 1
+        return
       end
-      local ok, e = pcall(K.message, ssub(body, j, j + len - 1))
-      if not ok then pcall(A.log, 1, e) end
-      i = j + len
-    until i > n
+      at = j + len
+      K.message(ssub(body, j, j + len - 1))
+    until at > n
+  end
+  local function take(body)
+    local n, hold = #body, L.mb
+    L.hold, at = hold, 1
+    repeat
+      local from = at
+      local ok, e = pcall(each, body, n)
+      if not ok then
+        pcall(A.log, 1, e)
+        if at == from then break end -- raised before a message ran (out of memory): stop here
+      end
+    until at > n
     L.hold = nil
     if hold then K.flush() end
   end
@@ -531,11 +544,12 @@ local function tether_core()
   -- returned, so the family part tells the host its own way (NodeMCU closes the socket and reports
   -- it); true when the message was queued.
   local function send(m, force)
-    local lim = L.nonce == 0 and HAL.txwin or (HAL.obmax or 4 * HAL.txwin)
-    local t = ssub(m, 1, 1)
-    if not force and t ~= "R" and t ~= "X" and L.ob > 0 and L.ob + #m > lim then
-      ST.lost = ST.lost + 1
-      return false
+    if not force and L.ob > 0 and L.ob + #m > (L.nonce == 0 and HAL.txwin or (HAL.obmax or 4 * HAL.txwin)) then
+      local t = ssub(m, 1, 1)
+      if t ~= "R" and t ~= "X" then
+        ST.lost = ST.lost + 1
+        return false
+      end
     end
     L.ot = L.ot + 1
     L.out[L.ot] = m
@@ -633,13 +647,14 @@ local function tether_core()
       local tv = type(v)
       if tv == "string" then v = encstr(v)
       -- @fast (Lua 5.3: an integer as tether_enc writes it, without loading it)
-      elseif tv == "number" and math and math.type and math.type(v) == "integer" then v = tostring(v)
+      elseif tv == "number" and math and math.type and math.type(v) == "integer" then v = v .. "" -- as tostring writes it
       -- @end fast
       elseif tv == "number" and v % 1 == 0 and v >= -2147483647 and v <= 2147483647 and not (math and math.type) then
         v = string.format("%d", v)
       else return part("enc").encvals(p, from, to) end
       out[i - from + 1] = v
     end
+    if to == from then return out[1] end -- one value (most replies): no concatenation
     return tconcat(out, " ")
   end
 
