@@ -395,6 +395,7 @@ function A.tether_bundle(A, N)
     local b, used, h = {}, 0, L.oh
     while h <= L.ot do
       local m = out[h]
+      if used + #m + 2 > room then break end -- too long even unescaped: not escaped for nothing
       local item = #m .. " " .. K.esc(m)
       if used + #item > room then break end
       b[#b + 1] = item
