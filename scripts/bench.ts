@@ -310,11 +310,12 @@ async function callRate(call: () => Promise<unknown>, n: number, inFlight: numbe
 
 /**
  * The agent's work per call: Lua and C function calls and VM instructions, averaged over `n`
- * sequential calls, counted by a call hook and a count hook of 1 in the simulator's VM. Unlike a
- * rate this does not depend on the machine's load. The hooks replace the simulator's own (its heap
- * checks): measure last, then close the module.
+ * calls (`inFlight` at a time: 1 sequential, more pipelined, when they travel in bundles),
+ * counted by a call hook and a count hook of 1 in the simulator's VM. Unlike a rate this does not
+ * depend on the machine's load. The hooks replace the simulator's own (its heap checks): measure
+ * last, then close the module.
  */
-async function agentWork(mod: Awaited<ReturnType<typeof connect>>, call: () => Promise<unknown>, n: number): Promise<{ calls: number; instructions: number }> {
+async function agentWork(mod: Awaited<ReturnType<typeof connect>>, call: () => Promise<unknown>, n: number, inFlight = 1): Promise<{ calls: number; instructions: number }> {
   const vm = mod.simulator?.currentVm;
   if (!vm) throw new Error('no simulated module');
   const run = (code: string) => {
@@ -322,7 +323,14 @@ async function agentWork(mod: Awaited<ReturnType<typeof connect>>, call: () => P
     if (e) throw new Error(e);
   };
   run('BENCH_C, BENCH_I = 0, 0 debug.sethook(function(ev) if ev == "count" then BENCH_I = BENCH_I + 1 else BENCH_C = BENCH_C + 1 end end, "c", 1)');
-  for (let i = 0; i < n; i++) await call();
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      await call();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
   run('debug.sethook() function BENCH_GET() return BENCH_C, BENCH_I end');
   const r = vm.callGlobal('BENCH_GET');
   if (r.error !== undefined || !r.values) throw new Error(`agent work: ${r.error}`);
@@ -697,6 +705,8 @@ async function main(): Promise<void> {
       // what bounds the two rates above: the agent's Lua work per call (docs/protocol-performance.md)
       const w = await agentWork(mod, call, QUICK ? 200 : 1000);
       row('agent work per sequential call (Lua debug hooks in the sim)', `${w.calls.toFixed(1)} function calls`, `${w.instructions.toFixed(0)} VM instructions`, '', 'info');
+      const wp = await agentWork(mod, call, QUICK ? 2000 : 4000, 1000);
+      row('agent work per pipelined call (1,000 in flight, in bundles)', `${wp.calls.toFixed(1)} function calls`, `${wp.instructions.toFixed(0)} VM instructions`, '', 'info');
     } finally {
       await mod.close();
     }

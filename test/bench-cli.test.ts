@@ -32,7 +32,7 @@ test('bench: an unknown option, a bad seed or an unknown part is a usage error (
   }
 });
 
-test('bench --only sim counts the agent work per sequential call (function calls and VM instructions, not a rate)', () => {
+test('bench --only sim counts the agent work per sequential and per pipelined call (function calls and VM instructions, not a rate)', () => {
   const r = bench('--quick', '--only', 'sim');
   assert.equal(r.status, 0, r.stderr + r.stdout);
   const m = /agent work per sequential call \(Lua debug hooks in the sim\)\s+([\d.]+) function calls\s+(\d+) VM instructions/.exec(r.stdout);
@@ -43,4 +43,10 @@ test('bench --only sim counts the agent work per sequential call (function calls
   // match, the function itself and the write; and every function call is at least one instruction
   assert.ok(calls >= 10 && calls < 1000, `function calls per call: ${calls}`);
   assert.ok(instructions > calls, `instructions ${instructions} <= calls ${calls}`);
+  // pipelined, the calls share frames (bundles): less work per call than one at a time, where
+  // every call and every reply is a frame of its own with its own CRC and write
+  const p = /agent work per pipelined call \(1,000 in flight, in bundles\)\s+([\d.]+) function calls\s+(\d+) VM instructions/.exec(r.stdout);
+  assert.ok(p, r.stdout);
+  assert.ok(Number(p[1]) >= 5 && Number(p[1]) < calls, `function calls per pipelined call: ${p[1]} (sequential ${calls})`);
+  assert.ok(Number(p[2]) > Number(p[1]) && Number(p[2]) < instructions, `instructions per pipelined call: ${p[2]} (sequential ${instructions})`);
 });
