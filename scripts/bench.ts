@@ -290,11 +290,9 @@ const lineTimeMs = (bytes: number, baud: number) => (bytes * 10 * 1000) / baud;
 let lastCpuUs = NaN;
 const cpuNote = (us: number) => `cpu ${us.toFixed(1)} µs/call`;
 
-/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). Sets {@link lastCpuUs}. */
-async function callRate(call: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
+/** Make `n` calls, `inFlight` at a time (1 = sequential); resolves when all have settled. */
+async function runCalls(call: () => Promise<unknown>, n: number, inFlight: number): Promise<void> {
   let next = 0;
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
   const worker = async () => {
     while (next < n) {
       next++;
@@ -302,6 +300,13 @@ async function callRate(call: () => Promise<unknown>, n: number, inFlight: numbe
     }
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
+}
+
+/** Calls/s: `n` calls, `inFlight` at a time (1 = sequential). Sets {@link lastCpuUs}. */
+async function callRate(call: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await runCalls(call, n, inFlight);
   const ms = performance.now() - t0;
   const c = process.cpuUsage(c0);
   lastCpuUs = (c.user + c.system) / n;
@@ -323,14 +328,7 @@ async function agentWork(mod: Awaited<ReturnType<typeof connect>>, call: () => P
     if (e) throw new Error(e);
   };
   run('BENCH_C, BENCH_I = 0, 0 debug.sethook(function(ev) if ev == "count" then BENCH_I = BENCH_I + 1 else BENCH_C = BENCH_C + 1 end end, "c", 1)');
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      next++;
-      await call();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(inFlight, n) }, worker));
+  await runCalls(call, n, inFlight);
   run('debug.sethook() function BENCH_GET() return BENCH_C, BENCH_I end');
   const r = vm.callGlobal('BENCH_GET');
   if (r.error !== undefined || !r.values) throw new Error(`agent work: ${r.error}`);
