@@ -68,8 +68,10 @@ const LAZY_BLOCK = /^-- @lazy (\w+)[^\n]*\n(?:--[^\n]*\n)*function A\.(tether_\w
  * comes the long way). A split family's bundle leaves these out: on the ESP8266 the heap, not
  * the CPU, is the bound (each costs resident bytecode; issue 8), and the NodeMCU agent's peak
  * in the 1 MiB echo at 10^-3 went over the simulated 44,000 bytes with them in.
+ * Blocks between `-- @unsplit` and `-- @end unsplit` go the same way: code that only a family
+ * setting `HAL.txq` or `HAL.hold` runs (LuatOS, Luat), which a split family's HAL leaves unset.
  */
-const FAST_BLOCK = /^[ \t]*-- @fast\b[^\n]*\n[\s\S]*?^[ \t]*-- @end fast\n/gm;
+const FAST_BLOCK = /^[ \t]*-- @(fast|unsplit)\b[^\n]*\n[\s\S]*?^[ \t]*-- @end \1\n/gm;
 
 /** core.lua and, for a split family, the blocks cut out of it: lazy name -> function body. */
 function coreParts(family: string, root: string): { core: string; lazy: Map<string, string> } {

@@ -23,6 +23,8 @@ interface AgentOpts {
   outmax?: number;
   /** Makes the CRC of the n-th fragment frame (`~&`) from now raise "not enough memory" (once). */
   fragCrcFail?: { n: number };
+  /** Bytes a frame written now waits behind in the UART (a constant here): HAL.txq(n) gives their line time in ticks. */
+  txq?: number;
 }
 
 function agent(opts: AgentOpts = {}) {
@@ -46,6 +48,7 @@ function agent(opts: AgentOpts = {}) {
      HAL.txwin = ${opts.txwin ?? 1024} HAL.maxmsg = ${opts.maxmsg ?? 2048} HAL.baud = 115200
      HAL.heap = function() return 12 end HAL.epoch = function() return 4242 end
      HAL.info = function(t) t.family = "test" end
+     ${opts.txq !== undefined ? `HAL.txq = function(n) return (${opts.txq} + n) * 200 / HAL.baud end` : ''}
      local runs = 0
      A.reg("echo", function(...) runs = runs + 1 return ... end)
      A.reg("count", function() return runs end)
@@ -356,6 +359,23 @@ test('a listed repair goes again at once when the host holds a frame written aft
   a.tick(1);
   assert.match(a.feed(a.host.ack(0, 255, undefined, [0], 3)).toString('latin1'), /^~R0\.1 /, 'REPAIR_TICKS later it goes again');
   assert.equal(a.stat('retx'), 3);
+});
+
+test('with HAL.txq, a listed repair goes again only REPAIR_TICKS after it is on the line, behind what the UART still holds', () => {
+  const run = (txq?: number) => {
+    const a = session(txq === undefined ? {} : { txq });
+    a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]]]));
+    assert.match(a.feed(a.host.ack(0, 255, undefined, [0], 2)).toString('latin1'), /^~R0\./);
+    // the same list every tick (a host whose list timer is short); which tick repeats the repair?
+    for (let t = 1; t <= 4; t++) {
+      a.tick(1);
+      if (a.feed(a.host.ack(0, 255, undefined, [0], 2)).length > 0) return t;
+    }
+    return 0;
+  };
+  assert.equal(run(), 2, 'no UART queue: REPAIR_TICKS (2) after the repair');
+  // 576 bytes ahead of it at 115200 (HAL.baud): on the line about 1.1 ticks after it was written
+  assert.equal(run(576), 4, 'REPAIR_TICKS after it is on the line');
 });
 
 test('an error part way through cutting a message (out of memory in a fragment\'s CRC) pauses it: the host still gets it whole, then the next', () => {

@@ -27,11 +27,14 @@ test('agent bundles are build outputs: dist/agents/<family>/main.lua is what the
       // the shortcuts for speed are left out of every file (the heap is the bound there), the
       // long way they skip is in: the capability number is looked up by capname, not A.fns
       for (const [q, text] of bundles) if (q.startsWith(`dist/agents/${f}/`)) assert.doesNotMatch(text, /@fast|A\.fns\[tostring\(#A\.caps\)\]/, q);
+      // nor the code for a HAL.txq or HAL.hold, which this family's HAL does not set
+      for (const [q, text] of bundles) if (q.startsWith(`dist/agents/${f}/`)) assert.doesNotMatch(text, /@unsplit|HAL\.txq\(\) \+|L\.hw = /, q);
       assert.match(bundles.get(p)!, /string\.gsub\(ssub\(s, 2\), "\\16\(\.\)", UNESC\)/);
     } else {
       assert.ok(bundles.get(p)!.includes('local TP = {'), f);
       // one-file agents keep them
       assert.match(bundles.get(p)!, /-- @fast[^\n]*\n\s*A\.fns\[tostring\(#A\.caps\)\] = fn\n\s*-- @end fast\n/, f);
+      assert.match(bundles.get(p)!, /-- @unsplit[^\n]*\n\s*if HAL\.txq then /, f);
     }
     assert.equal(readFileSync(join(ROOT, p), 'utf8'), renderAgent(f), `${p} is stale: run npm run build`);
     assert.equal(existsSync(join(ROOT, 'firmware-shim', f, 'main.lua')), false, `firmware-shim/${f}/main.lua must not exist: bundles live in dist/agents/`);

@@ -10,6 +10,10 @@
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
 --   HAL.window       receive window (bytes, at most the UART RX buffer)
 --   HAL.txwin        retransmit queue limit (bytes)
+--   HAL.txq(n)       (optional) ticks until n bytes written now are on the line, behind the
+--                    family's UART queue (LuatOS: its TX cache and the repairs not yet written): a
+--                    repair is repeated only REPAIR_TICKS after it is on the line, not after it was
+--                    queued
 --   HAL.obmax        backlog limit for the host in a session (bytes of messages not yet sent;
 --                    optional, default 4 * txwin); see send below
 --   HAL.maxmsg       longest message accepted after reassembly (bytes)
@@ -425,9 +429,9 @@ local function tether_core()
   -- indexes, no table.remove shifting the rest), L.pend the calls received while blocked
   local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
   -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
-  -- bytes), L.rq the tick at which a frame was last repaired (by seq) and, under seq + SEQ_MOD,
-  -- the next new seq at that moment (L.tx: frames from it on went on the line after the repair),
-  -- L.tk counts ticks
+  -- bytes), L.rq the tick at which a frame's last repair is on the line
+  -- (by seq) and, under seq + SEQ_MOD, the next new seq at that moment (L.tx: frames from it on
+  -- went on the line after the repair), L.tk counts ticks
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
     q = {}, qb = 0, out = {}, oh = 1, ot = 0, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
     ah = {}, ahb = 0, rq = {}, tk = 0 }
@@ -567,8 +571,12 @@ local function tether_core()
   local function retx(i)
     ST.retx = ST.retx + 1
     local sq = umod(L.tx - #L.q + i - 1, MOD)
-    L.rq[sq], L.rq[sq + MOD] = L.tk, L.tx
-    HAL.write(L.q[i], true)
+    local s, t = L.q[i], L.tk
+    -- @unsplit (the tick at which it is on the line, where the family's UART queues: HAL.txq)
+    if HAL.txq then t = t + HAL.txq(#s) end
+    -- @end unsplit
+    L.rq[sq], L.rq[sq + MOD] = t, L.tx
+    HAL.write(s, true)
   end
 
   -- an acknowledgement, and the host's list of missing frames (a string of " seq" items); top:

@@ -15,7 +15,9 @@ HAL.write = function(s) uart.write(U, s) end
 -- go at once. USB ports (uart.VUART_0/1) have no baud: nothing to wait for.
 local TXCACHE = 1024
 if U < 32 and mcu and mcu.ticks then
-  local Q, qh, qt, armed, free = {}, 1, 0, false, 0
+  -- Q: frames in the order written by the core; R: repairs, in the order the host listed them,
+  -- which go before Q (a list names the lowest hole first: its repair moves the host's ack on)
+  local Q, qh, qt, R, rh, rt, armed, free = {}, 1, 0, {}, 1, 0, false, 0
   local per = 10000 / (TETHER_BAUD or 115200) -- ms a byte (8N1)
   local hz = mcu.hz and mcu.hz() or 1000
   local function now() return mcu.ticks() * 1000 / hz end
@@ -28,27 +30,51 @@ if U < 32 and mcu and mcu.ticks then
   local pump
   pump = function()
     armed = false
-    while Q[qh] do
-      local s = Q[qh]
+    while true do
+      local s = R[rh] or Q[qh]
+      if s == nil then return end
       local left = (free - now()) / per -- bytes still in the TX cache
       if left > 0 and left + #s > TXCACHE then
         armed = true
         sys.timerStart(A.guard, math.max(1, math.ceil((left + #s - TXCACHE) * per)), pump)
         return
       end
-      Q[qh] = nil
-      qh = qh + 1
+      if R[rh] then
+        R[rh] = nil
+        rh = rh + 1
+      else
+        Q[qh] = nil
+        qh = qh + 1
+      end
       put(s)
     end
+  end
+  -- ticks (TP.TICK_MS) until n bytes written now are on the line: behind what the TX cache holds
+  -- and the repairs waiting here (the core repeats a repair only once it could have reached the
+  -- host, docs/protocol.md section 5)
+  HAL.txq = function(n)
+    local b = (free - now()) / per
+    if b < 0 then b = 0 end
+    for i = rh, rt do b = b + #R[i] end
+    return (b + n) * per / TP.TICK_MS
   end
   HAL.write = function(s, repair)
     if s:byte(2) == 65 then return put(s) end -- "~A", an acknowledgement
     if repair then
+      -- a frame still queued here was never on the line, so it is not lost: the host named it
+      -- after a corrupt line (it guesses the frame after the highest it holds) and it goes in its
+      -- turn; repeated ahead of its queued copy it went twice
+      for i = qh, qt do
+        if Q[i] == s then return end
+      end
+      for i = rh, rt do
+        if R[i] == s then return end
+      end
       -- a repeated frame goes before the queued ones: the host holds what follows the hole and
       -- waits for this one; behind up to txwin (8 KB, 0.7 s at 115200) of queued frames it came
       -- after the host had asked again, and was sent twice
-      qh = qh - 1
-      Q[qh] = s
+      rt = rt + 1
+      R[rt] = s
     else
       qt = qt + 1
       Q[qt] = s
