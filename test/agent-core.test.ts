@@ -23,6 +23,8 @@ interface AgentOpts {
   outmax?: number;
   /** Makes the CRC of the n-th fragment frame (`~&`) from now raise "not enough memory" (once). */
   fragCrcFail?: { n: number };
+  /** HAL.hold: bytes of host frames kept ahead of a gap it may add to its window (host flag 2). */
+  hold?: number;
   /** Bytes a frame written now waits behind in the UART (a constant here): HAL.txq(n) gives their line time in ticks. */
   txq?: number;
 }
@@ -48,6 +50,7 @@ function agent(opts: AgentOpts = {}) {
      HAL.txwin = ${opts.txwin ?? 1024} HAL.maxmsg = ${opts.maxmsg ?? 2048} HAL.baud = 115200
      HAL.heap = function() return 12 end HAL.epoch = function() return 4242 end
      HAL.info = function(t) t.family = "test" end
+     ${opts.hold !== undefined ? `HAL.hold = ${opts.hold}` : ''}
      ${opts.txq !== undefined ? `HAL.txq = function(n) return (${opts.txq} + n) * 200 / HAL.baud end` : ''}
      local runs = 0
      A.reg("echo", function(...) runs = runs + 1 return ... end)
@@ -376,6 +379,29 @@ test('with HAL.txq, a listed repair goes again only REPAIR_TICKS after it is on 
   assert.equal(run(), 2, 'no UART queue: REPAIR_TICKS (2) after the repair');
   // 576 bytes ahead of it at 115200 (HAL.baud): on the line about 1.1 ticks after it was written
   assert.equal(run(576), 4, 'REPAIR_TICKS after it is on the line');
+});
+
+test('host flag 2: the A window grows by the bytes kept ahead of a gap (at most HAL.hold), and is the window alone once the gap is filled', () => {
+  const body = (frame: Buffer) => {
+    const l = frame.toString('latin1');
+    return l.slice(l.indexOf(' ') + 1, l.lastIndexOf(' ')).length;
+  };
+  const withFlags = (hold: number, features: number) => {
+    const a = session({ hold });
+    a.exchange(a.host.call(1, 'hello', [2, 4096, features]));
+    const c2 = a.host.call(2, 'echo', ['two']);
+    const c3 = a.host.call(3, 'echo', ['three three three']);
+    const held = a.exchange(c3).filter((f) => f.type === 'A');
+    const filled = a.exchange(Buffer.concat([c2, a.host.poll()])).filter((f) => f.type === 'A');
+    assert.equal(a.host.repliesTo(2) + a.host.repliesTo(3), 2, 'both calls ran once the gap was filled');
+    return { hello: a.host.values(1)[0] as Map<string, unknown>, held, filled, c3: body(c3) };
+  };
+  const w = withFlags(4096, 3);
+  assert.equal(w.hello.get('hold'), 4096, 'hello says how much it may add');
+  assert.deepEqual(w.held.map((f) => [f.size, f.miss]), [[240 + w.c3, [1]]], 'the window plus the kept frame\'s bytes, with the hole');
+  assert.deepEqual(w.filled.map((f) => f.size), [240], 'nothing kept: the window alone');
+  assert.deepEqual(withFlags(10, 3).held.map((f) => f.size), [250], 'at most HAL.hold');
+  assert.deepEqual(withFlags(4096, 1).held.map((f) => f.size), [240], 'a host without flag 2: the window alone');
 });
 
 test('an error part way through cutting a message (out of memory in a fragment\'s CRC) pauses it: the host still gets it whole, then the next', () => {

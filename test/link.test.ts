@@ -445,7 +445,9 @@ async function handPlayed() {
       const m = /^~A(\d+) \d+ \d+ \d+ (\d+)((?: \d+)*) [0-9A-F]{8}$/.exec(l);
       return m ? [[Number(m[1]), Number(m[2]), ...m[3].split(' ').filter(Boolean).map(Number)]] : [];
     });
-  return { link, host, dev, lines, until, answer, acks, close: async () => { link.shutdown(); await host.close(); } };
+  /** An agent `A` with the given window `size` (bytes) and holes. */
+  const ackSized = (ack: number, size: number, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 ${size} ${nonce} 0${miss.map((m) => ` ${m}`).join('')}`));
+  return { link, host, dev, lines, until, answer, acks, ackSized, close: async () => { link.shutdown(); await host.close(); } };
 }
 
 test('bundles (protocol section 2): messages sent in one tick share an M frame once hello said the agent reads them; M frames from the agent are handed on in order', async () => {
@@ -490,6 +492,67 @@ test('bundles (protocol section 2): messages sent in one tick share an M frame o
     h.dev.write(encodeFrame('M1.2', '4 R1 59 R2'));
     await h.until('the bad bundle counted', () => h.link.counters.droppedMessages === 1);
     assert.deepEqual(got.slice(3), ['R1 5'], 'what came before the bad length is handed on, nothing after');
+  } finally {
+    await h.close();
+  }
+});
+
+test('feature 2 (protocol section 4): an A above the window adds the frames kept ahead of a gap, only while the ack stays where it put it', async () => {
+  const h = await handPlayed();
+  try {
+    /** Bytes (lines incl. \n) of the sequenced frames written from seq `from` on, each once. */
+    const seqBytes = (from: number) => {
+      const seen = new Map<number, number>();
+      for (const l of h.lines) {
+        const m = /^~[CM&$](\d+)\./.exec(l);
+        if (m && Number(m[1]) >= from) seen.set(Number(m[1]), l.length + 1);
+      }
+      return [...seen.values()].reduce((a, b) => a + b, 0);
+    };
+    const highest = () => Math.max(-1, ...h.lines.map((l) => /^~[CM&$](\d+)\./.exec(l)).filter((m) => m !== null).map((m) => Number(m![1])));
+    /** Waits until the host stops writing (50 ms without a new line). */
+    const settle = async () => {
+      for (let n = -1; n !== h.lines.length; ) {
+        n = h.lines.length;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const body = Buffer.alloc(220, 0x61); // one frame each, so the window binds before the congestion window
+    // warm up: 60 calls acknowledged as they come, so the congestion window is past the frames
+    // that fill the window
+    for (let id = 1; id <= 60; id++) h.link.send(callMessage(id, 'f', [body]));
+    for (let i = 0; i < 400 && highest() < 59; i++) {
+      h.answer(highest() + 1);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    h.answer(60);
+    await settle();
+    // 60 more, none acknowledged: the window (4096 − 64) bounds what is unacknowledged
+    for (let id = 61; id <= 120; id++) h.link.send(callMessage(id, 'f', [body]));
+    await settle();
+    const win = 4096 - 64;
+    const u1 = seqBytes(60);
+    assert.ok(u1 <= win && u1 > win - 300, `unacknowledged ${u1} bytes: the window fills`);
+    // frame 60 acknowledged, 61 missing, the agent keeps 1500 bytes of frames ahead of it
+    h.ackSized(61, 4096 + 1500, [61]);
+    await settle();
+    const u2 = seqBytes(61);
+    assert.ok(u2 > win && u2 <= win + 1500, `with the kept bytes ${u2} bytes unacknowledged (window ${win} + 1500)`);
+    // the repair filled the gap: a reply acknowledges frame 61, and carries no size
+    const top = highest();
+    h.dev.write(encodeFrame('R0.62', "'x"));
+    await settle();
+    assert.ok(seqBytes(62) > win, `still more than the window unacknowledged: ${seqBytes(62)} bytes`);
+    assert.equal(highest(), top, 'so nothing new goes: the kept bytes were handed on');
+    // an A above the window with an ack behind the host's oldest unacknowledged frame adds nothing
+    h.ackSized(61, 4096 + 4000, [61]);
+    await settle();
+    assert.equal(highest(), top, 'a stale A adds nothing');
+    // the same at the current ack does
+    h.ackSized(62, 4096 + 4000, [62]);
+    await settle();
+    assert.ok(highest() > top, 'an A at the current ack opens the window again');
+    assert.ok(seqBytes(62) <= win + 4000);
   } finally {
     await h.close();
   }

@@ -10,6 +10,9 @@
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
 --   HAL.window       receive window (bytes, at most the UART RX buffer)
 --   HAL.txwin        retransmit queue limit (bytes)
+--   HAL.hold         (optional) bytes of host frames kept ahead of a gap that the agent adds to
+--                    its window for a host that takes them (hello flag 2, docs/protocol.md section
+--                    4): they left the UART buffer. Without it the window is HAL.window alone
 --   HAL.txq(n)       (optional) ticks until n bytes written now are on the line, behind the
 --                    family's UART queue (LuatOS: its TX cache and the repairs not yet written): a
 --                    repair is repeated only REPAIR_TICKS after it is on the line, not after it was
@@ -181,14 +184,19 @@ function A.tether_builtins(A, N)
   -- then on in this session (a hello without features changes nothing: tether diag's second one)
   B.hello = function(_, _, feats)
     feats = tonumber(feats)
-    if feats then L.mb = K.bundle ~= nil and feats % 2 == 1 or nil end
+    if feats then
+      L.mb = K.bundle ~= nil and feats % 2 == 1 or nil
+      -- @unsplit (flag 2: the host takes the bytes of frames kept ahead of a gap as window, section 4)
+      L.hw = HAL.hold and feats % 4 >= 2 or nil
+      -- @end unsplit
+    end
     local t = {
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
       maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
       ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
-      released = L.freed or 0, bundle = K.bundle and 1 or nil,
+      released = L.freed or 0, bundle = K.bundle and 1 or nil, hold = HAL.hold,
     }
     HAL.info(t)
     return t
@@ -333,7 +341,7 @@ function A.tether_gap(A, N)
   local function ahead(t, seq, body)
     K.ST.ahead = K.ST.ahead + 1
     L.gap = true
-    if L.ah[seq] == nil and L.ahb + #body <= K.HAL.window then
+    if L.ah[seq] == nil and L.ahb + #body <= K.HAL.window + (L.hw and K.HAL.hold or 0) then
       L.ah[seq] = { t, body }
       L.ahb = L.ahb + #body
     end
@@ -429,7 +437,7 @@ local function tether_core()
   -- indexes, no table.remove shifting the rest), L.pend the calls received while blocked
   local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
   -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
-  -- bytes), L.rq the tick at which a frame's last repair is on the line
+  -- bytes, plus HAL.hold with L.hw), L.rq the tick at which a frame's last repair is on the line
   -- (by seq) and, under seq + SEQ_MOD, the next new seq at that moment (L.tx: frames from it on
   -- went on the line after the repair), L.tk counts ticks
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
@@ -476,7 +484,13 @@ local function tether_core()
   end
   local function sendA(miss, probe) -- probe: the token of the Y this A answers (0: none)
     L.ackdue = false
-    sendu("A" .. L.rx .. " " .. L.epoch .. " " .. HAL.window .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))
+    -- with the host's flag 2 (hello), the window grows by the bytes kept ahead of a gap, which left
+    -- the UART buffer: only while the ack stays where this A puts it (section 4)
+    local w = HAL.window
+    -- @unsplit
+    if L.hw then w = w + (L.ahb < HAL.hold and L.ahb or HAL.hold) end
+    -- @end unsplit
+    sendu("A" .. L.rx .. " " .. L.epoch .. " " .. w .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))
   end
 
   -- a new sequenced frame: kept in the retransmit queue until acknowledged
@@ -867,8 +881,9 @@ local function tether_core()
           L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
         end
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
-        -- @fast (no bundles until this session's hello says the host reads them)
-        L.mb = nil
+        -- @fast (no bundles, no held window until this session's hello says the host takes them;
+        -- the NodeMCU agent sets neither)
+        L.mb, L.hw = nil, nil
         -- @end fast
       end
       L.size = clamp(size)

@@ -45,6 +45,9 @@ HAL.outmax = 1024
 -- have at most `window` bytes unacknowledged, so the ring never holds more than that.
 HAL.window = 1792
 HAL.txwin = 4096
+-- host frames kept ahead of a gap count as window up to 4 KB more (docs/protocol.md section 4;
+-- the 1.36 MB Lua heap holds them): they left the RX ring
+HAL.hold = 4096
 HAL.maxmsg = 16384
 HAL.heap = function()
   local k = collectgarbage("count")

@@ -92,6 +92,9 @@ HAL.window = TETHER_RXBUF - 64
 -- two 4 KB `rx` replies: the agent goes on handling calls (and acknowledging the host's frames)
 -- while one is on the line (issue 7); the backlog limit stays 16 KB
 HAL.txwin = 8192
+-- host frames kept ahead of a gap count as window up to 4 KB more (docs/protocol.md section 4): at
+-- 10^-3 the host otherwise waited for the window while a hole was repaired
+HAL.hold = 4096
 HAL.obmax = 16384
 HAL.maxmsg = 8192
 HAL.heap = function() return math.floor(collectgarbage("count")) end

@@ -96,7 +96,13 @@ export const MESSAGE_TYPES = 'CRXEPL';
  * may send them.
  */
 export const HOST_TAKES_BUNDLES = 1;
-export const HOST_FEATURES = HOST_TAKES_BUNDLES;
+/**
+ * Host feature flag 2 (section 4): the host reads the `size` of the agent's `A` as its window plus
+ * the bytes of host frames it keeps ahead of a gap, valid only while the acknowledgement stays
+ * where that `A` put it; an agent with hello `hold` then reports them (at most `hold` bytes).
+ */
+export const HOST_HELD_WINDOW = 2;
+export const HOST_FEATURES = HOST_TAKES_BUNDLES + HOST_HELD_WINDOW;
 
 /** Error codes an agent puts in `X` messages (section 8). */
 export const RemoteCode = {

@@ -264,7 +264,13 @@ export class Link {
   private readonly unacked: Unacked[] = [];
   private uHead = 0;
   private unackedBytes = 0;
+  /** The agent's own window (bytes): its first `A` of the session, then hello's `window`. */
   private agentWindow = 240;
+  /**
+   * Bytes the agent's last `A` added to its window for host frames it keeps ahead of a gap (host
+   * feature 2, section 4); 0 once the acknowledgement moved past that `A`'s.
+   */
+  private heldExtra = 0;
   private agentMaxFrame = BASE_MAX_FRAME;
   private agentOutMax = BASE_MAX_FRAME;
   private frameSize = BASE_MAX_FRAME;
@@ -522,6 +528,7 @@ export class Link {
     this.unacked.length = 0;
     this.uHead = 0;
     this.unackedBytes = 0;
+    this.heldExtra = 0;
     this.nextSeq = 0;
     this.expect = 0;
     this.ahead.clear();
@@ -737,14 +744,14 @@ export class Link {
   /** Write frames of queued messages while the window and the frame limit allow. */
   private pump(): void {
     if (this.state !== 'open') return;
-    const limit = this.agentWindow - WINDOW_RESERVE;
+    const limit = this.agentWindow + this.heldExtra - WINDOW_RESERVE;
     while (this.qHead < this.queue.length) {
       const m = this.queue[this.qHead];
       if (m.cancelled) {
         this.popQueue();
         continue;
       }
-      if (this.unacked.length - this.uHead >= Math.min(MAX_UNACKED_FRAMES, Math.floor(this.cwnd))) break;
+      if (this.unacked.length - this.uHead >= Math.min(MAX_UNACKED_FRAMES, Math.floor(this.heldExtra > 0 ? Math.max(this.cwnd, this.cwndFloor()) : this.cwnd))) break;
       if (this.pacing()) break;
       const seq = this.nextSeq;
       let head: string;
@@ -804,7 +811,7 @@ export class Link {
     const head = seqHead('M', seq, this.expect);
     const over = 2 + head.length + FRAME_TRAILER;
     let budget = this.frameSize - over;
-    if (this.unackedBytes > 0) budget = Math.min(budget, this.agentWindow - WINDOW_RESERVE - this.unackedBytes - over);
+    if (this.unackedBytes > 0) budget = Math.min(budget, this.agentWindow + this.heldExtra - WINDOW_RESERVE - this.unackedBytes - over);
     const items = [m];
     let used = bundledSize(m.buf);
     let j = this.qHead + 1;
@@ -858,7 +865,7 @@ export class Link {
 
   /** Fewest frames the congestion window goes down to: what fills the agent's window at the frame size in force, at least 4. */
   private cwndFloor(): number {
-    return Math.max(4, Math.floor((this.agentWindow - WINDOW_RESERVE) / Math.max(MIN_FRAME, this.frameSize)));
+    return Math.max(4, Math.floor((this.agentWindow + this.heldExtra - WINDOW_RESERVE) / Math.max(MIN_FRAME, this.frameSize)));
   }
 
   /** The line rate in force (baud; 0: unknown or not paced), {@link LinkOptions.baud}. */
@@ -972,7 +979,7 @@ export class Link {
       if (now - this.lastPollAt < this.probeMs()) return;
       // the earlier Ys may still sit unread in the agent's buffer (a slow agent, not a lost Y):
       // the window's reserve holds one, so a further one must fit beside the unacknowledged frames
-      if (this.unackedBytes + this.probesUnanswered * Y_MAX_BYTES > this.agentWindow - WINDOW_RESERVE) return;
+      if (this.unackedBytes + this.probesUnanswered * Y_MAX_BYTES > this.agentWindow + this.heldExtra - WINDOW_RESERVE) return;
     }
     this.pollOut = true;
     this.probesUnanswered++;
@@ -1056,6 +1063,7 @@ export class Link {
     const n = mod(ack - base);
     const outstanding = this.unacked.length - this.uHead;
     if (n === 0 || n > outstanding) return; // nothing new, or outside (oldest .. next]: stale or bogus
+    this.heldExtra = 0; // what the agent kept ahead of a gap is handed on or acknowledged now
     this.pureAckBytes = 0; // the agent read up to these frames, and the acks written before them
     this.pureAckSince = performance.now();
     const now = performance.now();
@@ -1176,9 +1184,19 @@ export class Link {
         if (this.state !== 'open') return;
         if (f.nonce !== this.nonce) return this.lost('session', f.epoch);
         if (f.epoch !== this.epoch_) return this.lost('epoch', f.epoch);
-        this.agentWindow = clamp(f.size, HELLO_CLAMP.window);
+        const size = clamp(f.size, HELLO_CLAMP.window);
+        // above its own window: host frames it keeps ahead of a gap, which left its UART buffer;
+        // they count only while the ack stays at this A's (a repair that fills the gap hands them
+        // on, and an ack in a later frame carries no size)
+        const extra = size - this.agentWindow;
+        if (extra <= 0) this.agentWindow = size;
         const probeAt = this.probeAnswered(f.probe);
         this.onAck(f.ack);
+        this.heldExtra = extra > 0 && (this.uHead >= this.unacked.length || this.unacked[this.uHead].seq === f.ack) ? extra : 0;
+        if (this.heldExtra > 0) {
+          if (this.reading) this.pumpDue = true;
+          else this.pump();
+        }
         this.agentRead();
         if (f.miss.length > 0) this.onMiss(f.miss, probeAt);
         else if (probeAt !== 0) this.afterProbe(probeAt);

@@ -44,6 +44,11 @@ export interface HelloInfo {
    * once the host's hello said it reads them too, sends them. @default false (field absent)
    */
   bundle: boolean;
+  /**
+   * Bytes of host frames kept ahead of a gap the agent adds to its window for a host with feature
+   * 2 (protocol section 4), clamped to [0, 65536]. @default 0 (field absent: the NodeMCU agent)
+   */
+  hold: number;
   /** LuatOS: firmware returns the first boolean inverted (pre-2023-01-31). Undefined when unknown. */
   boolinv?: boolean;
   /** Functions the agent exposes, in index order (read with `agent.caps`). */
@@ -697,6 +702,7 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     heap: num('heap'),
     epoch,
     bundle: num('bundle') === 1,
+    hold: clampNum(num('hold') ?? 0, [0, 65536]),
     boolinv: typeof bi === 'boolean' ? bi : undefined,
     caps: [],
     raw: v,
