@@ -58,18 +58,20 @@ if U < 32 and mcu and mcu.ticks then
     for i = rh, rt do b = b + #R[i] end
     return (b + n) * per / TP.TICK_MS
   end
+  -- true when T[a..b] holds the frame s (one of the queues above)
+  local function holds(T, a, b, s)
+    for i = a, b do
+      if T[i] == s then return true end
+    end
+    return false
+  end
   HAL.write = function(s, repair)
     if s:byte(2) == 65 then return put(s) end -- "~A", an acknowledgement
     if repair then
       -- a frame still queued here was never on the line, so it is not lost: the host named it
       -- after a corrupt line (it guesses the frame after the highest it holds) and it goes in its
       -- turn; repeated ahead of its queued copy it went twice
-      for i = qh, qt do
-        if Q[i] == s then return end
-      end
-      for i = rh, rt do
-        if R[i] == s then return end
-      end
+      if holds(Q, qh, qt, s) or holds(R, rh, rt, s) then return end
       -- a repeated frame goes before the queued ones: the host holds what follows the hole and
       -- waits for this one; behind up to txwin (8 KB, 0.7 s at 115200) of queued frames it came
       -- after the host had asked again, and was sent twice

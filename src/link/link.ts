@@ -1085,6 +1085,11 @@ export class Link {
     this.backoff = 1;
     this.stalls = 0;
     this.restartRto();
+    this.pumpNow();
+  }
+
+  /** Pump the queue now, or once the chunk being read is handled (its acks and lists first). */
+  private pumpNow(): void {
     if (this.reading) this.pumpDue = true;
     else this.pump();
   }
@@ -1193,10 +1198,7 @@ export class Link {
         const probeAt = this.probeAnswered(f.probe);
         this.onAck(f.ack);
         this.heldExtra = extra > 0 && (this.uHead >= this.unacked.length || this.unacked[this.uHead].seq === f.ack) ? extra : 0;
-        if (this.heldExtra > 0) {
-          if (this.reading) this.pumpDue = true;
-          else this.pump();
-        }
+        if (this.heldExtra > 0) this.pumpNow();
         this.agentRead();
         if (f.miss.length > 0) this.onMiss(f.miss, probeAt);
         else if (probeAt !== 0) this.afterProbe(probeAt);
