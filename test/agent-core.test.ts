@@ -364,6 +364,20 @@ test('a listed repair goes again at once when the host holds a frame written aft
   assert.equal(a.stat('retx'), 3);
 });
 
+test('a repair listed again after the ack moved: kept while it may be on its way, again at once when the frame the host received last is a later repair', () => {
+  const a = session();
+  a.exchange(a.host.calls([[1, 'echo', [1]], [2, 'echo', [2]], [3, 'echo', [3]], [4, 'echo', [4]]]));
+  // the host lost frames 0, 1 and 2 and holds 3: the three go again at once, in the order listed
+  const r = a.feed(a.host.ack(0, 255, undefined, [0, 1, 2], 4)).toString('latin1');
+  assert.match(r, /^~R0\.[^\n]*\n~R1\.[^\n]*\n~R2\./);
+  // the repair of 0 came (the ack moves to 1) and the host lists 1 and 2 again at once, naming
+  // frame 0 as the one it received last (top 1): both repairs went after it and may be on their way
+  assert.equal(a.feed(a.host.ack(1, 255, undefined, [1, 2], 1)).length, 0, 'repairs still on their way are not repeated');
+  // the repair of 2 came, that of 1 did not: 1 went on the line before 2, so it is lost for sure
+  assert.match(a.feed(a.host.ack(1, 255, undefined, [1], 3)).toString('latin1'), /^~R1\./);
+  assert.equal(a.stat('retx'), 4);
+});
+
 test('with HAL.txq, a listed repair goes again only REPAIR_TICKS after it is on the line, behind what the UART still holds', () => {
   const run = (txq?: number) => {
     const a = session(txq === undefined ? {} : { txq });

@@ -438,11 +438,12 @@ local function tether_core()
   local ST = { calls = 0, bad = 0, dup = 0, ahead = 0, retx = 0, lost = 0 }
   -- L.ah keeps host frames that came ahead of a gap (selective repeat, at most one window of
   -- bytes, plus HAL.hold with L.hw), L.rq the tick at which a frame's last repair is on the line
-  -- (by seq) and, under seq + SEQ_MOD, the next new seq at that moment (L.tx: frames from it on
-  -- went on the line after the repair), L.tk counts ticks
+  -- (by seq), under seq + SEQ_MOD the next new seq at that moment (L.tx: frames from it on went on
+  -- the line after the repair) and under seq + 2 * SEQ_MOD the repair's number (L.rc counts them:
+  -- repairs go on the line in that order), until the frame is acknowledged; L.tk counts ticks
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
     q = {}, qb = 0, out = {}, oh = 1, ot = 0, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
-    ah = {}, ahb = 0, rq = {}, tk = 0 }
+    ah = {}, ahb = 0, rq = {}, rc = 0, tk = 0 }
   A.stats = ST
 
   local function pack(...) return { n = select("#", ...), ... } end
@@ -589,16 +590,20 @@ local function tether_core()
     -- @unsplit (the tick at which it is on the line, where the family's UART queues: HAL.txq)
     if HAL.txq then t = t + HAL.txq(#s) end
     -- @end unsplit
-    L.rq[sq], L.rq[sq + MOD] = t, L.tx
+    L.rc = L.rc + 1
+    L.rq[sq], L.rq[sq + MOD], L.rq[sq + MOD + MOD] = t, L.tx, L.rc
     HAL.write(s, true)
   end
 
   -- an acknowledgement, and the host's list of missing frames (a string of " seq" items); top:
-  -- 1 + the highest frame of ours the host holds, 0 when it did not say (section 5)
+  -- 1 + the frame of ours the host received last, 0 when it did not say (section 5; an older host
+  -- sent 1 + the highest it holds, which the same test reads safely)
   local function onack(a, miss, top)
-    local q = L.q
+    local q, rq = L.q, L.rq
     local n = #q
     local d -- frames it acknowledges
+    -- the number of that frame's repair, if it was repaired: read before the ack forgets it
+    local lr = miss and top > 0 and rq[top - 1 + MOD + MOD]
     -- @fast (umod written out: every frame)
     d = (a - L.tx + n) % MOD
     if d < 0 then d = d + MOD end
@@ -610,24 +615,33 @@ local function tether_core()
       for i = 1, d do qb = qb - #q[i] end
       for i = 1, n do q[i] = q[i + d] end
       L.qb, L.t, L.m = qb, 0, 1
-      if next(L.rq) then L.rq = {} end
+      -- the acknowledged frames' repairs are forgotten; the others' are kept: a list the host
+      -- wrote before their repairs reached it comes after its ack moved (the lists go behind its
+      -- own frames), and repeating them then went twice
+      if next(rq) then
+        for i = L.tx - n, L.tx - n + d - 1 do
+          local sq = umod(i, MOD)
+          rq[sq], rq[sq + MOD], rq[sq + MOD + MOD] = nil, nil, nil
+        end
+      end
       n = n - d
     end
     if miss and n > 0 then
       -- a listed frame never repeated is lost for sure (the line keeps order); so is a repair when
-      -- the host holds a frame written after it (top); else a repair is repeated once REPAIR_TICKS
-      -- ticks passed (it may still be on its way; the host lists the same holes again only after
-      -- a round trip)
+      -- the frame the host received last went on the line after it: a later repair (lr), or a new
+      -- frame first sent after it (top); else a repair is repeated once REPAIR_TICKS ticks passed
+      -- (it may still be on its way)
       local k = 0
       for sq in string.gmatch(miss, "%d+") do
         k = k + 1
         if k > TP.MAX_MISS then break end
         sq = tonumber(sq)
         local i = umod(sq - L.tx + n, MOD) + 1
-        local last = L.rq[sq]
+        local last = rq[sq]
         -- not the line time of the whole queue too: most of the queue left before the repair, and
         -- a lost repair then held the window ~0.5 s
-        if i <= n and (last == nil or L.tk - last >= TP.REPAIR_TICKS or (top > 0 and umod(top - 1 - L.rq[sq + MOD], MOD) < 2048)) then retx(i) end
+        if i <= n and (last == nil or L.tk - last >= TP.REPAIR_TICKS or (lr and rq[sq + MOD + MOD] < lr)
+            or (top > 0 and not lr and umod(top - 1 - rq[sq + MOD], MOD) < 2048)) then retx(i) end
       end
     end
     -- room for what waits

@@ -175,7 +175,8 @@ export type LinkFrame =
   | { type: 'S'; nonce: number; size: number }
   /**
    * `probe`: from the agent, the token of the `Y` this `A` answers, 0 when it answers none; from
-   * the host, 1 + the highest agent sequence number it holds ahead of a gap, 0 for none (section 5);
+   * the host (`top`), 1 + the agent sequence number it received last, sent with a `miss` list, 0
+   * otherwise (section 5);
    * `miss`: sequence numbers the sender of the `A` lacks (selective acknowledgement, section 5).
    */
   | { type: 'A'; ack: number; epoch: number; size: number; nonce: number; probe: number; miss: number[] }

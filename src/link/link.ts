@@ -314,6 +314,11 @@ export class Link {
   private minRtt = Infinity;
   // receive side
   private expect = 0;
+  /**
+   * The agent frame received last (any intact sequenced frame: in order, ahead of a gap or a
+   * copy), -1 for none this session: what the `top` field of a hole list names (section 5).
+   */
+  private lastIn = -1;
   private readonly ahead = new Map<number, { kind: string; body: Buffer }>();
   private parts: Buffer[] = [];
   private partsSize = 0;
@@ -531,6 +536,7 @@ export class Link {
     this.heldExtra = 0;
     this.nextSeq = 0;
     this.expect = 0;
+    this.lastIn = -1;
     this.ahead.clear();
     this.parts = [];
     this.partsSize = 0;
@@ -590,9 +596,9 @@ export class Link {
   }
 
   /**
-   * An `A` frame from the host. `top`: 1 + the highest agent sequence number held ahead of a gap
-   * (sent with a `miss` list: a repair the agent wrote before that frame is lost for sure,
-   * section 5), 0 for none.
+   * An `A` frame from the host. `top`: 1 + the agent sequence number received last (sent with a
+   * `miss` list: a repair the agent wrote before that frame is lost for sure, one written after
+   * it may still be on its way, section 5), 0 for none.
    */
   private ackFrame(miss?: number[], top = 0): Buffer {
     this.ackPending = false;
@@ -719,7 +725,7 @@ export class Link {
     if (!again && key === this.lastNak && now - this.nakAt < this.holdoff()) return this.armRelist();
     this.lastNak = key;
     this.nakAt = now;
-    this.write(this.ackFrame(miss, top < 0 ? 0 : mod(this.expect + top) + 1));
+    this.write(this.ackFrame(miss, this.lastIn + 1));
     this.armRelist();
   }
 
@@ -1241,6 +1247,7 @@ export class Link {
   private onSeq(kind: string, seq: number, ack: number, body: Buffer): void {
     this.onAck(ack);
     if (this.state !== 'open') return;
+    this.lastIn = seq;
     const d = mod(seq - this.expect);
     if (d === 0) {
       this.deliver(kind, body);

@@ -50,7 +50,7 @@ export class AgentHost {
 
   /**
    * `A<ack> <epoch> <size> <nonce> <top> [<miss>...]`: acknowledges everything delivered; `miss`
-   * lists holes; `top` (the host's fifth field) is 1 + the highest agent frame held, 0 for none.
+   * lists holes; `top` (the host's fifth field) is 1 + the agent frame received last, 0 for none.
    */
   ack(ack = this.rx, size = this.size, nonce = this.nonce, miss: number[] = [], top = 0): Buffer {
     return encodeFrame(`A${ack} 0 ${size} ${nonce} ${top}${miss.map((m) => ' ' + m).join('')}`);
