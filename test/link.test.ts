@@ -414,11 +414,14 @@ test('a Y whose answer is lost does not stop later ones: the next probe goes a p
   }
 });
 
-/** A link whose agent is played by hand: every line the host writes is kept, in order. */
-async function handPlayed() {
+/**
+ * A link whose agent is played by hand: every line the host writes is kept, in order. Its
+ * retransmission timeout starts at `initialRtoMs` (default far away: what most tests wait for
+ * comes from the hole lists, not from the timer).
+ */
+async function handPlayed(initialRtoMs = 10_000) {
   const [host, dev] = createMemoryPair('t');
-  // a timeout far away: what the tests wait for comes from the hole lists, not from the timer
-  const link = new Link(host, { initialRtoMs: 10_000, keepaliveMs: 60_000 });
+  const link = new Link(host, { initialRtoMs, keepaliveMs: 60_000 });
   const lines: string[] = [];
   let rest = '';
   dev.onData((c) => {
@@ -449,6 +452,28 @@ async function handPlayed() {
   const ackSized = (ack: number, size: number, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 ${size} ${nonce} 0${miss.map((m) => ` ${m}`).join('')}`));
   return { link, host, dev, lines, until, answer, acks, ackSized, close: async () => { link.shutdown(); await host.close(); } };
 }
+
+test('a Y lost beside a full window: another goes once the last is two timeouts old, before the liveness repeat of the frame', async () => {
+  // nothing answers: the first Y, or its answer, is lost. The frame fills the agent's window, so a
+  // further Y does not fit beside it (section 5); it goes anyway once the first is 2 timeouts old
+  const h = await handPlayed(100);
+  try {
+    h.ackSized(0, 200); // the agent's window: 200 bytes, 136 beside the reserve
+    await new Promise((r) => setTimeout(r, 20));
+    const at = h.lines.length;
+    h.link.send(callMessage(1, 'f', [Buffer.alloc(110, 0x61)]));
+    const sent = () => h.lines.slice(at);
+    await h.until('the first frame', () => sent().some((l) => l.startsWith('~C0.') || l.startsWith('~&0.')));
+    const first = sent().find((l) => /^~[C&]0\./.test(l))!;
+    assert.ok(first.length + 1 + 16 > 136, `the frame fills the window beside a Y: ${first.length + 1} bytes`);
+    await h.until('a second Y', () => sent().filter((l) => l.startsWith('~Y')).length >= 2);
+    const secondY = sent().findIndex((l, i) => l.startsWith('~Y') && sent().slice(0, i).some((k) => k.startsWith('~Y')));
+    const repeat = sent().findIndex((l, i) => l === first && sent().indexOf(first) < i);
+    assert.ok(repeat < 0 || secondY < repeat, `the second Y went after the liveness repeat: ${JSON.stringify(sent())}`);
+  } finally {
+    await h.close();
+  }
+});
 
 test('bundles (protocol section 2): messages sent in one tick share an M frame once hello said the agent reads them; M frames from the agent are handed on in order', async () => {
   const h = await handPlayed();

@@ -54,6 +54,11 @@ const PROBES_KEPT = 4;
 const Y_MAX_BYTES = 16;
 /** A frame unacknowledged this long (ms, plus the window's line time) is repeated even without an answer to a Y. */
 const LIVENESS_MS = 500;
+/**
+ * A `Y` unanswered for this many retransmission timeouts (not backed off) is lost, it or its
+ * answer: a further one may go even when it does not fit beside the unacknowledged frames (section 5).
+ */
+const Y_LOST_RTOS = 2;
 /** Longest wait before holes are listed again while nothing fills them ({@link Link.armRelist}) (ms). */
 const RELIST_MAX_MS = 400;
 
@@ -984,8 +989,12 @@ export class Link {
     if (this.pollOut) {
       if (now - this.lastPollAt < this.probeMs()) return;
       // the earlier Ys may still sit unread in the agent's buffer (a slow agent, not a lost Y):
-      // the window's reserve holds one, so a further one must fit beside the unacknowledged frames
-      if (this.unackedBytes + this.probesUnanswered * Y_MAX_BYTES > this.agentWindow + this.heldExtra - WINDOW_RESERVE) return;
+      // the window's reserve holds one, so a further one must fit beside the unacknowledged frames,
+      // unless the last is Y_LOST_RTOS timeouts old (no agent that answers at the pace its round
+      // trips show keeps it unread that long). Without that, a lost Y beside a full window (NodeMCU:
+      // one or two frames fill it) left the line idle until the liveness repeat, 0.5 s each time
+      const full = this.unackedBytes + this.probesUnanswered * Y_MAX_BYTES > this.agentWindow + this.heldExtra - WINDOW_RESERVE;
+      if (full && now - this.lastPollAt < Y_LOST_RTOS * this.rto) return;
     }
     this.pollOut = true;
     this.probesUnanswered++;
