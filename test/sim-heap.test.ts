@@ -122,6 +122,25 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
     }
   });
 
+  it('NodeMCU: the real agent in a 24000-byte heap fails at its load every time, before it takes the UART (the load is checked exactly)', async () => {
+    // sampled checks (every 20 ms or 200 000 instructions) let it through now and then: its main
+    // chunk ran to the end, took the UART and sent its boot frame
+    for (let i = 0; i < 5; i++) {
+      const sim = await SimulatedModule.start(nodemcuFamily({ heapBytes: 24000 }), { bootNoise: false });
+      try {
+        const host = sim.connect();
+        let out = '';
+        host.onData((c) => void (out += Buffer.from(c).toString('latin1')));
+        await until(() => out.includes('> '), 'the prompt');
+        assert.match(out, /not enough memory/);
+        assert.doesNotMatch(out, /~B\d/, 'no boot frame: the agent never started');
+        await host.close();
+      } finally {
+        await sim.stop();
+      }
+    }
+  });
+
   it('NodeMCU: loadfile reads through a small buffer like the firmware: a 60 KB file (comments) loads under the 44000-byte budget', async () => {
     // lauxlib.c getF: the firmware's reader hands the parser one buffer at a time, the file's text
     // never is one Lua string; a 60 KB string alone would be over the budget

@@ -109,7 +109,8 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       // GC, app/lua/lgc.c); the error takes the path of any Lua error at that point: at load,
       // init.lua's report and the prompt; in a tmr/uart/task callback, node.setonerror (default:
       // print, restart after 2 s); in a net callback, PANIC and reset.
-      if (opts.enforceHeap ?? true) vm.setHeapBudget({ limit: opts.heapBytes ?? NODEMCU_FREE_HEAP, ...(heapCheck === 'exact' ? HEAP_CHECK_EXACT : {}) });
+      const budget = (opts.enforceHeap ?? true) ? { limit: opts.heapBytes ?? NODEMCU_FREE_HEAP, ...(heapCheck === 'exact' ? HEAP_CHECK_EXACT : {}) } : undefined;
+      if (budget) vm.setHeapBudget(budget);
       const lib = netLib;
       // The module runs the agent file as '@main.lua' right after install(). With boot
       // 'agent' that is what init.lua would start; with 'repl' the stock firmware boots
@@ -125,7 +126,14 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
             if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
           }
           if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
-          if (r === undefined) r = run(source, '@tether.lua');
+          if (r === undefined) {
+            // the load is checked exactly: it runs once, and between two sampled checks an agent
+            // too big for the heap could get as far as taking the UART (the firmware fails the
+            // very allocation that goes over, part way through the main chunk)
+            if (budget) vm.setHeapBudget({ ...budget, ...HEAP_CHECK_EXACT });
+            r = run(source, '@tether.lua');
+            if (budget) vm.setHeapBudget(budget);
+          }
           // loading ran out of heap after the budget's last check: the same error, at the end
           if (r === undefined && vm.overBudget()) r = MEMERRMSG;
           vm.heapLoadHandled = true;
