@@ -134,7 +134,7 @@ function hostInput(): Buffer {
 
 /** Lua 5.1 driver: stubs, baseline, the agent, the phases. Prints `RESULT idle peak sent fwd` on stderr. */
 const DRIVER = String.raw`
-local agentfile, inputfile = arg[1], arg[2]
+local agentfile, inputfile, lfsmode = arg[1], arg[2], arg[3]
 local function readall(p) local f = assert(io.open(p, "rb")) local s = f:read("*a") f:close() return s end
 local input = readall(inputfile)
 local function norm(x) return x % 4294967296 end
@@ -172,7 +172,16 @@ local function live() collectgarbage("collect") collectgarbage("collect") return
 local BASE, PEAK, SENT, FWD, TOP = 0, 0, 0, 0, nil
 local sampling = (os.getenv("TETHER_HEAP_SAMPLE_ALL") == "1")
 local PHASE, PEAKAT = "start", ""
-local function sample() if sampling then local k = live() if k > PEAK then PEAK = k PEAKAT = PHASE end end end
+-- LFS mode (third argument "lfs"): an estimate of the heap on a firmware with the Lua Flash Store,
+-- where function prototypes and their constant strings live in flash: every sample subtracts the
+-- prototypes still alive. A file's prototypes are measured when it loads (the heap a loadfile adds:
+-- prototypes, constant strings new to the heap, one closure) less what its main function frees once
+-- it has run (the main prototype's own code and constants); they count as alive while the value
+-- its main chunk returned (the agent's table, a group's table) is, a weak key here. Prototypes
+-- only a callback still holds then count as RAM: the estimate errs on the high side.
+local LFS = lfsmode == "lfs" and setmetatable({}, { __mode = "k" }) or nil
+local function inram() local k = live() if LFS then for _, n in pairs(LFS) do k = k - n end end return k end
+local function sample() if sampling then local k = inram() if k > PEAK then PEAK = k PEAKAT = PHASE end end end
 local out = io.stdout
 uart = {
   on = function(ev, term, fn, run) UARTCB = fn end,
@@ -193,12 +202,27 @@ tmr = { ALARM_SINGLE = 0, ALARM_SEMI = 1, ALARM_AUTO = 2, now = function() retur
     t.unregister = function(self) self.fn = nil end
     return t
   end }
--- the agent's files loaded on first use (compiled, paths in arg[3..]) stand for SPIFFS: the agent
+-- the agent's files loaded on first use (compiled, paths in arg[4..]) stand for SPIFFS: the agent
 -- reads them by name with file.exists and loadfile
 local LAZY = {}
-for i = 3, #arg do LAZY[string.match(arg[i], "[^/]+$")] = arg[i] end
+for i = 4, #arg do LAZY[string.match(arg[i], "[^/]+$")] = arg[i] end
 file = { exists = function(n) return LAZY[n] ~= nil end }
-do local lf = loadfile loadfile = function(n) return lf(LAZY[n] or n) end end
+do local lf = loadfile loadfile = function(n)
+  if not LFS then return lf(LAZY[n] or n) end
+  local a = live()
+  local chunk, e = lf(LAZY[n] or n)
+  if not chunk then return chunk, e end
+  local whole = live() - a
+  return function(...)
+    local running = {} -- all of the file's prototypes are in flash while its main chunk runs, too
+    LFS[running] = whole
+    local t = chunk(...)
+    local c1 = live() chunk = nil
+    if type(t) == "table" then LFS[t] = whole - (c1 - live()) end
+    LFS[running] = nil
+    return t
+  end
+end end
 node = { heap = function() return 40000 end, chipid = function() return 4242 end, random = function() return 777 end,
   info = function(g) if g == "sw_version" then return { node_version_major = 3, node_version_minor = 0, node_version_revision = 0, git_release = "" } end
     if g == "build_config" then return { modules = "bit,file,net,node,tmr,uart,wifi", number_type = "double" } end end,
@@ -235,8 +259,8 @@ while pos <= #input do
   PHASE = m or piece:sub(1, 24)
   if m == "K" then ackall()
   elseif m == "TICK" then tick(25)
-  elseif m == "IDLE" then IDLE = live() - BASE IDLEOK = AG.idle()
-  elseif m == "BASEPEAK" then if not sampling then sampling = true PEAK = live() end
+  elseif m == "IDLE" then IDLE = inram() - BASE IDLEOK = AG.idle()
+  elseif m == "BASEPEAK" then if not sampling then sampling = true PEAK = inram() end
   elseif m == "RECV" then local s = SOCKS[1] sample() s.cb.receive(s, RECV)
   elseif m == "END" then sampling = false
   else UARTCB(piece) sample() end
@@ -262,10 +286,13 @@ function exec(cmd: string[] | LuaExec, args: string[]): { status: number | null;
 /**
  * Measure. `lua` and `luac` are command prefixes or {@link LuaExec} functions (the i386 build
  * by default); `agentFile` is the resident agent file (default the bundle,
- * dist/agents/nodemcu/main.lua; for experiments).
+ * dist/agents/nodemcu/main.lua; for experiments). With `lfs` the figures are an estimate for a
+ * firmware whose Lua Flash Store holds the agent's files (`tether agent --lfs`): the same run, less
+ * the function prototypes and constant strings still alive at each sample, which LFS keeps in
+ * flash (the driver's "LFS mode" says how they are measured). @default lfs false
  * @throws Error when no interpreter is available or the agent fails under it.
  */
-export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string; agentFile?: string } = {}): NodemcuHeap {
+export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[] | LuaExec; interpreter?: string; agentFile?: string; lfs?: boolean } = {}): NodemcuHeap {
   let lua = o.lua;
   let luac = o.luac;
   let interpreter = o.interpreter ?? (Array.isArray(lua) ? lua.join(' ') : '');
@@ -297,7 +324,7 @@ export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[
     }
     writeFileSync(join(dir, 'driver.lua'), DRIVER);
     writeFileSync(join(dir, 'input.bin'), hostInput());
-    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), ...lazyFiles]);
+    const r = exec(lua, [join(dir, 'driver.lua'), bc, join(dir, 'input.bin'), o.lfs ? 'lfs' : 'ram', ...lazyFiles]);
     const m = /RESULT (\S+) (\S+) (\d+) (\d+) (\S+)/.exec(r.stderr ?? '');
     const at = /PEAKAT ([^\n]*)/.exec(r.stderr ?? '');
     if (at) process.stderr.write(`peak at: ${JSON.stringify(at[1])}\n`);
@@ -314,9 +341,12 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   if (args.includes('--fetch')) fetchI386();
   const li = args.indexOf('--lua');
   try {
-    const r = li >= 0 ? measureNodemcuHeap({ lua: [args[li + 1]], luac: [args[li + 1].replace(/^lua/, 'luac')] }) : measureNodemcuHeap();
+    const how = li >= 0 ? { lua: [args[li + 1]], luac: [args[li + 1].replace(/^lua/, 'luac')] } : {};
+    const r = measureNodemcuHeap(how);
     console.log(`NodeMCU agent heap (${r.interpreter}, luac -s bytecode ${r.bytecodeBytes} bytes resident + ${r.lazyBytecodeBytes} bytes loaded on first use): idle ${r.idleKB.toFixed(1)} KB, peak ${r.peakKB.toFixed(1)} KB while receiving and sending 1460 bytes (goal <= 16 / <= 24 KB)`);
-    if (r.sentBytes !== 1460 || r.forwardedBytes !== 1460) console.log(`warning: sent ${r.sentBytes} / forwarded ${r.forwardedBytes} of 1460 bytes`);
+    const l = measureNodemcuHeap({ ...how, lfs: true });
+    console.log(`with the agent in LFS (estimate: the same run less the prototypes and constant strings alive, which LFS keeps in flash): idle ${l.idleKB.toFixed(1)} KB, peak ${l.peakKB.toFixed(1)} KB`);
+    for (const x of [r, l]) if (x.sentBytes !== 1460 || x.forwardedBytes !== 1460) console.log(`warning: sent ${x.sentBytes} / forwarded ${x.forwardedBytes} of 1460 bytes`);
   } catch (e) {
     console.log((e as Error).message);
     process.exitCode = 1;

@@ -53,6 +53,19 @@ test('the heap driver runs the stripped agent through a session, a 1460-byte rec
   assert.ok(h.peakKB >= h.idleKB, `peak ${h.peakKB} >= idle ${h.idleKB}`);
 });
 
+test('the LFS estimate: the same run less the prototypes alive, so lower by at least the resident code', () => {
+  const ram = measureNodemcuHeap({ lua, luac, interpreter: 'Lua 5.1 (WebAssembly)' });
+  const lfs = measureNodemcuHeap({ lua, luac, interpreter: 'Lua 5.1 (WebAssembly)', lfs: true });
+  assert.equal(lfs.sentBytes, 1460);
+  assert.equal(lfs.forwardedBytes, 1460);
+  // the resident file's prototypes (about its stripped bytecode's size, less the main chunk's
+  // own code, freed once it ran) stay in flash with LFS; the data (tables, closures) does not
+  const saved = ram.idleKB - lfs.idleKB;
+  assert.ok(saved > (ram.bytecodeBytes / 1024) * 0.6 && saved < (ram.bytecodeBytes / 1024) * 1.5, `idle ${ram.idleKB} KB in RAM, ${lfs.idleKB} KB with LFS, resident bytecode ${ram.bytecodeBytes} B`);
+  assert.ok(lfs.idleKB > 2, `the agent's data stays in RAM: ${lfs.idleKB} KB`);
+  assert.ok(lfs.peakKB >= lfs.idleKB && lfs.peakKB < ram.peakKB, `peak ${lfs.peakKB} KB with LFS, ${ram.peakKB} KB without`);
+});
+
 test('without the i386 tree the measurement says "i386 lua5.1 not available"', () => {
   const old = process.env.TETHER_LUA51_I386;
   process.env.TETHER_LUA51_I386 = '/nonexistent/tether-i386';
