@@ -5,7 +5,8 @@
  * modules (uart, tmr, node, net, wifi, bit) stubbed in Lua and created BEFORE the baseline,
  * so they stay outside the count.
  *
- *   node dist/scripts/heap-nodemcu.js            measure (says "i386 lua5.1 not available" without it)
+ *   node dist/scripts/heap-nodemcu.js            measure (says "i386 lua5.1 not available" without it),
+ *                                                then the estimate for the agent in LFS (below)
  *   node dist/scripts/heap-nodemcu.js --fetch    first download lua5.1:i386, liblua5.1-0:i386 and
  *                                                libc6:i386 (apt-get download; needs
  *                                                `dpkg --add-architecture i386 && apt-get update`)

@@ -61,6 +61,34 @@ test('nodemcu: tether.lua and the tether_*.lua it loads on first use (what tethe
   }
 });
 
+test('nodemcu --lfs: the same files for an LFS image, README.txt says how to build and load it, init.lua starts the agent from LFS (on the simulated ESP8266 with those files in LFS, nothing of the agent on SPIFFS)', async () => {
+  const out = join(tmp, 'esp-lfs');
+  const r = tether('agent', '--family', 'nodemcu', '--out', out, '--lfs', '--init', '--init-delay', '100', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(readdirSync(out).sort(), ['README.txt', 'init.lua', 'tether.lua', ...LAZY]);
+  const readme = readFileSync(join(out, 'README.txt'), 'utf8');
+  assert.match(readme, /luac\.cross -f -o lfs\.img tether\.lua tether_\*\.lua/);
+  assert.match(readme, /node\.LFS\.reload\("lfs\.img"\)/);
+  assert.match(readme, /node\.LFS\.get\("tether"\)\(\)/);
+  // what luac.cross -f would put in the image: each file as the module of its name
+  const lfs = Object.fromEntries(['tether.lua', ...LAZY].map((n) => [n.replace(/\.lua$/, ''), readFileSync(join(out, n), 'latin1')]));
+  const sim = await SimulatedModule.start(nodemcuFamily({ boot: 'repl', lfs, files: { 'init.lua': readFileSync(join(out, 'init.lua'), 'latin1') } }), { bootNoise: false });
+  try {
+    const rpc = await RpcClient.open(sim.connect(), { handshakeTimeoutMs: 10000 });
+    try {
+      assert.equal(rpc.hello.family, 'nodemcu');
+      const [h] = await rpc.call('net.createConnection', []);
+      assert.ok(h !== null && typeof h === 'object', 'net.createConnection (tether_net from LFS) made a socket handle');
+      const names = [...(sim.family as ReturnType<typeof nodemcuFamily>).files.keys()];
+      assert.deepEqual(names, ['init.lua'], 'the agent ran from LFS alone');
+    } finally {
+      await rpc.close();
+    }
+  } finally {
+    await sim.stop();
+  }
+});
+
 for (const family of ['luatos', 'luat']) {
   test(`${family}: main.lua (the generated bundle, the script to add in Luatools) and README.txt`, () => {
     const out = join(tmp, family);
@@ -79,6 +107,7 @@ test('usage errors exit 2 before anything is written', () => {
     [['agent', '--out', join(tmp, 'u2')], /Missing required argument: family/],
     [['agent', '--family', 'nodemcu'], /Missing required argument: out/],
     [['agent', '--family', 'luatos', '--out', join(tmp, 'u3'), '--init'], /--init is for --family nodemcu/],
+    [['agent', '--family', 'luat', '--out', join(tmp, 'u6'), '--lfs'], /--lfs is for --family nodemcu/],
     [['agent', '--family', 'nodemcu', '--out', join(tmp, 'u4'), '--init-delay', 'x'], /--init-delay must be an integer/],
     [['agent', '--family', 'nodemcu', '--out', join(tmp, 'u5'), '--bogus'], /Unknown argument: bogus/],
   ];
@@ -87,7 +116,7 @@ test('usage errors exit 2 before anything is written', () => {
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, msg);
   }
-  for (const d of ['u1', 'u2', 'u3', 'u4', 'u5']) assert.equal(existsSync(join(tmp, d)), false, d);
+  for (const d of ['u1', 'u2', 'u3', 'u4', 'u5', 'u6']) assert.equal(existsSync(join(tmp, d)), false, d);
   // an --out that is a file: a runtime refusal, nothing written
   const file = join(tmp, 'esp', 'tether.lua');
   const r = tether('agent', '--family', 'nodemcu', '--out', file);

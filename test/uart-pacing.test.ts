@@ -330,6 +330,26 @@ describe('tether sim --baud N --heap BYTES --usb', () => {
     assert.match(r.err, /--usb: the ESP8266 has no USB port of its own/);
   });
 
+  it('--family nodemcu --lfs: the agent starts from LFS and runs in a 24000-byte heap, most of it left free; --lfs for another family exits 2', async () => {
+    const { info, stop } = await startSim<{ lfs: boolean; ports: { tcp: string } }>(['--family', 'nodemcu', '--lfs', '--heap', '24000']);
+    try {
+      assert.equal(info.lfs, true);
+      const m = await connect(info.ports.tcp);
+      try {
+        const [free] = await m.rpc.call('node.heap', []);
+        // from SPIFFS the agent alone needs over 24000 bytes (test/nodemcu-lfs.test.ts)
+        assert.ok(typeof free === 'number' && free > 24000 - 16 * 1024, `node.heap() ${free} of 24000`);
+      } finally {
+        await m.close();
+      }
+    } finally {
+      await stop();
+    }
+    const r = await run(['sim', '--no-pty', '--lfs']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--lfs is for --family nodemcu/);
+  });
+
   it('a heap below 4096 bytes or a baud the simulator cannot run is refused before anything starts', async () => {
     const h = await run(['sim', '--no-pty', '--heap', '100']);
     assert.equal(h.code, 2);

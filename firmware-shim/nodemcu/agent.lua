@@ -155,9 +155,18 @@ function HAL.group(g)
     -- reachable from its stack; hello's sweep (sys) is gone before its info loads (the peak)
     loaded = { call = loaded.call }
     local f = "tether_" .. g
-    f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
-    local chunk, e = loadfile(f)
-    if not chunk then error({ TP.E_ERR, "cannot load " .. f .. ": " .. tostring(e) }, 0) end
+    -- from the Lua Flash Store first, when the firmware has one holding the agent's files (`tether
+    -- agent --lfs`): its functions run from flash, their code is never in the heap (node.LFS.get,
+    -- older releases node.flashindex; either gives a function only for a module it holds; with
+    -- neither, `type` stands in and gives none)
+    local lfs = node.LFS
+    local ok, chunk = pcall(lfs and lfs.get or node.flashindex or type, f)
+    if not ok or type(chunk) ~= "function" then
+      f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
+      local e
+      chunk, e = loadfile(f)
+      if not chunk then error({ TP.E_ERR, "cannot load " .. f .. ": " .. tostring(e) }, 0) end
+    end
     t = chunk(A, N)
     loaded[g] = t
   end

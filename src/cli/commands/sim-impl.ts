@@ -17,6 +17,7 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
     const famOpts: Record<string, unknown> = { network: { net: argv.net }, baud: argv.baud };
     // the agent's TETHER_UART picks the simulated port (LuatOS uart.VUART_0, Luat uart.USB): no baud
     if (argv.usb) famOpts.agentSettings = { TETHER_UART: USB_PORT[argv.family] };
+    if (argv.lfs) famOpts.lfs = true; // NodemcuSimOptions.lfs: the agent's files in LFS
     if (argv.heap !== undefined) {
       famOpts.heapBytes = argv.heap;
       famOpts.enforceHeap = true; // a budget given is a budget enforced (every family's default too)
@@ -31,9 +32,9 @@ export async function runSim(argv: SimArgs, ctx: CliContext): Promise<void> {
       }
     }
     const baud = sim.wire.paced ? sim.wire.hostLine.baud : null;
-    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, baud, usb: argv.usb === true, ports: urls }) + '\n');
+    if (argv.json) process.stdout.write(JSON.stringify({ family: sim.family.name, module: sim.family.moduleName, baud, usb: argv.usb === true, lfs: argv.lfs === true, ports: urls }) + '\n');
     else {
-      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}, ${baud === null ? 'on its USB port (no baud, not paced)' : `UART at ${baud} baud`}\n`);
+      process.stdout.write(`simulated ${sim.family.moduleName} (${sim.family.name}) running the agent ${sim.family.agentFile}${argv.lfs ? ' from LFS' : ''}, ${baud === null ? 'on its USB port (no baud, not paced)' : `UART at ${baud} baud`}\n`);
       for (const [k, v] of Object.entries(urls)) process.stdout.write(`  ${k.padEnd(4)} ${v}\n`);
       process.stdout.write(`try: tether diag --port ${urls.tcp}\nCtrl-C to stop.\n`);
     }

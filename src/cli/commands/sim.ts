@@ -16,6 +16,8 @@ export interface SimArgs extends CommonArgs {
   heap?: number;
   /** Wire the host to the module's USB port (no baud, not paced) instead of UART1. */
   usb: boolean;
+  /** nodemcu: a firmware with the Lua Flash Store holding the agent (it starts from there). */
+  lfs: boolean;
 }
 
 /** `tether sim`: start a simulated module, print its port URLs, run until Ctrl-C. */
@@ -38,7 +40,9 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
         default: false,
         describe: "Wire the host to the module's USB port instead of UART1: LuatOS uart.VUART_0 (32), Luat uart.USB (129). A USB port has no baud, so bytes are not paced and --baud does not apply (NodeMCU: the ESP8266 has no USB port of its own)",
       })
+      .option('lfs', { type: 'boolean', default: false, describe: "nodemcu: a firmware built with the Lua Flash Store, the agent's files in it (tether agent --lfs): the agent starts from LFS and its code costs no heap" })
       .check((a) => {
+        if (a.lfs && a.family !== 'nodemcu') throw new Error('--lfs is for --family nodemcu (the Lua Flash Store is NodeMCU\'s)');
         if (a.usb && a.family === 'nodemcu') throw new Error('--usb: the ESP8266 has no USB port of its own (its USB-serial chip is wired to UART0); use --family luatos or luat');
         return true;
       })
@@ -46,6 +50,7 @@ export const simCommand = (ctx: CliContext): CommandModule<object, SimArgs> => (
       .example('$0 sim', 'start a simulated Air780E, its UART paced at 115200 baud')
       .example('$0 sim --baud 921600', 'the agent sets its UART up at 921600 and the line is paced at it')
       .example('$0 sim --usb', 'the agent on the USB virtual port: not paced, as fast as the simulator runs')
+      .example('$0 sim --family nodemcu --lfs', 'an ESP8266 whose firmware has LFS, the agent in it')
       .example('$0 sim --net host', 'one that may resolve names and connect beyond this machine')
       .example('$0 diag --port tcp://127.0.0.1:7000', 'then, in another terminal, check it') as never,
   handler: async (argv) => (await import('./sim-impl.js')).runSim(argv, ctx),

@@ -42,7 +42,8 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
   // Booting the agent means it was flashed: its files loaded on first use (tether_*.lua, what
   // `tether flash` uploads next to tether.lua) are on SPIFFS, unless the options put others there.
   // The agent reads them with file.exists + loadfile like on the module (libs.ts BASE_LUA).
-  if ((opts.boot ?? 'agent') === 'agent') {
+  // With the agent in LFS (opts.lfs true) it loads them from there instead.
+  if ((opts.boot ?? 'agent') === 'agent' && opts.lfs !== true) {
     for (const [k, v] of readLazyAgentFiles('nodemcu')) if (!files.has(k)) files.set(k, Buffer.from(v, 'utf8'));
   }
   const modules = [...DEFAULT_MODULES, ...(opts.extraModules ?? [])].sort();
@@ -79,7 +80,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
       '\trelease DTS: 202402250804',
       '\tSSL: false',
       '\tbuild type: float', // LUA=53: int32 + float32 numbers (as node.info's number_type, libs.ts)
-      '\tLFS: 0x0 bytes total capacity',
+      `\tLFS: ${opts.lfs ? '0x20000' : '0x0'} bytes total capacity`,
       `\tmodules: ${modules.filter((m) => m !== 'pipe').join(',')}`,
       ' build 2024-02-25 08:04 powered by Lua 5.3.5 on SDK 3.0.1-dev(fce080e)',
     ],
@@ -126,12 +127,13 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
             if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`agentSettings: ${JSON.stringify(k)} is not a Lua global name`);
           }
           if (settings.length) r = run(settings.map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join('\n'), '=settings');
+          // from LFS as an init.lua would start it there (tether agent --lfs --init), else the file
           if (r === undefined) {
             // the load is checked exactly: it runs once, and between two sampled checks an agent
             // too big for the heap could get as far as taking the UART (the firmware fails the
             // very allocation that goes over, part way through the main chunk)
             if (budget) vm.setHeapBudget({ ...budget, ...HEAP_CHECK_EXACT });
-            r = run(source, '@tether.lua');
+            r = opts.lfs === true ? run('node.LFS.get("tether")()', '=init') : run(source, '@tether.lua');
             if (budget) vm.setHeapBudget(budget);
           }
           // loading ran out of heap after the budget's last check: the same error, at the end

@@ -4,7 +4,9 @@
  * base functions that touch the firmware (print, dofile, loadfile, require).
  * Semantics: docs/firmware/nodemcu.md (other agent-side APIs).
  */
-import { LuaFloat, LuaRaise, LuaRef as LuaRefClass, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import { LuaFloat, LuaRaise, LuaRef as LuaRefClass, markFlash, type LuaArgs, type LuaIn, type LuaRef } from '../lua-vm.js';
+import { readAgentBundle, readLazyAgentFiles } from '../../util/repo-root.js';
+import type { NodemcuSimOptions } from './options.js';
 import fengari from 'fengari';
 
 const { lua: flua, lauxlib: flauxlib, to_luastring: fto } = fengari as unknown as { lua: any; lauxlib: any; to_luastring: (s: string) => Uint8Array };
@@ -554,6 +556,31 @@ export function installFile(esp: Esp): void {
     },
     format: () => files.clear(),
   });
+  // the Lua Flash Store (NodemcuSimOptions.lfs): node.LFS.get / node.flashindex, node.LFS.list
+  const lfs = lfsModules(esp.opts.lfs);
+  vm.registerLib('__nm_lfs', {
+    // a module's main function, its prototypes in flash (no heap); nil for a name LFS lacks, and
+    // for every name without LFS (the default build)
+    get: (a) => {
+      const name = a.isString(1) ? a.str(1) : undefined;
+      const src = name === undefined ? undefined : lfs.get(name);
+      if (src === undefined) return [null];
+      const L = a.L;
+      const chunk = `@${name}.lua`;
+      const st = flauxlib.luaL_loadbuffer(L, Buffer.from(src, 'utf8'), Buffer.byteLength(src), fto(chunk));
+      // luac.cross refuses what the firmware's parser refuses: no such module would be in the image
+      const limit = st === flua.LUA_OK ? vm.localLimitError(L, -1, chunk) : flua.lua_tojsstring(L, -1);
+      if (limit !== undefined) {
+        flua.lua_pop(L, 1);
+        throw new LuaRaise(`LFS module ${name}: ${limit}`);
+      }
+      markFlash(L);
+      const ref = new LuaRefClass(vm, flauxlib.luaL_ref(L, flua.LUA_REGISTRYINDEX), 'function');
+      ref.releaseOnPush = true;
+      return [ref];
+    },
+    list: () => [lfs.size ? [...lfs.keys()].sort() : null],
+  });
   // base functions that read the file system
   vm.registerLib('__nm_fs', {
     contents: (a) => {
@@ -599,7 +626,9 @@ function luaPatternToRegExp(p: string): string {
  */
 export const BASE_LUA = `
 local console, contents, loadf = __nm_console, __nm_fs.contents, __nm_fs.load
-__nm_console, __nm_fs = nil, nil
+node.LFS = { get = __nm_lfs.get, list = __nm_lfs.list }
+node.flashindex = __nm_lfs.get
+__nm_console, __nm_fs, __nm_lfs = nil, nil, nil
 local select, tostring, tconcat, load, error = select, tostring, table.concat, load, error
 function print(...)
   local n = select("#", ...)
@@ -653,3 +682,16 @@ do
 end
 __nm_repl = nil
 `;
+
+/**
+ * The modules of the simulated Lua Flash Store ({@link NodemcuSimOptions.lfs}): name -> Lua source.
+ * `true`: the agent's files, `tether` (the resident agent) and each `tether_*` it loads on first use.
+ */
+export function lfsModules(lfs: NodemcuSimOptions['lfs']): Map<string, string> {
+  const m = new Map<string, string>();
+  if (lfs === true) {
+    m.set('tether', readAgentBundle('nodemcu'));
+    for (const [k, v] of readLazyAgentFiles('nodemcu')) m.set(k.replace(/\.lua$/, ''), v);
+  } else if (lfs) for (const [k, v] of Object.entries(lfs)) m.set(k, v);
+  return m;
+}

@@ -49,6 +49,17 @@ export interface NodemcuSimOptions {
   boot?: 'agent' | 'repl';
   /** Files on the emulated SPIFFS at the first power-on (they persist across resets of this module). */
   files?: Record<string, string | Uint8Array>;
+  /**
+   * The Lua Flash Store (a firmware built with LFS, its image loaded by `node.LFS.reload`): module
+   * name -> Lua source, what `luac.cross -f` made of those files. `true`: the agent's own files
+   * (`tether` and each `tether_*`, as `tether agent --lfs` writes them); with boot `agent` the agent
+   * then starts from LFS (`node.LFS.get("tether")()`) and its files are not copied to SPIFFS.
+   * `node.LFS.get(name)` and `node.flashindex(name)` give a module's function; the prototypes and
+   * constant strings of LFS modules live in flash and cost no heap (lua-vm.ts markFlash). A
+   * difference: the sim compiles the sources, the firmware maps luac.cross's image
+   * (docs/fidelity.md, "LFS"). @default none (the default build: `node.LFS.get` gives nil)
+   */
+  lfs?: boolean | Record<string, string>;
   /** Extra modules of a custom build, e.g. `["encoder"]`. */
   extraModules?: string[];
   /** Network behaviour. */
