@@ -69,7 +69,7 @@ test('nodemcu --lfs: the same files for an LFS image, README.txt says how to bui
   const readme = readFileSync(join(out, 'README.txt'), 'utf8');
   assert.match(readme, /luac\.cross -f -o lfs\.img tether\.lua tether_\*\.lua/);
   assert.match(readme, /node\.LFS\.reload\("lfs\.img"\)/);
-  assert.match(readme, /node\.LFS\.get\("tether"\)\(\)/);
+  assert.match(readme, /node\.LFS\.get\("tether"\)\("lfs"\)/);
   // what luac.cross -f would put in the image: each file as the module of its name
   const lfs = Object.fromEntries(['tether.lua', ...LAZY].map((n) => [n.replace(/\.lua$/, ''), readFileSync(join(out, n), 'latin1')]));
   const sim = await SimulatedModule.start(nodemcuFamily({ boot: 'repl', lfs, files: { 'init.lua': readFileSync(join(out, 'init.lua'), 'latin1') } }), { bootNoise: false });

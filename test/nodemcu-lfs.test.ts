@@ -1,7 +1,7 @@
 /**
  * The NodeMCU agent in the Lua Flash Store (issue 8): on a firmware built with LFS, the agent's
  * files go into the LFS image (`tether agent --lfs`, then luac.cross -f and node.LFS.reload), the
- * agent starts with `node.LFS.get("tether")()` and loads each group from LFS
+ * agent starts with `node.LFS.get("tether")("lfs")` and loads each group from LFS
  * (firmware-shim/nodemcu/agent.lua HAL.group: node.LFS.get, else node.flashindex, else SPIFFS).
  * Function prototypes and constant strings in LFS live in flash: the heap holds the agent's data
  * only. The simulated ESP8266 with `lfs: true` models that (src/sim/lua-vm.ts markFlash).
@@ -33,16 +33,26 @@ async function echo(mod: Awaited<ReturnType<typeof connect>>, port: number, size
   const s = createConnection(mod, { port, host: '127.0.0.1' });
   const parts: Buffer[] = [];
   let n = 0;
-  await new Promise<void>((resolve, reject) => {
-    s.on('data', (d: Buffer) => {
-      parts.push(d);
-      n += d.length;
-      if (n >= size) resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`echo: ${n} of ${size} bytes back after 60 s`)), 60000);
+      s.on('data', (d: Buffer) => {
+        parts.push(d);
+        n += d.length;
+        if (n >= size) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      s.once('error', (e) => {
+        clearTimeout(t);
+        reject(e);
+      });
+      s.write(sent);
     });
-    s.once('error', reject);
-    s.write(sent);
-  });
-  s.destroy();
+  } finally {
+    s.destroy();
+  }
   return { sent, got: Buffer.concat(parts) };
 }
 
@@ -50,7 +60,10 @@ describe('the NodeMCU agent in LFS', () => {
   it('starts from LFS with no agent file on SPIFFS, loads its groups from LFS and echoes 16 KiB byte-exact within a 24 KB heap', { timeout: 120000 }, async () => {
     const srv = await echoServer();
     // 24000 bytes of Lua heap: the agent from SPIFFS does not even load in that (test/sim-heap.test.ts)
-    const mod = await connect('sim:nodemcu', { baudRate: 921600, sim: { lfs: true, heapBytes: 24000 } as never });
+    const mod = await connect('sim:nodemcu', { baudRate: 921600, sim: { lfs: true, heapBytes: 24000 } as never }).catch(async (e) => {
+      await srv.close();
+      throw e;
+    });
     try {
       const files = [...(mod.simulator!.family as ReturnType<typeof nodemcuFamily>).files.keys()];
       assert.deepEqual(files.filter((f) => f.startsWith('tether')), [], 'nothing of the agent on SPIFFS');
@@ -81,6 +94,21 @@ describe('the NodeMCU agent in LFS', () => {
     const [inLfs, inRam] = [await idle(true), await idle(false)];
     assert.ok(inLfs < 16 * 1024, `in LFS ${inLfs} bytes`);
     assert.ok(inRam > 24 * 1024, `from SPIFFS ${inRam} bytes`);
+  });
+
+  it('an agent started from SPIFFS never takes a group from LFS (an image of another version may be there)', async () => {
+    const sim = await SimulatedModule.start(nodemcuFamily({ lfs: { tether_net: 'error("the LFS copy of tether_net")' } }), { bootNoise: false });
+    try {
+      const rpc = await RpcClient.open(sim.connect(), { handshakeTimeoutMs: 5000 });
+      try {
+        const [h] = await rpc.call('net.createConnection', []);
+        assert.ok(h !== null && typeof h === 'object', 'tether_net from SPIFFS made a socket handle');
+      } finally {
+        await rpc.close();
+      }
+    } finally {
+      await sim.stop();
+    }
   });
 
   it('node.LFS.get and node.flashindex give an LFS module\'s function, nil for others and without LFS; node.LFS.list names them', async () => {

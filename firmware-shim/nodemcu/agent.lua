@@ -148,6 +148,8 @@ end
 -- part at the next timer tick; then only their files are left: the heap holds none of their code.
 local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv = onrecv, holding = holding, TP = TP,
   log = TETHER_LOG, allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
+-- started as node.LFS.get("tether")("lfs") (README.txt and init.lua of `tether agent --lfs`)
+N.lfs = ... == "lfs"
 function HAL.group(g)
   local t = loaded[g]
   if t == nil then
@@ -155,13 +157,13 @@ function HAL.group(g)
     -- reachable from its stack; hello's sweep (sys) is gone before its info loads (the peak)
     loaded = { call = loaded.call }
     local f = "tether_" .. g
-    -- from the Lua Flash Store first, when the firmware has one holding the agent's files (`tether
-    -- agent --lfs`): its functions run from flash, their code is never in the heap (node.LFS.get,
-    -- older releases node.flashindex; either gives a function only for a module it holds; with
-    -- neither, `type` stands in and gives none)
-    local lfs = node.LFS
-    local ok, chunk = pcall(lfs and lfs.get or node.flashindex or type, f)
-    if not ok or type(chunk) ~= "function" then
+    -- an agent started from the Lua Flash Store (`tether agent --lfs`) takes its groups from
+    -- there first: their code runs from flash, never in the heap (node.LFS.get, older releases
+    -- node.flashindex; either gives a function only for a module it holds). One started from
+    -- SPIFFS never does: an LFS image of another version may be there too.
+    local lfs, ok, chunk = node.LFS, false, nil
+    if N.lfs then ok, chunk = pcall(lfs and lfs.get or node.flashindex, f) end
+    if not (ok and type(chunk) == "function") then
       f = (file.exists(f .. ".lc") and f .. ".lc") or f .. ".lua"
       local e
       chunk, e = loadfile(f)

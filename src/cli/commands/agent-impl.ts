@@ -76,7 +76,7 @@ export function agentFiles(family: AgentArgs['family'], o: { init?: boolean; ini
 /**
  * init.lua (when `initDelayMs` is given) and README.txt of a NodeMCU agent for the Lua Flash Store:
  * the image is built from tether.lua and the tether_*.lua files by the firmware build's own
- * luac.cross (`-f`), loaded by node.LFS.reload, and the agent starts with node.LFS.get("tether")()
+ * luac.cross (`-f`), loaded by node.LFS.reload, and the agent starts with node.LFS.get("tether")("lfs")
  * (node.flashreload / node.flashindex on older releases; firmware notes: nodemcu-firmware
  * docs/lfs.md, app/modules/node.c node_lfsindex).
  */
@@ -87,7 +87,7 @@ function lfsExtras(initDelayMs: number | undefined): AgentFile[] {
       name: 'init.lua',
       text: [
         `-- tether: start the agent from LFS ${initDelayMs} ms after boot; typing TETHER_NOSTART=true at the prompt before that keeps the REPL`,
-        `tmr.create():alarm(${initDelayMs}, tmr.ALARM_SINGLE, function() if TETHER_NOSTART then return end local f = node.LFS and node.LFS.get("tether") if type(f) ~= "function" and node.flashindex then f = node.flashindex("tether") end if type(f) == "function" then f() else print("tether: the agent is not in LFS: load the image (node.LFS.reload)") end end)`,
+        `tmr.create():alarm(${initDelayMs}, tmr.ALARM_SINGLE, function() if TETHER_NOSTART then return end local f = node.LFS and node.LFS.get("tether") if type(f) ~= "function" and node.flashindex then f = node.flashindex("tether") end if type(f) == "function" then f("lfs") else print("tether: the agent is not in LFS: load the image (node.LFS.reload)") end end)`,
         '',
       ].join('\n'),
     });
@@ -108,10 +108,9 @@ function lfsExtras(initDelayMs: number | undefined): AgentFile[] {
       '2. Upload lfs.img to SPIFFS (any NodeMCU upload tool) and load it at the Lua prompt:',
       '     node.LFS.reload("lfs.img")      -- older releases: node.flashreload("lfs.img")',
       '   The module restarts with the image in flash.',
-      '3. Start the agent:',
-      '     node.LFS.get("tether")()        -- older releases: node.flashindex("tether")()',
-      '   From then on the agent owns UART 0. The tether_*.lua files need not be on SPIFFS:',
-      '   the agent loads its groups from LFS first.',
+      '3. Start the agent (the argument "lfs" makes it load its groups from LFS too):',
+      '     node.LFS.get("tether")("lfs")   -- older releases: node.flashindex("tether")("lfs")',
+      '   From then on the agent owns UART 0. The tether_*.lua files need not be on SPIFFS.',
       initDelayMs !== undefined
         ? `init.lua (upload it to SPIFFS) starts it ${initDelayMs} ms after every boot; typing TETHER_NOSTART=true at the prompt before that keeps the REPL.`
         : 'To start it at every boot, also upload an init.lua (tether agent --lfs --init writes one).',

@@ -133,7 +133,7 @@ export function nodemcuFamily(opts: NodemcuSimOptions = {}): NodemcuFamily {
             // too big for the heap could get as far as taking the UART (the firmware fails the
             // very allocation that goes over, part way through the main chunk)
             if (budget) vm.setHeapBudget({ ...budget, ...HEAP_CHECK_EXACT });
-            r = opts.lfs === true ? run('node.LFS.get("tether")()', '=init') : run(source, '@tether.lua');
+            r = opts.lfs === true ? run('node.LFS.get("tether")("lfs")', '=init') : run(source, '@tether.lua');
             if (budget) vm.setHeapBudget(budget);
           }
           // loading ran out of heap after the budget's last check: the same error, at the end
