@@ -89,6 +89,16 @@ describe('calibration: the NodeMCU agent against the i386 lua5.1 stripped-byteco
   });
 });
 
+/** What a simulated ESP8266 prints from now up to its Lua prompt (after an agent that failed to load). */
+async function untilPrompt(sim: SimulatedModule): Promise<string> {
+  const host = sim.connect();
+  let out = '';
+  host.onData((c) => void (out += Buffer.from(c).toString('latin1')));
+  await until(() => out.includes('> '), 'the prompt');
+  await host.close();
+  return out;
+}
+
 describe('an agent too big for the heap fails in the sim the way it fails on the module', () => {
   /** An "agent" whose load keeps about `bytes` of strings alive. */
   const bigAgent = (bytes: number) => `big = {} for i = 1, ${Math.ceil(bytes / 40)} do big[i] = string.format("%030d", i) end`;
@@ -97,13 +107,8 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
     const fam = nodemcuFamily(); // the budget is enforced by default, as on the module
     const sim = await SimulatedModule.start(fam, { bootNoise: false, agentSource: bigAgent(NODEMCU_FREE_HEAP + 8000) });
     try {
-      const host = sim.connect();
-      let out = '';
-      host.onData((c) => void (out += Buffer.from(c).toString('latin1')));
-      await until(() => out.includes('> '), 'the prompt');
-      assert.match(out, /not enough memory/);
+      assert.match(await untilPrompt(sim), /not enough memory/);
       assert.equal(sim.boots, 1, 'no reboot: the interpreter goes on to the prompt');
-      await host.close();
     } finally {
       await sim.stop();
     }
@@ -128,13 +133,9 @@ describe('an agent too big for the heap fails in the sim the way it fails on the
     for (let i = 0; i < 5; i++) {
       const sim = await SimulatedModule.start(nodemcuFamily({ heapBytes: 24000 }), { bootNoise: false });
       try {
-        const host = sim.connect();
-        let out = '';
-        host.onData((c) => void (out += Buffer.from(c).toString('latin1')));
-        await until(() => out.includes('> '), 'the prompt');
+        const out = await untilPrompt(sim);
         assert.match(out, /not enough memory/);
         assert.doesNotMatch(out, /~B\d/, 'no boot frame: the agent never started');
-        await host.close();
       } finally {
         await sim.stop();
       }
