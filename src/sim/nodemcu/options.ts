@@ -53,7 +53,8 @@ export interface NodemcuSimOptions {
    * The Lua Flash Store (a firmware built with LFS, its image loaded by `node.LFS.reload`): module
    * name -> Lua source, what `luac.cross -f` made of those files. `true`: the agent's own files
    * (`tether` and each `tether_*`, as `tether agent --lfs` writes them); with boot `agent` the agent
-   * then starts from LFS (`node.LFS.get("tether")("lfs")`) and its files are not copied to SPIFFS.
+   * then starts from LFS (`node.LFS.get("tether")("lfs")`, the built bundle: an `agentSource`
+   * given to SimulatedModule.start is not used) and its files are not copied to SPIFFS.
    * `node.LFS.get(name)` and `node.flashindex(name)` give a module's function; the prototypes and
    * constant strings of LFS modules live in flash and cost no heap (lua-vm.ts markFlash). A
    * difference: the sim compiles the sources, the firmware maps luac.cross's image
