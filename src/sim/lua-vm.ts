@@ -267,28 +267,25 @@ export function heapBreakdown(L: any): Array<[string, number]> {
   return [...out.entries()].sort((a, b) => b[1] - a[1]);
 }
 
-/** Prototypes and constant strings in flash (NodeMCU's LFS), by main Lua state: no heap. */
-const FLASH = new WeakMap<object, { protos: WeakSet<object>; strings: Set<string> }>();
+/** Prototypes in flash (NodeMCU's LFS), by main Lua state: no heap. */
+const FLASH = new WeakMap<object, WeakSet<object>>();
 
 /**
  * Mark the function at the top of `L`'s stack as living in flash (NodeMCU's Lua Flash Store): its
- * prototype, the nested ones and their constant strings cost no heap in {@link estimateLua51Heap},
- * and neither does any string equal to such a constant (the firmware's string lookup finds it in
- * LFS's read-only string table first: nodemcu-firmware app/lua/lstring.c luaS_newlstr, ROstrt).
+ * prototype and the nested ones cost no heap in {@link estimateLua51Heap}, nor do the constants
+ * only they reach. A constant string that a table key or a value in RAM also reaches still counts
+ * once: stricter than the firmware, whose LFS strings stay in flash (docs/fidelity.md, "LFS").
  */
 export function markFlash(L: any): void {
   const top = L.stack[L.top - 1]?.value;
   if (!top?.p) return;
   const key = L.l_G ?? L;
   let f = FLASH.get(key);
-  if (!f) FLASH.set(key, (f = { protos: new WeakSet(), strings: new Set() }));
+  if (!f) FLASH.set(key, (f = new WeakSet()));
+  const flash = f;
   const mark = (p: any) => {
-    if (f.protos.has(p)) return;
-    f.protos.add(p);
-    for (const k of p.k) {
-      const b = k?.value?.realstring ?? k?.value;
-      if ((k.type & 0x0f) === 4 && b && typeof b.length === 'number') f.strings.add(Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1'));
-    }
+    if (flash.has(p)) return;
+    flash.add(p);
     for (const q of p.p) mark(q);
   };
   mark(top.p);
@@ -357,7 +354,7 @@ function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, byt
   const skip = new Set<number>();
   if (fin) for (const f of fin) for (const r of [f.udRef, ...f.refs()]) skip.add(r);
   const flash = FLASH.get(L.l_G ?? L);
-  const strings = new Set<string>(flash?.strings);
+  const strings = new Set<string>();
   let total = 0;
   const stack: any[] = [];
   const str = (ts: any) => {
@@ -388,7 +385,7 @@ function heapWalk(L: any, parts?: Map<string, number>, note?: (kind: string, byt
   const proto = (p: any) => {
     if (!p || seen.has(p)) return;
     seen.add(p);
-    if (flash?.protos.has(p)) return; // in flash, with its constants and nested prototypes
+    if (flash?.has(p)) return; // in flash, with its constants and nested prototypes
     total += 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length;
     note?.('proto', 76 + 4 * p.code.length + 12 * p.k.length + 4 * p.p.length, `${p.source ? Buffer.from(p.source.realstring ?? p.source).toString('latin1') : '?'}:${p.linedefined}`);
     for (const k of p.k) tv(k);

@@ -55,8 +55,8 @@ export interface NodemcuSimOptions {
    * (`tether` and each `tether_*`, as `tether agent --lfs` writes them); with boot `agent` the agent
    * then starts from LFS (`node.LFS.get("tether")("lfs")`, the built bundle: an `agentSource`
    * given to SimulatedModule.start is not used) and its files are not copied to SPIFFS.
-   * `node.LFS.get(name)` and `node.flashindex(name)` give a module's function; the prototypes and
-   * constant strings of LFS modules live in flash and cost no heap (lua-vm.ts markFlash). A
+   * `node.LFS.get(name)` and `node.flashindex(name)` give a module's function; the prototypes of LFS
+   * modules live in flash and cost no heap (lua-vm.ts markFlash). A
    * difference: the sim compiles the sources, the firmware maps luac.cross's image
    * (docs/fidelity.md, "LFS"). @default none (the default build: `node.LFS.get` gives nil)
    */
