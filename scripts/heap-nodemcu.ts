@@ -11,6 +11,9 @@
  *                                                libc6:i386 (apt-get download; needs
  *                                                `dpkg --add-architecture i386 && apt-get update`)
  *                                                and unpack them privately (dpkg-deb -x)
+ *   node dist/scripts/heap-nodemcu.js --fetch-only   download and unpack, no measurement (exit 0
+ *                                                once unpacked; a kernel without 32-bit support
+ *                                                then needs qemu-i386 to run it)
  *   --lua CMD                                    measure with another interpreter (e.g. lua5.1)
  *   TETHER_HEAP_SAMPLE_ALL=1 node dist/scripts/heap-nodemcu.js   the peak over the whole run, the
  *                                                session's hello included (loads its parts at once)
@@ -339,7 +342,10 @@ export function measureNodemcuHeap(o: { lua?: string[] | LuaExec; luac?: string[
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = process.argv.slice(2);
-  if (args.includes('--fetch')) fetchI386();
+  if (args.includes('--fetch') || args.includes('--fetch-only')) fetchI386();
+  // --fetch-only: download and unpack, nothing else (.ci/run, which then makes sure the
+  // binary can run: through qemu-i386 on a kernel without 32-bit support)
+  if (args.includes('--fetch-only')) process.exit(0);
   const li = args.indexOf('--lua');
   try {
     const how = li >= 0 ? { lua: [args[li + 1]], luac: [args[li + 1].replace(/^lua/, 'luac')] } : {};
