@@ -342,6 +342,19 @@ test('flow control: a small UART buffer never overflows during a bulk transfer, 
   }
 });
 
+test('a TETHER_RXBUF over the 16384 bytes the EC618 driver gives does not widen the window beyond the RX buffer', async () => {
+  const agent = readFileSync(join(repoRoot(), 'dist/agents/luatos/main.lua'), 'utf8');
+  const sim = await SimulatedModule.start(luatosFamily(), { agentSource: 'TETHER_RXBUF = 32768\n' + agent });
+  const rpc = await RpcClient.open(sim.connect());
+  try {
+    assert.equal(sim.wire.rxBufferSize, 16384, 'luat_uart_setup clamps bufsz (luat_uart_ec618.c at 315e5e0a)');
+    assert.equal(rpc.hello.window, 16384 - 64);
+  } finally {
+    await rpc.close();
+    await sim.stop();
+  }
+});
+
 test('npm start: `tether diag` on the built-in simulated module passes every check', async () => {
   const bin = join(repoRoot(), 'dist/src/cli/bin.js');
   const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) => {

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimulatedModule } from '../src/sim/module.js';
 import { luatosFamily } from '../src/sim/luatos/family.js';
-import { uartCharBits, uartIdleMs } from '../src/sim/luatos/env.js';
+import { UART_RX_BUF_MAX, uartCharBits, uartIdleMs, uartRxBufferSize } from '../src/sim/luatos/env.js';
 import { luatFamily } from '../src/sim/luat/family.js';
 import { nodemcuFamily } from '../src/sim/nodemcu/family.js';
 import type { LuaOut } from '../src/sim/lua-vm.js';
@@ -137,6 +137,32 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
     } finally {
       await sim.stop();
     }
+  });
+  it('uart.setup gets at most 16384 bytes of RX buffer, and 1024 for a bufsz of 0 (luat_uart_ec618.c luat_uart_setup)', async () => {
+    // the stricter of the two driver versions: 315e5e0a clamps bufsz to 2048..16384, 1a4c51c2 passes
+    // it on as given with 0 meaning 1024
+    for (const [bufsz, room] of [
+      [32768, 16384],
+      [0, 1024],
+      [600, 600],
+    ] as const) {
+      const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, uartId: 2, agentSource: '-- no agent' });
+      try {
+        const { recs, lua } = await board(sim);
+        lua(`uart.setup(2, 115200, 8, 1, uart.None, uart.LSB, ${bufsz})
+             uart.on(2, "receive", function(id, len) rec("rx", id, len) end)`);
+        sim.wire.paced = false; // one burst, faster than the line: only the buffer's size matters
+        sim.wire.fromHost(Buffer.alloc(room + 1000, 0x44));
+        await until(() => recs.length >= 1, 'the receive callback');
+        await sleep(30);
+        assert.deepEqual(recs, [['rx', 2, room]], `bufsz ${bufsz}`);
+        assert.equal(sim.wire.stats.rxDropped, 1000, `bufsz ${bufsz}: the bytes beyond ${room} are lost`);
+      } finally {
+        await sim.stop();
+      }
+    }
+    assert.equal(uartRxBufferSize(-5), 1024);
+    assert.equal(uartRxBufferSize(16385), UART_RX_BUF_MAX);
   });
 });
 

@@ -4,7 +4,7 @@
 -- Settings: set these globals before require() to override them.
 local TETHER_UART = TETHER_UART or 1        -- RPC UART: 1 = main UART, 2 = UART2, uart.VUART_0 (32) = USB virtual port
 local TETHER_BAUD = TETHER_BAUD or 115200   -- baud rate of that UART
-local TETHER_RXBUF = TETHER_RXBUF or 4096   -- uart.setup RX buffer (bytes; luat_lib_uart.c passes it on uncapped); the window is this less 64
+local TETHER_RXBUF = TETHER_RXBUF or 4096   -- uart.setup RX buffer (bytes; the EC618 driver gives at most 16384); the window is this (at most 16384) less 64
 -- Off unless set to true: rtos.reboot (the host reboots the module: `tether reboot`)
 local TETHER_ALLOW_RESTART = TETHER_ALLOW_RESTART == true
 PROJECT = PROJECT or "tether"

@@ -86,6 +86,23 @@ export function uartIdleMs(baud = DEFAULT_BAUD, dataBits = 8, stopBits = 1, pari
   return (RX_IDLE_CHARS * uartCharBits(dataBits, stopBits, parity) * 1000) / rate;
 }
 
+/** Largest RX buffer `uart.setup` gets on the EC618 (bytes): {@link uartRxBufferSize}. */
+export const UART_RX_BUF_MAX = 16384;
+
+/**
+ * RX buffer (bytes) that `uart.setup(id, ..., bufsz)` gets on the emulated EC618: the stricter of
+ * the two driver versions read. luatos-soc-2022 interface/src/luat_uart_ec618.c `luat_uart_setup`
+ * at 315e5e0a (lines 174-178) clamps `bufsz` to 2048..16384 before `Uart_BaseInitEx`; earlier
+ * versions (1a4c51c2) pass it on as given, 0 meaning 1024 (`uart->bufsz ? uart->bufsz : 1024`). So: as given, at most
+ * {@link UART_RX_BUF_MAX}; 0 or less (or not a number) gives 1024. Below 2048 the later firmware
+ * gives more room than this: stricter, and listed in docs/fidelity.md.
+ * @param bufsz `uart.setup` argument 7 (luat_lib_uart.c default 1024).
+ */
+export function uartRxBufferSize(bufsz: number): number {
+  if (!(bufsz >= 1)) return 1024;
+  return Math.min(Math.floor(bufsz), UART_RX_BUF_MAX);
+}
+
 /** Install everything into the VM. Returns nothing; all state lives in closures tied to this boot. */
 export function installLuatosEnv(h: LuatosEnvHost): void {
   const { vm, scheduler, wire } = h;
@@ -229,7 +246,7 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
         const parity = a.optInt(5, 0);
         const bufsz = a.optInt(7, 1024);
         if (id === h.uartId) {
-          wire.rxBufferSize = Math.max(bufsz, 64);
+          wire.rxBufferSize = uartRxBufferSize(bufsz);
           wire.listening = true;
           // uart.VUART_0/1 (32, 33) are the USB CDC virtual ports: no baud, no pacing, no RX idle
           // timeout (openLuat/LuatOS demo/usb_uart/EC618/main.lua:36-41 in the version that says so
