@@ -138,6 +138,7 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
       await sim.stop();
     }
   });
+
   it('uart.setup gets at most 16384 bytes of RX buffer, and 1024 for a bufsz of 0 (luat_uart_ec618.c luat_uart_setup)', async () => {
     // the stricter of the two driver versions: 315e5e0a clamps bufsz to 2048..16384, 1a4c51c2 passes
     // it on as given with 0 meaning 1024
