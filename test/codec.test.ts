@@ -4,7 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError, bundleBody, bundledSize, unbundle } from '../src/codec/frame.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../src/util/repo-root.js';
+import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError, bundleBody, bundledSize, unbundle, crc6, shortHead, encodeShortFrame } from '../src/codec/frame.js';
 import { decodeValues, encodeValues, Float, Handle, ValueSyntaxError, type WireValue } from '../src/codec/values.js';
 
 const noNl = (b: Buffer) => b.subarray(0, b.length - 1);
@@ -93,8 +96,69 @@ test('fragments: lines never exceed the frame size, pieces rebuild the message',
     assert.deepEqual(whole, msg);
     parts = [];
   }
+  for (const size of [32, 48, 255]) {
+    // with short heads too, which take 13 bytes a frame where long ones with 4-digit numbers take 22
+    const msg = callMessage(9, 'socket.tx', [new Handle(2), Buffer.from(Array.from({ length: 2000 }, (_, i) => (i * 41) & 255))]);
+    const lines = fragment(msg, size, 4094, 4000, true);
+    const parts: Buffer[] = [];
+    lines.forEach((l, k) => {
+      assert.ok(l.length <= size, `short line of ${l.length} > ${size}`);
+      const r = parseLine(noNl(l));
+      assert.ok(r.kind === 'frame' && r.frame.type === 'seq' && r.frame.seq === (4094 + k) % 4096 && r.frame.ack === 4000);
+      parts.push(r.frame.body);
+    });
+    assert.deepEqual(Buffer.concat(parts), msg);
+    const bytes = (ls: Buffer[]) => ls.reduce((n, l) => n + l.length, 0);
+    assert.ok(bytes(lines) < bytes(fragment(msg, size, 4094, 4000)) - 7 * (lines.length - 1), 'fewer line bytes than long heads');
+  }
   assert.equal(fragment(Buffer.from('R1 5'), 255, 0, 0).length, 1);
   assert.ok(fitPiece(Buffer.alloc(100, 0x0a), 0, 48, '&1.1') * 2 <= 48 - 16);
+});
+
+test('short heads (section 1): the spec examples, every kind, escapes, and damage is "bad"', () => {
+  // the CRC check value in six base-64 digits: 0xCBF4 = 12·4096 + 47·64 + 52, 0x3926 = 3·4096 + 36·64 + 38
+  assert.equal(crc6(0xcbf43926), '<_d3TV');
+  assert.equal(shortHead('C', 65, 3), 'c1103');
+  assert.equal(shortHead('&', 4095, 0), 'foo00');
+  const kinds: Record<string, string> = { C: 'c', R: 'r', X: 'x', E: 'e', P: 'p', L: 'l', M: 'm', '&': 'f', $: 't' };
+  for (const [kind, t] of Object.entries(kinds)) {
+    const body = Buffer.from([0x41, 0x0a, 0x10, 0x20, 0x7e, 0x00, 0xff]);
+    const line = encodeShortFrame(shortHead(kind, 4095, 64), body);
+    assert.equal(line[1], t.charCodeAt(0));
+    assert.equal(line.indexOf(0x0a), line.length - 1, 'the only newline ends the frame');
+    assert.equal(line.length, 13 + body.length + 2, 'thirteen bytes of overhead, two escapes');
+    assert.deepEqual(parseLine(noNl(line)), { kind: 'frame', frame: { type: 'seq', kind, seq: 4095, ack: 64, body } });
+    // every single-bit flip anywhere in the line is caught, or turns it into a log line
+    for (let i = 0; i < line.length - 1; i++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const d = Buffer.from(line);
+        d[i] ^= 1 << bit;
+        const r = parseLine(noNl(d));
+        assert.ok(r.kind === 'bad' || (i === 0 && r.kind === 'log'), `byte ${i} bit ${bit}: ${r.kind}`);
+      }
+    }
+  }
+  // an empty body: the shortest short frame, 12 bytes before its newline
+  const empty = encodeShortFrame(shortHead('R', 1, 2));
+  assert.equal(empty.length, 13);
+  assert.deepEqual(parseLine(noNl(empty)), { kind: 'frame', frame: { type: 'seq', kind: 'R', seq: 1, ack: 2, body: Buffer.alloc(0) } });
+  assert.equal(parseLine(noNl(empty).subarray(0, 11)).kind, 'bad', 'too short');
+  // a digit outside 0x30..0x6F, with a CRC that matches: a bad head, not a frame
+  const head = Buffer.from('~rp000', 'latin1');
+  const forged = Buffer.concat([head, Buffer.from(crc6(crc32(head)), 'latin1')]);
+  assert.deepEqual(parseLine(forged), { kind: 'bad', reason: 'bad head' });
+  assert.equal(parseLine(Buffer.concat([Buffer.from('~r0000\x10A', 'latin1'), Buffer.from(crc6(crc32('~r0000\x10A')), 'latin1')])).kind, 'bad', 'a bad escape');
+  // a long frame still parses beside them
+  assert.equal(parseLine(noNl(encodeFrame('R1.2 x'))).kind, 'frame');
+  // the examples in docs/protocol.md, section 1, "Short heads"
+  const doc = readFileSync(join(repoRoot(), 'docs', 'protocol.md'), 'utf8');
+  const examples = [...doc.matchAll(/^(~[crf]\S*(?: \S+)*?)\s{2,}(host|agent): seq (\d+)[^,]*, ack (\d+)/gm)];
+  assert.equal(examples.length, 3, 'three examples');
+  for (const [, line, , seq, ack] of examples) {
+    const r = parseLine(Buffer.from(line, 'latin1'));
+    assert.ok(r.kind === 'frame' && r.frame.type === 'seq', `${line}: ${JSON.stringify(r)}`);
+    assert.deepEqual([r.frame.seq, r.frame.ack], [Number(seq), Number(ack)], line);
+  }
 });
 
 test('values: every type round-trips; b strings keep spaces, newlines and NULs', () => {

@@ -87,6 +87,13 @@ export const FrameType = {
 } as const;
 export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
 
+/**
+ * The type byte of a sequenced frame with a short head (section 1, "Short heads"), by the kind
+ * it stands for: the message types in lower case, `f` for a fragment (`&`), `t` for the last one
+ * (`$`).
+ */
+export const SHORT_KINDS: Readonly<Record<string, string>> = { C: 'c', R: 'r', X: 'x', E: 'e', P: 'p', L: 'l', M: 'm', '&': 'f', $: 't' };
+
 /** Message types that travel in sequenced frames (section 2). */
 export const MESSAGE_TYPES = 'CRXEPL';
 
@@ -102,7 +109,13 @@ export const HOST_TAKES_BUNDLES = 1;
  * where that `A` put it; an agent with hello `hold` then reports them (at most `hold` bytes).
  */
 export const HOST_HELD_WINDOW = 2;
-export const HOST_FEATURES = HOST_TAKES_BUNDLES + HOST_HELD_WINDOW;
+/**
+ * Host feature flag 4 (section 1, "Short heads"): the host reads sequenced frames with short heads
+ * (13 bytes of frame overhead instead of 17-21), so an agent that offers them (hello `short`) sends
+ * them from then on in the session.
+ */
+export const HOST_SHORT_HEADS = 4;
+export const HOST_FEATURES = HOST_TAKES_BUNDLES + HOST_HELD_WINDOW + HOST_SHORT_HEADS;
 
 /** Error codes an agent puts in `X` messages (section 8). */
 export const RemoteCode = {

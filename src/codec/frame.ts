@@ -3,7 +3,7 @@
  * Pure functions and small state machines; no I/O.
  */
 import { crc32 as zcrc32 } from 'node:zlib';
-import { ESCAPE_BYTE, FRAME_MARK, MESSAGE_TYPES } from './constants.js';
+import { ESCAPE_BYTE, FRAME_MARK, MESSAGE_TYPES, SHORT_KINDS } from './constants.js';
 import { decodeValues, encodeHeadValues, encodeValues, Handle, ValueSyntaxError, type WireValue } from './values.js';
 
 /** CRC-32/ISO-HDLC (zlib) of `data`, unsigned. `crc32("123456789")` = 0xCBF43926. */
@@ -170,6 +170,66 @@ export function encodeFrame(head: string, body?: Uint8Array | string): Buffer {
 }
 const FRAME_MARK_CODE = FRAME_MARK.charCodeAt(0);
 
+/** Bytes a frame with a short head adds after its body: 6 CRC digits and the newline (section 1, "Short heads"). */
+export const SHORT_TRAILER = 7;
+/** Digit value `v` (0..63) of a short head or CRC is the byte 0x30 + v (`0` to `o`). */
+const DIGIT0 = 0x30;
+
+/**
+ * The short head of a sequenced frame (section 1, "Short heads"): the kind's short type byte
+ * (`c`, `r`, ... `m`, `f` for `&`, `t` for `$`), then `seq` and `ack` (0..4095) as two base-64
+ * digits each, most significant first. E.g. `shortHead('C', 65, 3)` = `c1103`.
+ */
+export function shortHead(kind: string, seq: number, ack: number): string {
+  return SHORT_KINDS[kind] + String.fromCharCode(DIGIT0 + ((seq >> 6) & 63), DIGIT0 + (seq & 63), DIGIT0 + ((ack >> 6) & 63), DIGIT0 + (ack & 63));
+}
+
+/**
+ * One frame line with a short head (section 1, "Short heads"): `~` HEAD BODY CRC `\n`, with no
+ * spaces; BODY escaped as in the long form; CRC-32 of `~` HEAD BODY (as sent) in six base-64
+ * digits: its upper 16 bits in three, then its lower 16 bits in three, most significant first.
+ * `head` is a {@link shortHead}.
+ */
+export function encodeShortFrame(head: string, body?: Uint8Array | string): Buffer {
+  let bb: Buffer | undefined;
+  let bx = 0;
+  if (body !== undefined && body.length > 0) {
+    bb = typeof body === 'string' ? Buffer.from(body, 'latin1') : body instanceof Buffer ? body : Buffer.from(body.buffer, body.byteOffset, body.length);
+    bx = countEscapes(bb, 0, bb.length);
+  }
+  const hl = head.length;
+  const out = Buffer.allocUnsafe(1 + hl + (bb ? bb.length + bx : 0) + SHORT_TRAILER);
+  out[0] = FRAME_MARK_CODE;
+  out.write(head, 1, hl, 'latin1');
+  let j = 1 + hl;
+  if (bb) j = putEscaped(out, j, bb, bx);
+  j = putCrc6(out, j, crcRange(out, 0, j));
+  out[j] = NL;
+  return out;
+}
+
+/** Write `crc` as six base-64 digits at `out[j]` (section 1, "Short heads"); returns the offset after them. */
+function putCrc6(out: Buffer, j: number, crc: number): number {
+  const hi = crc >>> 16;
+  const lo = crc & 0xffff;
+  out[j++] = DIGIT0 + (hi >> 12);
+  out[j++] = DIGIT0 + ((hi >> 6) & 63);
+  out[j++] = DIGIT0 + (hi & 63);
+  out[j++] = DIGIT0 + (lo >> 12);
+  out[j++] = DIGIT0 + ((lo >> 6) & 63);
+  out[j++] = DIGIT0 + (lo & 63);
+  return j;
+}
+
+/**
+ * Bytes a sequenced frame whose head is `head` takes besides its body: `~`, the head, and the
+ * trailer (long form: a space before the body, a space, 8 hex digits and `\n`; short form: 6
+ * digits and `\n`).
+ */
+export function frameOverhead(head: string, short: boolean): number {
+  return short ? 1 + head.length + SHORT_TRAILER : 2 + head.length + FRAME_TRAILER;
+}
+
 /** A frame after its CRC was checked and its bytes unescaped (section 1). */
 export type LinkFrame =
   | { type: 'S'; nonce: number; size: number }
@@ -197,6 +257,10 @@ const UNSEQ_RE = /^([SAYB])([0-9 ]*)$/;
 /** One-character strings of the sequenced frame kinds, by byte value (undefined: not a kind). */
 const SEQ_KIND: Array<string | undefined> = [];
 for (const k of 'CRXEPL&$M') SEQ_KIND[k.charCodeAt(0)] = k;
+/** The kind each short type byte stands for (section 1, "Short heads"), by byte value. */
+const SHORT_KIND: Array<string | undefined> = [];
+for (const [k, v] of Object.entries(SHORT_KINDS)) SHORT_KIND[v.charCodeAt(0)] = k;
+const MIN_SHORT_LINE = 12; // "~" kind, 4 digits, 6 CRC digits
 
 /**
  * Classify one line (without its `\n`; a trailing `\r` is ignored) (section 1).
@@ -207,6 +271,10 @@ export function parseLine(line: Uint8Array): LineResult {
   if (end > 0 && line[end - 1] === 0x0d) end--;
   const b = end === line.length && line instanceof Buffer ? line : Buffer.from(line.buffer, line.byteOffset, end);
   if (end === 0 || b[0] !== 0x7e /* ~ */) return { kind: 'log', text: b.toString('utf8') };
+  if (end > 1) {
+    const sk = SHORT_KIND[b[1]];
+    if (sk !== undefined) return parseShort(b, end, sk);
+  }
   if (end < MIN_LINE || b[end - 9] !== 0x20) return { kind: 'bad', reason: 'no checksum' };
   // the 8 uppercase hex digits of the CRC, read in place
   let want = 0;
@@ -248,6 +316,46 @@ export function parseLine(line: Uint8Array): LineResult {
   if (i === s || (i < to && c[i] !== 0x20)) return { kind: 'bad', reason: 'bad head' };
   const body = i < to ? c.subarray(i + 1, to) : Buffer.alloc(0);
   return { kind: 'frame', frame: { type: 'seq', kind, seq, ack, body } };
+}
+
+/** Value of the base-64 digit byte `c` (section 1, "Short heads"), or -1. */
+function digit(c: number): number {
+  return c >= DIGIT0 && c < DIGIT0 + 64 ? c - DIGIT0 : -1;
+}
+
+/** A line `b[0..end)` whose type byte is a short kind (section 1, "Short heads"). */
+function parseShort(b: Buffer, end: number, kind: string): LineResult {
+  if (end < MIN_SHORT_LINE) return { kind: 'bad', reason: 'no checksum' };
+  let hi = 0;
+  let lo = 0;
+  for (let k = end - 6; k < end; k++) {
+    const v = digit(b[k]);
+    if (v < 0) return { kind: 'bad', reason: 'no checksum' };
+    if (k < end - 3) hi = hi * 64 + v;
+    else lo = lo * 64 + v;
+  }
+  const cend = end - 6;
+  const got = crcRange(b, 0, cend);
+  if (hi * 65536 + lo !== got) return { kind: 'bad', reason: `checksum ${b.toString('latin1', cend, end)} != ${crc6(got)}` };
+  const s1 = digit(b[2]);
+  const s2 = digit(b[3]);
+  const a1 = digit(b[4]);
+  const a2 = digit(b[5]);
+  if (s1 < 0 || s2 < 0 || a1 < 0 || a2 < 0) return { kind: 'bad', reason: 'bad head' };
+  let body = b.subarray(6, cend);
+  if (body.indexOf(ESC) >= 0) {
+    const u = unescapeBytes(body);
+    if (!u) return { kind: 'bad', reason: 'bad escape' };
+    body = u;
+  }
+  return { kind: 'frame', frame: { type: 'seq', kind, seq: s1 * 64 + s2, ack: a1 * 64 + a2, body } };
+}
+
+/** The six base-64 digits of `crc` (section 1, "Short heads"). */
+export function crc6(crc: number): string {
+  const b = Buffer.allocUnsafe(6);
+  putCrc6(b, 0, crc >>> 0);
+  return b.toString('latin1');
 }
 
 /** An unsequenced frame (`S`, `A`, `Y`, `B`): the whole content `c[from..to)` is the head. */
@@ -422,10 +530,11 @@ export function seqHead(kind: string, seq: number, ack: number): string {
 
 /**
  * How many bytes of `msg` from `offset` fit in a sequenced frame of at most `frameSize`
- * bytes (incl. `\n`) whose head is `head` (escaping counted). At least 1.
+ * bytes (incl. `\n`) whose head is `head` (escaping counted), a {@link shortHead} when `short`.
+ * At least 1.
  */
-export function fitPiece(msg: Uint8Array, offset: number, frameSize: number, head: string): number {
-  const budget = frameSize - (1 + head.length + 1 + FRAME_TRAILER);
+export function fitPiece(msg: Uint8Array, offset: number, frameSize: number, head: string, short = false): number {
+  const budget = frameSize - frameOverhead(head, short);
   let n = 0;
   let used = 0;
   while (offset + n < msg.length) {
@@ -441,23 +550,25 @@ export function fitPiece(msg: Uint8Array, offset: number, frameSize: number, hea
 /**
  * Cut `message` into sequenced frame lines of at most `frameSize` bytes (section 2): one
  * whole frame when it fits, else `&`/`$` pieces. Sequence numbers start at `seq`
- * (mod 4096); every frame carries `ack`. For tests and simple peers: the link cuts
- * lazily, frame by frame.
+ * (mod 4096); every frame carries `ack`; with `short`, in short heads (section 1). For tests and
+ * simple peers: the link cuts lazily, frame by frame.
  */
-export function fragment(message: Uint8Array, frameSize: number, seq: number, ack: number): Buffer[] {
+export function fragment(message: Uint8Array, frameSize: number, seq: number, ack: number, short = false): Buffer[] {
+  const head = short ? shortHead : seqHead;
+  const encode = short ? encodeShortFrame : encodeFrame;
   const kind = String.fromCharCode(message[0]);
-  const whole = seqHead(kind, seq, ack);
-  if (1 + whole.length + 1 + escapedLength(message, 1, message.length) + FRAME_TRAILER <= frameSize) {
-    return [encodeFrame(whole, message.subarray(1))];
+  const whole = head(kind, seq, ack);
+  if (frameOverhead(whole, short) + escapedLength(message, 1, message.length) <= frameSize) {
+    return [encode(whole, message.subarray(1))];
   }
   const out: Buffer[] = [];
   let off = 0;
   let s = seq;
   while (off < message.length) {
-    const h = seqHead('&', s, ack);
-    const n = fitPiece(message, off, frameSize, h);
+    const h = head('&', s, ack);
+    const n = fitPiece(message, off, frameSize, h, short);
     const last = off + n >= message.length;
-    out.push(encodeFrame(last ? seqHead('$', s, ack) : h, message.subarray(off, off + n)));
+    out.push(encode(last ? head('$', s, ack) : h, message.subarray(off, off + n)));
     off += n;
     s = (s + 1) % 4096;
   }
