@@ -2,13 +2,14 @@
  * Hostile input against the shared agent core under stock Lua 5.1 (WebAssembly,
  * test/helpers/lua.ts; the NodeMCU default build's language): 10,000 malformed frames (random bytes, frames with a valid
  * CRC and garbage heads or bodies, floods of `&` fragments without `$`, bundles that are not, bad escapes,
- * overlong lines, sequence numbers and acks all over, stray S/A/Y/B), mixed with real
+ * overlong lines, sequence numbers and acks all over, stray S/A/Y/B, short heads with bad digits,
+ * escapes or CRCs), mixed with real
  * calls. The agent must keep answering every real call exactly once, a hello and an echo
  * afterwards must work, and its heap after a full GC must stay flat (< 16 KB growth).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { callMessage, crc32, encodeFrame } from '../src/codec/frame.js';
+import { callMessage, crc32, crc6, encodeFrame, encodeShortFrame, shortHead } from '../src/codec/frame.js';
 import { SEQ_MOD } from '../src/codec/constants.js';
 import { AgentHost, runCoreDriver, txt } from './helpers/agent-host.js';
 
@@ -31,6 +32,12 @@ function rawFrame(raw: Buffer): Buffer {
   return Buffer.concat([s, Buffer.from(` ${crc32(s).toString(16).toUpperCase().padStart(8, '0')}\n`, 'latin1')]);
 }
 
+/** A line `~<raw>` with a valid short-head CRC (six base-64 digits, docs/protocol.md section 1) over the bytes as given. */
+function rawShort(raw: Buffer): Buffer {
+  const s = Buffer.concat([Buffer.from('~'), raw]);
+  return Buffer.concat([s, Buffer.from(`${crc6(crc32(s))}\n`, 'latin1')]);
+}
+
 test('10,000 hostile frames: the agent keeps answering, runs every real call once, and its heap stays flat', (t) => {
   const r = rng(20240611);
   const h = new AgentHost(55555);
@@ -50,7 +57,7 @@ test('10,000 hostile frames: the agent keeps answering, runs every real call onc
   const realIds: number[] = [];
   const kinds = new Map<string, number>();
   for (let i = 0; i < 10000; i++) {
-    const k = r.int(13);
+    const k = r.int(14);
     kinds.set(String(k), (kinds.get(String(k)) ?? 0) + 1);
     switch (k) {
       case 0: // random bytes, sometimes starting with ~
@@ -140,6 +147,35 @@ test('10,000 hostile frames: the agent keeps answering, runs every real call onc
         }
         chunks.push(encodeFrame(`M${h.seq}.${h.rx}`, body));
         h.seq = (h.seq + 1) % SEQ_MOD;
+        break;
+      }
+      case 12: {
+        // short heads (docs/protocol.md section 1; the core reads them whatever hello said): a valid
+        // CRC over a head with a byte that is no digit, an old sequence number, a bad escape, a
+        // flipped CRC digit and a cut line, or a real call with a short head
+        const v = r.int(5);
+        if (v === 0) {
+          const notDigit = [0x20, 0x2f, 0x70, 0x7e, 0xff][r.int(5)];
+          const head = Buffer.from(['cftmrxepl'.charCodeAt(r.int(9)), 0x30 + r.int(64), 0x30 + r.int(64), 0x30 + r.int(64), 0x30 + r.int(64)]);
+          head[1 + r.int(4)] = notDigit;
+          chunks.push(rawShort(Buffer.concat([head, r.bytes(r.int(80)).map((b) => (b === 10 ? 11 : b))])));
+        } else if (v === 1) {
+          chunks.push(encodeShortFrame(shortHead('CRXEPLM&$'[r.int(9)], wrongSeq(), r.int(SEQ_MOD)), r.bytes(r.int(120))));
+        } else if (v === 2) {
+          chunks.push(rawShort(Buffer.from(`${shortHead('C', h.seq, h.rx)}1 echo \x10${'ABCDEFGHIKLMNOQRSTUVWXYZ\x10 '[r.int(26)]}`, 'latin1')));
+        } else if (v === 3) {
+          const g = encodeShortFrame(shortHead('C', h.seq, h.rx), '9 echo 1');
+          g[g.length - 2 - r.int(6)] ^= 1 << r.int(6);
+          chunks.push(g, g.subarray(0, r.int(g.length - 1)), Buffer.from('\n'));
+        } else {
+          const id = 40000 + i;
+          h.rx = replies;
+          h.short = true;
+          chunks.push(h.ack(), h.call(id, 'echo', [id]));
+          h.short = false;
+          realIds.push(id);
+          replies++;
+        }
         break;
       }
       default: {

@@ -110,6 +110,49 @@ for (const v of ['5.1', '5.3'] as LuaVersion[]) {
     assert.ok(h.messages.length >= 7);
   });
 
+  test(`under ${lua}: short heads both ways once hello carries the host's feature 4`, () => {
+    const h = new AgentHost(1234567, 96);
+    // bytes that need escaping (0x0A, 0x10) and a message cut into many 96-byte pieces
+    const payload = Buffer.from(Array.from({ length: 600 }, (_, i) => [0x0a, 0x10, (i * 53) % 256][i % 3]));
+    const before = Buffer.concat([h.start(), h.call(1, 'hello', [2, 4096, 5])]);
+    // a host without feature 4 gets long heads
+    const old = new AgentHost(1234567, 96);
+    old.receive(runCoreDriver(v, Buffer.concat([old.start(), old.call(1, 'hello', [2, 4096, 3]), old.call(2, 'echo', [1])])));
+    old.assertClean(lua);
+    assert.deepEqual([old.values(2), old.heads.short, old.heads.long > 1], [[1], 0, true]);
+    h.short = true;
+    const c2 = h.call(2, 'echo', [payload, 'text with spaces']);
+    const c3 = h.call(3, 'echo', [3]);
+    const c4 = h.call(4, 'echo', [4]);
+    const corrupt = Buffer.from(c3);
+    corrupt[corrupt.length - 3] ^= 0x01; // a bit of its CRC flipped
+    const input = Buffer.concat([
+      before,
+      c2,
+      corrupt,
+      c4, // ahead of the gap C3 left
+      c3,
+      h.bundle([[5, 'echo', ['a']], [6, 'count']]),
+      h.call(7, 'agent.stats'),
+    ]);
+    const out = new AgentHost(1234567, 96);
+    out.receive(runCoreDriver(v, input, { chunk: 41 }));
+    out.assertClean(lua);
+    const hello = out.values(1)[0] as Map<string, unknown>;
+    assert.equal(hello.get('short'), 1, 'the agent offers short heads');
+    assert.equal(out.heads.long, 0, 'short heads from the reply to hello on');
+    assert.ok(out.heads.short > 600 / 96, `the echo's reply came back in short pieces (${out.heads.short} short frames)`);
+    const echo = out.values(2);
+    assert.ok(Buffer.from(echo[0] as Uint8Array).equals(payload), 'escaped bytes byte-exact through short frames');
+    assert.equal(txt(echo[1]), 'text with spaces');
+    assert.deepEqual([out.values(3), out.values(4), out.repliesTo(3), out.repliesTo(4)], [[3], [4], 1, 1]);
+    assert.equal(txt(out.values(5)[0]), 'a');
+    const st = out.values(7)[0] as Map<string, number>;
+    assert.equal(st.get('bad'), 1, 'the short frame with a flipped CRC bit');
+    assert.equal(st.get('ahead'), 1, 'the call after it');
+    assert.equal(st.get('calls'), 7, 'hello, echo, echo, echo, echo, count, agent.stats: each once');
+  });
+
   test(`under ${lua}: without acks the agent retransmits the oldest frame with backoff; duplicates never run a call twice`, () => {
     const h = new AgentHost();
     const calls = [h.call(1, 'echo', ['a']), h.call(2, 'echo', ['b']), h.call(3, 'echo', ['c'])];

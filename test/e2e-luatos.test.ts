@@ -389,3 +389,51 @@ test('facade calls are cold: nothing is sent before subscribe, one remote call p
     await mod.close();
   }
 });
+
+test('short heads (docs/protocol.md section 1): after hello both sides send 13-byte frame heads, and a 64 KiB echo is byte-exact', async () => {
+  const sim = await SimulatedModule.start(luatosFamily());
+  const url = new URL(await sim.serveTcp());
+  // a recording TCP relay between the host and the simulated module's UART
+  const wire = { toModule: [] as Buffer[], toHost: [] as Buffer[] };
+  const relay = createServer((c) => {
+    const up = netConnect(Number(url.port), url.hostname);
+    c.on('data', (b) => (wire.toModule.push(b), up.write(b)));
+    up.on('data', (b) => (wire.toHost.push(b), c.write(b)));
+    c.on('close', () => up.destroy());
+    up.on('close', () => c.destroy());
+    c.on('error', () => up.destroy());
+    up.on('error', () => c.destroy());
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  const mod = await connect(`tcp://127.0.0.1:${(relay.address() as AddressInfo).port}`);
+  try {
+    assert.equal(mod.hello.short, true, 'the LuatOS agent offers short heads');
+    const conn = await firstValueFrom(openSocket(mod.socket, echo.tcp.host, echo.tcp.port));
+    const payload = randomBytes(64 * 1024);
+    const got = collect(conn, payload.length);
+    await lastValueFrom(conn.send(payload));
+    assert.ok((await got).equals(payload), '64 KiB echoed byte-exact');
+    await conn.close();
+    // every sequenced frame on the line, by head: long `~C12.3 ` or short `~c0<03`
+    const heads = (chunks: Buffer[]) => {
+      const n = { long: 0, short: 0, longAfterShort: 0 };
+      for (const l of Buffer.concat(chunks).toString('latin1').split('\n')) {
+        if (/^~[CRXEPLM&$]\d+\.\d+/.test(l)) {
+          n.long++;
+          if (n.short > 0) n.longAfterShort++;
+        } else if (/^~[crxeplmft][0-o]{4}/.test(l)) n.short++;
+      }
+      return n;
+    };
+    const up = heads(wire.toModule);
+    const down = heads(wire.toHost);
+    // the host's hello and its agent.caps calls have long heads (the host reads hello's answer
+    // whole before it sends short ones); the agent's from the reply to hello on
+    assert.ok(up.short > 64 && up.long >= 1 && up.longAfterShort === 0, `host→module: ${JSON.stringify(up)}`);
+    assert.ok(down.short > 64 && down.long === 0, `module→host: ${JSON.stringify(down)}`);
+  } finally {
+    await mod.close();
+    relay.close();
+    await sim.stop();
+  }
+});

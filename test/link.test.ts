@@ -8,7 +8,7 @@ import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { Link, LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
-import { bundleBody, callMessage, decodeMessage, encodeFrame, crc16, parseLine, unbundle } from '../src/codec/frame.js';
+import { bundleBody, callMessage, decodeMessage, encodeFrame, encodeShortFrame, crc16, parseLine, shortHead, unbundle } from '../src/codec/frame.js';
 import { START_FRAME } from '../src/codec/constants.js';
 import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
@@ -257,6 +257,14 @@ test('a corrupt line counts as a lost agent frame only when it starts like one, 
     assert.equal(looksLikeAgentFrame(line(g)) && seqHint(line(g)) >= 0, false, g);
   }
   assert.equal(looksLikeAgentFrame(line('~hello world')), false);
+  // short heads (section 1): a short agent type and four base-64 digits; the hint is the first two
+  const sh = encodeShortFrame(shortHead('R', 700, 5), 'T').subarray(0, -1);
+  sh[sh.length - 1] ^= 0x02;
+  assert.equal(looksLikeAgentFrame(sh), true);
+  assert.equal(seqHint(sh), 700);
+  assert.equal(looksLikeAgentFrame(line('~c0000 a host type')), false);
+  assert.equal(looksLikeAgentFrame(line('~the quick')), false, 'text: a space is no digit');
+  assert.equal(looksLikeAgentFrame(line('~r0')), false);
   // heads that do not read as a seq below SEQ_MOD give no hint
   assert.equal(seqHint(line('~R12345.1 x')), -1);
   assert.equal(seqHint(line('~R9999.1 x')), -1);

@@ -188,6 +188,8 @@ function A.tether_builtins(A, N)
       L.mb = K.bundle ~= nil and feats % 2 == 1 or nil
       -- @unsplit (flag 2: the host takes the bytes of frames kept ahead of a gap as window, section 4)
       L.hw = HAL.hold and feats % 4 >= 2 or nil
+      -- flag 4: it reads short heads (section 1); this agent then sends them
+      L.sh = feats % 8 >= 4 or nil
       -- @end unsplit
     end
     local t = {
@@ -198,6 +200,9 @@ function A.tether_builtins(A, N)
       ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
       released = L.freed or 0, bundle = K.bundle and 1 or nil, hold = HAL.hold,
     }
+    -- @unsplit (it reads short heads, section 1: the host then sends them)
+    t.short = 1
+    -- @end unsplit
     HAL.info(t)
     return t
   end
@@ -403,7 +408,7 @@ function A.tether_bundle(A, N)
   -- the waiting messages from the head of the backlog that fit one frame whole, as one M frame;
   -- false when fewer than two fit (nothing done: the core sends the first as usual)
   local function cut()
-    local out, room = L.out, L.size - 22 -- as a frame of one message (the core's cut)
+    local out, room = L.out, L.sh and L.size - 13 or L.size - 22 -- as a frame of one message (the core's cut)
     local b, used, h = {}, 0, L.oh
     while h <= L.ot do
       local m = out[h]
@@ -455,8 +460,10 @@ local function tether_core()
     return x
   end
 
-  -- the CRC as 8 uppercase hex digits, from two 16-bit halves (the division is exact)
-  local function crchex(s)
+  -- the CRC as 8 uppercase hex digits, from two 16-bit halves (the division is exact); with b64
+  -- (short heads, docs/protocol.md section 1) as six base-64 digits, each the byte 48 + its value:
+  -- the upper half in three, then the lower half in three, most significant first
+  local function crchex(s, b64)
     local c = HAL.crc32(s)
     -- @fast (umod written out: a line each way per frame, the agent's hottest path)
     do
@@ -464,6 +471,14 @@ local function tether_core()
       if lo < 0 then lo = lo + 65536 end
       c = (c - lo) / 65536 % 65536
       if c < 0 then c = c + 65536 end
+      -- @unsplit (short heads: for a host that reads them, hello flag 4; a split family does not
+      -- offer them)
+      if b64 then
+        local a, b = c % 64, lo % 64
+        c, lo = (c - c % 64) / 64, (lo - lo % 64) / 64
+        return string.char(48 + (c - c % 64) / 64, 48 + c % 64, 48 + a, 48 + (lo - lo % 64) / 64, 48 + lo % 64, 48 + b)
+      end
+      -- @end unsplit
       return string.format("%04X%04X", c, lo)
     end
     -- @end fast
@@ -496,9 +511,21 @@ local function tether_core()
 
   -- a new sequenced frame: kept in the retransmit queue until acknowledged
   local function push(t, body)
-    local s = "~" .. t .. L.tx .. "." .. L.rx .. (body ~= "" and (" " .. body) or "")
-    body = nil -- in the frame now: the piece need not stay while the CRC is computed
-    s = s .. " " .. crchex(s) .. "\n"
+    local s
+    -- @unsplit (a short head for a host that reads them, section 1)
+    if L.sh then -- the short type (lower case; & f, $ t), seq and ack in two base-64 digits each
+      local i, x, r = sfind("CRXEPLM&$", t, 1, true), L.tx, L.rx
+      s = "~" .. ssub("crxeplmft", i, i) .. string.char(48 + (x - x % 64) / 64, 48 + x % 64, 48 + (r - r % 64) / 64, 48 + r % 64) .. body
+      body = nil
+      s = s .. crchex(s, true) .. "\n"
+    else
+    -- @end unsplit
+      s = "~" .. t .. L.tx .. "." .. L.rx .. (body ~= "" and (" " .. body) or "")
+      body = nil -- in the frame now: the piece need not stay while the CRC is computed
+      s = s .. " " .. crchex(s) .. "\n"
+    -- @unsplit
+    end
+    -- @end unsplit
     local q = L.q
     if q[1] == nil then L.t, L.m = 0, 1 end
     q[#q + 1] = s
@@ -531,6 +558,9 @@ local function tether_core()
         end
         local e = L.ce
         local room, n = L.size - 22, #e -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
+        -- @unsplit (short: "~" type seq(2) ack(2) body crc(6) "\n")
+        if L.sh then room = L.size - 13 end
+        -- @end unsplit
         if L.ci == 1 and n <= room + 1 then
           push(ssub(e, 1, 1), ssub(e, 2))
         else
@@ -825,44 +855,66 @@ local function tether_core()
     if sbyte(l, -1) == 13 then l = ssub(l, 1, -2) end
     if sbyte(l, 1) ~= 126 then return end -- not a frame: boot banner, echo, noise
     local n = #l
-    local s = ssub(l, 1, -10)
-    -- @fast (most lines have no escape: a good one is then taken as it is, not copied by gsub)
-    if n >= 11 and not sfind(s, "\16", 1, true) and sbyte(l, -9) == 32 and crchex(s) == ssub(l, -8) then
-      s = ssub(s, 2)
-    else
-    -- @end fast
-      if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
-        ST.bad = ST.bad + 1
-        -- only a line that starts like a host's sequenced frame was probably one (section 5): a
-        -- stray "~" line (noise) named the frame after the highest kept, a repeat the host did
-        -- not need
-        if sfind(l, "^~[C&$]%d") then L.bl = true end
-        return
-      end
-      s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
-    -- @fast
-    end
-    -- @end fast
-    local t, seq, ack, rest = smatch(s, "^([CRXEPLM&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
+    local s, t, seq, ack, rest
+    -- @unsplit (a short head, section 1: a lower-case type, seq and ack in two base-64 digits each,
+    -- then the body, escaped as in the long form, and the CRC in six digits)
+    t = n >= 12 and sfind("crxeplmft", ssub(l, 2, 2), 1, true)
     if t then
-      seq, ack = tonumber(seq), tonumber(ack)
-      if seq >= MOD or ack >= MOD or (rest ~= "" and sbyte(rest, 1) ~= 32) then
+      t, s = ssub("CRXEPLM&$", t, t), ssub(l, 1, -7)
+      if not sfind(l, "^~.[0-o][0-o][0-o][0-o]") or crchex(s, true) ~= ssub(l, -6) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
         ST.bad = ST.bad + 1
+        if sfind(l, "^~[cfmt][0-o][0-o]") then L.bl = true end -- as a long head's below
         return
       end
+      local a, b, c, d = sbyte(l, 3, 6)
+      seq, ack, rest = (a - 48) * 64 + b - 48, (c - 48) * 64 + d - 48, ssub(s, 7)
+      if sfind(rest, "\16", 1, true) then rest = string.gsub(rest, "\16(.)", UNESC) end
+    else
+    -- @end unsplit
+      s = ssub(l, 1, -10)
+      -- @fast (most lines have no escape: a good one is then taken as it is, not copied by gsub)
+      if n >= 11 and not sfind(s, "\16", 1, true) and sbyte(l, -9) == 32 and crchex(s) == ssub(l, -8) then
+        s = ssub(s, 2)
+      else
+      -- @end fast
+        if n < 11 or sbyte(l, -9) ~= 32 or crchex(s) ~= ssub(l, -8) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
+          ST.bad = ST.bad + 1
+          -- only a line that starts like a host's sequenced frame was probably one (section 5): a
+          -- stray "~" line (noise) named the frame after the highest kept, a repeat the host did
+          -- not need
+          if sfind(l, "^~[C&$]%d") then L.bl = true end
+          return
+        end
+        s = string.gsub(ssub(s, 2), "\16(.)", UNESC)
+      -- @fast
+      end
+      -- @end fast
+      t, seq, ack, rest = smatch(s, "^([CRXEPLM&$])(%d%d?%d?%d?)%.(%d%d?%d?%d?)(.*)$")
+      if t then
+        seq, ack = tonumber(seq), tonumber(ack)
+        if seq >= MOD or ack >= MOD or (rest ~= "" and sbyte(rest, 1) ~= 32) then
+          ST.bad = ST.bad + 1
+          return
+        end
+        rest = ssub(rest, 2)
+      end
+    -- @unsplit
+    end
+    -- @end unsplit
+    if t then
       if L.nonce == 0 then return sendA() end
       L.ackdue = true
       onack(ack)
       local P = L.pend
       if P[1] or blocked() then -- keep it (one window at most) until the queue has room
         if L.pb + n <= HAL.window then
-          P[#P + 1] = { t, seq, ssub(rest, 2), n }
+          P[#P + 1] = { t, seq, rest, n }
           L.pb = L.pb + n
         end
         return
       end
       l, s = nil, nil -- the line and its unescaped copy are not kept while a call runs (the peak)
-      deliver(t, seq, ssub(rest, 2))
+      deliver(t, seq, rest)
       -- @fast (A.drain checks too: not called for nothing)
       if next(L.ah) then
       -- @end fast
@@ -897,7 +949,7 @@ local function tether_core()
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
         -- @fast (no bundles, no held window until this session's hello says the host takes them;
         -- the NodeMCU agent sets neither)
-        L.mb, L.hw = nil, nil
+        L.mb, L.hw, L.sh = nil, nil, nil
         -- @end fast
       end
       L.size = clamp(size)

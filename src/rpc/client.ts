@@ -45,6 +45,12 @@ export interface HelloInfo {
    */
   bundle: boolean;
   /**
+   * The agent reads sequenced frames with short heads (protocol section 1) and, once the host's
+   * hello said it reads them too (feature 4), sends them. @default false (field absent: the
+   * NodeMCU agent)
+   */
+  short: boolean;
+  /**
    * Bytes of host frames kept ahead of a gap the agent adds to its window for a host with feature
    * 2 (protocol section 4), clamped to [0, 65536]. @default 0 (field absent: the NodeMCU agent)
    */
@@ -702,6 +708,7 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     heap: num('heap'),
     epoch,
     bundle: num('bundle') === 1,
+    short: num('short') === 1,
     hold: clampNum(num('hold') ?? 0, [0, 65536]),
     boolinv: typeof bi === 'boolean' ? bi : undefined,
     caps: [],

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { bundleBody, callMessage, decodeMessage, encodeFrame, fragment, LineSplitter, parseLine, seqHead, unbundle, type LinkFrame, type Message } from '../../src/codec/frame.js';
+import { bundleBody, callMessage, decodeMessage, encodeFrame, encodeShortFrame, fragment, LineSplitter, parseLine, seqHead, shortHead, unbundle, type LinkFrame, type Message } from '../../src/codec/frame.js';
 import { HOST_MAX_FRAME, SEQ_MOD } from '../../src/codec/constants.js';
 import type { WireValue } from '../../src/codec/values.js';
 import { repoRoot } from '../../src/util/repo-root.js';
@@ -32,6 +32,10 @@ export class AgentHost {
   readonly logs: string[] = [];
   /** Agent frames received again after they were delivered (retransmissions). */
   dups = 0;
+  /** Sequenced frames received with long heads (`~R12.3 ...`) and with short ones (`~r0<03...`, section 1). */
+  readonly heads = { long: 0, short: 0 };
+  /** Send sequenced frames with short heads (section 1), as a host does once hello said the agent reads them. */
+  short = false;
   private readonly lines = new LineSplitter(HOST_MAX_FRAME);
   private readonly ahead = new Map<number, SeqFrame>();
   private parts: Buffer[] = [];
@@ -63,14 +67,15 @@ export class AgentHost {
 
   /** The frames of one call (fragmented to `frameSize`), with the next sequence numbers. */
   call(id: number, fn: string | number, args: WireValue[] = [], frameSize = 255): Buffer {
-    const lines = fragment(callMessage(id, fn, args), frameSize, this.seq, this.rx);
+    const lines = fragment(callMessage(id, fn, args), frameSize, this.seq, this.rx, this.short);
     this.seq = (this.seq + lines.length) % SEQ_MOD;
     return Buffer.concat(lines);
   }
 
   /** One `M` frame (a bundle, section 2) of calls, each `[id, fn, args]`, with the next sequence number. */
   bundle(list: Array<[number, string | number, WireValue[]?]>): Buffer {
-    const f = encodeFrame(seqHead('M', this.seq, this.rx), bundleBody(list.map(([id, fn, args]) => callMessage(id, fn, args ?? []))));
+    const body = bundleBody(list.map(([id, fn, args]) => callMessage(id, fn, args ?? [])));
+    const f = this.short ? encodeShortFrame(shortHead('M', this.seq, this.rx), body) : encodeFrame(seqHead('M', this.seq, this.rx), body);
     this.seq = (this.seq + 1) % SEQ_MOD;
     return f;
   }
@@ -97,7 +102,10 @@ export class AgentHost {
       if (p.frame.type === 'A' && p.frame.miss.length === 0) delete (p.frame as { miss?: number[] }).miss;
       if (p.frame.type === 'A' && p.frame.probe === 0) delete (p.frame as { probe?: number }).probe;
       this.frames.push(p.frame);
-      if (p.frame.type === 'seq') this.onSeq(p.frame);
+      if (p.frame.type === 'seq') {
+        this.heads[line[1] >= 0x61 ? 'short' : 'long']++; // short types are lower case
+        this.onSeq(p.frame);
+      }
     });
     return this;
   }
