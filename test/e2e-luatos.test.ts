@@ -23,6 +23,7 @@ import { RpcClient } from '../src/rpc/client.js';
 import { repoRoot } from '../src/util/repo-root.js';
 import { join } from 'node:path';
 import { until } from './helpers/until.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
 import { servePty } from './helpers/pty.js';
 
 const cert = readFileSync(fixturePath('tls', 'server.crt'), 'utf8');
@@ -392,20 +393,11 @@ test('facade calls are cold: nothing is sent before subscribe, one remote call p
 
 test('short heads (docs/protocol.md section 1): after hello both sides send 13-byte frame heads, and a 64 KiB echo is byte-exact', async () => {
   const sim = await SimulatedModule.start(luatosFamily());
-  const url = new URL(await sim.serveTcp());
   // a recording TCP relay between the host and the simulated module's UART
-  const wire = { toModule: [] as Buffer[], toHost: [] as Buffer[] };
-  const relay = createServer((c) => {
-    const up = netConnect(Number(url.port), url.hostname);
-    c.on('data', (b) => (wire.toModule.push(b), up.write(b)));
-    up.on('data', (b) => (wire.toHost.push(b), c.write(b)));
-    c.on('close', () => up.destroy());
-    up.on('close', () => c.destroy());
-    c.on('error', () => up.destroy());
-    up.on('error', () => c.destroy());
-  });
-  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-  const mod = await connect(`tcp://127.0.0.1:${(relay.address() as AddressInfo).port}`);
+  const relay = new TcpProxy(Number(new URL(await sim.serveTcp()).port));
+  relay.record = true;
+  await relay.start();
+  const mod = await connect(`tcp://127.0.0.1:${relay.port}`);
   try {
     assert.equal(mod.hello.short, true, 'the LuatOS agent offers short heads');
     const conn = await firstValueFrom(openSocket(mod.socket, echo.tcp.host, echo.tcp.port));
@@ -425,15 +417,15 @@ test('short heads (docs/protocol.md section 1): after hello both sides send 13-b
       }
       return n;
     };
-    const up = heads(wire.toModule);
-    const down = heads(wire.toHost);
+    const up = heads(relay.toTarget);
+    const down = heads(relay.toClient);
     // the host's hello and its agent.caps calls have long heads (the host reads hello's answer
     // whole before it sends short ones); the agent's from the reply to hello on
     assert.ok(up.short > 64 && up.long >= 1 && up.longAfterShort === 0, `host→module: ${JSON.stringify(up)}`);
     assert.ok(down.short > 64 && down.long === 0, `module→host: ${JSON.stringify(down)}`);
   } finally {
     await mod.close();
-    relay.close();
+    await relay.stop();
     await sim.stop();
   }
 });

@@ -6,7 +6,7 @@
  * tells whether the module really reset.
  */
 import assert from 'node:assert/strict';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { isTetherError, type TetherError } from '../src/errors.js';
@@ -18,72 +18,7 @@ import { openTransport, ReconnectingTransport, TcpTransport } from '../src/trans
 import { connect as connectModule } from '../src/api/connect.js';
 import type { ReconnectEvent } from '../src/transport/transport.js';
 import { until, UNTIL_TIMEOUT_MS } from './helpers/until.js';
-
-/**
- * (helper)
- * A TCP forwarder on 127.0.0.1 that tests can cut: `drop()` resets every connection through
- * it, `stop()` also stops listening (connections are refused) until `start()` listens again on
- * the same port, `hold` swallows client→target bytes (a request that never arrives).
- */
-
-export class TcpProxy {
-  port = 0;
-  /** While true, bytes from clients are discarded instead of forwarded. */
-  hold = false;
-  /** Connections accepted so far. */
-  accepted = 0;
-  /** What `hold` swallowed so far (latin1), for tests to wait on instead of sleeping. */
-  held = '';
-  private server?: Server;
-  private readonly pairs = new Set<[Socket, Socket]>();
-
-  constructor(private readonly targetPort: number) {}
-
-  /** Listen (again) on 127.0.0.1, on the same port as before if there was one. */
-  async start(): Promise<void> {
-    const server = createServer((client) => {
-      this.accepted++;
-      const upstream = connect({ host: '127.0.0.1', port: this.targetPort });
-      const pair: [Socket, Socket] = [client, upstream];
-      this.pairs.add(pair);
-      const end = () => {
-        this.pairs.delete(pair);
-        client.destroy();
-        upstream.destroy();
-      };
-      client.on('error', end).on('close', end);
-      upstream.on('error', end).on('close', end);
-      client.on('data', (d) => {
-        if (!this.hold) upstream.write(d);
-        else this.held += d.toString('latin1');
-      });
-      upstream.on('data', (d) => client.write(d));
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
-    });
-    this.server = server;
-    this.port = (server.address() as { port: number }).port;
-  }
-
-  /** Reset every connection through the proxy (the listener stays). */
-  drop(): void {
-    for (const [a, b] of [...this.pairs]) {
-      a.resetAndDestroy();
-      b.destroy();
-    }
-    this.pairs.clear();
-  }
-
-  /** Drop every connection and stop listening. */
-  async stop(): Promise<void> {
-    this.drop();
-    const s = this.server;
-    this.server = undefined;
-    if (s) await new Promise<void>((r) => s.close(() => r()));
-  }
-}
+import { TcpProxy } from './helpers/tcp-proxy.js';
 
 /** An echo server on 127.0.0.1 (stands in for a raw ser2net port). */
 async function echoServer(): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {

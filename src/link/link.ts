@@ -799,7 +799,7 @@ export class Link {
       }
       const whole = m.off === 0 && end === m.buf.length;
       const body = m.buf.subarray(whole ? 1 : m.off, end);
-      const line = this.short ? encodeShortFrame(head, body) : encodeFrame(head, body);
+      const line = this.frame(head, body);
       if (this.unackedBytes > 0 && this.unackedBytes + line.length > limit) break;
       m.off = end;
       if (m.off >= m.buf.length) this.popQueue();
@@ -810,6 +810,11 @@ export class Link {
   /** Head of our sequenced frame `seq` of `kind`, carrying our ack: short when the agent reads them (section 1). */
   private head(kind: string, seq: number): string {
     return this.short ? shortHead(kind, seq, this.expect) : seqHead(kind, seq, this.expect);
+  }
+
+  /** Our sequenced frame line of `head` (from {@link head}) and `body`, in the same form. */
+  private frame(head: string, body: Uint8Array): Buffer {
+    return this.short ? encodeShortFrame(head, body) : encodeFrame(head, body);
   }
 
   /** Write sequenced frame `seq` (its first copy), keep it until acknowledged; it carries our ack. */
@@ -849,7 +854,7 @@ export class Link {
     }
     if (items.length < 2) return false;
     const body = bundleBody(items.map((x) => x.buf));
-    const line = this.short ? encodeShortFrame(head, body) : encodeFrame(head, body);
+    const line = this.frame(head, body);
     for (const x of items) x.off = x.buf.length;
     for (let k = j - this.qHead; k > 0; k--) this.popQueue();
     this.counters.bundledOut += items.length;
