@@ -90,6 +90,43 @@ describe('the LuatOS agent does not let uart.write hold it (issue 7)', () => {
   });
 });
 
+describe('the LuatOS agent keeps its TX cache short, so that acknowledgements are not stuck behind it (issue 7)', () => {
+  it('each frame of a 16 KB read at 115200 goes when at most TXLEAD (3 ms) of bytes are left on the line, not a full 1024-byte cache (89 ms)', async () => {
+    const payload = Buffer.alloc(16384, 0x33);
+    const server = createServer((c) => {
+      c.on('error', () => {});
+      c.end(payload);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const s = await openFaultySim('luatos', { pace: { baud: 115200 }, rpc: { timeoutMs: 30000 } });
+    // every write of the agent: ms of its earlier bytes still ahead on the line (the module's own
+    // timeline, which a busy machine does not stretch) and whether it is a sequenced frame
+    const wire = s.sim.wire;
+    const ahead: { ms: number; seq: boolean }[] = [];
+    const toHost = wire.toHost.bind(wire);
+    wire.toHost = (d: Uint8Array) => {
+      const kind = d.length > 1 && d[0] === 0x7e ? String.fromCharCode(d[1]) : '';
+      ahead.push({ ms: wire.txIdealFreeAt - performance.now(), seq: kind !== '' && !'ASYB'.includes(kind) });
+      toHost(d);
+    };
+    try {
+      const conn = await firstValueFrom(openSocket(s.mod.socket, '127.0.0.1', (server.address() as AddressInfo).port, { timeoutMs: 30000 }));
+      let n = 0;
+      await lastValueFrom(conn.data().pipe(takeWhile((b) => (n += b.length) < payload.length, true)));
+      assert.equal(n, payload.length);
+      await conn.close();
+      const frames = ahead.filter((a) => a.seq);
+      assert.ok(frames.length >= 16, `only ${frames.length} sequenced frames written`);
+      // the agent's clock (mcu.ticks) counts whole ms: its estimate may be up to 1 ms behind
+      const worst = Math.max(...frames.map((a) => a.ms));
+      assert.ok(worst <= 3 + 1.5, `a frame went with ${worst.toFixed(1)} ms of bytes ahead of it (TXLEAD 3 ms)`);
+    } finally {
+      await s.close();
+      server.close();
+    }
+  });
+});
+
 describe('the host never overruns the module UART buffer with acknowledgements (issue 7)', () => {
   it('a 64 KiB echo both ways through the simulated Air780E at 115200, host unpaced (no baud): no byte dropped at the module', async () => {
     // While the agent writes its replies it reads its RX buffer only on the RX idle timeout; the

@@ -14,6 +14,7 @@ HAL.write = function(s) uart.write(U, s) end
 -- is not known here; a pacing that waited for a missing event would stop the agent). Acknowledgements
 -- go at once. USB ports (uart.VUART_0/1) have no baud: nothing to wait for.
 local TXCACHE = 1024
+local TXLEAD = 3 -- ms of bytes left in the TX cache when the next frame goes (below)
 if U < 32 and mcu and mcu.ticks then
   -- Q: frames in the order written by the core; R: repairs, in the order the host listed them,
   -- which go before Q (a list names the lowest hole first: its repair moves the host's ack on)
@@ -34,9 +35,12 @@ if U < 32 and mcu and mcu.ticks then
       local s = R[rh] or Q[qh]
       if s == nil then return end
       local left = (free - now()) / per -- bytes still in the TX cache
-      if left > 0 and left + #s > TXCACHE then
+      -- the next frame goes once it fits and the cache has at most TXLEAD ms of bytes left: an
+      -- acknowledgement written meanwhile waits behind that and one frame, not behind a full
+      -- cache (at 115200 a full cache is 89 ms, and the host's window waited for it)
+      if left > 0 and (left + #s > TXCACHE or left * per > TXLEAD) then
         armed = true
-        sys.timerStart(A.guard, math.max(1, math.ceil((left + #s - TXCACHE) * per)), pump)
+        sys.timerStart(A.guard, math.max(1, math.ceil(math.max((left + #s - TXCACHE) * per, left * per - TXLEAD))), pump)
         return
       end
       if R[rh] then
