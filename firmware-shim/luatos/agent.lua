@@ -14,7 +14,9 @@ HAL.write = function(s) uart.write(U, s) end
 -- is not known here; a pacing that waited for a missing event would stop the agent). Acknowledgements
 -- go at once. USB ports (uart.VUART_0/1) have no baud: nothing to wait for.
 local TXCACHE = 1024
-local TXLEAD = 3 -- ms of bytes left in the TX cache when the next frame goes (below)
+-- ms of bytes left in the TX cache when the next frame goes (below): 3 ms measured the same in a
+-- both-ways echo; 10 leaves room for a Lua timer that runs late on the module
+local TXLEAD = 10
 if U < 32 and mcu and mcu.ticks then
   -- Q: frames in the order written by the core; R: repairs, in the order the host listed them,
   -- which go before Q (a list names the lowest hole first: its repair moves the host's ack on)
