@@ -1370,14 +1370,15 @@ export class Link {
 
 /**
  * The loss estimate's floor on a clean line is 1/(CLEAN_TRUST · clean bytes + CLEAN_PRIOR)
- * ({@link LossEstimator.perByte}). With 1 and 2048 the frames of a session started at about 230
- * bytes and reached 1 KB only after about 41 KB without a loss, so a 64 KiB transfer ran mostly on
- * short frames (measured: docs/protocol-performance.md, "An acknowledgement behind a full TX
- * cache"). On a lossy line the measured loss is above the floor and decides alone.
+ * ({@link LossEstimator.perByte}): a session's frames start at about 230 bytes and reach 1 KB
+ * after about 41 KB without a loss. 16 and 16384 (frames from about 640 bytes, 1 KB after 1.6 KB)
+ * were faster on a clean line but cost host→module at 10⁻³ 0.55 → 0.47 of clean: the first
+ * frames, too large for that line, cannot be cut again once sent (docs/protocol-performance.md,
+ * "An acknowledgement behind a full TX cache").
  */
-const CLEAN_TRUST = 16;
+const CLEAN_TRUST = 1;
 /** See {@link CLEAN_TRUST} (bytes). */
-const CLEAN_PRIOR = 16384;
+const CLEAN_PRIOR = 2048;
 
 /**
  * Estimates the per-byte loss probability of one direction from frame outcomes
@@ -1407,8 +1408,8 @@ export class LossEstimator {
   /**
    * Loss probability per byte used for sizing: the measured one, but never below
    * 1/({@link CLEAN_TRUST} · clean bytes since the last loss + {@link CLEAN_PRIOR}). A frame cannot
-   * be cut again once sent, so the size only grows as far as the clean bytes seen vouch for it:
-   * from about 640 bytes with none to 1 KB after about 1.6 KB (section 6).
+   * be cut again once sent, so the size only grows as far as the clean bytes seen vouch for it
+   * (section 6).
    */
   get perByte(): number {
     const measured = this.loss <= 0 ? 0 : 1 - Math.pow(1 - Math.min(this.loss, 0.99), 1 / Math.max(this.size, 1));
