@@ -1369,15 +1369,13 @@ export class Link {
 }
 
 /**
- * The loss estimate's floor on a clean line is 1/(CLEAN_TRUST · clean bytes + CLEAN_PRIOR)
+ * The loss estimate's floor on a clean line is 1/(clean bytes + CLEAN_PRIOR) per byte
  * ({@link LossEstimator.perByte}): a session's frames start at about 230 bytes and reach 1 KB
- * after about 41 KB without a loss. 16 and 16384 (frames from about 640 bytes, 1 KB after 1.6 KB)
- * were faster on a clean line but cost host→module at 10⁻³ 0.55 → 0.47 of clean: the first
+ * after about 41 KB without a loss. 1/(16 · clean + 16384) (frames from about 640 bytes, 1 KB after
+ * 1.6 KB) was faster on a clean line but cost host→module at 10⁻³ 0.55 → 0.47 of clean: the first
  * frames, too large for that line, cannot be cut again once sent (docs/protocol-performance.md,
  * "An acknowledgement behind a full TX cache").
  */
-const CLEAN_TRUST = 1;
-/** See {@link CLEAN_TRUST} (bytes). */
 const CLEAN_PRIOR = 2048;
 
 /**
@@ -1407,13 +1405,13 @@ export class LossEstimator {
 
   /**
    * Loss probability per byte used for sizing: the measured one, but never below
-   * 1/({@link CLEAN_TRUST} · clean bytes since the last loss + {@link CLEAN_PRIOR}). A frame cannot
+   * 1/(clean bytes since the last loss + {@link CLEAN_PRIOR}). A frame cannot
    * be cut again once sent, so the size only grows as far as the clean bytes seen vouch for it
    * (section 6).
    */
   get perByte(): number {
     const measured = this.loss <= 0 ? 0 : 1 - Math.pow(1 - Math.min(this.loss, 0.99), 1 / Math.max(this.size, 1));
-    return Math.max(measured, 1 / (CLEAN_TRUST * this.clean + CLEAN_PRIOR));
+    return Math.max(measured, 1 / (this.clean + CLEAN_PRIOR));
   }
 
   /**

@@ -1,6 +1,4 @@
-/**
- * A TCP forwarder for tests, on 127.0.0.1 (test/transport-reconnect, test/e2e-luatos).
- */
+/** A TCP forwarder for tests, on 127.0.0.1 (test/transport-reconnect, test/e2e-luatos). */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 /**
@@ -9,7 +7,6 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
  * the same port, `hold` swallows client→target bytes (a request that never arrives), and
  * `record` keeps every byte forwarded each way (`toTarget`, `toClient`).
  */
-
 export class TcpProxy {
   port = 0;
   /** While true, bytes from clients are discarded instead of forwarded. */
