@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
 import { maxActiveLocals } from '../src/sim/lua-vm.js';
 import { families } from '../scripts/gen-lua.js';
-import { encodeFrame } from '../src/codec/frame.js';
+import { encodeFrame, encodeShortAck, type LinkFrame } from '../src/codec/frame.js';
 import { AgentHost, runCoreDriver, txt } from './helpers/agent-host.js';
 import { dumpChunk51, luacCheck, type LuaVersion } from './helpers/lua.js';
 import { parseLua51Chunk } from './helpers/lua51-bytecode.js';
@@ -139,7 +139,7 @@ for (const v of ['5.1', '5.3'] as LuaVersion[]) {
     out.receive(runCoreDriver(v, input, { chunk: 41 }));
     out.assertClean(lua);
     const hello = out.values(1)[0] as Map<string, unknown>;
-    assert.equal(hello.get('short'), 1, 'the agent offers short heads');
+    assert.equal(hello.get('short'), 2, 'the agent offers short heads (and short acks)');
     assert.equal(out.heads.long, 0, 'short heads from the reply to hello on');
     assert.ok(out.heads.short > 600 / 96, `the echo's reply came back in short pieces (${out.heads.short} short frames)`);
     const echo = out.values(2);
@@ -151,6 +151,58 @@ for (const v of ['5.1', '5.3'] as LuaVersion[]) {
     assert.equal(st.get('bad'), 1, 'the short frame with a flipped CRC bit');
     assert.equal(st.get('ahead'), 1, 'the call after it');
     assert.equal(st.get('calls'), 7, 'hello, echo, echo, echo, echo, count, agent.stats: each once');
+  });
+
+  test(`under ${lua}: short acknowledgements (~a) both ways once hello carries the host's feature 8`, () => {
+    const F = Buffer.from('%%F\n');
+    const h = new AgentHost(1234567, 96);
+    // a host without feature 8 (short heads only) gets long A frames
+    const old = new AgentHost(1234567, 96);
+    const oc = old.call(2, 'echo', [1]);
+    old.receive(runCoreDriver(v, Buffer.concat([old.start(), old.call(1, 'hello', [2, 4096, 5]), F, oc, F, oc, F]), { chunk: -1 }));
+    old.assertClean(lua);
+    assert.equal(old.frames.filter((f) => f.type === 'a').length, 0, 'no short acks without feature 8');
+    assert.ok(old.acks.some((f) => f.ack === 2), 'the duplicate answered with a long A');
+
+    const hello = Buffer.concat([h.start(), h.call(1, 'hello', [2, 4096, 13]), F]);
+    h.short = true;
+    const c2 = h.call(2, 'echo', ['x'.repeat(300)]);
+    const expect = h.seq; // the next host frame the agent expects once it has c2
+    // the agent's frames up to here, learnt from a run without acks (the agent is deterministic)
+    const first = new AgentHost(1234567, 96);
+    first.receive(runCoreDriver(v, Buffer.concat([hello, c2, F]), { chunk: -1 }));
+    const n = first.rx;
+    assert.ok(n >= 5, `hello's and the echo's replies came in pieces (${n} frames)`);
+    const good = encodeShortAck(n, 64); // acks them all; the agent's frames from now on: 64 bytes
+    const flipped = Buffer.from(encodeShortAck(n, 240));
+    flipped[flipped.length - 2] ^= 0x01;
+    const input = Buffer.concat([hello, c2, F, c2, F, flipped, F, good, F, h.call(3, 'echo', ['y'.repeat(200)]), F, h.call(4, 'agent.stats'), F, h.start(), F, encodeFrame('Y7'), F, Buffer.from('%%T40\n')]);
+    const out = new AgentHost(1234567, 96);
+    out.receive(runCoreDriver(v, input, { chunk: -1 }));
+    out.assertClean(lua);
+    assert.equal((out.values(1)[0] as Map<string, unknown>).get('short'), 2, 'the agent offers short heads and short acks');
+    // the duplicate c2 is answered with a short ack: the next host seq it expects, its window
+    const shortAcks = out.frames.filter((f): f is Extract<LinkFrame, { type: 'a' }> => f.type === 'a');
+    assert.ok(shortAcks.some((f) => f.ack === expect), `the duplicate answered with ~a (${JSON.stringify(shortAcks)})`);
+    const window = (out.values(1)[0] as Map<string, number>).get('window');
+    assert.ok(shortAcks.every((f) => f.size === window), 'its size is the window');
+    // the good ~a released frames 0..n-1: none went again in 40 ticks (without it they would)
+    const early = out.frames.filter((f) => f.type === 'seq' && f.seq < n);
+    assert.equal(early.length, n, 'frames the short ack acknowledged were never retransmitted');
+    const noAck = new AgentHost(1234567, 96);
+    noAck.receive(runCoreDriver(v, Buffer.concat([hello, c2, F, Buffer.from('%%T40\n')]), { chunk: -1 }));
+    assert.ok(noAck.dups > 0, 'without the ack they are retransmitted');
+    // its size set the agent's frame size: the second echo's pieces are at most 64 bytes
+    const after = out.frames.flatMap((f, i) => (f.type === 'seq' && f.seq >= n ? [out.frameBytes[i]] : []));
+    assert.ok(after.length > 200 / 64, `the 200-byte echo in pieces (${after.length})`);
+    assert.ok(after.every((b) => b <= 64), `every frame after the short ack is at most 64 bytes: ${after.join(' ')}`);
+    assert.equal(txt(out.values(3)[0]), 'y'.repeat(200));
+    const st = out.values(4)[0] as Map<string, number>;
+    assert.equal(st.get('bad'), 1, 'the ~a with a flipped CRC bit counted and dropped');
+    // a Y is answered with a long A: it echoes the probe's token; so is an S, even a repeated
+    // one (its host has no session open to read a short one)
+    assert.ok(out.acks.some((f) => f.probe === 7), 'the Y answered with a long A carrying its token');
+    assert.equal(out.acks.filter((f) => f.probe === undefined && f.nonce === 1234567).length, 2, 'both S frames answered with a long A');
   });
 
   test(`under ${lua}: without acks the agent retransmits the oldest frame with backoff; duplicates never run a call twice`, () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../src/util/repo-root.js';
-import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError, bundleBody, bundledSize, unbundle, crc6, shortHead, encodeShortFrame } from '../src/codec/frame.js';
+import { crc32, crc16, escapeBytes, unescapeBytes, encodeFrame, parseLine, fragment, LineSplitter, decodeMessage, callMessage, encodeMessage, fitPiece, isV1Frame, FrameSyntaxError, bundleBody, bundledSize, unbundle, crc6, shortHead, encodeShortFrame, encodeShortAck, SHORT_ACK_MAX_SIZE } from '../src/codec/frame.js';
 import { decodeValues, encodeValues, Float, Handle, ValueSyntaxError, type WireValue } from '../src/codec/values.js';
 
 const noNl = (b: Buffer) => b.subarray(0, b.length - 1);
@@ -158,6 +158,39 @@ test('short heads (section 1): the spec examples, every kind, escapes, and damag
     const r = parseLine(Buffer.from(line, 'latin1'));
     assert.ok(r.kind === 'frame' && r.frame.type === 'seq', `${line}: ${JSON.stringify(r)}`);
     assert.deepEqual([r.frame.seq, r.frame.ack], [Number(seq), Number(ack)], line);
+  }
+});
+
+test('short acknowledgements (section 4): 14 bytes, the spec examples, every value range end, and damage is "bad"', () => {
+  for (const [ack, size] of [[0, 0], [4095, SHORT_ACK_MAX_SIZE], [65, 4032], [3, 424]]) {
+    const line = encodeShortAck(ack, size);
+    assert.equal(line.length, 14);
+    assert.equal(line.toString('latin1', 0, 2), '~a');
+    assert.deepEqual(parseLine(noNl(line)), { kind: 'frame', frame: { type: 'a', ack, size } });
+    // every single-bit flip anywhere in the line is caught, or turns it into a log line
+    for (let i = 0; i < line.length - 1; i++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const d = Buffer.from(line);
+        d[i] ^= 1 << bit;
+        const r = parseLine(noNl(d));
+        assert.ok(r.kind === 'bad' || (i === 0 && r.kind === 'log'), `${ack}/${size} byte ${i} bit ${bit}: ${JSON.stringify(r)}`);
+      }
+    }
+    // a dropped or a doubled byte changes its length: never a frame
+    assert.equal(parseLine(Buffer.concat([line.subarray(0, 5), line.subarray(6, 13)])).kind, 'bad');
+    assert.equal(parseLine(Buffer.concat([line.subarray(0, 6), line.subarray(5, 13)])).kind, 'bad');
+  }
+  assert.throws(() => encodeShortAck(4096, 0), RangeError);
+  assert.throws(() => encodeShortAck(0, SHORT_ACK_MAX_SIZE + 1), RangeError);
+  // a digit outside 0x30..0x6F, with a CRC that matches: not a frame
+  const head = Buffer.from('~a00p00', 'latin1');
+  assert.equal(parseLine(Buffer.concat([head, Buffer.from(crc6(crc32(head)), 'latin1')])).kind, 'bad');
+  // the examples in docs/protocol.md, section 4, "Short acknowledgements"
+  const doc = readFileSync(join(repoRoot(), 'docs', 'protocol.md'), 'utf8');
+  const examples = [...doc.matchAll(/^(~a\S+)\s{2,}(?:host|agent): ack (\d+)[^,]*, size (\d+)/gm)];
+  assert.equal(examples.length, 2, 'two examples');
+  for (const [, line, ack, size] of examples) {
+    assert.deepEqual(parseLine(Buffer.from(line, 'latin1')), { kind: 'frame', frame: { type: 'a', ack: Number(ack), size: Number(size) } }, line);
   }
 });
 

@@ -391,7 +391,7 @@ test('facade calls are cold: nothing is sent before subscribe, one remote call p
   }
 });
 
-test('short heads (docs/protocol.md section 1): after hello both sides send 13-byte frame heads, and a 64 KiB echo is byte-exact', async () => {
+test('short heads and short acknowledgements (docs/protocol.md sections 1, 4): after hello both sides send 13-byte frame heads and 14-byte acks, and a 64 KiB echo is byte-exact', async () => {
   const sim = await SimulatedModule.start(luatosFamily());
   // a recording TCP relay between the host and the simulated module's UART
   const relay = new TcpProxy(Number(new URL(await sim.serveTcp()).port));
@@ -423,6 +423,25 @@ test('short heads (docs/protocol.md section 1): after hello both sides send 13-b
     // whole before it sends short ones); the agent's from the reply to hello on
     assert.ok(up.short > 64 && up.long >= 1 && up.longAfterShort === 0, `host→module: ${JSON.stringify(up)}`);
     assert.ok(down.short > 64 && down.long === 0, `module→host: ${JSON.stringify(down)}`);
+    // short acknowledgements (section 4) both ways; after the first one, a long A only where a
+    // short one cannot stand for it: with a miss list, or a probe's token (agent) or top (host)
+    assert.equal(mod.hello.shortAcks, true, 'the LuatOS agent offers short acks');
+    const acks = (chunks: Buffer[]) => {
+      const n = { short: 0, long: 0, longPlainAfterShort: 0 };
+      for (const l of Buffer.concat(chunks).toString('latin1').split('\n')) {
+        if (/^~a[0-o]{11}$/.test(l)) n.short++;
+        else if (l.startsWith('~A')) {
+          n.long++;
+          const f = l.slice(2).split(' ').slice(0, -1); // ack epoch size nonce probe [miss...], CRC dropped
+          if (n.short > 0 && f.length === 5 && f[4] === '0') n.longPlainAfterShort++;
+        }
+      }
+      return n;
+    };
+    const upA = acks(relay.toTarget);
+    const downA = acks(relay.toClient);
+    assert.ok(upA.short > 16 && upA.longPlainAfterShort === 0, `host→module acks: ${JSON.stringify(upA)}`);
+    assert.ok(downA.short > 16 && downA.longPlainAfterShort === 0, `module→host acks: ${JSON.stringify(downA)}`);
   } finally {
     await mod.close();
     await relay.stop();

@@ -8,7 +8,7 @@ import { createMemoryPair } from '../src/transport/memory.js';
 import { createFaultyPair, faultRates } from '../src/transport/faulty.js';
 import { RpcClient } from '../src/rpc/client.js';
 import { Link, LossEstimator, looksLikeAgentFrame, seqHint } from '../src/link/link.js';
-import { bundleBody, callMessage, decodeMessage, encodeFrame, encodeShortFrame, crc16, parseLine, shortHead, unbundle } from '../src/codec/frame.js';
+import { bundleBody, callMessage, decodeMessage, encodeFrame, encodeShortAck, encodeShortFrame, crc16, parseLine, shortHead, unbundle } from '../src/codec/frame.js';
 import { START_FRAME } from '../src/codec/constants.js';
 import type { Transport } from '../src/transport/transport.js';
 import { startStubAgent } from './helpers/v2-stub.js';
@@ -586,6 +586,57 @@ test('feature 2 (protocol section 4): an A above the window adds the frames kept
     await settle();
     assert.ok(highest() > top, 'an A at the current ack opens the window again');
     assert.ok(seqBytes(62) <= win + 4000);
+  } finally {
+    await h.close();
+  }
+});
+
+test('short acknowledgements (protocol section 4): read only in an open session, written once hello said the agent reads them, long with a hole list', async () => {
+  // before the session is open a ~a names no session: dropped, the handshake waits for the A
+  {
+    const [host, dev] = createMemoryPair('t');
+    const link = new Link(host, { keepaliveMs: 60_000 });
+    let opened = false;
+    const started = link.start().then((e) => ((opened = true), e));
+    const sent: string[] = [];
+    dev.onData((c) => sent.push(...Buffer.from(c).toString('latin1').split('\n')));
+    for (let i = 0; i < 200 && !sent.some((l) => l.startsWith('~S')); i++) await new Promise((r) => setTimeout(r, 1));
+    const nonce = Number(/^~S(\d+) /.exec(sent.find((l) => l.startsWith('~S'))!)![1]);
+    void dev.write(encodeShortAck(0, 4096));
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(opened, false, 'a short ack does not open the session');
+    void dev.write(encodeFrame(`A0 7 4096 ${nonce} 0`));
+    assert.equal(await started, 7);
+    link.shutdown();
+    await host.close();
+  }
+  const h = await handPlayed(100);
+  try {
+    // before configure says the agent reads them: long
+    h.dev.write(encodeFrame('R0.0 1 1'));
+    await h.until('a long A', () => h.acks().some((a) => a[0] === 1));
+    assert.ok(!h.lines.some((l) => l.startsWith('~a')));
+    h.link.configure({ maxframe: 4096, outmax: 4096, short: true, shortAcks: true });
+    let at = h.lines.length;
+    h.dev.write(encodeShortFrame(shortHead('R', 1, 0), '2 2'));
+    await h.until('a short A', () => h.lines.slice(at).some((l) => l.startsWith('~a')));
+    const a = parseLine(Buffer.from(h.lines.slice(at).find((l) => l.startsWith('~a'))!, 'latin1'));
+    assert.ok(a.kind === 'frame' && a.frame.type === 'a' && a.frame.ack === 2 && a.frame.size >= 200, JSON.stringify(a));
+    // an agent ~a acknowledges our frame: it is not retransmitted (the RTO is 100 ms)
+    at = h.lines.length;
+    h.link.send(callMessage(1, 'f', [Buffer.alloc(40, 0x61)]));
+    await h.until('the call', () => h.lines.slice(at).some((l) => l.startsWith('~c')));
+    h.dev.write(encodeShortAck(1, 4096));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(h.lines.slice(at).filter((l) => l.startsWith('~c')).length, 1, `acknowledged by ~a, never repeated: ${JSON.stringify(h.lines.slice(at))}`);
+    // without it the next call is repeated: the RTO did run
+    at = h.lines.length;
+    h.link.send(callMessage(2, 'f', [Buffer.alloc(40, 0x62)]));
+    await h.until('a repeat', () => h.lines.slice(at).filter((l) => l.startsWith('~c')).length >= 2);
+    // a frame ahead of a gap: the hole list goes in a long A
+    at = h.lines.length;
+    h.dev.write(encodeShortFrame(shortHead('R', 3, 1), '3 3'));
+    await h.until('a hole list', () => h.acks(at).some((x) => x[0] === 2 && x.slice(2).includes(2)));
   } finally {
     await h.close();
   }

@@ -190,6 +190,8 @@ function A.tether_builtins(A, N)
       L.hw = HAL.hold and feats % 4 >= 2 or nil
       -- flag 4: it reads short heads (section 1); this agent then sends them
       L.sh = feats % 8 >= 4 or nil
+      -- flag 8: it reads short acknowledgements (section 4); this agent then sends them
+      L.sa = feats % 16 >= 8 or nil
       -- @end unsplit
     end
     local t = {
@@ -200,8 +202,9 @@ function A.tether_builtins(A, N)
       ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
       released = L.freed or 0, bundle = K.bundle and 1 or nil, hold = HAL.hold,
     }
-    -- @unsplit (it reads short heads, section 1: the host then sends them)
-    t.short = 1
+    -- @unsplit (it reads short heads, section 1, and short acknowledgements, section 4: the host
+    -- then sends them)
+    t.short = 2
     -- @end unsplit
     HAL.info(t)
     return t
@@ -498,13 +501,22 @@ local function tether_core()
     local s = "~" .. head
     HAL.write(s .. " " .. crchex(s) .. "\n")
   end
-  local function sendA(miss, probe) -- probe: the token of the Y this A answers (0: none)
+  -- probe: the token of the Y this A answers (0: none); long: the answer to an S, never short
+  local function sendA(miss, probe, long)
     L.ackdue = false
     -- with the host's flag 2 (hello), the window grows by the bytes kept ahead of a gap, which left
     -- the UART buffer: only while the ack stays where this A puts it (section 4)
     local w = HAL.window
     -- @unsplit
     if L.hw then w = w + (L.ahb < HAL.hold and L.ahb or HAL.hold) end
+    -- @end unsplit
+    -- @unsplit (a short acknowledgement for a host that reads them, section 4: ~a, ack in two
+    -- base-64 digits, the window in three, the CRC in six; no miss list, no probe's token)
+    if L.sa and not long and not miss and (probe or 0) == 0 and w < 262144 then
+      local r = L.rx
+      local s = "~a" .. string.char(48 + (r - r % 64) / 64, 48 + r % 64, 48 + (w - w % 4096) / 4096, 48 + (w % 4096 - w % 64) / 64, 48 + w % 64)
+      return HAL.write(s .. crchex(s, true) .. "\n")
+    end
     -- @end unsplit
     sendu("A" .. L.rx .. " " .. L.epoch .. " " .. w .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))
   end
@@ -859,6 +871,19 @@ local function tether_core()
     -- @unsplit (a short head, section 1: a lower-case type, seq and ack in two base-64 digits each,
     -- then the body, escaped as in the long form, and the CRC in six digits)
     t = n >= 12 and sfind("crxeplmft", ssub(l, 2, 2), 1, true)
+    if not t and n == 13 and sbyte(l, 2) == 97 then -- ~a: a short acknowledgement (section 4)
+      s = ssub(l, 1, 7)
+      if not sfind(l, "^~a[0-o][0-o][0-o][0-o][0-o]") or crchex(s, true) ~= ssub(l, 8) then
+        ST.bad = ST.bad + 1
+        return
+      end
+      if L.nonce ~= 0 then -- it stands for an A with the session's nonce
+        local a, b, c, d, e = sbyte(l, 3, 7)
+        L.size = clamp(((c - 48) * 64 + d - 48) * 64 + e - 48)
+        onack((a - 48) * 64 + b - 48)
+      end
+      return
+    end
     if t then
       t, s = ssub("CRXEPLM&$", t, t), ssub(l, 1, -7)
       if not sfind(l, "^~.[0-o][0-o][0-o][0-o]") or crchex(s, true) ~= ssub(l, -6) or sfind(s, "\16[^JP]") or sbyte(s, -1) == 16 then
@@ -949,11 +974,11 @@ local function tether_core()
         L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
         -- @fast (no bundles, no held window until this session's hello says the host takes them;
         -- the NodeMCU agent sets neither)
-        L.mb, L.hw, L.sh = nil, nil, nil
+        L.mb, L.hw, L.sh, L.sa = nil, nil, nil, nil
         -- @end fast
       end
       L.size = clamp(size)
-      sendA()
+      sendA(nil, 0, true) -- long: a host that repeats S has no session open to read a short one
       flush()
     elseif t == "Y" then -- answered after the batch (A.feed), with the holes
       local probe = smatch(s, "^Y(%d%d?%d?%d?)$")

@@ -115,7 +115,13 @@ export const HOST_HELD_WINDOW = 2;
  * them from then on in the session.
  */
 export const HOST_SHORT_HEADS = 4;
-export const HOST_FEATURES = HOST_TAKES_BUNDLES + HOST_HELD_WINDOW + HOST_SHORT_HEADS;
+/**
+ * Host feature flag 8 (section 4, "Short acknowledgements"): the host reads `~a` frames (an `A`
+ * in 14 bytes instead of about 38), so an agent that offers them (hello `short` 2) sends its pure
+ * acknowledgements without a `miss` list or a probe's token that way from then on in the session.
+ */
+export const HOST_SHORT_ACKS = 8;
+export const HOST_FEATURES = HOST_TAKES_BUNDLES + HOST_HELD_WINDOW + HOST_SHORT_HEADS + HOST_SHORT_ACKS;
 
 /** Error codes an agent puts in `X` messages (section 8). */
 export const RemoteCode = {

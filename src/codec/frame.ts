@@ -221,6 +221,33 @@ function putCrc6(out: Buffer, j: number, crc: number): number {
   return j;
 }
 
+/** Largest `size` a short acknowledgement carries: three base-64 digits (section 4, "Short acknowledgements"). */
+export const SHORT_ACK_MAX_SIZE = 64 ** 3 - 1;
+
+/**
+ * A short acknowledgement (section 4, "Short acknowledgements"), 14 bytes: `~a`, `ack` (0..4095)
+ * in two base-64 digits, `size` (0..{@link SHORT_ACK_MAX_SIZE}) in three, the CRC in six and `\n`.
+ * It stands for an `A` with no `miss` list, `probe`/`top` 0, and the session's nonce and epoch.
+ * E.g. `encodeShortAck(3, 424)` is `~a0306X` followed by six CRC digits.
+ * @throws RangeError when `ack` or `size` is out of range (a caller's bug: use the long form).
+ */
+export function encodeShortAck(ack: number, size: number): Buffer {
+  if (!(ack >= 0 && ack < 4096 && size >= 0 && size <= SHORT_ACK_MAX_SIZE)) throw new RangeError(`short A: ack ${ack} size ${size}`);
+  const out = Buffer.allocUnsafe(SHORT_ACK_LINE + 1);
+  out[0] = FRAME_MARK_CODE;
+  out[1] = 0x61; // a
+  out[2] = DIGIT0 + (ack >> 6);
+  out[3] = DIGIT0 + (ack & 63);
+  out[4] = DIGIT0 + (size >> 12);
+  out[5] = DIGIT0 + ((size >> 6) & 63);
+  out[6] = DIGIT0 + (size & 63);
+  putCrc6(out, 7, crcRange(out, 0, 7));
+  out[SHORT_ACK_LINE] = NL;
+  return out;
+}
+/** Bytes of a short acknowledgement before its newline: `~a`, 5 digits, 6 CRC digits. */
+const SHORT_ACK_LINE = 13;
+
 /**
  * Bytes a sequenced frame whose head is `head` takes besides its body: `~`, the head, and the
  * trailer (long form: a space before the body, a space, 8 hex digits and `\n`; short form: 6
@@ -240,6 +267,12 @@ export type LinkFrame =
    * `miss`: sequence numbers the sender of the `A` lacks (selective acknowledgement, section 5).
    */
   | { type: 'A'; ack: number; epoch: number; size: number; nonce: number; probe: number; miss: number[] }
+  /**
+   * A short acknowledgement (`~a`, section 4, "Short acknowledgements"): an `A` with no `miss`
+   * list and `probe`/`top` 0 whose nonce and epoch are the session's own; the receiver takes it
+   * only while a session is open.
+   */
+  | { type: 'a'; ack: number; size: number }
   /** `probe`: 1..9999, echoed by the `A` that answers it. */
   | { type: 'Y'; probe: number }
   | { type: 'B'; epoch: number; proto: number }
@@ -274,6 +307,7 @@ export function parseLine(line: Uint8Array): LineResult {
   if (end > 1) {
     const sk = SHORT_KIND[b[1]];
     if (sk !== undefined) return parseShort(b, end, sk);
+    if (b[1] === 0x61 /* a */) return parseShortAck(b, end);
   }
   if (end < MIN_LINE || b[end - 9] !== 0x20) return { kind: 'bad', reason: 'no checksum' };
   // the 8 uppercase hex digits of the CRC, read in place
@@ -349,6 +383,29 @@ function parseShort(b: Buffer, end: number, kind: string): LineResult {
     body = u;
   }
   return { kind: 'frame', frame: { type: 'seq', kind, seq: s1 * 64 + s2, ack: a1 * 64 + a2, body } };
+}
+
+/** A line `b[0..end)` whose type byte is `a`: a short acknowledgement (section 4). */
+function parseShortAck(b: Buffer, end: number): LineResult {
+  if (end !== SHORT_ACK_LINE) return { kind: 'bad', reason: 'bad a' };
+  let hi = 0;
+  let lo = 0;
+  for (let k = 7; k < 13; k++) {
+    const v = digit(b[k]);
+    if (v < 0) return { kind: 'bad', reason: 'no checksum' };
+    if (k < 10) hi = hi * 64 + v;
+    else lo = lo * 64 + v;
+  }
+  const got = crcRange(b, 0, 7);
+  if (hi * 65536 + lo !== got) return { kind: 'bad', reason: `checksum ${b.toString('latin1', 7, 13)} != ${crc6(got)}` };
+  let v = 0;
+  for (let k = 2; k < 7; k++) {
+    const d = digit(b[k]);
+    if (d < 0) return { kind: 'bad', reason: 'bad a' };
+    v = v * 64 + d;
+  }
+  // two digits of ack, then three of size
+  return { kind: 'frame', frame: { type: 'a', ack: Math.floor(v / 262144), size: v % 262144 } };
 }
 
 /** The six base-64 digits of `crc` (section 1, "Short heads"). */

@@ -24,7 +24,7 @@ import {
   SEQ_MOD,
   WINDOW_RESERVE,
 } from '../codec/constants.js';
-import { bundleBody, bundledSize, encodeFrame, encodeShortFrame, fitPiece, frameOverhead, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, shortHead, unbundle, type LinkFrame } from '../codec/frame.js';
+import { bundleBody, bundledSize, encodeFrame, encodeShortAck, encodeShortFrame, fitPiece, frameOverhead, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, SHORT_ACK_MAX_SIZE, shortHead, unbundle, type LinkFrame } from '../codec/frame.js';
 import { TetherError } from '../errors.js';
 
 /** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
@@ -353,6 +353,8 @@ export class Link {
   private bundles = false;
   /** The agent reads short heads (hello `short`, section 1): set by {@link configure}, per session. */
   private short = false;
+  /** The agent reads short acknowledgements (hello `short` 2, section 4): set by {@link configure}, per session. */
+  private shortAcks = false;
   /** A pump is queued as a microtask: messages sent in the same tick go out together (bundles). */
   private pumpSoon = false;
   private readonly onLineFn = (line: Buffer) => this.onLine(line);
@@ -462,12 +464,15 @@ export class Link {
   /**
    * Tell the link what hello said: the agent's line limit, the largest frame it can send and
    * whether it reads `M` frames (`bundle`, section 2: then whole messages queued together share a
-   * frame) and short heads (`short`, section 1: then the host's sequenced frames have them).
-   * @default bundle false, short false
+   * frame), short heads (`short`, section 1: then the host's sequenced frames have them) and
+   * short acknowledgements (`shortAcks`, section 4: then the host's pure `A` frames without a
+   * `miss` list are `~a` frames).
+   * @default bundle false, short false, shortAcks false
    */
-  configure(info: { maxframe: number; outmax: number; window?: number; bundle?: boolean; short?: boolean }): void {
+  configure(info: { maxframe: number; outmax: number; window?: number; bundle?: boolean; short?: boolean; shortAcks?: boolean }): void {
     this.bundles = info.bundle === true;
     this.short = info.short === true;
+    this.shortAcks = info.shortAcks === true;
     this.agentMaxFrame = clamp(info.maxframe, HELLO_CLAMP.maxframe);
     this.agentOutMax = clamp(info.outmax, HELLO_CLAMP.outmax);
     if (info.window !== undefined) this.agentWindow = clamp(info.window, HELLO_CLAMP.window);
@@ -538,6 +543,7 @@ export class Link {
     this.unackedIn = 0;
     this.bundles = false; // until hello says so again
     this.short = false;
+    this.shortAcks = false;
     this.queue.length = 0;
     this.qHead = 0;
     this.unacked.length = 0;
@@ -615,6 +621,8 @@ export class Link {
     this.unackedIn = 0;
     this.counters.acksOut++;
     const m = miss && miss.length ? ' ' + miss.join(' ') : '';
+    // 14 bytes instead of about 30 (section 4, "Short acknowledgements")
+    if (this.shortAcks && m === '' && top === 0 && this.agentFrame <= SHORT_ACK_MAX_SIZE) return encodeShortAck(this.expect, this.agentFrame);
     // the epoch field is informative from the host: 0 keeps the frame short
     return encodeFrame(`A${this.expect} 0 ${this.agentFrame} ${this.nonce} ${top}${m}`);
   }
@@ -1210,6 +1218,14 @@ export class Link {
 
   private onFrame(f: LinkFrame): void {
     switch (f.type) {
+      case 'a':
+        // a short acknowledgement stands for an A with this session's nonce and epoch: only an
+        // agent in this session sends it (section 4, "Short acknowledgements")
+        if (this.state !== 'open') {
+          this.counters.acksIn++;
+          return;
+        }
+        return this.onFrame({ type: 'A', ack: f.ack, epoch: this.epoch_, size: f.size, nonce: this.nonce, probe: 0, miss: NO_MISS });
       case 'A':
         this.counters.acksIn++;
         this.pollOut = false;
@@ -1471,6 +1487,9 @@ export class LossEstimator {
   }
 }
 
+/** The `miss` list of an `A` that has none (never changed). */
+const NO_MISS: number[] = [];
+
 /** Short type bytes of the sequenced frames an agent sends (`r x e p l m f t`, section 1), by byte. */
 const SHORT_AGENT: boolean[] = [];
 for (const c of 'rxeplmft') SHORT_AGENT[c.charCodeAt(0)] = true;
@@ -1482,7 +1501,7 @@ function isDigit64(c: number): boolean {
 /**
  * True when a line that failed the frame checks starts like a frame the agent sends: `~`, a type
  * the agent uses (`R X E P L & $ A B`) and a digit, or a short type (`r x e p l m f t`) and
- * four base-64 digits. Random text after a `~` rarely does (about 1
+ * four base-64 digits, or a short acknowledgement's `a` and two. Random text after a `~` rarely does (about 1
  * in 100 for printable bytes), a frame hit by a flip, a drop, a duplicate or inserted text
  * mostly does (its first three bytes are hit with probability about 3 in 1,000 at 10⁻³).
  */
@@ -1490,6 +1509,7 @@ export function looksLikeAgentFrame(line: Uint8Array): boolean {
   if (line.length < 3 || line[0] !== 0x7e) return false;
   const t = line[1];
   if (SHORT_AGENT[t]) return line.length >= 6 && isDigit64(line[2]) && isDigit64(line[3]) && isDigit64(line[4]) && isDigit64(line[5]);
+  if (t === 0x61) return line.length >= 4 && isDigit64(line[2]) && isDigit64(line[3]);
   const typeOk = t === 0x52 || t === 0x58 || t === 0x45 || t === 0x50 || t === 0x4c || t === 0x26 || t === 0x24 || t === 0x41 || t === 0x42;
   return typeOk && line[2] >= 0x30 && line[2] <= 0x39;
 }

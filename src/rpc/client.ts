@@ -51,6 +51,12 @@ export interface HelloInfo {
    */
   short: boolean;
   /**
+   * The agent reads short acknowledgements (`~a`, protocol section 4; hello `short` 2) and, once
+   * the host's hello said it reads them too (feature 8), sends them. @default false (field absent
+   * or 1)
+   */
+  shortAcks: boolean;
+  /**
    * Bytes of host frames kept ahead of a gap the agent adds to its window for a host with feature
    * 2 (protocol section 4), clamped to [0, 65536]. @default 0 (field absent: the NodeMCU agent)
    */
@@ -708,7 +714,8 @@ export function parseHello(v: WireValue | undefined): HelloInfo {
     heap: num('heap'),
     epoch,
     bundle: num('bundle') === 1,
-    short: num('short') === 1,
+    short: (num('short') ?? 0) >= 1,
+    shortAcks: (num('short') ?? 0) >= 2,
     hold: clampNum(num('hold') ?? 0, [0, 65536]),
     boolinv: typeof bi === 'boolean' ? bi : undefined,
     caps: [],

@@ -26,6 +26,8 @@ export class AgentHost {
   readonly frames: LinkFrame[] = [];
   /** The agent's messages, in sequence order, each once. */
   readonly messages: Message[] = [];
+  /** The bytes of each of {@link frames}' lines (incl. `\n`), in the same order. */
+  readonly frameBytes: number[] = [];
   /** Lines that started with `~` but were not valid frames. */
   readonly bad: string[] = [];
   /** Non-frame lines. */
@@ -102,6 +104,7 @@ export class AgentHost {
       if (p.frame.type === 'A' && p.frame.miss.length === 0) delete (p.frame as { miss?: number[] }).miss;
       if (p.frame.type === 'A' && p.frame.probe === 0) delete (p.frame as { probe?: number }).probe;
       this.frames.push(p.frame);
+      this.frameBytes.push(line.length + 1);
       if (p.frame.type === 'seq') {
         this.heads[line[1] >= 0x61 ? 'short' : 'long']++; // short types are lower case
         this.onSeq(p.frame);
