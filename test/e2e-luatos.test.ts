@@ -348,7 +348,7 @@ test('a TETHER_RXBUF over the 16384 bytes the EC618 driver gives does not widen 
   const sim = await SimulatedModule.start(luatosFamily(), { agentSource: 'TETHER_RXBUF = 32768\n' + agent });
   const rpc = await RpcClient.open(sim.connect());
   try {
-    assert.equal(sim.wire.rxBufferSize, 16384, 'luat_uart_setup clamps bufsz (luat_uart_ec618.c at 315e5e0a)');
+    assert.equal(sim.wire.rxBufferSize, 16384, 'luat_uart_setup clamps bufsz (luatos-soc-2023 luat_uart_ec7xx.c at 6cd6dfa8, lines 174-178)');
     assert.equal(rpc.hello.window, 16384 - 64);
   } finally {
     await rpc.close();

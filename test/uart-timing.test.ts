@@ -140,8 +140,8 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
   });
 
   it('uart.setup gets at most 16384 bytes of RX buffer, and 1024 for a bufsz of 0 (luat_uart_ec618.c luat_uart_setup)', async () => {
-    // the stricter of the two driver versions: 315e5e0a clamps bufsz to 2048..16384, 1a4c51c2 passes
-    // it on as given with 0 meaning 1024
+    // the stricter of the two drivers: the EC7xx's clamps bufsz to 2048..16384 (luat_uart_ec7xx.c
+    // at 6cd6dfa8), the EC618's at 1a4c51c2 passes it on as given with 0 meaning 1024
     for (const [bufsz, room] of [
       [32768, 16384],
       [0, 1024],

@@ -96,9 +96,9 @@ HAL.crc32 = crypto.crc32
 HAL.baud = TETHER_BAUD
 HAL.maxframe = 1024
 HAL.outmax = 1024
--- the host keeps at most `window` bytes unacknowledged: the RX buffer never overflows. The EC618
--- driver gives uart.setup at most 16384 bytes (luatos-soc-2022 luat_uart_ec618.c luat_uart_setup
--- at 315e5e0a, lines 174-178, clamps bufsz to 2048..16384): a larger TETHER_RXBUF must not widen
+-- the host keeps at most `window` bytes unacknowledged: the RX buffer never overflows. The EC7xx
+-- driver gives uart.setup at most 16384 bytes (luatos-soc-2023 luat_uart_ec7xx.c luat_uart_setup,
+-- lines 174-178 at 6cd6dfa8, clamps bufsz to 2048..16384): a larger TETHER_RXBUF must not widen
 -- the window
 HAL.window = math.min(TETHER_RXBUF, 16384) - 64
 -- two 4 KB `rx` replies: the agent goes on handling calls (and acknowledging the host's frames)

@@ -90,12 +90,14 @@ export function uartIdleMs(baud = DEFAULT_BAUD, dataBits = 8, stopBits = 1, pari
 export const UART_RX_BUF_MAX = 16384;
 
 /**
- * RX buffer (bytes) that `uart.setup(id, ..., bufsz)` gets on the emulated EC618: the stricter of
- * the two driver versions read. luatos-soc-2022 interface/src/luat_uart_ec618.c `luat_uart_setup`
- * at 315e5e0a (lines 174-178) clamps `bufsz` to 2048..16384 before `Uart_BaseInitEx`; earlier
- * versions (1a4c51c2) pass it on as given, 0 meaning 1024 (`uart->bufsz ? uart->bufsz : 1024`).
- * So: as given, at most {@link UART_RX_BUF_MAX}; 0 or less (or not a number) gives 1024. Below
- * 2048 the later firmware gives more room than this: stricter, and listed in docs/fidelity.md.
+ * RX buffer (bytes) that `uart.setup(id, ..., bufsz)` gets on the emulated module: the stricter of
+ * the two `Uart_BaseInitEx` drivers read. The EC618's (luatos-soc-2022
+ * interface/src/luat_uart_ec618.c at 1a4c51c2, `luat_uart_setup` line 209) passes `bufsz` on as
+ * given, 0 meaning 1024; the EC7xx's (luatos-soc-2023 interface/src/luat_uart_ec7xx.c at
+ * 6cd6dfa8, lines 174-178) clamps it to 2048..16384. So: as given, at most
+ * {@link UART_RX_BUF_MAX}; 0 or less (or not a number) gives 1024. The older CMSIS driver of the
+ * EC618 (luat_uart_ec618.c at 315e5e0a) ignores `bufsz` (a static 1024-byte buffer): not
+ * modelled, listed in docs/fidelity.md.
  * @param bufsz `uart.setup` argument 7 (luat_lib_uart.c default 1024).
  */
 export function uartRxBufferSize(bufsz: number): number {
