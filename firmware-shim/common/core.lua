@@ -513,8 +513,8 @@ local function tether_core()
     -- @unsplit (a short acknowledgement for a host that reads them, section 4: ~a, ack in two
     -- base-64 digits, the window in three, the CRC in six; no miss list, no probe's token)
     if L.sa and not long and not miss and (probe or 0) == 0 and w < 262144 then
-      local r = L.rx
-      local s = "~a" .. string.char(48 + (r - r % 64) / 64, 48 + r % 64, 48 + (w - w % 4096) / 4096, 48 + (w % 4096 - w % 64) / 64, 48 + w % 64)
+      local r, v = L.rx, (w - w % 64) / 64 -- exact divisions only (integer-only cores)
+      local s = "~a" .. string.char(48 + (r - r % 64) / 64, 48 + r % 64, 48 + (v - v % 64) / 64, 48 + v % 64, 48 + w % 64)
       return HAL.write(s .. crchex(s, true) .. "\n")
     end
     -- @end unsplit

@@ -31,8 +31,8 @@ import { TetherError } from '../errors.js';
 const ACK_DELAY_MS = 10;
 /**
  * Bytes of pure acks the host writes while its frames fill half the agent's window or more, until
- * the agent shows it read them ({@link Link.pureAck}): one `A` (about 30 bytes) beside a `Y`,
- * within the 64-byte reserve.
+ * the agent shows it read them ({@link Link.pureAck}): one long `A` (about 30 bytes) or three
+ * short ones (14 bytes each, section 4) beside a `Y`, within the 64-byte reserve.
  */
 const ACK_BUDGET = 48;
 /**
@@ -659,14 +659,15 @@ export class Link {
    * carries it sooner.
    */
   private pureAck(): void {
-    // an A is about 30 bytes (its exact length is known only once encoded). On a noisy line the
-    // agent's signs of reading get lost too: after ACK_HOLD_MAX_MS the budget is new again
+    // a long A is about 30 bytes (its exact length is known only once encoded), a short one 14
+    // (section 4). On a noisy line the agent's signs of reading get lost too: after
+    // ACK_HOLD_MAX_MS the budget is new again
     const now = performance.now();
     if (now - this.pureAckSince > ACK_HOLD_MAX_MS) {
       this.pureAckBytes = 0;
       this.pureAckSince = now;
     }
-    if (this.unackedBytes * 2 >= this.agentWindow && this.pureAckBytes + 30 > ACK_BUDGET) {
+    if (this.unackedBytes * 2 >= this.agentWindow && this.pureAckBytes + (this.shortAcks ? 14 : 30) > ACK_BUDGET) {
       this.counters.acksHeld++;
       if (!this.ackTimer) {
         this.ackTimer = setTimeout(
