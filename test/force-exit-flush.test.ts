@@ -3,7 +3,7 @@
  * file (nodejs/node#64833): test/helpers/flush-on-exit.ts, preloaded, makes each test file's
  * stdout pipe blocking. Here a file of 200 tests with long names (the case that loses most) runs
  * ten times with the preload; every run must report all 200. Without the preload 8 of 20 such
- * runs reported 198-199 on this machine, so ten clean runs by chance are about 1 in 200.
+ * runs reported 197-199 on this machine, so ten clean runs by chance are about 1 in 200.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
