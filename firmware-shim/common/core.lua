@@ -3,8 +3,10 @@
 -- operators, no goto, no math library needed, no number above 2^31-1 is ever made here.
 -- The family part fills HAL, calls A.start() once its UART is set up, feeds every chunk it reads
 -- to A.feed(s) and calls A.tick() every TP.TICK_MS ms from one periodic timer.
---   HAL.write(s, r)  write bytes to the RPC UART; r: a repeated frame (a repair), which a family
---                    that queues its frames ahead of a slow UART may send before the queued ones
+--   HAL.write(s, r, now)  write bytes to the RPC UART; r: a repeated frame (a repair), which a
+--                    family that queues its frames ahead of a slow UART may send before the queued
+--                    ones; now: an unsequenced frame (an A in either form, a B), which such a
+--                    family writes at once, ahead of its queue
 --   HAL.crc32(s)     CRC-32/ISO-HDLC of s as an integer (signed or unsigned 32-bit)
 --   HAL.maxframe     longest line the agent accepts (bytes incl. \n, >= 255)
 --   HAL.outmax       longest frame the agent sends (bytes incl. \n)
@@ -499,7 +501,7 @@ local function tether_core()
 
   local function sendu(head) -- an unsequenced frame
     local s = "~" .. head
-    HAL.write(s .. " " .. crchex(s) .. "\n")
+    HAL.write(s .. " " .. crchex(s) .. "\n", nil, true)
   end
   -- probe: the token of the Y this A answers (0: none); long: the answer to an S, never short
   local function sendA(miss, probe, long)
@@ -515,7 +517,7 @@ local function tether_core()
     if L.sa and not long and not miss and (probe or 0) == 0 and w < 262144 then
       local r, v = L.rx, (w - w % 64) / 64 -- exact divisions only (integer-only cores)
       local s = "~a" .. string.char(48 + (r - r % 64) / 64, 48 + r % 64, 48 + (v - v % 64) / 64, 48 + v % 64, 48 + w % 64)
-      return HAL.write(s .. crchex(s, true) .. "\n")
+      return HAL.write(s .. crchex(s, true) .. "\n", nil, true)
     end
     -- @end unsplit
     sendu("A" .. L.rx .. " " .. L.epoch .. " " .. w .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))

@@ -71,9 +71,8 @@ if U < 32 and mcu and mcu.ticks then
     end
     return false
   end
-  HAL.write = function(s, repair)
-    local k = s:byte(2)
-    if k == 65 or k == 97 then return put(s) end -- "~A" or "~a", an acknowledgement
+  HAL.write = function(s, repair, now)
+    if now then return put(s) end -- an acknowledgement (or the boot frame): nothing to wait for
     if repair then
       -- a frame still queued here was never on the line, so it is not lost: the host named it
       -- after a corrupt line (it guesses the frame after the highest it holds) and it goes in its

@@ -223,6 +223,10 @@ function putCrc6(out: Buffer, j: number, crc: number): number {
 
 /** Largest `size` a short acknowledgement carries: three base-64 digits (section 4, "Short acknowledgements"). */
 export const SHORT_ACK_MAX_SIZE = 64 ** 3 - 1;
+/** Bytes of a short acknowledgement: `~a`, 5 digits, 6 CRC digits and `\n` (section 4). */
+export const SHORT_ACK_BYTES = 14;
+/** Bytes of a short acknowledgement before its newline. */
+const SHORT_ACK_LINE = SHORT_ACK_BYTES - 1;
 
 /**
  * A short acknowledgement (section 4, "Short acknowledgements"), 14 bytes: `~a`, `ack` (0..4095)
@@ -233,7 +237,7 @@ export const SHORT_ACK_MAX_SIZE = 64 ** 3 - 1;
  */
 export function encodeShortAck(ack: number, size: number): Buffer {
   if (!(ack >= 0 && ack < 4096 && size >= 0 && size <= SHORT_ACK_MAX_SIZE)) throw new RangeError(`short A: ack ${ack} size ${size}`);
-  const out = Buffer.allocUnsafe(SHORT_ACK_LINE + 1);
+  const out = Buffer.allocUnsafe(SHORT_ACK_BYTES);
   out[0] = FRAME_MARK_CODE;
   out[1] = 0x61; // a
   out[2] = DIGIT0 + (ack >> 6);
@@ -245,8 +249,6 @@ export function encodeShortAck(ack: number, size: number): Buffer {
   out[SHORT_ACK_LINE] = NL;
   return out;
 }
-/** Bytes of a short acknowledgement before its newline: `~a`, 5 digits, 6 CRC digits. */
-const SHORT_ACK_LINE = 13;
 
 /**
  * Bytes a sequenced frame whose head is `head` takes besides its body: `~`, the head, and the
@@ -360,17 +362,9 @@ function digit(c: number): number {
 /** A line `b[0..end)` whose type byte is a short kind (section 1, "Short heads"). */
 function parseShort(b: Buffer, end: number, kind: string): LineResult {
   if (end < MIN_SHORT_LINE) return { kind: 'bad', reason: 'no checksum' };
-  let hi = 0;
-  let lo = 0;
-  for (let k = end - 6; k < end; k++) {
-    const v = digit(b[k]);
-    if (v < 0) return { kind: 'bad', reason: 'no checksum' };
-    if (k < end - 3) hi = hi * 64 + v;
-    else lo = lo * 64 + v;
-  }
   const cend = end - 6;
-  const got = crcRange(b, 0, cend);
-  if (hi * 65536 + lo !== got) return { kind: 'bad', reason: `checksum ${b.toString('latin1', cend, end)} != ${crc6(got)}` };
+  const bad = checkCrc6(b, cend);
+  if (bad) return bad;
   const s1 = digit(b[2]);
   const s2 = digit(b[3]);
   const a1 = digit(b[4]);
@@ -385,19 +379,28 @@ function parseShort(b: Buffer, end: number, kind: string): LineResult {
   return { kind: 'frame', frame: { type: 'seq', kind, seq: s1 * 64 + s2, ack: a1 * 64 + a2, body } };
 }
 
+/**
+ * The check of a short form (section 1, "Short heads"): the six base-64 digits at `b[cend..cend+6)`
+ * against the CRC-32 of `b[0..cend)`. A bad line's result, or undefined when they match.
+ */
+function checkCrc6(b: Buffer, cend: number): LineResult | undefined {
+  let hi = 0;
+  let lo = 0;
+  for (let k = cend; k < cend + 6; k++) {
+    const v = digit(b[k]);
+    if (v < 0) return { kind: 'bad', reason: 'no checksum' };
+    if (k < cend + 3) hi = hi * 64 + v;
+    else lo = lo * 64 + v;
+  }
+  const got = crcRange(b, 0, cend);
+  return hi * 65536 + lo === got ? undefined : { kind: 'bad', reason: `checksum ${b.toString('latin1', cend, cend + 6)} != ${crc6(got)}` };
+}
+
 /** A line `b[0..end)` whose type byte is `a`: a short acknowledgement (section 4). */
 function parseShortAck(b: Buffer, end: number): LineResult {
   if (end !== SHORT_ACK_LINE) return { kind: 'bad', reason: 'bad a' };
-  let hi = 0;
-  let lo = 0;
-  for (let k = 7; k < 13; k++) {
-    const v = digit(b[k]);
-    if (v < 0) return { kind: 'bad', reason: 'no checksum' };
-    if (k < 10) hi = hi * 64 + v;
-    else lo = lo * 64 + v;
-  }
-  const got = crcRange(b, 0, 7);
-  if (hi * 65536 + lo !== got) return { kind: 'bad', reason: `checksum ${b.toString('latin1', 7, 13)} != ${crc6(got)}` };
+  const bad = checkCrc6(b, 7);
+  if (bad) return bad;
   let v = 0;
   for (let k = 2; k < 7; k++) {
     const d = digit(b[k]);

@@ -24,7 +24,7 @@ import {
   SEQ_MOD,
   WINDOW_RESERVE,
 } from '../codec/constants.js';
-import { bundleBody, bundledSize, encodeFrame, encodeShortAck, encodeShortFrame, fitPiece, frameOverhead, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, SHORT_ACK_MAX_SIZE, shortHead, unbundle, type LinkFrame } from '../codec/frame.js';
+import { bundleBody, bundledSize, encodeFrame, encodeShortAck, encodeShortFrame, fitPiece, frameOverhead, FRAME_TRAILER, isV1Frame, LineSplitter, parseLine, seqHead, SHORT_ACK_BYTES, SHORT_ACK_MAX_SIZE, shortHead, unbundle, type LinkFrame } from '../codec/frame.js';
 import { TetherError } from '../errors.js';
 
 /** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
@@ -667,7 +667,7 @@ export class Link {
       this.pureAckBytes = 0;
       this.pureAckSince = now;
     }
-    if (this.unackedBytes * 2 >= this.agentWindow && this.pureAckBytes + (this.shortAcks ? 14 : 30) > ACK_BUDGET) {
+    if (this.unackedBytes * 2 >= this.agentWindow && this.pureAckBytes + (this.shortAcks ? SHORT_ACK_BYTES : 30) > ACK_BUDGET) {
       this.counters.acksHeld++;
       if (!this.ackTimer) {
         this.ackTimer = setTimeout(
