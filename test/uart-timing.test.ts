@@ -123,6 +123,43 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
     }
   });
 
+  it('the idle timeout counts line time: a burst after a quiet gap gets its own report even when the host wrote it before the one before was delivered', async () => {
+    // On the module the RX FIFO timeout fires once the line has been quiet for the timeout after
+    // the last byte of a burst (UART_CB_RX_TIMEOUT); bytes the host sends later do not hold it back.
+    // The simulator delivers the line's bytes on timers: when it runs late, the next burst can be
+    // written (with a gap on the line) before the last bytes of this one reach the RX buffer.
+    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
+    try {
+      const { recs, lua } = await board(sim);
+      lua(`uart.setup(1, 115200, 8, 1, uart.None, uart.LSB, 1024)
+           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+      sim.wire.fromHost(Buffer.alloc(200, 0x61)); // 17.4 ms of line at 115200
+      // the simulator stalls past the end of that burst (nothing of it is delivered yet) ...
+      const stall = performance.now() + 30;
+      while (performance.now() < stall) {
+        /* busy: the event loop does not run */
+      }
+      assert.equal(sim.wire.rxInFlight, 200, 'none of the first burst reached the RX buffer yet');
+      // ... and the host writes the next burst: it starts on the line about 12 ms after the first ended
+      sim.wire.fromHost(Buffer.alloc(100, 0x62));
+      await until(() => recs.length >= 2, 'two receive callbacks');
+      await sleep(30);
+      assert.deepEqual(recs, [
+        ['rx', 1, 200],
+        ['rx', 1, 300],
+      ], 'one report per burst: the first when its line went quiet, the second with everything buffered');
+      // back to back on the line (no gap): one burst, one report
+      lua(`${LUATOS_DRAIN} drain(1)`);
+      sim.wire.fromHost(Buffer.alloc(200, 0x63));
+      sim.wire.fromHost(Buffer.alloc(100, 0x64));
+      await until(() => recs.length >= 3, 'the third receive callback');
+      await sleep(30);
+      assert.deepEqual(recs.slice(2), [['rx', 1, 300]]);
+    } finally {
+      await sim.stop();
+    }
+  });
+
   it('UART2: a full buffer has no -1 report (only UART1 has it); the idle timeout reports its length', async () => {
     const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, uartId: 2, agentSource: '-- no agent' });
     try {

@@ -83,6 +83,8 @@ export const SLICE_MS = 2;
 
 interface Slice {
   data: Buffer;
+  /** Queue time at which its first bit goes on the line (`due` less its bytes' line time). */
+  start: number;
   /** performance.now() at which its last byte is through (before `lag`). */
   due: number;
   /** Bytes one delivery may carry at this slice's rate (about SLICE_MS of line time). */
@@ -131,8 +133,9 @@ class Direction {
     let t = Math.max(now - this.lag, this.end);
     for (let off = 0; off < data.length; off += per) {
       const part = data.subarray(off, off + per);
+      const start = t;
       t += part.length * cm;
-      this.queue.push({ data: part, due: t, per, line: l, at: t + this.lag });
+      this.queue.push({ data: part, start, due: t, per, line: l, at: t + this.lag });
       this.inFlight += part.length;
     }
     this.end = t;
@@ -157,12 +160,17 @@ class Direction {
       const first = this.queue.shift()!;
       const parts = [first.data];
       let n = first.data.length;
+      let due = first.due;
       while (this.queue.length > 0 && this.queue[0].due + this.lag <= now && n + this.queue[0].data.length <= first.per && this.queue[0].line === first.line) {
         const next = this.queue.shift()!;
         parts.push(next.data);
         n += next.data.length;
+        due = next.due;
       }
       this.inFlight -= n;
+      this.prevDue = this.lastDue;
+      this.lastStart = first.start;
+      this.lastDue = due;
       this.deliver(parts.length === 1 ? first.data : Buffer.concat(parts, n), first.line);
     }
     if (this.queue.length === 0 || this.timer !== undefined || this.immediate !== undefined) return;
@@ -173,6 +181,27 @@ class Direction {
 
   /** Bytes still on the line. */
   inFlight = 0;
+  /** Queue time the bytes of the latest delivery started on the line, and their last bit ended it. */
+  private lastStart = -Infinity;
+  private lastDue = -Infinity;
+  /** {@link lastDue} of the delivery before the latest. */
+  private prevDue = -Infinity;
+
+  /**
+   * True when the line was quiet for at least `ms` (line time) before the bytes delivered last
+   * began: they start a new burst (or are the first).
+   */
+  quietBefore(ms: number): boolean {
+    return this.lastStart - this.prevDue >= ms - 1e-9;
+  }
+
+  /**
+   * True when the line stays quiet for at least `ms` (line time) after the bytes delivered last:
+   * nothing is queued, or what is queued starts that much later (a gap the sender left).
+   */
+  quietAfter(ms: number): boolean {
+    return this.queue.length === 0 || this.queue[0].start - this.lastDue >= ms - 1e-9;
+  }
 
   /**
    * The sender changed its line settings: the slices not through yet as planned when they were
@@ -212,6 +241,7 @@ class Direction {
     this.end = 0;
     this.lag = 0;
     this.idealEnd = 0;
+    this.lastStart = this.lastDue = this.prevDue = -Infinity;
   }
 
   /** performance.now() at which the last queued byte is through. */
@@ -307,9 +337,26 @@ export class UartWire {
     this.onReceive?.(overflow);
   }
 
-  /** Host bytes still on the line towards the module (a burst is not over while this is above 0). */
+  /** Host bytes still on the line towards the module (written, not through yet). */
   get rxInFlight(): number {
     return this.rxLine.inFlight;
+  }
+
+  /**
+   * True when the line towards the module was quiet for at least `ms` (line time) before the host
+   * bytes that arrived last: they began a new burst. An unpaced line has no gaps to measure (true).
+   */
+  rxQuietBefore(ms: number): boolean {
+    return !this.paced || this.rxLine.quietBefore(ms);
+  }
+
+  /**
+   * True when the line towards the module stays quiet for at least `ms` (line time) after the
+   * host bytes that arrived last: the burst they end is over, even if the host has already written
+   * the next one (it starts after a gap). An RX idle timeout of `ms` fires for them.
+   */
+  rxQuietAfter(ms: number): boolean {
+    return !this.paced || this.rxLine.quietAfter(ms);
   }
 
   /** Module bytes still on the line towards the host (0: everything it wrote was delivered). */

@@ -227,14 +227,20 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
       return;
     }
     fullReported = false;
-    // the paced line still carries bytes of this burst: no idle gap yet, the next slice decides
-    if (wire.rxInFlight > 0) {
+    // The idle timeout counts line time from the last byte of a burst (UART_CB_RX_TIMEOUT): what
+    // the host writes later does not hold it back. So the burst is over when the line stays quiet
+    // for the timeout after these bytes, whether or not the host has already written its next
+    // burst (which then starts after a gap on the line): every byte restarts the idle timer, one
+    // report per burst.
+    if (wire.rxQuietAfter(rxIdleMs)) schedule(rxIdleMs);
+    // The paced line still carries bytes of this burst with no gap: the next slice decides. A
+    // report still pending for the burst before stands when these bytes came after a gap (the
+    // simulator delivered them late, in the same turn of its loop as that burst's end).
+    else if (!wire.rxQuietBefore(rxIdleMs)) {
       ++rxGen;
       cancelIdle?.();
       cancelIdle = undefined;
     }
-    // otherwise every byte restarts the idle timer: one report per burst
-    else schedule(rxIdleMs);
   };
   vm.registerLib(
     'uart',
