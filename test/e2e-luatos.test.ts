@@ -356,6 +356,26 @@ test('a TETHER_RXBUF over the 16384 bytes the EC618 driver gives does not widen 
   }
 });
 
+test('the RX buffer the agent sets up by default: 4096 bytes at 230400 baud and below, 8192 above (the window 64 less)', async () => {
+  const agent = readFileSync(join(repoRoot(), 'dist/agents/luatos/main.lua'), 'utf8');
+  for (const [baud, buf] of [
+    [115200, 4096],
+    [230400, 4096],
+    [460800, 8192],
+    [921600, 8192],
+  ] as const) {
+    const sim = await SimulatedModule.start(luatosFamily({ baud }), { agentSource: agent });
+    const rpc = await RpcClient.open(sim.connect(), { baud });
+    try {
+      assert.equal(sim.wire.rxBufferSize, buf, `uart.setup's bufsz at ${baud} baud`);
+      assert.equal(rpc.hello.window, buf - 64, `the window at ${baud} baud`);
+    } finally {
+      await rpc.close();
+      await sim.stop();
+    }
+  }
+});
+
 test('npm start: `tether diag` on the built-in simulated module passes every check', async () => {
   const bin = join(repoRoot(), 'dist/src/cli/bin.js');
   const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) => {

@@ -427,9 +427,9 @@ test('a Y whose answer is lost does not stop later ones: the next probe goes a p
  * retransmission timeout starts at `initialRtoMs` (default far away: what most tests wait for
  * comes from the hole lists, not from the timer).
  */
-async function handPlayed(initialRtoMs = 10_000) {
+async function handPlayed(initialRtoMs = 10_000, baud?: number) {
   const [host, dev] = createMemoryPair('t');
-  const link = new Link(host, { initialRtoMs, keepaliveMs: 60_000 });
+  const link = new Link(host, { initialRtoMs, keepaliveMs: 60_000, baud });
   const lines: string[] = [];
   let rest = '';
   dev.onData((c) => {
@@ -586,6 +586,69 @@ test('feature 2 (protocol section 4): an A above the window adds the frames kept
     await settle();
     assert.ok(highest() > top, 'an A at the current ack opens the window again');
     assert.ok(seqBytes(62) <= win + 4000);
+  } finally {
+    await h.close();
+  }
+});
+
+test('both directions busy: the host fills at most 4032 bytes of a larger window while the agent\'s frames fill a quarter of the line or more, all of it again after', async () => {
+  // 2,000,000 baud: 200 bytes a ms, so 8 KB is 41 ms of line; the agent sends bulk when its
+  // frames carry at least 5,000 bytes in a period of 100 ms
+  const h = await handPlayed(10_000, 2_000_000);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    const seqBytes = (from: number) => {
+      const seen = new Map<number, number>();
+      for (const l of h.lines) {
+        const m = /^~[CM&$](\d+)\./.exec(l);
+        if (m && Number(m[1]) >= from) seen.set(Number(m[1]), l.length + 1);
+      }
+      return [...seen.values()].reduce((a, b) => a + b, 0);
+    };
+    const highest = () => Math.max(-1, ...h.lines.map((l) => /^~[CM&$](\d+)\./.exec(l)).filter((m) => m !== null).map((m) => Number(m![1])));
+    const settle = async () => {
+      for (let n = -1; n !== h.lines.length; ) {
+        n = h.lines.length;
+        await sleep(60);
+      }
+    };
+    const body = Buffer.alloc(220, 0x61);
+    const WIN = 8192;
+    h.link.configure({ maxframe: 255, outmax: 255, window: WIN }); // what hello says (the base frame size)
+    // warm up the congestion window, acknowledging as the frames come
+    for (let id = 1; id <= 60; id++) h.link.send(callMessage(id, 'f', [body]));
+    for (let i = 0; i < 400 && highest() < 59; i++) {
+      h.ackSized(highest() + 1, WIN);
+      await sleep(5);
+    }
+    h.ackSized(60, WIN);
+    await settle();
+    // the agent sends nothing: the whole window fills
+    for (let id = 61; id <= 140; id++) h.link.send(callMessage(id, 'f', [body]));
+    await settle();
+    const u1 = seqBytes(60);
+    assert.ok(u1 > 4032 + 300 && u1 <= WIN - 64, `unacknowledged ${u1} bytes: the 8 KB window fills`);
+    // the agent's replies carry 6,000 bytes in about 110 ms and acknowledge everything: bulk, so at most 4032
+    const reply = (seq: number, n: number) => void h.dev.write(encodeFrame(`R${seq}.${highest() + 1}`, "'" + 'x'.repeat(n - 1)));
+    reply(0, 10);
+    await sleep(50);
+    reply(1, 3000);
+    await sleep(60);
+    reply(2, 3000);
+    const top = highest();
+    for (let id = 141; id <= 240; id++) h.link.send(callMessage(id, 'f', [body]));
+    await settle();
+    const u2 = seqBytes(top + 1);
+    assert.ok(u2 > 4032 - 300 && u2 <= 4032 - 64, `unacknowledged ${u2} bytes: at most 4032 less the reserve while the agent sends bulk`);
+    // two periods later with nothing more from the agent, an A lets the host fill the whole window again
+    await sleep(220);
+    const top2 = highest();
+    h.ackSized(top2 + 1, WIN);
+    await settle();
+    const u3 = seqBytes(top2 + 1);
+    // (past the 4032 bytes; the congestion window, in frames, may bind below the 8 KB: the timeouts
+    // of the waits above shrank the frames, and the calls now go in two each)
+    assert.ok(u3 > 4032, `unacknowledged ${u3} bytes: more than 4032 again`);
   } finally {
     await h.close();
   }

@@ -30,6 +30,19 @@ import { TetherError } from '../errors.js';
 /** Longest a pure ack waits for a frame to ride on or for more bytes to cover (ms). */
 const ACK_DELAY_MS = 10;
 /**
+ * Most bytes of the agent's window the host fills while the agent sends bulk too
+ * ({@link Link.windowInUse}): the agent's one Lua VM reads the host's frames and writes its own,
+ * and a wider host window speeds the host's direction at the cost of the agent's. A TCP echo
+ * through the LuatOS agent at 921600 (8 KB RX buffer): module→host 0.70-0.74 of the line filling
+ * the whole 8 KB window, 0.75-0.78 keeping to this (docs/protocol-performance.md, "Bursts of 40 ms
+ * at 921,600"). It is the window of the 4 KB RX buffer the agent sets up at 230400 baud and below.
+ */
+const BOTH_WAYS_WINDOW = 4032;
+/** Period (ms) over which the host measures how much of its receiving line the agent's frames fill ({@link Link.windowInUse}). */
+const BULK_PERIOD_MS = 100;
+/** Share of the line's bytes in a {@link BULK_PERIOD_MS} period above which the agent sends bulk. */
+const BULK_SHARE = 0.25;
+/**
  * Bytes of pure acks the host writes while its frames fill half the agent's window or more, until
  * the agent shows it read them ({@link Link.pureAck}): one long `A` (about 30 bytes) or three
  * short ones (14 bytes each, section 4) beside a `Y`, within the 64-byte reserve.
@@ -184,14 +197,16 @@ const PACE_GAP_MS = 0.75;
  * Bytes written in a row before the link leaves the line quiet ({@link LinkOptions.paceFrames}):
  * about {@link PACE_EVERY_MS} of line time, at least {@link PACE_EVERY_MIN} bytes and at most half
  * the agent's window (the agent then reads one half while the other arrives). At 115200 that is
- * 1 KB (89 ms of line: a gap costs about 1 %), at 921600 about 1.8 KB (LuatOS: 1,843 bytes, under
- * its half window of 2,016). Host→module at 921600 measured 0.68 of the line with a gap after
+ * 1 KB (89 ms of line: a gap costs about 1 %), at 921600 about 3.7 KB (the LuatOS agent's half
+ * window there is 4,064 bytes: it sets up an 8 KB RX buffer above 230400 baud; with a 4 KB buffer
+ * the half window, 2,016). Host→module at 921600 measured 0.68 of the line with a gap after
  * every frame, 0.81 with one per 1 KB, 0.87 with one per half window and the rounded-down timer
- * (docs/protocol-performance.md, "Fewer gaps in the line").
+ * (docs/protocol-performance.md, "Fewer gaps in the line"), and a gap per 40 ms with the 8 KB
+ * buffer gained 0.02-0.03 over one per 20 ms with 4 KB ("Bursts of 40 ms at 921,600").
  */
 const PACE_EVERY_MIN = 1024;
 /** Line time (ms) written in a row before a gap, where that is more than {@link PACE_EVERY_MIN} bytes. */
-const PACE_EVERY_MS = 20;
+const PACE_EVERY_MS = 40;
 
 class OutMessage implements QueuedMessage {
   /** Bytes of `buf` already cut into frames. */
@@ -276,6 +291,12 @@ export class Link {
    * feature 2, section 4); 0 once the acknowledgement moved past that `A`'s.
    */
   private heldExtra = 0;
+  /** Bytes of in-order agent frame bodies since {@link inSince} ({@link noteAgentBytes}). */
+  private inBytes = 0;
+  /** `performance.now()` at which the current measuring period began. */
+  private inSince = 0;
+  /** The agent's frames filled more than {@link BULK_SHARE} of the line in the last whole period. */
+  private agentBulk = false;
   private agentMaxFrame = BASE_MAX_FRAME;
   private agentOutMax = BASE_MAX_FRAME;
   private frameSize = BASE_MAX_FRAME;
@@ -769,7 +790,7 @@ export class Link {
   /** Write frames of queued messages while the window and the frame limit allow. */
   private pump(): void {
     if (this.state !== 'open') return;
-    const limit = this.agentWindow + this.heldExtra - WINDOW_RESERVE;
+    const limit = this.windowInUse() + this.heldExtra - WINDOW_RESERVE;
     while (this.qHead < this.queue.length) {
       const m = this.queue[this.qHead];
       if (m.cancelled) {
@@ -847,7 +868,7 @@ export class Link {
     const head = this.head('M', seq);
     const over = frameOverhead(head, this.short);
     let budget = this.frameSize - over;
-    if (this.unackedBytes > 0) budget = Math.min(budget, this.agentWindow + this.heldExtra - WINDOW_RESERVE - this.unackedBytes - over);
+    if (this.unackedBytes > 0) budget = Math.min(budget, this.windowInUse() + this.heldExtra - WINDOW_RESERVE - this.unackedBytes - over);
     const items = [m];
     let used = bundledSize(m.buf);
     let j = this.qHead + 1;
@@ -877,7 +898,7 @@ export class Link {
    */
   private pacing(): boolean {
     if (!this.opts.paceFrames || this.baud <= 0) return false;
-    const every = Math.max(PACE_EVERY_MIN, Math.min(this.agentWindow >> 1, Math.floor((this.baud * PACE_EVERY_MS) / 10_000)));
+    const every = Math.max(PACE_EVERY_MIN, Math.min(this.windowInUse() >> 1, Math.floor((this.baud * PACE_EVERY_MS) / 10_000)));
     if (this.sinceGap < every) return false;
     const wait = this.lineFreeAt + PACE_GAP_MS - performance.now();
     if (wait <= 0) return false;
@@ -890,6 +911,29 @@ export class Link {
       }, Math.max(1, Math.floor(wait + 0.25)));
     }
     return true;
+  }
+
+  /**
+   * The part of the agent's window (bytes) the host fills now: all of it, or at most
+   * {@link BOTH_WAYS_WINDOW} while the agent sends bulk too (its in-order frames filled more than
+   * {@link BULK_SHARE} of the line in the last whole {@link BULK_PERIOD_MS}, which ended less than
+   * a period ago).
+   */
+  private windowInUse(): number {
+    if (this.agentWindow <= BOTH_WAYS_WINDOW || !this.agentBulk || performance.now() - this.inSince >= 2 * BULK_PERIOD_MS) return this.agentWindow;
+    return BOTH_WAYS_WINDOW;
+  }
+
+  /** Count `n` bytes of an in-order agent frame body; once a period is over, judge whether the agent sends bulk. */
+  private noteAgentBytes(n: number): void {
+    const now = performance.now();
+    this.inBytes += n;
+    const span = now - this.inSince;
+    if (span < BULK_PERIOD_MS) return;
+    const baud = this.baud;
+    this.agentBulk = baud > 0 && span < 2 * BULK_PERIOD_MS && this.inBytes >= (span * baud * BULK_SHARE) / 10_000;
+    this.inBytes = 0;
+    this.inSince = now;
   }
 
   private popQueue(): void {
@@ -1303,6 +1347,7 @@ export class Link {
         this.expect = mod(this.expect + 1);
       }
       this.rxSample(false, body.length + 24);
+      this.noteAgentBytes(body.length);
       // a repair filled a hole and others remain: list them now (the list changed, so it goes at
       // once). Without it the agent, its window full of frames behind the holes, sent nothing new
       // that could show the holes, and repaired them one per retransmission timeout (0.3 s each)
