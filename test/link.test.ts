@@ -458,7 +458,25 @@ async function handPlayed(initialRtoMs = 10_000, baud?: number) {
     });
   /** An agent `A` with the given window `size` (bytes) and holes. */
   const ackSized = (ack: number, size: number, miss: number[] = []) => void dev.write(encodeFrame(`A${ack} 7 ${size} ${nonce} 0${miss.map((m) => ` ${m}`).join('')}`));
-  return { link, host, dev, lines, until, answer, acks, ackSized, close: async () => { link.shutdown(); await host.close(); } };
+  /** Bytes (lines incl. \n) of the sequenced frames written from seq `from` on, each once. */
+  const seqBytes = (from: number) => {
+    const seen = new Map<number, number>();
+    for (const l of lines) {
+      const m = /^~[CM&$](\d+)\./.exec(l);
+      if (m && Number(m[1]) >= from) seen.set(Number(m[1]), l.length + 1);
+    }
+    return [...seen.values()].reduce((a, b) => a + b, 0);
+  };
+  /** The highest sequence number of the frames written so far (-1: none). */
+  const highest = () => Math.max(-1, ...lines.map((l) => /^~[CM&$](\d+)\./.exec(l)).filter((m) => m !== null).map((m) => Number(m![1])));
+  /** Waits until the host stops writing (`quietMs` without a new line). */
+  const settle = async (quietMs = 50) => {
+    for (let n = -1; n !== lines.length; ) {
+      n = lines.length;
+      await new Promise((r) => setTimeout(r, quietMs));
+    }
+  };
+  return { link, host, dev, lines, until, answer, acks, ackSized, seqBytes, highest, settle, close: async () => { link.shutdown(); await host.close(); } };
 }
 
 test('a Y lost beside a full window: another goes once the last is two timeouts old, before the liveness repeat of the frame', async () => {
@@ -532,24 +550,8 @@ test('bundles (protocol section 2): messages sent in one tick share an M frame o
 
 test('feature 2 (protocol section 4): an A above the window adds the frames kept ahead of a gap, only while the ack stays where it put it', async () => {
   const h = await handPlayed();
+  const { seqBytes, highest, settle } = h;
   try {
-    /** Bytes (lines incl. \n) of the sequenced frames written from seq `from` on, each once. */
-    const seqBytes = (from: number) => {
-      const seen = new Map<number, number>();
-      for (const l of h.lines) {
-        const m = /^~[CM&$](\d+)\./.exec(l);
-        if (m && Number(m[1]) >= from) seen.set(Number(m[1]), l.length + 1);
-      }
-      return [...seen.values()].reduce((a, b) => a + b, 0);
-    };
-    const highest = () => Math.max(-1, ...h.lines.map((l) => /^~[CM&$](\d+)\./.exec(l)).filter((m) => m !== null).map((m) => Number(m![1])));
-    /** Waits until the host stops writing (50 ms without a new line). */
-    const settle = async () => {
-      for (let n = -1; n !== h.lines.length; ) {
-        n = h.lines.length;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
     const body = Buffer.alloc(220, 0x61); // one frame each, so the window binds before the congestion window
     // warm up: 60 calls acknowledged as they come, so the congestion window is past the frames
     // that fill the window
@@ -596,22 +598,9 @@ test('both directions busy: the host fills at most 4032 bytes of a larger window
   // frames carry at least 5,000 bytes in a period of 100 ms
   const h = await handPlayed(10_000, 2_000_000);
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const { seqBytes, highest } = h;
+  const settle = () => h.settle(60);
   try {
-    const seqBytes = (from: number) => {
-      const seen = new Map<number, number>();
-      for (const l of h.lines) {
-        const m = /^~[CM&$](\d+)\./.exec(l);
-        if (m && Number(m[1]) >= from) seen.set(Number(m[1]), l.length + 1);
-      }
-      return [...seen.values()].reduce((a, b) => a + b, 0);
-    };
-    const highest = () => Math.max(-1, ...h.lines.map((l) => /^~[CM&$](\d+)\./.exec(l)).filter((m) => m !== null).map((m) => Number(m![1])));
-    const settle = async () => {
-      for (let n = -1; n !== h.lines.length; ) {
-        n = h.lines.length;
-        await sleep(60);
-      }
-    };
     const body = Buffer.alloc(220, 0x61);
     const WIN = 8192;
     h.link.configure({ maxframe: 255, outmax: 255, window: WIN }); // what hello says (the base frame size)
