@@ -227,8 +227,10 @@ export function installLuatosEnv(h: LuatosEnvHost): void {
       return;
     }
     fullReported = false;
-    // The idle timeout counts line time from the last byte of a burst (UART_CB_RX_TIMEOUT): what
-    // the host writes later does not hold it back. So the burst is over when the line stays quiet
+    // The idle timeout counts line time from the last byte of a burst (UART_CB_RX_TIMEOUT,
+    // luatos-soc-2022 interface/src/luat_uart_ec618.c `luat_uart_cb` at 1a4c51c2, lines 108-161:
+    // the driver's RX FIFO timeout, raised by the line's silence): what the host writes later
+    // does not hold it back. So the burst is over when the line stays quiet
     // for the timeout after these bytes, whether or not the host has already written its next
     // burst (which then starts after a gap on the line): every byte restarts the idle timer, one
     // report per burst.
