@@ -225,7 +225,12 @@ export class LuatosConnection {
    * EVENT, which drains again) unless the stream is ending (then it reads on until 'empty' /
    * 'end', to complete, or an EVENT came while reading was paused: a drain that was held then saw
    * none of it, and with hello rxdrain a short read may be the tail of what the agent kept from an
-   * earlier firmware read while the new bytes wait behind it), nor after 'empty' / 'end'. Results are emitted strictly in call
+   * earlier firmware read while the new bytes wait behind it), or reads issued after it are still
+   * outstanding (with hello rxdrain a short read is often just the tail of the agent's last
+   * firmware read, and the read behind it starts a new one: stopping there left the module with
+   * nothing to answer for a round trip, six times in a 256 KiB download at 921,600 baud, where
+   * module→host then went from 0.91 to 0.92-0.95 of the line, docs/protocol-performance.md), nor after
+   * 'empty' / 'end'. Results are emitted strictly in call
    * order whatever order they settle in. Unsubscribing drops what outstanding reads return.
    */
   private reader<T>(
@@ -281,7 +286,7 @@ export class LuatosConnection {
               if (o.full?.(r)) {
                 want = depth;
                 exhausted = false;
-              } else if (o.full && !ending && !thorough) exhausted = true;
+              } else if (o.full && !ending && !thorough && q.length === 0) exhausted = true;
               sub.next(r);
             }
             // paused with more possibly pending: stop here; resumeReading drains again
