@@ -47,6 +47,28 @@ const LUATOS_DRAIN = `function drain(id)
   return table.concat(t)
 end`;
 
+/**
+ * Run `body` against a simulated LuatOS module with no agent whose UART `uart` (default 1) is set
+ * up at `baud` 8N1 with an RX buffer of `bufsz` bytes and records each `receive` callback as
+ * `['rx', id, len]`; the module is stopped afterwards.
+ */
+async function withLuatosReceiver(
+  o: { uart?: 1 | 2; baud: number; bufsz: number },
+  body: (b: { sim: SimulatedModule; recs: unknown[][]; lua: (code: string) => void }) => Promise<void>,
+): Promise<void> {
+  const id = o.uart ?? 1;
+  const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, ...(id === 2 ? { uartId: 2 } : {}), agentSource: '-- no agent' });
+  try {
+    const { recs, lua } = await board(sim);
+    lua(`${LUATOS_DRAIN}
+         uart.setup(${id}, ${o.baud}, 8, 1, uart.None, uart.LSB, ${o.bufsz})
+         uart.on(${id}, "receive", function(id, len) rec("rx", id, len) end)`);
+    await body({ sim, recs, lua });
+  } finally {
+    await sim.stop();
+  }
+}
+
 describe('LuatOS (EC618) uart "receive" callback', () => {
   it('the idle timeout is 2 character times at the uart.setup line settings (no timing asserted)', () => {
     assert.equal(uartCharBits(), 10, '8N1: start + 8 data + 1 stop');
@@ -58,12 +80,7 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
   });
 
   it('UART1: once per burst with len = bytes buffered; a full buffer at once with -1; bytes beyond it are lost', async () => {
-    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
-    try {
-      const { recs, lua } = await board(sim);
-      lua(`${LUATOS_DRAIN}
-           uart.setup(1, 115200, 8, 1, uart.None, uart.LSB, 256)
-           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+    await withLuatosReceiver({ baud: 115200, bufsz: 256 }, async ({ sim, recs, lua }) => {
       const host = sim.connect();
       // one burst in three chunks (back to back): one callback with everything
       for (const s of ['0123456789', 'abcdefghij', 'ABCDEFGHIJ']) await host.write(Buffer.from(s));
@@ -102,25 +119,17 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
       assert.deepEqual(recs[7], ['rx', 1, 2]);
       assert.equal(recs.length, 8, 'no stray callbacks');
       await host.close();
-    } finally {
-      await sim.stop();
-    }
+    });
   });
 
   it('at 9600 baud (idle timeout above 1 ms) still once per burst with the buffered length', async () => {
-    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
-    try {
-      const { recs, lua } = await board(sim);
-      lua(`uart.setup(1, 9600, 8, 1, uart.None, uart.LSB, 1024)
-           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+    await withLuatosReceiver({ baud: 9600, bufsz: 1024 }, async ({ sim, recs }) => {
       sim.wire.fromHost(Buffer.from('hello '));
       sim.wire.fromHost(Buffer.from('world'));
       await until(() => recs.length >= 1, 'the receive callback');
       await sleep(30);
       assert.deepEqual(recs, [['rx', 1, 11]]);
-    } finally {
-      await sim.stop();
-    }
+    });
   });
 
   it('the idle timeout counts line time: a burst after a quiet gap gets its own report even when the host wrote it before the one before was delivered', async () => {
@@ -128,11 +137,7 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
     // the last byte of a burst (UART_CB_RX_TIMEOUT); bytes the host sends later do not hold it back.
     // The simulator delivers the line's bytes on timers: when it runs late, the next burst can be
     // written (with a gap on the line) before the last bytes of this one reach the RX buffer.
-    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, agentSource: '-- no agent' });
-    try {
-      const { recs, lua } = await board(sim);
-      lua(`uart.setup(1, 115200, 8, 1, uart.None, uart.LSB, 1024)
-           uart.on(1, "receive", function(id, len) rec("rx", id, len) end)`);
+    await withLuatosReceiver({ baud: 115200, bufsz: 1024 }, async ({ sim, recs, lua }) => {
       sim.wire.fromHost(Buffer.alloc(200, 0x61)); // 17.4 ms of line at 115200
       // the simulator stalls past the end of that burst (nothing of it is delivered yet) ...
       const stall = performance.now() + 30;
@@ -149,31 +154,23 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
         ['rx', 1, 300],
       ], 'one report per burst: the first when its line went quiet, the second with everything buffered');
       // back to back on the line (no gap): one burst, one report
-      lua(`${LUATOS_DRAIN} drain(1)`);
+      lua('drain(1)');
       sim.wire.fromHost(Buffer.alloc(200, 0x63));
       sim.wire.fromHost(Buffer.alloc(100, 0x64));
       await until(() => recs.length >= 3, 'the third receive callback');
       await sleep(30);
       assert.deepEqual(recs.slice(2), [['rx', 1, 300]]);
-    } finally {
-      await sim.stop();
-    }
+    });
   });
 
   it('UART2: a full buffer has no -1 report (only UART1 has it); the idle timeout reports its length', async () => {
-    const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, uartId: 2, agentSource: '-- no agent' });
-    try {
-      const { recs, lua } = await board(sim);
-      lua(`uart.setup(2, 115200, 8, 1, uart.None, uart.LSB, 128)
-           uart.on(2, "receive", function(id, len) rec("rx", id, len) end)`);
+    await withLuatosReceiver({ uart: 2, baud: 115200, bufsz: 128 }, async ({ sim, recs }) => {
       sim.wire.fromHost(Buffer.alloc(200, 0x43));
       await until(() => recs.length >= 1, 'the receive callback');
       await sleep(30);
       assert.deepEqual(recs, [['rx', 2, 128]]);
       assert.equal(sim.wire.stats.rxDropped, 72);
-    } finally {
-      await sim.stop();
-    }
+    });
   });
 
   it('uart.setup gets at most 16384 bytes of RX buffer, and 1024 for a bufsz of 0 (luat_uart_ec618.c luat_uart_setup)', async () => {
@@ -184,20 +181,14 @@ describe('LuatOS (EC618) uart "receive" callback', () => {
       [0, 1024],
       [600, 600],
     ] as const) {
-      const sim = await SimulatedModule.start(luatosFamily(), { bootNoise: false, uartId: 2, agentSource: '-- no agent' });
-      try {
-        const { recs, lua } = await board(sim);
-        lua(`uart.setup(2, 115200, 8, 1, uart.None, uart.LSB, ${bufsz})
-             uart.on(2, "receive", function(id, len) rec("rx", id, len) end)`);
+      await withLuatosReceiver({ uart: 2, baud: 115200, bufsz }, async ({ sim, recs }) => {
         sim.wire.paced = false; // one burst, faster than the line: only the buffer's size matters
         sim.wire.fromHost(Buffer.alloc(room + 1000, 0x44));
         await until(() => recs.length >= 1, 'the receive callback');
         await sleep(30);
         assert.deepEqual(recs, [['rx', 2, room]], `bufsz ${bufsz}`);
         assert.equal(sim.wire.stats.rxDropped, 1000, `bufsz ${bufsz}: the bytes beyond ${room} are lost`);
-      } finally {
-        await sim.stop();
-      }
+      });
     }
     assert.equal(uartRxBufferSize(-5), 1024);
     assert.equal(uartRxBufferSize(16385), UART_RX_BUF_MAX);
