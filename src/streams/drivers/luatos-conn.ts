@@ -220,18 +220,20 @@ export class LuatosConnection {
    *
    * Pipelining (`o.depth` > 1 with `o.full`): a drain starts with one read; while reads come
    * back `full` (as many bytes as asked: more is known to be pending) it keeps `depth` reads
-   * outstanding, so the line does not idle for a round trip between two reads. It issues no
-   * more after a short read (all that was pending was taken; bytes arriving later raise an
-   * EVENT, which drains again) unless the stream is ending (then it reads on until 'empty' /
-   * 'end', to complete, or an EVENT came while reading was paused: a drain that was held then saw
-   * none of it, and with hello rxdrain a short read may be the tail of what the agent kept from an
-   * earlier firmware read while the new bytes wait behind it), or reads issued after it are still
-   * outstanding (with hello rxdrain a short read is often just the tail of the agent's last
-   * firmware read, and the read behind it starts a new one: stopping there left the module with
-   * nothing to answer for a round trip, six times in a 256 KiB download at 921,600 baud, where
-   * module→host then went from 0.91 to 0.92-0.95 of the line, docs/protocol-performance.md), nor after
-   * 'empty' / 'end'. Results are emitted strictly in call
-   * order whatever order they settle in. Unsubscribing drops what outstanding reads return.
+   * outstanding, so the line does not idle for a round trip between two reads. A short read
+   * (all that was pending was taken; bytes arriving later raise an EVENT, which drains again)
+   * stops issuing reads, except:
+   * - while the stream is ending: it reads on until 'empty' / 'end', to complete;
+   * - after an EVENT came while reading was paused: the drain that was held saw none of it, and
+   *   with hello rxdrain a short read may be the tail of what the agent kept from an earlier
+   *   firmware read while the new bytes wait behind it;
+   * - while reads issued after it are still outstanding: with hello rxdrain a short read is often
+   *   just the tail of the agent's last firmware read, and the read behind it starts a new one
+   *   (stopping there left the module with nothing to answer for a round trip, six times in a
+   *   256 KiB download at 921,600 baud; docs/protocol-performance.md, "Reads behind a short one").
+   *
+   * 'empty' or 'end' stops issuing too (a full read that an outstanding read brings after it
+   * starts again). Results are emitted strictly in call order whatever order they settle in. Unsubscribing drops what outstanding reads return.
    */
   private reader<T>(
     readOne: () => Promise<T | 'empty' | 'end'>,
