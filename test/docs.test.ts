@@ -23,6 +23,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import ts from 'typescript';
@@ -282,6 +283,25 @@ async function envFor(file: string, block?: Block): Promise<NodeJS.ProcessEnv> {
   };
 }
 
+/**
+ * The fixed loopback ports a shell example listens on as a reader would run it (`--listen
+ * 127.0.0.1:1080`, `python3 -m http.server 8000`; port 0 = any free one, not listed).
+ */
+function fixedPorts(code: string): number[] {
+  const ports = [...code.matchAll(/--listen\s+127\.0\.0\.1:(\d+)|http\.server\s+(\d+)/g)].map((m) => Number(m[1] ?? m[2]));
+  return ports.filter((p) => p > 0);
+}
+
+/** Fails, naming the port and the example, when something already listens on 127.0.0.1:`port`. */
+async function assertPortFree(port: number, where: string): Promise<void> {
+  const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const srv = createServer();
+    srv.once('error', (e) => resolve(e));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(undefined)));
+  });
+  assert.equal(err, undefined, `${where}: the example listens on 127.0.0.1:${port}, which is ${err?.code === 'EADDRINUSE' ? 'in use by another program' : `not available (${err?.code})`}: stop that program (or run this test file alone) and run again`);
+}
+
 let n = 0;
 for (const b of allBlocks) {
   if (b.lang === 'ts' || b.lang === 'js') {
@@ -301,6 +321,7 @@ for (const b of allBlocks) {
   } else if (b.lang === 'sh' && !b.flags.includes('ci')) {
     test(`docs example runs: ${b.file}:${b.line} (sh)`, { timeout: 180000 }, async () => {
       const cwd = b.flags.includes('repo') ? root : project;
+      for (const port of fixedPorts(b.code)) await assertPortFree(port, `${b.file}:${b.line}`);
       const r = await run('bash', ['-e', '-o', 'pipefail', '-c', b.code], { cwd, env: await envFor(b.file, b), timeoutMs: 150000 });
       assert.equal(r.code, 0, `${b.file}:${b.line} exited ${r.code}\n${r.stderr}\n${r.stdout}`);
       for (const m of b.code.matchAll(/#\s*prints:\s*(.+)$/gm)) {
