@@ -40,6 +40,13 @@ const ACK_DELAY_MS = 10;
 const BOTH_WAYS_WINDOW = 4032;
 /** Period (ms) over which the host measures how much of its receiving line the agent's frames fill ({@link Link.windowInUse}). */
 const BULK_PERIOD_MS = 100;
+/**
+ * Age (ms) past which what the host measured over {@link BULK_PERIOD_MS} no longer counts: a
+ * judgment made at the end of a period holds this long after it (the next one normally comes a
+ * period later, when the agent's next in-order frame arrives), and a period that lasted this
+ * long (the agent's frames paused in it) is not taken as bulk.
+ */
+const BULK_STALE_MS = 2 * BULK_PERIOD_MS;
 /** Share of the line's bytes in a {@link BULK_PERIOD_MS} period above which the agent sends bulk. */
 const BULK_SHARE = 0.25;
 /**
@@ -917,10 +924,10 @@ export class Link {
    * The part of the agent's window (bytes) the host fills now: all of it, or at most
    * {@link BOTH_WAYS_WINDOW} while the agent sends bulk too (its in-order frames filled more than
    * {@link BULK_SHARE} of the line in the last whole {@link BULK_PERIOD_MS}, which ended less than
-   * a period ago).
+   * {@link BULK_STALE_MS} ago).
    */
   private windowInUse(): number {
-    if (this.agentWindow <= BOTH_WAYS_WINDOW || !this.agentBulk || performance.now() - this.inSince >= 2 * BULK_PERIOD_MS) return this.agentWindow;
+    if (this.agentWindow <= BOTH_WAYS_WINDOW || !this.agentBulk || performance.now() - this.inSince >= BULK_STALE_MS) return this.agentWindow;
     return BOTH_WAYS_WINDOW;
   }
 
@@ -931,7 +938,7 @@ export class Link {
     const span = now - this.inSince;
     if (span < BULK_PERIOD_MS) return;
     const baud = this.baud;
-    this.agentBulk = baud > 0 && span < 2 * BULK_PERIOD_MS && this.inBytes >= (span * baud * BULK_SHARE) / 10_000;
+    this.agentBulk = baud > 0 && span < BULK_STALE_MS && this.inBytes >= (span * baud * BULK_SHARE) / 10_000;
     this.inBytes = 0;
     this.inSince = now;
   }
