@@ -229,7 +229,14 @@ async function pacedOneWay(baud: number, size: number, faultP = 0): Promise<{ up
       const t0 = performance.now();
       await lastValueFrom(up.send(payload));
       upRate = size / ((performance.now() - t0) / 1000);
-      await Promise.race([allSunk, sleep(limitMs).then(() => Promise.reject(new Error(`the sink got ${sunkBytes} of ${size} bytes`)))]);
+      // the timer is cleared once the sink has it all: left running it kept the process alive for
+      // limitMs (2 minutes) after the last part had printed
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([allSunk, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the sink got ${sunkBytes} of ${size} bytes`)), limitMs)))]);
+      } finally {
+        clearTimeout(timer);
+      }
       if (sunkBytes !== size || sunk.digest('hex') !== want) throw new Error('the sink got other bytes than were sent');
     } finally {
       await up.close().catch(() => {});
