@@ -47,7 +47,12 @@
  *    module's checksum) against NodeMCU-Tool's method (hex lines, stop-and-wait) uploading the
  *    same NodeMCU agent files to the same simulated ESP8266 paced at 115200 baud (goal ≥ 3x).
  *
- * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--only PARTS` (a comma
+ * Parts 1 and 2 run each transfer `--runs` times (default 3, 1 with `--quick`), each on a new
+ * simulated module, and print the median rate with the range of the runs' ratios: one transfer
+ * on the simulated line at 921600 varies by several hundredths between runs.
+ *
+ * Options: `--quick` (smaller transfers), `--seed N` (fault seed), `--runs N` (repeats of parts 1
+ * and 2), `--only PARTS` (a comma
  * list of parts to run, by number or name: 1 `goodput`, 2 `faults` (runs 1 at 115200 for its
  * baseline), 3 `minimal`, 4 `sim`, 5 `host`, 6 `heap`, 7 `streams` (or `proxy`), 8 `flash`; part 4 runs
  * part 5 for its baseline). Every part runs by default.
@@ -76,12 +81,15 @@ import { moduleDialer } from '../src/proxy/module-dialer.js';
 import { AuthMethod, Command, encodeGreeting, encodeRequest, parseMethodSelection, parseReply } from '../src/proxy/socks5.js';
 
 const PART_NAMES = ['', 'goodput', 'faults', 'minimal', 'sim', 'host', 'heap', 'proxy', 'flash'];
-const USAGE = `Usage: npm run bench -- [--quick] [--seed N] [--only PARTS]
+const USAGE = `Usage: npm run bench -- [--quick] [--seed N] [--runs N] [--only PARTS]
 
 Measures tether against baselines run in the same process and prints ratios; asserts nothing.
 
   --quick        smaller transfers and fewer calls
   --seed N       seed of the fault injection (a positive integer) [default: 1]
+  --runs N       how many times parts 1 and 2 run each transfer, each on a new
+                 simulated module; the median is printed with the range of the
+                 runs (a positive integer) [default: 3, 1 with --quick]
   --only PARTS   a comma list of parts, by number or name:
                  1 goodput, 2 faults (runs 1 at 115200 for its baseline), 3 minimal,
                  4 sim (runs 5 for its baseline), 5 host, 6 heap, 7 streams (or proxy), 8 flash
@@ -90,15 +98,15 @@ Measures tether against baselines run in the same process and prints ratios; ass
 
 Exit codes: 0 done (whatever the figures), 2 usage error, 1 a part failed. Docs: docs/bench.md`;
 
-/** The command line, checked: unknown options, a bad seed or an unknown part are usage errors (exit 2). */
-function parseBenchArgs(argv: string[]): { quick: boolean; seed: number; only?: Set<string> } {
+/** The command line, checked: unknown options, a bad seed or run count or an unknown part are usage errors (exit 2). */
+function parseBenchArgs(argv: string[]): { quick: boolean; seed: number; runs: number; only?: Set<string> } {
   const fail = (msg: string): never => {
     process.stderr.write(`bench: ${msg}\n\n${USAGE}\n`);
     process.exit(2);
   };
-  let v: { quick?: boolean; seed?: string; only?: string; help?: boolean };
+  let v: { quick?: boolean; seed?: string; runs?: string; only?: string; help?: boolean };
   try {
-    v = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, seed: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
+    v = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, seed: { type: 'string' }, runs: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
   } catch (e) {
     return fail((e as Error).message);
   }
@@ -108,6 +116,8 @@ function parseBenchArgs(argv: string[]): { quick: boolean; seed: number; only?: 
   }
   const seed = v.seed === undefined ? 1 : Number(v.seed);
   if (!Number.isInteger(seed) || seed < 1) fail(`--seed must be a positive integer, got ${JSON.stringify(v.seed)}`);
+  const runs = v.runs === undefined ? (v.quick ? 1 : 3) : Number(v.runs);
+  if (!Number.isInteger(runs) || runs < 1) fail(`--runs must be a positive integer, got ${JSON.stringify(v.runs)}`);
   let only: Set<string> | undefined;
   if (v.only !== undefined) {
     only = new Set(v.only.split(',').map((x) => x.trim()).filter(Boolean));
@@ -115,12 +125,14 @@ function parseBenchArgs(argv: string[]): { quick: boolean; seed: number; only?: 
     const bad = [...only].filter((p) => !known.has(p));
     if (only.size === 0 || bad.length > 0) fail(`--only: unknown part ${bad.length ? bad.map((b) => JSON.stringify(b)).join(', ') : '(none given)'}`);
   }
-  return { quick: v.quick === true, seed, only };
+  return { quick: v.quick === true, seed, runs, only };
 }
 
 const ARGS = parseBenchArgs(process.argv.slice(2));
 const QUICK = ARGS.quick;
 const SEED = ARGS.seed;
+/** Runs of each transfer in parts 1 and 2 (`--runs`). */
+const RUNS = ARGS.runs;
 const KiB = 1024;
 /** Parts picked with `--only` (numbers or names), or undefined for all of them. */
 const ONLY = ARGS.only;
@@ -146,6 +158,29 @@ const fmtN = (n: number) => Math.round(n).toLocaleString('en-US');
 const r2 = (x: number, goal?: number) => (!Number.isFinite(x) ? 'n/a' : goal !== undefined && x < goal && Number(x.toFixed(2)) >= goal ? x.toFixed(3) : x.toFixed(2));
 const meets = (ok: boolean, goal: string) => `${goal} ${ok ? '(met)' : '(NOT met)'}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The median of `xs` (the mean of the middle two for an even count). */
+const median = (xs: number[]) => {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+/**
+ * `fn` run {@link RUNS} times, one after the other; each field of the result is the median of
+ * the runs, and `runs` keeps every run's figures.
+ */
+async function repeated<T extends object>(fn: () => Promise<T>): Promise<T & { runs: T[] }> {
+  const runs: T[] = [];
+  for (let i = 0; i < RUNS; i++) runs.push(await fn());
+  const out = { ...runs[0] } as Record<string, unknown>;
+  for (const k of Object.keys(out)) if (typeof out[k] === 'number') out[k] = median(runs.map((r) => (r as Record<string, number>)[k]));
+  return { ...(out as T), runs };
+}
+/** "; runs 0.88-0.94" (the range of the runs' ratios of field `k` to `base`), or "" for one run. */
+const spread = <T,>(runs: T[], k: keyof T, base: number) => {
+  if (runs.length < 2) return '';
+  const xs = runs.map((r) => (r[k] as number) / base);
+  return `; ${runs.length} runs ${r2(Math.min(...xs))}-${r2(Math.max(...xs))}`;
+};
 
 /** Run a section; on failure print rows saying why, and go on. */
 async function section(name: string, fn: () => Promise<void>): Promise<void> {
@@ -574,33 +609,33 @@ async function main(): Promise<void> {
     const line = baud / 10;
     // each direction alone: part 1's rows, and at 115200 part 2's baseline too
     await section(`goodput @${baud}, each direction alone`, async () => {
-      const g = await pacedOneWay(baud, sizes[baud]);
+      const g = await repeated(() => pacedOneWay(baud, sizes[baud]));
       cleanOneWay[baud] = g;
-      row(`goodput host→module @${baud} (${sizes[baud] / KiB} KiB to a TCP sink)`, fmtRate(g.up), `line ${fmtRate(line)}`, r2(g.up / line, 0.9), meets(g.up / line >= 0.9, '≥ 0.90'));
-      row(`goodput module→host @${baud} (${sizes[baud] / KiB} KiB from a TCP server)`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line, 0.9), meets(g.down / line >= 0.9, '≥ 0.90'));
+      row(`goodput host→module @${baud} (${sizes[baud] / KiB} KiB to a TCP sink)`, fmtRate(g.up), `line ${fmtRate(line)}`, r2(g.up / line, 0.9), meets(g.up / line >= 0.9, '≥ 0.90') + spread(g.runs, 'up', line));
+      row(`goodput module→host @${baud} (${sizes[baud] / KiB} KiB from a TCP server)`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line, 0.9), meets(g.down / line >= 0.9, '≥ 0.90') + spread(g.runs, 'down', line));
     });
     await section(`goodput @${baud}`, async () => {
-      const g = await pacedEcho(echo, baud, sizes[baud], 0);
+      const g = await repeated(() => pacedEcho(echo, baud, sizes[baud], 0));
       clean[baud] = g;
-      row(`goodput host→module @${baud}, both directions at once (${sizes[baud] / KiB} KiB echo)`, fmtRate(g.up), `line ${fmtRate(line)}`, r2(g.up / line, 0.9), meets(g.up / line >= 0.9, '≥ 0.90'));
-      row(`goodput module→host @${baud}, both directions at once`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line, 0.9), meets(g.down / line >= 0.9, '≥ 0.90'));
+      row(`goodput host→module @${baud}, both directions at once (${sizes[baud] / KiB} KiB echo)`, fmtRate(g.up), `line ${fmtRate(line)}`, r2(g.up / line, 0.9), meets(g.up / line >= 0.9, '≥ 0.90') + spread(g.runs, 'up', line));
+      row(`goodput module→host @${baud}, both directions at once`, fmtRate(g.down), `line ${fmtRate(line)}`, r2(g.down / line, 0.9), meets(g.down / line >= 0.9, '≥ 0.90') + spread(g.runs, 'down', line));
     });
   }
   // each direction alone at 1e-3 against the same transfer clean, then the echo against the clean echo
   if (echo && wants(2)) await section('goodput @115200 at 1e-3, each direction alone', async () => {
-    const g = await pacedOneWay(115200, sizes[115200], 1e-3);
+    const g = await repeated(() => pacedOneWay(115200, sizes[115200], 1e-3));
     const c = cleanOneWay[115200];
     if (!c) throw new Error('no clean run to compare with');
     const kib = sizes[115200] / KiB;
-    row(`goodput host→module @115200, 1e-3 faults (${kib} KiB to a TCP sink)`, fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up, 0.5), meets(g.up / c.up >= 0.5, '≥ 0.50'));
-    row(`goodput module→host @115200, 1e-3 faults (${kib} KiB from a TCP server)`, fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down, 0.5), meets(g.down / c.down >= 0.5, '≥ 0.50'));
+    row(`goodput host→module @115200, 1e-3 faults (${kib} KiB to a TCP sink)`, fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up, 0.5), meets(g.up / c.up >= 0.5, '≥ 0.50') + spread(g.runs, 'up', c.up));
+    row(`goodput module→host @115200, 1e-3 faults (${kib} KiB from a TCP server)`, fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down, 0.5), meets(g.down / c.down >= 0.5, '≥ 0.50') + spread(g.runs, 'down', c.down));
   });
   if (echo && wants(2)) await section('goodput @115200 at 1e-3', async () => {
-    const g = await pacedEcho(echo, 115200, sizes[115200], 1e-3);
+    const g = await repeated(() => pacedEcho(echo, 115200, sizes[115200], 1e-3));
     const c = clean[115200];
     if (!c) throw new Error('no clean run to compare with');
-    row('goodput host→module @115200, both directions at once, 1e-3 faults', fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up, 0.5), meets(g.up / c.up >= 0.5, '≥ 0.50'));
-    row('goodput module→host @115200, both directions at once, 1e-3 faults', fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down, 0.5), meets(g.down / c.down >= 0.5, '≥ 0.50'));
+    row('goodput host→module @115200, both directions at once, 1e-3 faults', fmtRate(g.up), `clean ${fmtRate(c.up)}`, r2(g.up / c.up, 0.5), meets(g.up / c.up >= 0.5, '≥ 0.50') + spread(g.runs, 'up', c.up));
+    row('goodput module→host @115200, both directions at once, 1e-3 faults', fmtRate(g.down), `clean ${fmtRate(c.down)}`, r2(g.down / c.down, 0.5), meets(g.down / c.down >= 0.5, '≥ 0.50') + spread(g.runs, 'down', c.down));
     row('handshake @115200, 1e-3 faults', `${(g.handshakeMs / 1000).toFixed(2)} s`, `clean ${(c.handshakeMs / 1000).toFixed(2)} s`, `${r2(g.handshakeMs / c.handshakeMs)}x`, meets(g.handshakeMs <= 2000, '≤ 2 s'));
   });
 
