@@ -175,7 +175,7 @@ async function repeated<T extends object>(fn: () => Promise<T>): Promise<T & { r
   for (const k of Object.keys(out)) if (typeof out[k] === 'number') out[k] = median(runs.map((r) => (r as Record<string, number>)[k]));
   return { ...(out as T), runs };
 }
-/** "; runs 0.88-0.94" (the range of the runs' ratios of field `k` to `base`), or "" for one run. */
+/** "; 3 runs 0.88-0.94" (how many runs and the range of their ratios of field `k` to `base`), or "" for one run. */
 const spread = <T,>(runs: T[], k: keyof T, base: number) => {
   if (runs.length < 2) return '';
   const xs = runs.map((r) => (r[k] as number) / base);
