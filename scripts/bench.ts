@@ -77,6 +77,7 @@ import { parseArgs } from 'node:util';
 import { createServer as createTcpServer, connect as tcpConnect, type AddressInfo } from 'node:net';
 import { lastValueFrom } from 'rxjs';
 import { SocksServer } from '../src/proxy/server.js';
+import { withTimeout } from '../src/util/with-timeout.js';
 import { moduleDialer } from '../src/proxy/module-dialer.js';
 import { AuthMethod, Command, encodeGreeting, encodeRequest, parseMethodSelection, parseReply } from '../src/proxy/socks5.js';
 
@@ -264,14 +265,9 @@ async function pacedOneWay(baud: number, size: number, faultP = 0): Promise<{ up
       const t0 = performance.now();
       await lastValueFrom(up.send(payload));
       upRate = size / ((performance.now() - t0) / 1000);
-      // the timer is cleared once the sink has it all: left running it kept the process alive for
-      // limitMs (2 minutes) after the last part had printed
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([allSunk, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the sink got ${sunkBytes} of ${size} bytes`)), limitMs)))]);
-      } finally {
-        clearTimeout(timer);
-      }
+      // withTimeout clears its timer once the sink has it all: a timer left running kept the
+      // process alive for limitMs (2 minutes) after the last part had printed
+      await withTimeout(allSunk, limitMs, () => new Error(`the sink got ${sunkBytes} of ${size} bytes`));
       if (sunkBytes !== size || sunk.digest('hex') !== want) throw new Error('the sink got other bytes than were sent');
     } finally {
       await up.close().catch(() => {});
