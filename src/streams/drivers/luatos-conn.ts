@@ -233,7 +233,8 @@ export class LuatosConnection {
    *   256 KiB download at 921,600 baud; docs/protocol-performance.md, "Reads behind a short one").
    *
    * 'empty' or 'end' stops issuing too (a full read that an outstanding read brings after it
-   * starts again). Results are emitted strictly in call order whatever order they settle in. Unsubscribing drops what outstanding reads return.
+   * starts again). Results are emitted strictly in call order whatever order they settle in.
+   * Unsubscribing drops what outstanding reads return.
    */
   private reader<T>(
     readOne: () => Promise<T | 'empty' | 'end'>,
