@@ -80,7 +80,8 @@ export class ResetError extends TetherError {
 
 /**
  * The agent answered the call with an error frame.
- * `remoteCode` is the agent's short code (`ERR`, `NOFN`, `BADHANDLE`, `BADARG`, `TOOBIG`),
+ * `remoteCode` is the agent's short code (`ERR`, `NOFN`, `BADHANDLE`, `BADARG`, `TOOBIG`, `NOMEM`:
+ * docs/protocol.md section 8),
  * `remoteMessage` the Lua error message as the module produced it.
  */
 export class RemoteError extends TetherError {
@@ -92,6 +93,17 @@ export class RemoteError extends TetherError {
     this.remoteCode = remoteCode;
     this.remoteMessage = remoteMessage;
   }
+}
+
+/**
+ * True for a call the agent refused with `NOMEM` (docs/protocol.md section 8): the module's Lua
+ * heap had no room to load or decode it ("not enough memory" before its function ran), so the
+ * call did not run. Sending it again, as a new call, is safe once the module's heap has room
+ * (e.g. after the events it holds for the host went out); a call behind it on the same object
+ * may have run meanwhile, so only a caller with nothing else in flight there can retry in order.
+ */
+export function isNoMemory(e: unknown): e is RemoteError {
+  return e instanceof RemoteError && e.remoteCode === 'NOMEM';
 }
 
 /** Type guard; with `code`, also checks the error's code. */

@@ -60,6 +60,9 @@ function agent(opts: AgentOpts = {}) {
      -- raises after the call ran, outside the core's pcall around it (as an out-of-memory error in
      -- a family hook would): HAL.called, once
      A.reg("trap", function() HAL.called = function() HAL.called = nil error("trapped") end end)
+     -- out of memory before a function started (loading it: memfn) and while it ran (oom)
+     HAL.lazy = "memfn " HAL.load = function() error("not enough memory", 0) end
+     A.reg("oom", function() runs = runs + 1 error("not enough memory", 0) end)
      A.reg("new", function() local o = setmetatable({}, {}) A.newHandle(o) return o end)
      A.reg("free", function(o) A.release(A.hid[o]) end)
      A.reg("big", function(n) return string.rep("x", n) end)
@@ -544,7 +547,7 @@ test('bundles: a body that stops being one is counted, the calls before it run; 
   assert.ok(host.frames.some((f) => f.type === 'seq' && f.kind === 'M'), 'replies were bundled');
 });
 
-test('bundles: an error raised past a call (outside its pcall) is logged; the messages after it still run, each once', () => {
+test('bundles: an error raised past a call (outside its pcall) answers it ERR; the messages after it still run, each once', () => {
   const a = session();
   a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
   a.exchange(a.host.call(2, 'count'));
@@ -553,9 +556,23 @@ test('bundles: an error raised past a call (outside its pcall) is logged; the me
   assert.equal(txt(a.host.values(3)[0]), 'a');
   assert.equal(txt(a.host.values(5)[0]), 'b', 'the call after the error ran');
   assert.deepEqual(a.host.values(6), [runs + 2], 'each echo ran once');
-  assert.equal(a.host.repliesTo(4), 0, 'the call the error cut short has no reply (the host times it out)');
-  const logs = a.host.messages.filter((m) => m.type === 'L') as Array<{ message: string }>;
-  assert.ok(logs.some((l) => /trapped/.test(l.message)), `the error was logged: ${JSON.stringify(logs)}`);
+  assert.equal(a.host.repliesTo(4), 1, 'the call the error cut short is answered once');
+  assert.equal(a.host.code(4), 'ERR', 'ERR: its function had run');
+  assert.match(String((a.host.reply(4) as { message: string }).message), /trapped/);
+});
+
+test('out of memory before a call\'s function started is NOMEM (it did not run); while it ran, ERR', () => {
+  const a = session();
+  a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
+  a.exchange(a.host.call(2, 'count'));
+  const runs = Number(a.host.values(2)[0]);
+  a.exchange(a.host.call(3, 'memfn'));
+  assert.equal(a.host.code(3), 'NOMEM', 'its load ran out of memory');
+  a.exchange(a.host.call(4, 'oom'));
+  assert.equal(a.host.code(4), 'ERR', 'it ran, then ran out of memory');
+  a.exchange(a.host.call(5, 'count'));
+  assert.deepEqual(a.host.values(5), [runs + 1], 'only oom ran');
+  assert.equal(a.host.repliesTo(3) + a.host.repliesTo(4), 2, 'one answer each');
 });
 
 test('a host frame can be as long as maxframe; the agent never sends a line over the host limit', () => {

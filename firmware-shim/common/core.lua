@@ -55,7 +55,7 @@ local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
 -- build (scripts/gen-lua.ts) cuts this block out into tether_call.lua, loaded on first use.
 function A.tether_calls(A, N)
   local K = N.K
-  local TP, HAL, ST, xerr, fail = K.TP, K.HAL, K.ST, K.xerr, K.fail
+  local TP, HAL, ST, xerr = K.TP, K.HAL, K.ST, K.xerr
   local sfind, ssub, sbyte = string.find, string.sub, string.byte
   local function badarg(m) error({ TP.E_ARG, m }, 0) end
 
@@ -132,18 +132,18 @@ function A.tether_calls(A, N)
         ok0, f = pcall(lookup, fname)
       end
     end
-    if not ok0 then return fail(id, f, TP.E_ERR) end
+    if not ok0 then return K.pre(id, f, TP.E_ERR) end
     local z = HAL.lazy
     if f == nil and z and (type(z) == "function" or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
       local ok, g = pcall(HAL.load, fname)
-      if not ok then return fail(id, g, TP.E_ERR) end
+      if not ok then return K.pre(id, g, TP.E_ERR) end
       f = g
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, s, i)
     local big = #s > 512 or BUILTIN[fname]
     s = nil
-    if not ok then return fail(id, args, TP.E_ARG) end
+    if not ok then return K.pre(id, args, TP.E_ARG) end
     -- a call carrying a payload, or a built-in one (hello loads tether_core.lua and
     -- tether_info.lua, once a session), on a build that loads this part from flash: the part is
     -- forgotten now (HAL.spent; the next call loads it again) and is garbage once this returns, so
@@ -615,8 +615,11 @@ local function tether_core()
         return false
       end
     end
-    L.ot = L.ot + 1
-    L.out[L.ot] = m
+    -- the slot first, then the count: a heap that runs out as the queue grows leaves no hole
+    -- in it (a hole would stop every later message)
+    local i = L.ot + 1
+    L.out[i] = m
+    L.ot = i
     L.ob = L.ob + #m
     -- @fast (a bundle's replies wait for its last call: no flush call per reply)
     if L.hold then return true end
@@ -700,7 +703,12 @@ local function tether_core()
 
   function A.tick()
     L.tk = L.tk + 1
-    if L.q[1] == nil then return end
+    if L.q[1] == nil then
+      -- a message a flush could not cut (the heap ran out in it) goes out now, even when
+      -- nothing else comes to flush it
+      if L.ce or L.out[L.oh] then flush() end
+      return
+    end
     local t, b = L.t + 1, HAL.baud
     L.t = t
     -- timeout: t >= m * (RTO_TICKS + line time of the unacked bytes), line time = bytes * 200 / baud ticks
@@ -753,6 +761,15 @@ local function tether_core()
     if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
     xerr(id, code, tostring(e))
   end
+  -- the error reply of a call that failed before its function ran (loading or decoding it): Lua's
+  -- own "not enough memory" (lstate.h MEMERRMSG) there gets E_MEM, as nothing ran (section 8)
+  function K.pre(id, e, code)
+    -- on a build that loads parts from flash, what was loaded for the call goes first: its
+    -- reply needs the room
+    if HAL.spent then HAL.spent() end
+    if HAL.called then HAL.called() end
+    return K.fail(id, e, e == "not enough memory" and TP.E_MEM or code)
+  end
 
   -- run a decoded call and send its reply. Resident, so the calls part (tether_call.lua on NodeMCU)
   -- is not on the stack while the function runs: a part HAL.spent forgot is garbage by then
@@ -779,19 +796,19 @@ local function tether_core()
     send("R" .. id .. (body ~= "" and (" " .. body) or ""))
   end
 
-  -- a whole message from the host (only calls travel this way)
-  local function message(m)
-    local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
+  -- a whole message from the host (only calls travel this way), in K.m: the calls part takes it
+  -- from there, so no frame keeps the payload once it is decoded. (message is local to this
+  -- block: one local of this function, msg, stays, within Lua 5.1's 50 on NodeMCU)
+  local msg
+  do
+  local function message()
+    local id, fname, p = smatch(K.m, "^C(%d+) ([^ ]+)()")
     if id and #id < 6 then
       -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
       -- missing on the module) is the call's error reply: the call still settles
       local ok, C = true, K.calls
       if not C then ok, C = pcall(HAL.calls) end
-      if not ok then
-        if type(C) == "table" then return xerr(id, tostring(C[1]), tostring(C[2])) end
-        return xerr(id, TP.E_ERR, tostring(C))
-      end
-      K.m, m = m, nil
+      if not ok then return K.pre(id, C, TP.E_ERR) end
       local f, args = C.call(id, fname, p + 1)
       C = nil -- the calls part is not on the stack while the function runs (see K.run)
       if f then return K.run(id, f, args) end
@@ -799,6 +816,21 @@ local function tether_core()
       return
     end
     ST.bad = ST.bad + 1
+  end
+  -- every message from the host goes through here, under pcall: a call whose handling raised
+  -- before it was answered (the heap ran out part way: an allocation anywhere can fail) is still
+  -- answered, E_MEM while its function had not started (K.run counts the starts in ST.calls),
+  -- ERR once it had (it may have had its effect). A second answer for a call that had one is
+  -- ignored by the host.
+  function msg(m)
+    local id, n = smatch(m, "^C(%d+) "), ST.calls
+    K.m, m = m, nil
+    local ok, e = pcall(message)
+    K.m = nil
+    if ok or not id then return end
+    if ST.calls == n then return K.pre(id, e, TP.E_ERR) end
+    K.fail(id, e, TP.E_ERR)
+  end
   end
 
   -- a sequenced frame: one ahead of a gap is kept (at most a window of bytes), a copy of one
@@ -826,7 +858,7 @@ local function tether_core()
     if t ~= "&" and t ~= "$" then
       if L.parts then L.parts, ST.bad = nil, ST.bad + 1 end
       if t == "M" then return part("bundle").take(body) end
-      return message(t .. body)
+      return msg(t .. body)
     end
     local P = L.parts or { n = 0 }
     L.parts = P
@@ -840,9 +872,18 @@ local function tether_core()
     end
     if t == "&" then return end
     L.parts = nil
-    if not P.big then return message(tconcat(P)) end
+    local id
+    if not P.big then
+      -- the whole message is a second copy of its parts: a heap without room for it still
+      -- answers the call (E_MEM), whose id the first part starts with
+      local ok, m = pcall(tconcat, P)
+      if ok then return msg(m) end
+      id = smatch(P[1] or "", "^C(%d+) ")
+      if id then K.pre(id, m, TP.E_ERR) end
+      return
+    end
     ST.bad = ST.bad + 1
-    local id = smatch(P.big, "^C(%d+) ")
+    id = smatch(P.big, "^C(%d+) ")
     if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
   end
 
@@ -1045,7 +1086,7 @@ local function tether_core()
   end
 
   -- hand on the kept frames that now follow in order (tether_gap, only when frames are kept)
-  K.deliver, K.blocked, K.message = deliver, blocked, message
+  K.deliver, K.blocked, K.message = deliver, blocked, msg
   function A.drain()
     if next(L.ah) then part("gap").drain() end
   end

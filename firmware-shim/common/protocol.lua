@@ -20,4 +20,5 @@ local TP = {
   E_HANDLE = "BADHANDLE",
   E_ARG = "BADARG",
   E_BIG = "TOOBIG",
+  E_MEM = "NOMEM",
 }

@@ -130,6 +130,11 @@ export const RemoteCode = {
   BadHandle: 'BADHANDLE',
   BadArgument: 'BADARG',
   TooBig: 'TOOBIG',
+  /**
+   * The module's Lua heap had no room to load or decode the call ("not enough memory" before its
+   * function ran): the call did not run, and the host may send it again as a new call.
+   */
+  NoMemory: 'NOMEM',
 } as const;
 
 /** Characters allowed in the compact `'` string form. */
@@ -159,4 +164,5 @@ export const LUA_CONSTANTS: ReadonlyArray<[string, string | number]> = [
   ['E_HANDLE', RemoteCode.BadHandle],
   ['E_ARG', RemoteCode.BadArgument],
   ['E_BIG', RemoteCode.TooBig],
+  ['E_MEM', RemoteCode.NoMemory],
 ];

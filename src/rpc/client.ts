@@ -403,7 +403,8 @@ export class RpcClient {
    * Call `fn` on the module with `args`; resolves with every return value in order.
    * @throws TetherError `INVALID_ARGUMENT` (bad options or unencodable arguments, nothing sent),
    *   `UNSUPPORTED` (fn not in the agent's capabilities), `TOO_LARGE`,
-   *   `REMOTE` ({@link RemoteError}), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`, `CLOSED`.
+   *   `REMOTE` ({@link RemoteError}; remote code `NOMEM`, `isNoMemory` in src/errors.ts: the module's heap had
+   *   no room for the call and it did not run), `TIMEOUT`, `RESET`, `ABORTED`, `DISCONNECTED`, `CLOSED`.
    */
   call(fn: string, args: ReadonlyArray<WireValue | undefined> = [], opts: CallOptions = {}): Promise<WireValue[]> {
     try {
