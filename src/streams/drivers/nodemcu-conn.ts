@@ -7,7 +7,7 @@
  */
 import { Observable, Subscription, firstValueFrom, lastValueFrom, merge, take, timer } from 'rxjs';
 import { map } from 'rxjs';
-import { InvalidArgumentError, TetherError, TimeoutError } from '../../errors.js';
+import { InvalidArgumentError, TetherError, TimeoutError, isNoMemory } from '../../errors.js';
 import { isNetError } from '../../api/nodemcu/errors.js';
 import { NodeMcuNet, TCP_MSS, TCP_SEND_BUFFER, TcpSocket, type TcpEventName, checkConnectTcpArgs } from '../../api/nodemcu/net.js';
 
@@ -17,7 +17,11 @@ export interface SendAllOptions {
   chunkSize?: number;
   /** Give up when one chunk gets no "sent" (ACK) for this long (ms). @default 15000 */
   sentTimeoutMs?: number;
-  /** How often a chunk refused with "out of memory" is retried before failing. @default 50 */
+  /**
+   * How often a chunk is retried before failing when it was refused for memory: the firmware's
+   * "out of memory" (lwIP ERR_MEM, the send buffer is full) or the agent's `NOMEM` (the Lua heap
+   * had no room to decode the call: it did not run). @default 50
+   */
   memoryRetries?: number;
   /**
    * Sends not yet ACKed ("sent") allowed at once (1 or 2). Two only when both fit the 2920-byte
@@ -37,7 +41,8 @@ export interface SendAllOptions {
  * between two queued calls, so with two calls outstanding chunk k could be refused and chunk
  * k+1 accepted: the stream would be reordered (the NodeMCU agent has no tx hold). With one call
  * outstanding a refused chunk has nothing behind it and is retried after the next "sent" (or
- * 100 ms). The reply comes back in a few ms; the ACK ("sent") takes a TCP round trip, and that is
+ * 100 ms). So is a chunk the agent refused with `NOMEM` (its Lua heap had no room to decode the
+ * call, which did not run: {@link isNoMemory}). The reply comes back in a few ms; the ACK ("sent") takes a TCP round trip, and that is
  * the wait that overlaps.
  *
  * "sent" carries no byte count and may cover several sends (one ACK) or fire several times for
@@ -131,8 +136,10 @@ export function sendAll(sock: TcpSocket, data: Uint8Array | string, o: SendAllOp
           try {
             await lastValueFrom(sock.send(chunk), { defaultValue: undefined });
           } catch (e) {
-            if (isNetError(e, 'OUT_OF_MEMORY') && tries++ < retries) {
-              await waitSent(seq, 100); // the buffer frees on the next ACK
+            if ((isNetError(e, 'OUT_OF_MEMORY') || isNoMemory(e)) && tries++ < retries) {
+              // the send buffer frees on the next ACK; the Lua heap as the agent's events for the
+              // host go out (nothing ran: with one send call outstanding, none behind it either)
+              await waitSent(seq, 100);
               if (stopped) return;
               continue;
             }
