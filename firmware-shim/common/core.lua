@@ -132,18 +132,18 @@ function A.tether_calls(A, N)
         ok0, f = pcall(lookup, fname)
       end
     end
-    if not ok0 then return K.pre(id, f, TP.E_ERR) end
+    if not ok0 then return K.fail(id, f, TP.E_ERR, true) end
     local z = HAL.lazy
     if f == nil and z and (type(z) == "function" or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
       local ok, g = pcall(HAL.load, fname)
-      if not ok then return K.pre(id, g, TP.E_ERR) end
+      if not ok then return K.fail(id, g, TP.E_ERR, true) end
       f = g
     end
     if f == nil then return xerr(id, TP.E_NOFN, "no function " .. ssub(fname, 1, 64)) end
     local ok, args = pcall(decvals, s, i)
     local big = #s > 512 or BUILTIN[fname]
     s = nil
-    if not ok then return K.pre(id, args, TP.E_ARG) end
+    if not ok then return K.fail(id, args, TP.E_ARG, true) end
     -- a call carrying a payload, or a built-in one (hello loads tether_core.lua and
     -- tether_info.lua, once a session), on a build that loads this part from flash: the part is
     -- forgotten now (HAL.spent; the next call loads it again) and is garbage once this returns, so
@@ -757,18 +757,18 @@ local function tether_core()
   -- @end fast
   A.K = K
   -- a call's error reply: an error raised as { code, message } keeps its code, anything else gets code
-  function K.fail(id, e, code)
+  -- pre: the call failed before its function started (loading or decoding it). Then Lua's own
+  -- "not enough memory" (lstate.h MEMERRMSG) gets E_MEM, as nothing ran (section 8), and on a
+  -- build that loads parts from flash what was loaded for the call goes first: the reply needs
+  -- the room
+  function K.fail(id, e, code, pre)
+    if pre then
+      if HAL.spent then HAL.spent() end
+      if HAL.called then HAL.called() end
+      if e == "not enough memory" then code = TP.E_MEM end
+    end
     if type(e) == "table" and type(e[1]) == "string" then return xerr(id, e[1], tostring(e[2])) end
     xerr(id, code, tostring(e))
-  end
-  -- the error reply of a call that failed before its function ran (loading or decoding it): Lua's
-  -- own "not enough memory" (lstate.h MEMERRMSG) there gets E_MEM, as nothing ran (section 8)
-  function K.pre(id, e, code)
-    -- on a build that loads parts from flash, what was loaded for the call goes first: its
-    -- reply needs the room
-    if HAL.spent then HAL.spent() end
-    if HAL.called then HAL.called() end
-    return K.fail(id, e, e == "not enough memory" and TP.E_MEM or code)
   end
 
   -- run a decoded call and send its reply. Resident, so the calls part (tether_call.lua on NodeMCU)
@@ -808,7 +808,7 @@ local function tether_core()
       -- missing on the module) is the call's error reply: the call still settles
       local ok, C = true, K.calls
       if not C then ok, C = pcall(HAL.calls) end
-      if not ok then return K.pre(id, C, TP.E_ERR) end
+      if not ok then return K.fail(id, C, TP.E_ERR, true) end
       local f, args = C.call(id, fname, p + 1)
       C = nil -- the calls part is not on the stack while the function runs (see K.run)
       if f then return K.run(id, f, args) end
@@ -828,7 +828,7 @@ local function tether_core()
     local ok, e = pcall(message)
     K.m = nil
     if ok or not id then return end
-    if ST.calls == n then return K.pre(id, e, TP.E_ERR) end
+    if ST.calls == n then return K.fail(id, e, TP.E_ERR, true) end
     K.fail(id, e, TP.E_ERR)
   end
   end
@@ -879,7 +879,7 @@ local function tether_core()
       local ok, m = pcall(tconcat, P)
       if ok then return msg(m) end
       id = smatch(P[1] or "", "^C(%d+) ")
-      if id then K.pre(id, m, TP.E_ERR) end
+      if id then K.fail(id, m, TP.E_ERR, true) end
       return
     end
     ST.bad = ST.bad + 1
