@@ -801,21 +801,17 @@ local function tether_core()
   -- block: one local of this function, msg, stays, within Lua 5.1's 50 on NodeMCU)
   local msg
   do
-  local function message()
-    local id, fname, p = smatch(K.m, "^C(%d+) ([^ ]+)()")
-    if id and #id < 6 then
-      -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
-      -- missing on the module) is the call's error reply: the call still settles
-      local ok, C = true, K.calls
-      if not C then ok, C = pcall(HAL.calls) end
-      if not ok then return K.fail(id, C, TP.E_ERR, true) end
-      local f, args = C.call(id, fname, p + 1)
-      C = nil -- the calls part is not on the stack while the function runs (see K.run)
-      if f then return K.run(id, f, args) end
-      if HAL.called then HAL.called() end
-      return
-    end
-    ST.bad = ST.bad + 1
+  -- call id: fname with its values from index p of K.m on
+  local function message(id, fname, p)
+    -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
+    -- missing on the module) is the call's error reply: the call still settles
+    local ok, C = true, K.calls
+    if not C then ok, C = pcall(HAL.calls) end
+    if not ok then return K.fail(id, C, TP.E_ERR, true) end
+    local f, args = C.call(id, fname, p + 1)
+    C = nil -- the calls part is not on the stack while the function runs (see K.run)
+    if f then return K.run(id, f, args) end
+    if HAL.called then HAL.called() end
   end
   -- every message from the host goes through here, under pcall: a call whose handling raised
   -- before it was answered (the heap ran out part way: an allocation anywhere can fail) is still
@@ -823,11 +819,16 @@ local function tether_core()
   -- ERR once it had (it may have had its effect). A second answer for a call that had one is
   -- ignored by the host.
   function msg(m)
-    local id, n = smatch(m, "^C(%d+) "), ST.calls
+    local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
+    if not (id and #id < 6) then
+      ST.bad = ST.bad + 1
+      return
+    end
+    local n = ST.calls
     K.m, m = m, nil
-    local ok, e = pcall(message)
+    local ok, e = pcall(message, id, fname, p)
     K.m = nil
-    if ok or not id then return end
+    if ok then return end
     if ST.calls == n then return K.fail(id, e, TP.E_ERR, true) end
     K.fail(id, e, TP.E_ERR)
   end
