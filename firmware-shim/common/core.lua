@@ -1157,11 +1157,13 @@ local function tether_core()
     send("L" .. level .. " " .. encstr(tostring(msg)))
   end
 
-  -- run f under pcall; a failure becomes an L1 notice (an error never escapes into the firmware)
+  -- run f under pcall; a failure becomes an L1 notice (an error never escapes into the firmware).
+  -- Returns nothing and makes nothing: it runs outside every pcall (NodeMCU calls its net
+  -- callbacks unprotected, net.c), where an allocation the heap has no room for (a table for f's
+  -- results, as before) raised into the firmware: a PANIC, the module resets
   function A.guard(f, ...)
-    local r = pack(pcall(f, ...))
-    if not r[1] then pcall(A.log, 1, r[2]) end
-    return unpack(r, 1, r.n)
+    local ok, e = pcall(f, ...)
+    if not ok then pcall(A.log, 1, e) end
   end
 
   -- true when every frame sent was acknowledged and nothing waits
