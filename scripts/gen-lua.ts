@@ -8,7 +8,7 @@
  *
  * Inputs: src/codec/constants.ts (LUA_CONSTANTS), firmware-shim/common/core.lua,
  * firmware-shim/<family>/{config,agent}.lua, and a family's files loaded on first use,
- * firmware-shim/<family>/tether_*.lua (NodeMCU: the call groups agent.lua's HAL.group loads from
+ * firmware-shim/<family>/tether_*.lua (NodeMCU: the call groups agent.lua's HAL.part loads from
  * the module's flash), copied as they are next to the bundle: dist/agents/<family>/tether_*.lua. Outputs: firmware-shim/common/protocol.lua
  * (committed, checked for staleness by test/gen-lua.test.ts) and the agent bundles, build
  * outputs in dist/agents/<family>/main.lua (never committed; see agentBundlePath in
@@ -51,10 +51,9 @@ export function renderProtocolLua(): string {
  * firmware-shim/common/core.lua between `-- @lazy NAME` and `-- @end` (a function
  * `function A.tether_X(A, N) ... end -- tether_X`) is left out of the resident bundle and
  * becomes the file tether_NAME.lua, loaded on first use: `call` (tether_calls: value decoding,
- * call dispatch) and `core` (tether_builtins: hello and the agent.* calls), which the core asks
- * for with `HAL.calls()` / `HAL.builtins()`, and `enc` (tether_enc: the value encoder), `gap`
- * (tether_gap: the list of missing frames) and `bundle` (tether_bundle: an `M` frame's messages),
- * which it asks for with `HAL.part(name)` when it needs them. Session set-up stays resident: without a session no error could reach the host. Other families keep the blocks in their one
+ * call dispatch) and `core` (tether_builtins: hello and the agent.* calls), `enc` (tether_enc: the
+ * value encoder), `gap` (tether_gap: the list of missing frames) and `bundle` (tether_bundle: an
+ * `M` frame's messages), which the core asks for with `HAL.part(name)` when it needs them. Session set-up stays resident: without a session no error could reach the host. Other families keep the blocks in their one
  * file, where they run once at load. A split family's files also get the protocol constants
  * written as literals ({@link inlineConstants}).
  */

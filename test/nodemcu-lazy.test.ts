@@ -1,5 +1,5 @@
 /**
- * The NodeMCU agent's files loaded on first use (firmware-shim/nodemcu/agent.lua HAL.group): a
+ * The NodeMCU agent's files loaded on first use (firmware-shim/nodemcu/agent.lua HAL.part): a
  * call group that fails to load is that call's error reply, never silence (every call settles),
  * and the other calls go on working; a core part that fails to load fails the handshake at once
  * instead of leaving the host waiting. The simulated ESP8266 loads the files from its SPIFFS.

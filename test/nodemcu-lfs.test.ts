@@ -2,7 +2,7 @@
  * The NodeMCU agent in the Lua Flash Store (issue 8): on a firmware built with LFS, the agent's
  * files go into the LFS image (`tether agent --lfs`, then luac.cross -f and node.LFS.reload), the
  * agent starts with `node.LFS.get("tether")("lfs")` and loads each group from LFS
- * (firmware-shim/nodemcu/agent.lua HAL.group: node.LFS.get, else node.flashindex, else SPIFFS).
+ * (firmware-shim/nodemcu/agent.lua HAL.part: node.LFS.get, else node.flashindex, else SPIFFS).
  * Function prototypes and constant strings in LFS live in flash: the heap holds the agent's data
  * only. The simulated ESP8266 with `lfs: true` models that (src/sim/lua-vm.ts markFlash).
  */

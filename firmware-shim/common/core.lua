@@ -23,9 +23,11 @@
 --                    optional, default 4 * txwin); see send below
 --   HAL.maxmsg       longest message accepted after reassembly (bytes)
 --   HAL.baud         UART baud rate (line time in the retransmission timeout)
---   HAL.heap()       Lua heap in KB (integer)
+--   HAL.heap()       Lua heap in KB (integer); a family with HAL.part may leave it out: the
+--                    `heap` function of HAL.part("info") then (NodeMCU: tether_info.lua)
 --   HAL.epoch()      1..2147483646, new at every start
---   HAL.info(t)      add family fields to the hello table t
+--   HAL.info(t)      add family fields to the hello table t; left out like HAL.heap: `info` of
+--                    HAL.part("info")
 --   HAL.sweep()      release every module object the agent made for a host (sockets, servers,
 --                    timers) with the family's own calls, each under pcall; returns how many
 --                    (optional: without it nothing is released)
@@ -34,17 +36,16 @@
 --                    decoded a call of over 512 bytes or a built-in one, and by the core before a
 --                    reply with a table is encoded; the core runs the function (K.run) once the
 --                    part returned, so the part is garbage by then (the next call loads it again)
---   HAL.calls(), HAL.builtins()  the tables of tether_calls / tether_builtins below when the build
---                    left those blocks out of the file (NodeMCU: loaded from flash on first use)
---   HAL.part(name)   the table of the @lazy block "enc", "gap" or "bundle" below when the build
---                    left it out of the file (NodeMCU: tether_<name>.lua, loaded when needed)
---   HAL.capname(n)   (optional) the name of capability number n, as tether_builtins' capname
---                    (registered ones first, then HAL.lazy's); a call by number uses it when set
---   HAL.lazy         functions loaded on first use (optional): a string of names, each followed
---                    by one space, listed in agent.caps after the registered ones; the core calls
---                    HAL.load(name), which returns the function (or nil), when the host calls one.
---                    Or a function returning that string (NodeMCU: the list lives in a flash file,
---                    not in the heap): then HAL.load alone decides, nil for a name it does not offer
+--   HAL.part(name)   the table of a @lazy block below when the build left it out of the file
+--                    (NodeMCU: tether_<name>.lua, loaded when needed): "call" (tether_calls),
+--                    "core" (tether_builtins), "enc", "gap" or "bundle"; and "info", the family's
+--                    heap, info, lazy and capname (the name of capability number n, as
+--                    tether_builtins' capname) where HAL leaves them out
+--   HAL.load(name)   (optional) the function `name` loaded on first use, or nil: the core calls it
+--                    for a name the host calls that is not registered. With HAL.lazy, a string of
+--                    names each followed by one space (listed in agent.caps after the registered
+--                    ones), only for those; without it HAL.load alone decides, and the list is
+--                    `lazy` of HAL.part("info") (NodeMCU: it lives in a flash file, not the heap)
 
 local HAL = {}
 local A = { handles = {}, hid = {}, dead = {}, nexth = 1, fns = {}, caps = {} }
@@ -105,9 +106,12 @@ function A.tether_calls(A, N)
   -- a registered function, or a built-in one (tether_builtins: resident, or loaded on first use)
   local function lookup(fname)
     local f = A.fns[fname]
-    if f == nil and BUILTIN[fname] then f = (K.builtins or HAL.builtins())[fname] end
+    if f == nil and BUILTIN[fname] then f = (K.builtins or HAL.part("core"))[fname] end
     return f
   end
+  -- the name of capability number n: tether_builtins' list, or where that is not resident the
+  -- family's (NodeMCU: tether_info.lua, a small flash file, not tether_builtins)
+  local function capname(n) return (K.builtins or HAL.part("info")).capname(n) end
 
   -- call id: fname with the values of the message K.m from index i on (the core hands the message
   -- over in K.m and keeps no reference: the payload is freed as soon as it is decoded). Returns the
@@ -118,13 +122,12 @@ function A.tether_calls(A, N)
     K.m = nil
     local f, ok0 = nil, true
     -- @fast (a registered function by name or by its capability number, A.reg keeps both: the
-    -- host sends numbers; else lookup under pcall: built-ins, NodeMCU's numbers by HAL.capname)
+    -- host sends numbers; else lookup under pcall: built-ins, NodeMCU's numbers by capname)
     f = A.fns[fname]
     -- @end fast
     if f == nil then ok0, f = pcall(lookup, fname) end
     if ok0 and f == nil and sfind(fname, "^%d+$") then -- a capability number (tether_builtins knows the list)
-      -- HAL.capname: the family's own lookup (NodeMCU: a small flash file, not tether_builtins)
-      ok0, f = pcall(HAL.capname or function(n) return (K.builtins or HAL.builtins()).capname(n) end, tonumber(fname))
+      ok0, f = pcall(capname, tonumber(fname))
       if ok0 then
         fname = f or fname
         -- NodeMCU: the list (tether_core, tether_sys) goes before the function's group is loaded
@@ -134,7 +137,7 @@ function A.tether_calls(A, N)
     end
     if not ok0 then return K.fail(id, f, TP.E_ERR, true) end
     local z = HAL.lazy
-    if f == nil and z and (type(z) == "function" or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
+    if f == nil and HAL.load and (not z or sfind(" " .. z, " " .. fname .. " ", 1, true)) then
       local ok, g = pcall(HAL.load, fname)
       if not ok then return K.fail(id, g, TP.E_ERR, true) end
       f = g
@@ -163,12 +166,14 @@ function A.tether_builtins(A, N)
   local TP, HAL, L, ST = K.TP, K.HAL, K.L, K.ST
   local unpack = unpack or table.unpack
   local B = {}
-  -- HAL.lazy's list (a string, or a function returning it)
+  -- the names loaded on first use: HAL.lazy, or the family's list (HAL.load without HAL.lazy)
   local function lazy()
     local z = HAL.lazy
-    if type(z) == "function" then z = z() end
+    if not z and HAL.load then z = HAL.part("info").lazy end
     return z
   end
+  -- HAL.heap, or the family's (see HAL.part)
+  local function heap() return (HAL.heap or HAL.part("info").heap)() end
   -- the name of capability number n (registered ones first, then HAL.lazy's); not a call (the
   -- BUILTIN list of tether_calls gates what the host can call here)
   function B.capname(n)
@@ -196,19 +201,21 @@ function A.tether_builtins(A, N)
       L.sa = feats % 16 >= 8 or nil
       -- @end unsplit
     end
+    local z = lazy()
     local t = {
       proto = TP.PROTO, agent = TP.AGENT, lua = _VERSION,
       intbits = (math and math.type) and (math.maxinteger == 2147483647 and 32 or 64) or 53,
       maxframe = HAL.maxframe, outmax = HAL.outmax, window = HAL.window, txwin = HAL.txwin,
-      maxmsg = HAL.maxmsg, heap = HAL.heap(), epoch = L.epoch,
-      ncaps = #A.caps + (HAL.lazy and select(2, string.gsub(lazy(), " ", "")) or 0),
+      maxmsg = HAL.maxmsg, heap = heap(), epoch = L.epoch,
+      ncaps = #A.caps + (z and select(2, string.gsub(z, " ", "")) or 0),
       released = L.freed or 0, bundle = K.bundle and 1 or nil, hold = HAL.hold,
     }
     -- @unsplit (it reads short heads, section 1, and short acknowledgements, section 4: the host
     -- then sends them)
     t.short = 2
     -- @end unsplit
-    HAL.info(t)
+    local info = HAL.info or HAL.part("info").info
+    info(t)
     return t
   end
   -- at most CAPS_PAGE names a call (docs/protocol.md section 9): the whole list in one reply was
@@ -228,7 +235,7 @@ function A.tether_builtins(A, N)
   end
   B["agent.stats"] = function()
     return { calls = ST.calls, bad = ST.bad, dup = ST.dup, ahead = ST.ahead, retx = ST.retx,
-      lost = ST.lost, queued = L.qb, heap = HAL.heap(), held = ST.held, ferr = ST.ferr }
+      lost = ST.lost, queued = L.qb, heap = heap(), held = ST.held, ferr = ST.ferr }
   end
   B["agent.ping"] = function(...) return L.epoch, ... end
   -- release every object the agent made for any host (a clean close, tether reset-sockets)
@@ -806,7 +813,7 @@ local function tether_core()
     -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
     -- missing on the module) is the call's error reply: the call still settles
     local ok, C = true, K.calls
-    if not C then ok, C = pcall(HAL.calls) end
+    if not C then ok, C = pcall(HAL.part, "call") end
     if not ok then return K.fail(id, C, TP.E_ERR, true) end
     local f, args = C.call(id, fname, p + 1)
     C = nil -- the calls part is not on the stack while the function runs (see K.run)

@@ -46,19 +46,13 @@ local HOLD_AT, UNHOLD_AT = 0, 0
 HAL.obmax = tonumber(TETHER_BACKLOG) or 8192
 HAL.maxmsg = 4096
 HAL.baud = TETHER_BAUD or 115200
-HAL.heap = function()
-  local k = collectgarbage("count")
-  k = k - k % 1
-  return math and math.tointeger and math.tointeger(k) or k -- an integer on 5.3 builds too
-end
 HAL.epoch = function()
   local ok, e = pcall(node.random, 1, 2147483646)
   if ok and type(e) == "number" and e >= 1 then return e - e % 1 end
   e = tmr.now() % 2147483646
   return e - e % 1 + 1
 end
--- hello's family fields (tether_info.lua)
-HAL.info = function(t) return HAL.group("info").info(t) end
+-- hello's family fields and the heap figure: tether_info.lua (HAL.part("info"), not resident)
 
 -- ---------------------------------------------------------------------------
 -- Handles: every module object the host sees gets an integer; `kinds` says what it is.
@@ -95,7 +89,7 @@ end
 -- no room for the data), which the host's stream turns into an error. So is a segment whose event
 -- could not even be encoded (the heap ran out: "not enough memory" raised inside A.event).
 local holding = {}
-local loaded = {} -- group -> its table, until the next tick (HAL.group below)
+local loaded = {} -- group -> its table, until the next tick (HAL.part below)
 -- (one function for every socket and segment: no closure is made per "receive")
 local function recv(o, id, data)
   -- the groups a call loaded (the call decoder and the call's group, 4-5 KB) go now rather than at
@@ -130,12 +124,12 @@ A.ondrain = function(n)
 end
 
 -- release(h) and the sweep of a session's objects (drop, HAL.sweep) live in tether_sys.lua
-HAL.sweep = function() return HAL.group("sys").sweep() end
+HAL.sweep = function() return HAL.part("sys").sweep() end
 
 -- print() output goes to the host as L3 notices, never raw onto the RPC UART (tether_sys.lua's
 -- output, loaded when something prints: the heap keeps only this)
 local function output(p)
-  A.guard(function() HAL.group("sys").output(p) end)
+  A.guard(function() HAL.part("sys").output(p) end)
   return false
 end
 
@@ -150,7 +144,9 @@ local N = { kinds = kinds, new = new, chk = chk, emit = emit, fwd = fwd, onrecv 
   log = TETHER_LOG, allowRepl = TETHER_ALLOW_REPL, allowRestart = TETHER_ALLOW_RESTART, K = A.K }
 -- started as node.LFS.get("tether")("lfs") (README.txt and init.lua of `tether agent --lfs`)
 N.lfs = ... == "lfs"
-function HAL.group(g)
+-- (HAL.part: the core's parts, "call" and "core" the groups of its calls part, and "info" its
+-- heap, info, lazy and capname, which this HAL leaves out)
+function HAL.part(g)
   local t = loaded[g]
   if t == nil then
     -- one group besides the calls part at a time: a group a running call still uses stays
@@ -174,14 +170,11 @@ function HAL.group(g)
   end
   return t
 end
--- the core's calls part (common/core.lua tether_calls, cut out into tether_call.lua by gen-lua);
--- a call's group is dropped when the call is done (the calls part itself stays until the tick)
-HAL.calls = function() return HAL.group("call") end
-HAL.builtins = function() return HAL.group("core") end -- hello and agent.* (tether_core.lua)
--- the core's other parts loaded when needed: "enc" (value encoder, and the decoder's tables and
--- floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua), "bundle" (an M frame, read only:
--- this agent offers no bundles, tether_bundle.lua); dropped at the next tick like a group
-HAL.part = HAL.group
+-- the core's parts: "call" (common/core.lua tether_calls, cut out into tether_call.lua by gen-lua)
+-- and "core" (hello and agent.*, tether_core.lua); a call's group is dropped when the call is done
+-- (the calls part itself stays until the tick). Loaded when needed: "enc" (value encoder, and the
+-- decoder's tables and floats, tether_enc.lua), "gap" (gap repair, tether_gap.lua), "bundle" (an M
+-- frame, read only: this agent offers no bundles, tether_bundle.lua); dropped at the next tick
 -- the calls part stays for the next call of a burst, unless messages wait for the host (a stream
 -- receiving): then the heap needs the room for them (44000 bytes), the next call loads it again
 HAL.called = function() loaded = A.backlog() == 0 and { call = loaded.call } or {} end
@@ -191,13 +184,10 @@ HAL.spent = function() loaded.call = nil end -- a call with a payload: its decod
 local GROUP = { tcpsocket = "tcp", tcpserver = "srv", udpsocket = "udp", net = "net", wifi = "sys", node = "sys", agent = "sys" }
 HAL.load = function(name)
   local g = GROUP[string.match(name, "^(%a+)%.") or ""]
-  return g and HAL.group(g)[name]
+  return g and HAL.part(g)[name]
 end
--- the names loaded on first use (agent.caps, hello's ncaps): listed in tether_info.lua, not kept
--- in the heap
-HAL.lazy = function() return HAL.group("info").lazy end
--- a call by capability number: the name from tether_info.lua (tether_core.lua is not loaded)
-HAL.capname = function(n) return HAL.group("info").capname(n) end
+-- no HAL.lazy: the names loaded on first use (agent.caps, hello's ncaps) and a call by
+-- capability number come from tether_info.lua (lazy, capname), not kept in the heap
 
 -- the link's retransmission timer; it also drops the group loaded last
 local ticker = tmr.create()

@@ -1,5 +1,5 @@
 -- NodeMCU agent, loaded on first use: the net.* functions. A chunk called with (A, N)
--- (agent.lua HAL.group); returns name -> function.
+-- (agent.lua HAL.part); returns name -> function.
 local A, N = ...
 local new, emit = N.new, N.emit
 local H = {}

@@ -1,5 +1,5 @@
 -- NodeMCU agent, loaded on first use: the net.tcpserver methods (handle first). A chunk called
--- with (A, N) (agent.lua HAL.group); returns name -> function.
+-- with (A, N) (agent.lua HAL.part); returns name -> function.
 local A, N = ...
 local chk, fwd, onrecv, new = N.chk, N.fwd, N.onrecv, N.new
 local H = {}

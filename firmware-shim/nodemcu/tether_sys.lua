@@ -1,5 +1,5 @@
 -- NodeMCU agent, loaded on first use: status calls, agent.release, the remote REPL and restart.
--- A chunk called with (A, N) (agent.lua HAL.group). hello's family fields and the list of names
+-- A chunk called with (A, N) (agent.lua HAL.part). hello's family fields and the list of names
 -- loaded on first use are in tether_info.lua (small: hello and agent.caps load only that).
 local A, N = ...
 local TP = N.TP

@@ -1,5 +1,5 @@
 -- NodeMCU agent, loaded on first use: the net.tcpsocket methods (handle first). A chunk called
--- with (A, N) (agent.lua HAL.group); returns name -> function. Lua 5.1 rules as agent.lua.
+-- with (A, N) (agent.lua HAL.part); returns name -> function. Lua 5.1 rules as agent.lua.
 local A, N = ...
 local chk, fwd, onrecv = N.chk, N.fwd, N.onrecv
 local H = {}

@@ -92,7 +92,7 @@ export function readAgentBundle(family: AgentFamily): string {
 /**
  * A family's agent files loaded on first use, next to its bundle: `dist/agents/<family>/tether_*.lua`
  * (NodeMCU: the call groups the resident agent loads from the module's flash; see
- * firmware-shim/nodemcu/agent.lua `HAL.group`). They go onto the module with the bundle.
+ * firmware-shim/nodemcu/agent.lua `HAL.part`). They go onto the module with the bundle.
  * @returns file name on the module → text, sorted by name (empty for a family without any).
  */
 export function readLazyAgentFiles(family: AgentFamily): Map<string, string> {

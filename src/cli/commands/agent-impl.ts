@@ -26,7 +26,7 @@ export function agentFiles(family: AgentArgs['family'], o: { init?: boolean; ini
   if (family === 'nodemcu') {
     const delay = o.initDelayMs ?? 2000;
     const files: AgentFile[] = [{ name: 'tether.lua', text: o.minify === false ? bundle : minifyLua(bundle) }];
-    // the calls the agent loads from flash on first use (firmware-shim/nodemcu/agent.lua HAL.group)
+    // the calls the agent loads from flash on first use (firmware-shim/nodemcu/agent.lua HAL.part)
     for (const [name, text] of readLazyAgentFiles('nodemcu')) files.push({ name, text: o.minify === false ? text : minifyLua(text) });
     if (o.lfs) return [...files, ...lfsExtras(o.init ? delay : undefined)];
     if (o.init) files.push({ name: 'init.lua', text: initLua('tether.lua', delay) });

@@ -55,7 +55,7 @@ export interface FlashOptions {
   name?: string;
   /**
    * The agent's files loaded on first use (NodeMCU: tether_*.lua, the call groups; see
-   * firmware-shim/nodemcu/agent.lua `HAL.group`), uploaded next to it the same way (checked,
+   * firmware-shim/nodemcu/agent.lua `HAL.part`), uploaded next to it the same way (checked,
    * written to a temporary name, read back, renamed; minified like the agent), each under its own
    * name; a stale compiled copy (`.lc`) of an uploaded file is removed (the agent compiles them
    * again when it starts). @default the bundled ones, dist/agents/nodemcu/tether_*.lua
