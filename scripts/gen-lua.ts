@@ -68,7 +68,8 @@ const LAZY_BLOCK = /^-- @lazy (\w+)[^\n]*\n(?:--[^\n]*\n)*function A\.(tether_\w
  * the CPU, is the bound (each costs resident bytecode; issue 8), and the NodeMCU agent's peak
  * in the 1 MiB echo at 10^-3 went over the simulated 44,000 bytes with them in.
  * Blocks between `-- @unsplit` and `-- @end unsplit` go the same way: code that only a family
- * setting `HAL.txq` or `HAL.hold` runs (LuatOS, Luat), which a split family's HAL leaves unset.
+ * setting `HAL.txq` or `HAL.hold` runs (LuatOS, Luat), which a split family's HAL leaves unset,
+ * and ways of doing the same that spend heap for speed (a message escaped whole before it is cut).
  */
 const FAST_BLOCK = /^[ \t]*-- @(fast|unsplit)\b[^\n]*\n[\s\S]*?^[ \t]*-- @end \1\n/gm;
 

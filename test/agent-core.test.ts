@@ -242,6 +242,25 @@ test('fragmented calls are reassembled, byte by byte too; replies are cut to the
   assert.equal(txt(a.host.values(10)[0]), 'x'.repeat(100));
 });
 
+test('a reply is escaped frame by frame: every line within the session size, at least half full, and the host gets it whole', () => {
+  for (const every of [3, 16, 128]) {
+    const a = session({ maxmsg: 4096 }, 255);
+    // one byte in `every` is \n or DLE (escaped: two bytes on the line), the rest plain
+    const payload = Buffer.alloc(2000, 0).map((_, i) => (i % every === 0 ? (i % (2 * every) === 0 ? 0x0a : 0x10) : 0x41 + (i % 26)));
+    a.host.receive(a.take());
+    const raw = a.feed(a.host.call(3, 'echo', [payload]));
+    a.host.receive(raw);
+    a.host.assertClean();
+    assert.deepEqual(Buffer.from(a.host.values(3)[0] as Uint8Array), payload, `1 in ${every}: the reply whole`);
+    const lines = raw.toString('latin1').split('\n').slice(0, -1).filter((l) => /^~[&$]/.test(l));
+    assert.ok(lines.length >= 8, `1 in ${every}: fragmented (${lines.length} frames)`);
+    for (const [k, l] of lines.entries()) {
+      assert.ok(l.length + 1 <= 255, `1 in ${every}: frame ${k} is ${l.length + 1} bytes on the line`);
+      if (k < lines.length - 1) assert.ok(l.length + 1 >= 128, `1 in ${every}: frame ${k} is only ${l.length + 1} bytes`);
+    }
+  }
+});
+
 test('an overlong line is dropped once and counted; a message over maxmsg is refused with TOOBIG', () => {
   const a = session({ maxmsg: 600 });
   a.feed('x'.repeat(200));

@@ -557,9 +557,12 @@ local function tether_core()
   end
 
   -- send queued messages while the retransmit queue has room; each is cut to the frame size now.
-  -- The message being cut is L.ce (escaped) from L.ci on: an error part way (a module out of
-  -- memory in the CRC of a piece) leaves it there and the next flush goes on with the next piece,
-  -- so a message is never cut short and the next one never joins its fragments
+  -- The NodeMCU agent escapes it piece by piece (section 2: escaping is per frame), so no escaped
+  -- copy of a whole message is made (one more copy of a 1460-byte "receive" at a 40 KB heap's
+  -- peak); a family with heap to spare escapes it whole at once (L.cx: one gsub, not one a piece).
+  -- The message being cut is L.ce from L.ci on: an error part way (a module out of memory in the
+  -- CRC of a piece) leaves it there and the next flush goes on with the next piece, so a message
+  -- is never cut short and the next one never joins its fragments
   local function cut()
     local out = L.out
     while (L.ce or out[L.oh]) and L.nonce ~= 0 and L.qb < HAL.txwin and #L.q < TP.MAX_UNACKED do
@@ -570,30 +573,48 @@ local function tether_core()
       -- @end fast
         if not L.ce then
           local h = L.oh
-          local m = out[h]
+          L.ce, L.ci = out[h], 1
           out[h] = nil
           if h == L.ot then L.oh, L.ot = 1, 0 else L.oh = h + 1 end
-          L.ob = L.ob - #m
-          L.ce, L.ci = esc(m), 1
-          m = nil -- cut from its escaped copy: the message itself need not stay (a 40 KB heap's peak)
+          L.ob = L.ob - #L.ce
+          -- @unsplit (escaped whole: fewer calls per byte, the CPU's work at 921,600 baud)
+          L.ce, L.cx = esc(L.ce), true
+          -- @end unsplit
         end
-        local e = L.ce
-        local room, n = L.size - 22, #e -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
+        local m = L.ce
+        local room, n = L.size - 22, #m -- "~" type seq(4) "." ack(4) " " body " " crc(8) "\n"
         -- @unsplit (short: "~" type seq(2) ack(2) body crc(6) "\n")
         if L.sh then room = L.size - 13 end
         -- @end unsplit
-        if L.ci == 1 and n <= room + 1 then
+        local e = L.ci == 1 and n <= room + 1 and (L.cx and m or esc(m))
+        if e and #e <= room + 1 then
           push(ssub(e, 1, 1), ssub(e, 2))
         else
           while L.ci <= n do
             local i = L.ci
-            local j = i + room - 1
-            if j >= n then j = n elseif sbyte(e, j) == 16 then j = j - 1 end -- never split an escape
-            push(j == n and "$" or "&", ssub(e, i, j))
+            local j, p = i + room - 1, nil
+            -- @unsplit (escaped already: a piece never splits an escape)
+            if L.cx then
+              if j >= n then j = n elseif sbyte(m, j) == 16 then j = j - 1 end
+              push(j == n and "$" or "&", ssub(m, i, j))
+            else
+            -- @end unsplit
+              -- the piece ends a byte sooner for each byte to escape in it (two on the line),
+              -- so it takes at most room bytes escaped
+              p = sfind(m, "[\n\16]", i)
+              while p and p <= j do
+                j = j - 1
+                p = sfind(m, "[\n\16]", p + 1)
+              end
+              if j > n then j = n end
+              push(j == n and "$" or "&", esc(ssub(m, i, j)))
+            -- @unsplit
+            end
+            -- @end unsplit
             L.ci = j + 1
           end
         end
-        L.ce = nil
+        L.ce, L.cx = nil, nil
       -- @fast
       end
       -- @end fast
