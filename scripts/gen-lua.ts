@@ -73,6 +73,14 @@ const LAZY_BLOCK = /^-- @lazy (\w+)[^\n]*\n(?:--[^\n]*\n)*function A\.(tether_\w
  */
 const FAST_BLOCK = /^[ \t]*-- @(fast|unsplit)\b[^\n]*\n[\s\S]*?^[ \t]*-- @end \1\n/gm;
 
+/**
+ * Lua text without its `-- @fast` and `-- @unsplit` blocks: what a split family's files keep of
+ * it (tests run the one-file core this way to check the split family's code paths).
+ */
+export function stripFastBlocks(text: string): string {
+  return text.replace(FAST_BLOCK, '');
+}
+
 /** core.lua and, for a split family, the blocks cut out of it: lazy name -> function body. */
 function coreParts(family: string, root: string): { core: string; lazy: Map<string, string> } {
   const core = readFileSync(join(root, 'firmware-shim', 'common', 'core.lua'), 'utf8').replace(/\s+$/, '') + '\n';

@@ -15,6 +15,7 @@ import { Handle } from '../src/codec/values.js';
 import { HOST_MAX_FRAME } from '../src/codec/constants.js';
 import { repoRoot } from '../src/util/repo-root.js';
 import { AgentHost, txt } from './helpers/agent-host.js';
+import { stripFastBlocks } from '../scripts/gen-lua.js';
 
 interface AgentOpts {
   maxframe?: number;
@@ -27,6 +28,8 @@ interface AgentOpts {
   hold?: number;
   /** Bytes a frame written now waits behind in the UART (a constant here): HAL.txq(n) gives their line time in ticks. */
   txq?: number;
+  /** The core as a split family (NodeMCU) has it: without its `-- @fast` and `-- @unsplit` blocks. */
+  split?: boolean;
 }
 
 function agent(opts: AgentOpts = {}) {
@@ -44,7 +47,7 @@ function agent(opts: AgentOpts = {}) {
   const root = repoRoot();
   const src = [
     readFileSync(join(root, 'firmware-shim/common/protocol.lua'), 'utf8'),
-    readFileSync(join(root, 'firmware-shim/common/core.lua'), 'utf8'),
+    (opts.split ? stripFastBlocks : (t: string) => t)(readFileSync(join(root, 'firmware-shim/common/core.lua'), 'utf8')),
     `HAL.write = hal_js.write HAL.crc32 = hal_js.crc32
      HAL.maxframe = ${opts.maxframe ?? 255} HAL.outmax = ${opts.outmax ?? 1024} HAL.window = 240
      HAL.txwin = ${opts.txwin ?? 1024} HAL.maxmsg = ${opts.maxmsg ?? 2048} HAL.baud = 115200
@@ -242,21 +245,21 @@ test('fragmented calls are reassembled, byte by byte too; replies are cut to the
   assert.equal(txt(a.host.values(10)[0]), 'x'.repeat(100));
 });
 
-test('a reply is escaped frame by frame: every line within the session size, at least half full, and the host gets it whole', () => {
-  for (const every of [3, 16, 128]) {
-    const a = session({ maxmsg: 4096 }, 255);
+test('a reply is cut and escaped (whole, or piece by piece as NodeMCU does): every line within the session size, at least half full, and the host gets it whole', () => {
+  for (const [every, split] of [3, 16, 128].flatMap((e) => [[e, false], [e, true]] as const)) {
+    const a = session({ maxmsg: 4096, split }, 255);
     // one byte in `every` is \n or DLE (escaped: two bytes on the line), the rest plain
     const payload = Buffer.alloc(2000, 0).map((_, i) => (i % every === 0 ? (i % (2 * every) === 0 ? 0x0a : 0x10) : 0x41 + (i % 26)));
     a.host.receive(a.take());
     const raw = a.feed(a.host.call(3, 'echo', [payload]));
     a.host.receive(raw);
     a.host.assertClean();
-    assert.deepEqual(Buffer.from(a.host.values(3)[0] as Uint8Array), payload, `1 in ${every}: the reply whole`);
+    assert.deepEqual(Buffer.from(a.host.values(3)[0] as Uint8Array), payload, `1 in ${every}, split ${split}: the reply whole`);
     const lines = raw.toString('latin1').split('\n').slice(0, -1).filter((l) => /^~[&$]/.test(l));
-    assert.ok(lines.length >= 8, `1 in ${every}: fragmented (${lines.length} frames)`);
+    assert.ok(lines.length >= 8, `1 in ${every}, split ${split}: fragmented (${lines.length} frames)`);
     for (const [k, l] of lines.entries()) {
-      assert.ok(l.length + 1 <= 255, `1 in ${every}: frame ${k} is ${l.length + 1} bytes on the line`);
-      if (k < lines.length - 1) assert.ok(l.length + 1 >= 128, `1 in ${every}: frame ${k} is only ${l.length + 1} bytes`);
+      assert.ok(l.length + 1 <= 255, `1 in ${every}, split ${split}: frame ${k} is ${l.length + 1} bytes on the line`);
+      if (k < lines.length - 1) assert.ok(l.length + 1 >= 128, `1 in ${every}, split ${split}: frame ${k} is only ${l.length + 1} bytes`);
     }
   }
 });
