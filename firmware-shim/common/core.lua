@@ -1043,7 +1043,20 @@ local function tether_core()
           L.freed = sweep() -- what the previous session left (a crashed or vanished host)
           L.out, L.oh, L.ot, L.ob = {}, 1, 0, 0
         end
-        L.nonce, L.tx, L.rx, L.q, L.qb, L.pend, L.pb, L.parts, L.ah, L.ahb, L.rq, L.ce = nonce, 0, 0, {}, 0, {}, 0, nil, {}, 0, {}, nil
+        -- (one field a statement: a multiple assignment takes a register for each value, and
+        -- this function's frame is on the Lua stack under every call the host makes)
+        L.nonce = nonce
+        L.tx = 0
+        L.rx = 0
+        L.q = {}
+        L.qb = 0
+        L.pend = {}
+        L.pb = 0
+        L.parts = nil
+        L.ah = {}
+        L.ahb = 0
+        L.rq = {}
+        L.ce = nil
         -- @fast (no bundles, no held window until this session's hello says the host takes them;
         -- the NodeMCU agent sets neither)
         L.mb, L.hw, L.sh, L.sa = nil, nil, nil, nil
