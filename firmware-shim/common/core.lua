@@ -614,7 +614,7 @@ local function tether_core()
             L.ci = j + 1
           end
         end
-        L.ce, L.cx = nil, nil
+        L.ce = nil -- (L.cx stays: set again with the next message; NodeMCU never makes the key)
       -- @fast
       end
       -- @end fast
