@@ -73,7 +73,15 @@ function agent(opts: AgentOpts = {}) {
      A.start()
      function feed(s) A.feed(s) end
      function tick(n) for _ = 1, n or 1 do A.tick() end end
-     function stat(k) return A.stats[k] end`,
+     function stat(k) return A.stats[k] end
+     -- the backlog (L.out) cannot take its next n messages: storing one raises "not enough
+     -- memory", as a heap with no room for the queue to grow does
+     function failq(n)
+       setmetatable(A.K.L.out, { __newindex = function(t, k, v)
+         if n > 0 then n = n - 1 error("not enough memory", 0) end
+         rawset(t, k, v)
+       end })
+     end`,
   ].join('\n');
   const err = vm.runString(src, '=agent');
   assert.equal(err, undefined, err);
@@ -595,6 +603,61 @@ test('out of memory before a call\'s function started is NOMEM (it did not run);
   a.exchange(a.host.call(5, 'count'));
   assert.deepEqual(a.host.values(5), [runs + 1], 'only oom ran');
   assert.equal(a.host.repliesTo(3) + a.host.repliesTo(4), 2, 'one answer each');
+});
+
+/** The agent's backlog cannot take its next `n` messages (failq in {@link agent}). */
+function failQueue(vm: LuaVm, n: number): void {
+  const r = vm.callGlobal('failq', n);
+  assert.equal(r.error, undefined, r.error);
+}
+
+test('a call whose reply and error reply find no room is still answered: the error is owed and sent at the next tick', () => {
+  const a = session();
+  a.exchange(a.host.call(1, 'count'));
+  const runs = Number(a.host.values(1)[0]);
+  // it ran; its reply and then its ERR have no room
+  failQueue(a.vm, 2);
+  a.exchange(a.host.call(2, 'echo', ['x']));
+  assert.equal(a.host.repliesTo(2), 0, 'no room for any answer yet');
+  a.host.receive(a.tick());
+  assert.equal(a.host.repliesTo(2), 1, 'the owed answer, once');
+  assert.equal(a.host.code(2), 'ERR', 'ERR: its function had run');
+  a.host.receive(a.tick(3));
+  assert.equal(a.host.repliesTo(2), 1, 'and only once');
+  // it did not run (loading it ran out of memory), and its NOMEM finds no room, nor again as the
+  // call's error, nor at the first tick: it goes at the second
+  failQueue(a.vm, 3);
+  a.exchange(a.host.call(3, 'memfn'));
+  assert.equal(a.host.repliesTo(3), 0);
+  a.host.receive(a.tick());
+  assert.equal(a.host.repliesTo(3), 0, 'still no room at the first tick');
+  a.host.receive(a.tick());
+  assert.equal(a.host.code(3), 'NOMEM', 'NOMEM: it did not run');
+  a.exchange(a.host.call(4, 'count'));
+  assert.deepEqual(a.host.values(4), [runs + 1], 'echo ran once, memfn never');
+  assert.equal(a.stat('lost'), 0);
+  a.host.assertClean();
+});
+
+test('the heap running out while a call is reassembled drops its pieces: the call is answered NOMEM and never runs', () => {
+  const fail = { n: 0 };
+  const a = session({ fragCrcFail: fail }, 100);
+  a.exchange(a.host.call(1, 'count'));
+  const runs = Number(a.host.values(1)[0]);
+  const lines = a.host.call(2, 'echo', ['y'.repeat(600)], 100).toString('latin1').split('\n').slice(0, -1).map((l) => l + '\n');
+  assert.ok(lines.length >= 4, `fragments: ${lines.length}`);
+  fail.n = 2; // checking the second fragment's CRC runs out of memory: it is not taken
+  a.exchange(lines.join(''));
+  assert.equal(a.host.repliesTo(2), 0);
+  // the host sends it again, and those after it the agent had no room to keep ahead of the gap
+  a.exchange(lines.slice(1).join(''));
+  assert.equal(a.host.repliesTo(2), 1, 'answered once');
+  assert.equal(a.host.code(2), 'NOMEM');
+  a.exchange(a.host.call(3, 'count'));
+  assert.deepEqual(a.host.values(3), [runs], 'echo never ran');
+  a.exchange(a.host.call(4, 'echo', ['z'.repeat(300)], 100));
+  assert.equal(txt(a.host.values(4)[0]), 'z'.repeat(300), 'the next fragmented call runs');
+  a.host.assertClean();
 });
 
 test('a host frame can be as long as maxframe; the agent never sends a line over the host limit', () => {

@@ -369,7 +369,10 @@ function A.tether_gap(A, N)
     while H[L.rx] and not K.blocked() do
       local f = H[L.rx]
       local ok, e = pcall(K.deliver, f[1], L.rx, f[2])
-      if not ok then pcall(A.log, 1, e) end
+      if not ok then -- no room to take it (it is still kept): the next frame from the host tries again
+        pcall(A.log, 1, e)
+        break
+      end
     end
   end
   return { holes = holes, ahead = ahead, drain = drain }
@@ -400,7 +403,8 @@ function A.tether_bundle(A, N)
         return
       end
       at = j + len
-      K.message(ssub(body, j, j + len - 1))
+      local m = ssub(body, j, j + len - 1)
+      K.message(smatch(m, "^C(%d+) "), m)
     until at > n
   end
   local function take(body)
@@ -457,10 +461,14 @@ local function tether_core()
   -- bytes, plus HAL.hold with L.hw), L.rq the tick at which a frame's last repair is on the line
   -- (by seq), under seq + SEQ_MOD the next new seq at that moment (L.tx: frames from it on went on
   -- the line after the repair) and under seq + 2 * SEQ_MOD the repair's number (L.rc counts them:
-  -- repairs go on the line in that order), until the frame is acknowledged; L.tk counts ticks
+  -- repairs go on the line in that order), until the frame is acknowledged; L.tk counts ticks.
+  -- L.parts: the pieces of the message being reassembled (false: none). L.ow: the calls whose
+  -- error reply the heap had no room to queue (ids in 1..4, their codes in 5..8; false: free),
+  -- made here so that storing there allocates nothing; A.tick sends them (K.owe)
   local L = { nonce = 0, epoch = 0, size = TP.BASE_FRAME, buf = "", skip = false, tx = 0, rx = 0,
     q = {}, qb = 0, out = {}, oh = 1, ot = 0, ob = 0, pend = {}, pb = 0, t = 0, m = 1, ackdue = false,
-    ah = {}, ahb = 0, rq = {}, rc = 0, tk = 0 }
+    ah = {}, ahb = 0, rq = {}, rc = 0, tk = 0, parts = false,
+    ow = { false, false, false, false, false, false, false, false } }
   A.stats = ST
 
   local function pack(...) return { n = select("#", ...), ... } end
@@ -731,6 +739,7 @@ local function tether_core()
 
   function A.tick()
     L.tk = L.tk + 1
+    A.K.owe() -- error replies the heap had no room for: now, if there is
     if L.q[1] == nil then
       -- a message a flush could not cut (the heap ran out in it) goes out now, even when
       -- nothing else comes to flush it
@@ -824,13 +833,44 @@ local function tether_core()
     send("R" .. id .. (body ~= "" and (" " .. body) or ""))
   end
 
+  -- K.owe(id, code): a call that cannot be answered now (no room even for its error reply) is
+  -- owed: its id and code go into a free slot of L.ow (ids 1..4, codes 5..8: slots made at
+  -- start, so storing allocates nothing; false when free). With all four taken it is lost to the
+  -- host's timeout (agent.stats lost). K.owe(): the owed error replies are sent (A.tick) and
+  -- forgotten, those there is still no room for stay. (One function: a 17th key would double K's
+  -- hash part)
+  function K.owe(id, code)
+    local o = L.ow
+    for i = 1, 4 do
+      if id then
+        if not o[i] then
+          o[i], o[i + 4] = id, code
+          return
+        end
+      elseif o[i] and pcall(xerr, o[i], o[i + 4], o[i + 4] == TP.E_BIG and "message over maxmsg" or "not enough memory") then
+        o[i] = false
+      end
+    end
+    if id then ST.lost = ST.lost + 1 end
+  end
+
   -- a whole message from the host (only calls travel this way), in K.m: the calls part takes it
   -- from there, so no frame keeps the payload once it is decoded. (message is local to this
   -- block: one local of this function, msg, stays, within Lua 5.1's 50 on NodeMCU)
   local msg
   do
-  -- call id: fname with its values from index p of K.m on
-  local function message(id, fname, p)
+  -- call id, whose message is K.m, pre .. K.m, or the pieces in table K.m joined: the message
+  -- goes back into K.m, where the calls part decodes fname's values from index p + 1 on
+  local function message(id, pre)
+    local m = K.m
+    K.m = nil
+    if type(m) == "table" then m = tconcat(m) elseif pre then m = pre .. m end
+    local fname, p = smatch(m, "^C%d+ ([^ ]+)()")
+    if not fname then
+      ST.bad = ST.bad + 1
+      return
+    end
+    K.m, m = m, nil
     -- resident (tether_calls) or loaded on first use; a part that cannot be loaded (a file
     -- missing on the module) is the call's error reply: the call still settles
     local ok, C = true, K.calls
@@ -841,24 +881,24 @@ local function tether_core()
     if f then return K.run(id, f, args) end
     if HAL.called then HAL.called() end
   end
-  -- every message from the host goes through here, under pcall: a call whose handling raised
-  -- before it was answered (the heap ran out part way: an allocation anywhere can fail) is still
-  -- answered, E_MEM while its function had not started (K.run counts the starts in ST.calls),
-  -- ERR once it had (it may have had its effect). A second answer for a call that had one is
+  -- every call from the host goes through here once it counts as received (L.rx), and is then
+  -- answered whatever happens: a call whose handling raised before it was answered (the heap ran
+  -- out part way: an allocation anywhere can fail) gets E_MEM while its function had not started
+  -- (K.run counts the starts in ST.calls), ERR once it had (it may have had its effect); with no
+  -- room even for that, the error is owed (K.owe). A second answer for a call that had one is
   -- ignored by the host.
-  function msg(m)
-    local id, fname, p = smatch(m, "^C(%d+) ([^ ]+)()")
+  function msg(id, m, pre)
     if not (id and #id < 6) then
       ST.bad = ST.bad + 1
       return
     end
     local n = ST.calls
-    K.m, m = m, nil
-    local ok, e = pcall(message, id, fname, p)
+    K.m, m = m, nil -- (message takes it from there: no frame keeps the pieces while the call runs)
+    local ok, e = pcall(message, id, pre)
     K.m = nil
     if ok then return end
-    if ST.calls == n then return K.fail(id, e, TP.E_ERR, true) end
-    K.fail(id, e, TP.E_ERR)
+    m = ST.calls == n -- it did not run
+    if not pcall(K.fail, id, e, TP.E_ERR, m) then K.owe(id, m and TP.E_MEM or TP.E_ERR) end
   end
   end
 
@@ -877,6 +917,25 @@ local function tether_core()
       ST.dup = ST.dup + 1
       return
     end
+    -- what can run out of memory comes before the frame counts as received (L.rx): a frame the
+    -- heap had no room for is not acknowledged, and the host sends it again. After that, the
+    -- call it completes is answered whatever happens (msg)
+    local P, id = L.parts, nil
+    if t == "&" or t == "$" then
+      P = P or { n = 0, big = false }
+      -- the call id is at the head of the first piece
+      if t == "$" then id = smatch(P.big or P[1] or body, "^C(%d+) ") end
+      if P.big then -- dropped (A.spare): counted only
+      elseif P.n + #body > HAL.maxmsg then -- keep only the head (for the call id) and the count
+        P.big = P[1] or body
+        for i = #P, 1, -1 do P[i] = nil end
+      else
+        P[#P + 1] = body
+      end
+      P.n = P.n + #body
+    elseif t == "C" then
+      id = smatch(body, "^(%d+) ")
+    end
     local k = L.ah[seq] -- a kept copy of this frame is no longer needed
     if k then
       L.ah[seq] = nil
@@ -884,36 +943,22 @@ local function tether_core()
     end
     L.rx = (L.rx + 1) % MOD
     L.ackdue = true
-    if t ~= "&" and t ~= "$" then
-      if L.parts then L.parts, ST.bad = nil, ST.bad + 1 end
-      if t == "M" then return part("bundle").take(body) end
-      return msg(t .. body)
-    end
-    local P = L.parts or { n = 0 }
-    L.parts = P
-    P.n = P.n + #body
-    if P.big then
-    elseif P.n > HAL.maxmsg then -- keep only the head (for the call id) and the count
-      P.big = ssub((P[1] or "") .. body, 1, 12)
-      for i = #P, 1, -1 do P[i] = nil end
-    else
-      P[#P + 1] = body
-    end
-    if t == "&" then return end
-    L.parts = nil
-    local id
-    if not P.big then
-      -- the whole message is a second copy of its parts: a heap without room for it still
-      -- answers the call (E_MEM), whose id the first part starts with
-      local ok, m = pcall(tconcat, P)
-      if ok then return msg(m) end
-      id = smatch(P[1] or "", "^C(%d+) ")
-      if id then K.fail(id, m, TP.E_ERR, true) end
+    if t == "&" then
+      L.parts = P
       return
     end
-    ST.bad = ST.bad + 1
-    id = smatch(P.big, "^C(%d+) ")
-    if id then xerr(id, TP.E_BIG, "message over " .. HAL.maxmsg .. " bytes") end
+    if L.parts and t ~= "$" then ST.bad = ST.bad + 1 end -- a message cut short by another
+    L.parts = false
+    if t == "M" then return part("bundle").take(body) end
+    if t ~= "$" then return msg(id, body, t) end
+    if not P.big then return msg(id, P) end
+    -- over maxmsg, or its pieces were dropped for room (A.spare): answered TOOBIG or NOMEM
+    local c = P.n > HAL.maxmsg and TP.E_BIG or TP.E_MEM
+    if c == TP.E_BIG then ST.bad = ST.bad + 1 end
+    if id then
+      K.owe(id, c)
+      K.owe()
+    end
   end
 
   local function blocked() return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
@@ -1052,7 +1097,8 @@ local function tether_core()
         L.qb = 0
         L.pend = {}
         L.pb = 0
-        L.parts = nil
+        L.parts = false
+        L.ow = { false, false, false, false, false, false, false, false }
         L.ah = {}
         L.ahb = 0
         L.rq = {}
@@ -1086,7 +1132,7 @@ local function tether_core()
         ST.bad = ST.bad + 1
       else
         local ok, e = pcall(line, ssub(s, pos, nl - 1))
-        if not ok then pcall(A.log, 1, e) end
+        if not ok then A.spare(e) pcall(A.log, 1, e) end
       end
       pos = nl + 1
     end
@@ -1204,7 +1250,18 @@ local function tether_core()
   -- results, as before) raised into the firmware: a PANIC, the module resets
   function A.guard(f, ...)
     local ok, e = pcall(f, ...)
-    if not ok then pcall(A.log, 1, e) end
+    if not ok then A.spare(e) pcall(A.log, 1, e) end
+  end
+
+  -- error e was raised: when the heap ran out, a call being reassembled lets go of its pieces
+  -- (they could hold the heap until no line can be read any more: its next frame neither). The
+  -- rest of its frames are counted, not kept, and the call is answered NOMEM. Allocates nothing
+  function A.spare(e)
+    local P = L.parts
+    if e == "not enough memory" and P and not P.big then
+      P.big = P[1]
+      for i = #P, 1, -1 do P[i] = nil end
+    end
   end
 
   -- true when every frame sent was acknowledged and nothing waits
