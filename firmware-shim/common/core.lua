@@ -925,7 +925,7 @@ local function tether_core()
       P = P or { n = 0, big = false }
       -- the call id is at the head of the first piece
       if t == "$" then id = smatch(P.big or P[1] or body, "^C(%d+) ") end
-      if P.big then -- dropped (A.spare): counted only
+      if P.big then -- dropped (A.log): counted only
       elseif P.n + #body > HAL.maxmsg then -- keep only the head (for the call id) and the count
         P.big = P[1] or body
         for i = #P, 1, -1 do P[i] = nil end
@@ -952,7 +952,7 @@ local function tether_core()
     if t == "M" then return part("bundle").take(body) end
     if t ~= "$" then return msg(id, body, t) end
     if not P.big then return msg(id, P) end
-    -- over maxmsg, or its pieces were dropped for room (A.spare): answered TOOBIG or NOMEM
+    -- over maxmsg, or its pieces were dropped for room (A.log): answered TOOBIG or NOMEM
     local c = P.n > HAL.maxmsg and TP.E_BIG or TP.E_MEM
     if c == TP.E_BIG then ST.bad = ST.bad + 1 end
     if id then
@@ -1132,7 +1132,7 @@ local function tether_core()
         ST.bad = ST.bad + 1
       else
         local ok, e = pcall(line, ssub(s, pos, nl - 1))
-        if not ok then A.spare(e) pcall(A.log, 1, e) end
+        if not ok then pcall(A.log, 1, e) end
       end
       pos = nl + 1
     end
@@ -1240,6 +1240,15 @@ local function tether_core()
   end
 
   function A.log(level, msg)
+    -- the heap ran out (every error the agent catches comes here): a call being put together
+    -- lets go of its pieces first, allocating nothing (they could hold the heap until no line can
+    -- be read any more, its own next frame neither). The rest of its frames are counted, not
+    -- kept, and the call is answered NOMEM (deliver)
+    local P = L.parts
+    if msg == "not enough memory" and P and not P.big then
+      P.big = P[1]
+      for i = #P, 1, -1 do P[i] = nil end
+    end
     if type(msg) == "table" then msg = msg[2] or msg[1] end -- a { code, message } error
     send("L" .. level .. " " .. encstr(tostring(msg)))
   end
@@ -1250,18 +1259,7 @@ local function tether_core()
   -- results, as before) raised into the firmware: a PANIC, the module resets
   function A.guard(f, ...)
     local ok, e = pcall(f, ...)
-    if not ok then A.spare(e) pcall(A.log, 1, e) end
-  end
-
-  -- error e was raised: when the heap ran out, a call being reassembled lets go of its pieces
-  -- (they could hold the heap until no line can be read any more: its next frame neither). The
-  -- rest of its frames are counted, not kept, and the call is answered NOMEM. Allocates nothing
-  function A.spare(e)
-    local P = L.parts
-    if e == "not enough memory" and P and not P.big then
-      P.big = P[1]
-      for i = #P, 1, -1 do P[i] = nil end
-    end
+    if not ok then pcall(A.log, 1, e) end
   end
 
   -- true when every frame sent was acknowledged and nothing waits
