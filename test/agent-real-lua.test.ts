@@ -205,6 +205,21 @@ for (const v of ['5.1', '5.3'] as LuaVersion[]) {
     assert.equal(out.acks.filter((f) => f.probe === undefined && f.nonce === 1234567).length, 2, 'both S frames answered with a long A');
   });
 
+  test(`under ${lua}: a call whose reply and error reply find no room is answered at the next tick that has room`, () => {
+    const h = new AgentHost();
+    const F = Buffer.from('%%F\n');
+    // echo runs; its reply, its ERR and the first tick's try find no room: the second tick sends it
+    const input = Buffer.concat([h.start(), F, Buffer.from('%%Q3\n'), h.call(1, 'echo', ['a']), F, Buffer.from('%%T1\n')]);
+    const first = new AgentHost();
+    first.receive(runCoreDriver(v, input, { chunk: -1 }));
+    assert.equal(first.repliesTo(1), 0, 'no room for any answer yet');
+    h.receive(runCoreDriver(v, Buffer.concat([input, Buffer.from('%%T1\n'), F, h.call(2, 'count')]), { chunk: -1 }));
+    h.assertClean(lua);
+    assert.equal(h.repliesTo(1), 1, 'answered once');
+    assert.equal(h.code(1), 'ERR', 'ERR: it ran');
+    assert.deepEqual(h.values(2), [1], 'and once');
+  });
+
   test(`under ${lua}: without acks the agent retransmits the oldest frame with backoff; duplicates never run a call twice`, () => {
     const h = new AgentHost();
     const calls = [h.call(1, 'echo', ['a']), h.call(2, 'echo', ['b']), h.call(3, 'echo', ['c'])];

@@ -1,7 +1,9 @@
 -- Test driver: runs the shared agent core under a stock Lua interpreter (5.1 or 5.3).
 -- usage: lua core-driver.lua protocol.lua core.lua [ticks] [chunk] < input
 -- Feeds stdin to the agent (all at once; or in pieces of `chunk` bytes, each a batch; or, with
--- chunk -1, as a script whose lines "%%T<n>" tick n times and "%%F" end a batch), then calls
+-- chunk -1, as a script whose lines "%%T<n>" tick n times, "%%F" end a batch and "%%Q<n>" make
+-- the agent's backlog refuse its next n messages with "not enough memory", as a heap with no room
+-- for it to grow does), then calls
 -- A.tick() `ticks` times (default 0) so that tests see retransmissions; the agent's bytes go
 -- to stdout. Functions: echo (counts its runs), count (how many times echo ran), boom, big(n), gc. The HAL below is pure Lua with arithmetic only (no bit library, no
 -- integer division operator), so it also shows the core needs nothing but what Lua 5.1 has.
@@ -70,13 +72,20 @@ if chunk > 0 then
   for i = 1, #input, chunk do A.feed(input:sub(i, i + chunk - 1)) end
 elseif chunk < 0 then
   -- script: lines "%%T<n>" call A.tick() n times, "%%F" ends a batch; other bytes are fed
-  local pos, pat = 1, "%%%%([TF]%d*)\n"
+  local pos, pat = 1, "%%%%([TFQ]%d*)\n"
   while true do
     local s, e, cmd = input:find(pat, pos)
     while s and s > 1 and input:sub(s - 1, s - 1) ~= "\n" do s, e, cmd = input:find(pat, s + 1) end
     A.feed(input:sub(pos, (s or #input + 1) - 1))
     if not s then break end
     if cmd:sub(1, 1) == "T" then for _ = 1, tonumber(cmd:sub(2)) or 1 do A.tick() end end
+    if cmd:sub(1, 1) == "Q" then
+      local n = tonumber(cmd:sub(2)) or 1
+      setmetatable(A.K.L.out, { __newindex = function(t, k, v)
+        if n > 0 then n = n - 1 error("not enough memory", 0) end
+        rawset(t, k, v)
+      end })
+    end
     pos = e + 1
   end
 else
