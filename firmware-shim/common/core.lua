@@ -538,8 +538,10 @@ local function tether_core()
     sendu("A" .. L.rx .. " " .. L.epoch .. " " .. w .. " " .. L.nonce .. " " .. (probe or 0) .. (miss or ""))
   end
 
-  -- a new sequenced frame: kept in the retransmit queue until acknowledged
-  local function push(t, body)
+  -- a new sequenced frame: kept in the retransmit queue until acknowledged. ci: the frame is a
+  -- piece of the message being cut (L.ce) and the next piece starts at ci; false or nil: the
+  -- message is done with it
+  local function push(t, body, ci)
     local s
     -- @unsplit (a short head for a host that reads them, section 1)
     if L.sh then -- the short type (lower case; & f, $ t), seq and ack in two base-64 digits each
@@ -558,6 +560,9 @@ local function tether_core()
     local q = L.q
     if q[1] == nil then L.t, L.m = 0, 1 end
     q[#q + 1] = s
+    -- the piece is taken at once, next to the line that queued it: an error after this (the heap
+    -- running out in HAL.write's call) must not cut the same piece again as a new frame
+    if ci then L.ci = ci else L.ce = nil end
     L.qb = L.qb + #s
     L.tx = (L.tx + 1) % MOD
     L.ackdue = false
@@ -598,13 +603,13 @@ local function tether_core()
         if e and #e <= room + 1 then
           push(ssub(e, 1, 1), ssub(e, 2))
         else
-          while L.ci <= n do
+          while L.ce do
             local i = L.ci
             local j, p = i + room - 1, nil
             -- @unsplit (escaped already: a piece never splits an escape)
             if L.cx then
               if j >= n then j = n elseif sbyte(m, j) == 16 then j = j - 1 end
-              push(j == n and "$" or "&", ssub(m, i, j))
+              push(j == n and "$" or "&", ssub(m, i, j), j < n and j + 1)
             else
             -- @end unsplit
               -- the piece ends a byte sooner for each byte to escape in it (two on the line),
@@ -615,14 +620,14 @@ local function tether_core()
                 p = sfind(m, "[\n\16]", p + 1)
               end
               if j > n then j = n end
-              push(j == n and "$" or "&", esc(ssub(m, i, j)))
+              push(j == n and "$" or "&", esc(ssub(m, i, j)), j < n and j + 1)
             -- @unsplit
             end
             -- @end unsplit
-            L.ci = j + 1
           end
         end
-        L.ce = nil -- (L.cx stays: set again with the next message; NodeMCU never makes the key)
+        -- (push cleared L.ce with the message's last frame; L.cx stays: set again with the next
+        -- message, and NodeMCU never makes the key)
       -- @fast
       end
       -- @end fast
