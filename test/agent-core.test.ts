@@ -639,6 +639,24 @@ test('a call whose reply and error reply find no room is still answered: the err
   a.host.assertClean();
 });
 
+test('a message over maxmsg is answered TOOBIG at once, with the limit, even while four error replies are owed', () => {
+  const a = session({ maxmsg: 600 }, 100);
+  // four calls whose reply and error reply find no room: all four owed slots are taken
+  failQueue(a.vm, 8);
+  for (let id = 1; id <= 4; id++) a.exchange(a.host.call(id, 'echo', [id]));
+  for (let id = 1; id <= 4; id++) assert.equal(a.host.repliesTo(id), 0, `call ${id} owed`);
+  // room again: the call over maxmsg is answered in the same batch, not owed (no slot is free)
+  a.exchange(a.host.call(5, 'echo', [Buffer.alloc(700, 1)], 100));
+  assert.equal(a.host.code(5), 'TOOBIG');
+  const x = a.host.reply(5);
+  assert.ok(x?.type === 'X' && x.message === 'message over 600 bytes', JSON.stringify(x));
+  assert.equal(a.stat('lost'), 0, 'nothing lost');
+  // the owed ones go at the next tick
+  a.host.receive(a.tick());
+  for (let id = 1; id <= 4; id++) assert.equal(a.host.code(id), 'ERR', `call ${id}: its owed ERR`);
+  a.host.assertClean();
+});
+
 test('the heap running out while a call is reassembled drops its pieces: the call is answered NOMEM and never runs', () => {
   const fail = { n: 0 };
   const a = session({ fragCrcFail: fail }, 100);

@@ -842,9 +842,11 @@ local function tether_core()
   -- owed: its id and code go into a free slot of L.ow (ids 1..4, codes 5..8: slots made at
   -- start, so storing allocates nothing; false when free). With all four taken it is lost to the
   -- host's timeout (agent.stats lost). K.owe(): the owed error replies are sent (A.tick) and
-  -- forgotten, those there is still no room for stay. (One function: a 17th key would double K's
-  -- hash part)
-  function K.owe(id, code)
+  -- forgotten, those there is still no room for stay. K.owe(id, code, true) sends that error
+  -- reply now and raises when there is no room: call it under pcall (the text is put together
+  -- inside). (One function: a 17th key would double K's hash part)
+  function K.owe(id, code, now)
+    if now then return xerr(id, code, code == TP.E_BIG and "message over " .. HAL.maxmsg .. " bytes" or "not enough memory") end
     local o = L.ow
     for i = 1, 4 do
       if id then
@@ -852,7 +854,7 @@ local function tether_core()
           o[i], o[i + 4] = id, code
           return
         end
-      elseif o[i] and pcall(xerr, o[i], o[i + 4], o[i + 4] == TP.E_BIG and "message over maxmsg" or "not enough memory") then
+      elseif o[i] and pcall(K.owe, o[i], o[i + 4], true) then
         o[i] = false
       end
     end
@@ -960,10 +962,8 @@ local function tether_core()
     -- over maxmsg, or its pieces were dropped for room (A.log): answered TOOBIG or NOMEM
     local c = P.n > HAL.maxmsg and TP.E_BIG or TP.E_MEM
     if c == TP.E_BIG then ST.bad = ST.bad + 1 end
-    if id then
-      K.owe(id, c)
-      K.owe()
-    end
+    -- at once when there is room; owed (a slot, sent at a later tick) when there is not
+    if id and not pcall(K.owe, id, c, true) then K.owe(id, c) end
   end
 
   local function blocked() return L.ce ~= nil or L.out[L.oh] ~= nil or L.qb >= HAL.txwin end
