@@ -30,6 +30,12 @@ interface AgentOpts {
   txq?: number;
   /** The core as a split family (NodeMCU) has it: without its `-- @fast` and `-- @unsplit` blocks. */
   split?: boolean;
+  /**
+   * string.sub and string.match as the core takes them raise "not enough memory" at the n-th call
+   * after `failn(n)` (once), as the allocation of the string they make would; `fired()` says
+   * whether it did.
+   */
+  strFail?: boolean;
 }
 
 function agent(opts: AgentOpts = {}) {
@@ -46,6 +52,15 @@ function agent(opts: AgentOpts = {}) {
   });
   const root = repoRoot();
   const src = [
+    opts.strFail
+      ? `local sub, match = string.sub, string.match
+         local n, hit = 0, false
+         local function f() if n > 0 then n = n - 1 if n == 0 then hit = true error("not enough memory", 0) end end end
+         string.sub = function(...) f() return sub(...) end
+         string.match = function(...) f() return match(...) end
+         function failn(k) n, hit = k, false end
+         function fired() return hit end`
+      : '',
     readFileSync(join(root, 'firmware-shim/common/protocol.lua'), 'utf8'),
     (opts.split ? stripFastBlocks : (t: string) => t)(readFileSync(join(root, 'firmware-shim/common/core.lua'), 'utf8')),
     `HAL.write = hal_js.write HAL.crc32 = hal_js.crc32
@@ -575,6 +590,33 @@ test('bundles: a body that stops being one is counted, the calls before it run; 
   const lines = Buffer.concat(out).toString('latin1').split('\n').filter(Boolean);
   assert.ok(lines.every((l) => l.length + 1 <= 255), `frames within 255 bytes: ${Math.max(...lines.map((l) => l.length + 1))}`);
   assert.ok(host.frames.some((f) => f.type === 'seq' && f.kind === 'M'), 'replies were bundled');
+});
+
+test('bundles: the heap running out anywhere while an M frame is taken: every call in it is answered once, none runs twice', () => {
+  let fired = 0;
+  for (let k = 1; k <= 24; k++) {
+    const a = session({ strFail: true });
+    a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
+    a.exchange(a.host.call(2, 'count'));
+    const runs = Number(a.host.values(2)[0]);
+    a.vm.callGlobal('failn', k);
+    const frame = a.host.bundle([[3, 'echo', ['a']], [4, 'echo', ['b']], [5, 'count'], [6, 'echo', ['c']]]);
+    // an error out of A.feed itself is what the family's UART callback catches (A.guard) and logs
+    a.vm.callGlobal('feed', frame);
+    a.host.receive(a.take());
+    if (a.vm.callGlobal('fired').values?.[0] === true) fired++;
+    a.vm.callGlobal('failn', 0);
+    // the host repeats the frame (as after a lost or withheld ack): taken already, it is a duplicate
+    a.exchange(frame);
+    a.exchange(frame);
+    a.host.receive(a.tick(2));
+    for (const id of [3, 4, 5, 6]) assert.equal(a.host.repliesTo(id), 1, `k ${k}: call ${id} answered once`);
+    const ran = [3, 4, 6].filter((id) => a.host.reply(id)?.type === 'R').length;
+    a.exchange(a.host.call(7, 'count'));
+    assert.equal(Number(a.host.values(7)[0]), runs + ran, `k ${k}: each echo that answered ran once, none twice`);
+    a.host.assertClean();
+  }
+  assert.ok(fired >= 8, `the failure hit inside the bundle's handling in ${fired} of 24 cases`);
 });
 
 test('bundles: an error raised past a call (outside its pcall) answers it ERR; the messages after it still run, each once', () => {

@@ -387,37 +387,45 @@ function A.tether_bundle(A, N)
   local K = N.K
   local L, ST = K.L, K.ST
   local smatch, ssub = string.match, string.sub
-  -- hand on the messages of an M frame's body ("<len> <message>" each, len in bytes), in order;
-  -- where the body stops being a bundle the rest is dropped and counted (agent.stats bad). With
-  -- bundles on (L.mb) the replies wait for the last message, and go out together
-  local at -- where the next message of the body being taken starts
-  -- the messages from body[at] on; at moves past each before it runs, so one that raises is not
-  -- run again: take goes on after it (one pcall a bundle, not one a message)
-  local function each(body, n)
+  -- split(body): the messages of an M frame's body ("<len> <message>" each, len in bytes), each
+  -- with its call id: B[i] the id (false: none), B[i + 1] the message, B.n the count of both; B.bad
+  -- where the body stops being a bundle (the rest is dropped). The core splits before the frame
+  -- counts as received: a body the heap has no room to split is not acknowledged, and comes again
+  local function split(body)
+    local n, B, p = #body, { n = 0 }, 1
     repeat -- at least one message (an empty body is not a bundle)
-      local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", at)
+      local len, j = smatch(body, "^(%d%d?%d?%d?%d?%d?%d?) ()", p)
       len = tonumber(len)
       if not len or len < 1 or j + len - 1 > n then
-        ST.bad = ST.bad + 1
-        at = n + 1
-        return
+        B.bad = true
+        break
       end
-      at = j + len
+      p = j + len
       local m = ssub(body, j, j + len - 1)
-      K.message(smatch(m, "^C(%d+) "), m)
-    until at > n
+      B[B.n + 1], B[B.n + 2] = smatch(m, "^C(%d+) ") or false, m
+      B.n = B.n + 2
+    until p > n
+    return B
   end
-  local function take(body)
-    local n, hold = #body, L.mb
+  local at -- the index in B of the next message to hand on
+  -- hand them on from B[at]: at moves past each before it runs, so one that raises is not run again
+  local function each(B)
+    while at < B.n do
+      local i = at
+      at = at + 2
+      K.message(B[i], B[i + 1])
+    end
+  end
+  -- hand on the messages split from an M frame, in order (each is answered: K.message); with
+  -- bundles on (L.mb) the replies wait for the last, and go out together
+  local function take(B)
+    local hold = L.mb
     L.hold, at = hold, 1
-    repeat
-      local from = at
-      local ok, e = pcall(each, body, n)
-      if not ok then
-        pcall(A.log, 1, e)
-        if at == from then break end -- raised before a message ran (out of memory): stop here
-      end
-    until at > n
+    while at < B.n do
+      local ok, e = pcall(each, B)
+      if not ok then pcall(A.log, 1, e) end
+    end
+    if B.bad then ST.bad = ST.bad + 1 end
     L.hold = nil
     if hold then K.flush() end
   end
@@ -444,7 +452,7 @@ function A.tether_bundle(A, N)
     K.push("M", table.concat(b))
     return true
   end
-  return { take = take, cut = cut }
+  return { split = split, take = take, cut = cut }
 end -- tether_bundle
 -- @end
 
@@ -942,6 +950,8 @@ local function tether_core()
       P.n = P.n + #body
     elseif t == "C" then
       id = smatch(body, "^(%d+) ")
+    elseif t == "M" then -- its messages (id: their list), split before the frame counts as received
+      id = part("bundle").split(body)
     end
     local k = L.ah[seq] -- a kept copy of this frame is no longer needed
     if k then
@@ -956,7 +966,7 @@ local function tether_core()
     end
     if L.parts and t ~= "$" then ST.bad = ST.bad + 1 end -- a message cut short by another
     L.parts = false
-    if t == "M" then return part("bundle").take(body) end
+    if t == "M" then return part("bundle").take(id) end
     if t ~= "$" then return msg(id, body, t) end
     if not P.big then return msg(id, P) end
     -- over maxmsg, or its pieces were dropped for room (A.log): answered TOOBIG or NOMEM
