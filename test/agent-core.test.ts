@@ -619,6 +619,36 @@ test('bundles: the heap running out anywhere while an M frame is taken: every ca
   assert.ok(fired >= 8, `the failure hit inside the bundle's handling in ${fired} of 24 cases`);
 });
 
+test('the heap running out at any string the core makes while calls come in whole and in fragments: each is answered once, none runs twice', () => {
+  for (const split of [false, true]) {
+    let fired = 0;
+    for (let k = 1; k <= 60; k++) {
+      const a = session({ strFail: true, split }, 100);
+      a.exchange(a.host.call(1, 'count'));
+      const runs = Number(a.host.values(1)[0]);
+      a.vm.callGlobal('failn', k);
+      const lines = [a.host.call(2, 'echo', ['w']), a.host.call(3, 'echo', ['y'.repeat(300)], 100), a.host.call(4, 'big', [250])];
+      a.vm.callGlobal('feed', Buffer.concat(lines));
+      a.host.receive(a.take());
+      if (a.vm.callGlobal('fired').values?.[0] === true) fired++;
+      a.vm.callGlobal('failn', 0);
+      // the host repeats what is not acknowledged (here: all of it, the agent drops the copies)
+      for (let i = 0; i < 3; i++) {
+        a.vm.callGlobal('feed', Buffer.concat(lines));
+        a.host.receive(a.take());
+        a.host.receive(a.tick(3));
+        a.host.receive(a.feed(a.host.ack()));
+      }
+      for (const id of [2, 3, 4]) assert.equal(a.host.repliesTo(id), 1, `split ${split}, k ${k}: call ${id} answered once`);
+      const ran = [2, 3].filter((id) => a.host.reply(id)?.type === 'R').length;
+      a.exchange(a.host.call(7, 'count'));
+      assert.equal(Number(a.host.values(7)[0]), runs + ran, `split ${split}, k ${k}: each echo that answered ran once, none twice`);
+      a.host.assertClean();
+    }
+    assert.ok(fired >= 30, `split ${split}: the failure hit in ${fired} cases`);
+  }
+});
+
 test('bundles: an error raised past a call (outside its pcall) answers it ERR; the messages after it still run, each once', () => {
   const a = session();
   a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
