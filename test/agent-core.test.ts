@@ -31,7 +31,7 @@ interface AgentOpts {
   /** The core as a split family (NodeMCU) has it: without its `-- @fast` and `-- @unsplit` blocks. */
   split?: boolean;
   /**
-   * string.sub and string.match as the core takes them raise "not enough memory" at the n-th call
+   * string.sub and string.match (and string.gsub, string.char, string.rep, table.concat) as the core takes them raise "not enough memory" at the n-th call
    * after `failn(n)` (once), as the allocation of the string they make would; `fired()` says
    * whether it did.
    */
@@ -58,6 +58,11 @@ function agent(opts: AgentOpts = {}) {
          local function f() if n > 0 then n = n - 1 if n == 0 then hit = true error("not enough memory", 0) end end end
          string.sub = function(...) f() return sub(...) end
          string.match = function(...) f() return match(...) end
+         local gsub, char, concat, find, rep = string.gsub, string.char, table.concat, string.find, string.rep
+         string.gsub = function(...) f() return gsub(...) end
+         string.char = function(...) f() return char(...) end
+         string.rep = function(...) f() return rep(...) end
+         table.concat = function(...) f() return concat(...) end
          function failn(k) n, hit = k, false end
          function fired() return hit end`
       : '',
@@ -622,7 +627,7 @@ test('bundles: the heap running out anywhere while an M frame is taken: every ca
 test('the heap running out at any string the core makes while calls come in whole and in fragments: each is answered once, none runs twice', () => {
   for (const split of [false, true]) {
     let fired = 0;
-    for (let k = 1; k <= 60; k++) {
+    for (let k = 1; k <= 80; k++) {
       const a = session({ strFail: true, split }, 100);
       a.exchange(a.host.call(1, 'count'));
       const runs = Number(a.host.values(1)[0]);
