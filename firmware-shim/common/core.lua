@@ -935,7 +935,7 @@ local function tether_core()
     -- what can run out of memory comes before the frame counts as received (L.rx): a frame the
     -- heap had no room for is not acknowledged, and the host sends it again. After that, the
     -- call it completes is answered whatever happens (msg)
-    local P, id = L.parts, nil
+    local P, id, B = L.parts, nil, nil
     if t == "&" or t == "$" then
       P = P or { n = 0, big = false }
       -- the call id is at the head of the first piece
@@ -950,8 +950,8 @@ local function tether_core()
       P.n = P.n + #body
     elseif t == "C" then
       id = smatch(body, "^(%d+) ")
-    elseif t == "M" then -- its messages (id: their list), split before the frame counts as received
-      id = part("bundle").split(body)
+    elseif t == "M" then -- its messages, split before the frame counts as received
+      B = part("bundle").split(body)
     end
     local k = L.ah[seq] -- a kept copy of this frame is no longer needed
     if k then
@@ -966,7 +966,7 @@ local function tether_core()
     end
     if L.parts and t ~= "$" then ST.bad = ST.bad + 1 end -- a message cut short by another
     L.parts = false
-    if t == "M" then return part("bundle").take(id) end
+    if t == "M" then return part("bundle").take(B) end
     if t ~= "$" then return msg(id, body, t) end
     if not P.big then return msg(id, P) end
     -- over maxmsg, or its pieces were dropped for room (A.log): answered TOOBIG or NOMEM
