@@ -597,6 +597,28 @@ test('bundles: a body that stops being one is counted, the calls before it run; 
   assert.ok(host.frames.some((f) => f.type === 'seq' && f.kind === 'M'), 'replies were bundled');
 });
 
+/**
+ * With {@link AgentOpts.strFail}: feed `input` while the `k`-th string call fails (an error out of
+ * A.feed itself is what the family's UART callback catches, A.guard, and logs), then `repeat()`
+ * (the host sending again), and check that every call in `ids` was answered once and that `count`
+ * (call id 7) grew by the `echoes` answered with a value, from `runs`: none ran twice.
+ * @returns whether the failure fired
+ */
+function answeredOnceUnderFailure(a: ReturnType<typeof session>, k: number, input: Buffer, repeat: () => void, ids: number[], echoes: number[], runs: number, label: string): boolean {
+  a.vm.callGlobal('failn', k);
+  a.vm.callGlobal('feed', input);
+  a.host.receive(a.take());
+  const fired = a.vm.callGlobal('fired').values?.[0] === true;
+  a.vm.callGlobal('failn', 0);
+  repeat();
+  for (const id of ids) assert.equal(a.host.repliesTo(id), 1, `${label}: call ${id} answered once`);
+  const ran = echoes.filter((id) => a.host.reply(id)?.type === 'R').length;
+  a.exchange(a.host.call(7, 'count'));
+  assert.equal(Number(a.host.values(7)[0]), runs + ran, `${label}: each echo that answered ran once, none twice`);
+  a.host.assertClean();
+  return fired;
+}
+
 test('bundles: the heap running out anywhere while an M frame is taken: every call in it is answered once, none runs twice', () => {
   let fired = 0;
   for (let k = 1; k <= 24; k++) {
@@ -604,22 +626,14 @@ test('bundles: the heap running out anywhere while an M frame is taken: every ca
     a.exchange(a.host.call(1, 'hello', [2, 4096, 1]));
     a.exchange(a.host.call(2, 'count'));
     const runs = Number(a.host.values(2)[0]);
-    a.vm.callGlobal('failn', k);
     const frame = a.host.bundle([[3, 'echo', ['a']], [4, 'echo', ['b']], [5, 'count'], [6, 'echo', ['c']]]);
-    // an error out of A.feed itself is what the family's UART callback catches (A.guard) and logs
-    a.vm.callGlobal('feed', frame);
-    a.host.receive(a.take());
-    if (a.vm.callGlobal('fired').values?.[0] === true) fired++;
-    a.vm.callGlobal('failn', 0);
     // the host repeats the frame (as after a lost or withheld ack): taken already, it is a duplicate
-    a.exchange(frame);
-    a.exchange(frame);
-    a.host.receive(a.tick(2));
-    for (const id of [3, 4, 5, 6]) assert.equal(a.host.repliesTo(id), 1, `k ${k}: call ${id} answered once`);
-    const ran = [3, 4, 6].filter((id) => a.host.reply(id)?.type === 'R').length;
-    a.exchange(a.host.call(7, 'count'));
-    assert.equal(Number(a.host.values(7)[0]), runs + ran, `k ${k}: each echo that answered ran once, none twice`);
-    a.host.assertClean();
+    const again = () => {
+      a.exchange(frame);
+      a.exchange(frame);
+      a.host.receive(a.tick(2));
+    };
+    if (answeredOnceUnderFailure(a, k, frame, again, [3, 4, 5, 6], [3, 4, 6], runs, `k ${k}`)) fired++;
   }
   assert.ok(fired >= 8, `the failure hit inside the bundle's handling in ${fired} of 24 cases`);
 });
@@ -631,24 +645,17 @@ test('the heap running out at any string the core makes while calls come in whol
       const a = session({ strFail: true, split }, 100);
       a.exchange(a.host.call(1, 'count'));
       const runs = Number(a.host.values(1)[0]);
-      a.vm.callGlobal('failn', k);
-      const lines = [a.host.call(2, 'echo', ['w']), a.host.call(3, 'echo', ['y'.repeat(300)], 100), a.host.call(4, 'big', [250])];
-      a.vm.callGlobal('feed', Buffer.concat(lines));
-      a.host.receive(a.take());
-      if (a.vm.callGlobal('fired').values?.[0] === true) fired++;
-      a.vm.callGlobal('failn', 0);
+      const lines = Buffer.concat([a.host.call(2, 'echo', ['w']), a.host.call(3, 'echo', ['y'.repeat(300)], 100), a.host.call(4, 'big', [250])]);
       // the host repeats what is not acknowledged (here: all of it, the agent drops the copies)
-      for (let i = 0; i < 3; i++) {
-        a.vm.callGlobal('feed', Buffer.concat(lines));
-        a.host.receive(a.take());
-        a.host.receive(a.tick(3));
-        a.host.receive(a.feed(a.host.ack()));
-      }
-      for (const id of [2, 3, 4]) assert.equal(a.host.repliesTo(id), 1, `split ${split}, k ${k}: call ${id} answered once`);
-      const ran = [2, 3].filter((id) => a.host.reply(id)?.type === 'R').length;
-      a.exchange(a.host.call(7, 'count'));
-      assert.equal(Number(a.host.values(7)[0]), runs + ran, `split ${split}, k ${k}: each echo that answered ran once, none twice`);
-      a.host.assertClean();
+      const again = () => {
+        for (let i = 0; i < 3; i++) {
+          a.vm.callGlobal('feed', lines);
+          a.host.receive(a.take());
+          a.host.receive(a.tick(3));
+          a.host.receive(a.feed(a.host.ack()));
+        }
+      };
+      if (answeredOnceUnderFailure(a, k, lines, again, [2, 3, 4], [2, 3], runs, `split ${split}, k ${k}`)) fired++;
     }
     assert.ok(fired >= 30, `split ${split}: the failure hit in ${fired} cases`);
   }
